@@ -1,0 +1,1 @@
+//! The YAML model (Dex schema + lanyard extensions). (Being written.)

@@ -1,0 +1,9 @@
+//! lanyard: an OpenID Connect issuer for Kubernetes, and a drop-in for Dex.
+
+pub mod clock;
+pub mod config;
+pub mod keys;
+pub mod oidc;
+pub mod server;
+pub mod storage;
+pub mod web;

@@ -1,0 +1,167 @@
+//! Storage: one trait, one implementation per database (SQLite, PostgreSQL).
+//!
+//! Every write that must be atomic (code redemption, key rotation) is a single transaction
+//! whose outcome the database decides.
+
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::clock::UnixTime;
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database cannot be reached or timed out. Callers answer 503.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    #[error("cannot open storage: {0}")]
+    Open(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Where the data lives, resolved from the config's `storage:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSettings {
+    /// `type: sqlite3`; the file and its parent directory are created when missing.
+    Sqlite { file: PathBuf },
+    /// `type: memory`: SQLite in memory, gone when the process exits.
+    Memory,
+    Postgres(PostgresSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PostgresSettings {
+    /// A full `postgres://` URL / DSN (`connectionString`); when set, the fields below
+    /// override what it says only where they are set.
+    pub url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// disable | allow | prefer | require | verify-ca | verify-full
+    pub ssl_mode: Option<String>,
+    pub ssl_ca_file: Option<PathBuf>,
+    pub max_open_conns: Option<u32>,
+    pub conn_timeout: Option<Duration>,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Which database this is ("sqlite" or "postgres"), for logs and metrics.
+    fn kind(&self) -> &'static str;
+
+    /// Applies pending migrations. Idempotent.
+    async fn migrate(&self) -> Result<()>;
+
+    /// A cheap round trip, for readiness.
+    async fn ping(&self) -> Result<()>;
+
+    // Clients created through the admin API.
+    async fn create_client(&self, client: &Client) -> Result<()>;
+    async fn get_client(&self, id: &str) -> Result<Option<Client>>;
+    async fn list_clients(&self) -> Result<Vec<Client>>;
+    async fn update_client(&self, client: &Client) -> Result<()>;
+    async fn delete_client(&self, id: &str) -> Result<bool>;
+
+    // The password database. Emails are compared case-insensitively.
+    async fn create_password(&self, password: &Password) -> Result<()>;
+    async fn get_password(&self, email: &str) -> Result<Option<Password>>;
+    async fn get_password_by_username(&self, username: &str) -> Result<Option<Password>>;
+    async fn list_passwords(&self) -> Result<Vec<Password>>;
+    async fn update_password(&self, password: &Password) -> Result<()>;
+    async fn delete_password(&self, email: &str) -> Result<bool>;
+
+    // Logins in progress.
+    async fn create_auth_request(&self, request: &AuthRequest) -> Result<()>;
+    /// Returns the request even when expired; callers check `expires_at`.
+    async fn get_auth_request(&self, id: &str) -> Result<Option<AuthRequest>>;
+    /// Attaches a login result, only if the request exists, is unexpired and has none yet.
+    async fn complete_auth_request(
+        &self,
+        id: &str,
+        login: &LoginResult,
+        now: UnixTime,
+    ) -> Result<bool>;
+    async fn delete_auth_request(&self, id: &str) -> Result<bool>;
+
+    /// In one transaction: deletes the auth request and stores the code, so that one login
+    /// yields at most one code. False (and nothing written) if the request is gone or expired.
+    async fn exchange_auth_request_for_code(
+        &self,
+        auth_request_id: &str,
+        code: &AuthCode,
+        now: UnixTime,
+    ) -> Result<bool>;
+    async fn get_auth_code(&self, code_hash: &str) -> Result<Option<AuthCode>>;
+    /// In one transaction: marks the code redeemed if it is unredeemed and unexpired, then
+    /// stores its grant and `access_token`. A code redeemed before gets its grant revoked.
+    async fn redeem_auth_code(
+        &self,
+        code_hash: &str,
+        access_token: &AccessToken,
+        now: UnixTime,
+    ) -> Result<Redemption>;
+
+    // Grants and the tokens that belong to them.
+    async fn get_grant(&self, id: &str) -> Result<Option<Grant>>;
+    /// Sets `revoked_at` if unset. True if this call revoked it.
+    async fn revoke_grant(&self, id: &str, now: UnixTime) -> Result<bool>;
+    /// The token and its grant, only if the token is unexpired and the grant unrevoked.
+    async fn get_access_token(
+        &self,
+        token_hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<(AccessToken, Grant)>>;
+
+    // Signing keys.
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKey>>;
+    /// False, and nothing written, when a key already succeeds `key.successor_of`.
+    async fn insert_signing_key(&self, key: &SigningKey) -> Result<bool>;
+    async fn delete_signing_key(&self, kid: &str) -> Result<bool>;
+
+    /// Deletes at most `batch` rows of each kind: auth requests expired before `now`, codes
+    /// that expired before `code_cutoff`, access tokens expired before `now`, and revoked
+    /// grants revoked before `grant_cutoff` that no token references.
+    async fn sweep(
+        &self,
+        now: UnixTime,
+        code_cutoff: UnixTime,
+        grant_cutoff: UnixTime,
+        batch: u32,
+    ) -> Result<Swept>;
+}
+
+pub type SharedStorage = Arc<dyn Storage>;
+
+/// Opens (and creates, for SQLite) the configured database and applies migrations.
+pub async fn open(settings: &StorageSettings) -> Result<SharedStorage> {
+    let storage: SharedStorage = match settings {
+        StorageSettings::Sqlite { file } => { let _ = sqlite::SqliteStorage::open_file(file).await?; unreachable_placeholder() },
+        StorageSettings::Memory => { let _ = sqlite::SqliteStorage::open_memory().await?; unreachable_placeholder() },
+        StorageSettings::Postgres(pg) => { let _ = postgres::PostgresStorage::connect(pg).await?; unreachable_placeholder() },
+    };
+    storage.migrate().await?;
+    Ok(storage)
+}
+
+// Placeholder until the implementations land; removed with them.
+fn unreachable_placeholder() -> SharedStorage {
+    panic!("storage implementations not written yet")
+}

@@ -1,0 +1,181 @@
+//! The records lanyard keeps. Times are Unix seconds from the injected clock.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+
+/// An OAuth client created through the admin API. Clients from `staticClients` are never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    pub id: String,
+    /// Hex SHA-256 of the secret; `None` for public clients.
+    pub secret_sha256: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub trusted_peers: Vec<String>,
+    pub public: bool,
+    pub name: String,
+    pub logo_url: Option<String>,
+    pub grant_types: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub allowed_connectors: Vec<String>,
+    pub created_at: UnixTime,
+}
+
+/// A local user of the password database (`enablePasswordDB`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Password {
+    /// Always stored lower-cased; lookups are case-insensitive.
+    pub email: String,
+    /// bcrypt or argon2id PHC string.
+    pub hash: String,
+    pub username: String,
+    pub user_id: String,
+    pub groups: Vec<String>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// Who a user is, as the connector that logged them in reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserClaims {
+    pub user_id: String,
+    pub username: String,
+    pub preferred_username: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub groups: Vec<String>,
+}
+
+/// The parameters of an /auth request, kept as one JSON document so that later protocol
+/// features add fields without a migration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRequestParams {
+    pub redirect_uri: String,
+    pub response_type: String,
+    #[serde(default)]
+    pub response_mode: Option<String>,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    #[serde(default)]
+    pub code_challenge: Option<String>,
+    #[serde(default)]
+    pub code_challenge_method: Option<String>,
+    #[serde(default)]
+    pub connector_id: Option<String>,
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub max_age: Option<i64>,
+    #[serde(default)]
+    pub login_hint: Option<String>,
+}
+
+/// The outcome of a successful upstream login, attached to its auth request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResult {
+    pub connector_id: String,
+    pub claims: UserClaims,
+    /// Opaque connector state (for refresh), as the connector serialised it.
+    #[serde(default)]
+    pub connector_data: Option<String>,
+    pub auth_time: UnixTime,
+}
+
+/// A login in progress: created by /auth, completed by a connector, turned into a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRequest {
+    pub id: String,
+    pub client_id: String,
+    pub params: AuthRequestParams,
+    /// The CSRF token every form of this login must post back.
+    pub csrf_token: String,
+    /// Hex SHA-256 of the cookie that ties this login to the browser that started it.
+    pub browser_binding: String,
+    pub login: Option<LoginResult>,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// One authorisation of one client by one user: everything a code, refresh token or device
+/// grant issues belongs to a grant, and revoking the grant revokes all of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub client_id: String,
+    pub connector_id: String,
+    pub claims: UserClaims,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    pub auth_time: UnixTime,
+    #[serde(default)]
+    pub connector_data: Option<String>,
+    pub created_at: UnixTime,
+    #[serde(default)]
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// An authorization code. Only its SHA-256 is stored. It carries the grant its redemption
+/// creates, so that a replay knows which grant to revoke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthCode {
+    pub code_hash: String,
+    pub redirect_uri: String,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub grant: Grant,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub redeemed_at: Option<UnixTime>,
+}
+
+/// An opaque access token. Only its SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub token_hash: String,
+    pub grant_id: String,
+    pub client_id: String,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// What redeeming a code did. Decided inside one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redemption {
+    /// The code was unused and unexpired: it is now redeemed, and the grant and access token exist.
+    Issued(Grant),
+    /// The code had been redeemed before: its grant (and every token of it) is now revoked.
+    Replayed { grant_id: String },
+    Expired,
+    NotFound,
+}
+
+/// A signing key. The private half is AES-256-GCM ciphertext; only `keys` can open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub kid: String,
+    /// "RS256" or "ES256".
+    pub alg: String,
+    /// The public JWK as JSON.
+    pub public_jwk: String,
+    /// nonce || ciphertext of the PKCS#8 DER private key.
+    pub private_key_enc: Vec<u8>,
+    /// The kid this key takes over from; "" for the first key. Unique: of two processes that
+    /// rotate at once, the database lets exactly one insert the successor.
+    pub successor_of: String,
+    pub created_at: UnixTime,
+    /// From this time on the key signs; until then it is only published.
+    pub sign_from: UnixTime,
+}
+
+/// Counts of what housekeeping removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub auth_requests: u64,
+    pub auth_codes: u64,
+    pub access_tokens: u64,
+    pub grants: u64,
+}

@@ -1,0 +1,1 @@
+//! HTML pages. (Being written.)
