@@ -1,1 +1,215 @@
-pub fn _placeholder() {}
+//! Upstream identity connectors for lanyard.
+//!
+//! A connector turns something the user presents (a password, or a redirect back from an
+//! upstream identity provider) into an [`Identity`]. The server decides which connectors
+//! exist from config; this crate knows nothing about the server.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub mod local;
+pub mod password_hash;
+
+pub use local::{LocalConnector, LocalUser, LocalUserDirectory, StaticUserDirectory};
+pub use password_hash::{Argon2idParams, HashKind, PasswordHashError, PasswordHasher};
+
+/// Who the upstream says the user is.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Stable upstream identifier; together with the connector id it forms the Dex-compatible `sub`.
+    pub user_id: String,
+    pub username: String,
+    #[serde(default)]
+    pub preferred_username: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub email_verified: bool,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Opaque state the connector needs again at refresh (it may hold upstream tokens, so it is
+    /// never printed). Serialized as standard base64 to keep stored rows compact.
+    #[serde(default, with = "opt_base64")]
+    pub connector_data: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("user_id", &self.user_id)
+            .field("username", &self.username)
+            .field("preferred_username", &self.preferred_username)
+            .field("email", &self.email)
+            .field("email_verified", &self.email_verified)
+            .field("groups", &self.groups)
+            .field(
+                "connector_data",
+                &self
+                    .connector_data
+                    .as_ref()
+                    .map(|d| format!("<{} bytes redacted>", d.len())),
+            )
+            .finish()
+    }
+}
+
+/// The scopes of the request that matter to connectors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scopes {
+    /// A refresh token will be issued, so the connector should keep what it needs to refresh.
+    pub offline_access: bool,
+    /// The client asked for the `groups` claim; connectors may skip group lookups otherwise.
+    pub groups: bool,
+}
+
+/// Why a connector could not produce an identity.
+///
+/// A wrong username or password is not an error (see [`PasswordConnector::login`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The upstream could not be reached or answered with a server error; retrying may help.
+    #[error("upstream identity provider unavailable: {0}")]
+    Unavailable(String),
+    /// The upstream no longer vouches for the user (deleted, disabled, password changed);
+    /// the caller must end the session and revoke its refresh token.
+    #[error("upstream session ended: {0}")]
+    SessionEnded(String),
+    /// The connector's configuration is wrong; an operator has to fix it.
+    #[error("connector misconfigured: {0}")]
+    Config(String),
+    /// The upstream's redirect back was malformed, had a wrong `state`, or carried an error.
+    #[error("invalid callback from upstream: {0}")]
+    BadCallback(String),
+    /// The upstream authenticated the user but the user may not log in (for example not in a
+    /// required organization or group).
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// A bug or an unexpected local failure.
+    #[error("internal connector error: {0}")]
+    Internal(String),
+}
+
+/// A connector that checks a username and password itself (local passwords, LDAP).
+#[async_trait]
+pub trait PasswordConnector: Send + Sync {
+    /// Label for the login form's first field ("Email address" / "Username").
+    fn prompt(&self) -> &str;
+
+    /// `Ok(None)` means wrong username or password; the two are indistinguishable to the
+    /// caller by design, in result and, as far as the connector can manage, in time.
+    async fn login(
+        &self,
+        scopes: &Scopes,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Identity>, ConnectorError>;
+}
+
+/// A connector that sends the browser to an upstream and handles the redirect back
+/// (GitHub, generic OIDC).
+#[async_trait]
+pub trait CallbackConnector: Send + Sync {
+    /// URL to send the browser to; `state` must come back in the callback.
+    async fn login_url(
+        &self,
+        scopes: &Scopes,
+        callback_url: &str,
+        state: &str,
+    ) -> Result<String, ConnectorError>;
+
+    /// Handles the upstream's redirect back; `query` is the raw query string (without `?`).
+    async fn handle_callback(
+        &self,
+        scopes: &Scopes,
+        callback_url: &str,
+        query: &str,
+    ) -> Result<Identity, ConnectorError>;
+}
+
+/// A connector that can re-check the user when a refresh token is used.
+#[async_trait]
+pub trait RefreshConnector: Send + Sync {
+    /// Re-queries upstream on token refresh and returns the current identity.
+    /// `Err(ConnectorError::SessionEnded(..))` ends the session.
+    async fn refresh(
+        &self,
+        scopes: &Scopes,
+        identity: &Identity,
+    ) -> Result<Identity, ConnectorError>;
+}
+
+mod opt_base64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(bytes) => s.serialize_some(&STANDARD.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let encoded: Option<String> = Option::deserialize(d)?;
+        encoded
+            .map(|e| {
+                STANDARD
+                    .decode(e.as_bytes())
+                    .map_err(|err| serde::de::Error::custom(format!("connector_data: {err}")))
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn sample() -> Identity {
+        Identity {
+            user_id: "u1".into(),
+            username: "jane".into(),
+            preferred_username: "jane".into(),
+            email: "jane@example.com".into(),
+            email_verified: true,
+            groups: vec!["admins".into()],
+            connector_data: Some(b"upstream-refresh-token-SECRET".to_vec()),
+        }
+    }
+
+    #[test]
+    fn identity_debug_never_prints_connector_data() {
+        let printed = format!("{:?}", sample());
+        assert!(!printed.contains("SECRET"), "{printed}");
+        assert!(printed.contains("29 bytes redacted"), "{printed}");
+        assert!(printed.contains("jane@example.com"));
+    }
+
+    #[test]
+    fn identity_round_trips_through_json_with_base64_connector_data() {
+        let id = sample();
+        let json = serde_json::to_string(&id).unwrap();
+        assert!(json.contains("\"connector_data\":\"dXBzdHJlYW0t"), "{json}");
+        let back: Identity = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, id);
+
+        let minimal: Identity = serde_json::from_str(r#"{"user_id":"u","username":"n"}"#).unwrap();
+        assert_eq!(minimal.connector_data, None);
+        assert!(minimal.groups.is_empty());
+    }
+
+    #[test]
+    fn connector_traits_are_object_safe() {
+        fn assert_send_sync<T: Send + Sync + ?Sized>() {}
+        assert_send_sync::<dyn PasswordConnector>();
+        assert_send_sync::<dyn CallbackConnector>();
+        assert_send_sync::<dyn RefreshConnector>();
+        let _: Option<Arc<dyn PasswordConnector>> = None;
+        let _: Option<Arc<dyn CallbackConnector>> = None;
+        let _: Option<Arc<dyn RefreshConnector>> = None;
+    }
+}

@@ -1,0 +1,521 @@
+//! The local password connector (Dex's `local`, usually id "local"): users and password
+//! hashes come from lanyard's own storage or from Dex-style `staticPasswords` in config.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::password_hash::PasswordHasher;
+use crate::{ConnectorError, Identity, PasswordConnector, RefreshConnector, Scopes};
+
+/// A user with a local password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LocalUser {
+    pub email: String,
+    pub username: String,
+    pub user_id: String,
+    /// bcrypt or argon2id hash.
+    pub hash: String,
+    pub groups: Vec<String>,
+}
+
+impl fmt::Debug for LocalUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalUser")
+            .field("email", &self.email)
+            .field("username", &self.username)
+            .field("user_id", &self.user_id)
+            .field("hash", &"<redacted>")
+            .field("groups", &self.groups)
+            .finish()
+    }
+}
+
+/// Where local users live (storage, or config's static passwords).
+#[async_trait]
+pub trait LocalUserDirectory: Send + Sync {
+    /// Looks a user up by email (case-insensitive) or username.
+    async fn find(&self, login: &str) -> Result<Option<LocalUser>, ConnectorError>;
+}
+
+/// An in-memory directory, for Dex's `staticPasswords` (and tests).
+#[derive(Clone, Debug, Default)]
+pub struct StaticUserDirectory {
+    users: Vec<LocalUser>,
+    by_email: HashMap<String, usize>,
+    by_username: HashMap<String, usize>,
+}
+
+impl StaticUserDirectory {
+    /// Fails when two users share an email (case-insensitively), a username or a user id,
+    /// since a login could then match the wrong user.
+    pub fn new(users: Vec<LocalUser>) -> Result<Self, ConnectorError> {
+        let mut by_email = HashMap::new();
+        let mut by_username = HashMap::new();
+        let mut ids = HashMap::new();
+        for (i, user) in users.iter().enumerate() {
+            if by_email.insert(user.email.to_lowercase(), i).is_some() {
+                return Err(ConnectorError::Config(format!(
+                    "static password email {:?} is listed twice",
+                    user.email
+                )));
+            }
+            if !user.username.is_empty() && by_username.insert(user.username.clone(), i).is_some() {
+                return Err(ConnectorError::Config(format!(
+                    "static password username {:?} is listed twice",
+                    user.username
+                )));
+            }
+            if ids.insert(user.user_id.clone(), i).is_some() {
+                return Err(ConnectorError::Config(format!(
+                    "static password userID {:?} is listed twice",
+                    user.user_id
+                )));
+            }
+        }
+        Ok(Self {
+            users,
+            by_email,
+            by_username,
+        })
+    }
+
+    pub fn users(&self) -> &[LocalUser] {
+        &self.users
+    }
+}
+
+#[async_trait]
+impl LocalUserDirectory for StaticUserDirectory {
+    async fn find(&self, login: &str) -> Result<Option<LocalUser>, ConnectorError> {
+        let index = self
+            .by_email
+            .get(&login.to_lowercase())
+            .or_else(|| self.by_username.get(login));
+        Ok(index.and_then(|&i| self.users.get(i)).cloned())
+    }
+}
+
+/// Domain-separated so the fingerprint cannot be confused with any other SHA-256 we store.
+const FINGERPRINT_CONTEXT: &[u8] = b"lanyard local password hash fingerprint v1\0";
+
+/// SHA-256 of the stored hash, kept in `Identity::connector_data` so that a refresh can tell
+/// whether the password changed since login without keeping the hash itself around.
+pub fn hash_fingerprint(hash: &str) -> Vec<u8> {
+    Sha256::new()
+        .chain_update(FINGERPRINT_CONTEXT)
+        .chain_update(hash.trim().as_bytes())
+        .finalize()
+        .to_vec()
+}
+
+/// Dex's local password connector.
+pub struct LocalConnector {
+    directory: Arc<dyn LocalUserDirectory>,
+    hasher: Arc<PasswordHasher>,
+}
+
+impl fmt::Debug for LocalConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalConnector")
+            .field("hasher", &self.hasher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalConnector {
+    pub fn new(directory: Arc<dyn LocalUserDirectory>, hasher: Arc<PasswordHasher>) -> Self {
+        Self { directory, hasher }
+    }
+
+    fn identity(user: LocalUser, scopes: &Scopes) -> Identity {
+        let fingerprint = hash_fingerprint(&user.hash);
+        Identity {
+            user_id: user.user_id,
+            preferred_username: user.username.clone(),
+            username: user.username,
+            email: user.email,
+            email_verified: true,
+            groups: if scopes.groups {
+                user.groups
+            } else {
+                Vec::new()
+            },
+            connector_data: Some(fingerprint),
+        }
+    }
+
+    /// Burns one verification's worth of time; the answer is "no" either way.
+    async fn reject(&self, password: &str) -> Result<Option<Identity>, ConnectorError> {
+        self.hasher
+            .verify_dummy(password)
+            .await
+            .map_err(|e| ConnectorError::Internal(e.to_string()))?;
+        Ok(None)
+    }
+
+    /// Finds the user behind an identity issued earlier; the login names may have changed
+    /// meaning since (an email reassigned to someone else), so the user id must match too.
+    async fn current_user(&self, identity: &Identity) -> Result<Option<LocalUser>, ConnectorError> {
+        for login in [&identity.email, &identity.username] {
+            if login.is_empty() {
+                continue;
+            }
+            if let Some(user) = self.directory.find(login).await? {
+                if user.user_id == identity.user_id {
+                    return Ok(Some(user));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl PasswordConnector for LocalConnector {
+    fn prompt(&self) -> &str {
+        "Email address"
+    }
+
+    async fn login(
+        &self,
+        scopes: &Scopes,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Identity>, ConnectorError> {
+        let login = username.trim();
+        // Empty input never reaches the directory, but still costs a verification so the
+        // response time does not say which check failed.
+        if login.is_empty() || password.is_empty() {
+            return self.reject(password).await;
+        }
+        let Some(user) = self.directory.find(login).await? else {
+            return self.reject(password).await;
+        };
+        match self.hasher.verify(&user.hash, password).await {
+            Ok(true) => Ok(Some(Self::identity(user, scopes))),
+            Ok(false) => Ok(None),
+            Err(e) if e.is_bad_hash() => {
+                // An operator problem; answering "wrong password" keeps the user's existence
+                // private, and the log tells the operator which user to fix.
+                tracing::error!(user_id = %user.user_id, error = %e, "stored password hash is unusable");
+                self.reject(password).await
+            }
+            Err(e) => Err(ConnectorError::Internal(e.to_string())),
+        }
+    }
+}
+
+#[async_trait]
+impl RefreshConnector for LocalConnector {
+    async fn refresh(
+        &self,
+        scopes: &Scopes,
+        identity: &Identity,
+    ) -> Result<Identity, ConnectorError> {
+        let Some(fingerprint) = identity.connector_data.as_deref() else {
+            return Err(ConnectorError::SessionEnded(
+                "local session has no password fingerprint".to_owned(),
+            ));
+        };
+        let Some(user) = self.current_user(identity).await? else {
+            return Err(ConnectorError::SessionEnded(
+                "local user no longer exists".to_owned(),
+            ));
+        };
+        let current = hash_fingerprint(&user.hash);
+        if !bool::from(current.as_slice().ct_eq(fingerprint)) {
+            return Err(ConnectorError::SessionEnded(
+                "local user's password changed since login".to_owned(),
+            ));
+        }
+        Ok(Self::identity(user, scopes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::password_hash::tests::{fast_hasher, median};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    /// A directory whose contents tests can change between login and refresh, and which
+    /// counts lookups.
+    #[derive(Default)]
+    struct MutableDirectory {
+        users: Mutex<Vec<LocalUser>>,
+        lookups: AtomicUsize,
+    }
+
+    impl MutableDirectory {
+        fn set(&self, users: Vec<LocalUser>) {
+            *self.users.lock().unwrap() = users;
+        }
+    }
+
+    #[async_trait]
+    impl LocalUserDirectory for MutableDirectory {
+        async fn find(&self, login: &str) -> Result<Option<LocalUser>, ConnectorError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            let users = self.users.lock().unwrap();
+            Ok(users
+                .iter()
+                .find(|u| u.email.eq_ignore_ascii_case(login) || u.username == login)
+                .cloned())
+        }
+    }
+
+    const ALL: Scopes = Scopes {
+        offline_access: true,
+        groups: true,
+    };
+    const NO_GROUPS: Scopes = Scopes {
+        offline_access: true,
+        groups: false,
+    };
+
+    async fn setup() -> (
+        Arc<MutableDirectory>,
+        Arc<PasswordHasher>,
+        LocalConnector,
+        LocalUser,
+    ) {
+        let hasher = Arc::new(fast_hasher(2));
+        let user = LocalUser {
+            email: "Jane@Example.com".into(),
+            username: "jane".into(),
+            user_id: "08a8684b-db88-4b73-90a9-3cd1661f5466".into(),
+            hash: hasher.hash("hunter22").await.unwrap(),
+            groups: vec!["admins".into(), "dev".into()],
+        };
+        let dir = Arc::new(MutableDirectory::default());
+        dir.set(vec![user.clone()]);
+        let conn = LocalConnector::new(dir.clone(), Arc::clone(&hasher));
+        (dir, hasher, conn, user)
+    }
+
+    #[tokio::test]
+    async fn correct_password_yields_identity_with_fingerprint() {
+        let (_, _, conn, user) = setup().await;
+        assert_eq!(conn.prompt(), "Email address");
+        let id = conn
+            .login(&ALL, "jane@example.com", "hunter22")
+            .await
+            .unwrap()
+            .expect("login succeeds");
+        assert_eq!(id.user_id, user.user_id);
+        assert_eq!(id.username, "jane");
+        assert_eq!(id.preferred_username, "jane");
+        assert_eq!(id.email, "Jane@Example.com");
+        assert!(id.email_verified);
+        assert_eq!(id.groups, vec!["admins", "dev"]);
+        assert_eq!(id.connector_data, Some(hash_fingerprint(&user.hash)));
+        assert_eq!(id.connector_data.as_ref().map(Vec::len), Some(32));
+
+        let by_username = conn.login(&ALL, "jane", "hunter22").await.unwrap();
+        assert_eq!(by_username.map(|i| i.user_id), Some(user.user_id));
+    }
+
+    #[tokio::test]
+    async fn groups_are_omitted_without_the_groups_scope() {
+        let (_, _, conn, _) = setup().await;
+        let id = conn
+            .login(&NO_GROUPS, "jane", "hunter22")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(id.groups.is_empty());
+        let refreshed = conn.refresh(&NO_GROUPS, &id).await.unwrap();
+        assert!(refreshed.groups.is_empty());
+    }
+
+    #[tokio::test]
+    async fn wrong_password_and_unknown_user_are_both_none() {
+        let (_, _, conn, _) = setup().await;
+        assert!(conn.login(&ALL, "jane", "hunter2").await.unwrap().is_none());
+        assert!(conn
+            .login(&ALL, "nobody", "hunter22")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn dex_static_password_with_bcrypt_logs_in() {
+        let hasher = Arc::new(fast_hasher(1));
+        let dir = StaticUserDirectory::new(vec![LocalUser {
+            email: "admin@example.com".into(),
+            username: "admin".into(),
+            user_id: "08a8684b-db88-4b73-90a9-3cd1661f5466".into(),
+            hash: "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W".into(),
+            groups: vec![],
+        }])
+        .unwrap();
+        let conn = LocalConnector::new(Arc::new(dir), hasher);
+        let id = conn
+            .login(&ALL, "ADMIN@example.com", "password")
+            .await
+            .unwrap();
+        assert_eq!(id.map(|i| i.username), Some("admin".to_owned()));
+        assert!(conn
+            .login(&ALL, "admin@example.com", "passw0rd")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn static_directory_rejects_duplicate_emails() {
+        let u = LocalUser {
+            email: "a@example.com".into(),
+            username: "a".into(),
+            user_id: "1".into(),
+            hash: String::new(),
+            groups: vec![],
+        };
+        let mut dup = u.clone();
+        dup.email = "A@EXAMPLE.COM".into();
+        dup.username = "b".into();
+        dup.user_id = "2".into();
+        assert!(matches!(
+            StaticUserDirectory::new(vec![u, dup]),
+            Err(ConnectorError::Config(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn empty_password_is_rejected_without_a_directory_lookup_but_with_a_hash() {
+        let (dir, hasher, conn, _) = setup().await;
+        hasher.warm_up().await.unwrap();
+        let before = hasher.completed();
+        assert!(conn.login(&ALL, "jane", "").await.unwrap().is_none());
+        assert!(conn.login(&ALL, "  ", "hunter22").await.unwrap().is_none());
+        assert_eq!(dir.lookups.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            hasher.completed() - before,
+            2,
+            "each rejection ran one dummy verification"
+        );
+    }
+
+    #[tokio::test]
+    async fn unusable_stored_hash_reads_as_wrong_password() {
+        let (dir, _, conn, mut user) = setup().await;
+        user.hash = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=".into();
+        dir.set(vec![user]);
+        assert!(conn
+            .login(&ALL, "jane", "hunter22")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn unknown_user_takes_about_as_long_as_a_wrong_password() {
+        let (_, hasher, conn, _) = setup().await;
+        hasher.warm_up().await.unwrap();
+        let (mut wrong, mut unknown, mut empty) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..9 {
+            let t = Instant::now();
+            assert!(conn.login(&ALL, "jane", "nope").await.unwrap().is_none());
+            wrong.push(t.elapsed());
+            let t = Instant::now();
+            assert!(conn.login(&ALL, "ghost", "nope").await.unwrap().is_none());
+            unknown.push(t.elapsed());
+            let t = Instant::now();
+            assert!(conn.login(&ALL, "jane", "").await.unwrap().is_none());
+            empty.push(t.elapsed());
+        }
+        let wrong = median(wrong).as_secs_f64();
+        for (name, times) in [("unknown user", unknown), ("empty password", empty)] {
+            let ratio = median(times).as_secs_f64() / wrong;
+            assert!(
+                (0.5..=2.0).contains(&ratio),
+                "{name} / wrong password = {ratio:.2}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_returns_current_groups_and_username() {
+        let (dir, _, conn, mut user) = setup().await;
+        let id = conn.login(&ALL, "jane", "hunter22").await.unwrap().unwrap();
+        user.groups = vec!["dev".into(), "oncall".into()];
+        user.username = "jane.doe".into();
+        dir.set(vec![user.clone()]);
+        let refreshed = conn.refresh(&ALL, &id).await.unwrap();
+        assert_eq!(refreshed.groups, vec!["dev", "oncall"]);
+        assert_eq!(refreshed.username, "jane.doe");
+        assert_eq!(refreshed.preferred_username, "jane.doe");
+        assert_eq!(refreshed.user_id, id.user_id);
+        assert_eq!(refreshed.connector_data, id.connector_data);
+    }
+
+    #[tokio::test]
+    async fn refresh_after_user_deleted_ends_session() {
+        let (dir, _, conn, _) = setup().await;
+        let id = conn.login(&ALL, "jane", "hunter22").await.unwrap().unwrap();
+        dir.set(vec![]);
+        assert!(matches!(
+            conn.refresh(&ALL, &id).await,
+            Err(ConnectorError::SessionEnded(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn refresh_after_email_reassigned_to_another_user_ends_session() {
+        let (dir, hasher, conn, user) = setup().await;
+        let id = conn.login(&ALL, "jane", "hunter22").await.unwrap().unwrap();
+        dir.set(vec![LocalUser {
+            user_id: "someone-else".into(),
+            hash: hasher.hash("other").await.unwrap(),
+            ..user
+        }]);
+        assert!(matches!(
+            conn.refresh(&ALL, &id).await,
+            Err(ConnectorError::SessionEnded(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn refresh_after_password_changed_ends_session() {
+        let (dir, hasher, conn, mut user) = setup().await;
+        let id = conn.login(&ALL, "jane", "hunter22").await.unwrap().unwrap();
+        // Same password, new salt: still a changed credential record.
+        user.hash = hasher.hash("hunter22").await.unwrap();
+        dir.set(vec![user]);
+        assert!(matches!(
+            conn.refresh(&ALL, &id).await,
+            Err(ConnectorError::SessionEnded(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn refresh_without_fingerprint_ends_session() {
+        let (_, _, conn, _) = setup().await;
+        let mut id = conn.login(&ALL, "jane", "hunter22").await.unwrap().unwrap();
+        id.connector_data = None;
+        assert!(matches!(
+            conn.refresh(&ALL, &id).await,
+            Err(ConnectorError::SessionEnded(_))
+        ));
+    }
+
+    #[test]
+    fn local_user_debug_redacts_hash() {
+        let u = LocalUser {
+            email: "a@example.com".into(),
+            username: "a".into(),
+            user_id: "1".into(),
+            hash: "$2a$10$secretsecret".into(),
+            groups: vec![],
+        };
+        assert!(!format!("{u:?}").contains("secretsecret"));
+    }
+}
