@@ -447,3 +447,48 @@ pub async fn run_rotation(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::keys::MemoryKeyStore;
+
+    fn parsed_by_kid(m: &KeyManager) -> HashMap<String, Arc<ParsedKey>> {
+        m.snapshot()
+            .entries
+            .iter()
+            .map(|e| (e.parsed.kid.clone(), e.parsed.clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reload_and_rotation_reuse_parsed_keys_instead_of_parsing_again() {
+        let store: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+        let clock = ManualClock::new(1_000);
+        let settings = KeySettings {
+            algorithm: SigningAlg::ES256,
+            rotation_period: Duration::from_secs(100),
+            publish_ahead: Duration::from_secs(10),
+            token_lifetime: Duration::from_secs(30),
+            encryption_key: [1; 32],
+        };
+        let m = KeyManager::start(store.clone(), Arc::new(clock.clone()), settings)
+            .await
+            .unwrap();
+        let before = parsed_by_kid(&m);
+        m.reload().await.unwrap();
+        clock.set(1_090);
+        let created = m.rotate_if_due().await.unwrap().created.unwrap();
+        let after = parsed_by_kid(&m);
+        assert_eq!(after.len(), 2);
+        for (kid, parsed) in &before {
+            assert!(Arc::ptr_eq(parsed, &after[kid]), "{kid} was parsed again");
+        }
+
+        // The key this replica created is cached from creation, not parsed from its row.
+        let fresh = after[&created].clone();
+        m.reload().await.unwrap();
+        assert!(Arc::ptr_eq(&fresh, &parsed_by_kid(&m)[&created]));
+    }
+}
