@@ -1,0 +1,287 @@
+//! Key generation, encryption at rest, and parsing into josekit signers/verifiers.
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use josekit::jwk::{Jwk, KeyPair};
+use josekit::jws::{JwsSigner, JwsVerifier, ES256, RS256};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde_json::{Map, Value};
+
+use super::{KeyError, SigningAlg};
+
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const RSA_BITS: u32 = 2048;
+
+/// A fresh key id: 128 random bits, base64url.
+pub(crate) fn new_kid() -> String {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Encrypts a PKCS#8 DER private key: AES-256-GCM, random 96-bit nonce, the kid as associated
+/// data (so a blob cannot be moved to another row). Returns nonce || ciphertext.
+pub fn seal_private_key(kek: &[u8; 32], kid: &str, der: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek));
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let ciphertext = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: der,
+                aad: kid.as_bytes(),
+            },
+        )
+        .map_err(|_| KeyError::Encrypt {
+            kid: kid.to_string(),
+        })?;
+    let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ciphertext);
+    Ok(out)
+}
+
+/// The inverse of [`seal_private_key`].
+pub fn open_private_key(kek: &[u8; 32], kid: &str, blob: &[u8]) -> Result<Vec<u8>, KeyError> {
+    if blob.len() < NONCE_LEN + TAG_LEN {
+        return Err(KeyError::Corrupt {
+            kid: kid.to_string(),
+            reason: format!(
+                "the encrypted private key is {} bytes, shorter than nonce and tag",
+                blob.len()
+            ),
+        });
+    }
+    let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek));
+    cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: kid.as_bytes(),
+            },
+        )
+        .map_err(|_| KeyError::Decrypt {
+            kid: kid.to_string(),
+        })
+}
+
+/// Generates a private key and returns it as PKCS#8 DER. CPU-heavy for RSA: run it off the
+/// async executor.
+pub(crate) fn generate(alg: SigningAlg) -> Result<Vec<u8>, KeyError> {
+    let pem = match alg {
+        SigningAlg::RS256 => RS256
+            .generate_key_pair(RSA_BITS)
+            .map_err(crypto_err)?
+            .to_pem_private_key(),
+        SigningAlg::ES256 => ES256
+            .generate_key_pair()
+            .map_err(crypto_err)?
+            .to_pem_private_key(),
+    };
+    // josekit's DER export is SEC1 for EC keys; its PEM export is PKCS#8 for both.
+    pkcs8_pem_to_der(&pem)
+}
+
+fn pkcs8_pem_to_der(pem: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let text = std::str::from_utf8(pem)
+        .map_err(|_| KeyError::Crypto("generated PEM is not UTF-8".into()))?;
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN PRIVATE KEY-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END PRIVATE KEY-----"))
+        .collect();
+    if body.is_empty() {
+        return Err(KeyError::Crypto(
+            "generated key is not a PKCS#8 PEM private key".into(),
+        ));
+    }
+    STANDARD
+        .decode(body.trim())
+        .map_err(|_| KeyError::Crypto("generated PEM is not valid base64".into()))
+}
+
+fn crypto_err(e: josekit::JoseError) -> KeyError {
+    KeyError::Crypto(e.to_string())
+}
+
+/// A private key parsed once: everything signing, verifying and publishing need.
+#[derive(Debug)]
+pub(crate) struct ParsedKey {
+    pub kid: String,
+    pub alg: SigningAlg,
+    pub signer: Box<dyn JwsSigner>,
+    pub verifier: Box<dyn JwsVerifier>,
+    /// The public JWK exactly as published: no private members.
+    pub jwk: Map<String, Value>,
+    /// The stored ciphertext this was parsed from, so that a reload reuses it only for the
+    /// very same row.
+    pub sealed: Vec<u8>,
+}
+
+impl ParsedKey {
+    pub(crate) fn from_der(
+        kid: &str,
+        alg: SigningAlg,
+        der: &[u8],
+        sealed: Vec<u8>,
+    ) -> Result<Self, KeyError> {
+        let corrupt = |e: josekit::JoseError| KeyError::Corrupt {
+            kid: kid.to_string(),
+            reason: format!("not a valid {alg} private key: {e}"),
+        };
+        let (signer, verifier, public, members): (Box<dyn JwsSigner>, Box<dyn JwsVerifier>, _, _) =
+            match alg {
+                SigningAlg::RS256 => {
+                    let pair = RS256.key_pair_from_der(der).map_err(corrupt)?;
+                    let public = pair.to_jwk_public_key();
+                    (
+                        Box::new(RS256.signer_from_der(der).map_err(corrupt)?),
+                        Box::new(RS256.verifier_from_jwk(&public).map_err(corrupt)?),
+                        public,
+                        &["n", "e"][..],
+                    )
+                }
+                SigningAlg::ES256 => {
+                    let pair = ES256.key_pair_from_der(der).map_err(corrupt)?;
+                    let public = pair.to_jwk_public_key();
+                    (
+                        Box::new(ES256.signer_from_der(der).map_err(corrupt)?),
+                        Box::new(ES256.verifier_from_jwk(&public).map_err(corrupt)?),
+                        public,
+                        &["crv", "x", "y"][..],
+                    )
+                }
+            };
+        Ok(ParsedKey {
+            kid: kid.to_string(),
+            alg,
+            signer,
+            verifier,
+            jwk: public_jwk(kid, alg, &public, members)?,
+            sealed,
+        })
+    }
+}
+
+/// Copies only the named public members, so nothing private can leak into JWKS whatever
+/// josekit puts into a JWK.
+fn public_jwk(
+    kid: &str,
+    alg: SigningAlg,
+    jwk: &Jwk,
+    members: &[&str],
+) -> Result<Map<String, Value>, KeyError> {
+    let mut out = Map::new();
+    out.insert("kty".into(), Value::String(jwk.key_type().to_string()));
+    out.insert("kid".into(), Value::String(kid.to_string()));
+    out.insert("use".into(), Value::String("sig".into()));
+    out.insert("alg".into(), Value::String(alg.as_str().into()));
+    for name in members {
+        let value = jwk.parameter(name).cloned().ok_or_else(|| {
+            KeyError::Crypto(format!("the public {alg} key has no {name:?} member"))
+        })?;
+        out.insert((*name).to_string(), value);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEK: [u8; 32] = [7u8; 32];
+
+    fn is_pkcs8(der: &[u8]) -> bool {
+        // SEQUENCE { INTEGER 0, SEQUENCE { OID ... } ... }: version 0 then an AlgorithmIdentifier.
+        // SEC1 and PKCS#1 start with version 1 / 0 followed by an INTEGER or OCTET STRING instead.
+        let mut i = 1;
+        // skip the outer length
+        if der.first() != Some(&0x30) {
+            return false;
+        }
+        let len_byte = der[i];
+        i += 1;
+        if len_byte & 0x80 != 0 {
+            i += (len_byte & 0x7f) as usize;
+        }
+        der.get(i..i + 3) == Some(&[0x02, 0x01, 0x00][..]) && der.get(i + 3) == Some(&0x30)
+    }
+
+    #[test]
+    fn generated_keys_are_pkcs8_der_of_the_right_kind() {
+        for alg in [SigningAlg::RS256, SigningAlg::ES256] {
+            let der = generate(alg).unwrap();
+            assert!(is_pkcs8(&der), "{alg} key is not PKCS#8");
+            let parsed = ParsedKey::from_der("k", alg, &der, vec![]).unwrap();
+            assert_eq!(parsed.jwk["alg"], alg.as_str());
+        }
+        // The RSA modulus is 2048 bits: 256 bytes, 342 base64url characters.
+        let der = generate(SigningAlg::RS256).unwrap();
+        let parsed = ParsedKey::from_der("k", SigningAlg::RS256, &der, vec![]).unwrap();
+        assert_eq!(parsed.jwk["n"].as_str().unwrap().len(), 342);
+        let der = generate(SigningAlg::ES256).unwrap();
+        let parsed = ParsedKey::from_der("k", SigningAlg::ES256, &der, vec![]).unwrap();
+        assert_eq!(parsed.jwk["crv"], "P-256");
+    }
+
+    #[test]
+    fn seal_then_open_round_trips_and_hides_the_plaintext() {
+        let der = generate(SigningAlg::ES256).unwrap();
+        let blob = seal_private_key(&KEK, "kid-1", &der).unwrap();
+        assert_eq!(blob.len(), NONCE_LEN + der.len() + TAG_LEN);
+        assert!(!blob.windows(16).any(|w| der.windows(16).any(|d| d == w)));
+        assert_eq!(open_private_key(&KEK, "kid-1", &blob).unwrap(), der);
+    }
+
+    #[test]
+    fn sealing_twice_uses_fresh_nonces() {
+        let a = seal_private_key(&KEK, "k", b"same plaintext").unwrap();
+        let b = seal_private_key(&KEK, "k", b"same plaintext").unwrap();
+        assert_ne!(a[..NONCE_LEN], b[..NONCE_LEN]);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn opening_with_another_kek_is_a_decrypt_error_naming_the_kek() {
+        let blob = seal_private_key(&KEK, "kid-1", b"secret").unwrap();
+        let err = open_private_key(&[8u8; 32], "kid-1", &blob).unwrap_err();
+        assert!(matches!(err, KeyError::Decrypt { ref kid } if kid == "kid-1"));
+        assert!(err
+            .to_string()
+            .contains("key-encryption key does not match the one the keys were written with"));
+    }
+
+    #[test]
+    fn a_blob_moved_to_another_kid_does_not_open() {
+        let blob = seal_private_key(&KEK, "kid-1", b"secret").unwrap();
+        assert!(matches!(
+            open_private_key(&KEK, "kid-2", &blob),
+            Err(KeyError::Decrypt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_truncated_blob_is_corrupt() {
+        assert!(matches!(
+            open_private_key(&KEK, "k", &[0u8; 20]),
+            Err(KeyError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn kids_are_128_bit_base64url() {
+        let a = new_kid();
+        assert_eq!(a.len(), 22);
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_ne!(a, new_kid());
+    }
+}
