@@ -5,6 +5,7 @@
 
 pub mod model;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -39,7 +40,9 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageSettings {
     /// `type: sqlite3`; the file and its parent directory are created when missing.
-    Sqlite { file: PathBuf },
+    Sqlite {
+        file: PathBuf,
+    },
     /// `type: memory`: SQLite in memory, gone when the process exits.
     Memory,
     Postgres(PostgresSettings),
@@ -153,15 +156,10 @@ pub type SharedStorage = Arc<dyn Storage>;
 /// Opens (and creates, for SQLite) the configured database and applies migrations.
 pub async fn open(settings: &StorageSettings) -> Result<SharedStorage> {
     let storage: SharedStorage = match settings {
-        StorageSettings::Sqlite { file } => { let _ = sqlite::SqliteStorage::open_file(file).await?; unreachable_placeholder() },
-        StorageSettings::Memory => { let _ = sqlite::SqliteStorage::open_memory().await?; unreachable_placeholder() },
-        StorageSettings::Postgres(pg) => { let _ = postgres::PostgresStorage::connect(pg).await?; unreachable_placeholder() },
+        StorageSettings::Sqlite { file } => Arc::new(sqlite::SqliteStorage::open_file(file).await?),
+        StorageSettings::Memory => Arc::new(sqlite::SqliteStorage::open_memory().await?),
+        StorageSettings::Postgres(pg) => Arc::new(postgres::PostgresStorage::connect(pg).await?),
     };
     storage.migrate().await?;
     Ok(storage)
-}
-
-// Placeholder until the implementations land; removed with them.
-fn unreachable_placeholder() -> SharedStorage {
-    panic!("storage implementations not written yet")
 }

@@ -1,8 +1,785 @@
-//! PostgreSQL implementation of [`Storage`](super::Storage). (Being written.)
+//! PostgreSQL implementation of [`Storage`](super::Storage).
+//!
+//! Transactions run at READ COMMITTED. The atomic operations still have one winner because
+//! each starts with a conditional UPDATE/DELETE/INSERT on the contested row: a concurrent
+//! transaction blocks on the row lock and then re-checks the condition against the committed
+//! row, so it sees the winner's outcome instead of the state both started from.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::{Postgres, Transaction};
+
+use super::sql::{self, ResultExt};
 use super::*;
-pub struct PostgresStorage;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+const DEFAULT_CONN_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+pub struct PostgresStorage {
+    pool: PgPool,
+}
+
 impl PostgresStorage {
-    pub async fn connect(_settings: &PostgresSettings) -> Result<Self> {
-        Err(StorageError::Open("postgres storage not written yet".into()))
+    /// Connects (one connection, to fail early when the server is unreachable) and builds the
+    /// pool. An unreachable server is [`StorageError::Unavailable`] after `conn_timeout`.
+    pub async fn connect(settings: &PostgresSettings) -> Result<Self> {
+        let options = connect_options(settings)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(
+                settings
+                    .max_open_conns
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                    .max(1),
+            )
+            .acquire_timeout(settings.conn_timeout.unwrap_or(DEFAULT_CONN_TIMEOUT))
+            .connect_with(options)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Configuration(_) => {
+                    StorageError::Open(format!("invalid PostgreSQL settings: {e}"))
+                }
+                e => StorageError::Unavailable(format!("cannot connect to PostgreSQL: {e}")),
+            })?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for features that keep their own tables.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.or_storage("write transaction")
+    }
+}
+
+/// Builds the connection options: the URL or key/value DSN first, then every field that is
+/// set overrides it.
+pub fn connect_options(settings: &PostgresSettings) -> Result<PgConnectOptions> {
+    let mut options = match settings.url.as_deref().map(str::trim) {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            // The URL may hold a password, so the error does not repeat it.
+            PgConnectOptions::from_str(url).map_err(|e| {
+                StorageError::Open(format!("invalid PostgreSQL connection URL: {}", redact(e)))
+            })?
+        }
+        Some(dsn) if !dsn.is_empty() => options_from_dsn(dsn)?,
+        _ => PgConnectOptions::new(),
+    };
+    if let Some(host) = settings.host.as_deref().filter(|h| !h.is_empty()) {
+        options = apply_host(options, host)?;
+    }
+    if let Some(port) = settings.port {
+        options = options.port(port);
+    }
+    if let Some(database) = settings.database.as_deref() {
+        options = options.database(database);
+    }
+    if let Some(user) = settings.user.as_deref() {
+        options = options.username(user);
+    }
+    if let Some(password) = settings.password.as_deref() {
+        options = options.password(password);
+    }
+    if let Some(mode) = settings.ssl_mode.as_deref() {
+        options = options.ssl_mode(ssl_mode(mode)?);
+    }
+    if let Some(ca) = settings.ssl_ca_file.as_deref() {
+        options = options.ssl_root_cert(ca);
+    }
+    Ok(options.application_name("lanyard"))
+}
+
+fn ssl_mode(mode: &str) -> Result<PgSslMode> {
+    PgSslMode::from_str(mode).map_err(|_| {
+        StorageError::Open(format!(
+            "unknown PostgreSQL ssl mode {mode:?}; expected disable, allow, prefer, require, \
+             verify-ca or verify-full"
+        ))
+    })
+}
+
+/// `host` may be a Unix socket directory, or (as Dex accepts) `host:port`.
+fn apply_host(options: PgConnectOptions, host: &str) -> Result<PgConnectOptions> {
+    if host.starts_with('/') {
+        return Ok(options.socket(Path::new(host)));
+    }
+    // A bare IPv6 address has several colons and no port; "[::1]:5432" has brackets.
+    if let Some((name, port)) = host.rsplit_once(':') {
+        let bracketed = name.starts_with('[') && name.ends_with(']');
+        if bracketed || !name.contains(':') {
+            let port = port.parse::<u16>().map_err(|_| {
+                StorageError::Open(format!("invalid port in PostgreSQL host {host:?}"))
+            })?;
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            return Ok(options.host(name).port(port));
+        }
+    }
+    Ok(options.host(host))
+}
+
+/// Parses a libpq key/value connection string (`host=db port=5432 dbname=dex sslmode=require`),
+/// the form Dex users often put in `connectionString`. Values may be single-quoted, with `\'`
+/// and `\\` escapes.
+fn options_from_dsn(dsn: &str) -> Result<PgConnectOptions> {
+    let mut options = PgConnectOptions::new();
+    for (key, value) in parse_dsn(dsn)? {
+        options = match key.as_str() {
+            "host" | "hostaddr" => apply_host(options, &value)?,
+            "port" => options.port(value.parse().map_err(|_| {
+                StorageError::Open(format!("invalid port {value:?} in PostgreSQL DSN"))
+            })?),
+            "dbname" => options.database(&value),
+            "user" => options.username(&value),
+            "password" => options.password(&value),
+            "sslmode" => options.ssl_mode(ssl_mode(&value)?),
+            "sslrootcert" => options.ssl_root_cert(&value),
+            "sslcert" => options.ssl_client_cert(&value),
+            "sslkey" => options.ssl_client_key(&value),
+            "application_name" => options.application_name(&value),
+            // Timeouts come from `connTimeout`; an unknown key is better an error than ignored.
+            "connect_timeout" => options,
+            other => {
+                return Err(StorageError::Open(format!(
+                    "unsupported key {other:?} in PostgreSQL connection string"
+                )))
+            }
+        };
+    }
+    Ok(options)
+}
+
+fn parse_dsn(dsn: &str) -> Result<Vec<(String, String)>> {
+    let invalid = |why: &str| StorageError::Open(format!("invalid PostgreSQL DSN: {why}"));
+    let mut pairs = Vec::new();
+    let mut chars = dsn.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(invalid(&format!("expected \"=\" after {key:?}")));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\'') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c) => value.push(c),
+                        None => return Err(invalid("unterminated quoted value")),
+                    },
+                    Some(c) => value.push(c),
+                    None => return Err(invalid("unterminated quoted value")),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    if let Some(escaped) = chars.next() {
+                        value.push(escaped);
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((key, value));
+    }
+}
+
+/// sqlx's URL errors can quote the URL; keep only the kind of problem.
+fn redact(error: sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Configuration(e) => {
+            let text = e.to_string();
+            if text.contains("://") {
+                "the URL cannot be parsed".to_string()
+            } else {
+                text
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+#[async_trait]
+impl Storage for PostgresStorage {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StorageError::Migration(format!("postgres: {e}")))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query(sql::PING)
+            .execute(&self.pool)
+            .await
+            .or_storage("ping")?;
+        Ok(())
+    }
+
+    async fn create_client(&self, client: &Client) -> Result<()> {
+        let json = sql::ClientJson::new(client)?;
+        sqlx::query(sql::INSERT_CLIENT)
+            .bind(&client.id)
+            .bind(&client.secret_sha256)
+            .bind(&json.redirect_uris)
+            .bind(&json.trusted_peers)
+            .bind(client.public)
+            .bind(&client.name)
+            .bind(&client.logo_url)
+            .bind(&json.grant_types)
+            .bind(&json.post_logout_redirect_uris)
+            .bind(&json.allowed_connectors)
+            .bind(client.created_at)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!("client {:?}", client.id))?;
+        Ok(())
+    }
+
+    async fn get_client(&self, id: &str) -> Result<Option<Client>> {
+        sqlx::query_as::<_, sql::ClientRow>(&sql::select_client())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage(&format!("client {id:?}"))?
+            .map(sql::ClientRow::into_model)
+            .transpose()
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>> {
+        sqlx::query_as::<_, sql::ClientRow>(&sql::list_clients())
+            .fetch_all(&self.pool)
+            .await
+            .or_storage("clients")?
+            .into_iter()
+            .map(sql::ClientRow::into_model)
+            .collect()
+    }
+
+    async fn update_client(&self, client: &Client) -> Result<()> {
+        let json = sql::ClientJson::new(client)?;
+        let subject = format!("client {:?}", client.id);
+        let done = sqlx::query(sql::UPDATE_CLIENT)
+            .bind(&client.id)
+            .bind(&client.secret_sha256)
+            .bind(&json.redirect_uris)
+            .bind(&json.trusted_peers)
+            .bind(client.public)
+            .bind(&client.name)
+            .bind(&client.logo_url)
+            .bind(&json.grant_types)
+            .bind(&json.post_logout_redirect_uris)
+            .bind(&json.allowed_connectors)
+            .execute(&self.pool)
+            .await
+            .or_storage(&subject)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(subject));
+        }
+        Ok(())
+    }
+
+    async fn delete_client(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query(sql::DELETE_CLIENT)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!("client {id:?}"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_password(&self, password: &Password) -> Result<()> {
+        let email = sql::normalize_email(&password.email);
+        sqlx::query(sql::INSERT_PASSWORD)
+            .bind(&email)
+            .bind(&password.hash)
+            .bind(&password.username)
+            .bind(&password.user_id)
+            .bind(sql::to_json(&password.groups, "password groups")?)
+            .bind(password.created_at)
+            .bind(password.updated_at)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!(
+                "user with email {email:?} or username {:?}",
+                password.username
+            ))?;
+        Ok(())
+    }
+
+    async fn get_password(&self, email: &str) -> Result<Option<Password>> {
+        sqlx::query_as::<_, sql::PasswordRow>(&sql::select_password_by_email())
+            .bind(sql::normalize_email(email))
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("password")?
+            .map(sql::PasswordRow::into_model)
+            .transpose()
+    }
+
+    async fn get_password_by_username(&self, username: &str) -> Result<Option<Password>> {
+        sqlx::query_as::<_, sql::PasswordRow>(&sql::select_password_by_username())
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("password")?
+            .map(sql::PasswordRow::into_model)
+            .transpose()
+    }
+
+    async fn list_passwords(&self) -> Result<Vec<Password>> {
+        sqlx::query_as::<_, sql::PasswordRow>(&sql::list_passwords())
+            .fetch_all(&self.pool)
+            .await
+            .or_storage("passwords")?
+            .into_iter()
+            .map(sql::PasswordRow::into_model)
+            .collect()
+    }
+
+    async fn update_password(&self, password: &Password) -> Result<()> {
+        let email = sql::normalize_email(&password.email);
+        let done = sqlx::query(sql::UPDATE_PASSWORD)
+            .bind(&email)
+            .bind(&password.hash)
+            .bind(&password.username)
+            .bind(&password.user_id)
+            .bind(sql::to_json(&password.groups, "password groups")?)
+            .bind(password.updated_at)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!("username {:?}", password.username))?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(format!("user with email {email:?}")));
+        }
+        Ok(())
+    }
+
+    async fn delete_password(&self, email: &str) -> Result<bool> {
+        let done = sqlx::query(sql::DELETE_PASSWORD)
+            .bind(sql::normalize_email(email))
+            .execute(&self.pool)
+            .await
+            .or_storage("password")?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_auth_request(&self, request: &AuthRequest) -> Result<()> {
+        let login = request
+            .login
+            .as_ref()
+            .map(|l| sql::to_json(l, "auth request login"))
+            .transpose()?;
+        sqlx::query(sql::INSERT_AUTH_REQUEST)
+            .bind(&request.id)
+            .bind(&request.client_id)
+            .bind(sql::to_json(&request.params, "auth request params")?)
+            .bind(&request.csrf_token)
+            .bind(&request.browser_binding)
+            .bind(login)
+            .bind(request.created_at)
+            .bind(request.expires_at)
+            .execute(&self.pool)
+            .await
+            .or_storage("auth request")?;
+        Ok(())
+    }
+
+    async fn get_auth_request(&self, id: &str) -> Result<Option<AuthRequest>> {
+        sqlx::query_as::<_, sql::AuthRequestRow>(sql::SELECT_AUTH_REQUEST)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("auth request")?
+            .map(sql::AuthRequestRow::into_model)
+            .transpose()
+    }
+
+    async fn complete_auth_request(
+        &self,
+        id: &str,
+        login: &LoginResult,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let done = sqlx::query(sql::COMPLETE_AUTH_REQUEST)
+            .bind(id)
+            .bind(sql::to_json(login, "auth request login")?)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .or_storage("auth request")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_auth_request(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query(sql::DELETE_AUTH_REQUEST)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .or_storage("auth request")?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn exchange_auth_request_for_code(
+        &self,
+        auth_request_id: &str,
+        code: &AuthCode,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let grant_json = sql::to_json(&code.grant, "authorization code grant")?;
+        let mut tx = self.begin_write().await?;
+        let consumed = sqlx::query(sql::CONSUME_AUTH_REQUEST)
+            .bind(auth_request_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .or_storage("auth request")?;
+        if consumed.rows_affected() != 1 {
+            // Dropping the transaction rolls it back; it changed nothing anyway.
+            return Ok(false);
+        }
+        sqlx::query(sql::INSERT_AUTH_CODE)
+            .bind(&code.code_hash)
+            .bind(&code.grant.id)
+            .bind(&code.redirect_uri)
+            .bind(&code.code_challenge)
+            .bind(&code.code_challenge_method)
+            .bind(grant_json)
+            .bind(code.created_at)
+            .bind(code.expires_at)
+            .bind(code.redeemed_at)
+            .execute(&mut *tx)
+            .await
+            .or_storage("authorization code")?;
+        tx.commit().await.or_storage("authorization code")?;
+        Ok(true)
+    }
+
+    async fn get_auth_code(&self, code_hash: &str) -> Result<Option<AuthCode>> {
+        sqlx::query_as::<_, sql::AuthCodeRow>(sql::SELECT_AUTH_CODE)
+            .bind(code_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("authorization code")?
+            .map(sql::AuthCodeRow::into_model)
+            .transpose()
+    }
+
+    async fn redeem_auth_code(
+        &self,
+        code_hash: &str,
+        access_token: &AccessToken,
+        now: UnixTime,
+    ) -> Result<Redemption> {
+        let mut tx = self.begin_write().await?;
+        let claimed = sqlx::query_as::<_, sql::AuthCodeRow>(sql::CLAIM_AUTH_CODE)
+            .bind(code_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .or_storage("authorization code")?;
+
+        let Some(claimed) = claimed else {
+            let state = sqlx::query_as::<_, sql::AuthCodeState>(sql::SELECT_AUTH_CODE_STATE)
+                .bind(code_hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .or_storage("authorization code")?;
+            let outcome = match state.map(|s| s.failure(now)) {
+                None | Some(sql::FailedClaim::NotFound) => Redemption::NotFound,
+                Some(sql::FailedClaim::Expired) => Redemption::Expired,
+                Some(sql::FailedClaim::Replayed(grant_id)) => {
+                    sqlx::query(sql::REVOKE_GRANT)
+                        .bind(&grant_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .or_storage("grant")?;
+                    tx.commit().await.or_storage("grant")?;
+                    Redemption::Replayed { grant_id }
+                }
+            };
+            return Ok(outcome);
+        };
+
+        let mut grant = claimed.into_model()?.grant;
+        grant.revoked_at = None;
+        let json = sql::GrantJson::new(&grant)?;
+        sqlx::query(sql::INSERT_GRANT)
+            .bind(&grant.id)
+            .bind(&grant.client_id)
+            .bind(&grant.connector_id)
+            .bind(&grant.claims.user_id)
+            .bind(&json.claims)
+            .bind(&json.scopes)
+            .bind(&grant.nonce)
+            .bind(grant.auth_time)
+            .bind(&grant.connector_data)
+            .bind(grant.created_at)
+            .bind(grant.revoked_at)
+            .execute(&mut *tx)
+            .await
+            .or_storage("grant")?;
+        sqlx::query(sql::INSERT_ACCESS_TOKEN)
+            .bind(&access_token.token_hash)
+            .bind(&access_token.grant_id)
+            .bind(&access_token.client_id)
+            .bind(access_token.created_at)
+            .bind(access_token.expires_at)
+            .execute(&mut *tx)
+            .await
+            .or_storage("access token")?;
+        tx.commit().await.or_storage("authorization code")?;
+        Ok(Redemption::Issued(grant))
+    }
+
+    async fn get_grant(&self, id: &str) -> Result<Option<Grant>> {
+        sqlx::query_as::<_, sql::GrantRow>(sql::SELECT_GRANT)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("grant")?
+            .map(sql::GrantRow::into_model)
+            .transpose()
+    }
+
+    async fn revoke_grant(&self, id: &str, now: UnixTime) -> Result<bool> {
+        let done = sqlx::query(sql::REVOKE_GRANT)
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .or_storage("grant")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_access_token(
+        &self,
+        token_hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<(AccessToken, Grant)>> {
+        sqlx::query_as::<_, sql::AccessTokenWithGrantRow>(sql::SELECT_LIVE_ACCESS_TOKEN)
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("access token")?
+            .map(sql::AccessTokenWithGrantRow::into_model)
+            .transpose()
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKey>> {
+        Ok(
+            sqlx::query_as::<_, sql::SigningKeyRow>(sql::LIST_SIGNING_KEYS)
+                .fetch_all(&self.pool)
+                .await
+                .or_storage("signing keys")?
+                .into_iter()
+                .map(sql::SigningKeyRow::into_model)
+                .collect(),
+        )
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKey) -> Result<bool> {
+        let done = sqlx::query(sql::INSERT_SIGNING_KEY)
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.public_jwk)
+            .bind(&key.private_key_enc)
+            .bind(&key.successor_of)
+            .bind(key.created_at)
+            .bind(key.sign_from)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!("signing key {:?}", key.kid))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> Result<bool> {
+        let done = sqlx::query(sql::DELETE_SIGNING_KEY)
+            .bind(kid)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!("signing key {kid:?}"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn sweep(
+        &self,
+        now: UnixTime,
+        code_cutoff: UnixTime,
+        grant_cutoff: UnixTime,
+        batch: u32,
+    ) -> Result<Swept> {
+        let limit = sql::batch_limit(batch);
+        let mut swept = Swept::default();
+        // Tokens go before grants, so that a grant whose last token expires is swept in the
+        // same call.
+        for (statement, cutoff, subject, count) in [
+            (
+                sql::SWEEP_AUTH_REQUESTS,
+                now,
+                "expired auth requests",
+                &mut swept.auth_requests,
+            ),
+            (
+                sql::SWEEP_AUTH_CODES,
+                code_cutoff,
+                "expired authorization codes",
+                &mut swept.auth_codes,
+            ),
+            (
+                sql::SWEEP_ACCESS_TOKENS,
+                now,
+                "expired access tokens",
+                &mut swept.access_tokens,
+            ),
+            (
+                sql::SWEEP_GRANTS,
+                grant_cutoff,
+                "revoked grants",
+                &mut swept.grants,
+            ),
+        ] {
+            *count = sqlx::query(statement)
+                .bind(cutoff)
+                .bind(limit)
+                .execute(&self.pool)
+                .await
+                .or_storage(subject)?
+                .rows_affected();
+        }
+        Ok(swept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> PostgresSettings {
+        PostgresSettings {
+            url: Some(url.to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn url_is_the_base_and_fields_override_it() {
+        let mut s = settings("postgres://alice:pw@db.internal:6543/dex?sslmode=require");
+        s.database = Some("lanyard".into());
+        s.user = Some("bob".into());
+        let options = connect_options(&s).unwrap();
+        assert_eq!(options.get_host(), "db.internal");
+        assert_eq!(options.get_port(), 6543);
+        assert_eq!(options.get_database(), Some("lanyard"));
+        assert_eq!(options.get_username(), "bob");
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Require));
+
+        s.host = Some("other:7000".into());
+        s.ssl_mode = Some("verify-full".into());
+        let options = connect_options(&s).unwrap();
+        assert_eq!(options.get_host(), "other");
+        assert_eq!(options.get_port(), 7000);
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyFull));
+
+        s.port = Some(7001);
+        assert_eq!(connect_options(&s).unwrap().get_port(), 7001);
+    }
+
+    #[test]
+    fn fields_alone_are_enough() {
+        let s = PostgresSettings {
+            host: Some("127.0.0.1".into()),
+            port: Some(5433),
+            database: Some("dex".into()),
+            user: Some("postgres".into()),
+            ssl_mode: Some("disable".into()),
+            ..Default::default()
+        };
+        let options = connect_options(&s).unwrap();
+        assert_eq!(options.get_host(), "127.0.0.1");
+        assert_eq!(options.get_port(), 5433);
+        assert_eq!(options.get_database(), Some("dex"));
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Disable));
+    }
+
+    #[test]
+    fn key_value_dsn_is_understood() {
+        let options = connect_options(&settings(
+            "host=db.example port=5444 dbname=dex user='d e x' password='it\\'s' sslmode=verify-ca",
+        ))
+        .unwrap();
+        assert_eq!(options.get_host(), "db.example");
+        assert_eq!(options.get_port(), 5444);
+        assert_eq!(options.get_database(), Some("dex"));
+        assert_eq!(options.get_username(), "d e x");
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyCa));
+        assert_eq!(
+            parse_dsn("password='it\\'s'").unwrap(),
+            vec![("password".to_string(), "it's".to_string())]
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_open_errors_that_name_the_problem() {
+        let mut s = settings("postgres://db/dex");
+        s.ssl_mode = Some("sometimes".into());
+        let err = connect_options(&s).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Open(m) if m.contains("sometimes")),
+            "{err}"
+        );
+        let err = connect_options(&settings("host=db bogus=1")).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Open(m) if m.contains("bogus")),
+            "{err}"
+        );
+        let err = connect_options(&settings("host=db password='open")).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Open(m) if m.contains("unterminated")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unix_socket_and_ipv6_hosts() {
+        let mut s = PostgresSettings {
+            host: Some("/var/run/postgresql".into()),
+            ..Default::default()
+        };
+        let options = connect_options(&s).unwrap();
+        assert_eq!(
+            options.get_socket().map(|p| p.to_str()),
+            Some(Some("/var/run/postgresql"))
+        );
+        s.host = Some("[::1]:5999".into());
+        let options = connect_options(&s).unwrap();
+        assert_eq!(options.get_host(), "::1");
+        assert_eq!(options.get_port(), 5999);
+        s.host = Some("::1".into());
+        assert_eq!(connect_options(&s).unwrap().get_host(), "::1");
     }
 }

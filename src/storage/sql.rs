@@ -1,0 +1,453 @@
+//! What the SQLite and PostgreSQL implementations share: the SQL text (both accept `$N`
+//! placeholders and the same dialect for every statement here), the row shapes, the
+//! conversions between rows and models, and the mapping of database errors.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::error::ErrorKind;
+
+use super::model::*;
+use super::{Result, StorageError};
+use crate::clock::UnixTime;
+
+/// Serialises a list or struct for a JSON text column.
+pub(super) fn to_json<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StorageError::Corrupt(format!("cannot serialise {what}: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| StorageError::Corrupt(format!("{what} is not valid JSON: {e}")))
+}
+
+/// Emails are stored lower-cased so that the primary key compares them case-insensitively.
+pub(super) fn normalize_email(email: &str) -> String {
+    email.to_lowercase()
+}
+
+/// Maps a database error. `subject` names the record for the messages
+/// ("client \"x\"", "authorization code"); it never contains a secret.
+pub(super) fn storage_error(error: sqlx::Error, subject: &str) -> StorageError {
+    match error {
+        sqlx::Error::Database(db) => match db.kind() {
+            ErrorKind::UniqueViolation => StorageError::AlreadyExists(subject.to_string()),
+            ErrorKind::ForeignKeyViolation => {
+                StorageError::NotFound(format!("the record {subject} refers to"))
+            }
+            ErrorKind::NotNullViolation | ErrorKind::CheckViolation => {
+                StorageError::Corrupt(format!("{subject} violates a constraint: {db}"))
+            }
+            // Busy/locked SQLite files, dropped connections, serialization failures,
+            // shutting-down servers: all transient from the caller's point of view.
+            _ => StorageError::Unavailable(format!("database error on {subject}: {db}")),
+        },
+        sqlx::Error::RowNotFound => StorageError::NotFound(subject.to_string()),
+        e @ (sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. }) => {
+            StorageError::Corrupt(format!("cannot read {subject}: {e}"))
+        }
+        e @ sqlx::Error::Configuration(_) => StorageError::Open(e.to_string()),
+        sqlx::Error::Migrate(e) => StorageError::Migration(e.to_string()),
+        e => StorageError::Unavailable(format!("{subject}: {e}")),
+    }
+}
+
+/// Shorthand for `.map_err(|e| storage_error(e, subject))`.
+pub(super) trait ResultExt<T> {
+    fn or_storage(self, subject: &str) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
+    fn or_storage(self, subject: &str) -> Result<T> {
+        self.map_err(|e| storage_error(e, subject))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SQL. Every statement is valid in both SQLite (3.35+, for RETURNING) and PostgreSQL.
+
+pub(super) const PING: &str = "SELECT 1";
+
+pub(super) const INSERT_CLIENT: &str = "INSERT INTO clients (id, secret_sha256, redirect_uris, \
+     trusted_peers, is_public, name, logo_url, grant_types, post_logout_redirect_uris, \
+     allowed_connectors, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+/// `created_at` is when the client was created; an update leaves it alone.
+pub(super) const UPDATE_CLIENT: &str =
+    "UPDATE clients SET secret_sha256 = $2, redirect_uris = $3, \
+     trusted_peers = $4, is_public = $5, name = $6, logo_url = $7, grant_types = $8, \
+     post_logout_redirect_uris = $9, allowed_connectors = $10 WHERE id = $1";
+const CLIENT_COLUMNS_SELECT: &str = "SELECT id, secret_sha256, redirect_uris, trusted_peers, \
+     is_public, name, logo_url, grant_types, post_logout_redirect_uris, allowed_connectors, \
+     created_at FROM clients";
+pub(super) fn select_client() -> String {
+    format!("{CLIENT_COLUMNS_SELECT} WHERE id = $1")
+}
+pub(super) fn list_clients() -> String {
+    format!("{CLIENT_COLUMNS_SELECT} ORDER BY id")
+}
+pub(super) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE id = $1";
+
+pub(super) const INSERT_PASSWORD: &str = "INSERT INTO passwords (email, hash, username, user_id, \
+     user_groups, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// `created_at` is when the user was created; an update leaves it alone.
+pub(super) const UPDATE_PASSWORD: &str = "UPDATE passwords SET hash = $2, username = $3, \
+     user_id = $4, user_groups = $5, updated_at = $6 WHERE email = $1";
+const PASSWORD_SELECT: &str = "SELECT email, hash, username, user_id, user_groups, created_at, \
+     updated_at FROM passwords";
+pub(super) fn select_password_by_email() -> String {
+    format!("{PASSWORD_SELECT} WHERE email = $1")
+}
+pub(super) fn select_password_by_username() -> String {
+    format!("{PASSWORD_SELECT} WHERE username = $1")
+}
+pub(super) fn list_passwords() -> String {
+    format!("{PASSWORD_SELECT} ORDER BY email")
+}
+pub(super) const DELETE_PASSWORD: &str = "DELETE FROM passwords WHERE email = $1";
+
+pub(super) const INSERT_AUTH_REQUEST: &str = "INSERT INTO auth_requests (id, client_id, params, \
+     csrf_token, browser_binding, login, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(super) const SELECT_AUTH_REQUEST: &str = "SELECT id, client_id, params, csrf_token, \
+     browser_binding, login, created_at, expires_at FROM auth_requests WHERE id = $1";
+pub(super) const COMPLETE_AUTH_REQUEST: &str = "UPDATE auth_requests SET login = $2 \
+     WHERE id = $1 AND expires_at > $3 AND login IS NULL";
+pub(super) const DELETE_AUTH_REQUEST: &str = "DELETE FROM auth_requests WHERE id = $1";
+/// The first half of exchanging a login for a code: only one exchange can delete the row.
+pub(super) const CONSUME_AUTH_REQUEST: &str =
+    "DELETE FROM auth_requests WHERE id = $1 AND expires_at > $2";
+
+pub(super) const INSERT_AUTH_CODE: &str = "INSERT INTO auth_codes (code_hash, grant_id, \
+     redirect_uri, code_challenge, code_challenge_method, grant_json, created_at, expires_at, \
+     redeemed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub(super) const SELECT_AUTH_CODE: &str = "SELECT code_hash, redirect_uri, code_challenge, \
+     code_challenge_method, grant_json, created_at, expires_at, redeemed_at \
+     FROM auth_codes WHERE code_hash = $1";
+/// Claims the code: the row lock (PostgreSQL) or the write lock (SQLite) lets exactly one
+/// concurrent redemption see `redeemed_at IS NULL`.
+pub(super) const CLAIM_AUTH_CODE: &str = "UPDATE auth_codes SET redeemed_at = $2 \
+     WHERE code_hash = $1 AND redeemed_at IS NULL AND expires_at > $2 \
+     RETURNING code_hash, redirect_uri, code_challenge, code_challenge_method, grant_json, \
+     created_at, expires_at, redeemed_at";
+/// Why a claim failed: redeemed before, expired, or absent.
+pub(super) const SELECT_AUTH_CODE_STATE: &str =
+    "SELECT grant_id, expires_at, redeemed_at FROM auth_codes WHERE code_hash = $1";
+
+pub(super) const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, connector_id, user_id, \
+     claims, scopes, nonce, auth_time, connector_data, created_at, revoked_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+pub(super) const SELECT_GRANT: &str = "SELECT id, client_id, connector_id, claims, scopes, nonce, \
+     auth_time, connector_data, created_at, revoked_at FROM grants WHERE id = $1";
+pub(super) const REVOKE_GRANT: &str =
+    "UPDATE grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+
+pub(super) const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens (token_hash, grant_id, \
+     client_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
+pub(super) const SELECT_LIVE_ACCESS_TOKEN: &str = "SELECT t.token_hash AS token_hash, \
+     t.grant_id AS token_grant_id, t.client_id AS token_client_id, \
+     t.created_at AS token_created_at, t.expires_at AS token_expires_at, \
+     g.id AS id, g.client_id AS client_id, g.connector_id AS connector_id, \
+     g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, g.auth_time AS auth_time, \
+     g.connector_data AS connector_data, g.created_at AS created_at, \
+     g.revoked_at AS revoked_at \
+     FROM access_tokens t JOIN grants g ON g.id = t.grant_id \
+     WHERE t.token_hash = $1 AND t.expires_at > $2 AND g.revoked_at IS NULL";
+
+pub(super) const LIST_SIGNING_KEYS: &str = "SELECT kid, alg, public_jwk, private_key_enc, \
+     successor_of, created_at, sign_from FROM signing_keys ORDER BY created_at, kid";
+/// The unique `successor_of` decides between concurrent rotations; the loser inserts nothing.
+pub(super) const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys (kid, alg, public_jwk, \
+     private_key_enc, successor_of, created_at, sign_from) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (successor_of) DO NOTHING";
+pub(super) const DELETE_SIGNING_KEY: &str = "DELETE FROM signing_keys WHERE kid = $1";
+
+// Sweeps delete through a bounded sub-select so that one call holds locks for a short time.
+pub(super) const SWEEP_AUTH_REQUESTS: &str = "DELETE FROM auth_requests WHERE id IN \
+     (SELECT id FROM auth_requests WHERE expires_at < $1 LIMIT $2)";
+pub(super) const SWEEP_AUTH_CODES: &str = "DELETE FROM auth_codes WHERE code_hash IN \
+     (SELECT code_hash FROM auth_codes WHERE expires_at < $1 LIMIT $2)";
+pub(super) const SWEEP_ACCESS_TOKENS: &str = "DELETE FROM access_tokens WHERE token_hash IN \
+     (SELECT token_hash FROM access_tokens WHERE expires_at < $1 LIMIT $2)";
+pub(super) const SWEEP_GRANTS: &str = "DELETE FROM grants WHERE id IN \
+     (SELECT g.id FROM grants g WHERE g.revoked_at IS NOT NULL AND g.revoked_at < $1 \
+      AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = g.id) \
+      AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id) \
+      LIMIT $2)";
+
+// ---------------------------------------------------------------------------------------
+// Rows. `FromRow` derives a row-type-generic impl, so both databases decode the same structs.
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ClientRow {
+    id: String,
+    secret_sha256: Option<String>,
+    redirect_uris: String,
+    trusted_peers: String,
+    is_public: bool,
+    name: String,
+    logo_url: Option<String>,
+    grant_types: String,
+    post_logout_redirect_uris: String,
+    allowed_connectors: String,
+    created_at: i64,
+}
+
+impl ClientRow {
+    pub(super) fn into_model(self) -> Result<Client> {
+        let what = |field: &str| format!("client {:?} {field}", self.id);
+        Ok(Client {
+            redirect_uris: from_json(&self.redirect_uris, &what("redirect_uris"))?,
+            trusted_peers: from_json(&self.trusted_peers, &what("trusted_peers"))?,
+            grant_types: from_json(&self.grant_types, &what("grant_types"))?,
+            post_logout_redirect_uris: from_json(
+                &self.post_logout_redirect_uris,
+                &what("post_logout_redirect_uris"),
+            )?,
+            allowed_connectors: from_json(&self.allowed_connectors, &what("allowed_connectors"))?,
+            id: self.id,
+            secret_sha256: self.secret_sha256,
+            public: self.is_public,
+            name: self.name,
+            logo_url: self.logo_url,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// The JSON columns of a client, encoded once for binding.
+pub(super) struct ClientJson {
+    pub redirect_uris: String,
+    pub trusted_peers: String,
+    pub grant_types: String,
+    pub post_logout_redirect_uris: String,
+    pub allowed_connectors: String,
+}
+
+impl ClientJson {
+    pub(super) fn new(client: &Client) -> Result<Self> {
+        Ok(Self {
+            redirect_uris: to_json(&client.redirect_uris, "client redirect_uris")?,
+            trusted_peers: to_json(&client.trusted_peers, "client trusted_peers")?,
+            grant_types: to_json(&client.grant_types, "client grant_types")?,
+            post_logout_redirect_uris: to_json(
+                &client.post_logout_redirect_uris,
+                "client post_logout_redirect_uris",
+            )?,
+            allowed_connectors: to_json(&client.allowed_connectors, "client allowed_connectors")?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PasswordRow {
+    email: String,
+    hash: String,
+    username: String,
+    user_id: String,
+    user_groups: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl PasswordRow {
+    pub(super) fn into_model(self) -> Result<Password> {
+        Ok(Password {
+            groups: from_json(&self.user_groups, "password groups")?,
+            email: self.email,
+            hash: self.hash,
+            username: self.username,
+            user_id: self.user_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuthRequestRow {
+    id: String,
+    client_id: String,
+    params: String,
+    csrf_token: String,
+    browser_binding: String,
+    login: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl AuthRequestRow {
+    pub(super) fn into_model(self) -> Result<AuthRequest> {
+        Ok(AuthRequest {
+            params: from_json(&self.params, "auth request params")?,
+            login: self
+                .login
+                .as_deref()
+                .map(|l| from_json(l, "auth request login"))
+                .transpose()?,
+            id: self.id,
+            client_id: self.client_id,
+            csrf_token: self.csrf_token,
+            browser_binding: self.browser_binding,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuthCodeRow {
+    code_hash: String,
+    redirect_uri: String,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    grant_json: String,
+    created_at: i64,
+    expires_at: i64,
+    redeemed_at: Option<i64>,
+}
+
+impl AuthCodeRow {
+    pub(super) fn into_model(self) -> Result<AuthCode> {
+        Ok(AuthCode {
+            grant: from_json(&self.grant_json, "authorization code grant")?,
+            code_hash: self.code_hash,
+            redirect_uri: self.redirect_uri,
+            code_challenge: self.code_challenge,
+            code_challenge_method: self.code_challenge_method,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            redeemed_at: self.redeemed_at,
+        })
+    }
+}
+
+/// What `SELECT_AUTH_CODE_STATE` returns.
+#[derive(sqlx::FromRow)]
+pub(super) struct AuthCodeState {
+    pub grant_id: String,
+    pub expires_at: i64,
+    pub redeemed_at: Option<i64>,
+}
+
+impl AuthCodeState {
+    /// Why a claim of this code at `now` failed.
+    pub(super) fn failure(self, now: UnixTime) -> FailedClaim {
+        match self.redeemed_at {
+            Some(_) => FailedClaim::Replayed(self.grant_id),
+            None if self.expires_at <= now => FailedClaim::Expired,
+            // Unredeemed and unexpired, yet the claim missed it: it was inserted after the
+            // claim ran, so for this call it did not exist.
+            None => FailedClaim::NotFound,
+        }
+    }
+}
+
+pub(super) enum FailedClaim {
+    Replayed(String),
+    Expired,
+    NotFound,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct GrantRow {
+    id: String,
+    client_id: String,
+    connector_id: String,
+    claims: String,
+    scopes: String,
+    nonce: Option<String>,
+    auth_time: i64,
+    connector_data: Option<String>,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl GrantRow {
+    pub(super) fn into_model(self) -> Result<Grant> {
+        Ok(Grant {
+            claims: from_json(&self.claims, "grant claims")?,
+            scopes: from_json(&self.scopes, "grant scopes")?,
+            id: self.id,
+            client_id: self.client_id,
+            connector_id: self.connector_id,
+            nonce: self.nonce,
+            auth_time: self.auth_time,
+            connector_data: self.connector_data,
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+        })
+    }
+}
+
+/// The JSON columns of a grant, encoded once for binding.
+pub(super) struct GrantJson {
+    pub claims: String,
+    pub scopes: String,
+}
+
+impl GrantJson {
+    pub(super) fn new(grant: &Grant) -> Result<Self> {
+        Ok(Self {
+            claims: to_json(&grant.claims, "grant claims")?,
+            scopes: to_json(&grant.scopes, "grant scopes")?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AccessTokenWithGrantRow {
+    token_hash: String,
+    token_grant_id: String,
+    token_client_id: String,
+    token_created_at: i64,
+    token_expires_at: i64,
+    #[sqlx(flatten)]
+    grant: GrantRow,
+}
+
+impl AccessTokenWithGrantRow {
+    pub(super) fn into_model(self) -> Result<(AccessToken, Grant)> {
+        let token = AccessToken {
+            token_hash: self.token_hash,
+            grant_id: self.token_grant_id,
+            client_id: self.token_client_id,
+            created_at: self.token_created_at,
+            expires_at: self.token_expires_at,
+        };
+        Ok((token, self.grant.into_model()?))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SigningKeyRow {
+    kid: String,
+    alg: String,
+    public_jwk: String,
+    private_key_enc: Vec<u8>,
+    successor_of: String,
+    created_at: i64,
+    sign_from: i64,
+}
+
+impl SigningKeyRow {
+    pub(super) fn into_model(self) -> SigningKey {
+        SigningKey {
+            kid: self.kid,
+            alg: self.alg,
+            public_jwk: self.public_jwk,
+            private_key_enc: self.private_key_enc,
+            successor_of: self.successor_of,
+            created_at: self.created_at,
+            sign_from: self.sign_from,
+        }
+    }
+}
+
+/// `LIMIT` wants a signed integer in both databases.
+pub(super) fn batch_limit(batch: u32) -> i64 {
+    i64::from(batch)
+}

@@ -1,0 +1,983 @@
+//! One suite of storage behaviours, run against SQLite (a temporary file) and PostgreSQL (a
+//! fresh database per test). `conformance!` generates `sqlite::<name>` and `postgres::<name>`.
+
+mod common {
+    pub mod postgres;
+}
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lanyard::storage::postgres::PostgresStorage;
+use lanyard::storage::sqlite::SqliteStorage;
+use lanyard::storage::{
+    self, AccessToken, AuthCode, AuthRequest, AuthRequestParams, Client, Grant, LoginResult,
+    Password, PostgresSettings, Redemption, SharedStorage, SigningKey, Storage, StorageError,
+    StorageSettings, Swept, UserClaims,
+};
+use tempfile::TempDir;
+use tokio::sync::Barrier;
+
+use common::postgres::TestDatabase;
+
+const NOW: i64 = 1_700_000_000;
+
+struct TestDb {
+    storage: SharedStorage,
+    settings: StorageSettings,
+    // Dropped after `storage`, so the database outlives the pool.
+    _sqlite_dir: Option<TempDir>,
+    _postgres: Option<TestDatabase>,
+}
+
+impl TestDb {
+    async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = StorageSettings::Sqlite {
+            file: dir.path().join("data").join("lanyard.db"),
+        };
+        let storage = storage::open(&settings).await.expect("open sqlite");
+        TestDb {
+            storage,
+            settings,
+            _sqlite_dir: Some(dir),
+            _postgres: None,
+        }
+    }
+
+    async fn postgres() -> Option<TestDb> {
+        let db = common::postgres::fresh_database().await?;
+        let settings = StorageSettings::Postgres(PostgresSettings {
+            url: Some(db.url().to_string()),
+            ..Default::default()
+        });
+        let storage = storage::open(&settings).await.expect("open postgres");
+        Some(TestDb {
+            storage,
+            settings,
+            _sqlite_dir: None,
+            _postgres: Some(db),
+        })
+    }
+
+    /// A second, independent pool on the same database: another process, as far as the
+    /// database can tell.
+    async fn open_another(&self) -> SharedStorage {
+        storage::open(&self.settings)
+            .await
+            .expect("open second pool")
+    }
+
+    fn s(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = super::TestDb::sqlite().await;
+                    super::$name(&db).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(db) = super::TestDb::postgres().await else { return };
+                    super::$name(&db).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    migrate_twice_is_harmless_and_ping_answers,
+    client_crud_round_trips,
+    duplicate_client_already_exists,
+    update_or_delete_of_missing_client,
+    password_email_is_case_insensitive,
+    password_found_by_username,
+    duplicate_password_email_or_username_already_exists,
+    password_update_and_delete,
+    auth_request_completes_once,
+    expired_or_missing_auth_request_cannot_be_completed,
+    auth_request_exchanges_for_one_code_only,
+    expired_auth_request_exchange_writes_nothing,
+    redeemed_code_issues_grant_and_access_token,
+    replayed_code_revokes_grant_and_its_tokens,
+    expired_code_is_expired_and_stays_unredeemed,
+    unknown_code_is_not_found,
+    concurrent_redemptions_issue_exactly_once,
+    access_token_is_invalid_from_its_expiry,
+    grant_is_revoked_once,
+    signing_keys_insert_list_delete,
+    conflicting_successor_is_refused,
+    duplicate_kid_already_exists,
+    concurrent_rotations_from_two_pools_have_one_winner,
+    sweep_removes_expired_and_keeps_live,
+    sweep_deletes_at_most_batch_rows_of_each_kind,
+);
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+fn client(id: &str) -> Client {
+    Client {
+        id: id.to_string(),
+        secret_sha256: Some(format!("{:064x}", 7)),
+        redirect_uris: vec![
+            "https://app.example/callback".into(),
+            "http://127.0.0.1:8000".into(),
+        ],
+        trusted_peers: vec!["kubectl".into()],
+        public: false,
+        name: format!("Client {id}"),
+        logo_url: None,
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        post_logout_redirect_uris: vec![],
+        allowed_connectors: vec!["github".into()],
+        created_at: NOW,
+    }
+}
+
+fn password(email: &str, username: &str) -> Password {
+    Password {
+        email: email.to_string(),
+        hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        username: username.to_string(),
+        user_id: format!("id-{username}"),
+        groups: vec!["admins".into(), "devs".into()],
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+fn claims() -> UserClaims {
+    UserClaims {
+        user_id: "u-1".into(),
+        username: "Jane".into(),
+        preferred_username: "jane".into(),
+        email: "jane@example.com".into(),
+        email_verified: true,
+        groups: vec!["ops".into()],
+    }
+}
+
+fn auth_request(id: &str, expires_at: i64) -> AuthRequest {
+    AuthRequest {
+        id: id.to_string(),
+        client_id: "kubectl".into(),
+        params: AuthRequestParams {
+            redirect_uri: "http://localhost:8000".into(),
+            response_type: "code".into(),
+            scopes: vec!["openid".into(), "groups".into()],
+            state: Some("st".into()),
+            nonce: Some("n".into()),
+            code_challenge: Some("ch".into()),
+            code_challenge_method: Some("S256".into()),
+            ..Default::default()
+        },
+        csrf_token: "csrf".into(),
+        browser_binding: format!("{:064x}", 1),
+        login: None,
+        created_at: NOW - 10,
+        expires_at,
+    }
+}
+
+fn login() -> LoginResult {
+    LoginResult {
+        connector_id: "github".into(),
+        claims: claims(),
+        connector_data: Some(r#"{"token":"x"}"#.into()),
+        auth_time: NOW,
+    }
+}
+
+fn grant(id: &str) -> Grant {
+    Grant {
+        id: id.to_string(),
+        client_id: "kubectl".into(),
+        connector_id: "github".into(),
+        claims: claims(),
+        scopes: vec!["openid".into(), "email".into()],
+        nonce: Some("n".into()),
+        auth_time: NOW - 5,
+        connector_data: None,
+        created_at: NOW,
+        revoked_at: None,
+    }
+}
+
+fn auth_code(code_hash: &str, grant_id: &str, expires_at: i64) -> AuthCode {
+    AuthCode {
+        code_hash: code_hash.to_string(),
+        redirect_uri: "http://localhost:8000".into(),
+        code_challenge: Some("ch".into()),
+        code_challenge_method: Some("S256".into()),
+        grant: grant(grant_id),
+        created_at: NOW,
+        expires_at,
+        redeemed_at: None,
+    }
+}
+
+fn access_token(token_hash: &str, grant_id: &str, expires_at: i64) -> AccessToken {
+    AccessToken {
+        token_hash: token_hash.to_string(),
+        grant_id: grant_id.to_string(),
+        client_id: "kubectl".into(),
+        created_at: NOW,
+        expires_at,
+    }
+}
+
+fn signing_key(kid: &str, successor_of: &str) -> SigningKey {
+    SigningKey {
+        kid: kid.to_string(),
+        alg: "RS256".into(),
+        public_jwk: format!(r#"{{"kty":"RSA","kid":"{kid}"}}"#),
+        private_key_enc: vec![0, 1, 2, 255, kid.len() as u8],
+        successor_of: successor_of.to_string(),
+        created_at: NOW,
+        sign_from: NOW + 3600,
+    }
+}
+
+/// Stores a code the only way the trait allows: through a fresh auth request.
+async fn store_code(s: &dyn Storage, code: &AuthCode) {
+    let request_id = format!("req-for-{}", code.code_hash);
+    s.create_auth_request(&auth_request(&request_id, NOW + 600))
+        .await
+        .unwrap();
+    assert!(s
+        .exchange_auth_request_for_code(&request_id, code, NOW)
+        .await
+        .unwrap());
+}
+
+/// A grant with one access token, through a code redeemed at `NOW`.
+async fn issue_grant(s: &dyn Storage, grant_id: &str, token_expires_at: i64) -> Grant {
+    let code = auth_code(&format!("code-{grant_id}"), grant_id, NOW + 60);
+    store_code(s, &code).await;
+    let token = access_token(&format!("at-{grant_id}"), grant_id, token_expires_at);
+    match s
+        .redeem_auth_code(&code.code_hash, &token, NOW)
+        .await
+        .unwrap()
+    {
+        Redemption::Issued(g) => g,
+        other => panic!("expected Issued, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite
+
+async fn migrate_twice_is_harmless_and_ping_answers(db: &TestDb) {
+    let s = db.s();
+    s.create_client(&client("a")).await.unwrap();
+    s.migrate().await.unwrap();
+    s.migrate().await.unwrap();
+    s.ping().await.unwrap();
+    assert_eq!(s.get_client("a").await.unwrap(), Some(client("a")));
+    assert!(["sqlite", "postgres"].contains(&s.kind()));
+}
+
+async fn client_crud_round_trips(db: &TestDb) {
+    let s = db.s();
+    assert_eq!(s.get_client("a").await.unwrap(), None);
+    let mut public = client("b");
+    public.public = true;
+    public.secret_sha256 = None;
+    public.logo_url = Some("https://logo.example/b.png".into());
+    s.create_client(&client("a")).await.unwrap();
+    s.create_client(&public).await.unwrap();
+    assert_eq!(s.get_client("a").await.unwrap(), Some(client("a")));
+    assert_eq!(s.get_client("b").await.unwrap(), Some(public.clone()));
+    assert_eq!(
+        s.list_clients().await.unwrap(),
+        vec![client("a"), public.clone()]
+    );
+
+    let mut changed = client("a");
+    changed.name = "Renamed".into();
+    changed.redirect_uris = vec!["https://new.example/cb".into()];
+    changed.trusted_peers = vec![];
+    changed.public = true;
+    changed.secret_sha256 = None;
+    changed.logo_url = Some("https://logo.example/a.png".into());
+    changed.grant_types = vec!["urn:ietf:params:oauth:grant-type:device_code".into()];
+    changed.post_logout_redirect_uris = vec!["https://app.example/bye".into()];
+    changed.allowed_connectors = vec!["ldap".into(), "local".into()];
+    s.update_client(&changed).await.unwrap();
+    assert_eq!(s.get_client("a").await.unwrap(), Some(changed));
+
+    assert!(s.delete_client("a").await.unwrap());
+    assert!(!s.delete_client("a").await.unwrap());
+    assert_eq!(s.get_client("a").await.unwrap(), None);
+    assert_eq!(s.list_clients().await.unwrap(), vec![public]);
+}
+
+async fn duplicate_client_already_exists(db: &TestDb) {
+    let s = db.s();
+    s.create_client(&client("a")).await.unwrap();
+    let mut other = client("a");
+    other.name = "Impostor".into();
+    let err = s.create_client(&other).await.unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists(_)), "got {err:?}");
+    assert_eq!(s.get_client("a").await.unwrap(), Some(client("a")));
+}
+
+async fn update_or_delete_of_missing_client(db: &TestDb) {
+    let s = db.s();
+    let err = s.update_client(&client("ghost")).await.unwrap_err();
+    assert!(matches!(err, StorageError::NotFound(_)), "got {err:?}");
+    assert!(!s.delete_client("ghost").await.unwrap());
+    assert_eq!(s.get_client("ghost").await.unwrap(), None);
+}
+
+async fn password_email_is_case_insensitive(db: &TestDb) {
+    let s = db.s();
+    s.create_password(&password("Jane.Doe@Example.COM", "jane"))
+        .await
+        .unwrap();
+    let expected = password("jane.doe@example.com", "jane");
+    for lookup in [
+        "jane.doe@example.com",
+        "JANE.DOE@EXAMPLE.COM",
+        "Jane.Doe@example.Com",
+    ] {
+        assert_eq!(
+            s.get_password(lookup).await.unwrap(),
+            Some(expected.clone()),
+            "{lookup}"
+        );
+    }
+    assert_eq!(s.get_password("jane@example.com").await.unwrap(), None);
+    assert_eq!(s.list_passwords().await.unwrap(), vec![expected]);
+}
+
+async fn password_found_by_username(db: &TestDb) {
+    let s = db.s();
+    s.create_password(&password("a@example.com", "alice"))
+        .await
+        .unwrap();
+    s.create_password(&password("b@example.com", "bob"))
+        .await
+        .unwrap();
+    let found = s.get_password_by_username("bob").await.unwrap().unwrap();
+    assert_eq!(found.email, "b@example.com");
+    assert_eq!(s.get_password_by_username("carol").await.unwrap(), None);
+    assert_eq!(
+        s.list_passwords()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.username)
+            .collect::<Vec<_>>(),
+        vec!["alice", "bob"]
+    );
+}
+
+async fn duplicate_password_email_or_username_already_exists(db: &TestDb) {
+    let s = db.s();
+    s.create_password(&password("a@example.com", "alice"))
+        .await
+        .unwrap();
+    let err = s
+        .create_password(&password("A@EXAMPLE.com", "alice2"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::AlreadyExists(_)),
+        "same email, other case: {err:?}"
+    );
+    let err = s
+        .create_password(&password("other@example.com", "alice"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::AlreadyExists(_)),
+        "same username: {err:?}"
+    );
+    assert_eq!(s.list_passwords().await.unwrap().len(), 1);
+}
+
+async fn password_update_and_delete(db: &TestDb) {
+    let s = db.s();
+    s.create_password(&password("a@example.com", "alice"))
+        .await
+        .unwrap();
+    let mut changed = password("A@Example.com", "alicia");
+    changed.hash = "$2y$10$other".into();
+    changed.user_id = "new-id".into();
+    changed.groups = vec![];
+    changed.created_at = NOW + 99; // creation time is not updatable
+    changed.updated_at = NOW + 100;
+    s.update_password(&changed).await.unwrap();
+    let stored = s.get_password("a@example.com").await.unwrap().unwrap();
+    assert_eq!(
+        stored,
+        Password {
+            email: "a@example.com".into(),
+            created_at: NOW,
+            ..changed
+        }
+    );
+    assert_eq!(s.get_password_by_username("alice").await.unwrap(), None);
+
+    let err = s
+        .update_password(&password("nobody@example.com", "nobody"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::NotFound(_)), "got {err:?}");
+
+    assert!(s.delete_password("A@EXAMPLE.COM").await.unwrap());
+    assert!(!s.delete_password("a@example.com").await.unwrap());
+    assert_eq!(s.get_password("a@example.com").await.unwrap(), None);
+}
+
+async fn auth_request_completes_once(db: &TestDb) {
+    let s = db.s();
+    let request = auth_request("r1", NOW + 600);
+    s.create_auth_request(&request).await.unwrap();
+    assert_eq!(
+        s.get_auth_request("r1").await.unwrap(),
+        Some(request.clone())
+    );
+
+    assert!(s.complete_auth_request("r1", &login(), NOW).await.unwrap());
+    let mut second = login();
+    second.connector_id = "ldap".into();
+    assert!(!s.complete_auth_request("r1", &second, NOW).await.unwrap());
+    let stored = s.get_auth_request("r1").await.unwrap().unwrap();
+    assert_eq!(stored.login, Some(login()), "the first login stays");
+    assert_eq!(
+        AuthRequest {
+            login: None,
+            ..stored
+        },
+        request
+    );
+
+    assert!(s.delete_auth_request("r1").await.unwrap());
+    assert!(!s.delete_auth_request("r1").await.unwrap());
+    assert_eq!(s.get_auth_request("r1").await.unwrap(), None);
+}
+
+async fn expired_or_missing_auth_request_cannot_be_completed(db: &TestDb) {
+    let s = db.s();
+    s.create_auth_request(&auth_request("r1", NOW))
+        .await
+        .unwrap();
+    assert!(!s.complete_auth_request("r1", &login(), NOW).await.unwrap());
+    let stored = s.get_auth_request("r1").await.unwrap();
+    assert_eq!(
+        stored.map(|r| r.login),
+        Some(None),
+        "expired requests are still returned, unchanged"
+    );
+    assert!(s
+        .complete_auth_request("r1", &login(), NOW - 1)
+        .await
+        .unwrap());
+    assert!(!s
+        .complete_auth_request("missing", &login(), NOW)
+        .await
+        .unwrap());
+}
+
+async fn auth_request_exchanges_for_one_code_only(db: &TestDb) {
+    let s = db.s();
+    s.create_auth_request(&auth_request("r1", NOW + 600))
+        .await
+        .unwrap();
+    let first = auth_code("c1", "g1", NOW + 60);
+    assert!(s
+        .exchange_auth_request_for_code("r1", &first, NOW)
+        .await
+        .unwrap());
+    assert_eq!(s.get_auth_request("r1").await.unwrap(), None);
+    assert_eq!(s.get_auth_code("c1").await.unwrap(), Some(first));
+
+    let second = auth_code("c2", "g2", NOW + 60);
+    assert!(!s
+        .exchange_auth_request_for_code("r1", &second, NOW)
+        .await
+        .unwrap());
+    assert_eq!(s.get_auth_code("c2").await.unwrap(), None);
+}
+
+async fn expired_auth_request_exchange_writes_nothing(db: &TestDb) {
+    let s = db.s();
+    let request = auth_request("r1", NOW);
+    s.create_auth_request(&request).await.unwrap();
+    assert!(!s
+        .exchange_auth_request_for_code("r1", &auth_code("c1", "g1", NOW + 60), NOW)
+        .await
+        .unwrap());
+    assert_eq!(s.get_auth_code("c1").await.unwrap(), None);
+    assert_eq!(s.get_auth_request("r1").await.unwrap(), Some(request));
+}
+
+async fn redeemed_code_issues_grant_and_access_token(db: &TestDb) {
+    let s = db.s();
+    let code = auth_code("c1", "g1", NOW + 60);
+    store_code(s, &code).await;
+    let token = access_token("t1", "g1", NOW + 3600);
+    let outcome = s.redeem_auth_code("c1", &token, NOW).await.unwrap();
+    assert_eq!(outcome, Redemption::Issued(grant("g1")));
+    assert_eq!(s.get_grant("g1").await.unwrap(), Some(grant("g1")));
+    assert_eq!(
+        s.get_access_token("t1", NOW).await.unwrap(),
+        Some((token, grant("g1")))
+    );
+    let stored = s.get_auth_code("c1").await.unwrap().unwrap();
+    assert_eq!(stored.redeemed_at, Some(NOW));
+}
+
+async fn replayed_code_revokes_grant_and_its_tokens(db: &TestDb) {
+    let s = db.s();
+    let code = auth_code("c1", "g1", NOW + 60);
+    store_code(s, &code).await;
+    let first = access_token("t1", "g1", NOW + 3600);
+    assert!(matches!(
+        s.redeem_auth_code("c1", &first, NOW).await.unwrap(),
+        Redemption::Issued(_)
+    ));
+    let second = access_token("t2", "g1", NOW + 3600);
+    assert_eq!(
+        s.redeem_auth_code("c1", &second, NOW + 1).await.unwrap(),
+        Redemption::Replayed {
+            grant_id: "g1".into()
+        }
+    );
+    assert_eq!(
+        s.get_grant("g1").await.unwrap().unwrap().revoked_at,
+        Some(NOW + 1)
+    );
+    assert_eq!(s.get_access_token("t1", NOW + 2).await.unwrap(), None);
+    assert_eq!(s.get_access_token("t2", NOW + 2).await.unwrap(), None);
+    // Later replays, even after the code expired, still count as replays.
+    assert_eq!(
+        s.redeem_auth_code("c1", &second, NOW + 120).await.unwrap(),
+        Redemption::Replayed {
+            grant_id: "g1".into()
+        }
+    );
+    assert_eq!(
+        s.get_grant("g1").await.unwrap().unwrap().revoked_at,
+        Some(NOW + 1),
+        "the first revocation time stays"
+    );
+}
+
+async fn expired_code_is_expired_and_stays_unredeemed(db: &TestDb) {
+    let s = db.s();
+    store_code(s, &auth_code("c1", "g1", NOW)).await;
+    assert_eq!(
+        s.redeem_auth_code("c1", &access_token("t1", "g1", NOW + 3600), NOW)
+            .await
+            .unwrap(),
+        Redemption::Expired
+    );
+    assert_eq!(
+        s.get_auth_code("c1").await.unwrap().unwrap().redeemed_at,
+        None
+    );
+    assert_eq!(s.get_grant("g1").await.unwrap(), None);
+    assert_eq!(s.get_access_token("t1", NOW - 1).await.unwrap(), None);
+}
+
+async fn unknown_code_is_not_found(db: &TestDb) {
+    let s = db.s();
+    assert_eq!(
+        s.redeem_auth_code("nope", &access_token("t1", "g1", NOW + 3600), NOW)
+            .await
+            .unwrap(),
+        Redemption::NotFound
+    );
+    assert_eq!(s.get_grant("g1").await.unwrap(), None);
+}
+
+async fn concurrent_redemptions_issue_exactly_once(db: &TestDb) {
+    const TASKS: usize = 10;
+    let other = db.open_another().await;
+    let pools = [db.storage.clone(), other];
+    for round in 0..3 {
+        let grant_id = format!("g{round}");
+        let code_hash = format!("c{round}");
+        store_code(db.s(), &auth_code(&code_hash, &grant_id, NOW + 60)).await;
+        let barrier = Arc::new(Barrier::new(TASKS));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|i| {
+                let s = pools[i % pools.len()].clone();
+                let barrier = barrier.clone();
+                let token = access_token(&format!("t{round}-{i}"), &grant_id, NOW + 3600);
+                let code_hash = code_hash.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    s.redeem_auth_code(&code_hash, &token, NOW).await
+                })
+            })
+            .collect();
+        let mut issued = 0;
+        let mut replayed = 0;
+        for task in tasks {
+            match task.await.unwrap().unwrap() {
+                Redemption::Issued(g) => {
+                    assert_eq!(g.id, grant_id);
+                    issued += 1;
+                }
+                Redemption::Replayed { grant_id: g } => {
+                    assert_eq!(g, grant_id);
+                    replayed += 1;
+                }
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+        assert_eq!(issued, 1, "round {round}: exactly one redemption wins");
+        assert_eq!(replayed, TASKS - 1);
+        // The losers saw a replay, so the grant is revoked, as for any replay.
+        assert!(db
+            .s()
+            .get_grant(&grant_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some());
+    }
+}
+
+async fn access_token_is_invalid_from_its_expiry(db: &TestDb) {
+    let s = db.s();
+    let g = issue_grant(s, "g1", NOW + 100).await;
+    let (token, found) = s
+        .get_access_token("at-g1", NOW + 99)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(token, access_token("at-g1", "g1", NOW + 100));
+    assert_eq!(found, g);
+    assert_eq!(s.get_access_token("at-g1", NOW + 100).await.unwrap(), None);
+    assert_eq!(s.get_access_token("missing", NOW).await.unwrap(), None);
+}
+
+async fn grant_is_revoked_once(db: &TestDb) {
+    let s = db.s();
+    issue_grant(s, "g1", NOW + 100).await;
+    assert!(s.revoke_grant("g1", NOW + 5).await.unwrap());
+    assert!(!s.revoke_grant("g1", NOW + 6).await.unwrap());
+    assert!(!s.revoke_grant("missing", NOW).await.unwrap());
+    assert_eq!(
+        s.get_grant("g1").await.unwrap().unwrap().revoked_at,
+        Some(NOW + 5)
+    );
+    assert_eq!(s.get_access_token("at-g1", NOW + 7).await.unwrap(), None);
+}
+
+async fn signing_keys_insert_list_delete(db: &TestDb) {
+    let s = db.s();
+    assert_eq!(s.list_signing_keys().await.unwrap(), vec![]);
+    let first = signing_key("k1", "");
+    let mut second = signing_key("k2", "k1");
+    second.created_at = NOW + 10;
+    second.alg = "ES256".into();
+    assert!(s.insert_signing_key(&second).await.unwrap());
+    assert!(s.insert_signing_key(&first).await.unwrap());
+    assert_eq!(
+        s.list_signing_keys().await.unwrap(),
+        vec![first.clone(), second.clone()],
+        "oldest first"
+    );
+    assert!(s.delete_signing_key("k1").await.unwrap());
+    assert!(!s.delete_signing_key("k1").await.unwrap());
+    assert_eq!(s.list_signing_keys().await.unwrap(), vec![second]);
+}
+
+async fn conflicting_successor_is_refused(db: &TestDb) {
+    let s = db.s();
+    assert!(s.insert_signing_key(&signing_key("k1", "")).await.unwrap());
+    assert!(!s.insert_signing_key(&signing_key("k1b", "")).await.unwrap());
+    assert!(s
+        .insert_signing_key(&signing_key("k2", "k1"))
+        .await
+        .unwrap());
+    assert!(!s
+        .insert_signing_key(&signing_key("k2b", "k1"))
+        .await
+        .unwrap());
+    let kids: Vec<_> = s
+        .list_signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(kids, vec!["k1", "k2"]);
+}
+
+async fn duplicate_kid_already_exists(db: &TestDb) {
+    let s = db.s();
+    assert!(s.insert_signing_key(&signing_key("k1", "")).await.unwrap());
+    let err = s
+        .insert_signing_key(&signing_key("k1", "other"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists(_)), "got {err:?}");
+}
+
+async fn concurrent_rotations_from_two_pools_have_one_winner(db: &TestDb) {
+    const ROUNDS: usize = 25;
+    let pools = [db.storage.clone(), db.open_another().await];
+    let mut current = String::new();
+    for round in 0..ROUNDS {
+        let barrier = Arc::new(Barrier::new(pools.len()));
+        let tasks: Vec<_> = pools
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.clone();
+                let barrier = barrier.clone();
+                let mut key = signing_key(&format!("r{round}-p{i}"), &current);
+                key.created_at = NOW + round as i64;
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let won = s.insert_signing_key(&key).await.unwrap();
+                    (won, key.kid)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (won, kid) = task.await.unwrap();
+            if won {
+                winners.push(kid);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        current = winners.remove(0);
+    }
+    let keys = db.s().list_signing_keys().await.unwrap();
+    assert_eq!(keys.len(), ROUNDS);
+    assert_eq!(keys.last().unwrap().kid, current);
+}
+
+async fn sweep_removes_expired_and_keeps_live(db: &TestDb) {
+    let s = db.s();
+    let grant_cutoff = NOW - 500;
+    let code_cutoff = NOW - 300;
+
+    for id in ["old1", "old2", "old3"] {
+        s.create_auth_request(&auth_request(id, NOW - 10))
+            .await
+            .unwrap();
+    }
+    s.create_auth_request(&auth_request("live", NOW + 600))
+        .await
+        .unwrap();
+
+    store_code(s, &auth_code("code-old", "gx1", NOW - 400)).await;
+    store_code(s, &auth_code("code-recent", "gx2", NOW - 100)).await;
+
+    // Grants come from codes that stay live (NOW + 60), so they count as kept codes.
+    issue_grant(s, "revoked-old", NOW - 10).await;
+    issue_grant(s, "revoked-old-live-token", NOW + 600).await;
+    issue_grant(s, "revoked-recent", NOW - 10).await;
+    issue_grant(s, "unrevoked", NOW - 10).await;
+    issue_grant(s, "unrevoked-live", NOW + 600).await;
+    assert!(s.revoke_grant("revoked-old", NOW - 1000).await.unwrap());
+    assert!(s
+        .revoke_grant("revoked-old-live-token", NOW - 1000)
+        .await
+        .unwrap());
+    assert!(s.revoke_grant("revoked-recent", NOW - 100).await.unwrap());
+
+    let swept = s.sweep(NOW, code_cutoff, grant_cutoff, 100).await.unwrap();
+    assert_eq!(
+        swept,
+        Swept {
+            auth_requests: 3,
+            auth_codes: 1,
+            access_tokens: 3,
+            grants: 1,
+        }
+    );
+
+    assert!(s.get_auth_request("live").await.unwrap().is_some());
+    assert!(s.get_auth_request("old1").await.unwrap().is_none());
+    assert!(s.get_auth_code("code-old").await.unwrap().is_none());
+    assert!(s.get_auth_code("code-recent").await.unwrap().is_some());
+    assert!(s.get_auth_code("code-unrevoked").await.unwrap().is_some());
+    assert!(s.get_grant("revoked-old").await.unwrap().is_none());
+    for kept in [
+        "revoked-old-live-token",
+        "revoked-recent",
+        "unrevoked",
+        "unrevoked-live",
+    ] {
+        assert!(s.get_grant(kept).await.unwrap().is_some(), "{kept}");
+    }
+    assert!(s
+        .get_access_token("at-unrevoked-live", NOW)
+        .await
+        .unwrap()
+        .is_some());
+
+    assert_eq!(
+        s.sweep(NOW, code_cutoff, grant_cutoff, 100).await.unwrap(),
+        Swept::default(),
+        "a second sweep finds nothing"
+    );
+}
+
+async fn sweep_deletes_at_most_batch_rows_of_each_kind(db: &TestDb) {
+    let s = db.s();
+    for i in 0..5 {
+        s.create_auth_request(&auth_request(&format!("r{i}"), NOW - 10))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        store_code(
+            s,
+            &auth_code(&format!("c{i}"), &format!("gc{i}"), NOW - 400),
+        )
+        .await;
+    }
+    let mut counts = Vec::new();
+    loop {
+        let swept = s.sweep(NOW, NOW - 300, NOW - 500, 2).await.unwrap();
+        counts.push((swept.auth_requests, swept.auth_codes));
+        if swept == Swept::default() {
+            break;
+        }
+        assert!(counts.len() < 10, "sweep does not converge: {counts:?}");
+    }
+    assert_eq!(counts, vec![(2, 2), (2, 1), (1, 0), (0, 0)]);
+    assert_eq!(
+        s.sweep(NOW, NOW, NOW, 0).await.unwrap(),
+        Swept::default(),
+        "batch 0 deletes nothing"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Database-specific behaviour
+
+#[tokio::test]
+async fn sqlite_file_runs_in_wal_mode_with_foreign_keys_and_normal_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a").join("b").join("lanyard.db");
+    let storage = SqliteStorage::open_file(&file).await.unwrap();
+    storage.migrate().await.unwrap();
+    assert!(file.exists(), "file and parent directories are created");
+    let mut conn = storage.pool().acquire().await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(sync, 1, "synchronous = NORMAL");
+    let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert!(timeout >= 1000, "busy_timeout {timeout}");
+}
+
+#[tokio::test]
+async fn sqlite_file_keeps_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = StorageSettings::Sqlite {
+        file: dir.path().join("lanyard.db"),
+    };
+    let first = storage::open(&settings).await.unwrap();
+    first.create_client(&client("a")).await.unwrap();
+    drop(first);
+    let second = storage::open(&settings).await.unwrap();
+    assert_eq!(second.get_client("a").await.unwrap(), Some(client("a")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_storage_is_one_database_for_all_callers() {
+    let storage = storage::open(&StorageSettings::Memory).await.unwrap();
+    assert_eq!(storage.kind(), "sqlite");
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = storage.clone();
+            tokio::spawn(async move { s.create_client(&client(&format!("c{i}"))).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(storage.list_clients().await.unwrap().len(), 8);
+    let other = storage::open(&StorageSettings::Memory).await.unwrap();
+    assert_eq!(
+        other.list_clients().await.unwrap(),
+        vec![],
+        "each memory storage is its own database"
+    );
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_unavailable_quickly() {
+    let settings = PostgresSettings {
+        url: Some("postgres://postgres@127.0.0.1:1/postgres".into()),
+        conn_timeout: Some(Duration::from_millis(500)),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let result = PostgresStorage::connect(&settings).await;
+    let elapsed = started.elapsed();
+    match result {
+        Err(StorageError::Unavailable(_)) => {}
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("connected to 127.0.0.1:1"),
+    }
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+
+    let opened = storage::open(&StorageSettings::Postgres(settings)).await;
+    assert!(matches!(opened, Err(StorageError::Unavailable(_))));
+}
+
+#[tokio::test]
+async fn postgres_pool_respects_max_open_conns() {
+    let Some(db) = common::postgres::fresh_database().await else {
+        return;
+    };
+    let settings = PostgresSettings {
+        url: Some(db.url().to_string()),
+        max_open_conns: Some(2),
+        conn_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let storage = PostgresStorage::connect(&settings).await.unwrap();
+    let _a = storage.pool().acquire().await.unwrap();
+    let _b = storage.pool().acquire().await.unwrap();
+    let started = Instant::now();
+    let err = storage.ping().await.unwrap_err();
+    assert!(
+        matches!(err, StorageError::Unavailable(_)),
+        "a third connection times out as Unavailable: {err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
