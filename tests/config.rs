@@ -1,0 +1,897 @@
+//! The config model against whole YAML files: Dex compatibility, every error class with its
+//! path and message, defaults, and the check-config report.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lanyard::config::{
+    check_config_report, Config, ConfigErrors, ConnectorType, GrantType, LogFormat, LogLevel,
+    PasswordHashKind, SigningAlg, DEV_CONFIG,
+};
+use lanyard::storage::StorageSettings;
+
+const BCRYPT: &str = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
+
+/// A valid config that tests extend with extra top-level sections.
+const BASE: &str = r#"
+issuer: http://127.0.0.1:5556/dex
+storage:
+  type: memory
+web:
+  http: 127.0.0.1:5556
+"#;
+
+fn parse_with(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_yaml_str(text, &move |name| vars.get(name).cloned())
+}
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    parse_with(text, &[])
+}
+
+fn errors(text: &str) -> ConfigErrors {
+    match parse(text) {
+        Ok(config) => panic!("expected errors, got {config:?}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts that exactly one error sits at `path` and that its message contains `needle`.
+fn assert_error(errors: &ConfigErrors, path: &str, needle: &str) {
+    let at: Vec<_> = errors.0.iter().filter(|e| e.path == path).collect();
+    assert!(
+        at.len() == 1 && at[0].message.contains(needle),
+        "wanted one error at `{path}` containing {needle:?}; got:\n{errors}"
+    );
+}
+
+fn with_base(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+/// Modelled on Dex's examples/config-dev.yaml, with the mock connector replaced by `local`.
+const DEX_CONFIG_DEV: &str = r#"
+# The base path of dex and the external name of the OpenID Connect service.
+issuer: http://127.0.0.1:5556/dex
+
+storage:
+  type: sqlite3
+  config:
+    file: var/sqlite/dex.db
+
+web:
+  http: 0.0.0.0:5556
+  headers:
+    X-Frame-Options: "DENY"
+    X-Content-Type-Options: "nosniff"
+    X-XSS-Protection: "1; mode=block"
+    Content-Security-Policy: "default-src 'self'"
+    Strict-Transport-Security: "max-age=31536000; includeSubDomains"
+
+frontend:
+  issuer: dex
+  logoURL: theme/logo.png
+  dir: web/
+  theme: light
+
+telemetry:
+  http: 0.0.0.0:5558
+
+expiry:
+  deviceRequests: "5m"
+  signingKeys: "6h"
+  idTokens: "24h"
+  refreshTokens:
+    reuseInterval: "3s"
+    validIfNotUsedFor: "2160h" # 90 days
+    absoluteLifetime: "3960h" # 165 days
+
+logger:
+  level: "debug"
+  format: "text" # can also be "json"
+
+oauth2:
+  responseTypes: [ "code" ]
+  skipApprovalScreen: false
+  alwaysShowLoginScreen: false
+  passwordConnector: local
+
+staticClients:
+- id: example-app
+  redirectURIs:
+  - 'http://127.0.0.1:5555/callback'
+  name: 'Example App'
+  secret: ZXhhbXBsZS1hcHAtc2VjcmV0
+- id: example-device-client
+  redirectURIs:
+    - /device/callback
+  name: 'Static Client for Device Flow'
+  public: true
+
+connectors:
+- type: local
+  id: local
+  name: Email
+
+enablePasswordDB: true
+
+staticPasswords:
+- email: "admin@example.com"
+  # bcrypt hash of the string "password": $(echo password | htpasswd -BinC 10 admin | cut -d: -f2)
+  hash: "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W"
+  username: "admin"
+  userID: "08a8684b-db88-4b73-90a9-3cd1661f5466"
+"#;
+
+#[test]
+fn dex_v2_example_config_parses_unchanged() {
+    let c = parse(DEX_CONFIG_DEV).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.issuer_string(), "http://127.0.0.1:5556/dex");
+    assert_eq!(c.issuer_path(), "/dex");
+    assert_eq!(
+        c.storage,
+        StorageSettings::Sqlite {
+            file: "var/sqlite/dex.db".into()
+        }
+    );
+    assert_eq!(c.web.http.as_deref(), Some("0.0.0.0:5556"));
+    assert_eq!(c.web.headers.x_frame_options.as_deref(), Some("DENY"));
+    assert_eq!(c.web.headers.pairs().len(), 5);
+    assert_eq!(c.telemetry.http.as_deref(), Some("0.0.0.0:5558"));
+    assert_eq!(c.logger.level, LogLevel::Debug);
+    assert_eq!(c.logger.format, LogFormat::Text);
+    assert_eq!(
+        c.expiry.refresh_tokens.reuse_interval,
+        Duration::from_secs(3)
+    );
+    assert_eq!(
+        c.expiry.refresh_tokens.valid_if_not_used_for,
+        Some(Duration::from_secs(2160 * 3600))
+    );
+    assert_eq!(c.oauth2.password_connector.as_deref(), Some("local"));
+    assert!(c.oauth2.grant_types.contains(&GrantType::Password));
+
+    let app = c.static_client("example-app").expect("example-app");
+    assert_eq!(app.secret.as_deref(), Some("ZXhhbXBsZS1hcHAtc2VjcmV0"));
+    assert_eq!(app.name, "Example App");
+    assert!(!app.public);
+    assert_eq!(app.redirect_uris, vec!["http://127.0.0.1:5555/callback"]);
+    let device = c
+        .static_client("example-device-client")
+        .expect("device client");
+    assert!(device.public && device.secret.is_none());
+
+    assert!(c.enable_password_db);
+    assert_eq!(c.static_passwords.len(), 1);
+    let admin = &c.static_passwords[0];
+    assert_eq!(admin.email, "admin@example.com");
+    assert_eq!(admin.hash, BCRYPT);
+    assert_eq!(admin.hash_kind(), PasswordHashKind::Bcrypt);
+    assert_eq!(admin.username, "admin");
+    assert_eq!(admin.user_id, "08a8684b-db88-4b73-90a9-3cd1661f5466");
+
+    assert_eq!(c.connectors.len(), 1);
+    assert_eq!(c.connectors[0].type_, ConnectorType::Local);
+    assert_eq!(c.connectors[0].name, "Email");
+    assert_eq!(c.frontend.issuer.as_deref(), Some("dex"));
+    assert_eq!(c.frontend.theme.as_deref(), Some("light"));
+}
+
+#[test]
+fn embedded_dev_config_has_the_documented_values() {
+    let c = Config::embedded_default().unwrap_or_else(|e| panic!("{e}"));
+    assert!(Config::from_yaml_str(DEV_CONFIG, &|_| None).is_ok());
+    assert_eq!(c.issuer_string(), "http://127.0.0.1:5556");
+    assert_eq!(c.issuer_path(), "");
+    assert_eq!(
+        c.storage,
+        StorageSettings::Sqlite {
+            file: "lanyard-data/lanyard.db".into()
+        }
+    );
+    assert_eq!(c.web.http.as_deref(), Some("127.0.0.1:5556"));
+    assert_eq!(c.telemetry.http.as_deref(), Some("127.0.0.1:5558"));
+    assert!(c.enable_password_db);
+    assert!(c.static_passwords.is_empty());
+    assert!(!c.oauth2.skip_approval_screen);
+    assert_eq!(c.keys.encryption_key, None);
+    let app = c.static_client("example-app").expect("example-app");
+    assert!(app.public);
+    assert_eq!(app.name, "Example App");
+    assert_eq!(app.redirect_uris, vec!["http://127.0.0.1:5555/callback"]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn basic_example_parses_with_its_variables() {
+    let text = std::fs::read_to_string("config/examples/basic.yaml").unwrap();
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let c = parse_with(
+        &text,
+        &[
+            ("POSTGRES_PASSWORD", "pg-secret"),
+            ("KUBE_LOGIN_SECRET", "client-secret"),
+            ("LANYARD_ENCRYPTION_KEY", key),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let StorageSettings::Postgres(pg) = &c.storage else {
+        panic!("expected postgres, got {:?}", c.storage)
+    };
+    assert_eq!(pg.password.as_deref(), Some("pg-secret"));
+    assert_eq!(pg.port, Some(5432));
+    assert_eq!(pg.ssl_mode.as_deref(), Some("verify-full"));
+    assert_eq!(
+        c.static_client("kube-login").unwrap().secret.as_deref(),
+        Some("client-secret")
+    );
+    let expected: Vec<u8> = (0u8..32).collect();
+    assert_eq!(c.keys.encryption_key.map(|k| k.to_vec()), Some(expected));
+    assert_eq!(c.static_passwords[0].hash, BCRYPT);
+    assert_eq!(c.static_passwords[0].groups, vec!["cluster-admins"]);
+}
+
+#[test]
+fn defaults_apply_when_sections_are_absent() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.expiry.signing_keys, Duration::from_secs(6 * 3600));
+    assert_eq!(c.expiry.id_tokens, Duration::from_secs(24 * 3600));
+    assert_eq!(c.expiry.auth_requests, Duration::from_secs(30 * 60));
+    assert_eq!(c.expiry.device_requests, Duration::from_secs(5 * 60));
+    assert_eq!(
+        c.expiry.refresh_tokens.reuse_interval,
+        Duration::from_secs(5)
+    );
+    assert_eq!(c.expiry.refresh_tokens.valid_if_not_used_for, None);
+    assert_eq!(c.expiry.refresh_tokens.absolute_lifetime, None);
+    assert!(!c.expiry.refresh_tokens.disable_rotation);
+    assert_eq!(c.logger.level, LogLevel::Info);
+    assert_eq!(c.logger.format, LogFormat::Text);
+    assert_eq!(c.keys.algorithm, SigningAlg::RS256);
+    assert_eq!(c.keys.rotation_period, Duration::from_secs(6 * 3600));
+    assert_eq!(c.keys.publish_ahead, Duration::from_secs(15 * 60));
+    assert_eq!(c.oauth2.response_types.len(), 1);
+    assert_eq!(
+        c.oauth2.grant_types,
+        vec![
+            GrantType::AuthorizationCode,
+            GrantType::RefreshToken,
+            GrantType::DeviceCode,
+            GrantType::TokenExchange
+        ]
+    );
+    assert!(!c.enable_password_db);
+}
+
+#[test]
+fn rotation_period_comes_from_keys_then_expiry() {
+    let c = parse(&with_base("expiry:\n  signingKeys: 12h\n")).unwrap();
+    assert_eq!(c.keys.rotation_period, Duration::from_secs(12 * 3600));
+    let c = parse(&with_base(
+        "expiry:\n  signingKeys: 12h\nkeys:\n  rotationPeriod: 3h\n",
+    ))
+    .unwrap();
+    assert_eq!(c.keys.rotation_period, Duration::from_secs(3 * 3600));
+}
+
+#[test]
+fn issuer_trailing_slash_is_trimmed() {
+    let c = parse(&BASE.replace("/dex", "/dex/")).unwrap();
+    assert_eq!(c.issuer_string(), "http://127.0.0.1:5556/dex");
+    assert_eq!(c.issuer_path(), "/dex");
+    let c = parse(&BASE.replace("/dex", "/")).unwrap();
+    assert_eq!(c.issuer_string(), "http://127.0.0.1:5556");
+    assert_eq!(c.issuer_path(), "");
+}
+
+// ----- unknown keys -------------------------------------------------------------------
+
+#[test]
+fn unknown_nested_key_names_path_and_suggests_dex_spelling() {
+    let e = errors(&with_base(
+        "staticClients:\n- id: a\n  public: true\n  redirectUris: [http://x/cb]\n",
+    ));
+    assert_error(
+        &e,
+        "staticClients[0].redirectUris",
+        "unknown key `redirectUris`; did you mean `redirectURIs`?",
+    );
+}
+
+#[test]
+fn unknown_key_in_web_suggests_closest() {
+    let e = errors(&BASE.replace("  http:", "  htp:"));
+    assert_error(&e, "web.htp", "did you mean `http`?");
+}
+
+#[test]
+fn unknown_top_level_key_suggests_closest() {
+    let e = errors(&with_base("staticClient: []\n"));
+    assert_error(&e, "staticClient", "did you mean `staticClients`?");
+    let e = errors(&with_base("kubernetes: {}\n"));
+    assert_error(&e, "kubernetes", "unknown key `kubernetes`");
+}
+
+#[test]
+fn unknown_key_without_close_match_lists_the_valid_keys() {
+    let e = errors(&with_base("logger:\n  colour: red\n"));
+    assert_error(&e, "logger.colour", "expected one of `level`, `format`");
+}
+
+#[test]
+fn wrong_type_names_the_path() {
+    let e = errors(&with_base("oauth2:\n  responseTypes: code\n"));
+    assert_error(&e, "oauth2.responseTypes", "invalid type");
+    let e = errors(&with_base("enablePasswordDB: maybe\n"));
+    assert_error(&e, "enablePasswordDB", "expected true or false");
+}
+
+// ----- environment ------------------------------------------------------------------------
+
+#[test]
+fn missing_env_var_is_named_with_its_path() {
+    let e = parse_with(
+        &with_base("frontend:\n  issuer: ${BRAND}\n  theme: $THEME\n"),
+        &[("THEME", "dark")],
+    )
+    .unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_error(
+        &e,
+        "frontend.issuer",
+        "environment variable `BRAND` is not set",
+    );
+}
+
+#[test]
+fn env_vars_expand_in_values() {
+    let c = parse_with(
+        "issuer: https://$HOST/dex\nstorage:\n  type: postgres\n  config:\n    port: $PGPORT\n    password: ${PGPASS}\nweb:\n  http: 127.0.0.1:5556\n",
+        &[("HOST", "login.example.com"), ("PGPORT", "6543"), ("PGPASS", "pw")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.issuer_string(), "https://login.example.com/dex");
+    let StorageSettings::Postgres(pg) = c.storage else {
+        panic!()
+    };
+    assert_eq!(pg.port, Some(6543));
+    assert_eq!(pg.password.as_deref(), Some("pw"));
+}
+
+#[test]
+fn double_dollar_is_a_literal_dollar() {
+    let c = parse(&with_base(
+        "staticClients:\n- id: app\n  secret: pa$$word\n  redirectURIs: [https://a.example/cb]\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.static_client("app").unwrap().secret.as_deref(),
+        Some("pa$word")
+    );
+}
+
+#[test]
+fn env_values_cannot_inject_yaml() {
+    let c = parse_with(
+        &with_base("frontend:\n  theme: $THEME\n"),
+        &[("THEME", "dark\nissuer: https://evil.example")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.frontend.theme.as_deref(),
+        Some("dark\nissuer: https://evil.example")
+    );
+    assert_eq!(c.frontend.issuer, None);
+}
+
+#[test]
+fn password_hash_is_never_expanded() {
+    // The salt starts with a letter, so `$N9qo...` would read as a variable if expanded.
+    let hash = "$2y$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
+    assert_eq!(hash.len(), 60);
+    let c = parse(&with_base(&format!(
+        "enablePasswordDB: true\nstaticPasswords:\n- email: a@example.com\n  userID: u1\n  hash: \"{hash}\"\n"
+    )))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.static_passwords[0].hash, hash);
+}
+
+#[test]
+fn client_id_and_secret_come_from_env() {
+    let text = with_base(
+        "staticClients:\n- idEnv: APP_ID\n  secretEnv: APP_SECRET\n  redirectURIs: [https://a.example/cb]\n",
+    );
+    let c = parse_with(&text, &[("APP_ID", "app"), ("APP_SECRET", "s3cret")]).unwrap();
+    assert_eq!(
+        c.static_client("app").unwrap().secret.as_deref(),
+        Some("s3cret")
+    );
+    let e = parse_with(&text, &[("APP_ID", "app")]).unwrap_err();
+    assert_error(
+        &e,
+        "staticClients[0].secretEnv",
+        "environment variable `APP_SECRET` is not set",
+    );
+}
+
+// ----- storage ------------------------------------------------------------------------------
+
+#[test]
+fn mysql_storage_is_rejected_with_postgres_suggested() {
+    let e = errors(&BASE.replace("type: memory", "type: mysql"));
+    assert_error(
+        &e,
+        "storage.type",
+        "lanyard supports sqlite3, postgres and memory",
+    );
+    assert_error(&e, "storage.type", "use postgres for production");
+}
+
+#[test]
+fn unknown_storage_type_lists_valid_ones() {
+    let e = errors(&BASE.replace("type: memory", "type: mongo"));
+    assert_error(
+        &e,
+        "storage.type",
+        "unknown storage type `mongo`; expected one of sqlite3, postgres, memory",
+    );
+}
+
+#[test]
+fn postgres_rejects_unknown_keys_and_bad_ssl_mode() {
+    let e = errors(&BASE.replace("type: memory", "type: postgres\n  config:\n    hots: db\n"));
+    assert_error(&e, "storage.config.hots", "did you mean `host`?");
+    let e = errors(&BASE.replace(
+        "type: memory",
+        "type: postgres\n  config:\n    ssl:\n      mode: sometimes\n",
+    ));
+    assert_error(
+        &e,
+        "storage.config.ssl.mode",
+        "unknown SSL mode `sometimes`",
+    );
+}
+
+#[test]
+fn sqlite_needs_a_file() {
+    let e = errors(&BASE.replace("type: memory", "type: sqlite3"));
+    assert_error(&e, "storage.config.file", "missing required key `file`");
+}
+
+// ----- values -------------------------------------------------------------------------------
+
+#[test]
+fn bad_duration_names_path_and_value() {
+    let e = errors(&with_base("expiry:\n  idTokens: 10 minutes\n"));
+    assert_error(&e, "expiry.idTokens", "invalid duration `10 minutes`");
+    let e = errors(&with_base(
+        "expiry:\n  refreshTokens:\n    reuseInterval: 5\n",
+    ));
+    assert_error(
+        &e,
+        "expiry.refreshTokens.reuseInterval",
+        "invalid duration `5`: missing unit",
+    );
+}
+
+#[test]
+fn bad_issuer_url_is_reported() {
+    let e = errors(&BASE.replace("http://127.0.0.1:5556/dex", "127.0.0.1:5556/dex"));
+    assert_error(&e, "issuer", "is not a valid URL");
+    let e = errors(&BASE.replace("http://127.0.0.1:5556/dex", "https://a.example/?x=1"));
+    assert_error(&e, "issuer", "must not have a query");
+    let e = errors(&BASE.replace("http://127.0.0.1:5556/dex", "ldap://a.example"));
+    assert_error(&e, "issuer", "must be an https (or http) URL");
+}
+
+#[test]
+fn bad_enum_values_are_reported() {
+    let e = errors(&with_base("logger:\n  format: yaml\n"));
+    assert_error(
+        &e,
+        "logger.format",
+        "unknown log format `yaml`; expected text or json",
+    );
+    let e = errors(&with_base("keys:\n  algorithm: HS256\n"));
+    assert_error(
+        &e,
+        "keys.algorithm",
+        "unknown signing algorithm `HS256`; expected RS256 or ES256",
+    );
+    let e = errors(&with_base(
+        "oauth2:\n  grantTypes: [authorization_code, magic]\n",
+    ));
+    assert_error(&e, "oauth2.grantTypes[1]", "unknown grant type `magic`");
+}
+
+#[test]
+fn web_needs_a_listen_address_and_https_needs_certs() {
+    let e = errors("issuer: https://a.example\nstorage:\n  type: memory\n");
+    assert_error(&e, "web", "set `web.http` or `web.https`");
+    let e = errors(&BASE.replace("http: 127.0.0.1:5556", "https: 127.0.0.1:5554"));
+    assert_error(&e, "web.tlsCert", "required when web.https is set");
+    assert_error(&e, "web.tlsKey", "required when web.https is set");
+    let e = errors(&BASE.replace("127.0.0.1:5556\n", "localhost\n"));
+    assert_error(&e, "web.http", "not a host:port");
+}
+
+#[test]
+fn grpc_section_is_rejected() {
+    let e = errors(&with_base("grpc:\n  addr: 127.0.0.1:5557\n"));
+    assert_error(&e, "grpc", "gRPC API is not supported");
+    assert_error(&e, "grpc", "lanyard admin");
+}
+
+// ----- clients ------------------------------------------------------------------------------
+
+#[test]
+fn duplicate_client_ids_are_reported() {
+    let e = errors(&with_base(
+        "staticClients:\n- id: app\n  public: true\n- id: app\n  public: true\n",
+    ));
+    assert_error(
+        &e,
+        "staticClients[1].id",
+        "duplicate client id `app` (also staticClients[0])",
+    );
+}
+
+#[test]
+fn non_public_client_without_secret_is_rejected() {
+    let e = errors(&with_base(
+        "staticClients:\n- id: app\n  redirectURIs: [https://a.example/cb]\n",
+    ));
+    assert_error(
+        &e,
+        "staticClients[0].secret",
+        "a client that is not public needs `secret` or `secretEnv`",
+    );
+}
+
+#[test]
+fn redirect_uris_must_be_absolute_without_fragment() {
+    let e = errors(&with_base(
+        "staticClients:\n- id: app\n  public: true\n  redirectURIs: [https://a.example/cb, callback, 'https://a.example/#x', 'myapp:/cb']\n",
+    ));
+    assert_error(
+        &e,
+        "staticClients[0].redirectURIs[1]",
+        "not an absolute URL",
+    );
+    assert_error(
+        &e,
+        "staticClients[0].redirectURIs[2]",
+        "must not contain a fragment",
+    );
+    assert_eq!(e.0.len(), 2, "{e}");
+}
+
+#[test]
+fn client_grant_types_and_connectors_must_exist() {
+    let e = errors(&with_base(
+        "staticClients:\n- id: app\n  public: true\n  grantTypes: [password]\n  allowedConnectors: [github]\n",
+    ));
+    assert_error(
+        &e,
+        "staticClients[0].grantTypes[0]",
+        "not enabled in oauth2.grantTypes",
+    );
+    assert_error(
+        &e,
+        "staticClients[0].allowedConnectors[0]",
+        "no connector has the id `github`",
+    );
+}
+
+// ----- passwords ----------------------------------------------------------------------------
+
+#[test]
+fn bad_password_hash_is_rejected() {
+    let e = errors(&with_base(
+        "enablePasswordDB: true\nstaticPasswords:\n- email: a@example.com\n  userID: u1\n  hash: password\n",
+    ));
+    assert_error(&e, "staticPasswords[0].hash", "not a bcrypt hash");
+}
+
+#[test]
+fn base64_encoded_bcrypt_hash_is_accepted_like_dex() {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(BCRYPT);
+    let c = parse(&with_base(&format!(
+        "enablePasswordDB: true\nstaticPasswords:\n- email: a@example.com\n  userID: u1\n  hash: {encoded}\n"
+    )))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.static_passwords[0].hash, BCRYPT);
+    assert_eq!(c.static_passwords[0].username, "a@example.com");
+}
+
+#[test]
+fn argon2id_hash_is_accepted() {
+    let h = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+    let c = parse(&with_base(&format!(
+        "enablePasswordDB: true\nstaticPasswords:\n- email: a@example.com\n  userID: u1\n  hash: '{h}'\n"
+    )))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.static_passwords[0].hash_kind(),
+        PasswordHashKind::Argon2id
+    );
+}
+
+#[test]
+fn hash_from_env_is_read_and_validated() {
+    let text = with_base(
+        "enablePasswordDB: true\nstaticPasswords:\n- email: a@example.com\n  userID: u1\n  hashFromEnv: ADMIN_HASH\n",
+    );
+    let c = parse_with(&text, &[("ADMIN_HASH", BCRYPT)]).unwrap();
+    assert_eq!(c.static_passwords[0].hash, BCRYPT);
+    let e = parse_with(&text, &[("ADMIN_HASH", "nope")]).unwrap_err();
+    assert_error(&e, "staticPasswords[0].hashFromEnv", "not a bcrypt hash");
+}
+
+#[test]
+fn duplicate_emails_differing_in_case_are_rejected() {
+    let e = errors(&with_base(&format!(
+        "enablePasswordDB: true\nstaticPasswords:\n- email: Admin@Example.com\n  userID: u1\n  hash: \"{BCRYPT}\"\n- email: admin@example.com\n  userID: u2\n  hash: \"{BCRYPT}\"\n"
+    )));
+    assert_error(
+        &e,
+        "staticPasswords[1].email",
+        "duplicate email `admin@example.com`",
+    );
+}
+
+#[test]
+fn static_passwords_need_the_password_db() {
+    let e = errors(&with_base(&format!(
+        "staticPasswords:\n- email: a@example.com\n  userID: u1\n  hash: \"{BCRYPT}\"\n"
+    )));
+    assert_error(&e, "staticPasswords", "need `enablePasswordDB: true`");
+}
+
+// ----- connectors ---------------------------------------------------------------------------
+
+#[test]
+fn unsupported_connector_type_lists_supported_ones() {
+    let e = errors(&with_base(
+        "connectors:\n- type: saml\n  id: corp\n  name: Corp\n",
+    ));
+    assert_error(
+        &e,
+        "connectors[0].type",
+        "connector type `saml` is not supported; supported types are ldap, github, oidc, local",
+    );
+}
+
+#[test]
+fn other_connectors_keep_their_config_for_later() {
+    let c = parse(&with_base(
+        "connectors:\n- type: github\n  id: github\n  name: GitHub\n  config:\n    clientID: abc\n    orgs:\n    - name: acme\n",
+    ))
+    .unwrap();
+    let gh = c.connector("github").unwrap();
+    assert_eq!(gh.type_, ConnectorType::Github);
+    assert_eq!(gh.config["clientID"], "abc");
+    assert_eq!(gh.config["orgs"][0]["name"], "acme");
+}
+
+#[test]
+fn duplicate_connector_ids_and_local_config_keys_are_rejected() {
+    let e = errors(&with_base(
+        "connectors:\n- type: oidc\n  id: corp\n- type: ldap\n  id: corp\n- type: local\n  id: local\n  config:\n    foo: bar\n",
+    ));
+    assert_error(&e, "connectors[1].id", "duplicate connector id `corp`");
+    assert_error(&e, "connectors[2].config.foo", "unknown key `foo`");
+}
+
+#[test]
+fn password_connector_must_check_passwords() {
+    let e = errors(&with_base(
+        "connectors:\n- type: github\n  id: gh\noauth2:\n  passwordConnector: gh\n",
+    ));
+    assert_error(&e, "oauth2.passwordConnector", "cannot check passwords");
+    let e = errors(&with_base("oauth2:\n  grantTypes: [password]\n"));
+    assert_error(&e, "oauth2.grantTypes[0]", "needs oauth2.passwordConnector");
+}
+
+// ----- keys ---------------------------------------------------------------------------------
+
+#[test]
+fn encryption_key_of_wrong_length_is_rejected_without_echoing_it() {
+    let e = errors(&with_base("keys:\n  encryptionKey: c2hvcnQta2V5\n"));
+    assert_error(
+        &e,
+        "keys.encryptionKey",
+        "decodes to 9 bytes; it must be exactly 32",
+    );
+    assert!(!e.to_string().contains("c2hvcnQta2V5"));
+}
+
+#[test]
+fn encryption_key_from_hex_file_and_env() {
+    let hex_key = "00".repeat(31) + "ff";
+    let c = parse(&with_base(&format!(
+        "keys:\n  encryptionKey: \"{hex_key}\"\n"
+    )))
+    .unwrap();
+    assert_eq!(c.keys.encryption_key.unwrap()[31], 0xff);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kek");
+    std::fs::write(&file, format!("{hex_key}\n")).unwrap();
+    let c = parse(&with_base(&format!(
+        "keys:\n  encryptionKeyFile: {}\n",
+        file.display()
+    )))
+    .unwrap();
+    assert_eq!(c.keys.encryption_key.unwrap()[31], 0xff);
+
+    let text = with_base("keys:\n  encryptionKeyEnv: KEK\n");
+    let c = parse_with(&text, &[("KEK", &hex_key)]).unwrap();
+    assert_eq!(c.keys.encryption_key.unwrap()[31], 0xff);
+    let e = parse(&text).unwrap_err();
+    assert_error(
+        &e,
+        "keys.encryptionKeyEnv",
+        "environment variable `KEK` is not set",
+    );
+}
+
+#[test]
+fn only_one_encryption_key_source_is_allowed() {
+    let e = errors(&with_base(
+        "keys:\n  encryptionKeyEnv: KEK\n  encryptionKeyFile: /tmp/kek\n",
+    ));
+    assert_error(&e, "keys", "set only one of");
+}
+
+#[test]
+fn publish_ahead_has_a_floor_and_must_be_below_rotation() {
+    let e = errors(&with_base("keys:\n  publishAhead: 1m\n"));
+    assert_error(
+        &e,
+        "keys.publishAhead",
+        "1m is too short; it must be at least 2m",
+    );
+    let e = errors(&with_base(
+        "keys:\n  rotationPeriod: 10m\n  publishAhead: 10m\n",
+    ));
+    assert_error(
+        &e,
+        "keys.publishAhead",
+        "must be shorter than the rotation period",
+    );
+}
+
+// ----- several at once, and the report ----------------------------------------------------
+
+#[test]
+fn several_errors_are_reported_together() {
+    let text = r#"
+issuer: not a url
+storage:
+  type: etcd
+web:
+  htpp: 127.0.0.1:5556
+logger:
+  format: xml
+expiry:
+  idTokens: forever
+staticClients:
+- id: a
+- id: b
+  public: true
+  redirectUris: []
+keys:
+  algorithm: PS256
+"#;
+    let e = errors(text);
+    assert_error(&e, "issuer", "not a valid URL");
+    assert_error(&e, "storage.type", "`etcd` is not supported");
+    assert_error(&e, "web.htpp", "did you mean `http`?");
+    assert_error(&e, "logger.format", "`xml`");
+    assert_error(&e, "expiry.idTokens", "`forever`");
+    assert_error(&e, "staticClients[0].secret", "not public");
+    assert_error(
+        &e,
+        "staticClients[1].redirectUris",
+        "did you mean `redirectURIs`?",
+    );
+    assert_error(&e, "keys.algorithm", "`PS256`");
+    assert_eq!(e.to_string().lines().count(), e.0.len());
+}
+
+#[test]
+fn invalid_yaml_and_empty_files_are_reported() {
+    let e = errors("issuer: [unclosed\n");
+    assert!(e.0[0].message.starts_with("invalid YAML"), "{e}");
+    let e = errors("");
+    assert_error(&e, "", "empty");
+}
+
+#[test]
+fn check_config_report_prints_ok_or_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, BASE).unwrap();
+    assert_eq!(check_config_report(&good), ("OK".to_string(), true));
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        BASE.replace("type: memory", "type: mysql") + "logger:\n  level: loud\n",
+    )
+    .unwrap();
+    let (text, ok) = check_config_report(&bad);
+    assert!(!ok);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("storage.type: ")));
+    assert!(lines.iter().any(|l| l.starts_with("logger.level: ")));
+
+    let (text, ok) = check_config_report(&dir.path().join("missing.yaml"));
+    assert!(!ok);
+    assert!(text.contains("cannot read config file"));
+}
+
+#[test]
+fn debug_output_redacts_secrets() {
+    let text = with_base(&format!(
+        "staticClients:\n- id: app\n  secret: very-secret-value\nenablePasswordDB: true\nstaticPasswords:\n- email: a@example.com\n  userID: u1\n  hash: \"{BCRYPT}\"\nkeys:\n  encryptionKey: \"{}\"\n",
+        "ab".repeat(32)
+    ));
+    let c = parse(&text).unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("very-secret-value"));
+    assert!(!debug.contains(BCRYPT));
+    assert!(!debug.contains("171, 171"));
+}
+
+#[test]
+fn a_section_that_does_not_parse_adds_no_follow_up_errors() {
+    let e = errors(&BASE.replace("  http:", "  htpp:"));
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_error(&e, "web.htpp", "did you mean `http`?");
+}
+
+#[test]
+fn type_errors_speak_yaml_not_rust() {
+    let e = errors(&with_base("frontend: plain\n"));
+    assert_error(&e, "frontend", "expected a mapping");
+    assert!(!e.to_string().contains("Raw"), "{e}");
+}
+
+#[test]
+fn accepted_but_ineffective_dex_settings_are_warnings_in_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.yaml");
+    std::fs::write(
+        &file,
+        with_base("telemetry:\n  http: 127.0.0.1:5558\n  enableProfiling: true\n"),
+    )
+    .unwrap();
+    let (text, ok) = check_config_report(&file);
+    assert!(ok);
+    assert_eq!(
+        text,
+        "OK\nwarning: telemetry.enableProfiling: ignored: lanyard has no profiling endpoints"
+    );
+}
+
+#[test]
+fn postgres_password_is_redacted_from_debug_output() {
+    let c = parse(&BASE.replace(
+        "type: memory",
+        "type: postgres\n  config:\n    password: hunter2-pg\n    connectionString: postgres://u:hunter3@db/x\n",
+    ))
+    .unwrap();
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("hunter2-pg") && !debug.contains("hunter3"),
+        "{debug}"
+    );
+}
