@@ -608,21 +608,8 @@ impl fmt::Debug for KeysConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum SigningAlg {
-    #[default]
-    RS256,
-    ES256,
-}
-
-impl SigningAlg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SigningAlg::RS256 => "RS256",
-            SigningAlg::ES256 => "ES256",
-        }
-    }
-}
+/// The signing algorithm is the keys module's own type: one name for one thing.
+pub use crate::keys::SigningAlg;
 
 #[cfg(test)]
 mod tests {

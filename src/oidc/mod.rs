@@ -1,1 +1,133 @@
-//! Protocol. (Being written.)
+//! The OpenID Connect protocol: what each endpoint decides, independent of HTTP.
+//!
+//! Handlers in `server` translate requests into calls on [`Provider`]; every function here
+//! takes its time from the injected clock and its state from storage.
+
+pub mod authorize;
+pub mod claims;
+pub mod clients;
+pub mod discovery;
+pub mod error;
+pub mod redirect;
+pub mod secrets;
+pub mod subject;
+pub mod token;
+pub mod userinfo;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanyard_connectors::{PasswordConnector, RefreshConnector};
+use url::Url;
+
+use crate::clock::{SharedClock, UnixTime};
+use crate::keys::KeyManager;
+use crate::storage::SharedStorage;
+
+pub use clients::{ClientInfo, ClientRegistry};
+pub use error::{ErrorCode, OAuthError};
+
+/// An authorization code is good for this long (and only once).
+pub const AUTH_CODE_TTL_SECS: i64 = 600;
+
+/// Scopes lanyard understands at /auth. `audience:server:client_id:` is a prefix.
+pub const SUPPORTED_SCOPES: &[&str] = &[
+    "openid",
+    "email",
+    "profile",
+    "groups",
+    "offline_access",
+    "federated:id",
+];
+
+/// The protocol settings resolved from the config.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// The issuer URL exactly as it appears in `iss`; endpoints live under its path.
+    pub issuer: Url,
+    pub id_token_ttl: Duration,
+    pub auth_request_ttl: Duration,
+    pub skip_approval_screen: bool,
+    /// `oauth2.responseTypes`.
+    pub response_types: Vec<String>,
+    /// The grants the token endpoint accepts (`oauth2.grantTypes`, or every supported one).
+    pub grant_types: Vec<String>,
+    /// Browser cookies get `Secure` when the issuer is https.
+    pub secure_cookies: bool,
+}
+
+impl ProviderSettings {
+    /// The issuer without a trailing slash, as it appears in `iss`.
+    pub fn issuer_str(&self) -> &str {
+        self.issuer.as_str().trim_end_matches('/')
+    }
+
+    /// An absolute URL of an endpoint under the issuer, e.g. `endpoint("/token")`.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{}", self.issuer_str(), path)
+    }
+
+    /// The issuer's path ("" for a root issuer), the prefix of every route.
+    pub fn base_path(&self) -> String {
+        self.issuer.path().trim_end_matches('/').to_string()
+    }
+}
+
+/// How a connector logs people in.
+#[derive(Clone)]
+pub enum ConnectorKind {
+    Password(Arc<dyn PasswordConnector>),
+}
+
+#[derive(Clone)]
+pub struct ConnectorEntry {
+    pub id: String,
+    pub name: String,
+    pub kind: ConnectorKind,
+    pub refresh: Option<Arc<dyn RefreshConnector>>,
+}
+
+/// The identity provider: settings, storage, keys, clients and connectors.
+pub struct Provider {
+    pub settings: ProviderSettings,
+    pub storage: SharedStorage,
+    pub keys: Arc<KeyManager>,
+    pub clock: SharedClock,
+    pub clients: ClientRegistry,
+    pub connectors: Vec<ConnectorEntry>,
+    discovery: discovery::DiscoveryDocument,
+}
+
+impl Provider {
+    pub fn new(
+        settings: ProviderSettings,
+        storage: SharedStorage,
+        keys: Arc<KeyManager>,
+        clock: SharedClock,
+        clients: ClientRegistry,
+        connectors: Vec<ConnectorEntry>,
+    ) -> Self {
+        let discovery = discovery::DiscoveryDocument::build(&settings, keys.algorithm().as_str());
+        Self {
+            settings,
+            storage,
+            keys,
+            clock,
+            clients,
+            connectors,
+            discovery,
+        }
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    pub fn discovery(&self) -> &discovery::DiscoveryDocument {
+        &self.discovery
+    }
+
+    pub fn connector(&self, id: &str) -> Option<&ConnectorEntry> {
+        self.connectors.iter().find(|c| c.id == id)
+    }
+}

@@ -1,1 +1,155 @@
-//! HTML pages. (Being written.)
+//! HTML pages: embedded templates (overridable from `frontend.dir`) rendered with escaping on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use minijinja::{Environment, Value};
+
+const EMBEDDED: &[(&str, &str)] = &[
+    ("base.html", include_str!("templates/base.html")),
+    ("login.html", include_str!("templates/login.html")),
+    ("choose.html", include_str!("templates/choose.html")),
+    ("approval.html", include_str!("templates/approval.html")),
+    ("error.html", include_str!("templates/error.html")),
+];
+
+/// The stylesheet served at `/static/style.css` (CSP allows styles from self only).
+pub const STYLE_CSS: &str = include_str!("static/style.css");
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("template `{name}` failed to render: {source}")]
+    Render {
+        name: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("frontend.dir {0} is not a readable directory")]
+    BadDir(PathBuf),
+}
+
+/// Branding from `frontend:`.
+#[derive(Debug, Clone, Default)]
+pub struct Branding {
+    /// Shown as the product name (Dex's `frontend.issuer`).
+    pub name: String,
+    pub logo_url: Option<String>,
+    /// "light" or "dark".
+    pub theme: String,
+}
+
+#[derive(Clone)]
+pub struct Templates {
+    env: Arc<Environment<'static>>,
+    branding: Branding,
+}
+
+impl Templates {
+    pub fn new(override_dir: Option<&Path>, branding: Branding) -> Result<Self, WebError> {
+        let mut env = Environment::new();
+        // Escaping is on for .html by default; make it explicit so overrides cannot turn it off by name.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+        if let Some(dir) = override_dir {
+            if !dir.is_dir() {
+                return Err(WebError::BadDir(dir.to_path_buf()));
+            }
+            let dir = dir.to_path_buf();
+            env.set_loader(move |name| {
+                let file = dir.join(name);
+                match std::fs::read_to_string(&file) {
+                    Ok(text) => Ok(Some(text)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(embedded(name)),
+                    Err(e) => Err(minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("cannot read template {}: {e}", file.display()),
+                    )),
+                }
+            });
+        } else {
+            env.set_loader(|name| Ok(embedded(name)));
+        }
+        Ok(Self {
+            env: Arc::new(env),
+            branding,
+        })
+    }
+
+    /// Renders `name` with `ctx` plus the branding (`brand`, `logo_url`, `theme`) and the
+    /// issuer-relative `base` path for links.
+    pub fn render(&self, name: &str, base: &str, ctx: Value) -> Result<String, WebError> {
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|source| WebError::Render {
+                name: name.to_string(),
+                source,
+            })?;
+        let full = minijinja::context! {
+            brand => if self.branding.name.is_empty() { "lanyard" } else { self.branding.name.as_str() },
+            logo_url => self.branding.logo_url,
+            theme => if self.branding.theme == "dark" { "dark" } else { "light" },
+            base => base,
+            ..ctx
+        };
+        template.render(full).map_err(|source| WebError::Render {
+            name: name.to_string(),
+            source,
+        })
+    }
+}
+
+fn embedded(name: &str) -> Option<String> {
+    EMBEDDED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_input_is_escaped() {
+        let t = Templates::new(None, Branding::default()).unwrap();
+        let html = t
+            .render(
+                "error.html",
+                "",
+                minijinja::context! { title => "x", message => "<script>alert(1)</script>" },
+            )
+            .unwrap();
+        assert!(!html.contains("<script>alert(1)"));
+        assert!(html.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn override_dir_replaces_one_template_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("error.html"), "custom {{ message }}").unwrap();
+        let t = Templates::new(Some(dir.path()), Branding::default()).unwrap();
+        let html = t
+            .render(
+                "error.html",
+                "",
+                minijinja::context! { title => "t", message => "<b>" },
+            )
+            .unwrap();
+        assert_eq!(html, "custom &lt;b&gt;");
+        assert!(t
+            .render(
+                "choose.html",
+                "",
+                minijinja::context! { connectors => Vec::<(String, String)>::new(), req => "r" }
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn missing_override_dir_is_an_error_naming_it() {
+        let err = Templates::new(Some(Path::new("/nonexistent/lanyard")), Branding::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/lanyard"));
+    }
+}

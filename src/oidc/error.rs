@@ -1,0 +1,171 @@
+//! Protocol errors, each knowing its HTTP response: RFC 6749 §5.2 JSON for the token endpoint,
+//! RFC 6750 for bearer-protected endpoints.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::storage::StorageError;
+
+/// An RFC 6749 error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    AccessDenied,
+    UnsupportedResponseType,
+    ServerError,
+    TemporarilyUnavailable,
+    InvalidToken,
+    LoginRequired,
+    ConsentRequired,
+    InteractionRequired,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::AccessDenied => "access_denied",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::InvalidToken => "invalid_token",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
+            Self::InteractionRequired => "interaction_required",
+        }
+    }
+}
+
+/// An error from the token, userinfo or other JSON endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {description}", code.as_str())]
+pub struct OAuthError {
+    pub code: ErrorCode,
+    pub description: String,
+    /// How to answer a 401: client authentication (Basic) or a bearer token (Bearer).
+    pub challenge: Option<Challenge>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer,
+}
+
+impl OAuthError {
+    pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
+        Self {
+            code,
+            description: description.into(),
+            challenge: None,
+        }
+    }
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, d)
+    }
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidGrant, d)
+    }
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self {
+            challenge: Some(Challenge::Basic),
+            ..Self::new(ErrorCode::InvalidClient, d)
+        }
+    }
+    pub fn invalid_token(d: impl Into<String>) -> Self {
+        Self {
+            challenge: Some(Challenge::Bearer),
+            ..Self::new(ErrorCode::InvalidToken, d)
+        }
+    }
+    pub fn unavailable() -> Self {
+        Self::new(
+            ErrorCode::TemporarilyUnavailable,
+            "storage is unavailable; try again shortly",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.code {
+            ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorCode::AccessDenied | ErrorCode::UnauthorizedClient => {
+                if self.challenge.is_some() {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::BAD_REQUEST
+                }
+            }
+            ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Storage failures never turn into a success or a half-written state: the caller answers 503.
+impl From<StorageError> for OAuthError {
+    fn from(err: StorageError) -> Self {
+        tracing::error!(error = %err, "storage error while serving a protocol request");
+        match err {
+            StorageError::Unavailable(_) => Self::unavailable(),
+            _ => Self::new(ErrorCode::ServerError, "internal storage error"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    error_description: &'a str,
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::to_vec(&ErrorBody {
+            error: self.code.as_str(),
+            error_description: &self.description,
+        })
+        .unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match self.challenge {
+                Some(Challenge::Bearer) => {
+                    // RFC 6750 §3: the error code goes into the challenge; the description is
+                    // ours and safe, but keep quotes out of the header regardless.
+                    format!(
+                        "Bearer realm=\"lanyard\", error=\"{}\", error_description=\"{}\"",
+                        self.code.as_str(),
+                        self.description.replace(['"', '\\'], "'")
+                    )
+                }
+                _ => "Basic realm=\"lanyard\"".to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

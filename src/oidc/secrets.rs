@@ -1,0 +1,95 @@
+//! Random tokens and their digests. Only digests of codes and tokens are stored.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// `bytes` random bytes from the OS CSPRNG, base64url without padding.
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Hex SHA-256, the form in which codes, tokens and client secrets are stored and compared.
+pub fn sha256_hex(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+/// Constant-time equality for secrets of any length (the length itself is not secret here:
+/// both sides are digests or fixed-size tokens).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// The `at_hash` claim: base64url of the left half of SHA-256 of the access token (RS256 and ES256
+/// both use SHA-256).
+pub fn at_hash(access_token: &str) -> String {
+    let digest = Sha256::digest(access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+/// PKCE S256: base64url(SHA-256(verifier)) == challenge, compared in constant time.
+pub fn pkce_s256_matches(verifier: &str, challenge: &str) -> bool {
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    constant_time_eq(&computed, challenge)
+}
+
+/// RFC 7636 §4.1: 43 to 128 characters from the unreserved set.
+pub fn is_valid_pkce_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// A code challenge is the base64url encoding of a SHA-256 digest: exactly 43 characters.
+pub fn is_valid_s256_challenge(challenge: &str) -> bool {
+    challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc7636_appendix_b_example_verifies() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(pkce_s256_matches(verifier, challenge));
+        assert!(!pkce_s256_matches(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj",
+            challenge
+        ));
+        assert!(is_valid_pkce_verifier(verifier));
+        assert!(is_valid_s256_challenge(challenge));
+    }
+
+    #[test]
+    fn pkce_verifier_length_and_charset_are_enforced() {
+        assert!(!is_valid_pkce_verifier(&"a".repeat(42)));
+        assert!(is_valid_pkce_verifier(&"a".repeat(128)));
+        assert!(!is_valid_pkce_verifier(&"a".repeat(129)));
+        assert!(!is_valid_pkce_verifier(&format!("{}+", "a".repeat(43))));
+    }
+
+    #[test]
+    fn random_tokens_differ_and_have_expected_length() {
+        let a = random_token(32);
+        let b = random_token(32);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+    }
+
+    #[test]
+    fn at_hash_matches_openid_spec_construction() {
+        // Left-most 128 bits of SHA-256, base64url: 16 bytes -> 22 characters.
+        assert_eq!(at_hash("token").len(), 22);
+        assert_ne!(at_hash("token"), at_hash("token2"));
+    }
+}

@@ -1,1 +1,0 @@
-//! Router and middleware. (Being written.)

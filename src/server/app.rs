@@ -1,0 +1,571 @@
+//! Building a running lanyard from a validated config: storage, keys, connectors, clients,
+//! and the background tasks (key rotation, housekeeping).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use lanyard_connectors::{
+    ConnectorError, LocalConnector, LocalUser, LocalUserDirectory, PasswordHasher,
+};
+use rand::RngCore;
+use tokio::sync::watch;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, ConnectorType, LogFormat};
+use crate::keys::{self, KeyManager, KeySettings, KeyStore};
+use crate::oidc::secrets::{random_token, sha256_hex};
+use crate::oidc::token::SUPPORTED_GRANTS;
+use crate::oidc::{
+    ClientInfo, ClientRegistry, ConnectorEntry, ConnectorKind, Provider, ProviderSettings,
+};
+use crate::storage::{self, Password, SharedStorage, StorageError, StorageSettings};
+use crate::web::{Branding, Templates, WebError};
+
+use super::metrics::Metrics;
+use super::{router, serve_http, serve_https, telemetry_router, ListenSettings, ServeError};
+
+/// The user the embedded default creates on first start.
+pub const DEV_ADMIN_EMAIL: &str = "admin@example.com";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    #[error(transparent)]
+    Web(#[from] WebError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("connector {id}: {reason}")]
+    Connector { id: String, reason: String },
+    #[error("key-encryption key: {0}")]
+    EncryptionKey(String),
+}
+
+pub struct BuildOptions {
+    /// Running the embedded default: create the development admin user on first start.
+    pub embedded_default: bool,
+    pub clock: SharedClock,
+    /// Where a generated key-encryption key is kept when the config names none.
+    pub data_dir: PathBuf,
+}
+
+impl BuildOptions {
+    pub fn new(embedded_default: bool) -> Self {
+        Self {
+            embedded_default,
+            clock: Arc::new(SystemClock),
+            data_dir: PathBuf::from("lanyard-data"),
+        }
+    }
+}
+
+/// Everything a server needs, built and checked, not yet listening.
+pub struct App {
+    pub provider: Arc<Provider>,
+    pub templates: Templates,
+    pub metrics: Arc<Metrics>,
+    pub listen: ListenSettings,
+}
+
+/// Installs the tracing subscriber: `logger.level`, `logger.format` (text or json), and
+/// `RUST_LOG` when set.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},sqlx=warn,hyper=warn,tower_http=warn",
+            config.logger.level.as_str()
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.logger.format == LogFormat::Json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let storage = storage::open(&config.storage).await?;
+    if let StorageSettings::Sqlite { file } = &config.storage {
+        tracing::info!(file = %file.display(), "storing data in SQLite");
+    }
+
+    let encryption_key = match config.keys.encryption_key {
+        Some(k) => k,
+        None => generated_encryption_key(&config.storage, &options.data_dir)?,
+    };
+    let keys = KeyManager::start(
+        Arc::new(storage.clone()) as Arc<dyn KeyStore>,
+        options.clock.clone(),
+        KeySettings {
+            algorithm: config.keys.algorithm,
+            rotation_period: config.keys.rotation_period,
+            publish_ahead: config.keys.publish_ahead,
+            token_lifetime: config.expiry.id_tokens,
+            encryption_key,
+        },
+    )
+    .await?;
+
+    let hasher = Arc::new(PasswordHasher::new());
+    // An unknown user must cost what a wrong password costs: check against a hash like the
+    // ones the users actually have (Dex configs usually carry bcrypt).
+    let dummy = match config.static_passwords.first() {
+        Some(p) => hasher.set_dummy_like(&p.hash).await,
+        None => hasher.warm_up().await,
+    };
+    if let Err(e) = dummy {
+        return Err(AppError::Connector {
+            id: "local".into(),
+            reason: e.to_string(),
+        });
+    }
+    if options.embedded_default {
+        ensure_dev_admin(&storage, &hasher, options.clock.now()).await?;
+    }
+    let connectors = build_connectors(config, &storage, &hasher)?;
+
+    let static_clients = config
+        .static_clients
+        .iter()
+        .map(|c| ClientInfo {
+            id: c.id.clone(),
+            secret_sha256: c.secret.as_deref().map(sha256_hex),
+            redirect_uris: c.redirect_uris.clone(),
+            public: c.public,
+            name: c.name.clone(),
+            logo_url: c.logo_url.clone(),
+            trusted_peers: c.trusted_peers.clone(),
+            grant_types: c
+                .grant_types
+                .iter()
+                .map(|g| g.as_str().to_string())
+                .collect(),
+            post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+            allowed_connectors: c.allowed_connectors.clone(),
+        })
+        .collect();
+    let grant_types = if config.oauth2.grant_types.is_empty() {
+        SUPPORTED_GRANTS.iter().map(|g| g.to_string()).collect()
+    } else {
+        config
+            .oauth2
+            .grant_types
+            .iter()
+            .map(|g| g.as_str())
+            .filter(|g| SUPPORTED_GRANTS.contains(g))
+            .map(str::to_string)
+            .collect()
+    };
+    let settings = ProviderSettings {
+        issuer: config.issuer.clone(),
+        id_token_ttl: config.expiry.id_tokens,
+        auth_request_ttl: config.expiry.auth_requests,
+        skip_approval_screen: config.oauth2.skip_approval_screen,
+        response_types: config
+            .oauth2
+            .response_types
+            .iter()
+            .map(|t| t.as_str().to_string())
+            .collect(),
+        grant_types,
+        secure_cookies: config.issuer.scheme() == "https",
+    };
+    let provider = Arc::new(Provider::new(
+        settings,
+        storage.clone(),
+        keys,
+        options.clock.clone(),
+        ClientRegistry::new(static_clients, storage),
+        connectors,
+    ));
+    let templates = Templates::new(
+        config.frontend.dir.as_deref(),
+        Branding {
+            name: config.frontend.issuer.clone().unwrap_or_default(),
+            logo_url: config.frontend.logo_url.clone(),
+            theme: config.frontend.theme.clone().unwrap_or_default(),
+        },
+    )?;
+    let listen = ListenSettings {
+        http: config.web.http.clone(),
+        https: config.web.https.clone(),
+        tls_cert: config.web.tls_cert.clone(),
+        tls_key: config.web.tls_key.clone(),
+        telemetry: config.telemetry.http.clone(),
+        headers: config
+            .web
+            .headers
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        allowed_origins: config.web.allowed_origins.clone(),
+    };
+    Ok(App {
+        provider,
+        templates,
+        metrics: Arc::new(Metrics::default()),
+        listen,
+    })
+}
+
+/// A stable key-encryption key for configs that name none (Dex configs have no such setting):
+/// kept in a file beside the data, created on first start. Fine for one instance; replicas
+/// sharing PostgreSQL must share `keys.encryptionKey` instead.
+fn generated_encryption_key(
+    storage: &StorageSettings,
+    data_dir: &Path,
+) -> Result<[u8; 32], AppError> {
+    if *storage == StorageSettings::Memory {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        return Ok(key);
+    }
+    let dir = match storage {
+        StorageSettings::Sqlite { file } => file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| data_dir.to_path_buf()),
+        _ => data_dir.to_path_buf(),
+    };
+    let path = dir.join("encryption-key");
+    let fail = |what: &str, e: std::io::Error| {
+        AppError::EncryptionKey(format!("{what} {}: {e}", path.display()))
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes = STANDARD.decode(text.trim()).map_err(|_| {
+                AppError::EncryptionKey(format!("{} is not base64", path.display()))
+            })?;
+            let key: [u8; 32] = bytes.try_into().map_err(|_| {
+                AppError::EncryptionKey(format!("{} does not hold 32 bytes", path.display()))
+            })?;
+            tracing::warn!(file = %path.display(), "using the generated key-encryption key: for development or a single instance only; set keys.encryptionKey in production");
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create the directory of", e))?;
+            let mut key = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            write_private_file(&path, STANDARD.encode(key).as_bytes())
+                .map_err(|e| fail("cannot write", e))?;
+            tracing::warn!(file = %path.display(), "generated a key-encryption key for development only; set keys.encryptionKey in production");
+            Ok(key)
+        }
+        Err(e) => Err(fail("cannot read", e)),
+    }
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)
+}
+
+/// The embedded default's first start: a local admin with a random password, printed once.
+async fn ensure_dev_admin(
+    storage: &SharedStorage,
+    hasher: &PasswordHasher,
+    now: i64,
+) -> Result<(), AppError> {
+    if storage.get_password(DEV_ADMIN_EMAIL).await?.is_some() {
+        return Ok(());
+    }
+    let password = random_token(12);
+    let hash = hasher
+        .hash(&password)
+        .await
+        .map_err(|e| AppError::Connector {
+            id: "local".into(),
+            reason: e.to_string(),
+        })?;
+    let record = Password {
+        email: DEV_ADMIN_EMAIL.to_string(),
+        hash,
+        username: "admin".to_string(),
+        user_id: random_token(16),
+        groups: vec!["admins".to_string()],
+        created_at: now,
+        updated_at: now,
+    };
+    match storage.create_password(&record).await {
+        // Another process created it first; its password was printed there.
+        Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Shown to the person who started lanyard, once; it is not a log line.
+    println!(
+        "\nlanyard: created the development user {DEV_ADMIN_EMAIL} with password {password}\n\
+         lanyard: it is stored hashed and will not be shown again.\n"
+    );
+    Ok(())
+}
+
+/// Users of the local connector: `staticPasswords` first, then the password database.
+struct PasswordDirectory {
+    static_users: Vec<LocalUser>,
+    storage: Option<SharedStorage>,
+}
+
+fn local_user(p: Password) -> LocalUser {
+    LocalUser {
+        email: p.email,
+        username: p.username,
+        user_id: p.user_id,
+        hash: p.hash,
+        groups: p.groups,
+    }
+}
+
+#[async_trait]
+impl LocalUserDirectory for PasswordDirectory {
+    async fn find(&self, login: &str) -> Result<Option<LocalUser>, ConnectorError> {
+        if let Some(u) = self
+            .static_users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(login) || u.username == login)
+        {
+            return Ok(Some(u.clone()));
+        }
+        let Some(storage) = &self.storage else {
+            return Ok(None);
+        };
+        let unavailable = |e: StorageError| ConnectorError::Unavailable(e.to_string());
+        if let Some(p) = storage.get_password(login).await.map_err(unavailable)? {
+            return Ok(Some(local_user(p)));
+        }
+        Ok(storage
+            .get_password_by_username(login)
+            .await
+            .map_err(unavailable)?
+            .map(local_user))
+    }
+}
+
+fn build_connectors(
+    config: &Config,
+    storage: &SharedStorage,
+    hasher: &Arc<PasswordHasher>,
+) -> Result<Vec<ConnectorEntry>, AppError> {
+    let static_users: Vec<LocalUser> = config
+        .static_passwords
+        .iter()
+        .map(|p| LocalUser {
+            email: p.email.clone(),
+            username: p.username.clone(),
+            user_id: p.user_id.clone(),
+            hash: p.hash.clone(),
+            groups: p.groups.clone(),
+        })
+        .collect();
+    let local = |id: &str, name: &str| {
+        let directory = Arc::new(PasswordDirectory {
+            static_users: static_users.clone(),
+            storage: Some(storage.clone()),
+        });
+        let connector = Arc::new(LocalConnector::new(directory, hasher.clone()));
+        ConnectorEntry {
+            id: id.to_string(),
+            name: name.to_string(),
+            kind: ConnectorKind::Password(connector.clone()),
+            refresh: Some(connector),
+        }
+    };
+    let mut entries = Vec::new();
+    for c in &config.connectors {
+        match c.type_ {
+            ConnectorType::Local => entries.push(local(&c.id, &c.name)),
+            other => {
+                return Err(AppError::Connector {
+                    id: c.id.clone(),
+                    reason: format!(
+                        "connector type {} is not available in this build",
+                        other.as_str()
+                    ),
+                })
+            }
+        }
+    }
+    // Dex adds the password database as connector "local" when enablePasswordDB is set.
+    if config.enable_password_db && !entries.iter().any(|e| e.id == "local") {
+        entries.push(local("local", "Email"));
+    }
+    Ok(entries)
+}
+
+impl App {
+    /// Binds every configured listener, starts the background tasks, and serves until
+    /// `shutdown` resolves; then stops accepting and lets in-flight requests finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let mut listeners = Vec::new();
+        if let Some(addr) = &self.listen.http {
+            listeners.push(Listener::Http(bind(addr).await?));
+        }
+        let telemetry = match &self.listen.telemetry {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        self.run_on(listeners, telemetry, shutdown).await
+    }
+
+    /// Like [`run`](Self::run) with listeners the caller bound (tests bind port 0 first).
+    pub async fn run_on(
+        self,
+        mut listeners: Vec<Listener>,
+        telemetry: Option<tokio::net::TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let app = router(
+            self.provider.clone(),
+            self.templates.clone(),
+            self.metrics.clone(),
+            &self.listen,
+        )?;
+        if let (Some(addr), Some(cert), Some(key)) = (
+            &self.listen.https,
+            &self.listen.tls_cert,
+            &self.listen.tls_key,
+        ) {
+            let addr: SocketAddr = addr.parse().map_err(|_| ServeError::Bind {
+                addr: addr.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not an IP address and port",
+                ),
+            })?;
+            listeners.push(Listener::Https {
+                addr,
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for listener in listeners {
+            let app = app.clone();
+            let rx = stop_rx.clone();
+            match listener {
+                Listener::Http(l) => {
+                    tracing::info!(addr = %display_addr(&l), issuer = %self.provider.settings.issuer_str(), "serving HTTP");
+                    tasks.spawn(serve_http(l, app, rx));
+                }
+                Listener::Https { addr, cert, key } => {
+                    tracing::info!(addr = %addr, "serving HTTPS");
+                    tasks.spawn(serve_https(addr, cert, key, app, rx));
+                }
+            }
+        }
+        if let Some(l) = telemetry {
+            tracing::info!(addr = %display_addr(&l), "serving telemetry (/healthz/live, /healthz/ready, /metrics)");
+            tasks.spawn(serve_http(
+                l,
+                telemetry_router(self.provider.clone(), self.metrics.clone()),
+                stop_rx.clone(),
+            ));
+        }
+        let rotation = tokio::spawn(keys::run_rotation(
+            self.provider.keys.clone(),
+            Duration::from_secs(30),
+            stop_rx.clone(),
+        ));
+        let sweeper = tokio::spawn(housekeeping(self.provider.clone(), stop_rx.clone()));
+
+        let mut result = Ok(());
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
+            Some(done) = tasks.join_next() => {
+                // A listener stopped on its own: that is an error worth exiting for.
+                if let Ok(Err(e)) = done {
+                    result = Err(AppError::Serve(e));
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        let drain = async {
+            while let Some(done) = tasks.join_next().await {
+                if let Ok(Err(e)) = done {
+                    tracing::error!(error = %e, "listener failed while shutting down");
+                }
+            }
+        };
+        if tokio::time::timeout(super::SHUTDOWN_GRACE, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
+        let _ = rotation.await;
+        let _ = sweeper.await;
+        result
+    }
+}
+
+pub enum Listener {
+    Http(tokio::net::TcpListener),
+    Https {
+        addr: SocketAddr,
+        cert: PathBuf,
+        key: PathBuf,
+    },
+}
+
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+fn display_addr(l: &tokio::net::TcpListener) -> String {
+    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// Deletes expired logins, codes and tokens in bounded batches, so abandoned logins cannot
+/// grow storage without bound.
+async fn housekeeping(provider: Arc<Provider>, mut stop: watch::Receiver<bool>) {
+    const EVERY: Duration = Duration::from_secs(60);
+    const BATCH: u32 = 1000;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = provider.now();
+        // Redeemed codes are kept a day past expiry so that a late replay still revokes.
+        let retention = 24 * 3600;
+        match provider
+            .storage
+            .sweep(now, now - retention, now - retention, BATCH)
+            .await
+        {
+            Ok(swept) => tracing::debug!(?swept, "housekeeping"),
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The HTTP server: router, middleware, listeners, background tasks and graceful shutdown.
+
+pub mod app;
+pub mod metrics;
+pub mod middleware;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::oidc::Provider;
+use crate::web::Templates;
+use metrics::Metrics;
+use middleware::SecurityHeaders;
+use routes::AppState;
+
+/// Request bodies larger than this are refused with 413: nothing lanyard accepts is bigger.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot load the TLS certificate {cert} / key {key}: {reason}")]
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error("web.headers: `{0}` is not a valid header")]
+    Header(String),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How the server listens, from the config's `web` and `telemetry` sections.
+#[derive(Debug, Clone, Default)]
+pub struct ListenSettings {
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub telemetry: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub allowed_origins: Vec<String>,
+}
+
+/// Builds the main router: every protocol route under the issuer's path.
+pub fn router(
+    provider: Arc<Provider>,
+    templates: Templates,
+    metrics: Arc<Metrics>,
+    settings: &ListenSettings,
+) -> Result<Router, ServeError> {
+    let base = provider.settings.base_path();
+    let extra = settings
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            let name =
+                HeaderName::try_from(k.as_str()).map_err(|_| ServeError::Header(k.clone()))?;
+            let value =
+                HeaderValue::try_from(v.as_str()).map_err(|_| ServeError::Header(k.clone()))?;
+            Ok((name, value))
+        })
+        .collect::<Result<Vec<_>, ServeError>>()?;
+    let state = AppState {
+        provider,
+        templates,
+    };
+
+    // Only the machine-facing endpoints answer CORS; /auth and the pages never do.
+    let machine = if settings.allowed_origins.is_empty() {
+        routes::machine_routes()
+    } else {
+        cors_routes(&settings.allowed_origins)
+    };
+    let issuer = routes::issuer_routes().merge(machine).with_state(state);
+    let app = if base.is_empty() {
+        issuer
+    } else {
+        Router::new().nest(&base, issuer)
+    };
+    let app = app
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            middleware::observe,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            SecurityHeaders {
+                extra: Arc::new(extra),
+            },
+            middleware::security_headers,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    Ok(app)
+}
+
+fn cors_routes(origins: &[String]) -> Router<AppState> {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let cors = CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+        ]);
+    routes::machine_routes().layer(cors)
+}
+
+/// The telemetry router: liveness, readiness (storage reachable) and Prometheus metrics.
+pub fn telemetry_router(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Router {
+    #[derive(Clone)]
+    struct T {
+        provider: Arc<Provider>,
+        metrics: Arc<Metrics>,
+    }
+    Router::new()
+        .route("/healthz/live", get(|| async { "ok" }))
+        .route(
+            "/healthz/ready",
+            get(|State(t): State<T>| async move {
+                match t.provider.storage.ping().await {
+                    Ok(()) => (StatusCode::OK, "ok").into_response(),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "readiness check: storage unreachable");
+                        (StatusCode::SERVICE_UNAVAILABLE, "storage unreachable").into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(t): State<T>| async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    t.metrics.render(),
+                )
+            }),
+        )
+        .with_state(T { provider, metrics })
+}
+
+/// Resolves when SIGTERM or Ctrl-C arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// How long in-flight requests get to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Serves `app` on a bound listener until `shutdown` flips to true.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    })
+    .await?;
+    Ok(())
+}
+
+/// Serves `app` over TLS (rustls) until `shutdown` flips to true.
+pub async fn serve_https(
+    addr: SocketAddr,
+    cert: PathBuf,
+    key: PathBuf,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+        .await
+        .map_err(|e| ServeError::Tls {
+            cert: cert.clone(),
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+        h.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    axum_server::bind_rustls(addr, tls)
+        .handle(handle)
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! The real `lanyard` binary: the embedded default, check-config, logs, TLS and shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never became ready");
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lanyard did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `lanyard serve` with no config: port 5556, SQLite under ./lanyard-data, an admin whose
+/// password is printed once, and the example-app client, all working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_serves_a_working_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("LANYARD_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut password = None;
+    let mut line = String::new();
+    while password.is_none() && stdout.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.split("with password ").nth(1) {
+            password = Some(rest.trim().to_string());
+        }
+        line.clear();
+    }
+    let password = password.expect("the admin password is printed on first start");
+    let issuer = "http://127.0.0.1:5556";
+    wait_ready(&format!("{issuer}/healthz")).await;
+    assert!(dir.path().join("lanyard-data/lanyard.db").exists());
+    assert_eq!(
+        reqwest::get("http://127.0.0.1:5558/healthz/ready")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Log in with example-app exactly as Dex's example app would.
+    let browser = TestServer::new_browser();
+    let verifier = pkce_verifier();
+    let r = browser
+        .get(format!("{issuer}/auth"))
+        .query(&[
+            ("client_id", "example-app"),
+            ("redirect_uri", "http://127.0.0.1:5555/callback"),
+            ("response_type", "code"),
+            ("scope", "openid email groups"),
+            ("state", "s"),
+            ("code_challenge", &pkce_challenge(&verifier)),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let login_url = format!("{issuer}{}", location(&r));
+    let html = browser
+        .get(&login_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden_field(&html, "csrf").unwrap();
+    let r = browser
+        .post(&login_url)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("login", "admin@example.com"),
+            ("password", &password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the printed password logs in");
+    let approval = format!("{issuer}{}", location(&r));
+    let html = browser
+        .get(&approval)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden_field(&html, "csrf").unwrap();
+    let r = browser
+        .post(&approval)
+        .form(&[("csrf", csrf.as_str()), ("approval", "approve")])
+        .send()
+        .await
+        .unwrap();
+    let code = query_param(&location(&r), "code").unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:5555/callback"),
+            ("client_id", "example-app"),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let tokens: serde_json::Value = r.json().await.unwrap();
+    assert!(tokens["id_token"].is_string());
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("development"),
+        "warns that the generated key is for development"
+    );
+    for secret in [
+        password.as_str(),
+        code.as_str(),
+        tokens["access_token"].as_str().unwrap(),
+        tokens["id_token"].as_str().unwrap(),
+    ] {
+        assert!(!stderr.contains(secret), "a secret reached the log");
+    }
+
+    // Second start: the password is not printed again and the data is reused.
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&format!("{issuer}/healthz")).await;
+    terminate(&mut child);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        !out.contains("with password"),
+        "the password is shown once only"
+    );
+}
+
+/// Debug logging through a whole flow never prints a password, code, token or client secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_hold_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"issuer: {issuer}
+storage:
+  type: sqlite3
+  config:
+    file: {db}
+web:
+  http: 127.0.0.1:{port}
+logger:
+  level: debug
+  format: json
+keys:
+  encryptionKey: {ENCRYPTION_KEY}
+enablePasswordDB: true
+staticPasswords:
+- email: alice@example.com
+  hash: "{ALICE_HASH}"
+  username: alice
+  userID: {ALICE_USER_ID}
+staticClients:
+- id: {WEB_CLIENT}
+  secret: {WEB_SECRET}
+  redirectURIs: ['{WEB_REDIRECT}']
+"#,
+            db = dir.path().join("l.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&format!("{issuer}/healthz")).await;
+    let browser = TestServer::new_browser();
+    let req = AuthRequest::confidential();
+    let r = browser
+        .get(format!("{issuer}/auth"))
+        .query(&req.query())
+        .send()
+        .await
+        .unwrap();
+    let login_url = format!("{issuer}{}", location(&r));
+    let html = browser
+        .get(&login_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden_field(&html, "csrf").unwrap();
+    let r = browser
+        .post(&login_url)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("login", "alice@example.com"),
+            ("password", ALICE_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let approval = format!("{issuer}{}", location(&r));
+    let html = browser
+        .get(&approval)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf2 = hidden_field(&html, "csrf").unwrap();
+    let r = browser
+        .post(&approval)
+        .form(&[("csrf", csrf2.as_str()), ("approval", "approve")])
+        .send()
+        .await
+        .unwrap();
+    let code = query_param(&location(&r), "code").unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", WEB_REDIRECT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let tokens: serde_json::Value = r.json().await.unwrap();
+    terminate(&mut child);
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.contains("\"request_id\""),
+        "JSON logs carry request ids"
+    );
+    for secret in [
+        ALICE_PASSWORD,
+        WEB_SECRET,
+        csrf.as_str(),
+        code.as_str(),
+        tokens["access_token"].as_str().unwrap(),
+        tokens["id_token"].as_str().unwrap(),
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "secret {secret:.6}… reached the log"
+        );
+    }
+}
+
+#[test]
+fn check_config_prints_ok_or_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "issuer: http://127.0.0.1:5556\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "issuer: not a url\nstorage:\n  type: mysql\nweb:\n  htp: 127.0.0.1:5556\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("storage.type"), "{text}");
+    assert!(text.contains("postgres"), "{text}");
+}
+
+/// `web.https` with a certificate: the issuer answers over TLS (rustls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert_file = dir.path().join("tls.crt");
+    let key_file = dir.path().join("tls.key");
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let port = free_port();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer: https://localhost:{port}\nstorage:\n  type: memory\nweb:\n  https: 127.0.0.1:{port}\n  tlsCert: {}\n  tlsKey: {}\n",
+            cert_file.display(),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/.well-known/openid-configuration");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let doc: serde_json::Value = loop {
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => break r.json().await.unwrap(),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("HTTPS never answered: {other:?}"),
+        }
+    };
+    assert_eq!(doc["issuer"], format!("https://localhost:{port}"));
+    assert!(terminate(&mut child).success());
+}

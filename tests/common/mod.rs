@@ -1,0 +1,5 @@
+#![allow(dead_code)]
+//! Shared test support: fresh PostgreSQL databases and a real server to talk to.
+
+pub mod postgres;
+pub mod server;

@@ -1,0 +1,416 @@
+//! A real lanyard server on a loopback port, against real SQLite or PostgreSQL, and a
+//! browser-like client that walks the login pages.
+
+use std::sync::Arc;
+
+use lanyard::clock::{Clock, ManualClock, SystemClock};
+use lanyard::config::Config;
+use lanyard::oidc::Provider;
+use lanyard::server::app::{self, BuildOptions, Listener};
+use reqwest::redirect::Policy;
+use tokio::sync::oneshot;
+
+use super::postgres::{fresh_database, TestDatabase};
+
+/// Dex's documented example hash; the password is "password".
+pub const ALICE_HASH: &str = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
+pub const ALICE_PASSWORD: &str = "password";
+pub const ALICE_USER_ID: &str = "08a8684b-db88-4b73-90a9-3cd1661f5466";
+pub const PUBLIC_CLIENT: &str = "kubectl";
+pub const PUBLIC_REDIRECT: &str = "http://127.0.0.1:8000/callback";
+pub const WEB_CLIENT: &str = "web";
+pub const WEB_SECRET: &str = "web-secret-with-enough-entropy";
+pub const WEB_REDIRECT: &str = "https://app.example.com/callback";
+pub const ENCRYPTION_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestServer {
+    pub issuer: String,
+    /// The server's clock: tests move it to expire things.
+    pub clock: ManualClock,
+    /// Where to reach the database directly, to check what was (not) written.
+    pub database_url: String,
+    pub provider: Arc<Provider>,
+    /// A client that keeps cookies and does not follow redirects, like a careful browser.
+    pub browser: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+    _db: Option<TestDatabase>,
+}
+
+impl TestServer {
+    /// Starts a server; `None` when the backend is Postgres and it is unreachable outside CI.
+    pub async fn start(backend: Backend, extra_yaml: &str) -> Option<TestServer> {
+        Self::start_with_path(backend, "", extra_yaml).await
+    }
+
+    pub async fn start_with_path(
+        backend: Backend,
+        issuer_path: &str,
+        extra_yaml: &str,
+    ) -> Option<TestServer> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_file = dir.path().join("lanyard.db");
+        let (storage_yaml, db) = match backend {
+            Backend::Sqlite => (
+                format!(
+                    "storage:\n  type: sqlite3\n  config:\n    file: {}\n",
+                    dir.path().join("lanyard.db").display()
+                ),
+                None,
+            ),
+            Backend::Postgres => {
+                let db = fresh_database().await?;
+                (
+                    format!(
+                        "storage:\n  type: postgres\n  config:\n    connectionString: {}\n",
+                        db.url()
+                    ),
+                    Some(db),
+                )
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let issuer = format!("http://127.0.0.1:{port}{issuer_path}");
+        let yaml = format!(
+            r#"issuer: {issuer}
+{storage_yaml}web:
+  http: 127.0.0.1:{port}
+logger:
+  level: warn
+keys:
+  encryptionKey: {ENCRYPTION_KEY}
+enablePasswordDB: true
+staticPasswords:
+- email: alice@example.com
+  hash: "{ALICE_HASH}"
+  username: alice
+  userID: {ALICE_USER_ID}
+  groups: [devs, ops]
+staticClients:
+- id: {PUBLIC_CLIENT}
+  name: kubectl
+  public: true
+  redirectURIs: ['{PUBLIC_REDIRECT}']
+- id: {WEB_CLIENT}
+  name: Web App
+  secret: {WEB_SECRET}
+  redirectURIs: ['{WEB_REDIRECT}']
+{extra_yaml}"#
+        );
+        let config = Config::from_yaml_str(&yaml, &|k| std::env::var(k).ok())
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{yaml}"));
+        let clock = ManualClock::new(SystemClock.now());
+        let mut options = BuildOptions::new(false);
+        options.data_dir = dir.path().to_path_buf();
+        options.clock = Arc::new(clock.clone());
+        let database_url = match &db {
+            Some(db) => db.url().to_string(),
+            None => format!("sqlite://{}", db_file.display()),
+        };
+        let built = app::build(&config, options).await.expect("build app");
+        let provider = built.provider.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = built
+                .run_on(vec![Listener::Http(listener)], None, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let browser = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .build()
+            .expect("client");
+        Some(TestServer {
+            issuer,
+            clock,
+            database_url,
+            provider,
+            browser,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+            _db: db,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+
+    /// A fresh browser (no cookies) for the same server.
+    pub fn new_browser() -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .build()
+            .expect("client")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The parameters of one /auth request.
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub state: String,
+    pub nonce: String,
+    pub code_verifier: Option<String>,
+}
+
+impl AuthRequest {
+    pub fn public() -> Self {
+        Self {
+            client_id: PUBLIC_CLIENT.into(),
+            redirect_uri: PUBLIC_REDIRECT.into(),
+            scope: "openid email profile groups offline_access".into(),
+            state: "state-123".into(),
+            nonce: "nonce-456".into(),
+            code_verifier: Some(pkce_verifier()),
+        }
+    }
+
+    pub fn confidential() -> Self {
+        Self {
+            client_id: WEB_CLIENT.into(),
+            redirect_uri: WEB_REDIRECT.into(),
+            code_verifier: None,
+            ..Self::public()
+        }
+    }
+
+    pub fn query(&self) -> Vec<(String, String)> {
+        let mut q = vec![
+            ("client_id".to_string(), self.client_id.clone()),
+            ("redirect_uri".to_string(), self.redirect_uri.clone()),
+            ("response_type".to_string(), "code".to_string()),
+            ("scope".to_string(), self.scope.clone()),
+            ("state".to_string(), self.state.clone()),
+            ("nonce".to_string(), self.nonce.clone()),
+        ];
+        if let Some(v) = &self.code_verifier {
+            q.push(("code_challenge".into(), pkce_challenge(v)));
+            q.push(("code_challenge_method".into(), "S256".into()));
+        }
+        q
+    }
+}
+
+pub fn pkce_verifier() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+pub fn pkce_challenge(verifier: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+/// The value of a hidden form field.
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_string())
+}
+
+pub fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no Location header; status {}", resp.status()))
+}
+
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    parsed
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+impl TestServer {
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http") {
+            location.to_string()
+        } else {
+            format!(
+                "http://{}{}",
+                self.issuer
+                    .trim_start_matches("http://")
+                    .split('/')
+                    .next()
+                    .unwrap_or(""),
+                location
+            )
+        }
+    }
+
+    /// GET /auth and follow to the login form; returns the form page URL and its HTML.
+    pub async fn open_login(
+        &self,
+        browser: &reqwest::Client,
+        req: &AuthRequest,
+    ) -> (String, String) {
+        let resp = browser
+            .get(self.url("/auth"))
+            .query(&req.query())
+            .send()
+            .await
+            .expect("auth");
+        assert_eq!(
+            resp.status(),
+            303,
+            "/auth should redirect to the login form"
+        );
+        let login_url = self.absolute(&location(&resp));
+        let page = browser.get(&login_url).send().await.expect("login page");
+        assert_eq!(page.status(), 200);
+        (login_url, page.text().await.expect("html"))
+    }
+
+    /// Submits the password form; returns the response (303 on success).
+    pub async fn submit_login(
+        &self,
+        browser: &reqwest::Client,
+        login_url: &str,
+        html: &str,
+        login: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let csrf = hidden_field(html, "csrf").expect("csrf field");
+        browser
+            .post(login_url)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("login", login),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .expect("post login")
+    }
+
+    /// Logs alice in and approves; returns the final redirect to the client.
+    pub async fn login_and_approve(&self, browser: &reqwest::Client, req: &AuthRequest) -> String {
+        let (login_url, html) = self.open_login(browser, req).await;
+        let resp = self
+            .submit_login(
+                browser,
+                &login_url,
+                &html,
+                "alice@example.com",
+                ALICE_PASSWORD,
+            )
+            .await;
+        assert_eq!(resp.status(), 303, "login should succeed");
+        let next = self.absolute(&location(&resp));
+        if next.starts_with(&req.redirect_uri) {
+            return next;
+        }
+        let approval = browser.get(&next).send().await.expect("approval page");
+        assert_eq!(approval.status(), 200);
+        let html = approval.text().await.expect("html");
+        let csrf = hidden_field(&html, "csrf").expect("csrf on approval");
+        let resp = browser
+            .post(&next)
+            .form(&[("csrf", csrf.as_str()), ("approval", "approve")])
+            .send()
+            .await
+            .expect("approve");
+        assert_eq!(resp.status(), 303);
+        location(&resp)
+    }
+
+    /// The whole browser part of the flow: returns the code.
+    pub async fn code_for(&self, req: &AuthRequest) -> String {
+        let browser = Self::new_browser();
+        let redirect = self.login_and_approve(&browser, req).await;
+        assert!(
+            redirect.starts_with(&req.redirect_uri),
+            "unexpected redirect {redirect}"
+        );
+        query_param(&redirect, "code").expect("code in redirect")
+    }
+
+    /// POSTs to /token with the code (public clients by PKCE, confidential by Basic auth).
+    pub async fn redeem(&self, req: &AuthRequest, code: &str) -> reqwest::Response {
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.to_string()),
+            ("redirect_uri", req.redirect_uri.clone()),
+        ];
+        let client = reqwest::Client::new();
+        let mut post = client.post(self.url("/token"));
+        if req.client_id == WEB_CLIENT {
+            post = post.basic_auth(WEB_CLIENT, Some(WEB_SECRET));
+        } else {
+            form.push(("client_id", req.client_id.clone()));
+        }
+        if let Some(v) = &req.code_verifier {
+            form.push(("code_verifier", v.clone()));
+        }
+        post.form(&form).send().await.expect("token request")
+    }
+}
+
+impl TestServer {
+    /// Rows in `table`, read straight from the database (not through lanyard's storage code).
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        if self.database_url.starts_with("sqlite:") {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .expect("sqlite");
+            sqlx::query_scalar::<_, i64>(&sql)
+                .fetch_one(&mut c)
+                .await
+                .expect("count")
+        } else {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&self.database_url)
+                .await
+                .expect("pg");
+            sqlx::query_scalar::<_, i64>(&sql)
+                .fetch_one(&mut c)
+                .await
+                .expect("count")
+        }
+    }
+}
