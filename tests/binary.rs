@@ -84,76 +84,31 @@ async fn embedded_default_serves_a_working_issuer() {
     );
 
     // Log in with example-app exactly as Dex's example app would.
-    let browser = TestServer::new_browser();
-    let verifier = pkce_verifier();
-    let r = browser
-        .get(format!("{issuer}/auth"))
-        .query(&[
-            ("client_id", "example-app"),
-            ("redirect_uri", "http://127.0.0.1:5555/callback"),
-            ("response_type", "code"),
-            ("scope", "openid email groups"),
-            ("state", "s"),
-            ("code_challenge", &pkce_challenge(&verifier)),
-            ("code_challenge_method", "S256"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let login_url = format!("{issuer}{}", location(&r));
-    let html = browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = hidden_field(&html, "csrf").unwrap();
-    let r = browser
-        .post(&login_url)
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("login", "admin@example.com"),
-            ("password", &password),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303, "the printed password logs in");
-    let approval = format!("{issuer}{}", location(&r));
-    let html = browser
-        .get(&approval)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = hidden_field(&html, "csrf").unwrap();
-    let r = browser
-        .post(&approval)
-        .form(&[("csrf", csrf.as_str()), ("approval", "approve")])
-        .send()
-        .await
-        .unwrap();
-    let code = query_param(&location(&r), "code").unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("{issuer}/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", "http://127.0.0.1:5555/callback"),
-            ("client_id", "example-app"),
-            ("code_verifier", &verifier),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let site = Site::new(issuer);
+    let req = AuthRequest {
+        client_id: "example-app".into(),
+        redirect_uri: "http://127.0.0.1:5555/callback".into(),
+        scope: "openid email groups".into(),
+        ..AuthRequest::public()
+    };
+    let code = site.code_for_as(&req, "admin@example.com", &password).await;
+    let r = site.redeem(&req, &code).await;
     assert_eq!(r.status(), 200);
     let tokens: serde_json::Value = r.json().await.unwrap();
     assert!(tokens["id_token"].is_string());
+    let metrics = reqwest::get("http://127.0.0.1:5558/metrics")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "lanyard_http_requests_total{route=\"/token\",method=\"POST\",status=\"200\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lanyard_build_info"));
 
     let status = terminate(&mut child);
     assert!(status.success(), "clean exit on SIGTERM: {status}");
@@ -247,62 +202,23 @@ staticClients:
         .spawn()
         .unwrap();
     wait_ready(&format!("{issuer}/healthz")).await;
-    let browser = TestServer::new_browser();
+    let site = Site::new(issuer.clone());
     let req = AuthRequest::confidential();
-    let r = browser
-        .get(format!("{issuer}/auth"))
-        .query(&req.query())
-        .send()
-        .await
-        .unwrap();
-    let login_url = format!("{issuer}{}", location(&r));
-    let html = browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let browser = TestServer::new_browser();
+    let (login_url, html) = site.open_login(&browser, &req).await;
     let csrf = hidden_field(&html, "csrf").unwrap();
-    let r = browser
-        .post(&login_url)
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("login", "alice@example.com"),
-            ("password", ALICE_PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let approval = format!("{issuer}{}", location(&r));
-    let html = browser
-        .get(&approval)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf2 = hidden_field(&html, "csrf").unwrap();
-    let r = browser
-        .post(&approval)
-        .form(&[("csrf", csrf2.as_str()), ("approval", "approve")])
-        .send()
-        .await
-        .unwrap();
-    let code = query_param(&location(&r), "code").unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("{issuer}/token"))
-        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", WEB_REDIRECT),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = site
+        .submit_login(
+            &browser,
+            &login_url,
+            &html,
+            "alice@example.com",
+            ALICE_PASSWORD,
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let code = site.code_for(&req).await;
+    let r = site.redeem(&req, &code).await;
     let tokens: serde_json::Value = r.json().await.unwrap();
     terminate(&mut child);
     let mut logs = String::new();
@@ -329,6 +245,43 @@ staticClients:
             "secret {secret:.6}… reached the log"
         );
     }
+}
+
+#[test]
+fn migrate_creates_the_schema_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer: http://127.0.0.1:5556\nstorage:\n  type: sqlite3\n  config:\n    file: {}\nweb:\n  http: 127.0.0.1:5556\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let out = Command::new(BIN)
+            .args(["migrate", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(db.exists());
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "issuer: http://x\nstorage:\n  type: etcd\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage.type"));
 }
 
 #[test]

@@ -26,6 +26,7 @@ on_both!(
     code_flow_with_pkce_issues_an_id_token_an_independent_verifier_accepts,
     confidential_client_authenticates_with_basic_or_post,
     code_works_once_and_its_replay_revokes_what_it_issued,
+    concurrent_redemptions_of_one_code_issue_once,
     expired_code_is_rejected,
     refused_token_requests_write_nothing_and_leave_the_code_usable,
     bad_clients_and_redirects_get_a_page_never_a_redirect,
@@ -203,6 +204,16 @@ async fn code_works_once_and_its_replay_revokes_what_it_issued(b: Backend) {
         401,
         "the replay revoked the first redemption's token"
     );
+}
+
+async fn concurrent_redemptions_of_one_code_issue_once(b: Backend) {
+    let Some(s) = server(b).await else { return };
+    let req = AuthRequest::public();
+    let code = s.code_for(&req).await;
+    let attempts = futures_util::future::join_all((0..8).map(|_| s.redeem(&req, &code))).await;
+    let ok = attempts.iter().filter(|r| r.status() == 200).count();
+    assert_eq!(ok, 1, "exactly one redemption wins");
+    assert_eq!(s.count("grants").await, 1);
 }
 
 async fn expired_code_is_rejected(b: Backend) {

@@ -161,9 +161,23 @@ async fn storage_outage_during_token_issuance_answers_503_not_200() {
             .unwrap();
     }
     let r = s.redeem(&req, &code).await;
-    assert!(r.status().is_server_error(), "status {}", r.status());
+    assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
     assert!(body.get("access_token").is_none());
     assert_eq!(s.count("access_tokens").await, 0);
     assert_eq!(s.count("grants").await, 0);
+    // The failed write rolled back: once storage recovers, the code still works, once.
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&s.database_url)
+            .await
+            .unwrap();
+        sqlx::query("DROP TRIGGER refuse_grants")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.redeem(&req, &code).await.status(), 200);
+    assert_eq!(s.redeem(&req, &code).await.status(), 400);
 }

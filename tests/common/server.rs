@@ -30,6 +30,7 @@ pub enum Backend {
 }
 
 pub struct TestServer {
+    pub site: Site,
     pub issuer: String,
     /// The server's clock: tests move it to expire things.
     pub clock: ManualClock,
@@ -133,6 +134,7 @@ staticClients:
             .build()
             .expect("client");
         Some(TestServer {
+            site: Site::new(issuer.clone()),
             issuer,
             clock,
             database_url,
@@ -143,10 +145,6 @@ staticClients:
             _dir: dir,
             _db: db,
         })
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.issuer, path)
     }
 
     /// A fresh browser (no cookies) for the same server.
@@ -165,6 +163,13 @@ staticClients:
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Site;
+    fn deref(&self) -> &Site {
+        &self.site
     }
 }
 
@@ -264,8 +269,23 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-impl TestServer {
-    fn absolute(&self, location: &str) -> String {
+/// A running issuer seen from outside: its URL and the login pages' flow.
+pub struct Site {
+    pub issuer: String,
+}
+
+impl Site {
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+
+    pub fn absolute(&self, location: &str) -> String {
         if location.starts_with("http") {
             location.to_string()
         } else {
@@ -328,15 +348,21 @@ impl TestServer {
 
     /// Logs alice in and approves; returns the final redirect to the client.
     pub async fn login_and_approve(&self, browser: &reqwest::Client, req: &AuthRequest) -> String {
+        self.login_and_approve_as(browser, req, "alice@example.com", ALICE_PASSWORD)
+            .await
+    }
+
+    /// Logs a user in and approves; returns the final redirect to the client.
+    pub async fn login_and_approve_as(
+        &self,
+        browser: &reqwest::Client,
+        req: &AuthRequest,
+        login: &str,
+        password: &str,
+    ) -> String {
         let (login_url, html) = self.open_login(browser, req).await;
         let resp = self
-            .submit_login(
-                browser,
-                &login_url,
-                &html,
-                "alice@example.com",
-                ALICE_PASSWORD,
-            )
+            .submit_login(browser, &login_url, &html, login, password)
             .await;
         assert_eq!(resp.status(), 303, "login should succeed");
         let next = self.absolute(&location(&resp));
@@ -359,8 +385,15 @@ impl TestServer {
 
     /// The whole browser part of the flow: returns the code.
     pub async fn code_for(&self, req: &AuthRequest) -> String {
-        let browser = Self::new_browser();
-        let redirect = self.login_and_approve(&browser, req).await;
+        self.code_for_as(req, "alice@example.com", ALICE_PASSWORD)
+            .await
+    }
+
+    pub async fn code_for_as(&self, req: &AuthRequest, login: &str, password: &str) -> String {
+        let browser = TestServer::new_browser();
+        let redirect = self
+            .login_and_approve_as(&browser, req, login, password)
+            .await;
         assert!(
             redirect.starts_with(&req.redirect_uri),
             "unexpected redirect {redirect}"
