@@ -53,6 +53,31 @@ async fn skip_approval_screen_redirects_straight_after_login() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_show_login_screen_lists_connectors_even_when_there_is_one() {
+    let s = TestServer::start(Backend::Sqlite, "oauth2:\n  alwaysShowLoginScreen: true\n")
+        .await
+        .unwrap();
+    let browser = TestServer::new_browser();
+    let r = browser
+        .get(s.url("/auth"))
+        .query(&AuthRequest::public().query())
+        .send()
+        .await
+        .unwrap();
+    let to = location(&r);
+    assert!(to.starts_with("/login?req="), "{to}");
+    let html = browser
+        .get(s.absolute(&to))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("/auth/local?req="), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_is_cached_for_less_than_publish_ahead_and_supports_etags() {
     let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
     let r = reqwest::get(s.url("/keys")).await.unwrap();

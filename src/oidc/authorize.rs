@@ -335,11 +335,13 @@ impl Provider {
         };
         self.storage.create_auth_request(&request).await?;
 
-        let chosen = connector_id.or(if allowed.len() == 1 {
-            Some(allowed[0].id.as_str())
-        } else {
-            None
-        });
+        let chosen = connector_id.or(
+            if allowed.len() == 1 && !self.settings.always_show_login_screen {
+                Some(allowed[0].id.as_str())
+            } else {
+                None
+            },
+        );
         let next = match chosen {
             Some(id) => format!("/auth/{}?req={}", id, request.id),
             None => format!("/login?req={}", request.id),

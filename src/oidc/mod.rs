@@ -48,6 +48,8 @@ pub struct ProviderSettings {
     pub id_token_ttl: Duration,
     pub auth_request_ttl: Duration,
     pub skip_approval_screen: bool,
+    /// Show the connector chooser even when only one connector applies (Dex's setting).
+    pub always_show_login_screen: bool,
     /// `oauth2.responseTypes`.
     pub response_types: Vec<String>,
     /// The grants the token endpoint accepts (`oauth2.grantTypes`, or every supported one).

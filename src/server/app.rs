@@ -173,6 +173,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         id_token_ttl: config.expiry.id_tokens,
         auth_request_ttl: config.expiry.auth_requests,
         skip_approval_screen: config.oauth2.skip_approval_screen,
+        always_show_login_screen: config.oauth2.always_show_login_screen,
         response_types: config
             .oauth2
             .response_types
