@@ -114,11 +114,11 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<bool>;
     async fn get_auth_code(&self, code_hash: &str) -> Result<Option<AuthCode>>;
     /// In one transaction: marks the code redeemed if it is unredeemed and unexpired, then
-    /// stores its grant and `access_token`. A code redeemed before gets its grant revoked.
+    /// stores its grant and `tokens`. A code redeemed before gets its grant revoked.
     async fn redeem_auth_code(
         &self,
         code_hash: &str,
-        access_token: &AccessToken,
+        tokens: &IssuedTokens,
         now: UnixTime,
     ) -> Result<Redemption>;
 
@@ -139,16 +139,55 @@ pub trait Storage: Send + Sync + 'static {
     async fn insert_signing_key(&self, key: &SigningKey) -> Result<bool>;
     async fn delete_signing_key(&self, kid: &str) -> Result<bool>;
 
-    /// Deletes at most `batch` rows of each kind: auth requests expired before `now`, codes
-    /// that expired before `code_cutoff`, access tokens expired before `now`, and revoked
-    /// grants revoked before `grant_cutoff` that no token references.
-    async fn sweep(
+    /// In one transaction: stores a new grant with its tokens (client_credentials, token
+    /// exchange: grants that no code or device request precedes).
+    async fn issue_grant(&self, grant: &Grant, tokens: &IssuedTokens) -> Result<()>;
+    /// Deletes one access token. True if it existed.
+    async fn revoke_access_token(&self, token_hash: &str) -> Result<bool>;
+
+    // Refresh tokens.
+    /// The token and its grant whatever their state (revoked, rotated, expired), for
+    /// introspection and revocation.
+    async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, Grant)>>;
+    /// One use of a refresh token, decided in one transaction (row-locked on PostgreSQL,
+    /// `BEGIN IMMEDIATE` on SQLite): see [`RefreshOutcome`] for what each case writes.
+    async fn rotate_refresh_token(&self, rotation: &Rotation, now: UnixTime) -> Result<RefreshOutcome>;
+
+    // Device authorizations (RFC 8628).
+    /// `AlreadyExists` when the user code is taken (the caller draws another).
+    async fn create_device_request(&self, request: &DeviceRequest) -> Result<()>;
+    async fn get_device_request(&self, user_code: &str) -> Result<Option<DeviceRequest>>;
+    /// Approves (with the grant redemption will create) or denies (`None`) a pending,
+    /// unexpired request. False, and nothing written, otherwise.
+    async fn complete_device_request(
         &self,
+        user_code: &str,
+        grant: Option<&Grant>,
         now: UnixTime,
-        code_cutoff: UnixTime,
-        grant_cutoff: UnixTime,
-        batch: u32,
-    ) -> Result<Swept>;
+    ) -> Result<bool>;
+    /// One poll by the device, decided in one transaction: records the poll time, enforces
+    /// the interval, and on an approved request marks it redeemed and stores its grant and
+    /// `tokens`.
+    async fn poll_device_request(
+        &self,
+        device_code_hash: &str,
+        client_id: &str,
+        tokens: &IssuedTokens,
+        now: UnixTime,
+    ) -> Result<DevicePoll>;
+
+    // Sign-in sessions.
+    async fn create_session(&self, session: &Session) -> Result<()>;
+    /// The session whatever its state; callers check `expires_at` and `revoked_at`.
+    async fn get_session(&self, id_hash: &str) -> Result<Option<Session>>;
+    async fn revoke_session(&self, id_hash: &str, now: UnixTime) -> Result<bool>;
+
+    /// Deletes, in batches of at most `cutoffs.batch` rows of each kind: expired auth
+    /// requests, codes expired before `code_cutoff`, expired access tokens, refresh tokens
+    /// past `expires_at`, idle past `refresh_idle_cutoff`, or rotated before
+    /// `rotated_cutoff` (the family keeps its current token), grants revoked before `grant_cutoff` (with
+    /// their tokens), expired device requests, and sessions expired or revoked before `now`.
+    async fn sweep(&self, cutoffs: &SweepCutoffs) -> Result<Swept>;
 }
 
 pub type SharedStorage = Arc<dyn Storage>;

@@ -181,5 +181,167 @@ pub struct Swept {
     pub auth_requests: u64,
     pub auth_codes: u64,
     pub access_tokens: u64,
+    pub refresh_tokens: u64,
     pub grants: u64,
+    pub device_requests: u64,
+    pub sessions: u64,
+}
+
+impl Swept {
+    pub fn total(&self) -> u64 {
+        self.auth_requests
+            + self.auth_codes
+            + self.access_tokens
+            + self.refresh_tokens
+            + self.grants
+            + self.device_requests
+            + self.sessions
+    }
+}
+
+/// A refresh token. Only its SHA-256 is stored. Tokens of one grant form a family: each use
+/// rotates to a successor, and presenting a rotated token outside the reuse interval revokes
+/// the family (the grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub token_hash: String,
+    pub grant_id: String,
+    pub client_id: String,
+    pub created_at: UnixTime,
+    pub last_used_at: UnixTime,
+    /// The family's absolute end (`expiry.refreshTokens.absoluteLifetime`), inherited by successors.
+    pub expires_at: Option<UnixTime>,
+    pub rotated_at: Option<UnixTime>,
+    pub successor_hash: Option<String>,
+}
+
+/// What one token response stores, in the same transaction as the decision to issue it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedTokens {
+    pub access: AccessToken,
+    pub refresh: Option<RefreshToken>,
+}
+
+/// One use of a refresh token, decided in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    pub old_hash: String,
+    /// The next token of the family; `None` when rotation is disabled (the old token stays
+    /// valid and only its `last_used_at` moves).
+    pub successor: Option<RefreshToken>,
+    /// The successor's plaintext sealed under a key that only the old token's holder can
+    /// derive: kept on the old row so that a retry inside the reuse interval gets the same one.
+    pub successor_sealed: Option<Vec<u8>>,
+    /// The access token this response carries (stored on `Rotated` and `Reused`).
+    pub access: AccessToken,
+    /// What the connector says about the user now; written to the grant on `Rotated`.
+    pub claims: UserClaims,
+    pub connector_data: Option<String>,
+    /// Seconds after its rotation during which the old token still yields its successor.
+    pub reuse_interval: i64,
+    /// Tokens last used before this are dead (`validIfNotUsedFor`).
+    pub idle_cutoff: Option<UnixTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub enum RefreshOutcome {
+    /// The token was current: the successor (if any) and the access token are stored and
+    /// the grant carries the new claims.
+    Rotated(Grant),
+    /// The token was rotated less than `reuse_interval` ago: here is the sealed successor it
+    /// rotated to; the access token is stored.
+    Reused { grant: Grant, successor_sealed: Vec<u8> },
+    /// The token was rotated longer ago: a stolen token is in play, so the whole family
+    /// (the grant) is now revoked.
+    Replayed { grant_id: String },
+    /// Past `expires_at` or idle past `idle_cutoff`. Nothing written.
+    Expired,
+    /// The grant was revoked. Nothing written.
+    Revoked,
+    NotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    Pending,
+    Approved,
+    Denied,
+    Redeemed,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Redeemed => "redeemed",
+        }
+    }
+}
+
+/// A device authorization (RFC 8628). The user code is short and typed by people; the device
+/// code is long and only its SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRequest {
+    /// Normalised: 8 upper-case letters, no dash.
+    pub user_code: String,
+    pub device_code_hash: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    /// Seconds the client must wait between polls; raised by 5 on each `slow_down`.
+    pub poll_interval: i64,
+    pub last_poll_at: Option<UnixTime>,
+    pub status: DeviceStatus,
+    /// Set on approval: the grant that redemption creates.
+    pub grant: Option<Grant>,
+}
+
+/// What one poll of the token endpoint with a device code found. Decided in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub enum DevicePoll {
+    NotFound,
+    Expired,
+    /// Polled sooner than `poll_interval` after the last poll: the interval is now 5 s longer.
+    SlowDown,
+    Pending,
+    Denied,
+    /// Approved: now redeemed, and the grant and tokens are stored.
+    Issued(Grant),
+    /// Redeemed by an earlier poll.
+    AlreadyRedeemed,
+}
+
+/// A browser's sign-in session (the SSO cookie). Only the SHA-256 of the cookie is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id_hash: String,
+    pub connector_id: String,
+    pub claims: UserClaims,
+    pub connector_data: Option<String>,
+    pub auth_time: UnixTime,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// What housekeeping may delete; every kind in batches of at most `batch` rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepCutoffs {
+    pub now: UnixTime,
+    /// Codes that expired before this go (redeemed ones are kept until then to catch replays).
+    pub code_cutoff: UnixTime,
+    /// Revoked grants revoked before this go, with their tokens.
+    pub grant_cutoff: UnixTime,
+    /// Refresh tokens last used before this are dead (`validIfNotUsedFor`); `None`: no limit.
+    pub refresh_idle_cutoff: Option<UnixTime>,
+    /// Rotated refresh tokens rotated before this go; until then a replay of one still
+    /// revokes its family.
+    pub rotated_cutoff: UnixTime,
+    pub batch: u32,
 }
