@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use lanyard::storage::postgres::PostgresStorage;
 use lanyard::storage::sqlite::SqliteStorage;
 use lanyard::storage::{
-    self, AccessToken, AuthCode, AuthRequest, AuthRequestParams, Client, Grant, LoginResult,
-    Password, PostgresSettings, Redemption, SharedStorage, SigningKey, Storage, StorageError,
-    StorageSettings, Swept, UserClaims,
+    self, AccessToken, AuthCode, AuthRequest, AuthRequestParams, Client, DevicePoll, DeviceRequest,
+    DeviceStatus, Grant, IssuedTokens, LoginResult, Password, PostgresSettings, Redemption,
+    RefreshOutcome, RefreshToken, Rotation, Session, SharedStorage, SigningKey, Storage,
+    StorageError, StorageSettings, SweepCutoffs, Swept, UserClaims,
 };
 use tempfile::TempDir;
 use tokio::sync::Barrier;
@@ -109,7 +110,7 @@ conformance!(
     expired_or_missing_auth_request_cannot_be_completed,
     auth_request_exchanges_for_one_code_only,
     expired_auth_request_exchange_writes_nothing,
-    redeemed_code_issues_grant_and_access_token,
+    redeemed_code_issues_grant_access_and_refresh_token,
     replayed_code_revokes_grant_and_its_tokens,
     expired_code_is_expired_and_stays_unredeemed,
     unknown_code_is_not_found,
@@ -122,6 +123,24 @@ conformance!(
     concurrent_rotations_from_two_pools_have_one_winner,
     sweep_removes_expired_and_keeps_live,
     sweep_deletes_at_most_batch_rows_of_each_kind,
+    refresh_rotates_and_the_successor_works,
+    rotation_writes_the_connectors_claims_to_the_grant,
+    rotated_token_reused_within_interval_yields_the_same_successor,
+    rotated_token_replayed_after_interval_revokes_the_family,
+    rotated_token_without_sealed_successor_is_a_replay_at_once,
+    disabled_rotation_keeps_the_same_token_working,
+    expired_or_idle_refresh_token_is_expired_and_nothing_written,
+    unknown_or_revoked_refresh_token_is_refused,
+    concurrent_rotations_of_one_token_rotate_once,
+    issued_grant_stores_its_tokens_and_access_tokens_revoke_one_by_one,
+    device_request_round_trips_and_user_codes_are_unique,
+    device_request_completes_once,
+    device_poll_waits_slows_down_issues_once,
+    device_poll_denied_expired_or_foreign,
+    concurrent_polls_of_an_approved_request_issue_once,
+    sessions_create_get_revoke,
+    sweep_removes_dead_refresh_tokens_device_requests_and_sessions,
+    sweep_batches_tokens_of_revoked_grants_before_the_grant,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -250,6 +269,123 @@ fn signing_key(kid: &str, successor_of: &str) -> SigningKey {
     }
 }
 
+fn only(access: AccessToken) -> IssuedTokens {
+    IssuedTokens {
+        access,
+        refresh: None,
+    }
+}
+
+fn refresh_token(token_hash: &str, grant_id: &str, expires_at: Option<i64>) -> RefreshToken {
+    RefreshToken {
+        token_hash: token_hash.to_string(),
+        grant_id: grant_id.to_string(),
+        client_id: "kubectl".into(),
+        created_at: NOW,
+        last_used_at: NOW,
+        expires_at,
+        rotated_at: None,
+        successor_hash: None,
+    }
+}
+
+/// Housekeeping with `now = NOW`, no idle limit, and rotated tokens kept for a week.
+fn cutoffs(code_cutoff: i64, grant_cutoff: i64, batch: u32) -> SweepCutoffs {
+    SweepCutoffs {
+        now: NOW,
+        code_cutoff,
+        grant_cutoff,
+        refresh_idle_cutoff: None,
+        rotated_cutoff: NOW - 7 * 86400,
+        batch,
+    }
+}
+
+/// What the connector reports on a refresh: the user changed their name and groups.
+fn refreshed_claims() -> UserClaims {
+    UserClaims {
+        username: "Jane Q".into(),
+        groups: vec!["ops".into(), "admins".into()],
+        ..claims()
+    }
+}
+
+fn sealed(successor: &str) -> Vec<u8> {
+    format!("sealed:{successor}").into_bytes()
+}
+
+/// A use of `old` at `at`, rotating to `successor` (None: rotation disabled), with its own
+/// access token `access`.
+fn rotation(old: &str, successor: Option<&str>, access: &str, at: i64) -> Rotation {
+    Rotation {
+        old_hash: old.to_string(),
+        successor: successor.map(|next| RefreshToken {
+            created_at: at,
+            last_used_at: at,
+            ..refresh_token(next, "g1", Some(NOW + 86400))
+        }),
+        successor_sealed: successor.map(sealed),
+        access: AccessToken {
+            created_at: at,
+            ..access_token(access, "g1", at + 3600)
+        },
+        claims: refreshed_claims(),
+        connector_data: Some(r#"{"token":"y"}"#.into()),
+        reuse_interval: 5,
+        idle_cutoff: None,
+    }
+}
+
+/// Grant "g1" with access token "at-g1" and refresh token `refresh`, as client_credentials
+/// or token exchange would store it.
+async fn grant_with_refresh(s: &dyn Storage, refresh: RefreshToken) {
+    let tokens = IssuedTokens {
+        access: access_token("at-g1", "g1", NOW + 3600),
+        refresh: Some(refresh),
+    };
+    s.issue_grant(&grant("g1"), &tokens).await.unwrap();
+}
+
+fn device_request(user_code: &str, expires_at: i64) -> DeviceRequest {
+    DeviceRequest {
+        user_code: user_code.to_string(),
+        device_code_hash: format!("dc-{user_code}"),
+        client_id: "kubectl".into(),
+        scopes: vec!["openid".into(), "offline_access".into()],
+        created_at: NOW,
+        expires_at,
+        poll_interval: 5,
+        last_poll_at: None,
+        status: DeviceStatus::Pending,
+        grant: None,
+    }
+}
+
+/// What a device poll would store; the grant id is unknown to the poller.
+fn device_tokens(tag: &str) -> IssuedTokens {
+    IssuedTokens {
+        access: access_token(&format!("at-{tag}"), "unknown-to-the-poller", NOW + 3600),
+        refresh: Some(refresh_token(
+            &format!("rt-{tag}"),
+            "unknown-to-the-poller",
+            None,
+        )),
+    }
+}
+
+fn session(id_hash: &str, expires_at: i64) -> Session {
+    Session {
+        id_hash: id_hash.to_string(),
+        connector_id: "github".into(),
+        claims: claims(),
+        connector_data: Some(r#"{"token":"x"}"#.into()),
+        auth_time: NOW - 30,
+        created_at: NOW - 30,
+        expires_at,
+        revoked_at: None,
+    }
+}
+
 /// Stores a code the only way the trait allows: through a fresh auth request.
 async fn store_code(s: &dyn Storage, code: &AuthCode) {
     let request_id = format!("req-for-{}", code.code_hash);
@@ -263,12 +399,12 @@ async fn store_code(s: &dyn Storage, code: &AuthCode) {
 }
 
 /// A grant with one access token, through a code redeemed at `NOW`.
-async fn issue_grant(s: &dyn Storage, grant_id: &str, token_expires_at: i64) -> Grant {
+async fn grant_via_code(s: &dyn Storage, grant_id: &str, token_expires_at: i64) -> Grant {
     let code = auth_code(&format!("code-{grant_id}"), grant_id, NOW + 60);
     store_code(s, &code).await;
     let token = access_token(&format!("at-{grant_id}"), grant_id, token_expires_at);
     match s
-        .redeem_auth_code(&code.code_hash, &token, NOW)
+        .redeem_auth_code(&code.code_hash, &only(token), NOW)
         .await
         .unwrap()
     {
@@ -527,17 +663,26 @@ async fn expired_auth_request_exchange_writes_nothing(db: &TestDb) {
     assert_eq!(s.get_auth_request("r1").await.unwrap(), Some(request));
 }
 
-async fn redeemed_code_issues_grant_and_access_token(db: &TestDb) {
+async fn redeemed_code_issues_grant_access_and_refresh_token(db: &TestDb) {
     let s = db.s();
     let code = auth_code("c1", "g1", NOW + 60);
     store_code(s, &code).await;
     let token = access_token("t1", "g1", NOW + 3600);
-    let outcome = s.redeem_auth_code("c1", &token, NOW).await.unwrap();
+    let refresh = refresh_token("r1", "g1", Some(NOW + 86400));
+    let tokens = IssuedTokens {
+        access: token.clone(),
+        refresh: Some(refresh.clone()),
+    };
+    let outcome = s.redeem_auth_code("c1", &tokens, NOW).await.unwrap();
     assert_eq!(outcome, Redemption::Issued(grant("g1")));
     assert_eq!(s.get_grant("g1").await.unwrap(), Some(grant("g1")));
     assert_eq!(
         s.get_access_token("t1", NOW).await.unwrap(),
         Some((token, grant("g1")))
+    );
+    assert_eq!(
+        s.get_refresh_token("r1").await.unwrap(),
+        Some((refresh, grant("g1")))
     );
     let stored = s.get_auth_code("c1").await.unwrap().unwrap();
     assert_eq!(stored.redeemed_at, Some(NOW));
@@ -549,12 +694,14 @@ async fn replayed_code_revokes_grant_and_its_tokens(db: &TestDb) {
     store_code(s, &code).await;
     let first = access_token("t1", "g1", NOW + 3600);
     assert!(matches!(
-        s.redeem_auth_code("c1", &first, NOW).await.unwrap(),
+        s.redeem_auth_code("c1", &only(first), NOW).await.unwrap(),
         Redemption::Issued(_)
     ));
     let second = access_token("t2", "g1", NOW + 3600);
     assert_eq!(
-        s.redeem_auth_code("c1", &second, NOW + 1).await.unwrap(),
+        s.redeem_auth_code("c1", &only(second.clone()), NOW + 1)
+            .await
+            .unwrap(),
         Redemption::Replayed {
             grant_id: "g1".into()
         }
@@ -567,7 +714,9 @@ async fn replayed_code_revokes_grant_and_its_tokens(db: &TestDb) {
     assert_eq!(s.get_access_token("t2", NOW + 2).await.unwrap(), None);
     // Later replays, even after the code expired, still count as replays.
     assert_eq!(
-        s.redeem_auth_code("c1", &second, NOW + 120).await.unwrap(),
+        s.redeem_auth_code("c1", &only(second), NOW + 120)
+            .await
+            .unwrap(),
         Redemption::Replayed {
             grant_id: "g1".into()
         }
@@ -583,7 +732,7 @@ async fn expired_code_is_expired_and_stays_unredeemed(db: &TestDb) {
     let s = db.s();
     store_code(s, &auth_code("c1", "g1", NOW)).await;
     assert_eq!(
-        s.redeem_auth_code("c1", &access_token("t1", "g1", NOW + 3600), NOW)
+        s.redeem_auth_code("c1", &only(access_token("t1", "g1", NOW + 3600)), NOW)
             .await
             .unwrap(),
         Redemption::Expired
@@ -599,7 +748,7 @@ async fn expired_code_is_expired_and_stays_unredeemed(db: &TestDb) {
 async fn unknown_code_is_not_found(db: &TestDb) {
     let s = db.s();
     assert_eq!(
-        s.redeem_auth_code("nope", &access_token("t1", "g1", NOW + 3600), NOW)
+        s.redeem_auth_code("nope", &only(access_token("t1", "g1", NOW + 3600)), NOW)
             .await
             .unwrap(),
         Redemption::NotFound
@@ -620,11 +769,14 @@ async fn concurrent_redemptions_issue_exactly_once(db: &TestDb) {
             .map(|i| {
                 let s = pools[i % pools.len()].clone();
                 let barrier = barrier.clone();
-                let token = access_token(&format!("t{round}-{i}"), &grant_id, NOW + 3600);
+                let tokens = IssuedTokens {
+                    access: access_token(&format!("t{round}-{i}"), &grant_id, NOW + 3600),
+                    refresh: Some(refresh_token(&format!("r{round}-{i}"), &grant_id, None)),
+                };
                 let code_hash = code_hash.clone();
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    s.redeem_auth_code(&code_hash, &token, NOW).await
+                    s.redeem_auth_code(&code_hash, &tokens, NOW).await
                 })
             })
             .collect();
@@ -645,6 +797,17 @@ async fn concurrent_redemptions_issue_exactly_once(db: &TestDb) {
         }
         assert_eq!(issued, 1, "round {round}: exactly one redemption wins");
         assert_eq!(replayed, TASKS - 1);
+        let mut refresh_stored = 0;
+        for i in 0..TASKS {
+            let hash = format!("r{round}-{i}");
+            if db.s().get_refresh_token(&hash).await.unwrap().is_some() {
+                refresh_stored += 1;
+            }
+        }
+        assert_eq!(
+            refresh_stored, 1,
+            "only the winner's refresh token is stored"
+        );
         // The losers saw a replay, so the grant is revoked, as for any replay.
         assert!(db
             .s()
@@ -659,7 +822,7 @@ async fn concurrent_redemptions_issue_exactly_once(db: &TestDb) {
 
 async fn access_token_is_invalid_from_its_expiry(db: &TestDb) {
     let s = db.s();
-    let g = issue_grant(s, "g1", NOW + 100).await;
+    let g = grant_via_code(s, "g1", NOW + 100).await;
     let (token, found) = s
         .get_access_token("at-g1", NOW + 99)
         .await
@@ -673,7 +836,7 @@ async fn access_token_is_invalid_from_its_expiry(db: &TestDb) {
 
 async fn grant_is_revoked_once(db: &TestDb) {
     let s = db.s();
-    issue_grant(s, "g1", NOW + 100).await;
+    grant_via_code(s, "g1", NOW + 100).await;
     assert!(s.revoke_grant("g1", NOW + 5).await.unwrap());
     assert!(!s.revoke_grant("g1", NOW + 6).await.unwrap());
     assert!(!s.revoke_grant("missing", NOW).await.unwrap());
@@ -789,11 +952,12 @@ async fn sweep_removes_expired_and_keeps_live(db: &TestDb) {
     store_code(s, &auth_code("code-recent", "gx2", NOW - 100)).await;
 
     // Grants come from codes that stay live (NOW + 60), so they count as kept codes.
-    issue_grant(s, "revoked-old", NOW - 10).await;
-    issue_grant(s, "revoked-old-live-token", NOW + 600).await;
-    issue_grant(s, "revoked-recent", NOW - 10).await;
-    issue_grant(s, "unrevoked", NOW - 10).await;
-    issue_grant(s, "unrevoked-live", NOW + 600).await;
+    // A revoked grant goes with its tokens, live or not.
+    grant_via_code(s, "revoked-old", NOW - 10).await;
+    grant_via_code(s, "revoked-old-live-token", NOW + 600).await;
+    grant_via_code(s, "revoked-recent", NOW - 10).await;
+    grant_via_code(s, "unrevoked", NOW - 10).await;
+    grant_via_code(s, "unrevoked-live", NOW + 600).await;
     assert!(s.revoke_grant("revoked-old", NOW - 1000).await.unwrap());
     assert!(s
         .revoke_grant("revoked-old-live-token", NOW - 1000)
@@ -801,14 +965,18 @@ async fn sweep_removes_expired_and_keeps_live(db: &TestDb) {
         .unwrap());
     assert!(s.revoke_grant("revoked-recent", NOW - 100).await.unwrap());
 
-    let swept = s.sweep(NOW, code_cutoff, grant_cutoff, 100).await.unwrap();
+    let swept = s
+        .sweep(&cutoffs(code_cutoff, grant_cutoff, 100))
+        .await
+        .unwrap();
     assert_eq!(
         swept,
         Swept {
             auth_requests: 3,
             auth_codes: 1,
-            access_tokens: 3,
-            grants: 1,
+            access_tokens: 4,
+            grants: 2,
+            ..Swept::default()
         }
     );
 
@@ -818,12 +986,12 @@ async fn sweep_removes_expired_and_keeps_live(db: &TestDb) {
     assert!(s.get_auth_code("code-recent").await.unwrap().is_some());
     assert!(s.get_auth_code("code-unrevoked").await.unwrap().is_some());
     assert!(s.get_grant("revoked-old").await.unwrap().is_none());
-    for kept in [
-        "revoked-old-live-token",
-        "revoked-recent",
-        "unrevoked",
-        "unrevoked-live",
-    ] {
+    assert!(s
+        .get_grant("revoked-old-live-token")
+        .await
+        .unwrap()
+        .is_none());
+    for kept in ["revoked-recent", "unrevoked", "unrevoked-live"] {
         assert!(s.get_grant(kept).await.unwrap().is_some(), "{kept}");
     }
     assert!(s
@@ -833,7 +1001,9 @@ async fn sweep_removes_expired_and_keeps_live(db: &TestDb) {
         .is_some());
 
     assert_eq!(
-        s.sweep(NOW, code_cutoff, grant_cutoff, 100).await.unwrap(),
+        s.sweep(&cutoffs(code_cutoff, grant_cutoff, 100))
+            .await
+            .unwrap(),
         Swept::default(),
         "a second sweep finds nothing"
     );
@@ -855,7 +1025,7 @@ async fn sweep_deletes_at_most_batch_rows_of_each_kind(db: &TestDb) {
     }
     let mut counts = Vec::new();
     loop {
-        let swept = s.sweep(NOW, NOW - 300, NOW - 500, 2).await.unwrap();
+        let swept = s.sweep(&cutoffs(NOW - 300, NOW - 500, 2)).await.unwrap();
         counts.push((swept.auth_requests, swept.auth_codes));
         if swept == Swept::default() {
             break;
@@ -864,10 +1034,720 @@ async fn sweep_deletes_at_most_batch_rows_of_each_kind(db: &TestDb) {
     }
     assert_eq!(counts, vec![(2, 2), (2, 1), (1, 0), (0, 0)]);
     assert_eq!(
-        s.sweep(NOW, NOW, NOW, 0).await.unwrap(),
+        s.sweep(&SweepCutoffs {
+            refresh_idle_cutoff: Some(NOW),
+            rotated_cutoff: NOW,
+            ..cutoffs(NOW, NOW, 0)
+        })
+        .await
+        .unwrap(),
         Swept::default(),
         "batch 0 deletes nothing"
     );
+}
+
+async fn refresh_rotates_and_the_successor_works(db: &TestDb) {
+    let s = db.s();
+    let first = refresh_token("rt0", "g1", Some(NOW + 86400));
+    grant_with_refresh(s, first.clone()).await;
+
+    let outcome = s
+        .rotate_refresh_token(&rotation("rt0", Some("rt1"), "at1", NOW + 10), NOW + 10)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{outcome:?}");
+    let (old, _) = s.get_refresh_token("rt0").await.unwrap().unwrap();
+    assert_eq!(
+        old,
+        RefreshToken {
+            last_used_at: NOW + 10,
+            rotated_at: Some(NOW + 10),
+            successor_hash: Some("rt1".into()),
+            ..first
+        }
+    );
+    let (successor, _) = s.get_refresh_token("rt1").await.unwrap().unwrap();
+    assert_eq!(successor.rotated_at, None);
+    assert_eq!(successor.expires_at, Some(NOW + 86400));
+    assert!(s.get_access_token("at1", NOW + 11).await.unwrap().is_some());
+
+    let outcome = s
+        .rotate_refresh_token(&rotation("rt1", Some("rt2"), "at2", NOW + 20), NOW + 20)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{outcome:?}");
+    assert!(s.get_refresh_token("rt2").await.unwrap().is_some());
+    assert!(s.get_access_token("at2", NOW + 21).await.unwrap().is_some());
+}
+
+async fn rotation_writes_the_connectors_claims_to_the_grant(db: &TestDb) {
+    let s = db.s();
+    grant_with_refresh(s, refresh_token("rt0", "g1", None)).await;
+    let expected = Grant {
+        claims: refreshed_claims(),
+        connector_data: Some(r#"{"token":"y"}"#.into()),
+        ..grant("g1")
+    };
+    assert_eq!(
+        s.rotate_refresh_token(&rotation("rt0", Some("rt1"), "at1", NOW), NOW)
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated(expected.clone())
+    );
+    assert_eq!(s.get_grant("g1").await.unwrap(), Some(expected.clone()));
+    let (_, via_token) = s.get_access_token("at1", NOW).await.unwrap().unwrap();
+    assert_eq!(via_token, expected);
+}
+
+async fn rotated_token_reused_within_interval_yields_the_same_successor(db: &TestDb) {
+    let s = db.s();
+    grant_with_refresh(s, refresh_token("rt0", "g1", None)).await;
+    let RefreshOutcome::Rotated(rotated) = s
+        .rotate_refresh_token(&rotation("rt0", Some("rt1"), "at1", NOW), NOW)
+        .await
+        .unwrap()
+    else {
+        panic!("expected Rotated");
+    };
+
+    // A retry (say, the response was lost) draws another successor and reports other
+    // claims; neither may be stored.
+    let mut retry = rotation("rt0", Some("rt1-retry"), "at1-retry", NOW + 5);
+    retry.claims.username = "Someone Else".into();
+    assert_eq!(
+        s.rotate_refresh_token(&retry, NOW + 5).await.unwrap(),
+        RefreshOutcome::Reused {
+            grant: rotated.clone(),
+            successor_sealed: sealed("rt1"),
+        }
+    );
+    assert!(s
+        .get_access_token("at1-retry", NOW + 6)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(s.get_refresh_token("rt1-retry").await.unwrap(), None);
+    assert_eq!(s.get_grant("g1").await.unwrap(), Some(rotated));
+    let (old, _) = s.get_refresh_token("rt0").await.unwrap().unwrap();
+    assert_eq!(old.successor_hash.as_deref(), Some("rt1"));
+    assert_eq!(
+        old.rotated_at,
+        Some(NOW),
+        "a reuse does not move the rotation"
+    );
+}
+
+async fn rotated_token_replayed_after_interval_revokes_the_family(db: &TestDb) {
+    let s = db.s();
+    grant_with_refresh(s, refresh_token("rt0", "g1", None)).await;
+    assert!(matches!(
+        s.rotate_refresh_token(&rotation("rt0", Some("rt1"), "at1", NOW), NOW)
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated(_)
+    ));
+    assert_eq!(
+        s.rotate_refresh_token(&rotation("rt0", Some("rt-x"), "at-x", NOW + 6), NOW + 6)
+            .await
+            .unwrap(),
+        RefreshOutcome::Replayed {
+            grant_id: "g1".into()
+        }
+    );
+    assert_eq!(
+        s.get_grant("g1").await.unwrap().unwrap().revoked_at,
+        Some(NOW + 6)
+    );
+    assert_eq!(s.get_access_token("at-x", NOW + 7).await.unwrap(), None);
+    assert_eq!(s.get_access_token("at1", NOW + 7).await.unwrap(), None);
+    assert_eq!(s.get_refresh_token("rt-x").await.unwrap(), None);
+
+    // The legitimate holder's successor is dead too.
+    assert_eq!(
+        s.rotate_refresh_token(&rotation("rt1", Some("rt2"), "at2", NOW + 7), NOW + 7)
+            .await
+            .unwrap(),
+        RefreshOutcome::Revoked
+    );
+    assert_eq!(s.get_refresh_token("rt2").await.unwrap(), None);
+    assert_eq!(s.get_access_token("at2", NOW + 8).await.unwrap(), None);
+    // Whatever their state, tokens stay readable for introspection and revocation.
+    let (token, family) = s.get_refresh_token("rt1").await.unwrap().unwrap();
+    assert_eq!(token.rotated_at, None);
+    assert_eq!(family.revoked_at, Some(NOW + 6));
+}
+
+async fn rotated_token_without_sealed_successor_is_a_replay_at_once(db: &TestDb) {
+    let s = db.s();
+    grant_with_refresh(s, refresh_token("rt0", "g1", None)).await;
+    let mut first = rotation("rt0", Some("rt1"), "at1", NOW);
+    first.successor_sealed = None;
+    assert!(matches!(
+        s.rotate_refresh_token(&first, NOW).await.unwrap(),
+        RefreshOutcome::Rotated(_)
+    ));
+    assert_eq!(
+        s.rotate_refresh_token(&rotation("rt0", Some("rt-x"), "at-x", NOW), NOW)
+            .await
+            .unwrap(),
+        RefreshOutcome::Replayed {
+            grant_id: "g1".into()
+        },
+        "nothing to hand out again"
+    );
+}
+
+async fn disabled_rotation_keeps_the_same_token_working(db: &TestDb) {
+    let s = db.s();
+    let first = refresh_token("rt0", "g1", None);
+    grant_with_refresh(s, first.clone()).await;
+    for (i, at) in [NOW + 10, NOW + 100, NOW + 1000].into_iter().enumerate() {
+        let access = format!("at{i}");
+        let outcome = s
+            .rotate_refresh_token(&rotation("rt0", None, &access, at), at)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{outcome:?}");
+        assert!(s.get_access_token(&access, at).await.unwrap().is_some());
+        let (token, _) = s.get_refresh_token("rt0").await.unwrap().unwrap();
+        assert_eq!(
+            token,
+            RefreshToken {
+                last_used_at: at,
+                ..first.clone()
+            }
+        );
+    }
+}
+
+async fn expired_or_idle_refresh_token_is_expired_and_nothing_written(db: &TestDb) {
+    let s = db.s();
+    let first = refresh_token("rt0", "g1", Some(NOW + 100));
+    grant_with_refresh(s, first.clone()).await;
+
+    let past_end = rotation("rt0", Some("rt1"), "at1", NOW + 100);
+    assert_eq!(
+        s.rotate_refresh_token(&past_end, NOW + 100).await.unwrap(),
+        RefreshOutcome::Expired
+    );
+    let mut idle = rotation("rt0", Some("rt1"), "at1", NOW + 50);
+    idle.idle_cutoff = Some(NOW + 1);
+    assert_eq!(
+        s.rotate_refresh_token(&idle, NOW + 50).await.unwrap(),
+        RefreshOutcome::Expired
+    );
+    assert_eq!(
+        s.get_refresh_token("rt0").await.unwrap(),
+        Some((first, grant("g1"))),
+        "neither the token nor the grant changed"
+    );
+    assert_eq!(s.get_refresh_token("rt1").await.unwrap(), None);
+    assert_eq!(s.get_access_token("at1", NOW + 51).await.unwrap(), None);
+
+    // Used exactly at the idle cutoff is still alive.
+    idle.idle_cutoff = Some(NOW);
+    assert!(matches!(
+        s.rotate_refresh_token(&idle, NOW + 50).await.unwrap(),
+        RefreshOutcome::Rotated(_)
+    ));
+}
+
+async fn unknown_or_revoked_refresh_token_is_refused(db: &TestDb) {
+    let s = db.s();
+    assert_eq!(
+        s.rotate_refresh_token(&rotation("nope", Some("rt1"), "at1", NOW), NOW)
+            .await
+            .unwrap(),
+        RefreshOutcome::NotFound
+    );
+    assert_eq!(s.get_refresh_token("nope").await.unwrap(), None);
+
+    grant_with_refresh(s, refresh_token("rt0", "g1", None)).await;
+    assert!(s.revoke_grant("g1", NOW).await.unwrap());
+    assert_eq!(
+        s.rotate_refresh_token(&rotation("rt0", Some("rt1"), "at1", NOW + 1), NOW + 1)
+            .await
+            .unwrap(),
+        RefreshOutcome::Revoked
+    );
+    assert_eq!(s.get_refresh_token("rt1").await.unwrap(), None);
+    let (token, _) = s.get_refresh_token("rt0").await.unwrap().unwrap();
+    assert_eq!(token.last_used_at, NOW, "nothing written");
+    assert_eq!(s.get_grant("g1").await.unwrap().unwrap().claims, claims());
+}
+
+async fn concurrent_rotations_of_one_token_rotate_once(db: &TestDb) {
+    const TASKS: usize = 8;
+    let pools = [db.storage.clone(), db.open_another().await];
+    grant_with_refresh(db.s(), refresh_token("rt0", "g1", None)).await;
+    let barrier = Arc::new(Barrier::new(TASKS));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let s = pools[i % pools.len()].clone();
+            let barrier = barrier.clone();
+            let rotation = rotation("rt0", Some(&format!("rt1-{i}")), &format!("at-{i}"), NOW);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                s.rotate_refresh_token(&rotation, NOW).await
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    let mut reused = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            RefreshOutcome::Rotated(_) => rotated += 1,
+            RefreshOutcome::Reused {
+                successor_sealed, ..
+            } => reused.push(successor_sealed),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one use rotates");
+    assert_eq!(reused.len(), TASKS - 1);
+    let (old, _) = db.s().get_refresh_token("rt0").await.unwrap().unwrap();
+    let winner = old.successor_hash.expect("rotated");
+    for bytes in &reused {
+        assert_eq!(
+            bytes,
+            &sealed(&winner),
+            "every retry gets the winner's successor"
+        );
+    }
+    for i in 0..TASKS {
+        let successor = db.s().get_refresh_token(&format!("rt1-{i}")).await.unwrap();
+        assert_eq!(successor.is_some(), format!("rt1-{i}") == winner);
+        let access = db
+            .s()
+            .get_access_token(&format!("at-{i}"), NOW)
+            .await
+            .unwrap();
+        assert!(
+            access.is_some(),
+            "every answered use stores its access token"
+        );
+    }
+}
+
+async fn issued_grant_stores_its_tokens_and_access_tokens_revoke_one_by_one(db: &TestDb) {
+    let s = db.s();
+    let refresh = refresh_token("rt0", "g1", None);
+    let tokens = IssuedTokens {
+        access: access_token("at1", "g1", NOW + 3600),
+        refresh: Some(refresh.clone()),
+    };
+    s.issue_grant(&grant("g1"), &tokens).await.unwrap();
+    s.issue_grant(&grant("g2"), &only(access_token("at2", "g2", NOW + 3600)))
+        .await
+        .unwrap();
+    assert_eq!(s.get_grant("g1").await.unwrap(), Some(grant("g1")));
+    assert!(s.get_access_token("at1", NOW).await.unwrap().is_some());
+    assert_eq!(
+        s.get_refresh_token("rt0").await.unwrap(),
+        Some((refresh, grant("g1")))
+    );
+
+    let again = IssuedTokens {
+        access: access_token("at3", "g1", NOW + 3600),
+        refresh: None,
+    };
+    let err = s.issue_grant(&grant("g1"), &again).await.unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists(_)), "got {err:?}");
+    assert_eq!(
+        s.get_access_token("at3", NOW).await.unwrap(),
+        None,
+        "a failed issue writes nothing"
+    );
+
+    assert!(s.revoke_access_token("at1").await.unwrap());
+    assert!(!s.revoke_access_token("at1").await.unwrap());
+    assert!(!s.revoke_access_token("missing").await.unwrap());
+    assert_eq!(s.get_access_token("at1", NOW).await.unwrap(), None);
+    assert!(s.get_access_token("at2", NOW).await.unwrap().is_some());
+    assert_eq!(
+        s.get_grant("g1").await.unwrap().unwrap().revoked_at,
+        None,
+        "revoking an access token leaves its grant alone"
+    );
+    assert!(s.get_refresh_token("rt0").await.unwrap().is_some());
+}
+
+async fn device_request_round_trips_and_user_codes_are_unique(db: &TestDb) {
+    let s = db.s();
+    let request = device_request("ABCDEFGH", NOW + 600);
+    s.create_device_request(&request).await.unwrap();
+    assert_eq!(
+        s.get_device_request("ABCDEFGH").await.unwrap(),
+        Some(request.clone())
+    );
+    assert_eq!(s.get_device_request("ZZZZZZZZ").await.unwrap(), None);
+
+    let mut clash = device_request("ABCDEFGH", NOW + 900);
+    clash.device_code_hash = "dc-other".into();
+    clash.client_id = "other".into();
+    let err = s.create_device_request(&clash).await.unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists(_)), "got {err:?}");
+    assert_eq!(
+        s.get_device_request("ABCDEFGH").await.unwrap(),
+        Some(request)
+    );
+}
+
+async fn device_request_completes_once(db: &TestDb) {
+    let s = db.s();
+    for code in ["APPROVED", "DENIEDXX", "EXPIREDX"] {
+        let expires_at = if code == "EXPIREDX" { NOW } else { NOW + 600 };
+        s.create_device_request(&device_request(code, expires_at))
+            .await
+            .unwrap();
+    }
+    let approved = grant("gd");
+    assert!(s
+        .complete_device_request("APPROVED", Some(&approved), NOW)
+        .await
+        .unwrap());
+    assert!(!s
+        .complete_device_request("APPROVED", None, NOW)
+        .await
+        .unwrap());
+    assert!(!s
+        .complete_device_request("APPROVED", Some(&grant("other")), NOW)
+        .await
+        .unwrap());
+    let stored = s.get_device_request("APPROVED").await.unwrap().unwrap();
+    assert_eq!(stored.status, DeviceStatus::Approved);
+    assert_eq!(stored.grant, Some(approved));
+
+    assert!(s
+        .complete_device_request("DENIEDXX", None, NOW)
+        .await
+        .unwrap());
+    assert!(!s
+        .complete_device_request("DENIEDXX", Some(&grant("gd2")), NOW)
+        .await
+        .unwrap());
+    let stored = s.get_device_request("DENIEDXX").await.unwrap().unwrap();
+    assert_eq!(stored.status, DeviceStatus::Denied);
+    assert_eq!(stored.grant, None);
+
+    assert!(!s
+        .complete_device_request("EXPIREDX", Some(&grant("gd3")), NOW)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_device_request("EXPIREDX")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        DeviceStatus::Pending
+    );
+    assert!(!s
+        .complete_device_request("MISSINGX", None, NOW)
+        .await
+        .unwrap());
+}
+
+async fn device_poll_waits_slows_down_issues_once(db: &TestDb) {
+    let s = db.s();
+    s.create_device_request(&device_request("ABCDEFGH", NOW + 600))
+        .await
+        .unwrap();
+    let tokens = device_tokens("d");
+    let poll = |at: i64| s.poll_device_request("dc-ABCDEFGH", "kubectl", &tokens, at);
+
+    assert_eq!(poll(NOW).await.unwrap(), DevicePoll::Pending);
+    assert_eq!(poll(NOW + 2).await.unwrap(), DevicePoll::SlowDown);
+    let stored = s.get_device_request("ABCDEFGH").await.unwrap().unwrap();
+    assert_eq!(stored.poll_interval, 10, "slow_down adds 5 seconds");
+    assert_eq!(stored.last_poll_at, Some(NOW + 2));
+    assert_eq!(
+        poll(NOW + 11).await.unwrap(),
+        DevicePoll::SlowDown,
+        "the longer interval counts from the last poll"
+    );
+    assert_eq!(poll(NOW + 26).await.unwrap(), DevicePoll::Pending);
+
+    assert!(s
+        .complete_device_request("ABCDEFGH", Some(&grant("gd")), NOW + 27)
+        .await
+        .unwrap());
+    assert_eq!(
+        poll(NOW + 41).await.unwrap(),
+        DevicePoll::Issued(grant("gd"))
+    );
+    assert_eq!(s.get_grant("gd").await.unwrap(), Some(grant("gd")));
+    let (access, _) = s.get_access_token("at-d", NOW + 42).await.unwrap().unwrap();
+    assert_eq!(access.grant_id, "gd", "tokens belong to the approved grant");
+    let (refresh, _) = s.get_refresh_token("rt-d").await.unwrap().unwrap();
+    assert_eq!(refresh.grant_id, "gd");
+    let stored = s.get_device_request("ABCDEFGH").await.unwrap().unwrap();
+    assert_eq!(stored.status, DeviceStatus::Redeemed);
+
+    let later = s
+        .poll_device_request("dc-ABCDEFGH", "kubectl", &device_tokens("again"), NOW + 60)
+        .await
+        .unwrap();
+    assert_eq!(later, DevicePoll::AlreadyRedeemed);
+    assert_eq!(
+        s.get_access_token("at-again", NOW + 61).await.unwrap(),
+        None
+    );
+}
+
+async fn device_poll_denied_expired_or_foreign(db: &TestDb) {
+    let s = db.s();
+    s.create_device_request(&device_request("DENIEDXX", NOW + 600))
+        .await
+        .unwrap();
+    s.create_device_request(&device_request("EXPIREDX", NOW + 10))
+        .await
+        .unwrap();
+    assert!(s
+        .complete_device_request("DENIEDXX", None, NOW)
+        .await
+        .unwrap());
+    let tokens = device_tokens("d");
+    assert_eq!(
+        s.poll_device_request("dc-DENIEDXX", "kubectl", &tokens, NOW)
+            .await
+            .unwrap(),
+        DevicePoll::Denied
+    );
+    assert_eq!(
+        s.poll_device_request("dc-EXPIREDX", "kubectl", &tokens, NOW + 10)
+            .await
+            .unwrap(),
+        DevicePoll::Expired
+    );
+    assert_eq!(
+        s.poll_device_request("dc-EXPIREDX", "other-client", &tokens, NOW)
+            .await
+            .unwrap(),
+        DevicePoll::NotFound
+    );
+    assert_eq!(
+        s.get_device_request("EXPIREDX")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_poll_at,
+        None,
+        "neither an expired poll nor another client's is recorded"
+    );
+    assert_eq!(
+        s.poll_device_request("dc-MISSING", "kubectl", &tokens, NOW)
+            .await
+            .unwrap(),
+        DevicePoll::NotFound
+    );
+    assert_eq!(s.get_access_token("at-d", NOW).await.unwrap(), None);
+}
+
+async fn concurrent_polls_of_an_approved_request_issue_once(db: &TestDb) {
+    const TASKS: usize = 8;
+    let pools = [db.storage.clone(), db.open_another().await];
+    db.s()
+        .create_device_request(&device_request("ABCDEFGH", NOW + 600))
+        .await
+        .unwrap();
+    assert!(db
+        .s()
+        .complete_device_request("ABCDEFGH", Some(&grant("gd")), NOW)
+        .await
+        .unwrap());
+    let barrier = Arc::new(Barrier::new(TASKS));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let s = pools[i % pools.len()].clone();
+            let barrier = barrier.clone();
+            let tokens = device_tokens(&i.to_string());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                s.poll_device_request("dc-ABCDEFGH", "kubectl", &tokens, NOW + 1)
+                    .await
+            })
+        })
+        .collect();
+    let mut issued = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            DevicePoll::Issued(g) => {
+                assert_eq!(g, grant("gd"));
+                issued += 1;
+            }
+            DevicePoll::SlowDown | DevicePoll::AlreadyRedeemed => {}
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(issued, 1, "exactly one poll redeems");
+    let mut stored = 0;
+    for i in 0..TASKS {
+        if db
+            .s()
+            .get_access_token(&format!("at-{i}"), NOW + 1)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1, "only the redeeming poll stores tokens");
+}
+
+async fn sessions_create_get_revoke(db: &TestDb) {
+    let s = db.s();
+    let first = session("sess1", NOW + 3600);
+    s.create_session(&first).await.unwrap();
+    assert_eq!(s.get_session("sess1").await.unwrap(), Some(first.clone()));
+    assert_eq!(s.get_session("missing").await.unwrap(), None);
+    let err = s
+        .create_session(&session("sess1", NOW + 10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists(_)), "got {err:?}");
+
+    assert!(s.revoke_session("sess1", NOW + 5).await.unwrap());
+    assert!(!s.revoke_session("sess1", NOW + 6).await.unwrap());
+    assert!(!s.revoke_session("missing", NOW).await.unwrap());
+    assert_eq!(
+        s.get_session("sess1").await.unwrap(),
+        Some(Session {
+            revoked_at: Some(NOW + 5),
+            ..first
+        }),
+        "revoked sessions are still returned"
+    );
+}
+
+async fn sweep_removes_dead_refresh_tokens_device_requests_and_sessions(db: &TestDb) {
+    let s = db.s();
+    let rotated_cutoff = NOW - 700;
+    // One grant per refresh token, since a token response carries one.
+    let tokens = [
+        ("expired", Some(NOW - 1), NOW, None),
+        ("live", Some(NOW + 1000), NOW, None),
+        ("idle", None, NOW - 2000, None),
+        ("rotated-old", None, NOW - 800, Some(NOW - 800)),
+        ("rotated-recent", None, NOW - 100, Some(NOW - 100)),
+    ];
+    for (name, expires_at, last_used_at, rotated_at) in tokens {
+        let refresh = RefreshToken {
+            last_used_at,
+            rotated_at,
+            ..refresh_token(&format!("rt-{name}"), &format!("g-{name}"), expires_at)
+        };
+        let issued = IssuedTokens {
+            access: access_token(&format!("at-{name}"), &format!("g-{name}"), NOW + 600),
+            refresh: Some(refresh),
+        };
+        s.issue_grant(&grant(&format!("g-{name}")), &issued)
+            .await
+            .unwrap();
+    }
+    for (code, expires_at) in [("EXPIRED1", NOW - 1), ("LIVEXXXX", NOW + 600)] {
+        s.create_device_request(&device_request(code, expires_at))
+            .await
+            .unwrap();
+    }
+    for (id, expires_at) in [
+        ("expired", NOW - 1),
+        ("revoked", NOW + 600),
+        ("live", NOW + 600),
+    ] {
+        s.create_session(&session(id, expires_at)).await.unwrap();
+    }
+    assert!(s.revoke_session("revoked", NOW - 5).await.unwrap());
+
+    let without_idle_limit = SweepCutoffs {
+        rotated_cutoff,
+        ..cutoffs(NOW - 300, NOW - 500, 100)
+    };
+    assert_eq!(
+        s.sweep(&without_idle_limit).await.unwrap(),
+        Swept {
+            refresh_tokens: 2,
+            device_requests: 1,
+            sessions: 2,
+            ..Swept::default()
+        }
+    );
+    assert_eq!(s.get_refresh_token("rt-expired").await.unwrap(), None);
+    assert_eq!(s.get_refresh_token("rt-rotated-old").await.unwrap(), None);
+    for kept in ["rt-live", "rt-idle", "rt-rotated-recent"] {
+        assert!(s.get_refresh_token(kept).await.unwrap().is_some(), "{kept}");
+    }
+    assert_eq!(s.get_device_request("EXPIRED1").await.unwrap(), None);
+    assert!(s.get_device_request("LIVEXXXX").await.unwrap().is_some());
+    assert_eq!(s.get_session("expired").await.unwrap(), None);
+    assert_eq!(s.get_session("revoked").await.unwrap(), None);
+    assert!(s.get_session("live").await.unwrap().is_some());
+    assert!(
+        s.get_grant("g-expired").await.unwrap().is_some(),
+        "an unrevoked grant stays when its refresh token goes"
+    );
+
+    let with_idle_limit = SweepCutoffs {
+        refresh_idle_cutoff: Some(NOW - 1000),
+        ..without_idle_limit
+    };
+    assert_eq!(
+        s.sweep(&with_idle_limit).await.unwrap(),
+        Swept {
+            refresh_tokens: 1,
+            ..Swept::default()
+        }
+    );
+    assert_eq!(s.get_refresh_token("rt-idle").await.unwrap(), None);
+    assert!(s.get_refresh_token("rt-live").await.unwrap().is_some());
+}
+
+async fn sweep_batches_tokens_of_revoked_grants_before_the_grant(db: &TestDb) {
+    let s = db.s();
+    // Grant g1 with three access tokens and one refresh token, revoked long ago.
+    grant_with_refresh(s, refresh_token("rt0", "g1", None)).await;
+    for access in ["at-a", "at-b"] {
+        assert!(matches!(
+            s.rotate_refresh_token(&rotation("rt0", None, access, NOW), NOW)
+                .await
+                .unwrap(),
+            RefreshOutcome::Rotated(_)
+        ));
+    }
+    assert!(s.revoke_grant("g1", NOW - 1000).await.unwrap());
+    // Three sessions and three device requests, all expired.
+    for i in 0..3 {
+        s.create_session(&session(&format!("s{i}"), NOW - 1))
+            .await
+            .unwrap();
+        s.create_device_request(&device_request(&format!("CODE000{i}"), NOW - 1))
+            .await
+            .unwrap();
+    }
+    let mut counts = Vec::new();
+    loop {
+        let swept = s.sweep(&cutoffs(NOW - 300, NOW - 500, 2)).await.unwrap();
+        counts.push(swept);
+        if swept == Swept::default() {
+            break;
+        }
+        assert!(counts.len() < 10, "sweep does not converge: {counts:?}");
+    }
+    let batch = |access_tokens, refresh_tokens, grants, rest| Swept {
+        access_tokens,
+        refresh_tokens,
+        grants,
+        device_requests: rest,
+        sessions: rest,
+        ..Swept::default()
+    };
+    assert_eq!(
+        counts,
+        vec![batch(2, 1, 0, 2), batch(1, 0, 1, 1), Swept::default(),],
+        "the grant goes in the sweep that deletes its last token"
+    );
+    assert_eq!(s.get_grant("g1").await.unwrap(), None);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -935,6 +1815,95 @@ async fn memory_storage_is_one_database_for_all_callers() {
         other.list_clients().await.unwrap(),
         vec![],
         "each memory storage is its own database"
+    );
+}
+
+/// A migrator that knows only the released first migration of `kind`, to build databases as
+/// the first release left them.
+async fn first_release_migrator(kind: &str) -> (TempDir, sqlx::migrate::Migrator) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(kind)
+        .join("0001_initial.sql");
+    std::fs::copy(&source, dir.path().join("0001_initial.sql")).unwrap();
+    let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    (dir, migrator)
+}
+
+const FIRST_RELEASE_SESSION: &str = "INSERT INTO sessions (id, user_id, connector_id, claims, \
+     connector_data, created_at, expires_at, revoked_at) \
+     VALUES ('old', 'u-1', 'github', $1, NULL, 1700000000, 1700003600, NULL)";
+
+/// What a session written before `auth_time` existed reads back as.
+fn first_release_session() -> Session {
+    Session {
+        id_hash: "old".into(),
+        connector_id: "github".into(),
+        claims: claims(),
+        connector_data: None,
+        auth_time: 0,
+        created_at: NOW,
+        expires_at: NOW + 3600,
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn sqlite_upgrade_from_first_release_keeps_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lanyard.db");
+    {
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&file)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        let (_migrations, first) = first_release_migrator("sqlite").await;
+        first.run(&pool).await.unwrap();
+        sqlx::query(FIRST_RELEASE_SESSION)
+            .bind(serde_json::to_string(&claims()).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let storage = storage::open(&StorageSettings::Sqlite { file })
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.get_session("old").await.unwrap(),
+        Some(first_release_session())
+    );
+}
+
+#[tokio::test]
+async fn postgres_upgrade_from_first_release_keeps_sessions() {
+    let Some(db) = common::postgres::fresh_database().await else {
+        return;
+    };
+    {
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        let (_migrations, first) = first_release_migrator("postgres").await;
+        first.run(&pool).await.unwrap();
+        sqlx::query(FIRST_RELEASE_SESSION)
+            .bind(serde_json::to_string(&claims()).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let storage = storage::open(&StorageSettings::Postgres(PostgresSettings {
+        url: Some(db.url().to_string()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        storage.get_session("old").await.unwrap(),
+        Some(first_release_session())
     );
 }
 

@@ -7,7 +7,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::storage::{AccessToken, Grant, Redemption};
+use crate::storage::{AccessToken, Grant, IssuedTokens, Redemption};
 
 use super::claims::user_claims;
 use super::error::{ErrorCode, OAuthError};
@@ -222,7 +222,14 @@ impl Provider {
         };
         let grant = match self
             .storage
-            .redeem_auth_code(&code_hash, &record, now)
+            .redeem_auth_code(
+                &code_hash,
+                &IssuedTokens {
+                    access: record,
+                    refresh: None,
+                },
+                now,
+            )
             .await?
         {
             Redemption::Issued(grant) => grant,

@@ -24,7 +24,7 @@ use crate::oidc::token::SUPPORTED_GRANTS;
 use crate::oidc::{
     ClientInfo, ClientRegistry, ConnectorEntry, ConnectorKind, Provider, ProviderSettings,
 };
-use crate::storage::{self, Password, SharedStorage, StorageError, StorageSettings};
+use crate::storage::{self, Password, SharedStorage, StorageError, StorageSettings, SweepCutoffs};
 use crate::web::{Branding, Templates, WebError};
 
 use super::metrics::Metrics;
@@ -559,10 +559,16 @@ async fn housekeeping(provider: Arc<Provider>, mut stop: watch::Receiver<bool>) 
         }
         let now = provider.now();
         // Redeemed codes are kept a day past expiry so that a late replay still revokes.
-        let retention = 24 * 3600;
         match provider
             .storage
-            .sweep(now, now - retention, now - retention, BATCH)
+            .sweep(&SweepCutoffs {
+                now,
+                code_cutoff: now - 86400,
+                grant_cutoff: now - 86400,
+                refresh_idle_cutoff: None,
+                rotated_cutoff: now - 7 * 86400,
+                batch: BATCH,
+            })
             .await
         {
             Ok(swept) => tracing::debug!(?swept, "housekeeping"),

@@ -151,7 +151,11 @@ pub trait Storage: Send + Sync + 'static {
     async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, Grant)>>;
     /// One use of a refresh token, decided in one transaction (row-locked on PostgreSQL,
     /// `BEGIN IMMEDIATE` on SQLite): see [`RefreshOutcome`] for what each case writes.
-    async fn rotate_refresh_token(&self, rotation: &Rotation, now: UnixTime) -> Result<RefreshOutcome>;
+    async fn rotate_refresh_token(
+        &self,
+        rotation: &Rotation,
+        now: UnixTime,
+    ) -> Result<RefreshOutcome>;
 
     // Device authorizations (RFC 8628).
     /// `AlreadyExists` when the user code is taken (the caller draws another).
@@ -167,7 +171,8 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<bool>;
     /// One poll by the device, decided in one transaction: records the poll time, enforces
     /// the interval, and on an approved request marks it redeemed and stores its grant and
-    /// `tokens`.
+    /// `tokens`. The poller cannot know the approved grant's id, so the `grant_id` of
+    /// `tokens` is ignored: they are stored under the grant that `Issued` returns.
     async fn poll_device_request(
         &self,
         device_code_hash: &str,

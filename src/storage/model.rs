@@ -251,10 +251,15 @@ pub enum RefreshOutcome {
     Rotated(Grant),
     /// The token was rotated less than `reuse_interval` ago: here is the sealed successor it
     /// rotated to; the access token is stored.
-    Reused { grant: Grant, successor_sealed: Vec<u8> },
+    Reused {
+        grant: Grant,
+        successor_sealed: Vec<u8>,
+    },
     /// The token was rotated longer ago: a stolen token is in play, so the whole family
     /// (the grant) is now revoked.
-    Replayed { grant_id: String },
+    Replayed {
+        grant_id: String,
+    },
     /// Past `expires_at` or idle past `idle_cutoff`. Nothing written.
     Expired,
     /// The grant was revoked. Nothing written.

@@ -68,7 +68,8 @@ impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
 }
 
 // ---------------------------------------------------------------------------------------
-// SQL. Every statement is valid in both SQLite (3.35+, for RETURNING) and PostgreSQL.
+// SQL. Every statement is valid in both SQLite (3.35+, for RETURNING) and PostgreSQL, except
+// the `lock_*` ones (`FOR UPDATE`), which only PostgreSQL needs and accepts.
 
 pub(super) const PING: &str = "SELECT 1";
 
@@ -165,18 +166,179 @@ pub(super) const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys (kid, alg,
      ON CONFLICT (successor_of) DO NOTHING";
 pub(super) const DELETE_SIGNING_KEY: &str = "DELETE FROM signing_keys WHERE kid = $1";
 
+/// A token issued with a new grant. `successor_sealed` is only ever written by a rotation.
+pub(super) const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_hash, grant_id, \
+     client_id, created_at, last_used_at, expires_at, rotated_at, successor_hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(super) const DELETE_ACCESS_TOKEN: &str = "DELETE FROM access_tokens WHERE token_hash = $1";
+/// What a rotation decides on.
+pub(super) const SELECT_REFRESH_TOKEN_STATE: &str = "SELECT grant_id, last_used_at, expires_at, \
+     rotated_at, successor_sealed FROM refresh_tokens WHERE token_hash = $1";
+/// PostgreSQL only: concurrent uses of one token queue here, and each sees what the previous
+/// one committed.
+pub(super) fn lock_refresh_token_state() -> String {
+    format!("{SELECT_REFRESH_TOKEN_STATE} FOR UPDATE")
+}
+pub(super) const SELECT_REFRESH_TOKEN_WITH_GRANT: &str = "SELECT r.token_hash AS token_hash, \
+     r.grant_id AS token_grant_id, r.client_id AS token_client_id, \
+     r.created_at AS token_created_at, r.last_used_at AS last_used_at, \
+     r.expires_at AS token_expires_at, r.rotated_at AS rotated_at, \
+     r.successor_hash AS successor_hash, \
+     g.id AS id, g.client_id AS client_id, g.connector_id AS connector_id, \
+     g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, g.auth_time AS auth_time, \
+     g.connector_data AS connector_data, g.created_at AS created_at, \
+     g.revoked_at AS revoked_at \
+     FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1";
+/// Also sets `last_used_at`, so that idleness counts from the token's last use.
+pub(super) const MARK_REFRESH_TOKEN_ROTATED: &str = "UPDATE refresh_tokens SET rotated_at = $2, \
+     last_used_at = $2, successor_hash = $3, successor_sealed = $4 \
+     WHERE token_hash = $1 AND rotated_at IS NULL";
+pub(super) const TOUCH_REFRESH_TOKEN: &str = "UPDATE refresh_tokens SET last_used_at = $2 \
+     WHERE token_hash = $1 AND rotated_at IS NULL";
+/// What a refresh learned about the user. The `revoked_at` condition is re-checked against
+/// the committed row, so a revocation that commits first makes the rotation fail.
+pub(super) const UPDATE_GRANT_IDENTITY: &str = "UPDATE grants SET user_id = $2, claims = $3, \
+     connector_data = $4 WHERE id = $1 AND revoked_at IS NULL \
+     RETURNING id, client_id, connector_id, claims, scopes, nonce, auth_time, connector_data, \
+     created_at, revoked_at";
+
+pub(super) const INSERT_DEVICE_REQUEST: &str = "INSERT INTO device_requests (user_code, \
+     device_code_hash, client_id, scopes, created_at, expires_at, poll_interval, last_poll_at, \
+     status, grant_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const DEVICE_REQUEST_SELECT: &str = "SELECT user_code, device_code_hash, client_id, scopes, \
+     created_at, expires_at, poll_interval, last_poll_at, status, grant_json \
+     FROM device_requests";
+pub(super) fn select_device_request() -> String {
+    format!("{DEVICE_REQUEST_SELECT} WHERE user_code = $1")
+}
+pub(super) fn select_device_request_by_device_code() -> String {
+    format!("{DEVICE_REQUEST_SELECT} WHERE device_code_hash = $1")
+}
+/// PostgreSQL only: concurrent polls of one device code queue here.
+pub(super) fn lock_device_request_by_device_code() -> String {
+    format!("{DEVICE_REQUEST_SELECT} WHERE device_code_hash = $1 FOR UPDATE")
+}
+pub(super) const COMPLETE_DEVICE_REQUEST: &str = "UPDATE device_requests SET status = $2, \
+     grant_json = $3 WHERE user_code = $1 AND status = 'pending' AND expires_at > $4";
+pub(super) const RECORD_DEVICE_POLL: &str =
+    "UPDATE device_requests SET last_poll_at = $2 WHERE device_code_hash = $1";
+pub(super) const SLOW_DEVICE_DOWN: &str = "UPDATE device_requests \
+     SET last_poll_at = $2, poll_interval = poll_interval + $3 WHERE device_code_hash = $1";
+pub(super) const REDEEM_DEVICE_REQUEST: &str = "UPDATE device_requests \
+     SET last_poll_at = $2, status = 'redeemed' \
+     WHERE device_code_hash = $1 AND status = 'approved'";
+
+pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (id, user_id, connector_id, claims, \
+     connector_data, auth_time, created_at, expires_at, revoked_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub(super) const SELECT_SESSION: &str = "SELECT id, connector_id, claims, connector_data, \
+     auth_time, created_at, expires_at, revoked_at FROM sessions WHERE id = $1";
+pub(super) const REVOKE_SESSION: &str =
+    "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+
 // Sweeps delete through a bounded sub-select so that one call holds locks for a short time.
+// Every statement takes the cutoff as $1 and the row limit as $2, and each reason for
+// deleting a kind is its own statement so that each can use its index.
 pub(super) const SWEEP_AUTH_REQUESTS: &str = "DELETE FROM auth_requests WHERE id IN \
      (SELECT id FROM auth_requests WHERE expires_at < $1 LIMIT $2)";
 pub(super) const SWEEP_AUTH_CODES: &str = "DELETE FROM auth_codes WHERE code_hash IN \
      (SELECT code_hash FROM auth_codes WHERE expires_at < $1 LIMIT $2)";
 pub(super) const SWEEP_ACCESS_TOKENS: &str = "DELETE FROM access_tokens WHERE token_hash IN \
      (SELECT token_hash FROM access_tokens WHERE expires_at < $1 LIMIT $2)";
+pub(super) const SWEEP_ACCESS_TOKENS_OF_REVOKED_GRANTS: &str = "DELETE FROM access_tokens \
+     WHERE token_hash IN (SELECT token_hash FROM access_tokens WHERE grant_id IN \
+     (SELECT id FROM grants WHERE revoked_at IS NOT NULL AND revoked_at < $1) LIMIT $2)";
+pub(super) const SWEEP_EXPIRED_REFRESH_TOKENS: &str = "DELETE FROM refresh_tokens \
+     WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
+     WHERE expires_at IS NOT NULL AND expires_at < $1 LIMIT $2)";
+pub(super) const SWEEP_IDLE_REFRESH_TOKENS: &str = "DELETE FROM refresh_tokens \
+     WHERE token_hash IN (SELECT token_hash FROM refresh_tokens WHERE last_used_at < $1 LIMIT $2)";
+/// Only rotated tokens: the family's current token stays until it expires or idles.
+pub(super) const SWEEP_ROTATED_REFRESH_TOKENS: &str = "DELETE FROM refresh_tokens \
+     WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
+     WHERE rotated_at IS NOT NULL AND rotated_at < $1 LIMIT $2)";
+pub(super) const SWEEP_REFRESH_TOKENS_OF_REVOKED_GRANTS: &str = "DELETE FROM refresh_tokens \
+     WHERE token_hash IN (SELECT token_hash FROM refresh_tokens WHERE grant_id IN \
+     (SELECT id FROM grants WHERE revoked_at IS NOT NULL AND revoked_at < $1) LIMIT $2)";
+/// Grants whose tokens the statements above have all deleted; the rest go in a later sweep.
 pub(super) const SWEEP_GRANTS: &str = "DELETE FROM grants WHERE id IN \
      (SELECT g.id FROM grants g WHERE g.revoked_at IS NOT NULL AND g.revoked_at < $1 \
       AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = g.id) \
       AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id) \
       LIMIT $2)";
+pub(super) const SWEEP_DEVICE_REQUESTS: &str = "DELETE FROM device_requests WHERE user_code IN \
+     (SELECT user_code FROM device_requests WHERE expires_at < $1 LIMIT $2)";
+pub(super) const SWEEP_EXPIRED_SESSIONS: &str = "DELETE FROM sessions WHERE id IN \
+     (SELECT id FROM sessions WHERE expires_at < $1 LIMIT $2)";
+pub(super) const SWEEP_REVOKED_SESSIONS: &str = "DELETE FROM sessions WHERE id IN \
+     (SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at < $1 LIMIT $2)";
+
+/// One kind of row housekeeping deletes: the statements (with their cutoffs) that share the
+/// kind's batch, in order.
+pub(super) struct SweepKind {
+    pub subject: &'static str,
+    pub steps: Vec<(&'static str, UnixTime)>,
+}
+
+/// What `sweep` runs, in order. Tokens go before grants, so that a revoked grant whose
+/// tokens fit in this batch is deleted in the same call.
+pub(super) fn sweep_plan(c: &SweepCutoffs) -> [SweepKind; 7] {
+    let mut refresh = vec![(SWEEP_EXPIRED_REFRESH_TOKENS, c.now)];
+    if let Some(idle) = c.refresh_idle_cutoff {
+        refresh.push((SWEEP_IDLE_REFRESH_TOKENS, idle));
+    }
+    refresh.push((SWEEP_ROTATED_REFRESH_TOKENS, c.rotated_cutoff));
+    refresh.push((SWEEP_REFRESH_TOKENS_OF_REVOKED_GRANTS, c.grant_cutoff));
+    [
+        SweepKind {
+            subject: "expired auth requests",
+            steps: vec![(SWEEP_AUTH_REQUESTS, c.now)],
+        },
+        SweepKind {
+            subject: "expired authorization codes",
+            steps: vec![(SWEEP_AUTH_CODES, c.code_cutoff)],
+        },
+        SweepKind {
+            subject: "expired access tokens",
+            steps: vec![
+                (SWEEP_ACCESS_TOKENS, c.now),
+                (SWEEP_ACCESS_TOKENS_OF_REVOKED_GRANTS, c.grant_cutoff),
+            ],
+        },
+        SweepKind {
+            subject: "dead refresh tokens",
+            steps: refresh,
+        },
+        SweepKind {
+            subject: "revoked grants",
+            steps: vec![(SWEEP_GRANTS, c.grant_cutoff)],
+        },
+        SweepKind {
+            subject: "expired device requests",
+            steps: vec![(SWEEP_DEVICE_REQUESTS, c.now)],
+        },
+        SweepKind {
+            subject: "expired or revoked sessions",
+            steps: vec![
+                (SWEEP_EXPIRED_SESSIONS, c.now),
+                (SWEEP_REVOKED_SESSIONS, c.now),
+            ],
+        },
+    ]
+}
+
+/// Where each kind's count goes, in `sweep_plan`'s order.
+pub(super) fn sweep_counts(swept: &mut Swept) -> [&mut u64; 7] {
+    [
+        &mut swept.auth_requests,
+        &mut swept.auth_codes,
+        &mut swept.access_tokens,
+        &mut swept.refresh_tokens,
+        &mut swept.grants,
+        &mut swept.device_requests,
+        &mut swept.sessions,
+    ]
+}
 
 // ---------------------------------------------------------------------------------------
 // Rows. `FromRow` derives a row-type-generic impl, so both databases decode the same structs.
@@ -447,7 +609,231 @@ impl SigningKeyRow {
     }
 }
 
+/// What `SELECT_REFRESH_TOKEN_STATE` returns.
+#[derive(sqlx::FromRow)]
+pub(super) struct RefreshTokenState {
+    grant_id: String,
+    last_used_at: i64,
+    expires_at: Option<i64>,
+    rotated_at: Option<i64>,
+    successor_sealed: Option<Vec<u8>>,
+}
+
+impl RefreshTokenState {
+    pub(super) fn grant_id(&self) -> &str {
+        &self.grant_id
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RefreshTokenWithGrantRow {
+    token_hash: String,
+    token_grant_id: String,
+    token_client_id: String,
+    token_created_at: i64,
+    last_used_at: i64,
+    token_expires_at: Option<i64>,
+    rotated_at: Option<i64>,
+    successor_hash: Option<String>,
+    #[sqlx(flatten)]
+    grant: GrantRow,
+}
+
+impl RefreshTokenWithGrantRow {
+    pub(super) fn into_model(self) -> Result<(RefreshToken, Grant)> {
+        let token = RefreshToken {
+            token_hash: self.token_hash,
+            grant_id: self.token_grant_id,
+            client_id: self.token_client_id,
+            created_at: self.token_created_at,
+            last_used_at: self.last_used_at,
+            expires_at: self.token_expires_at,
+            rotated_at: self.rotated_at,
+            successor_hash: self.successor_hash,
+        };
+        Ok((token, self.grant.into_model()?))
+    }
+}
+
+/// What one use of a refresh token does, decided from the locked token row and its grant.
+#[derive(Debug)]
+pub(super) enum RefreshDecision {
+    Revoked,
+    Expired,
+    /// The family's current token: rotate it to the successor, or (rotation disabled) only
+    /// move its `last_used_at`.
+    Current,
+    /// Rotated within the reuse interval: hand out the same successor again.
+    Reuse(Vec<u8>),
+    /// Rotated longer ago (or with nothing to hand out again): revoke the family.
+    Replay,
+}
+
+pub(super) fn decide_refresh(
+    token: RefreshTokenState,
+    grant: &Grant,
+    rotation: &Rotation,
+    now: UnixTime,
+) -> RefreshDecision {
+    if grant.revoked_at.is_some() {
+        return RefreshDecision::Revoked;
+    }
+    let past_end = token.expires_at.is_some_and(|end| end <= now);
+    let idle = rotation
+        .idle_cutoff
+        .is_some_and(|cutoff| token.last_used_at < cutoff);
+    if past_end || idle {
+        return RefreshDecision::Expired;
+    }
+    match (token.rotated_at, token.successor_sealed) {
+        (None, _) => RefreshDecision::Current,
+        (Some(rotated_at), Some(sealed))
+            if now.saturating_sub(rotated_at) <= rotation.reuse_interval =>
+        {
+            RefreshDecision::Reuse(sealed)
+        }
+        (Some(_), _) => RefreshDecision::Replay,
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct DeviceRequestRow {
+    user_code: String,
+    device_code_hash: String,
+    client_id: String,
+    scopes: String,
+    created_at: i64,
+    expires_at: i64,
+    poll_interval: i64,
+    last_poll_at: Option<i64>,
+    status: String,
+    grant_json: Option<String>,
+}
+
+impl DeviceRequestRow {
+    pub(super) fn into_model(self) -> Result<DeviceRequest> {
+        Ok(DeviceRequest {
+            scopes: from_json(&self.scopes, "device request scopes")?,
+            status: parse_device_status(&self.status)?,
+            grant: self
+                .grant_json
+                .as_deref()
+                .map(|g| from_json(g, "device request grant"))
+                .transpose()?,
+            user_code: self.user_code,
+            device_code_hash: self.device_code_hash,
+            client_id: self.client_id,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            poll_interval: self.poll_interval,
+            last_poll_at: self.last_poll_at,
+        })
+    }
+}
+
+fn parse_device_status(text: &str) -> Result<DeviceStatus> {
+    [
+        DeviceStatus::Pending,
+        DeviceStatus::Approved,
+        DeviceStatus::Denied,
+        DeviceStatus::Redeemed,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == text)
+    .ok_or_else(|| StorageError::Corrupt(format!("unknown device request status {text:?}")))
+}
+
+/// How much longer a device must wait after polling too fast (RFC 8628 section 3.5).
+pub(super) const SLOW_DOWN_STEP: i64 = 5;
+
+/// What one poll of a device code does, decided from the locked request row.
+#[derive(Debug)]
+pub(super) enum PollDecision {
+    /// Absent, or another client's: nothing written.
+    NotFound,
+    /// Nothing written.
+    Expired,
+    SlowDown,
+    /// The poll is recorded and this is the answer.
+    Answer(DevicePoll),
+    /// Approved: mark it redeemed and store this grant with the tokens.
+    Redeem(Grant),
+}
+
+pub(super) fn decide_poll(
+    row: Option<DeviceRequestRow>,
+    client_id: &str,
+    now: UnixTime,
+) -> Result<PollDecision> {
+    let Some(row) = row else {
+        return Ok(PollDecision::NotFound);
+    };
+    if row.client_id != client_id {
+        return Ok(PollDecision::NotFound);
+    }
+    if row.expires_at <= now {
+        return Ok(PollDecision::Expired);
+    }
+    if row
+        .last_poll_at
+        .is_some_and(|last| now.saturating_sub(last) < row.poll_interval)
+    {
+        return Ok(PollDecision::SlowDown);
+    }
+    let request = row.into_model()?;
+    Ok(match request.status {
+        DeviceStatus::Pending => PollDecision::Answer(DevicePoll::Pending),
+        DeviceStatus::Denied => PollDecision::Answer(DevicePoll::Denied),
+        DeviceStatus::Redeemed => PollDecision::Answer(DevicePoll::AlreadyRedeemed),
+        DeviceStatus::Approved => {
+            let mut grant = request.grant.ok_or_else(|| {
+                StorageError::Corrupt("approved device request has no grant".into())
+            })?;
+            grant.revoked_at = None;
+            PollDecision::Redeem(grant)
+        }
+    })
+}
+
+/// The tokens of a device grant belong to the grant that approval stored; the poller cannot
+/// know its id, so the stored one wins over whatever `tokens` say.
+pub(super) fn tokens_for_grant(tokens: &IssuedTokens, grant: &Grant) -> IssuedTokens {
+    let mut tokens = tokens.clone();
+    tokens.access.grant_id.clone_from(&grant.id);
+    if let Some(refresh) = tokens.refresh.as_mut() {
+        refresh.grant_id.clone_from(&grant.id);
+    }
+    tokens
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionRow {
+    id: String,
+    connector_id: String,
+    claims: String,
+    connector_data: Option<String>,
+    auth_time: i64,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl SessionRow {
+    pub(super) fn into_model(self) -> Result<Session> {
+        Ok(Session {
+            claims: from_json(&self.claims, "session claims")?,
+            id_hash: self.id,
+            connector_id: self.connector_id,
+            connector_data: self.connector_data,
+            auth_time: self.auth_time,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+        })
+    }
+}
+
 /// `LIMIT` wants a signed integer in both databases.
-pub(super) fn batch_limit(batch: u32) -> i64 {
-    i64::from(batch)
+pub(super) fn batch_limit(rows: u64) -> i64 {
+    i64::try_from(rows).unwrap_or(i64::MAX)
 }

@@ -14,7 +14,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::sql::{self, ResultExt};
 use super::*;
@@ -364,7 +364,7 @@ impl Storage for SqliteStorage {
     async fn redeem_auth_code(
         &self,
         code_hash: &str,
-        access_token: &AccessToken,
+        tokens: &IssuedTokens,
         now: UnixTime,
     ) -> Result<Redemption> {
         let mut tx = self.begin_write().await?;
@@ -400,31 +400,8 @@ impl Storage for SqliteStorage {
 
         let mut grant = claimed.into_model()?.grant;
         grant.revoked_at = None;
-        let json = sql::GrantJson::new(&grant)?;
-        sqlx::query(sql::INSERT_GRANT)
-            .bind(&grant.id)
-            .bind(&grant.client_id)
-            .bind(&grant.connector_id)
-            .bind(&grant.claims.user_id)
-            .bind(&json.claims)
-            .bind(&json.scopes)
-            .bind(&grant.nonce)
-            .bind(grant.auth_time)
-            .bind(&grant.connector_data)
-            .bind(grant.created_at)
-            .bind(grant.revoked_at)
-            .execute(&mut *tx)
-            .await
-            .or_storage("grant")?;
-        sqlx::query(sql::INSERT_ACCESS_TOKEN)
-            .bind(&access_token.token_hash)
-            .bind(&access_token.grant_id)
-            .bind(&access_token.client_id)
-            .bind(access_token.created_at)
-            .bind(access_token.expires_at)
-            .execute(&mut *tx)
-            .await
-            .or_storage("access token")?;
+        insert_grant(&mut tx, &grant).await?;
+        insert_tokens(&mut tx, tokens).await?;
         tx.commit().await.or_storage("authorization code")?;
         Ok(Redemption::Issued(grant))
     }
@@ -500,51 +477,352 @@ impl Storage for SqliteStorage {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn sweep(
+    async fn issue_grant(&self, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        insert_grant(&mut tx, grant).await?;
+        insert_tokens(&mut tx, tokens).await?;
+        tx.commit().await.or_storage("grant")
+    }
+
+    async fn revoke_access_token(&self, token_hash: &str) -> Result<bool> {
+        let done = sqlx::query(sql::DELETE_ACCESS_TOKEN)
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .or_storage("access token")?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, Grant)>> {
+        sqlx::query_as::<_, sql::RefreshTokenWithGrantRow>(sql::SELECT_REFRESH_TOKEN_WITH_GRANT)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("refresh token")?
+            .map(sql::RefreshTokenWithGrantRow::into_model)
+            .transpose()
+    }
+
+    async fn rotate_refresh_token(
         &self,
+        rotation: &Rotation,
         now: UnixTime,
-        code_cutoff: UnixTime,
-        grant_cutoff: UnixTime,
-        batch: u32,
-    ) -> Result<Swept> {
-        let limit = sql::batch_limit(batch);
-        let mut swept = Swept::default();
-        // Tokens go before grants, so that a grant whose last token expires is swept in the
-        // same call.
-        for (statement, cutoff, subject, count) in [
-            (
-                sql::SWEEP_AUTH_REQUESTS,
-                now,
-                "expired auth requests",
-                &mut swept.auth_requests,
-            ),
-            (
-                sql::SWEEP_AUTH_CODES,
-                code_cutoff,
-                "expired authorization codes",
-                &mut swept.auth_codes,
-            ),
-            (
-                sql::SWEEP_ACCESS_TOKENS,
-                now,
-                "expired access tokens",
-                &mut swept.access_tokens,
-            ),
-            (
-                sql::SWEEP_GRANTS,
-                grant_cutoff,
-                "revoked grants",
-                &mut swept.grants,
-            ),
-        ] {
-            *count = sqlx::query(statement)
-                .bind(cutoff)
-                .bind(limit)
-                .execute(&self.pool)
+    ) -> Result<RefreshOutcome> {
+        let mut tx = self.begin_write().await?;
+        let token = sqlx::query_as::<_, sql::RefreshTokenState>(sql::SELECT_REFRESH_TOKEN_STATE)
+            .bind(&rotation.old_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .or_storage("refresh token")?;
+        let Some(token) = token else {
+            return Ok(RefreshOutcome::NotFound);
+        };
+        let grant = select_grant(&mut tx, token.grant_id())
+            .await?
+            .ok_or_else(|| StorageError::Corrupt("a refresh token's grant is missing".into()))?;
+        // Every early return drops `tx`, which rolls back: those outcomes write nothing.
+        let outcome = match sql::decide_refresh(token, &grant, rotation, now) {
+            sql::RefreshDecision::Revoked => return Ok(RefreshOutcome::Revoked),
+            sql::RefreshDecision::Expired => return Ok(RefreshOutcome::Expired),
+            sql::RefreshDecision::Current => {
+                let marked = match &rotation.successor {
+                    Some(successor) => sqlx::query(sql::MARK_REFRESH_TOKEN_ROTATED)
+                        .bind(&rotation.old_hash)
+                        .bind(now)
+                        .bind(&successor.token_hash)
+                        .bind(&rotation.successor_sealed),
+                    None => sqlx::query(sql::TOUCH_REFRESH_TOKEN)
+                        .bind(&rotation.old_hash)
+                        .bind(now),
+                }
+                .execute(&mut *tx)
                 .await
-                .or_storage(subject)?
-                .rows_affected();
+                .or_storage("refresh token")?;
+                // The row is locked (or the database is), so it cannot have moved on.
+                if marked.rows_affected() != 1 {
+                    return Err(StorageError::Unavailable(
+                        "the refresh token changed during its rotation".into(),
+                    ));
+                }
+                if let Some(successor) = &rotation.successor {
+                    insert_refresh_token(&mut tx, successor).await?;
+                }
+                let updated = sqlx::query_as::<_, sql::GrantRow>(sql::UPDATE_GRANT_IDENTITY)
+                    .bind(&grant.id)
+                    .bind(&rotation.claims.user_id)
+                    .bind(sql::to_json(&rotation.claims, "grant claims")?)
+                    .bind(&rotation.connector_data)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .or_storage("grant")?;
+                let Some(updated) = updated else {
+                    return Ok(RefreshOutcome::Revoked);
+                };
+                insert_access_token(&mut tx, &rotation.access).await?;
+                RefreshOutcome::Rotated(updated.into_model()?)
+            }
+            sql::RefreshDecision::Reuse(successor_sealed) => {
+                insert_access_token(&mut tx, &rotation.access).await?;
+                RefreshOutcome::Reused {
+                    grant,
+                    successor_sealed,
+                }
+            }
+            sql::RefreshDecision::Replay => {
+                sqlx::query(sql::REVOKE_GRANT)
+                    .bind(&grant.id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .or_storage("grant")?;
+                RefreshOutcome::Replayed { grant_id: grant.id }
+            }
+        };
+        tx.commit().await.or_storage("refresh token")?;
+        Ok(outcome)
+    }
+
+    async fn create_device_request(&self, request: &DeviceRequest) -> Result<()> {
+        let grant = request
+            .grant
+            .as_ref()
+            .map(|g| sql::to_json(g, "device request grant"))
+            .transpose()?;
+        sqlx::query(sql::INSERT_DEVICE_REQUEST)
+            .bind(&request.user_code)
+            .bind(&request.device_code_hash)
+            .bind(&request.client_id)
+            .bind(sql::to_json(&request.scopes, "device request scopes")?)
+            .bind(request.created_at)
+            .bind(request.expires_at)
+            .bind(request.poll_interval)
+            .bind(request.last_poll_at)
+            .bind(request.status.as_str())
+            .bind(grant)
+            .execute(&self.pool)
+            .await
+            .or_storage("device request with this user code")?;
+        Ok(())
+    }
+
+    async fn get_device_request(&self, user_code: &str) -> Result<Option<DeviceRequest>> {
+        sqlx::query_as::<_, sql::DeviceRequestRow>(&sql::select_device_request())
+            .bind(user_code)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("device request")?
+            .map(sql::DeviceRequestRow::into_model)
+            .transpose()
+    }
+
+    async fn complete_device_request(
+        &self,
+        user_code: &str,
+        grant: Option<&Grant>,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let (status, grant) = match grant {
+            Some(g) => (
+                DeviceStatus::Approved,
+                Some(sql::to_json(g, "device request grant")?),
+            ),
+            None => (DeviceStatus::Denied, None),
+        };
+        let done = sqlx::query(sql::COMPLETE_DEVICE_REQUEST)
+            .bind(user_code)
+            .bind(status.as_str())
+            .bind(grant)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .or_storage("device request")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn poll_device_request(
+        &self,
+        device_code_hash: &str,
+        client_id: &str,
+        tokens: &IssuedTokens,
+        now: UnixTime,
+    ) -> Result<DevicePoll> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query_as::<_, sql::DeviceRequestRow>(
+            &sql::select_device_request_by_device_code(),
+        )
+        .bind(device_code_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .or_storage("device request")?;
+        // Every early return drops `tx`, which rolls back: those outcomes write nothing.
+        let outcome = match sql::decide_poll(row, client_id, now)? {
+            sql::PollDecision::NotFound => return Ok(DevicePoll::NotFound),
+            sql::PollDecision::Expired => return Ok(DevicePoll::Expired),
+            sql::PollDecision::SlowDown => {
+                sqlx::query(sql::SLOW_DEVICE_DOWN)
+                    .bind(device_code_hash)
+                    .bind(now)
+                    .bind(sql::SLOW_DOWN_STEP)
+                    .execute(&mut *tx)
+                    .await
+                    .or_storage("device request")?;
+                DevicePoll::SlowDown
+            }
+            sql::PollDecision::Answer(poll) => {
+                sqlx::query(sql::RECORD_DEVICE_POLL)
+                    .bind(device_code_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .or_storage("device request")?;
+                poll
+            }
+            sql::PollDecision::Redeem(grant) => {
+                let redeemed = sqlx::query(sql::REDEEM_DEVICE_REQUEST)
+                    .bind(device_code_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .or_storage("device request")?;
+                if redeemed.rows_affected() != 1 {
+                    return Err(StorageError::Unavailable(
+                        "the device request changed during its redemption".into(),
+                    ));
+                }
+                insert_grant(&mut tx, &grant).await?;
+                insert_tokens(&mut tx, &sql::tokens_for_grant(tokens, &grant)).await?;
+                DevicePoll::Issued(grant)
+            }
+        };
+        tx.commit().await.or_storage("device request")?;
+        Ok(outcome)
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<()> {
+        sqlx::query(sql::INSERT_SESSION)
+            .bind(&session.id_hash)
+            .bind(&session.claims.user_id)
+            .bind(&session.connector_id)
+            .bind(sql::to_json(&session.claims, "session claims")?)
+            .bind(&session.connector_data)
+            .bind(session.auth_time)
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .bind(session.revoked_at)
+            .execute(&self.pool)
+            .await
+            .or_storage("session")?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id_hash: &str) -> Result<Option<Session>> {
+        sqlx::query_as::<_, sql::SessionRow>(sql::SELECT_SESSION)
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("session")?
+            .map(sql::SessionRow::into_model)
+            .transpose()
+    }
+
+    async fn revoke_session(&self, id_hash: &str, now: UnixTime) -> Result<bool> {
+        let done = sqlx::query(sql::REVOKE_SESSION)
+            .bind(id_hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .or_storage("session")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn sweep(&self, cutoffs: &SweepCutoffs) -> Result<Swept> {
+        let mut swept = Swept::default();
+        for (kind, count) in sql::sweep_plan(cutoffs)
+            .into_iter()
+            .zip(sql::sweep_counts(&mut swept))
+        {
+            // The reasons to delete one kind share its batch.
+            for (statement, cutoff) in kind.steps {
+                let budget = u64::from(cutoffs.batch).saturating_sub(*count);
+                if budget == 0 {
+                    break;
+                }
+                *count += sqlx::query(statement)
+                    .bind(cutoff)
+                    .bind(sql::batch_limit(budget))
+                    .execute(&self.pool)
+                    .await
+                    .or_storage(kind.subject)?
+                    .rows_affected();
+            }
         }
         Ok(swept)
     }
+}
+
+async fn select_grant(conn: &mut SqliteConnection, id: &str) -> Result<Option<Grant>> {
+    sqlx::query_as::<_, sql::GrantRow>(sql::SELECT_GRANT)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .or_storage("grant")?
+        .map(sql::GrantRow::into_model)
+        .transpose()
+}
+
+async fn insert_grant(conn: &mut SqliteConnection, grant: &Grant) -> Result<()> {
+    let json = sql::GrantJson::new(grant)?;
+    sqlx::query(sql::INSERT_GRANT)
+        .bind(&grant.id)
+        .bind(&grant.client_id)
+        .bind(&grant.connector_id)
+        .bind(&grant.claims.user_id)
+        .bind(&json.claims)
+        .bind(&json.scopes)
+        .bind(&grant.nonce)
+        .bind(grant.auth_time)
+        .bind(&grant.connector_data)
+        .bind(grant.created_at)
+        .bind(grant.revoked_at)
+        .execute(&mut *conn)
+        .await
+        .or_storage(&format!("grant {:?}", grant.id))?;
+    Ok(())
+}
+
+async fn insert_access_token(conn: &mut SqliteConnection, token: &AccessToken) -> Result<()> {
+    sqlx::query(sql::INSERT_ACCESS_TOKEN)
+        .bind(&token.token_hash)
+        .bind(&token.grant_id)
+        .bind(&token.client_id)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&mut *conn)
+        .await
+        .or_storage("access token")?;
+    Ok(())
+}
+
+async fn insert_refresh_token(conn: &mut SqliteConnection, token: &RefreshToken) -> Result<()> {
+    sqlx::query(sql::INSERT_REFRESH_TOKEN)
+        .bind(&token.token_hash)
+        .bind(&token.grant_id)
+        .bind(&token.client_id)
+        .bind(token.created_at)
+        .bind(token.last_used_at)
+        .bind(token.expires_at)
+        .bind(token.rotated_at)
+        .bind(&token.successor_hash)
+        .execute(&mut *conn)
+        .await
+        .or_storage("refresh token")?;
+    Ok(())
+}
+
+async fn insert_tokens(conn: &mut SqliteConnection, tokens: &IssuedTokens) -> Result<()> {
+    insert_access_token(conn, &tokens.access).await?;
+    if let Some(refresh) = &tokens.refresh {
+        insert_refresh_token(conn, refresh).await?;
+    }
+    Ok(())
 }
