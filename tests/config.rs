@@ -144,6 +144,7 @@ fn dex_v2_example_config_parses_unchanged() {
     assert_eq!(c.telemetry.http.as_deref(), Some("0.0.0.0:5558"));
     assert_eq!(c.logger.level, LogLevel::Debug);
     assert_eq!(c.logger.format, LogFormat::Text);
+    assert_eq!(c.sessions.lifetime, Duration::from_secs(24 * 3600));
     assert_eq!(
         c.expiry.refresh_tokens.reuse_interval,
         Duration::from_secs(3)
@@ -261,7 +262,8 @@ fn defaults_apply_when_sections_are_absent() {
             GrantType::AuthorizationCode,
             GrantType::RefreshToken,
             GrantType::DeviceCode,
-            GrantType::TokenExchange
+            GrantType::TokenExchange,
+            GrantType::ClientCredentials,
         ]
     );
     assert!(!c.enable_password_db);

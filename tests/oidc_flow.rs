@@ -442,7 +442,7 @@ async fn errors_after_redirect_validation_go_back_with_state_and_iss(b: Backend)
             "invalid_scope",
         ),
         (
-            Box::new(|q| set(q, "response_type", "token")),
+            Box::new(|q| set(q, "response_type", "bogus")),
             "unsupported_response_type",
         ),
         (

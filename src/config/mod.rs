@@ -88,6 +88,8 @@ pub struct Config {
     pub connectors: Vec<ConnectorConfig>,
     pub frontend: FrontendConfig,
     pub keys: KeysConfig,
+    /// lanyard's `sessions:` section.
+    pub sessions: SessionsConfig,
     /// Settings accepted for Dex compatibility that have no effect in lanyard, and other
     /// things worth a log line at startup.
     pub warnings: Vec<ConfigError>,
@@ -606,6 +608,12 @@ impl fmt::Debug for KeysConfig {
             )
             .finish()
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionsConfig {
+    /// How long a browser stays signed in (SSO across clients); zero turns it off.
+    pub lifetime: Duration,
 }
 
 /// The signing algorithm is the keys module's own type: one name for one thing.

@@ -27,6 +27,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "staticPasswords",
     "connectors",
     "keys",
+    "sessions",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +213,13 @@ pub struct RawFrontend {
     pub issuer: Option<String>,
     pub theme: Option<String>,
     pub extra: Option<BTreeMap<String, String>>,
+}
+
+/// lanyard's `sessions:` section: the browser sign-in session (SSO cookie).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawSessions {
+    pub lifetime: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

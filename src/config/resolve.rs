@@ -174,6 +174,7 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
     let static_passwords = resolve_passwords(take("staticPasswords"), enable_password_db, ctx);
     let frontend = resolve_frontend(take("frontend"), ctx);
     let keys = resolve_keys(take("keys"), &expiry, ctx);
+    let sessions = resolve_sessions(take("sessions"), ctx);
 
     Some(Config {
         issuer: issuer?,
@@ -189,8 +190,20 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         connectors,
         frontend,
         keys,
+        sessions,
         warnings: Vec::new(),
     })
+}
+
+/// How long a browser stays signed in unless the user signs out; `0s` turns sessions off.
+const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+fn resolve_sessions(value: Value, ctx: &mut Ctx) -> SessionsConfig {
+    let raw: RawSessions = ctx.de(value, "sessions").unwrap_or_default();
+    SessionsConfig {
+        lifetime: duration_at(raw.lifetime, "sessions.lifetime", ctx)
+            .unwrap_or(DEFAULT_SESSION_LIFETIME),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1097,6 +1110,8 @@ fn resolve_oauth2(
             GrantType::RefreshToken,
             GrantType::DeviceCode,
             GrantType::TokenExchange,
+            // Harmless by default: a client must still list it in its own grantTypes.
+            GrantType::ClientCredentials,
         ];
         if password_connector.is_some() {
             grant_types.push(GrantType::Password);

@@ -6,13 +6,41 @@ use crate::storage::Grant;
 
 use super::subject::encode_subject;
 
+/// The connector id of grants that no user holds (client_credentials): their subject is the
+/// client itself.
+pub const CLIENT_CONNECTOR: &str = "";
+
+/// The scope prefix of Dex's cross-client trust: `audience:server:client_id:X`.
+pub const AUDIENCE_SCOPE_PREFIX: &str = "audience:server:client_id:";
+
+/// The `sub` of a grant: Dex's encoding for users, the client id for client grants.
+pub fn subject(grant: &Grant) -> String {
+    if grant.connector_id == CLIENT_CONNECTOR {
+        grant.claims.user_id.clone()
+    } else {
+        encode_subject(&grant.claims.user_id, &grant.connector_id)
+    }
+}
+
+/// The ID token audience: the client, then every peer it was granted a token for.
+pub fn audiences(grant: &Grant) -> Vec<String> {
+    let mut aud = vec![grant.client_id.clone()];
+    for peer in grant
+        .scopes
+        .iter()
+        .filter_map(|s| s.strip_prefix(AUDIENCE_SCOPE_PREFIX))
+    {
+        if !aud.iter().any(|a| a == peer) {
+            aud.push(peer.to_string());
+        }
+    }
+    aud
+}
+
 /// The user claims a grant's scopes release: `sub`, plus email, profile and groups claims.
 pub fn user_claims(grant: &Grant) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert(
-        "sub".into(),
-        Value::String(encode_subject(&grant.claims.user_id, &grant.connector_id)),
-    );
+    m.insert("sub".into(), Value::String(subject(grant)));
     let has = |s: &str| grant.scopes.iter().any(|g| g == s);
     if has("email") && !grant.claims.email.is_empty() {
         m.insert("email".into(), Value::String(grant.claims.email.clone()));

@@ -12,21 +12,52 @@ impl DiscoveryDocument {
     pub fn build(settings: &ProviderSettings, signing_alg: &str) -> Self {
         let mut grant_types: Vec<&str> = settings.grant_types.iter().map(String::as_str).collect();
         grant_types.sort_unstable();
-        let doc = json!({
+        let enabled = |t: &str| settings.response_types.iter().any(|r| r == t);
+        // Every combination of the enabled parts: code, id_token, token.
+        let mut response_types: Vec<String> = Vec::new();
+        for (c, i, t) in [
+            (true, false, false),
+            (false, true, false),
+            (false, true, true),
+            (false, false, true),
+            (true, true, false),
+            (true, false, true),
+            (true, true, true),
+        ] {
+            if (!c || enabled("code")) && (!i || enabled("id_token")) && (!t || enabled("token")) {
+                let parts: Vec<&str> = [(c, "code"), (i, "id_token"), (t, "token")]
+                    .iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, n)| *n)
+                    .collect();
+                response_types.push(parts.join(" "));
+            }
+        }
+        let mut response_modes = vec!["query", "form_post"];
+        if enabled("id_token") || enabled("token") {
+            response_modes.push("fragment");
+        }
+        let mut doc = json!({
             "issuer": settings.issuer_str(),
             "authorization_endpoint": settings.endpoint("/auth"),
             "token_endpoint": settings.endpoint("/token"),
             "jwks_uri": settings.endpoint("/keys"),
             "userinfo_endpoint": settings.endpoint("/userinfo"),
-            "response_types_supported": settings.response_types,
-            "response_modes_supported": ["query"],
+            "response_types_supported": response_types,
+            "response_modes_supported": response_modes,
+            "revocation_endpoint": settings.endpoint("/token/revoke"),
+            "introspection_endpoint": settings.endpoint("/token/introspect"),
+            "end_session_endpoint": settings.endpoint("/logout"),
+            "prompt_values_supported": ["none", "login", "consent"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [signing_alg],
             "scopes_supported": SUPPORTED_SCOPES,
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "grant_types_supported": grant_types,
             "claims_supported": [
-                "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash",
+                "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash", "c_hash",
                 "email", "email_verified", "name", "preferred_username", "groups"
             ],
             "code_challenge_methods_supported": ["S256"],
@@ -34,6 +65,9 @@ impl DiscoveryDocument {
             "request_parameter_supported": false,
             "request_uri_parameter_supported": false,
         });
+        if grant_types.contains(&super::token::GRANT_DEVICE_CODE) {
+            doc["device_authorization_endpoint"] = json!(settings.endpoint("/device/code"));
+        }
         Self {
             body: serde_json::to_vec(&doc).unwrap_or_default(),
         }

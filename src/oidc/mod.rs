@@ -6,9 +6,13 @@
 pub mod authorize;
 pub mod claims;
 pub mod clients;
+pub mod device;
 pub mod discovery;
 pub mod error;
+pub mod logout;
+pub mod ratelimit;
 pub mod redirect;
+pub mod revocation;
 pub mod secrets;
 pub mod subject;
 pub mod token;
@@ -40,6 +44,23 @@ pub const SUPPORTED_SCOPES: &[&str] = &[
     "federated:id",
 ];
 
+/// Whether /auth (and client_credentials) accept a scope.
+pub fn scope_supported(scope: &str) -> bool {
+    SUPPORTED_SCOPES.contains(&scope)
+        || scope
+            .strip_prefix(claims::AUDIENCE_SCOPE_PREFIX)
+            .is_some_and(|peer| !peer.is_empty())
+}
+
+/// `expiry.refreshTokens`.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshPolicy {
+    pub valid_if_not_used_for: Option<Duration>,
+    pub absolute_lifetime: Option<Duration>,
+    pub reuse_interval: Duration,
+    pub disable_rotation: bool,
+}
+
 /// The protocol settings resolved from the config.
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
@@ -56,6 +77,11 @@ pub struct ProviderSettings {
     pub grant_types: Vec<String>,
     /// Browser cookies get `Secure` when the issuer is https.
     pub secure_cookies: bool,
+    pub refresh: RefreshPolicy,
+    /// `expiry.deviceRequests`.
+    pub device_request_ttl: Duration,
+    /// How long a browser stays signed in (the SSO cookie); zero turns sessions off.
+    pub session_lifetime: Duration,
 }
 
 impl ProviderSettings {
@@ -97,6 +123,10 @@ pub struct Provider {
     pub clock: SharedClock,
     pub clients: ClientRegistry,
     pub connectors: Vec<ConnectorEntry>,
+    /// Failed password logins, per account and per client address.
+    pub login_limiter: ratelimit::RateLimiter,
+    /// Wrong device user codes, per client address.
+    pub user_code_limiter: ratelimit::RateLimiter,
     discovery: discovery::DiscoveryDocument,
 }
 
@@ -117,6 +147,14 @@ impl Provider {
             clock,
             clients,
             connectors,
+            login_limiter: ratelimit::RateLimiter::new(
+                ratelimit::RateLimitPolicy::login(),
+                100_000,
+            ),
+            user_code_limiter: ratelimit::RateLimiter::new(
+                ratelimit::RateLimitPolicy::user_code(),
+                100_000,
+            ),
             discovery,
         }
     }

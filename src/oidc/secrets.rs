@@ -53,6 +53,39 @@ pub fn is_valid_s256_challenge(challenge: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
+/// Seals a refresh token's successor under a key derived from the token it replaces, so the
+/// stored ciphertext is useless to anyone without the old token: only a client retrying
+/// inside the reuse interval can open it.
+pub fn seal_successor(old_token: &str, successor: &str) -> Result<Vec<u8>, aes_gcm::Error> {
+    use aes_gcm::aead::{Aead, KeyInit};
+    let cipher = aes_gcm::Aes256Gcm::new(&successor_key(old_token).into());
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut out = nonce.to_vec();
+    out.extend(cipher.encrypt(&nonce.into(), successor.as_bytes())?);
+    Ok(out)
+}
+
+pub fn open_successor(old_token: &str, sealed: &[u8]) -> Option<String> {
+    use aes_gcm::aead::{Aead, KeyInit};
+    if sealed.len() < 12 {
+        return None;
+    }
+    let (nonce, ciphertext) = sealed.split_at(12);
+    let cipher = aes_gcm::Aes256Gcm::new(&successor_key(old_token).into());
+    let plain = cipher
+        .decrypt(aes_gcm::Nonce::from_slice(nonce), ciphertext)
+        .ok()?;
+    String::from_utf8(plain).ok()
+}
+
+fn successor_key(old_token: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"lanyard refresh successor\0");
+    h.update(old_token.as_bytes());
+    h.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +117,17 @@ mod tests {
         let b = random_token(32);
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
+    }
+
+    #[test]
+    fn a_sealed_successor_opens_only_with_the_old_token() {
+        let sealed = seal_successor("old-token", "next-token").unwrap();
+        assert_eq!(
+            open_successor("old-token", &sealed).as_deref(),
+            Some("next-token")
+        );
+        assert_eq!(open_successor("other-token", &sealed), None);
+        assert!(!sealed.windows(10).any(|w| w == b"next-token"));
     }
 
     #[test]

@@ -7,19 +7,32 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::storage::{AccessToken, Grant, IssuedTokens, Redemption};
+use crate::storage::{
+    AccessToken, DevicePoll, Grant, IssuedTokens, Redemption, RefreshOutcome, RefreshToken,
+    Rotation, UserClaims,
+};
 
-use super::claims::user_claims;
+use super::authorize::{identity_claims, scopes_of};
+use super::claims::{audiences, user_claims, CLIENT_CONNECTOR};
 use super::error::{ErrorCode, OAuthError};
 use super::secrets::{
-    at_hash, is_valid_pkce_verifier, pkce_s256_matches, random_token, sha256_hex,
+    at_hash, is_valid_pkce_verifier, open_successor, pkce_s256_matches, random_token,
+    seal_successor, sha256_hex,
 };
 use super::{ClientInfo, Provider};
 
 pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 
 /// The grants this build implements.
-pub const SUPPORTED_GRANTS: &[&str] = &[GRANT_AUTHORIZATION_CODE];
+pub const SUPPORTED_GRANTS: &[&str] = &[
+    GRANT_AUTHORIZATION_CODE,
+    GRANT_REFRESH_TOKEN,
+    GRANT_DEVICE_CODE,
+    GRANT_CLIENT_CREDENTIALS,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenResponse {
@@ -98,7 +111,7 @@ fn form_decode(s: &str) -> String {
 
 impl Provider {
     /// Authenticates the client: confidential clients by secret, public clients by id alone
-    /// (they prove possession with PKCE instead).
+    /// (they prove possession with PKCE or a device code instead).
     pub async fn authenticate_client(
         &self,
         presented: &PresentedClient,
@@ -143,13 +156,93 @@ impl Provider {
         let client = self
             .authenticate_client(&presented_client(authorization, form)?)
             .await?;
-        if !client.grant_types.is_empty() && !client.grant_types.iter().any(|g| g == grant_type) {
+        let listed = client.grant_types.iter().any(|g| g == grant_type);
+        // client_credentials hands out tokens without a user: only for clients that ask for
+        // it by name, and only with a secret.
+        let allowed = if grant_type == GRANT_CLIENT_CREDENTIALS {
+            listed && !client.public
+        } else {
+            client.grant_types.is_empty() || listed
+        };
+        if !allowed {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
                 format!("this client may not use grant_type {grant_type}"),
             ));
         }
-        self.redeem_code(&client, form).await
+        match grant_type.as_str() {
+            GRANT_AUTHORIZATION_CODE => self.redeem_code(&client, form).await,
+            GRANT_REFRESH_TOKEN => self.refresh(&client, form).await,
+            GRANT_DEVICE_CODE => self.redeem_device_code(&client, form).await,
+            _ => self.client_credentials(&client, form).await,
+        }
+    }
+
+    /// The tokens one response hands out, and the records that store them.
+    fn new_tokens(&self, grant: &Grant, now: i64, refresh: bool) -> (NewTokens, IssuedTokens) {
+        let access = random_token(32);
+        let refresh_plain = refresh.then(|| random_token(32));
+        let records = IssuedTokens {
+            access: AccessToken {
+                token_hash: sha256_hex(&access),
+                grant_id: grant.id.clone(),
+                client_id: grant.client_id.clone(),
+                created_at: now,
+                expires_at: now + self.id_token_ttl_secs(),
+            },
+            refresh: refresh_plain.as_ref().map(|r| RefreshToken {
+                token_hash: sha256_hex(r),
+                grant_id: grant.id.clone(),
+                client_id: grant.client_id.clone(),
+                created_at: now,
+                last_used_at: now,
+                expires_at: self
+                    .settings
+                    .refresh
+                    .absolute_lifetime
+                    .map(|d| grant.created_at + d.as_secs() as i64),
+                rotated_at: None,
+                successor_hash: None,
+            }),
+        };
+        (
+            NewTokens {
+                access,
+                refresh: refresh_plain,
+            },
+            records,
+        )
+    }
+
+    /// Whether a grant gets a refresh token: it asked for offline_access, and the client may
+    /// use the refresh grant.
+    fn wants_refresh(&self, grant: &Grant, client: &ClientInfo) -> bool {
+        grant.scopes.iter().any(|s| s == "offline_access")
+            && self
+                .settings
+                .grant_types
+                .iter()
+                .any(|g| g == GRANT_REFRESH_TOKEN)
+            && (client.grant_types.is_empty()
+                || client.grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN))
+    }
+
+    fn respond(
+        &self,
+        grant: &Grant,
+        tokens: NewTokens,
+        now: i64,
+        nonce: bool,
+    ) -> Result<TokenResponse, OAuthError> {
+        let id_token = self.mint_id_token(grant, Some(&tokens.access), now, nonce)?;
+        Ok(TokenResponse {
+            access_token: tokens.access,
+            token_type: "Bearer",
+            expires_in: self.settings.id_token_ttl.as_secs(),
+            id_token: Some(id_token),
+            refresh_token: tokens.refresh,
+            scope: grant.scopes.join(" "),
+        })
     }
 
     async fn redeem_code(
@@ -179,10 +272,7 @@ impl Provider {
             return Err(invalid());
         }
         // Checks that refuse the request write nothing.
-        if stored.grant.client_id != client.id {
-            return Err(invalid());
-        }
-        if stored.expires_at <= now {
+        if stored.grant.client_id != client.id || stored.expires_at <= now {
             return Err(invalid());
         }
         if stored.redirect_uri != redirect_uri {
@@ -212,83 +302,381 @@ impl Provider {
             (None, None) => {}
         }
 
-        let access_token = random_token(32);
-        let record = AccessToken {
-            token_hash: sha256_hex(&access_token),
-            grant_id: stored.grant.id.clone(),
-            client_id: client.id.clone(),
-            created_at: now,
-            expires_at: now + self.id_token_ttl_secs(),
-        };
+        let (tokens, records) = self.new_tokens(
+            &stored.grant,
+            now,
+            self.wants_refresh(&stored.grant, client),
+        );
         let grant = match self
             .storage
-            .redeem_auth_code(
-                &code_hash,
-                &IssuedTokens {
-                    access: record,
-                    refresh: None,
-                },
-                now,
-            )
+            .redeem_auth_code(&code_hash, &records, now)
             .await?
         {
             Redemption::Issued(grant) => grant,
-            other => {
-                tracing::warn!(client = %client.id, outcome = ?outcome_name(&other), "authorization code redemption lost");
+            Redemption::Replayed { .. } => {
+                tracing::warn!(client = %client.id, "authorization code redeemed concurrently; its grant is revoked");
                 return Err(invalid());
             }
+            Redemption::Expired | Redemption::NotFound => return Err(invalid()),
         };
-        let id_token = self.mint_id_token(&grant, &client.id, Some(&access_token), now)?;
+        self.respond(&grant, tokens, now, true)
+    }
+
+    async fn refresh(
+        &self,
+        client: &ClientInfo,
+        form: &HashMap<String, String>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let token = form
+            .get("refresh_token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+        let invalid =
+            || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+        let now = self.now();
+        let token_hash = sha256_hex(token);
+        let (stored, grant) = self
+            .storage
+            .get_refresh_token(&token_hash)
+            .await?
+            .ok_or_else(invalid)?;
+        if stored.client_id != client.id || grant.client_id != client.id {
+            return Err(invalid());
+        }
+        if grant.revoked_at.is_some() {
+            return Err(invalid());
+        }
+        if let Some(requested) = form.get("scope").filter(|s| !s.is_empty()) {
+            if requested
+                .split(' ')
+                .any(|s| !s.is_empty() && !grant.scopes.iter().any(|g| g == s))
+            {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidScope,
+                    "a refresh may not widen the granted scopes",
+                ));
+            }
+        }
+
+        // Ask the connector who the user is now: a deleted user or a changed password ends
+        // the session; changed groups show in the new token.
+        let (claims, connector_data) = self.refresh_identity(&grant).await?;
+
+        let policy = &self.settings.refresh;
+        let (new_access, mut records) = self.new_tokens(&grant, now, !policy.disable_rotation);
+        let successor = new_access.refresh.clone();
+        let successor_record = records.refresh.take().map(|mut r| {
+            // Successors belong to the same family and inherit its end.
+            r.expires_at = stored.expires_at;
+            r
+        });
+        let sealed = match &successor {
+            Some(plain) => Some(seal_successor(token, plain).map_err(|e| {
+                tracing::error!(error = %e, "sealing a refresh token failed");
+                OAuthError::new(ErrorCode::ServerError, "could not issue a refresh token")
+            })?),
+            None => None,
+        };
+        let rotation = Rotation {
+            old_hash: token_hash,
+            successor: successor_record,
+            successor_sealed: sealed,
+            access: records.access,
+            claims,
+            connector_data,
+            reuse_interval: policy.reuse_interval.as_secs() as i64,
+            idle_cutoff: policy
+                .valid_if_not_used_for
+                .map(|d| now - d.as_secs() as i64),
+        };
+        match self.storage.rotate_refresh_token(&rotation, now).await? {
+            RefreshOutcome::Rotated(grant) => {
+                let refresh = successor.unwrap_or_else(|| token.clone());
+                self.respond(
+                    &grant,
+                    NewTokens {
+                        access: new_access.access,
+                        refresh: Some(refresh),
+                    },
+                    now,
+                    false,
+                )
+            }
+            RefreshOutcome::Reused {
+                grant,
+                successor_sealed,
+            } => {
+                let refresh = open_successor(token, &successor_sealed).ok_or_else(|| {
+                    tracing::error!("a sealed refresh successor did not open");
+                    invalid()
+                })?;
+                self.respond(
+                    &grant,
+                    NewTokens {
+                        access: new_access.access,
+                        refresh: Some(refresh),
+                    },
+                    now,
+                    false,
+                )
+            }
+            RefreshOutcome::Replayed { .. } => {
+                tracing::warn!(client = %client.id, "a rotated refresh token was reused; its family is revoked");
+                Err(invalid())
+            }
+            RefreshOutcome::Expired | RefreshOutcome::Revoked | RefreshOutcome::NotFound => {
+                Err(invalid())
+            }
+        }
+    }
+
+    /// The user's current claims from the grant's connector.
+    async fn refresh_identity(
+        &self,
+        grant: &Grant,
+    ) -> Result<(UserClaims, Option<String>), OAuthError> {
+        let Some(refresher) = self
+            .connector(&grant.connector_id)
+            .and_then(|c| c.refresh.clone())
+        else {
+            // A connector that cannot re-check its users keeps what it said at login.
+            return Ok((grant.claims.clone(), grant.connector_data.clone()));
+        };
+        let identity = lanyard_connectors::Identity {
+            user_id: grant.claims.user_id.clone(),
+            username: grant.claims.username.clone(),
+            preferred_username: grant.claims.preferred_username.clone(),
+            email: grant.claims.email.clone(),
+            email_verified: grant.claims.email_verified,
+            groups: grant.claims.groups.clone(),
+            connector_data: grant
+                .connector_data
+                .as_ref()
+                .and_then(|d| STANDARD.decode(d).ok()),
+        };
+        match refresher
+            .refresh(&scopes_of(&grant.scopes), &identity)
+            .await
+        {
+            Ok(fresh) => Ok((
+                identity_claims(&fresh),
+                // A connector that has nothing new to remember keeps what it had.
+                fresh
+                    .connector_data
+                    .as_ref()
+                    .or(identity.connector_data.as_ref())
+                    .map(|d| STANDARD.encode(d)),
+            )),
+            Err(lanyard_connectors::ConnectorError::SessionEnded(reason)) => {
+                tracing::info!(connector = %grant.connector_id, %reason, "upstream ended the session on refresh");
+                self.storage.revoke_grant(&grant.id, self.now()).await?;
+                Err(OAuthError::invalid_grant("the user's session has ended"))
+            }
+            Err(err) => {
+                tracing::error!(connector = %grant.connector_id, error = %err, "connector refresh failed");
+                Err(OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the upstream identity provider is unavailable; try again shortly",
+                ))
+            }
+        }
+    }
+
+    async fn redeem_device_code(
+        &self,
+        client: &ClientInfo,
+        form: &HashMap<String, String>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let device_code = form
+            .get("device_code")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("device_code is required"))?;
+        let now = self.now();
+        let hash = sha256_hex(device_code);
+        // The grant's id is fixed by the device code (see `device_grant_id`), so the tokens
+        // can be bound to it before the storage decides, in one transaction, whether this
+        // poll redeems the approval.
+        let request = self
+            .storage
+            .find_device_request(&hash)
+            .await?
+            .filter(|r| r.client_id == client.id)
+            .ok_or_else(|| {
+                OAuthError::invalid_grant("the device code is invalid or already used")
+            })?;
+        let shape = Grant {
+            id: device_grant_id(&hash),
+            client_id: client.id.clone(),
+            connector_id: String::new(),
+            claims: UserClaims::default(),
+            scopes: request.scopes.clone(),
+            nonce: None,
+            auth_time: now,
+            connector_data: None,
+            created_at: now,
+            revoked_at: None,
+        };
+        let (tokens, records) = self.new_tokens(&shape, now, self.wants_refresh(&shape, client));
+        let err = |code, d: &str| OAuthError::new(code, d);
+        match self
+            .storage
+            .poll_device_request(&hash, &client.id, &records, now)
+            .await?
+        {
+            DevicePoll::Issued(grant) => self.respond(&grant, tokens, now, false),
+            DevicePoll::Pending => Err(err(
+                ErrorCode::AuthorizationPending,
+                "the user has not finished signing in yet",
+            )),
+            DevicePoll::SlowDown => Err(err(
+                ErrorCode::SlowDown,
+                "polling too fast; wait longer between requests",
+            )),
+            DevicePoll::Expired => Err(err(ErrorCode::ExpiredToken, "the device code has expired")),
+            DevicePoll::Denied => Err(err(ErrorCode::AccessDenied, "the user denied the request")),
+            DevicePoll::AlreadyRedeemed | DevicePoll::NotFound => Err(OAuthError::invalid_grant(
+                "the device code is invalid or already used",
+            )),
+        }
+    }
+
+    async fn client_credentials(
+        &self,
+        client: &ClientInfo,
+        form: &HashMap<String, String>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let scopes: Vec<String> = form
+            .get("scope")
+            .map(|s| {
+                s.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(bad) = scopes
+            .iter()
+            .find(|s| matches!(s.as_str(), "offline_access") || !super::scope_supported(s))
+        {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                format!("scope {bad} is not available to client_credentials"),
+            ));
+        }
+        let now = self.now();
+        let grant = Grant {
+            id: random_token(16),
+            client_id: client.id.clone(),
+            connector_id: CLIENT_CONNECTOR.to_string(),
+            claims: UserClaims {
+                user_id: client.id.clone(),
+                username: client.display_name().to_string(),
+                ..UserClaims::default()
+            },
+            scopes,
+            nonce: None,
+            auth_time: now,
+            connector_data: None,
+            created_at: now,
+            revoked_at: None,
+        };
+        let (tokens, records) = self.new_tokens(&grant, now, false);
+        self.storage.issue_grant(&grant, &records).await?;
         Ok(TokenResponse {
-            access_token,
+            access_token: tokens.access,
             token_type: "Bearer",
             expires_in: self.settings.id_token_ttl.as_secs(),
-            id_token: Some(id_token),
+            id_token: None,
             refresh_token: None,
             scope: grant.scopes.join(" "),
         })
+    }
+
+    /// An ID token returned from /auth (implicit or hybrid): `nonce` always, `at_hash` and
+    /// `c_hash` for what travels beside it.
+    pub fn mint_front_channel_id_token(
+        &self,
+        grant: &Grant,
+        access_token: Option<&str>,
+        code: Option<&str>,
+        now: i64,
+    ) -> Result<String, OAuthError> {
+        let mut claims = self.id_token_claims(grant, access_token, now, true);
+        if let Some(code) = code {
+            claims.insert("c_hash".into(), Value::String(at_hash(code)));
+        }
+        self.sign(&claims)
     }
 
     fn id_token_ttl_secs(&self) -> i64 {
         self.settings.id_token_ttl.as_secs() as i64
     }
 
-    /// Signs an ID token for `grant`, addressed to `client_id`.
+    /// Signs an ID token for `grant`. The audience is the grant's client plus any peers it
+    /// was granted (`audience:server:client_id:X`); `azp` is the client.
     pub fn mint_id_token(
         &self,
         grant: &Grant,
-        client_id: &str,
         access_token: Option<&str>,
         now: i64,
+        with_nonce: bool,
     ) -> Result<String, OAuthError> {
+        let claims = self.id_token_claims(grant, access_token, now, with_nonce);
+        self.sign(&claims)
+    }
+
+    fn id_token_claims(
+        &self,
+        grant: &Grant,
+        access_token: Option<&str>,
+        now: i64,
+        with_nonce: bool,
+    ) -> Map<String, Value> {
         let mut claims: Map<String, Value> = user_claims(grant);
         claims.insert(
             "iss".into(),
             Value::String(self.settings.issuer_str().to_string()),
         );
-        claims.insert("aud".into(), Value::String(client_id.to_string()));
-        claims.insert("azp".into(), Value::String(client_id.to_string()));
+        let aud = audiences(grant);
+        claims.insert(
+            "aud".into(),
+            if aud.len() == 1 {
+                Value::String(aud[0].clone())
+            } else {
+                Value::Array(aud.into_iter().map(Value::String).collect())
+            },
+        );
+        claims.insert("azp".into(), Value::String(grant.client_id.clone()));
         claims.insert("iat".into(), Value::from(now));
         claims.insert("exp".into(), Value::from(now + self.id_token_ttl_secs()));
         claims.insert("auth_time".into(), Value::from(grant.auth_time));
-        if let Some(nonce) = &grant.nonce {
-            claims.insert("nonce".into(), Value::String(nonce.clone()));
+        if with_nonce {
+            if let Some(nonce) = &grant.nonce {
+                claims.insert("nonce".into(), Value::String(nonce.clone()));
+            }
         }
         if let Some(token) = access_token {
             claims.insert("at_hash".into(), Value::String(at_hash(token)));
         }
-        self.keys.sign(&claims).map_err(|err| {
+        claims
+    }
+
+    fn sign(&self, claims: &Map<String, Value>) -> Result<String, OAuthError> {
+        self.keys.sign(claims).map_err(|err| {
             tracing::error!(error = %err, "signing an ID token failed");
             OAuthError::new(ErrorCode::ServerError, "could not sign the token")
         })
     }
 }
 
-fn outcome_name(r: &Redemption) -> &'static str {
-    match r {
-        Redemption::Issued(_) => "issued",
-        Redemption::Replayed { .. } => "replayed",
-        Redemption::Expired => "expired",
-        Redemption::NotFound => "not_found",
-    }
+/// Plaintext tokens for one response; only their digests are stored.
+struct NewTokens {
+    access: String,
+    refresh: Option<String>,
+}
+
+/// The id of the grant a device authorization creates, derived from its device code so that
+/// tokens can be bound to it before approval is known.
+pub fn device_grant_id(device_code_hash: &str) -> String {
+    sha256_hex(&format!("device-grant:{device_code_hash}"))[..32].to_string()
 }

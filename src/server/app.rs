@@ -23,8 +23,11 @@ use crate::oidc::secrets::{random_token, sha256_hex};
 use crate::oidc::token::SUPPORTED_GRANTS;
 use crate::oidc::{
     ClientInfo, ClientRegistry, ConnectorEntry, ConnectorKind, Provider, ProviderSettings,
+    RefreshPolicy,
 };
-use crate::storage::{self, Password, SharedStorage, StorageError, StorageSettings, SweepCutoffs};
+use crate::storage::{
+    self, Password, SharedStorage, StorageError, StorageSettings, SweepCutoffs, Swept,
+};
 use crate::web::{Branding, Templates, WebError};
 
 use super::metrics::Metrics;
@@ -182,6 +185,14 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
             .collect(),
         grant_types,
         secure_cookies: config.issuer.scheme() == "https",
+        refresh: RefreshPolicy {
+            valid_if_not_used_for: config.expiry.refresh_tokens.valid_if_not_used_for,
+            absolute_lifetime: config.expiry.refresh_tokens.absolute_lifetime,
+            reuse_interval: config.expiry.refresh_tokens.reuse_interval,
+            disable_rotation: config.expiry.refresh_tokens.disable_rotation,
+        },
+        device_request_ttl: config.expiry.device_requests,
+        session_lifetime: config.sessions.lifetime,
     };
     let provider = Arc::new(Provider::new(
         settings,
@@ -213,6 +224,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         allowed_origins: config.web.allowed_origins.clone(),
+        remote_ip: config.web.client_remote_ip.clone(),
     };
     Ok(App {
         provider,
@@ -547,32 +559,62 @@ fn display_addr(l: &tokio::net::TcpListener) -> String {
     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
-/// Deletes expired logins, codes and tokens in bounded batches, so abandoned logins cannot
-/// grow storage without bound.
+/// Deletes expired logins, codes, tokens, device requests and sessions every minute.
 async fn housekeeping(provider: Arc<Provider>, mut stop: watch::Receiver<bool>) {
     const EVERY: Duration = Duration::from_secs(60);
-    const BATCH: u32 = 1000;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let now = provider.now();
-        // Redeemed codes are kept a day past expiry so that a late replay still revokes.
-        match provider
-            .storage
-            .sweep(&SweepCutoffs {
-                now,
-                code_cutoff: now - 86400,
-                grant_cutoff: now - 86400,
-                refresh_idle_cutoff: None,
-                rotated_cutoff: now - 7 * 86400,
-                batch: BATCH,
-            })
-            .await
-        {
-            Ok(swept) => tracing::debug!(?swept, "housekeeping"),
+        match sweep_once(&provider, 1000).await {
+            Ok(swept) if swept.total() > 0 => tracing::debug!(?swept, "housekeeping"),
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "housekeeping failed; will retry"),
+        }
+    }
+}
+
+/// One housekeeping pass: sweeps in batches of `batch` rows per kind (so no statement holds
+/// the database for long), and repeats while a batch came back full, so a backlog of
+/// abandoned logins is cleared in one pass without unbounded statements.
+pub async fn sweep_once(provider: &Provider, batch: u32) -> Result<Swept, StorageError> {
+    const DAY: i64 = 24 * 3600;
+    let mut total = Swept::default();
+    loop {
+        let now = provider.now();
+        let cutoffs = SweepCutoffs {
+            now,
+            // Redeemed codes are kept a day past expiry so that a late replay still revokes.
+            code_cutoff: now - DAY,
+            grant_cutoff: now - DAY,
+            refresh_idle_cutoff: provider
+                .settings
+                .refresh
+                .valid_if_not_used_for
+                .map(|d| now - d.as_secs() as i64),
+            rotated_cutoff: now - 7 * DAY,
+            batch,
+        };
+        let swept = provider.storage.sweep(&cutoffs).await?;
+        let counts = [
+            swept.auth_requests,
+            swept.auth_codes,
+            swept.access_tokens,
+            swept.refresh_tokens,
+            swept.grants,
+            swept.device_requests,
+            swept.sessions,
+        ];
+        total.auth_requests += swept.auth_requests;
+        total.auth_codes += swept.auth_codes;
+        total.access_tokens += swept.access_tokens;
+        total.refresh_tokens += swept.refresh_tokens;
+        total.grants += swept.grants;
+        total.device_requests += swept.device_requests;
+        total.sessions += swept.sessions;
+        if !counts.contains(&u64::from(batch)) {
+            return Ok(total);
         }
     }
 }

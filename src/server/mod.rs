@@ -58,6 +58,7 @@ pub struct ListenSettings {
     pub telemetry: Option<String>,
     pub headers: Vec<(String, String)>,
     pub allowed_origins: Vec<String>,
+    pub remote_ip: crate::config::ClientRemoteIp,
 }
 
 /// Builds the main router: every protocol route under the issuer's path.
@@ -82,6 +83,7 @@ pub fn router(
     let state = AppState {
         provider,
         templates,
+        remote_ip: Arc::new(settings.remote_ip.clone()),
     };
 
     // Only the machine-facing endpoints answer CORS; /auth and the pages never do.

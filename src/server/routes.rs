@@ -5,24 +5,35 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::oidc::authorize::{parse_unique_params, AuthorizeError, PasswordOutcome};
+use std::net::SocketAddr;
+
+use crate::config::ClientRemoteIp;
+use crate::oidc::authorize::{
+    parse_unique_params, AuthorizeError, ClientResponse, Outcome, PasswordOutcome, ResponseMode,
+    Step,
+};
+use crate::oidc::logout::Logout;
 use crate::oidc::{OAuthError, Provider};
 use crate::web::{Templates, STYLE_CSS};
 
 /// The cookie that ties a login in progress to the browser that started it.
 pub const LOGIN_COOKIE: &str = "lanyard_login";
+/// The sign-in session cookie (SSO across clients).
+pub const SESSION_COOKIE: &str = "lanyard_session";
 
 #[derive(Clone)]
 pub struct AppState {
     pub provider: Arc<Provider>,
     pub templates: Templates,
+    /// `web.clientRemoteIP`: which proxies may tell us the client's address.
+    pub remote_ip: Arc<ClientRemoteIp>,
 }
 
 impl AppState {
@@ -38,6 +49,8 @@ pub fn issuer_routes() -> Router<AppState> {
         .route("/login", get(choose_connector))
         .route("/auth/{connector}", get(login_page).post(login_submit))
         .route("/approval", get(approval_page).post(approval_submit))
+        .route("/device", get(device_page).post(device_submit))
+        .route("/logout", get(logout).post(logout_confirm))
         .route("/healthz", get(|| async { "ok" }))
         .route("/static/style.css", get(stylesheet))
 }
@@ -48,6 +61,9 @@ pub fn machine_routes() -> Router<AppState> {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/keys", get(jwks))
         .route("/token", post(token))
+        .route("/token/revoke", post(revoke))
+        .route("/token/introspect", post(introspect))
+        .route("/device/code", post(device_code))
         .route("/userinfo", get(userinfo).post(userinfo))
 }
 
@@ -141,8 +157,123 @@ fn authorize_error(state: &AppState, err: AuthorizeError) -> Response {
             title,
             message,
         } => error_page(state, status, title, &message),
-        AuthorizeError::Redirect { url } => see_other(&url),
+        AuthorizeError::Client(answer) => to_client(state, &answer),
+        AuthorizeError::RateLimited { retry_after_secs } => {
+            let mut r = error_page(
+                state,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                &format!("Too many failed attempts. Try again in {retry_after_secs} seconds."),
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
     }
+}
+
+/// The answer for the client: a redirect, or for `form_post` a page that posts it.
+fn to_client(state: &AppState, answer: &ClientResponse) -> Response {
+    if answer.mode != ResponseMode::FormPost {
+        return see_other(&answer.url());
+    }
+    // The only script lanyard ever serves: it submits the form, allowed by a per-response nonce.
+    let nonce = crate::oidc::secrets::random_token(16);
+    let mut r = page(
+        state,
+        StatusCode::OK,
+        "form_post.html",
+        minijinja::context! {
+            action => answer.redirect_uri,
+            fields => answer.params,
+            nonce => nonce,
+        },
+    );
+    let csp = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    r
+}
+
+/// Sends the browser on, setting the cookies the step produced.
+fn proceed(state: &AppState, outcome: Outcome) -> Response {
+    let mut response = match &outcome.next {
+        Step::Page(path) => see_other(&format!("{}{}", state.base(), path)),
+        Step::Client(answer) => to_client(state, answer),
+        Step::DeviceDone { approved } => page(
+            state,
+            StatusCode::OK,
+            "device_done.html",
+            minijinja::context! { approved => approved },
+        ),
+    };
+    let settings = &state.provider.settings;
+    if let Some(value) = &outcome.browser_cookie {
+        set_cookie(
+            state,
+            &mut response,
+            LOGIN_COOKIE,
+            value,
+            settings.auth_request_ttl.as_secs(),
+        );
+    }
+    if let Some(value) = &outcome.session_cookie {
+        set_cookie(
+            state,
+            &mut response,
+            SESSION_COOKIE,
+            value,
+            settings.session_lifetime.as_secs(),
+        );
+    }
+    response
+}
+
+fn set_cookie(state: &AppState, response: &mut Response, name: &str, value: &str, max_age: u64) {
+    let cookie = format!(
+        "{name}={value}; Path={}/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        state.base(),
+        if state.provider.settings.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// The client's address: the TCP peer, or what a trusted proxy says it forwarded for.
+fn client_addr(state: &AppState, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
+    let Some(peer) = peer.map(|p| p.ip()) else {
+        return "unknown".to_string();
+    };
+    let remote = &state.remote_ip;
+    let trusted = |ip: &std::net::IpAddr| remote.trusted_proxies.iter().any(|c| c.contains(ip));
+    if !trusted(&peer) {
+        return peer.to_string();
+    }
+    let header = remote.header.as_deref().unwrap_or("x-forwarded-for");
+    // Walk the chain from the nearest hop; the first address no trusted proxy vouches for
+    // is the client.
+    let hops: Vec<std::net::IpAddr> = headers
+        .get_all(header)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !trusted(ip))
+        .or(hops.first())
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| peer.to_string())
 }
 
 /// 303 to an absolute URL or an issuer-relative path.
@@ -203,31 +334,16 @@ async fn authorize(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let cookie = cookie_value(&headers, LOGIN_COOKIE);
     match state
         .provider
-        .start_authorization(query.as_deref().unwrap_or(""), cookie)
+        .start_authorization(
+            query.as_deref().unwrap_or(""),
+            cookie_value(&headers, LOGIN_COOKIE),
+            cookie_value(&headers, SESSION_COOKIE),
+        )
         .await
     {
-        Ok(started) => {
-            let settings = &state.provider.settings;
-            let mut response = see_other(&format!("{}{}", state.base(), started.next));
-            let cookie = format!(
-                "{LOGIN_COOKIE}={}; Path={}/; Max-Age={}; HttpOnly; SameSite=Lax{}",
-                started.browser_cookie,
-                state.base(),
-                settings.auth_request_ttl.as_secs(),
-                if settings.secure_cookies {
-                    "; Secure"
-                } else {
-                    ""
-                }
-            );
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            response
-        }
+        Ok(outcome) => proceed(&state, outcome),
         Err(err) => authorize_error(&state, err),
     }
 }
@@ -268,7 +384,10 @@ async fn login_page(
         .login_form(&q.req, &connector, cookie_value(&headers, LOGIN_COOKIE))
         .await
     {
-        Ok(form) => render_login(&state, StatusCode::OK, &form, "", false),
+        Ok(form) => {
+            let hint = form.login_hint.clone();
+            render_login(&state, StatusCode::OK, &form, &hint, false)
+        }
         Err(err) => authorize_error(&state, err),
     }
 }
@@ -301,13 +420,14 @@ async fn login_submit(
     State(state): State<AppState>,
     Path(connector): Path<String>,
     Query(q): Query<ReqQuery>,
+    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if let Some(refused) = cross_site_post(&state, &headers) {
         return refused;
     }
-    let Some(form) = form_fields(&state, &headers, &body) else {
+    let Some(form) = form_fields(&headers, &body) else {
         return error_page(
             &state,
             StatusCode::BAD_REQUEST,
@@ -316,6 +436,7 @@ async fn login_submit(
         );
     };
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let addr = client_addr(&state, Some(peer_addr), &headers);
     let outcome = state
         .provider
         .submit_password(
@@ -325,10 +446,11 @@ async fn login_submit(
             field("csrf"),
             field("login"),
             field("password"),
+            &addr,
         )
         .await;
     match outcome {
-        Ok(PasswordOutcome::Redirect(to)) => see_other(&absolute_or_base(&state, &to)),
+        Ok(PasswordOutcome::Done(outcome)) => proceed(&state, outcome),
         Ok(PasswordOutcome::Rejected(form)) => render_login(
             &state,
             StatusCode::UNAUTHORIZED,
@@ -340,20 +462,7 @@ async fn login_submit(
     }
 }
 
-/// Protocol paths are issuer-relative ("/approval?...") while client redirects are absolute.
-fn absolute_or_base(state: &AppState, to: &str) -> String {
-    if to.starts_with('/') {
-        format!("{}{}", state.base(), to)
-    } else {
-        to.to_string()
-    }
-}
-
-fn form_fields(
-    _state: &AppState,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Option<HashMap<String, String>> {
+fn form_fields(headers: &HeaderMap, body: &Bytes) -> Option<HashMap<String, String>> {
     if !is_form(headers) {
         return None;
     }
@@ -396,7 +505,7 @@ async fn approval_submit(
     if let Some(refused) = cross_site_post(&state, &headers) {
         return refused;
     }
-    let Some(form) = form_fields(&state, &headers, &body) else {
+    let Some(form) = form_fields(&headers, &body) else {
         return error_page(
             &state,
             StatusCode::BAD_REQUEST,
@@ -415,8 +524,194 @@ async fn approval_submit(
         )
         .await
     {
-        Ok(url) => see_other(&url),
+        Ok(next) => proceed(
+            &state,
+            Outcome {
+                next,
+                browser_cookie: None,
+                session_cookie: None,
+            },
+        ),
         Err(err) => authorize_error(&state, err),
+    }
+}
+
+#[derive(Deserialize)]
+struct DeviceQuery {
+    user_code: Option<String>,
+}
+
+async fn device_page(State(state): State<AppState>, Query(q): Query<DeviceQuery>) -> Response {
+    page(
+        &state,
+        StatusCode::OK,
+        "device.html",
+        minijinja::context! { user_code => q.user_code.unwrap_or_default() },
+    )
+}
+
+async fn device_submit(
+    State(state): State<AppState>,
+    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = cross_site_post(&state, &headers) {
+        return refused;
+    }
+    let Some(form) = form_fields(&headers, &body) else {
+        return error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The form could not be read.",
+        );
+    };
+    let addr = client_addr(&state, Some(peer_addr), &headers);
+    match state
+        .provider
+        .submit_user_code(
+            form.get("user_code").map(String::as_str).unwrap_or(""),
+            &addr,
+            cookie_value(&headers, LOGIN_COOKIE),
+            cookie_value(&headers, SESSION_COOKIE),
+        )
+        .await
+    {
+        Ok(outcome) => proceed(&state, outcome),
+        Err(err) => authorize_error(&state, err),
+    }
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = match parse_unique_params(query.as_deref().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return error_page(&state, StatusCode::BAD_REQUEST, "Cannot sign out", &e),
+    };
+    end_session(&state, &params, &headers, None).await
+}
+
+async fn logout_confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = cross_site_post(&state, &headers) {
+        return refused;
+    }
+    let Some(form) = form_fields(&headers, &body) else {
+        return error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The form could not be read.",
+        );
+    };
+    let csrf = form.get("csrf").cloned().unwrap_or_default();
+    end_session(&state, &form, &headers, Some(&csrf)).await
+}
+
+async fn end_session(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+) -> Response {
+    match state
+        .provider
+        .end_session(params, cookie_value(headers, SESSION_COOKIE), csrf)
+        .await
+    {
+        Ok(Logout::Confirm { csrf, params }) => page(
+            state,
+            StatusCode::OK,
+            "logout.html",
+            minijinja::context! { csrf => csrf, fields => params },
+        ),
+        Ok(Logout::Done { redirect }) => {
+            let mut response = match redirect {
+                Some(url) => see_other(&url),
+                None => page(
+                    state,
+                    StatusCode::OK,
+                    "signed_out.html",
+                    minijinja::context! {},
+                ),
+            };
+            // Expire the session cookie in the browser too.
+            set_cookie(state, &mut response, SESSION_COOKIE, "", 0);
+            response
+        }
+        Err(err) => authorize_error(state, err),
+    }
+}
+
+/// Reads a form-encoded body for the JSON endpoints, as an OAuth error when it cannot.
+fn oauth_form(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, OAuthError> {
+    if !is_form(headers) {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| OAuthError::invalid_request("the body is not valid UTF-8"))?;
+    parse_unique_params(text).map_err(OAuthError::invalid_request)
+}
+
+fn no_store(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+async fn device_code(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match oauth_form(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state
+        .provider
+        .device_authorization(authorization, &form)
+        .await
+    {
+        Ok(answer) => no_store(Json(answer).into_response()),
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match oauth_form(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.provider.revoke(authorization, &form).await {
+        Ok(()) => no_store(StatusCode::OK.into_response()),
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match oauth_form(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.provider.introspect(authorization, &form).await {
+        Ok(answer) => no_store(Json(answer).into_response()),
+        Err(err) => err.into_response(),
     }
 }
 

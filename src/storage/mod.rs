@@ -161,6 +161,8 @@ pub trait Storage: Send + Sync + 'static {
     /// `AlreadyExists` when the user code is taken (the caller draws another).
     async fn create_device_request(&self, request: &DeviceRequest) -> Result<()>;
     async fn get_device_request(&self, user_code: &str) -> Result<Option<DeviceRequest>>;
+    /// The request a device code belongs to, whatever its state.
+    async fn find_device_request(&self, device_code_hash: &str) -> Result<Option<DeviceRequest>>;
     /// Approves (with the grant redemption will create) or denies (`None`) a pending,
     /// unexpired request. False, and nothing written, otherwise.
     async fn complete_device_request(

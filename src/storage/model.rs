@@ -71,6 +71,9 @@ pub struct AuthRequestParams {
     pub max_age: Option<i64>,
     #[serde(default)]
     pub login_hint: Option<String>,
+    /// Set when this login approves a device (RFC 8628) instead of redirecting a browser.
+    #[serde(default)]
+    pub device_user_code: Option<String>,
 }
 
 /// The outcome of a successful upstream login, attached to its auth request.

@@ -742,6 +742,16 @@ impl Storage for PostgresStorage {
             .transpose()
     }
 
+    async fn find_device_request(&self, device_code_hash: &str) -> Result<Option<DeviceRequest>> {
+        sqlx::query_as::<_, sql::DeviceRequestRow>(&sql::select_device_request_by_device_code())
+            .bind(device_code_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("device request")?
+            .map(sql::DeviceRequestRow::into_model)
+            .transpose()
+    }
+
     async fn complete_device_request(
         &self,
         user_code: &str,

@@ -11,6 +11,14 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("choose.html", include_str!("templates/choose.html")),
     ("approval.html", include_str!("templates/approval.html")),
     ("error.html", include_str!("templates/error.html")),
+    ("device.html", include_str!("templates/device.html")),
+    (
+        "device_done.html",
+        include_str!("templates/device_done.html"),
+    ),
+    ("form_post.html", include_str!("templates/form_post.html")),
+    ("logout.html", include_str!("templates/logout.html")),
+    ("signed_out.html", include_str!("templates/signed_out.html")),
 ];
 
 /// The stylesheet served at `/static/style.css` (CSP allows styles from self only).

@@ -21,6 +21,11 @@ pub const PUBLIC_REDIRECT: &str = "http://127.0.0.1:8000/callback";
 pub const WEB_CLIENT: &str = "web";
 pub const WEB_SECRET: &str = "web-secret-with-enough-entropy";
 pub const WEB_REDIRECT: &str = "https://app.example.com/callback";
+pub const WEB_LOGGED_OUT: &str = "https://app.example.com/signed-out";
+pub const PEER_CLIENT: &str = "peer-api";
+pub const PEER_SECRET: &str = "peer-secret-with-enough-entropy";
+pub const ROBOT_CLIENT: &str = "robot";
+pub const ROBOT_SECRET: &str = "robot-secret-with-enough-entropy";
 pub const ENCRYPTION_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +61,16 @@ impl TestServer {
         issuer_path: &str,
         extra_yaml: &str,
     ) -> Option<TestServer> {
+        Self::start_full(backend, issuer_path, "", extra_yaml).await
+    }
+
+    /// `web_extra` is YAML indented under `web:`.
+    pub async fn start_full(
+        backend: Backend,
+        issuer_path: &str,
+        web_extra: &str,
+        extra_yaml: &str,
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db_file = dir.path().join("lanyard.db");
         let (storage_yaml, db) = match backend {
@@ -86,7 +101,7 @@ impl TestServer {
             r#"issuer: {issuer}
 {storage_yaml}web:
   http: 127.0.0.1:{port}
-logger:
+{web_extra}logger:
   level: warn
 keys:
   encryptionKey: {ENCRYPTION_KEY}
@@ -106,6 +121,16 @@ staticClients:
   name: Web App
   secret: {WEB_SECRET}
   redirectURIs: ['{WEB_REDIRECT}']
+  postLogoutRedirectURIs: ['{WEB_LOGGED_OUT}']
+- id: {PEER_CLIENT}
+  name: Peer API
+  secret: {PEER_SECRET}
+  redirectURIs: ['https://peer.example.com/callback']
+  trustedPeers: ['{PUBLIC_CLIENT}']
+- id: {ROBOT_CLIENT}
+  name: Deploy robot
+  secret: {ROBOT_SECRET}
+  grantTypes: [client_credentials]
 {extra_yaml}"#
         );
         let config = Config::from_yaml_str(&yaml, &|k| std::env::var(k).ok())

@@ -1,0 +1,113 @@
+//! RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0) at `end_session_endpoint`.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+
+use super::authorize::{append_query, AuthorizeError};
+use super::secrets::{constant_time_eq, sha256_hex};
+use super::Provider;
+
+/// What the logout endpoint decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Logout {
+    /// Signed out; go to the client's registered post-logout URI (with `state`), or show the
+    /// signed-out page when there is none.
+    Done { redirect: Option<String> },
+    /// Without an ID token proving which client asks, the user confirms with a form
+    /// (a third-party page must not be able to sign people out silently).
+    Confirm {
+        csrf: String,
+        params: Vec<(String, String)>,
+    },
+}
+
+/// The CSRF token of the confirmation form: bound to the browser's session cookie.
+fn logout_csrf(session_cookie: Option<&str>) -> String {
+    sha256_hex(&format!("logout:{}", session_cookie.unwrap_or("")))
+}
+
+impl Provider {
+    /// GET or POST of the logout endpoint. `confirmed_csrf` is the form's token on a POST.
+    pub async fn end_session(
+        &self,
+        params: &HashMap<String, String>,
+        session_cookie: Option<&str>,
+        confirmed_csrf: Option<&str>,
+    ) -> Result<Logout, AuthorizeError> {
+        let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let bad = |m: &str| AuthorizeError::page(StatusCode::BAD_REQUEST, "Cannot sign out", m);
+
+        let hint = match get("id_token_hint") {
+            Some(h) => Some(
+                self.id_token_hint_claims(h)
+                    .ok_or_else(|| bad("The id_token_hint is not an ID token lanyard issued."))?,
+            ),
+            None => None,
+        };
+        let hint_audience: Vec<String> = hint
+            .as_ref()
+            .and_then(|c| c.get("aud"))
+            .map(|aud| match aud {
+                serde_json::Value::String(s) => vec![s.clone()],
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default();
+        let client_id = match (get("client_id"), hint_audience.first()) {
+            (Some(id), _)
+                if !hint_audience.is_empty() && !hint_audience.iter().any(|a| a == id) =>
+            {
+                return Err(bad("client_id is not an audience of the id_token_hint."));
+            }
+            (Some(id), _) => Some(id.to_string()),
+            (None, Some(aud)) => Some(aud.clone()),
+            (None, None) => None,
+        };
+        let redirect = match get("post_logout_redirect_uri") {
+            Some(uri) => {
+                let client = match &client_id {
+                    Some(id) => self.clients.find(id).await?,
+                    None => None,
+                };
+                let client = client.ok_or_else(|| {
+                    bad("post_logout_redirect_uri needs a known client_id or id_token_hint.")
+                })?;
+                // Exact match only, like redirect URIs.
+                if !client.post_logout_redirect_uris.iter().any(|r| r == uri) {
+                    return Err(bad(
+                        "post_logout_redirect_uri is not registered for this client.",
+                    ));
+                }
+                Some(match get("state") {
+                    Some(state) => append_query(uri, &[("state", state)]),
+                    None => uri.to_string(),
+                })
+            }
+            None => None,
+        };
+
+        let confirmed =
+            confirmed_csrf.is_some_and(|c| constant_time_eq(c, &logout_csrf(session_cookie)));
+        if hint.is_none() && !confirmed {
+            let keep = ["client_id", "post_logout_redirect_uri", "state"];
+            return Ok(Logout::Confirm {
+                csrf: logout_csrf(session_cookie),
+                params: keep
+                    .iter()
+                    .filter_map(|k| get(k).map(|v| (k.to_string(), v.to_string())))
+                    .collect(),
+            });
+        }
+        if let Some(cookie) = session_cookie.filter(|c| !c.is_empty() && c.len() <= 128) {
+            self.storage
+                .revoke_session(&sha256_hex(cookie), self.now())
+                .await?;
+        }
+        tracing::info!(client = client_id.as_deref().unwrap_or(""), "signed out");
+        Ok(Logout::Done { redirect })
+    }
+}

@@ -1,0 +1,311 @@
+//! RFC 9700 hardening that is not about one grant: rate limits, CORS, JWT inputs, implicit
+//! flows only when enabled, bounded storage for abandoned logins.
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::server::*;
+use serde_json::Value;
+
+fn with(mut q: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
+    q.retain(|(k, _)| k != key);
+    q.push((key.into(), value.into()));
+    q
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_is_rate_limited_with_retry_after() {
+    let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
+    let browser = TestServer::new_browser();
+    let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = s
+            .submit_login(&browser, &login_url, &html, "alice@example.com", "wrong")
+            .await;
+        if r.status() == 429 {
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(retry >= 1);
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..5], &[401; 5]);
+    assert_eq!(statuses[5], 429, "the sixth guess is refused: {statuses:?}");
+    // Even the right password waits out the lockout.
+    let r = s
+        .submit_login(
+            &browser,
+            &login_url,
+            &html,
+            "alice@example.com",
+            ALICE_PASSWORD,
+        )
+        .await;
+    assert_eq!(r.status(), 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_for_allowed_origins_and_never_on_auth() {
+    let s = TestServer::start_full(
+        Backend::Sqlite,
+        "",
+        "  allowedOrigins: ['https://dash.example.com']\n",
+        "",
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let r = http
+        .get(s.url("/keys"))
+        .header("origin", "https://dash.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://dash.example.com"
+    );
+    let r = http
+        .get(s.url("/keys"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let r = http
+        .get(s.url("/auth"))
+        .header("origin", "https://dash.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_id_token_hints_are_refused() {
+    let s = TestServer::start(Backend::Sqlite, "oauth2:\n  skipApprovalScreen: true\n")
+        .await
+        .unwrap();
+    let browser = TestServer::new_browser();
+    let req = AuthRequest::public();
+    let redirect = s.login_and_approve(&browser, &req).await;
+    let t: Value = s
+        .redeem(&req, &query_param(&redirect, "code").unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let good = t["id_token"].as_str().unwrap().to_string();
+    let parts: Vec<&str> = good.split('.').collect();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let kid = header["kid"].as_str().unwrap();
+
+    let jwks: Value = reqwest::get(s.url("/keys"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .unwrap()
+        .clone();
+    let public_bytes = serde_json::to_vec(&jwk).unwrap();
+    let hs256 = {
+        use hmac_sha256_for_test::sign;
+        let h = b64(&serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}));
+        let signing_input = format!("{h}.{}", parts[1]);
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(sign(&public_bytes, signing_input.as_bytes()))
+        )
+    };
+    let mut wrong_iss = claims.clone();
+    wrong_iss["iss"] = Value::String("https://evil.example.com".into());
+
+    let forged = vec![
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&serde_json::json!({"alg": "none", "kid": kid})),
+                parts[1]
+            ),
+        ),
+        (
+            "alg NoNe",
+            format!(
+                "{}.{}.",
+                b64(&serde_json::json!({"alg": "NoNe", "kid": kid})),
+                parts[1]
+            ),
+        ),
+        ("HS256 with the public key", hs256),
+        (
+            "unknown kid",
+            format!(
+                "{}.{}.{}",
+                b64(&serde_json::json!({"alg": "RS256", "kid": "nope"})),
+                parts[1],
+                parts[2]
+            ),
+        ),
+        (
+            "wrong issuer (re-used signature)",
+            format!("{}.{}.{}", parts[0], b64(&wrong_iss), parts[2]),
+        ),
+        ("garbage", "not.a.jwt".to_string()),
+    ];
+    for (what, hint) in forged {
+        let q = with(with(req.query(), "prompt", "none"), "id_token_hint", &hint);
+        let r = browser.get(s.url("/auth")).query(&q).send().await.unwrap();
+        let to = location(&r);
+        assert_eq!(
+            query_param(&to, "error").as_deref(),
+            Some("invalid_request"),
+            "{what}: {to}"
+        );
+    }
+    let q = with(with(req.query(), "prompt", "none"), "id_token_hint", &good);
+    let r = browser.get(s.url("/auth")).query(&q).send().await.unwrap();
+    assert!(
+        query_param(&location(&r), "code").is_some(),
+        "the genuine hint works"
+    );
+}
+
+/// HMAC-SHA256, written out for the forgery test (the attacker's tool, not lanyard's).
+mod hmac_sha256_for_test {
+    use sha2::{Digest, Sha256};
+    pub fn sign(key: &[u8], msg: &[u8]) -> Vec<u8> {
+        let mut k = if key.len() > 64 {
+            Sha256::digest(key).to_vec()
+        } else {
+            key.to_vec()
+        };
+        k.resize(64, 0);
+        let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+        let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+        let inner = Sha256::digest([ipad.as_slice(), msg].concat());
+        Sha256::digest([opad.as_slice(), inner.as_slice()].concat()).to_vec()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_and_hybrid_only_when_enabled() {
+    let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
+    let d: Value = reqwest::get(s.url("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["response_types_supported"], serde_json::json!(["code"]));
+    let browser = TestServer::new_browser();
+    let q = with(
+        AuthRequest::public().query(),
+        "response_type",
+        "id_token token",
+    );
+    let r = browser.get(s.url("/auth")).query(&q).send().await.unwrap();
+    let to = location(&r);
+    assert!(to.contains("error=unsupported_response_type"), "{to}");
+
+    let s = TestServer::start(
+        Backend::Sqlite,
+        "oauth2:\n  responseTypes: [code, id_token, token]\n  skipApprovalScreen: true\n",
+    )
+    .await
+    .unwrap();
+    let browser = TestServer::new_browser();
+    let q = with(
+        AuthRequest::confidential().query(),
+        "response_type",
+        "id_token token",
+    );
+    let r = browser.get(s.url("/auth")).query(&q).send().await.unwrap();
+    let login_url = s.absolute(&location(&r));
+    let html = browser
+        .get(&login_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = s
+        .submit_login(
+            &browser,
+            &login_url,
+            &html,
+            "alice@example.com",
+            ALICE_PASSWORD,
+        )
+        .await;
+    let to = location(&r);
+    let fragment = to.split_once('#').expect("tokens travel in the fragment").1;
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(fragment.as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert!(get("access_token").is_some());
+    let id_token = get("id_token").expect("id_token");
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(id_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["nonce"], "nonce-456");
+    assert!(claims["at_hash"].is_string());
+    // Tokens are never put in a query.
+    let q = with(
+        with(
+            AuthRequest::confidential().query(),
+            "response_type",
+            "id_token",
+        ),
+        "response_mode",
+        "query",
+    );
+    let r = browser.get(s.url("/auth")).query(&q).send().await.unwrap();
+    assert!(location(&r).contains("error=invalid_request"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_logins_are_swept_in_bounded_batches() {
+    let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
+    let browser = TestServer::new_browser();
+    for _ in 0..300 {
+        let r = browser
+            .get(s.url("/auth"))
+            .query(&AuthRequest::public().query())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+    }
+    assert_eq!(s.count("auth_requests").await, 300);
+    s.clock.advance(31 * 60); // past the 30 min default lifetime
+    let swept = lanyard::server::app::sweep_once(&s.provider, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        swept.auth_requests, 300,
+        "batches repeat until the backlog is gone"
+    );
+    assert_eq!(s.count("auth_requests").await, 0);
+}
