@@ -319,15 +319,21 @@ async fn poll(s: &TestServer, device_code: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// Opens /device and returns the form's CSRF token.
+async fn device_csrf(s: &TestServer, browser: &reqwest::Client) -> String {
+    let page = browser.get(s.url("/device")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    hidden_field(&page.text().await.unwrap(), "csrf").expect("csrf on /device")
+}
+
 /// Types the user code at /device in a browser and signs in; returns the browser and the
 /// approval page URL.
 async fn enter_user_code(s: &TestServer, code: &str) -> (reqwest::Client, String) {
     let browser = TestServer::new_browser();
-    let page = browser.get(s.url("/device")).send().await.unwrap();
-    assert_eq!(page.status(), 200);
+    let csrf = device_csrf(s, &browser).await;
     let r = browser
         .post(s.url("/device"))
-        .form(&[("user_code", code)])
+        .form(&[("user_code", code), ("csrf", &csrf)])
         .send()
         .await
         .unwrap();
@@ -468,20 +474,32 @@ async fn device_flow_denied_and_expired(b: Backend) {
     );
     // An expired code cannot be entered either.
     let browser = TestServer::new_browser();
+    let csrf = device_csrf(&s, &browser).await;
     let r = browser
         .post(s.url("/device"))
-        .form(&[("user_code", auth["user_code"].as_str().unwrap())])
+        .form(&[
+            ("user_code", auth["user_code"].as_str().unwrap()),
+            ("csrf", &csrf),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // The form needs its CSRF token.
+    let r = browser
+        .post(s.url("/device"))
+        .form(&[("user_code", "BCDF-GHJK"), ("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 
     // Guessing codes is rate limited per address.
     let mut limited = false;
     for _ in 0..15 {
         let r = browser
             .post(s.url("/device"))
-            .form(&[("user_code", "BCDF-GHJK")])
+            .form(&[("user_code", "BCDF-GHJK"), ("csrf", &csrf)])
             .send()
             .await
             .unwrap();

@@ -206,3 +206,35 @@ async fn storage_outage_during_token_issuance_answers_503_not_200() {
     assert_eq!(s.redeem(&req, &code).await.status(), 200);
     assert_eq!(s.redeem(&req, &code).await.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_during_a_storage_failure_answers_503_not_200() {
+    let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
+    let req = AuthRequest::public();
+    let code = s.code_for(&req).await;
+    let tokens: serde_json::Value = s.redeem(&req, &code).await.json().await.unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&s.database_url)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TRIGGER refuse_revocation BEFORE UPDATE ON grants BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    let r = reqwest::Client::new()
+        .post(s.url("/token/revoke"))
+        .form(&[("token", refresh), ("client_id", PUBLIC_CLIENT)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        503,
+        "a revocation that did not happen is never reported as done"
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+}

@@ -558,10 +558,7 @@ impl Provider {
             }
         }
 
-        let browser_cookie = match browser_cookie {
-            Some(c) if c.len() >= 32 && c.len() <= 64 => c.to_string(),
-            _ => random_token(32),
-        };
+        let browser_cookie = super::device::browser_cookie_or_new(browser_cookie);
         let request = AuthRequest {
             id: random_token(16),
             client_id: client.id.clone(),

@@ -146,13 +146,24 @@ impl Provider {
     }
 
     /// The person submitted a user code at /device: start a login for the device's client.
+    /// `csrf` is the form's token, bound to the browser cookie the /device page set.
     pub async fn submit_user_code(
         &self,
         input: &str,
+        csrf: &str,
         client_addr: &str,
         browser_cookie: Option<&str>,
         session_cookie: Option<&str>,
     ) -> Result<Outcome, AuthorizeError> {
+        let bound = browser_cookie
+            .is_some_and(|c| super::secrets::constant_time_eq(csrf, &device_form_csrf(c)));
+        if !bound {
+            return Err(AuthorizeError::page(
+                StatusCode::FORBIDDEN,
+                "Form expired",
+                "The form's security token does not match. Reload the page and try again.",
+            ));
+        }
         let key = format!("device-addr:{client_addr}");
         let at = std::time::Instant::now();
         self.user_code_limiter
@@ -184,10 +195,7 @@ impl Provider {
         if allowed.is_empty() {
             return Err(AuthorizeError::login_gone());
         }
-        let browser_cookie = match browser_cookie {
-            Some(c) if c.len() >= 32 && c.len() <= 64 => c.to_string(),
-            _ => random_token(32),
-        };
+        let browser_cookie = browser_cookie_or_new(browser_cookie);
         // A signed-in browser skips the password; approving the device is always asked.
         let session = self
             .live_session(session_cookie)
@@ -227,6 +235,20 @@ impl Provider {
             browser_cookie: Some(browser_cookie),
             session_cookie: None,
         })
+    }
+}
+
+/// The /device form's CSRF token: derived from the browser-binding cookie, so a form posted
+/// from another site (which cannot read the cookie) cannot carry it.
+pub fn device_form_csrf(browser_cookie: &str) -> String {
+    sha256_hex(&format!("device-form:{browser_cookie}"))
+}
+
+/// A browser-binding cookie value: the one the browser has, or a new one.
+pub fn browser_cookie_or_new(existing: Option<&str>) -> String {
+    match existing {
+        Some(c) if c.len() >= 32 && c.len() <= 64 => c.to_string(),
+        _ => random_token(32),
     }
 }
 

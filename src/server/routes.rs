@@ -19,6 +19,7 @@ use crate::oidc::authorize::{
     parse_unique_params, AuthorizeError, ClientResponse, Outcome, PasswordOutcome, ResponseMode,
     Step,
 };
+use crate::oidc::device::{browser_cookie_or_new, device_form_csrf};
 use crate::oidc::logout::Logout;
 use crate::oidc::{OAuthError, Provider};
 use crate::web::{Templates, STYLE_CSS};
@@ -541,13 +542,24 @@ struct DeviceQuery {
     user_code: Option<String>,
 }
 
-async fn device_page(State(state): State<AppState>, Query(q): Query<DeviceQuery>) -> Response {
-    page(
+async fn device_page(
+    State(state): State<AppState>,
+    Query(q): Query<DeviceQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let cookie = browser_cookie_or_new(cookie_value(&headers, LOGIN_COOKIE));
+    let mut response = page(
         &state,
         StatusCode::OK,
         "device.html",
-        minijinja::context! { user_code => q.user_code.unwrap_or_default() },
-    )
+        minijinja::context! {
+            user_code => q.user_code.unwrap_or_default(),
+            csrf => device_form_csrf(&cookie),
+        },
+    );
+    let ttl = state.provider.settings.auth_request_ttl.as_secs();
+    set_cookie(&state, &mut response, LOGIN_COOKIE, &cookie, ttl);
+    response
 }
 
 async fn device_submit(
@@ -572,6 +584,7 @@ async fn device_submit(
         .provider
         .submit_user_code(
             form.get("user_code").map(String::as_str).unwrap_or(""),
+            form.get("csrf").map(String::as_str).unwrap_or(""),
             &addr,
             cookie_value(&headers, LOGIN_COOKIE),
             cookie_value(&headers, SESSION_COOKIE),
