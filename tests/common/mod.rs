@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 //! Shared test support: fresh PostgreSQL databases and a real server to talk to.
 
+pub mod browser;
 pub mod postgres;
 pub mod server;
