@@ -65,8 +65,7 @@ impl Browser {
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = loop {
-            match ClientBuilder::rustls()
-                .expect("rustls client")
+            match ClientBuilder::native()
                 .capabilities(caps.clone())
                 .connect(&url)
                 .await
