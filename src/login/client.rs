@@ -65,7 +65,11 @@ impl Http {
     }
 
     fn transport_error(&self, url: &str, e: &reqwest::Error) -> LoginError {
-        let detail = chain(e);
+        // reqwest's own message repeats the URL the error already names.
+        let detail = match std::error::Error::source(e) {
+            Some(cause) => chain(cause),
+            None => chain(e),
+        };
         if is_tls_error(e) {
             return LoginError::Tls {
                 url: url.to_string(),

@@ -125,8 +125,8 @@ pub enum LoginError {
     #[error("cannot reach the issuer at {url}: {detail}")]
     Unreachable { url: String, detail: String },
     #[error("TLS with {url} failed: {detail}; {}", match ca_file {
-        Some(p) => format!("the certificate is not signed by a root in --ca-file {} (nor a public root)", p.display()),
-        None => "if the issuer's certificate is signed by a private CA, pass that CA with --ca-file".to_string(),
+        Some(p) => format!("the certificate was checked against the public roots and --ca-file {}", p.display()),
+        None => "if the issuer's certificate comes from a private CA, pass that CA's certificate with --ca-file".to_string(),
     })]
     Tls {
         url: String,
@@ -240,6 +240,9 @@ pub async fn run_with(
     env: &Environment,
 ) -> Result<ExecCredential, LoginError> {
     let interactive = env.exec_interactive()? != Some(false);
+    if !args.listen.ip().is_loopback() {
+        return Err(LoginError::NotLoopback(args.listen));
+    }
     let issuer = client::normalize_issuer(&args.issuer);
     let scopes = effective_scopes(&args.scopes);
     let dir = match &args.cache_dir {
