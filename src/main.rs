@@ -38,6 +38,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// kubectl credential plugin: prints an ExecCredential with an ID token from the issuer
+    /// (cached, refreshed, or from a new login) on stdout.
+    Login(lanyard::login::LoginArgs),
 }
 
 fn load(config: &Option<PathBuf>) -> anyhow::Result<(Config, bool)> {
@@ -102,5 +105,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig { .. } => Ok(()),
+        Command::Login(args) => {
+            use std::io::Write;
+            let credential = lanyard::login::run(&args, &lanyard::clock::SystemClock).await?;
+            // stdout carries the ExecCredential and nothing else.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", credential.to_json())
+                .and_then(|()| out.flush())
+                .context("cannot write the credential to stdout")?;
+            Ok(())
+        }
     }
 }
