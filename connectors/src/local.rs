@@ -421,7 +421,9 @@ mod tests {
         let (_, hasher, conn, _) = setup().await;
         hasher.warm_up().await.unwrap();
         let (mut wrong, mut unknown, mut empty) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..9 {
+        // Many interleaved rounds and a wide band: other tests load the same cores, and the
+        // failure this guards against (skipping the dummy hash) reads as ~0.0.
+        for _ in 0..15 {
             let t = Instant::now();
             assert!(conn.login(&ALL, "jane", "nope").await.unwrap().is_none());
             wrong.push(t.elapsed());
@@ -436,7 +438,7 @@ mod tests {
         for (name, times) in [("unknown user", unknown), ("empty password", empty)] {
             let ratio = median(times).as_secs_f64() / wrong;
             assert!(
-                (0.5..=2.0).contains(&ratio),
+                (0.33..=3.0).contains(&ratio),
                 "{name} / wrong password = {ratio:.2}"
             );
         }

@@ -645,7 +645,9 @@ pub(crate) mod tests {
         let stored = h.hash("right").await.unwrap();
         h.warm_up().await.unwrap();
         let (mut real, mut dummy) = (Vec::new(), Vec::new());
-        for _ in 0..7 {
+        // Interleaved, many rounds and a wide band: other tests hash on the same cores at the
+        // same time, and the failure this guards against (no dummy work) reads as ~0.0.
+        for _ in 0..15 {
             let t = Instant::now();
             assert!(!h.verify(&stored, "wrong").await.unwrap());
             real.push(t.elapsed());
@@ -654,7 +656,7 @@ pub(crate) mod tests {
             dummy.push(t.elapsed());
         }
         let ratio = median(dummy).as_secs_f64() / median(real).as_secs_f64();
-        assert!((0.5..=2.0).contains(&ratio), "dummy/real = {ratio}");
+        assert!((0.33..=3.0).contains(&ratio), "dummy/real = {ratio}");
     }
 
     #[tokio::test]
