@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod config;
 pub mod keys;
+pub mod kube;
 pub mod login;
 pub mod oidc;
 pub mod server;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use lanyard::config::{self, Config};
+use lanyard::kube;
 use lanyard::server::app;
 
 #[derive(Parser)]
@@ -41,6 +42,98 @@ enum Command {
     /// kubectl credential plugin: prints an ExecCredential with an ID token from the issuer
     /// (cached, refreshed, or from a new login) on stdout.
     Login(lanyard::login::LoginArgs),
+    /// Kubernetes settings from the config's `kubernetes:` section: kubeconfig, API server
+    /// flags or AuthenticationConfiguration, RBAC bindings. Without --config, the embedded
+    /// default.
+    Kube {
+        #[arg(long, short, global = true, env = "LANYARD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: KubeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KubeCommand {
+    /// kube-apiserver's --oidc-* flags for one cluster, one per line.
+    ApiserverFlags {
+        #[arg(long)]
+        cluster: String,
+    },
+    /// An AuthenticationConfiguration (kube-apiserver --authentication-config) as YAML.
+    /// Give --cluster for one cluster's API server: with several clusters, a token for any
+    /// of their clients is accepted.
+    AuthnConfig {
+        /// v1 (Kubernetes 1.34+) or v1beta1 (1.30-1.33).
+        #[arg(long, default_value = "v1")]
+        version: kube::AuthnConfigVersion,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The CA of lanyard's TLS certificate (PEM), when it is not publicly trusted.
+        #[arg(long)]
+        issuer_ca_file: Option<PathBuf>,
+    },
+    /// RoleBindings and ClusterRoleBindings for `kubernetes.rbac` as multi-document YAML.
+    Rbac {
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// A kubeconfig whose users log in with `lanyard login`.
+    Kubeconfig {
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+}
+
+/// What a `lanyard kube` command prints on stdout.
+fn kube_command(config: &Option<PathBuf>, command: &KubeCommand) -> anyhow::Result<String> {
+    let (config, _) = load(config)?;
+    let issuer = config.issuer_string();
+    let k8s = &config.kubernetes;
+    let out = match command {
+        KubeCommand::ApiserverFlags { cluster } => {
+            let cluster = kube::select_clusters(k8s, Some(cluster))?[0];
+            let mut out = kube::apiserver_flags(&issuer, cluster, config.keys.algorithm).join("\n");
+            out.push('\n');
+            out
+        }
+        KubeCommand::AuthnConfig {
+            version,
+            cluster,
+            issuer_ca_file,
+        } => {
+            let clusters = kube::select_clusters(k8s, cluster.as_deref())?;
+            let ca = match issuer_ca_file {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    Some(config::normalize_pem_certificates(&text).map_err(|e| {
+                        anyhow::anyhow!("{} is not a PEM certificate file: {e}", path.display())
+                    })?)
+                }
+            };
+            kube::authentication_configuration(&issuer, &clusters, *version, ca.as_deref())?
+        }
+        KubeCommand::Rbac { cluster } => {
+            let clusters = kube::select_clusters(k8s, cluster.as_deref())?;
+            kube::rbac_manifests(&k8s.rbac, &clusters)
+        }
+        KubeCommand::Kubeconfig { cluster } => {
+            let clusters = kube::select_clusters(k8s, cluster.as_deref())?;
+            let secrets = |id: &str| config.static_client(id).and_then(|c| c.secret.clone());
+            kube::kubeconfig(&issuer, &clusters, &secrets)
+        }
+    };
+    // authn-config refuses an http issuer outright; flags and kubeconfigs still print.
+    let uses_issuer = matches!(
+        command,
+        KubeCommand::ApiserverFlags { .. } | KubeCommand::Kubeconfig { .. }
+    );
+    if uses_issuer && config.issuer.scheme() != "https" {
+        eprintln!("lanyard: warning: the issuer {issuer} is not https; kube-apiserver only trusts https issuers");
+    }
+    Ok(out)
 }
 
 fn load(config: &Option<PathBuf>) -> anyhow::Result<(Config, bool)> {
@@ -63,6 +156,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
+        };
+    }
+    if let Command::Kube { config, command } = &cli.command {
+        return match kube_command(config, command) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("lanyard: {err:#}");
+                ExitCode::FAILURE
+            }
         };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -104,7 +209,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(storage = storage.kind(), "migrations applied");
             Ok(())
         }
-        Command::CheckConfig { .. } => Ok(()),
+        Command::CheckConfig { .. } | Command::Kube { .. } => Ok(()),
         Command::Login(args) => {
             use std::io::Write;
             let credential = lanyard::login::run(&args, &lanyard::clock::SystemClock).await?;

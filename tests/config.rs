@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lanyard::config::{
     check_config_report, Config, ConfigErrors, ConnectorType, GrantType, LogFormat, LogLevel,
-    PasswordHashKind, SigningAlg, DEV_CONFIG,
+    PasswordHashKind, RbacRole, SigningAlg, DEV_CONFIG,
 };
 use lanyard::storage::StorageSettings;
 
@@ -314,8 +314,8 @@ fn unknown_key_in_web_suggests_closest() {
 fn unknown_top_level_key_suggests_closest() {
     let e = errors(&with_base("staticClient: []\n"));
     assert_error(&e, "staticClient", "did you mean `staticClients`?");
-    let e = errors(&with_base("kubernetes: {}\n"));
-    assert_error(&e, "kubernetes", "unknown key `kubernetes`");
+    let e = errors(&with_base("kubernets: {}\n"));
+    assert_error(&e, "kubernets", "did you mean `kubernetes`?");
 }
 
 #[test]
@@ -895,5 +895,345 @@ fn postgres_password_is_redacted_from_debug_output() {
     assert!(
         !debug.contains("hunter2-pg") && !debug.contains("hunter3"),
         "{debug}"
+    );
+}
+
+// ----- kubernetes ---------------------------------------------------------------------
+
+/// One certificate per test run, so that configs can be compared and edited by text.
+fn test_ca_pem() -> String {
+    static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PEM.get_or_init(|| {
+        rcgen::generate_simple_self_signed(vec!["kube.example.com".to_string()])
+            .unwrap()
+            .cert
+            .pem()
+    })
+    .clone()
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A base config with two clients (one confidential, one public) and `kubernetes:` text.
+fn with_kube(kubernetes: &str) -> String {
+    with_base(&format!(
+        r#"
+staticClients:
+- id: kube
+  secret: kube-secret
+  redirectURIs: [http://localhost:8000]
+- id: kube-public
+  public: true
+  redirectURIs: [http://localhost:8000]
+kubernetes:
+{kubernetes}"#
+    ))
+}
+
+fn one_cluster(extra: &str) -> String {
+    with_kube(&format!(
+        "  clusters:\n  - name: prod\n    server: https://prod.example.com:6443\n    certificateAuthorityData: {}\n    clientID: kube\n{extra}",
+        b64(&test_ca_pem())
+    ))
+}
+
+#[test]
+fn kubernetes_clusters_and_rbac_resolve_with_defaults() {
+    let pem = test_ca_pem();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, format!("# the staging CA\n{pem}")).unwrap();
+    let text = with_kube(&format!(
+        r#"  clusters:
+  - name: prod
+    server: https://prod.example.com:6443
+    certificateAuthorityData: {}
+    clientID: kube
+  - name: staging
+    displayName: Staging
+    server: https://staging.example.com
+    certificateAuthorityFile: {}
+    clientID: kube-public
+    namespace: apps
+    contextName: acme-staging
+    usernameClaim: sub
+    usernamePrefix: ""
+    groupsClaim: teams
+    groupsPrefix: "gh:"
+    clientSecretForUsers: false
+  rbac:
+  - group: acme:platform
+    clusterRole: cluster-admin
+  - group: acme:software-engineering
+    clusterRole: edit
+    namespace: apps
+  - group: acme:software-engineering
+    role: deployer
+    namespace: apps
+    clusters: [staging]
+"#,
+        b64(&pem),
+        ca_file.display()
+    ));
+    let c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let k = &c.kubernetes;
+    assert_eq!(k.cluster_names(), vec!["prod", "staging"]);
+
+    let prod = k.cluster("prod").unwrap();
+    assert_eq!(prod.display_name, "prod");
+    assert_eq!(prod.server, "https://prod.example.com:6443");
+    assert_eq!(prod.certificate_authority_pem, pem.replace("\r\n", "\n"));
+    assert_eq!(prod.client_id, "kube");
+    assert_eq!(prod.namespace, "default");
+    assert_eq!(prod.context_name, "prod");
+    assert_eq!(prod.username_claim, "email");
+    assert_eq!(prod.username_prefix, "oidc:");
+    assert_eq!(prod.groups_claim, "groups");
+    assert_eq!(prod.groups_prefix, "oidc:");
+    assert!(!prod.client_secret_for_users);
+
+    let staging = k.cluster("staging").unwrap();
+    assert_eq!(staging.display_name, "Staging");
+    // The file's comment line is dropped; the certificate is the same.
+    assert_eq!(
+        staging.certificate_authority_pem,
+        prod.certificate_authority_pem
+    );
+    assert_eq!(staging.namespace, "apps");
+    assert_eq!(staging.context_name, "acme-staging");
+    assert_eq!(staging.username_claim, "sub");
+    assert_eq!(staging.username_prefix, "");
+    assert_eq!(staging.groups_claim, "teams");
+    assert_eq!(staging.groups_prefix, "gh:");
+
+    assert_eq!(k.rbac.len(), 3);
+    assert_eq!(k.rbac[0].group, "acme:platform");
+    assert_eq!(
+        k.rbac[0].role,
+        RbacRole::ClusterRole("cluster-admin".into())
+    );
+    assert_eq!(k.rbac[0].namespace, None);
+    assert!(k.rbac[0].applies_to("prod") && k.rbac[0].applies_to("staging"));
+    assert_eq!(k.rbac[1].namespace.as_deref(), Some("apps"));
+    assert_eq!(k.rbac[2].role, RbacRole::Role("deployer".into()));
+    assert!(k.rbac[2].applies_to("staging") && !k.rbac[2].applies_to("prod"));
+}
+
+#[test]
+fn kubernetes_is_empty_when_absent() {
+    let c = parse(BASE).unwrap();
+    assert!(c.kubernetes.clusters.is_empty());
+    assert!(c.kubernetes.rbac.is_empty());
+}
+
+#[test]
+fn kubernetes_cluster_client_must_be_a_static_client() {
+    let e = errors(&one_cluster("").replace("clientID: kube\n", "clientID: kubectl\n"));
+    assert_error(
+        &e,
+        "kubernetes.clusters[0].clientID",
+        "no static client has the id `kubectl`; staticClients: `kube`, `kube-public`",
+    );
+}
+
+#[test]
+fn kubernetes_server_must_be_https() {
+    let e = errors(&one_cluster("").replace(
+        "https://prod.example.com:6443",
+        "http://prod.example.com:6443",
+    ));
+    assert_error(&e, "kubernetes.clusters[0].server", "must be an https URL");
+    let e = errors(&one_cluster("").replace("https://prod.example.com:6443", "prod.example.com"));
+    assert_error(&e, "kubernetes.clusters[0].server", "not a valid URL");
+}
+
+#[test]
+fn kubernetes_ca_data_must_be_base64_of_a_pem_certificate() {
+    let good = b64(&test_ca_pem());
+    let cases = [
+        (
+            "not base64 !!".to_string(),
+            "not base64 of a PEM certificate",
+        ),
+        (b64("hello"), "no PEM certificate"),
+        (
+            b64("-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"),
+            "only CERTIFICATE blocks",
+        ),
+        (
+            b64("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            "does not hold a certificate",
+        ),
+        (
+            "'-----BEGIN CERTIFICATE-----'".to_string(),
+            "expected base64 of the PEM",
+        ),
+    ];
+    for (data, needle) in cases {
+        let e = errors(&one_cluster("").replace(&good, &data));
+        assert_error(
+            &e,
+            "kubernetes.clusters[0].certificateAuthorityData",
+            needle,
+        );
+    }
+}
+
+#[test]
+fn kubernetes_ca_file_must_be_readable_pem() {
+    let good = format!("certificateAuthorityData: {}", b64(&test_ca_pem()));
+    let e =
+        errors(&one_cluster("").replace(&good, "certificateAuthorityFile: /nonexistent/ca.pem"));
+    assert_error(
+        &e,
+        "kubernetes.clusters[0].certificateAuthorityFile",
+        "cannot read `/nonexistent/ca.pem`",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ca.pem");
+    std::fs::write(&file, "not a certificate").unwrap();
+    let e = errors(&one_cluster("").replace(
+        &good,
+        &format!("certificateAuthorityFile: {}", file.display()),
+    ));
+    assert_error(
+        &e,
+        "kubernetes.clusters[0].certificateAuthorityFile",
+        "is not a PEM certificate file",
+    );
+    let e = errors(&one_cluster("    certificateAuthorityFile: /x.pem\n"));
+    assert_error(&e, "kubernetes.clusters[0]", "not both");
+    let e = errors(&one_cluster("").replace(&format!("    {good}\n"), ""));
+    assert_error(
+        &e,
+        "kubernetes.clusters[0].certificateAuthorityData",
+        "missing required key `certificateAuthorityData`",
+    );
+}
+
+#[test]
+fn kubernetes_unknown_cluster_key_suggests_the_closest() {
+    let e = errors(&one_cluster("    clientId: kube\n"));
+    assert_error(
+        &e,
+        "kubernetes.clusters[0].clientId",
+        "did you mean `clientID`?",
+    );
+    let e = errors(&one_cluster("  rbacs: []\n"));
+    assert_error(&e, "kubernetes.rbacs", "did you mean `rbac`?");
+}
+
+#[test]
+fn kubernetes_cluster_names_and_contexts_are_unique_and_plain() {
+    let text = one_cluster("");
+    let second = text[text.find("  - name: prod").unwrap()..].to_string();
+    let e = errors(&format!("{text}{second}"));
+    assert_error(
+        &e,
+        "kubernetes.clusters[1].name",
+        "duplicate cluster name `prod`",
+    );
+    let e = errors(&text.replace("name: prod", "name: prod/eu"));
+    assert_error(
+        &e,
+        "kubernetes.clusters[0].name",
+        "not a valid cluster name",
+    );
+    let e = errors(&format!(
+        "{text}{}",
+        second.replace("name: prod", "name: other\n    contextName: prod")
+    ));
+    assert_error(
+        &e,
+        "kubernetes.clusters[1].contextName",
+        "duplicate context name `prod`",
+    );
+}
+
+#[test]
+fn kubernetes_client_secret_for_users_needs_a_confidential_client() {
+    let e = errors(
+        &one_cluster("    clientSecretForUsers: true\n")
+            .replace("clientID: kube\n", "clientID: kube-public\n"),
+    );
+    assert_error(
+        &e,
+        "kubernetes.clusters[0].clientSecretForUsers",
+        "client `kube-public` is public",
+    );
+    let c = parse(&one_cluster("    clientSecretForUsers: true\n")).unwrap();
+    assert!(c.kubernetes.clusters[0].client_secret_for_users);
+}
+
+#[test]
+fn kubernetes_prefixes_may_be_empty_but_not_system() {
+    let e = errors(&one_cluster("    usernamePrefix: 'system:'\n"));
+    assert_error(
+        &e,
+        "kubernetes.clusters[0].usernamePrefix",
+        "must not start with `system:`",
+    );
+    let e = errors(&one_cluster("    groupsPrefix: 'system:masters-'\n"));
+    assert_error(
+        &e,
+        "kubernetes.clusters[0].groupsPrefix",
+        "must not start with `system:`",
+    );
+    let e = errors(&one_cluster("    namespace: Apps\n"));
+    assert_error(
+        &e,
+        "kubernetes.clusters[0].namespace",
+        "not a valid namespace",
+    );
+}
+
+#[test]
+fn kubernetes_rbac_role_needs_a_namespace_and_exactly_one_role_kind() {
+    let e = errors(&one_cluster(
+        "  rbac:\n  - group: acme:dev\n    role: deployer\n",
+    ));
+    assert_error(&e, "kubernetes.rbac[0].namespace", "required with `role`");
+    let e = errors(&one_cluster(
+        "  rbac:\n  - group: acme:dev\n    role: deployer\n    clusterRole: edit\n    namespace: apps\n",
+    ));
+    assert_error(
+        &e,
+        "kubernetes.rbac[0]",
+        "set either `role` or `clusterRole`, not both",
+    );
+    let e = errors(&one_cluster("  rbac:\n  - group: acme:dev\n"));
+    assert_error(
+        &e,
+        "kubernetes.rbac[0].clusterRole",
+        "missing required key `clusterRole`",
+    );
+    let e = errors(&one_cluster("  rbac:\n  - clusterRole: view\n"));
+    assert_error(
+        &e,
+        "kubernetes.rbac[0].group",
+        "missing required key `group`",
+    );
+}
+
+#[test]
+fn kubernetes_rbac_clusters_must_name_configured_clusters() {
+    let e = errors(&one_cluster(
+        "  rbac:\n  - group: acme:dev\n    clusterRole: view\n    clusters: [prod, staging]\n",
+    ));
+    assert_error(
+        &e,
+        "kubernetes.rbac[0].clusters[1]",
+        "no cluster is named `staging`; kubernetes.clusters: `prod`",
+    );
+    let e = errors(&one_cluster(
+        "  rbac:\n  - group: acme:dev\n    clusterRole: view\n  - group: acme:dev\n    clusterRole: view\n",
+    ));
+    assert_error(
+        &e,
+        "kubernetes.rbac[1]",
+        "duplicate binding (also kubernetes.rbac[0])",
     );
 }

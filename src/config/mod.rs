@@ -1,4 +1,5 @@
-//! The YAML model: Dex v2.x's `config.yaml` schema plus lanyard's own top-level `keys:`.
+//! The YAML model: Dex v2.x's `config.yaml` schema plus lanyard's own top-level sections (`keys:`,
+//! `sessions:`, `kubernetes:`).
 //!
 //! Loading goes: YAML → tree → `$VAR` expansion on string scalars (see [`env`]) →
 //! section-by-section deserialisation into raw structs that deny unknown keys → semantic
@@ -23,6 +24,7 @@ use url::Url;
 use crate::storage::StorageSettings;
 
 pub use duration::{format_duration, parse_go_duration, DurationError};
+pub use resolve::normalize_pem_certificates;
 
 /// The config `lanyard serve` runs with when no `--config` is given.
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.yaml");
@@ -90,6 +92,8 @@ pub struct Config {
     pub keys: KeysConfig,
     /// lanyard's `sessions:` section.
     pub sessions: SessionsConfig,
+    /// lanyard's `kubernetes:` section; empty when absent.
+    pub kubernetes: KubernetesConfig,
     /// Settings accepted for Dex compatibility that have no effect in lanyard, and other
     /// things worth a log line at startup.
     pub warnings: Vec<ConfigError>,
@@ -156,6 +160,7 @@ impl fmt::Debug for Config {
             .field("connectors", &self.connectors)
             .field("frontend", &self.frontend)
             .field("keys", &self.keys)
+            .field("kubernetes", &self.kubernetes)
             .field("warnings", &self.warnings)
             .finish()
     }
@@ -614,6 +619,97 @@ impl fmt::Debug for KeysConfig {
 pub struct SessionsConfig {
     /// How long a browser stays signed in (SSO across clients); zero turns it off.
     pub lifetime: Duration,
+}
+
+/// lanyard's `kubernetes:` section: the clusters whose API servers trust lanyard, and the
+/// RBAC bindings lanyard renders for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    pub clusters: Vec<KubeCluster>,
+    pub rbac: Vec<RbacBinding>,
+}
+
+impl KubernetesConfig {
+    pub fn cluster(&self, name: &str) -> Option<&KubeCluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    pub fn cluster_names(&self) -> Vec<&str> {
+        self.clusters.iter().map(|c| c.name.as_str()).collect()
+    }
+}
+
+/// An entry of `kubernetes.clusters`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeCluster {
+    /// Letters, digits, `.`, `_` and `-`: it names kubeconfig entries and files.
+    pub name: String,
+    /// Shown on pages; the name when the config gives none.
+    pub display_name: String,
+    /// The API server's https URL, as written.
+    pub server: String,
+    /// The API server's CA certificates as PEM (only CERTIFICATE blocks, re-encoded), from
+    /// `certificateAuthorityData` (base64 of PEM, as in kubeconfig) or `certificateAuthorityFile`.
+    pub certificate_authority_pem: String,
+    /// A client in `staticClients`: the audience of the ID tokens this cluster accepts.
+    pub client_id: String,
+    /// The context's default namespace (default `default`).
+    pub namespace: String,
+    /// The kubeconfig context (default: the name).
+    pub context_name: String,
+    /// Default `email`.
+    pub username_claim: String,
+    /// Default `oidc:`. May be empty (no prefix). Never starts with `system:`.
+    pub username_prefix: String,
+    /// Default `groups`.
+    pub groups_claim: String,
+    /// Default `oidc:`. May be empty (no prefix). Never starts with `system:`.
+    pub groups_prefix: String,
+    /// The operator marked this cluster's client as handing its secret to users: the
+    /// kubeconfig and login commands carry it.
+    pub client_secret_for_users: bool,
+}
+
+/// An entry of `kubernetes.rbac`: members of `group` get `role` (in `namespace`, or
+/// cluster-wide for a cluster role without a namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacBinding {
+    /// As the upstream names it (e.g. GitHub's `acme:platform`), without the cluster's
+    /// groups prefix.
+    pub group: String,
+    pub role: RbacRole,
+    /// Always set for [`RbacRole::Role`].
+    pub namespace: Option<String>,
+    /// The clusters the binding is for; empty: every cluster.
+    pub clusters: Vec<String>,
+}
+
+impl RbacBinding {
+    pub fn applies_to(&self, cluster: &str) -> bool {
+        self.clusters.is_empty() || self.clusters.iter().any(|c| c == cluster)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RbacRole {
+    Role(String),
+    ClusterRole(String),
+}
+
+impl RbacRole {
+    pub fn name(&self) -> &str {
+        match self {
+            RbacRole::Role(n) | RbacRole::ClusterRole(n) => n,
+        }
+    }
+
+    /// The `roleRef.kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RbacRole::Role(_) => "Role",
+            RbacRole::ClusterRole(_) => "ClusterRole",
+        }
+    }
 }
 
 /// The signing algorithm is the keys module's own type: one name for one thing.

@@ -28,6 +28,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "connectors",
     "keys",
     "sessions",
+    "kubernetes",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +232,44 @@ pub struct RawKeys {
     pub encryption_key: Option<String>,
     pub encryption_key_file: Option<String>,
     pub encryption_key_env: Option<String>,
+}
+
+/// lanyard's `kubernetes:` section. The lists stay trees so that each entry is read (and
+/// reported) on its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawKubernetes {
+    pub clusters: Option<Value>,
+    pub rbac: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawKubeCluster {
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    pub server: Option<String>,
+    pub certificate_authority_data: Option<String>,
+    pub certificate_authority_file: Option<String>,
+    #[serde(rename = "clientID")]
+    pub client_id: Option<String>,
+    pub namespace: Option<String>,
+    pub context_name: Option<String>,
+    pub username_claim: Option<String>,
+    pub username_prefix: Option<String>,
+    pub groups_claim: Option<String>,
+    pub groups_prefix: Option<String>,
+    pub client_secret_for_users: Option<LenientBool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawRbacBinding {
+    pub group: Option<String>,
+    pub role: Option<String>,
+    pub cluster_role: Option<String>,
+    pub namespace: Option<String>,
+    pub clusters: Option<Vec<String>>,
 }
 
 /// A non-negative integer written as a YAML number or as a string of digits: after

@@ -175,6 +175,7 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
     let frontend = resolve_frontend(take("frontend"), ctx);
     let keys = resolve_keys(take("keys"), &expiry, ctx);
     let sessions = resolve_sessions(take("sessions"), ctx);
+    let kubernetes = resolve_kubernetes(take("kubernetes"), &static_clients, ctx);
 
     Some(Config {
         issuer: issuer?,
@@ -191,6 +192,7 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         frontend,
         keys,
         sessions,
+        kubernetes,
         warnings: Vec::new(),
     })
 }
@@ -1478,11 +1480,530 @@ fn resolve_frontend(value: Value, ctx: &mut Ctx) -> FrontendConfig {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// kubernetes
+
+const DEFAULT_KUBE_NAMESPACE: &str = "default";
+const DEFAULT_USERNAME_CLAIM: &str = "email";
+const DEFAULT_GROUPS_CLAIM: &str = "groups";
+/// kube-apiserver requires a prefix whenever a claim is mapped (AuthenticationConfiguration),
+/// and a prefix keeps lanyard's users and groups apart from every other authenticator's.
+const DEFAULT_KUBE_PREFIX: &str = "oidc:";
+
+/// Kubernetes reserves `system:` for its own users and groups.
+const RESERVED_KUBE_PREFIX: &str = "system:";
+
+fn resolve_kubernetes(value: Value, clients: &[StaticClient], ctx: &mut Ctx) -> KubernetesConfig {
+    let Some(raw) = ctx.de::<RawKubernetes>(value, "kubernetes") else {
+        return KubernetesConfig::default();
+    };
+    let (clusters, names) =
+        resolve_kube_clusters(raw.clusters.unwrap_or(Value::Null), clients, ctx);
+    let rbac = resolve_rbac(raw.rbac.unwrap_or(Value::Null), &names, ctx);
+    if !rbac.is_empty() && names.is_empty() {
+        ctx.warn(
+            "kubernetes.rbac",
+            "no kubernetes.clusters are configured, so these bindings apply nowhere",
+        );
+    }
+    KubernetesConfig { clusters, rbac }
+}
+
+/// Names that become kubeconfig entries, file names and `--cluster` arguments.
+fn is_cluster_name(name: &str) -> bool {
+    name.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// A DNS-1123 label, as Kubernetes requires of namespace names.
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn names_list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The certificates in a PEM text, each re-encoded in 64-column lines; anything outside the
+/// blocks (comments, "Bag Attributes") is dropped. Errors when there is no certificate, a
+/// block does not decode, or a block is not a certificate (a private key pasted by mistake
+/// must not end up in every kubeconfig).
+pub fn normalize_pem_certificates(text: &str) -> Result<String, String> {
+    use base64::engine::general_purpose::STANDARD;
+    let mut out = String::new();
+    let mut block: Option<(String, String)> = None;
+    for line in text.lines().map(str::trim) {
+        match &mut block {
+            None => {
+                if let Some(label) = line
+                    .strip_prefix("-----BEGIN ")
+                    .and_then(|l| l.strip_suffix("-----"))
+                {
+                    block = Some((label.to_string(), String::new()));
+                }
+            }
+            Some((label, body)) => {
+                if let Some(end) = line
+                    .strip_prefix("-----END ")
+                    .and_then(|l| l.strip_suffix("-----"))
+                {
+                    if end != label {
+                        return Err(format!("PEM block `{label}` ends with `END {end}`"));
+                    }
+                    if label != "CERTIFICATE" {
+                        return Err(format!(
+                            "contains a `{label}` PEM block; only CERTIFICATE blocks belong here"
+                        ));
+                    }
+                    let der = STANDARD
+                        .decode(body.as_bytes())
+                        .map_err(|_| "a CERTIFICATE block is not valid base64".to_string())?;
+                    // Every X.509 certificate is a DER SEQUENCE.
+                    if der.len() < 16 || der[0] != 0x30 {
+                        return Err("a CERTIFICATE block does not hold a certificate".to_string());
+                    }
+                    out.push_str("-----BEGIN CERTIFICATE-----\n");
+                    let encoded = STANDARD.encode(&der);
+                    for chunk in encoded.as_bytes().chunks(64) {
+                        out.push_str(&String::from_utf8_lossy(chunk));
+                        out.push('\n');
+                    }
+                    out.push_str("-----END CERTIFICATE-----\n");
+                    block = None;
+                } else {
+                    body.push_str(line);
+                }
+            }
+        }
+    }
+    if let Some((label, _)) = block {
+        return Err(format!("PEM block `{label}` has no END line"));
+    }
+    if out.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) found".to_string());
+    }
+    Ok(out)
+}
+
+/// The cluster's CA from exactly one of `certificateAuthorityData` and
+/// `certificateAuthorityFile`, as normalised PEM.
+fn kube_cluster_ca(raw: &RawKubeCluster, path: &str, ctx: &mut Ctx) -> Option<String> {
+    let data = raw
+        .certificate_authority_data
+        .as_deref()
+        .filter(|s| !s.is_empty());
+    let file = raw
+        .certificate_authority_file
+        .as_deref()
+        .filter(|s| !s.is_empty());
+    match (data, file) {
+        (Some(_), Some(_)) => {
+            ctx.err(
+                path,
+                "set either `certificateAuthorityData` or `certificateAuthorityFile`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            ctx.err(
+                key_path(path, "certificateAuthorityData"),
+                "missing required key `certificateAuthorityData` (or `certificateAuthorityFile`): kubeconfigs always carry the API server's CA",
+            );
+            None
+        }
+        (Some(data), None) => {
+            let at = key_path(path, "certificateAuthorityData");
+            if data.trim_start().starts_with("-----BEGIN") {
+                ctx.err(
+                    at,
+                    "expected base64 of the PEM, as in a kubeconfig's certificate-authority-data (or put the PEM in a file and use certificateAuthorityFile)",
+                );
+                return None;
+            }
+            let compact: String = data.chars().filter(|c| !c.is_whitespace()).collect();
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            let Some(pem) = pem else {
+                ctx.err(at, "is not base64 of a PEM certificate");
+                return None;
+            };
+            match normalize_pem_certificates(&pem) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    ctx.err(at, format!("the decoded PEM is not usable: {e}"));
+                    None
+                }
+            }
+        }
+        (None, Some(file)) => {
+            let at = key_path(path, "certificateAuthorityFile");
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) => {
+                    ctx.err(at, format!("cannot read `{file}`: {e}"));
+                    return None;
+                }
+            };
+            match normalize_pem_certificates(&text) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    ctx.err(at, format!("`{file}` is not a PEM certificate file: {e}"));
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn kube_server(server: Option<String>, path: &str, ctx: &mut Ctx) -> Option<String> {
+    let at = key_path(path, "server");
+    let Some(server) = server.filter(|s| !s.is_empty()) else {
+        ctx.err(
+            at,
+            "missing required key `server` (the API server's https URL)",
+        );
+        return None;
+    };
+    let problem = match Url::parse(&server) {
+        Err(e) => Some(format!("`{server}` is not a valid URL: {e}")),
+        Ok(url) if url.scheme() != "https" => Some(format!(
+            "`{server}` must be an https URL: kube-apiserver serves TLS, and tokens must not travel in clear"
+        )),
+        Ok(url) if url.host().is_none() => Some(format!("`{server}` has no host")),
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            Some("the server URL must not contain credentials".to_string())
+        }
+        Ok(url) if url.query().is_some() || url.fragment().is_some() => Some(format!(
+            "`{server}` must not have a query or fragment"
+        )),
+        Ok(_) => None,
+    };
+    match problem {
+        Some(message) => {
+            ctx.err(at, message);
+            None
+        }
+        None => Some(server),
+    }
+}
+
+/// A claim name; `default` when absent.
+fn kube_claim(value: Option<String>, default: &str) -> String {
+    value
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// A prefix: `oidc:` when absent; an explicit empty string means no prefix.
+fn kube_prefix(value: Option<String>, path: &str, key: &str, ctx: &mut Ctx) -> String {
+    let prefix = value.unwrap_or_else(|| DEFAULT_KUBE_PREFIX.to_string());
+    if prefix.starts_with(RESERVED_KUBE_PREFIX) {
+        ctx.err(
+            key_path(path, key),
+            format!("must not start with `{RESERVED_KUBE_PREFIX}`: Kubernetes reserves it, and lanyard's AuthenticationConfiguration refuses such names"),
+        );
+    }
+    prefix
+}
+
+/// Returns the clusters that resolved, and every name written (so that RBAC entries naming a
+/// cluster that has some other error are not reported twice).
+fn resolve_kube_clusters(
+    value: Value,
+    clients: &[StaticClient],
+    ctx: &mut Ctx,
+) -> (Vec<KubeCluster>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut seen_names: HashMap<String, usize> = HashMap::new();
+    let mut seen_contexts: HashMap<String, usize> = HashMap::new();
+    for (i, raw) in list_at::<RawKubeCluster>(value, "kubernetes.clusters", ctx) {
+        let path = index_path("kubernetes.clusters", i);
+        let before = ctx.errors.len();
+
+        let name = raw.name.clone().filter(|n| !n.is_empty());
+        match &name {
+            None => ctx.err(key_path(&path, "name"), "missing required key `name`"),
+            Some(name) => {
+                names.push(name.clone());
+                if !is_cluster_name(name) {
+                    ctx.err(
+                        key_path(&path, "name"),
+                        format!("`{name}` is not a valid cluster name: use letters, digits, `.`, `_` and `-`, starting with a letter or digit"),
+                    );
+                }
+                if let Some(first) = seen_names.get(name) {
+                    ctx.err(
+                        key_path(&path, "name"),
+                        format!(
+                            "duplicate cluster name `{name}` (also kubernetes.clusters[{first}])"
+                        ),
+                    );
+                } else {
+                    seen_names.insert(name.clone(), i);
+                }
+            }
+        }
+
+        let server = kube_server(raw.server.clone(), &path, ctx);
+        let ca = kube_cluster_ca(&raw, &path, ctx);
+
+        let client_secret_for_users = raw.client_secret_for_users.is_some_and(|b| b.0);
+        let client_id = raw.client_id.filter(|c| !c.is_empty());
+        match &client_id {
+            None => ctx.err(
+                key_path(&path, "clientID"),
+                "missing required key `clientID` (the static client whose ID tokens this cluster accepts)",
+            ),
+            Some(id) => match clients.iter().find(|c| &c.id == id) {
+                None => {
+                    let ids: Vec<String> = clients.iter().map(|c| c.id.clone()).collect();
+                    ctx.err(
+                        key_path(&path, "clientID"),
+                        format!(
+                            "no static client has the id `{id}`; staticClients: {}",
+                            names_list(&ids)
+                        ),
+                    );
+                }
+                Some(client) if client_secret_for_users && client.secret.is_none() => ctx.err(
+                    key_path(&path, "clientSecretForUsers"),
+                    format!("client `{id}` is public: it has no secret to hand to users"),
+                ),
+                Some(_) => {}
+            },
+        }
+
+        let namespace = kube_claim(raw.namespace, DEFAULT_KUBE_NAMESPACE);
+        if !is_dns_label(&namespace) {
+            ctx.err(
+                key_path(&path, "namespace"),
+                format!("`{namespace}` is not a valid namespace name (lowercase letters, digits and `-`, at most 63)"),
+            );
+        }
+        let context_name = raw
+            .context_name
+            .filter(|c| !c.is_empty())
+            .or_else(|| name.clone());
+        if let Some(context) = &context_name {
+            if let Some(first) = seen_contexts.get(context) {
+                ctx.err(
+                    key_path(&path, "contextName"),
+                    format!(
+                        "duplicate context name `{context}` (also kubernetes.clusters[{first}])"
+                    ),
+                );
+            } else {
+                seen_contexts.insert(context.clone(), i);
+            }
+        }
+        let username_claim = kube_claim(raw.username_claim, DEFAULT_USERNAME_CLAIM);
+        let groups_claim = kube_claim(raw.groups_claim, DEFAULT_GROUPS_CLAIM);
+        let username_prefix = kube_prefix(raw.username_prefix, &path, "usernamePrefix", ctx);
+        let groups_prefix = kube_prefix(raw.groups_prefix, &path, "groupsPrefix", ctx);
+
+        if ctx.errors.len() != before {
+            continue;
+        }
+        let (Some(name), Some(server), Some(ca), Some(client_id), Some(context_name)) =
+            (name, server, ca, client_id, context_name)
+        else {
+            continue;
+        };
+        out.push(KubeCluster {
+            display_name: raw
+                .display_name
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| name.clone()),
+            name,
+            server,
+            certificate_authority_pem: ca,
+            client_id,
+            namespace,
+            context_name,
+            username_claim,
+            username_prefix,
+            groups_claim,
+            groups_prefix,
+            client_secret_for_users,
+        });
+    }
+    (out, names)
+}
+
+/// Role names are path segments in the Kubernetes API.
+fn is_role_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('%')
+}
+
+fn resolve_rbac(value: Value, cluster_names: &[String], ctx: &mut Ctx) -> Vec<RbacBinding> {
+    let mut out: Vec<(usize, RbacBinding)> = Vec::new();
+    for (i, raw) in list_at::<RawRbacBinding>(value, "kubernetes.rbac", ctx) {
+        let path = index_path("kubernetes.rbac", i);
+        let before = ctx.errors.len();
+        let group = raw.group.filter(|g| !g.is_empty());
+        if group.is_none() {
+            ctx.err(
+                key_path(&path, "group"),
+                "missing required key `group` (the upstream group, e.g. a GitHub team `acme:platform`)",
+            );
+        }
+        let namespace = raw.namespace.filter(|n| !n.is_empty());
+        if let Some(ns) = &namespace {
+            if !is_dns_label(ns) {
+                ctx.err(
+                    key_path(&path, "namespace"),
+                    format!("`{ns}` is not a valid namespace name (lowercase letters, digits and `-`, at most 63)"),
+                );
+            }
+        }
+        let role = match (
+            raw.role.filter(|r| !r.is_empty()),
+            raw.cluster_role.filter(|r| !r.is_empty()),
+        ) {
+            (Some(_), Some(_)) => {
+                ctx.err(&path, "set either `role` or `clusterRole`, not both");
+                None
+            }
+            (None, None) => {
+                ctx.err(
+                    key_path(&path, "clusterRole"),
+                    "missing required key `clusterRole` (or `role` with `namespace`)",
+                );
+                None
+            }
+            (Some(role), None) => {
+                if namespace.is_none() {
+                    ctx.err(
+                        key_path(&path, "namespace"),
+                        "required with `role`: a Role lives in one namespace (bind a `clusterRole` for the whole cluster)",
+                    );
+                }
+                Some(RbacRole::Role(role))
+            }
+            (None, Some(role)) => Some(RbacRole::ClusterRole(role)),
+        };
+        if let Some(role) = &role {
+            if !is_role_name(role.name()) {
+                let key = match role {
+                    RbacRole::Role(_) => "role",
+                    RbacRole::ClusterRole(_) => "clusterRole",
+                };
+                ctx.err(
+                    key_path(&path, key),
+                    format!("`{}` is not a valid role name", role.name()),
+                );
+            }
+        }
+        let clusters = raw.clusters.unwrap_or_default();
+        for (j, c) in clusters.iter().enumerate() {
+            if !cluster_names.contains(c) {
+                ctx.err(
+                    index_path(&key_path(&path, "clusters"), j),
+                    format!(
+                        "no cluster is named `{c}`; kubernetes.clusters: {}",
+                        names_list(cluster_names)
+                    ),
+                );
+            }
+        }
+        if ctx.errors.len() != before {
+            continue;
+        }
+        let (Some(group), Some(role)) = (group, role) else {
+            continue;
+        };
+        let mut sorted = clusters.clone();
+        sorted.sort();
+        sorted.dedup();
+        let binding = RbacBinding {
+            group,
+            role,
+            namespace,
+            clusters: sorted,
+        };
+        if let Some((first, _)) = out.iter().find(|(_, b)| *b == binding) {
+            ctx.err(
+                &path,
+                format!("duplicate binding (also kubernetes.rbac[{first}])"),
+            );
+            continue;
+        }
+        out.push((i, binding));
+    }
+    out.into_iter().map(|(_, b)| b).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const BCRYPT: &str = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
+
+    fn cert_pem() -> String {
+        rcgen::generate_simple_self_signed(vec!["k.example.com".to_string()])
+            .unwrap()
+            .cert
+            .pem()
+    }
+
+    #[test]
+    fn pem_certificates_are_kept_and_everything_else_dropped() {
+        let (a, b) = (cert_pem(), cert_pem());
+        let text = format!(
+            "subject=CN=a\r\n{}\nBag Attributes\n{b}",
+            a.replace('\n', "\r\n")
+        );
+        assert_eq!(
+            normalize_pem_certificates(&text).unwrap(),
+            format!("{a}{b}")
+        );
+    }
+
+    #[test]
+    fn pem_without_a_certificate_or_with_broken_blocks_is_refused() {
+        let a = cert_pem();
+        assert!(normalize_pem_certificates("")
+            .unwrap_err()
+            .contains("no PEM certificate"));
+        let unterminated = a.replace("-----END CERTIFICATE-----\n", "");
+        assert!(normalize_pem_certificates(&unterminated)
+            .unwrap_err()
+            .contains("no END line"));
+        let mismatched = a.replace("END CERTIFICATE", "END X509 CRL");
+        assert!(normalize_pem_certificates(&mismatched)
+            .unwrap_err()
+            .contains("ends with"));
+        let key = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n";
+        let with_key = format!("{a}{key}");
+        assert!(normalize_pem_certificates(&with_key)
+            .unwrap_err()
+            .contains("`EC PRIVATE KEY`"));
+        let garbled = a.replacen("MII", "!!!", 1);
+        assert!(normalize_pem_certificates(&garbled)
+            .unwrap_err()
+            .contains("not valid base64"));
+    }
 
     #[test]
     fn bcrypt_shape() {
