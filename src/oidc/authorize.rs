@@ -545,7 +545,8 @@ impl Provider {
             }
             _ => session,
         };
-        let needs_consent = !self.settings.skip_approval_screen || prompts.contains(&"consent");
+        let needs_consent = (!self.settings.skip_approval_screen || prompts.contains(&"consent"))
+            && !is_internal_client(&client.id);
         if prompts.contains(&"none") {
             if session.is_none() {
                 return Err(fail(ErrorCode::LoginRequired, "the user is not signed in"));
@@ -825,12 +826,13 @@ impl Provider {
             return Err(AuthorizeError::login_gone());
         }
         let session_cookie = self.start_session(&login, now).await?;
-        let needs_consent = !self.settings.skip_approval_screen
+        let needs_consent = (!self.settings.skip_approval_screen
             || request
                 .params
                 .prompt
                 .as_deref()
-                .is_some_and(|p| p.split(' ').any(|v| v == "consent"));
+                .is_some_and(|p| p.split(' ').any(|v| v == "consent")))
+            && !is_internal_client(&request.client_id);
         let next = if needs_consent {
             Step::Page(format!("/approval?req={}", request.id))
         } else {
@@ -1081,4 +1083,10 @@ fn request_mode(request: &AuthRequest) -> ResponseMode {
         .as_deref()
         .and_then(ResponseMode::parse)
         .unwrap_or(ResponseMode::Query)
+}
+
+/// lanyard's own pages sign people in as a client of lanyard; they do not ask the user to
+/// approve themselves.
+fn is_internal_client(client_id: &str) -> bool {
+    client_id == super::clients::KUBECONFIG_CLIENT
 }

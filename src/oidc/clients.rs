@@ -7,6 +7,10 @@ use crate::storage::{self, SharedStorage};
 
 use super::secrets::{constant_time_eq, sha256_hex};
 
+/// The internal client lanyard's kubeconfig page signs people in with (public, PKCE, never
+/// shown an approval page: the user asked for lanyard's own page).
+pub const KUBECONFIG_CLIENT: &str = "lanyard-kubeconfig";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
     pub id: String,

@@ -31,7 +31,9 @@ use crate::storage::{
 use crate::web::{Branding, Templates, WebError};
 
 use super::metrics::Metrics;
+use super::KubePage;
 use super::{router, serve_http, serve_https, telemetry_router, ListenSettings, ServeError};
+use crate::web::kubeconfig::KUBECONFIG_CLIENT;
 
 /// The user the embedded default creates on first start.
 pub const DEV_ADMIN_EMAIL: &str = "admin@example.com";
@@ -76,6 +78,7 @@ pub struct App {
     pub templates: Templates,
     pub metrics: Arc<Metrics>,
     pub listen: ListenSettings,
+    pub kube: KubePage,
 }
 
 /// Installs the tracing subscriber: `logger.level`, `logger.format` (text or json), and
@@ -139,7 +142,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
     }
     let connectors = build_connectors(config, &storage, &hasher)?;
 
-    let static_clients = config
+    let static_clients: Vec<ClientInfo> = config
         .static_clients
         .iter()
         .map(|c| ClientInfo {
@@ -159,6 +162,25 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
             allowed_connectors: c.allowed_connectors.clone(),
         })
         .collect();
+    let mut static_clients: Vec<ClientInfo> = static_clients;
+    if !config.kubernetes.clusters.is_empty() {
+        // The kubeconfig page signs people in through lanyard itself, as this public client.
+        static_clients.push(ClientInfo {
+            id: KUBECONFIG_CLIENT.to_string(),
+            secret_sha256: None,
+            redirect_uris: vec![format!(
+                "{}/kubeconfig",
+                config.issuer.as_str().trim_end_matches('/')
+            )],
+            public: true,
+            name: "Kubernetes access".to_string(),
+            logo_url: None,
+            trusted_peers: Vec::new(),
+            grant_types: vec!["authorization_code".to_string()],
+            post_logout_redirect_uris: Vec::new(),
+            allowed_connectors: Vec::new(),
+        });
+    }
     let grant_types = if config.oauth2.grant_types.is_empty() {
         SUPPORTED_GRANTS.iter().map(|g| g.to_string()).collect()
     } else {
@@ -226,11 +248,25 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         allowed_origins: config.web.allowed_origins.clone(),
         remote_ip: config.web.client_remote_ip.clone(),
     };
+    let kube = KubePage {
+        kubernetes: config.kubernetes.clone(),
+        user_secrets: config
+            .kubernetes
+            .clusters
+            .iter()
+            .filter(|c| c.client_secret_for_users)
+            .filter_map(|c| {
+                let secret = config.static_client(&c.client_id)?.secret.clone()?;
+                Some((c.client_id.clone(), secret))
+            })
+            .collect(),
+    };
     Ok(App {
         provider,
         templates,
         metrics: Arc::new(Metrics::default()),
         listen,
+        kube,
     })
 }
 
@@ -457,6 +493,7 @@ impl App {
             self.templates.clone(),
             self.metrics.clone(),
             &self.listen,
+            self.kube.clone(),
         )?;
         if let (Some(addr), Some(cert), Some(key)) = (
             &self.listen.https,

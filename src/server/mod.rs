@@ -61,12 +61,21 @@ pub struct ListenSettings {
     pub remote_ip: crate::config::ClientRemoteIp,
 }
 
+/// What the kubeconfig page shows: the `kubernetes:` section, and the secrets of clients
+/// whose cluster hands them to users (`clientSecretForUsers`).
+#[derive(Debug, Clone, Default)]
+pub struct KubePage {
+    pub kubernetes: crate::config::KubernetesConfig,
+    pub user_secrets: std::collections::HashMap<String, String>,
+}
+
 /// Builds the main router: every protocol route under the issuer's path.
 pub fn router(
     provider: Arc<Provider>,
     templates: Templates,
     metrics: Arc<Metrics>,
     settings: &ListenSettings,
+    kube: KubePage,
 ) -> Result<Router, ServeError> {
     let base = provider.settings.base_path();
     let extra = settings
@@ -84,6 +93,7 @@ pub fn router(
         provider,
         templates,
         remote_ip: Arc::new(settings.remote_ip.clone()),
+        kube: Arc::new(kube),
     };
 
     // Only the machine-facing endpoints answer CORS; /auth and the pages never do.

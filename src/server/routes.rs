@@ -22,7 +22,8 @@ use crate::oidc::authorize::{
 use crate::oidc::device::{browser_cookie_or_new, device_form_csrf};
 use crate::oidc::logout::Logout;
 use crate::oidc::{OAuthError, Provider};
-use crate::web::{Templates, STYLE_CSS};
+use crate::web::kubeconfig::{cluster_views, KUBECONFIG_CLIENT};
+use crate::web::{Templates, COPY_JS, STYLE_CSS};
 
 /// The cookie that ties a login in progress to the browser that started it.
 pub const LOGIN_COOKIE: &str = "lanyard_login";
@@ -35,6 +36,7 @@ pub struct AppState {
     pub templates: Templates,
     /// `web.clientRemoteIP`: which proxies may tell us the client's address.
     pub remote_ip: Arc<ClientRemoteIp>,
+    pub kube: Arc<super::KubePage>,
 }
 
 impl AppState {
@@ -52,6 +54,10 @@ pub fn issuer_routes() -> Router<AppState> {
         .route("/approval", get(approval_page).post(approval_submit))
         .route("/device", get(device_page).post(device_submit))
         .route("/logout", get(logout).post(logout_confirm))
+        .route("/", get(home))
+        .route("/kubeconfig", get(kubeconfig_page))
+        .route("/kubeconfig/download", get(kubeconfig_download))
+        .route("/static/copy.js", get(copy_js))
         .route("/healthz", get(|| async { "ok" }))
         .route("/static/style.css", get(stylesheet))
 }
@@ -771,4 +777,159 @@ async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response
         }
         Err(err) => err.into_response(),
     }
+}
+
+async fn copy_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        COPY_JS,
+    )
+        .into_response()
+}
+
+/// `/` leads to the kubeconfig page when clusters are configured.
+async fn home(State(state): State<AppState>) -> Response {
+    if state.kube.kubernetes.clusters.is_empty() {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    see_other(&format!("{}/kubeconfig", state.base()))
+}
+
+/// The signed-in user behind the page, or where to send the browser to sign in.
+async fn page_user(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<crate::storage::Session, Response> {
+    if state.kube.kubernetes.clusters.is_empty() {
+        return Err(error_page(
+            state,
+            StatusCode::NOT_FOUND,
+            "No clusters",
+            "This lanyard has no Kubernetes clusters configured.",
+        ));
+    }
+    if state.provider.settings.session_lifetime.is_zero() {
+        return Err(error_page(
+            state,
+            StatusCode::NOT_FOUND,
+            "Sessions are off",
+            "The kubeconfig page needs sign-in sessions (sessions.lifetime).",
+        ));
+    }
+    match state
+        .provider
+        .live_session(cookie_value(headers, SESSION_COOKIE))
+        .await
+    {
+        Ok(Some(session)) => Ok(session),
+        Ok(None) => {
+            // Sign in through lanyard itself; the code that comes back is not needed: the
+            // login leaves a session cookie, which is what this page reads.
+            let verifier = crate::oidc::secrets::random_token(32);
+            let challenge = {
+                use base64::Engine;
+                use sha2::Digest;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(sha2::Sha256::digest(verifier.as_bytes()))
+            };
+            let settings = &state.provider.settings;
+            let url = crate::oidc::authorize::append_query(
+                &settings.endpoint("/auth"),
+                &[
+                    ("client_id", KUBECONFIG_CLIENT),
+                    ("redirect_uri", &settings.endpoint("/kubeconfig")),
+                    ("response_type", "code"),
+                    ("scope", "openid email profile groups"),
+                    ("state", &crate::oidc::secrets::random_token(16)),
+                    ("code_challenge", &challenge),
+                    ("code_challenge_method", "S256"),
+                ],
+            );
+            Err(see_other(&url))
+        }
+        Err(err) => Err(authorize_error(&state.clone(), err.into())),
+    }
+}
+
+async fn kubeconfig_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match page_user(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let secrets = &state.kube.user_secrets;
+    let clusters = cluster_views(
+        state.provider.settings.issuer_str(),
+        &state.kube.kubernetes,
+        &session.claims,
+        &session.connector_id,
+        &|id| secrets.get(id).cloned(),
+    );
+    let who = if session.claims.email.is_empty() {
+        session.claims.username.clone()
+    } else {
+        session.claims.email.clone()
+    };
+    let mut r = page(
+        &state,
+        StatusCode::OK,
+        "kubeconfig.html",
+        minijinja::context! { who => who, clusters => clusters },
+    );
+    // This page alone runs a script: the copy buttons, served from lanyard itself.
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    r
+}
+
+#[derive(Deserialize)]
+struct DownloadQuery {
+    cluster: Option<String>,
+}
+
+async fn kubeconfig_download(
+    State(state): State<AppState>,
+    Query(q): Query<DownloadQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = page_user(&state, &headers).await {
+        return r;
+    }
+    let kube = &state.kube.kubernetes;
+    let clusters = match crate::kube::select_clusters(kube, q.cluster.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            return error_page(
+                &state,
+                StatusCode::NOT_FOUND,
+                "Unknown cluster",
+                &e.to_string(),
+            )
+        }
+    };
+    let secrets = &state.kube.user_secrets;
+    let body = crate::kube::kubeconfig(state.provider.settings.issuer_str(), &clusters, &|id| {
+        secrets.get(id).cloned()
+    });
+    let filename = match &q.cluster {
+        Some(name) => format!("kubeconfig-{name}"),
+        None => "kubeconfig".to_string(),
+    };
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/yaml"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
 }

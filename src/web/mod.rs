@@ -19,10 +19,15 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("form_post.html", include_str!("templates/form_post.html")),
     ("logout.html", include_str!("templates/logout.html")),
     ("signed_out.html", include_str!("templates/signed_out.html")),
+    ("kubeconfig.html", include_str!("templates/kubeconfig.html")),
 ];
+
+pub mod kubeconfig;
 
 /// The stylesheet served at `/static/style.css` (CSP allows styles from self only).
 pub const STYLE_CSS: &str = include_str!("static/style.css");
+/// The kubeconfig page's copy buttons, served at `/static/copy.js`.
+pub const COPY_JS: &str = include_str!("static/copy.js");
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
