@@ -129,6 +129,50 @@ async fn chromium_signs_in_reads_the_commands_and_downloads_a_kubeconfig() {
         !page.contains(WEB_SECRET),
         "no client secret unless the operator allows it"
     );
+    // The legacy auth provider gets real tokens on request.
+    let legacy = c
+        .find(Locator::Id("cmd-dev-oidc_auth_provider-posix"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(legacy.contains("<ID_TOKEN>"), "{legacy}");
+    c.find(Locator::Id("tokens-dev"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let legacy = c
+        .wait()
+        .for_element(Locator::Id("cmd-dev-oidc_auth_provider-posix"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !legacy.contains("<ID_TOKEN>") && !legacy.contains("<REFRESH_TOKEN>"),
+        "{legacy}"
+    );
+    let id_token = legacy
+        .split("id-token=")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ' ', '\'', '"', '\n']).next())
+        .expect("an id-token argument")
+        .to_string();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id_token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["aud"], PUBLIC_CLIENT,
+        "addressed to the dev cluster's client"
+    );
+    assert_eq!(claims["email"], "alice@example.com");
     // With JavaScript the copy buttons appear.
     let copy = c.find(Locator::Css("button.copy")).await.unwrap();
     assert!(copy.is_displayed().await.unwrap());

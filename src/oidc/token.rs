@@ -608,6 +608,37 @@ impl Provider {
         self.sign(&claims)
     }
 
+    /// An ID token and refresh token for a signed-in browser's user, addressed to `client_id`:
+    /// what kubectl's legacy oidc auth provider is configured with on the kubeconfig page.
+    pub async fn issue_for_session(
+        &self,
+        session: &crate::storage::Session,
+        client_id: &str,
+    ) -> Result<(String, String), OAuthError> {
+        let now = self.now();
+        let grant = Grant {
+            id: random_token(16),
+            client_id: client_id.to_string(),
+            connector_id: session.connector_id.clone(),
+            claims: session.claims.clone(),
+            scopes: ["openid", "email", "profile", "groups", "offline_access"]
+                .map(str::to_string)
+                .to_vec(),
+            nonce: None,
+            auth_time: session.auth_time,
+            connector_data: session.connector_data.clone(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let (tokens, records) = self.new_tokens(&grant, now, true);
+        self.storage.issue_grant(&grant, &records).await?;
+        let id_token = self.mint_id_token(&grant, Some(&tokens.access), now, false)?;
+        let refresh = tokens
+            .refresh
+            .ok_or_else(|| OAuthError::new(ErrorCode::ServerError, "no refresh token"))?;
+        Ok((id_token, refresh))
+    }
+
     fn id_token_ttl_secs(&self) -> i64 {
         self.settings.id_token_ttl.as_secs() as i64
     }

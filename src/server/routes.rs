@@ -55,7 +55,7 @@ pub fn issuer_routes() -> Router<AppState> {
         .route("/device", get(device_page).post(device_submit))
         .route("/logout", get(logout).post(logout_confirm))
         .route("/", get(home))
-        .route("/kubeconfig", get(kubeconfig_page))
+        .route("/kubeconfig", get(kubeconfig_page).post(kubeconfig_tokens))
         .route("/kubeconfig/download", get(kubeconfig_download))
         .route("/static/copy.js", get(copy_js))
         .route("/healthz", get(|| async { "ok" }))
@@ -859,24 +859,110 @@ async fn kubeconfig_page(State(state): State<AppState>, headers: HeaderMap) -> R
         Ok(s) => s,
         Err(r) => return r,
     };
+    render_kubeconfig(&state, &headers, &session, None)
+}
+
+/// The token form's CSRF value: bound to the session cookie, which other sites cannot read.
+fn kubeconfig_csrf(headers: &HeaderMap) -> String {
+    crate::oidc::secrets::sha256_hex(&format!(
+        "kubeconfig-tokens:{}",
+        cookie_value(headers, SESSION_COOKIE).unwrap_or("")
+    ))
+}
+
+/// "Create tokens" for the legacy oidc auth provider: real tokens for one cluster's client.
+async fn kubeconfig_tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = cross_site_post(&state, &headers) {
+        return refused;
+    }
+    let session = match page_user(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(form) = form_fields(&headers, &body) else {
+        return error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The form could not be read.",
+        );
+    };
+    let csrf = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !crate::oidc::secrets::constant_time_eq(csrf, &kubeconfig_csrf(&headers)) {
+        return error_page(
+            &state,
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "Reload the page and try again.",
+        );
+    }
+    let name = form.get("cluster").map(String::as_str).unwrap_or("");
+    let Some(cluster) = state
+        .kube
+        .kubernetes
+        .clusters
+        .iter()
+        .find(|c| c.name == name)
+    else {
+        return error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Unknown cluster",
+            "No such cluster.",
+        );
+    };
+    match state
+        .provider
+        .issue_for_session(&session, &cluster.client_id)
+        .await
+    {
+        Ok(tokens) => render_kubeconfig(&state, &headers, &session, Some((name, tokens))),
+        Err(err) => err.into_response(),
+    }
+}
+
+fn render_kubeconfig(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &crate::storage::Session,
+    legacy_tokens: Option<(&str, (String, String))>,
+) -> Response {
     let secrets = &state.kube.user_secrets;
-    let clusters = cluster_views(
+    let mut clusters = cluster_views(
         state.provider.settings.issuer_str(),
         &state.kube.kubernetes,
         &session.claims,
         &session.connector_id,
         &|id| secrets.get(id).cloned(),
     );
+    if let Some((name, (id_token, refresh_token))) = &legacy_tokens {
+        if let Some(view) = clusters.iter_mut().find(|c| c.name == *name) {
+            // Tokens are base64url and dots: no quoting needed in either shell.
+            for text in [
+                &mut view.commands.oidc_auth_provider.posix,
+                &mut view.commands.oidc_auth_provider.powershell,
+            ] {
+                *text = text
+                    .replace("<ID_TOKEN>", id_token)
+                    .replace("<REFRESH_TOKEN>", refresh_token);
+            }
+            view.has_legacy_tokens = true;
+        }
+    }
     let who = if session.claims.email.is_empty() {
         session.claims.username.clone()
     } else {
         session.claims.email.clone()
     };
     let mut r = page(
-        &state,
+        state,
         StatusCode::OK,
         "kubeconfig.html",
-        minijinja::context! { who => who, clusters => clusters },
+        minijinja::context! { who => who, clusters => clusters, csrf => kubeconfig_csrf(headers) },
     );
     // This page alone runs a script: the copy buttons, served from lanyard itself.
     r.headers_mut().insert(

@@ -20,6 +20,8 @@ pub struct ClusterView {
     /// "cluster-admin (cluster-wide)", "edit in namespace apps", …
     pub bindings: Vec<String>,
     pub commands: LoginCommands,
+    /// The legacy auth provider's command carries real tokens (made on request).
+    pub has_legacy_tokens: bool,
 }
 
 /// The value of `claim` for this user, as the API server would read it from the ID token.
@@ -83,6 +85,7 @@ pub fn cluster_views(
                     })
                     .collect(),
                 commands: login_commands(issuer, c, secret.as_deref()),
+                has_legacy_tokens: false,
             }
         })
         .collect()
