@@ -434,16 +434,9 @@ async fn login_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = cross_site_post(&state, &headers) {
-        return refused;
-    }
-    let Some(form) = form_fields(&headers, &body) else {
-        return error_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The form could not be read.",
-        );
+    let form = match browser_form(&state, &headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return refused,
     };
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     let addr = client_addr(&state, Some(peer_addr), &headers);
@@ -470,6 +463,27 @@ async fn login_submit(
         ),
         Err(err) => authorize_error(&state, err),
     }
+}
+
+/// A form posted by a browser: refused when it comes from another site or cannot be read.
+// The error is the response the handler returns at once; boxing it would only add a hop.
+#[allow(clippy::result_large_err)]
+fn browser_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<HashMap<String, String>, Response> {
+    if let Some(refused) = cross_site_post(state, headers) {
+        return Err(refused);
+    }
+    form_fields(headers, body).ok_or_else(|| {
+        error_page(
+            state,
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The form could not be read.",
+        )
+    })
 }
 
 fn form_fields(headers: &HeaderMap, body: &Bytes) -> Option<HashMap<String, String>> {
@@ -512,16 +526,9 @@ async fn approval_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = cross_site_post(&state, &headers) {
-        return refused;
-    }
-    let Some(form) = form_fields(&headers, &body) else {
-        return error_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The form could not be read.",
-        );
+    let form = match browser_form(&state, &headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return refused,
     };
     let approved = form.get("approval").map(String::as_str) == Some("approve");
     match state
@@ -577,16 +584,9 @@ async fn device_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = cross_site_post(&state, &headers) {
-        return refused;
-    }
-    let Some(form) = form_fields(&headers, &body) else {
-        return error_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The form could not be read.",
-        );
+    let form = match browser_form(&state, &headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return refused,
     };
     let addr = client_addr(&state, Some(peer_addr), &headers);
     match state
@@ -622,16 +622,9 @@ async fn logout_confirm(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = cross_site_post(&state, &headers) {
-        return refused;
-    }
-    let Some(form) = form_fields(&headers, &body) else {
-        return error_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The form could not be read.",
-        );
+    let form = match browser_form(&state, &headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return refused,
     };
     let csrf = form.get("csrf").cloned().unwrap_or_default();
     end_session(&state, &form, &headers, Some(&csrf)).await
@@ -876,20 +869,13 @@ async fn kubeconfig_tokens(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = cross_site_post(&state, &headers) {
-        return refused;
-    }
+    let form = match browser_form(&state, &headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return refused,
+    };
     let session = match page_user(&state, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
-    };
-    let Some(form) = form_fields(&headers, &body) else {
-        return error_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The form could not be read.",
-        );
     };
     let csrf = form.get("csrf").map(String::as_str).unwrap_or("");
     if !crate::oidc::secrets::constant_time_eq(csrf, &kubeconfig_csrf(&headers)) {
