@@ -392,7 +392,15 @@ async fn bad_clients_and_redirects_get_a_page_never_a_redirect(b: Backend) {
         "http://localhost:8000/callback",
         "https://evil.example.com/callback",
         "http://127.0.0.1:8000/callback?x=1",
+        "http://127.0.0.1:8000/callback#frag",
+        "http://127.0.0.1:8000/callback/..;/",
+        "http://127.0.0.1:8000/callback/extra",
+        "http://evil.example.com@127.0.0.1:8000/callback",
+        "http://127.0.0.1:8000@evil.example.com/callback",
+        "https://127.0.0.1:8000/callback",
+        "http://127.0.0.2:8000/callback",
         "javascript:alert(1)",
+        "data:text/html,hello",
     ] {
         let mut r = AuthRequest::public();
         r.redirect_uri = bad.into();
