@@ -5,6 +5,7 @@ pub mod config;
 pub mod keys;
 pub mod kube;
 pub mod login;
+pub mod metrics;
 pub mod oidc;
 pub mod server;
 pub mod storage;

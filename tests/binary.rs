@@ -32,6 +32,32 @@ async fn wait_ready(url: &str) {
     panic!("{url} never became ready");
 }
 
+/// A lanyard process that is killed if the test ends early, so a failed test cannot leave a
+/// server holding its ports.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -54,14 +80,16 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_default_serves_a_working_issuer() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_remove("LANYARD_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_remove("LANYARD_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut password = None;
     let mut line = String::new();
@@ -109,6 +137,28 @@ async fn embedded_default_serves_a_working_issuer() {
         "{metrics}"
     );
     assert!(metrics.contains("lanyard_build_info"));
+    // A scan of unknown paths must not mint a label per path.
+    let _ = reqwest::get(format!("{issuer}/wp-admin/setup.php"))
+        .await
+        .unwrap();
+    let metrics = reqwest::get("http://127.0.0.1:5558/metrics")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "lanyard_logins_total{connector=\"local\",result=\"success\"} 1",
+        "lanyard_tokens_issued_total{grant=\"authorization_code\",client=\"example-app\"} 1",
+        "lanyard_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+        "lanyard_http_request_duration_seconds_count{route=\"/token\"} 1",
+        "lanyard_storage_errors_total 0",
+        "lanyard_signing_key_rotations_total 0",
+        "lanyard_signing_key_age_seconds ",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}\n{metrics}");
+    }
+    assert!(!metrics.contains("wp-admin"));
 
     let status = terminate(&mut child);
     assert!(status.success(), "clean exit on SIGTERM: {status}");
@@ -135,13 +185,15 @@ async fn embedded_default_serves_a_working_issuer() {
     }
 
     // Second start: the password is not printed again and the data is reused.
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_ready(&format!("{issuer}/healthz")).await;
     terminate(&mut child);
     let mut out = String::new();
@@ -194,13 +246,15 @@ staticClients:
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     wait_ready(&format!("{issuer}/healthz")).await;
     let site = Site::new(issuer.clone());
     let req = AuthRequest::confidential();
@@ -340,14 +394,16 @@ async fn serves_https_with_the_configured_certificate() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
         .build()

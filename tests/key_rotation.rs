@@ -103,6 +103,11 @@ async fn concurrent_rotation_creates_exactly_one_key(backend: &str) {
             "both replicas publish the same keys"
         );
     }
+    assert_eq!(
+        ka.rotations() + kb.rotations(),
+        5,
+        "the metric counts each rotation once"
+    );
     // A token signed by either replica verifies on the other.
     clock.advance(HOUR);
     let mut claims = serde_json::Map::new();

@@ -142,6 +142,8 @@ pub struct KeyManager {
     state: RwLock<Arc<Snapshot>>,
     /// Serialises reloads so that an older read of the store never replaces a newer one.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Keys this process created (for metrics).
+    rotations: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -169,6 +171,7 @@ impl KeyManager {
             settings,
             state: RwLock::new(Arc::new(empty)),
             reload_lock: tokio::sync::Mutex::new(()),
+            rotations: std::sync::atomic::AtomicU64::new(0),
         };
         let rows = manager.store.list_signing_keys().await?;
         let fresh = if rows.is_empty() {
@@ -207,6 +210,8 @@ impl KeyManager {
         if let Some(parsed) = &fresh {
             tracing::info!(kid = %parsed.kid, alg = %parsed.alg, "created signing key");
             outcome.created = Some(parsed.kid.clone());
+            self.rotations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
 
         let until = publish_until(&rows, secs(self.settings.token_lifetime));
@@ -291,6 +296,11 @@ impl KeyManager {
     }
 
     /// The kid `sign` would use now.
+    /// How many keys this process created since it started.
+    pub fn rotations(&self) -> u64 {
+        self.rotations.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn signing_kid(&self) -> Option<String> {
         self.snapshot()
             .signing_entry(self.clock.now())

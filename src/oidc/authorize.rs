@@ -146,6 +146,7 @@ impl AuthorizeError {
 
 impl From<crate::storage::StorageError> for AuthorizeError {
     fn from(err: crate::storage::StorageError) -> Self {
+        crate::metrics::count_storage_error();
         tracing::error!(error = %err, "storage error during login");
         Self::unavailable()
     }
@@ -787,15 +788,17 @@ impl Provider {
         let address_key = format!("addr:{client_addr}");
         let keys = [account_key.as_str(), address_key.as_str()];
         let at = std::time::Instant::now();
-        self.login_limiter
-            .check(&keys, at)
-            .map_err(AuthorizeError::rate_limited)?;
+        if let Err(retry) = self.login_limiter.check(&keys, at) {
+            self.metrics.record_login(&connector.id, "rate_limited");
+            return Err(AuthorizeError::rate_limited(retry));
+        }
 
         let scopes = scopes_of(&request.params.scopes);
         let identity = password_connector
             .login(&scopes, username, password)
             .await
             .map_err(|err| {
+                self.metrics.record_login(&connector.id, "error");
                 tracing::error!(connector = %connector.id, error = %err, "connector login failed");
                 AuthorizeError::page(
                     StatusCode::BAD_GATEWAY,
@@ -804,12 +807,14 @@ impl Provider {
                 )
             })?;
         let Some(identity) = identity else {
+            self.metrics.record_login(&connector.id, "failure");
             self.login_limiter.record_failure(&keys, at);
             return Ok(PasswordOutcome::Rejected(Self::form_for(
                 &request, &client, connector,
             )));
         };
         self.login_limiter.record_success(&[account_key.as_str()]);
+        self.metrics.record_login(&connector.id, "success");
 
         let now = self.now();
         let login = LoginResult {

@@ -123,6 +123,7 @@ impl OAuthError {
 /// Storage failures never turn into a success or a half-written state: the caller answers 503.
 impl From<StorageError> for OAuthError {
     fn from(err: StorageError) -> Self {
+        crate::metrics::count_storage_error();
         tracing::error!(error = %err, "storage error while serving a protocol request");
         match err {
             StorageError::Unavailable(_) => Self::unavailable(),

@@ -123,6 +123,8 @@ pub struct Provider {
     pub clock: SharedClock,
     pub clients: ClientRegistry,
     pub connectors: Vec<ConnectorEntry>,
+    /// Counters the telemetry port serves.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Failed password logins, per account and per client address.
     pub login_limiter: ratelimit::RateLimiter,
     /// Wrong device user codes, per client address.
@@ -138,6 +140,7 @@ impl Provider {
         clock: SharedClock,
         clients: ClientRegistry,
         connectors: Vec<ConnectorEntry>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Self {
         let discovery = discovery::DiscoveryDocument::build(&settings, keys.algorithm().as_str());
         Self {
@@ -147,6 +150,7 @@ impl Provider {
             clock,
             clients,
             connectors,
+            metrics,
             login_limiter: ratelimit::RateLimiter::new(
                 ratelimit::RateLimitPolicy::login(),
                 100_000,

@@ -135,12 +135,26 @@ impl Provider {
         }
     }
 
-    /// POST /token with a form body already checked for duplicates.
+    /// POST /token with a form body already checked for duplicates; counted by grant and
+    /// client, or by error code.
     pub async fn token(
         &self,
         authorization: Option<&str>,
         form: &HashMap<String, String>,
     ) -> Result<TokenResponse, OAuthError> {
+        let result = self.token_response(authorization, form).await;
+        match &result {
+            Ok(issued) => self.metrics.record_token(&issued.grant, &issued.client),
+            Err(err) => self.metrics.record_token_error(err.code.as_str()),
+        }
+        result.map(|issued| issued.response)
+    }
+
+    async fn token_response(
+        &self,
+        authorization: Option<&str>,
+        form: &HashMap<String, String>,
+    ) -> Result<Issued, OAuthError> {
         let grant_type = form
             .get("grant_type")
             .filter(|g| !g.is_empty())
@@ -170,12 +184,22 @@ impl Provider {
                 format!("this client may not use grant_type {grant_type}"),
             ));
         }
-        match grant_type.as_str() {
+        let response = match grant_type.as_str() {
             GRANT_AUTHORIZATION_CODE => self.redeem_code(&client, form).await,
             GRANT_REFRESH_TOKEN => self.refresh(&client, form).await,
             GRANT_DEVICE_CODE => self.redeem_device_code(&client, form).await,
             _ => self.client_credentials(&client, form).await,
-        }
+        }?;
+        Ok(Issued {
+            response,
+            // One of SUPPORTED_GRANTS: a bounded label.
+            grant: SUPPORTED_GRANTS
+                .iter()
+                .find(|g| **g == grant_type.as_str())
+                .copied()
+                .unwrap_or("unknown"),
+            client: client.id,
+        })
     }
 
     /// The tokens one response hands out, and the records that store them.
@@ -698,6 +722,13 @@ impl Provider {
             OAuthError::new(ErrorCode::ServerError, "could not sign the token")
         })
     }
+}
+
+/// A token response with what the metrics count it by.
+struct Issued {
+    response: TokenResponse,
+    grant: &'static str,
+    client: String,
 }
 
 /// Plaintext tokens for one response; only their digests are stored.

@@ -30,9 +30,9 @@ use crate::storage::{
 };
 use crate::web::{Branding, Templates, WebError};
 
-use super::metrics::Metrics;
 use super::KubePage;
 use super::{router, serve_http, serve_https, telemetry_router, ListenSettings, ServeError};
+use crate::metrics::Metrics;
 use crate::web::kubeconfig::KUBECONFIG_CLIENT;
 
 /// The user the embedded default creates on first start.
@@ -216,6 +216,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         device_request_ttl: config.expiry.device_requests,
         session_lifetime: config.sessions.lifetime,
     };
+    let metrics = Arc::new(Metrics::default());
     let provider = Arc::new(Provider::new(
         settings,
         storage.clone(),
@@ -223,6 +224,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         options.clock.clone(),
         ClientRegistry::new(static_clients, storage),
         connectors,
+        metrics.clone(),
     ));
     let templates = Templates::new(
         config.frontend.dir.as_deref(),
@@ -264,7 +266,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
     Ok(App {
         provider,
         templates,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         listen,
         kube,
     })

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Headers every response gets; HTML pages must never be framed or sniffed.
 #[derive(Clone)]
@@ -76,7 +76,7 @@ pub async fn observe(
     async move {
         let response = next.run(request).await;
         let status = response.status().as_u16();
-        metrics.record_request(&route, &method, status);
+        metrics.record_request(&route, &method, status, started.elapsed().as_secs_f64());
         tracing::info!(
             status,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,

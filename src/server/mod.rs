@@ -1,7 +1,6 @@
 //! The HTTP server: router, middleware, listeners, background tasks and graceful shutdown.
 
 pub mod app;
-pub mod metrics;
 pub mod middleware;
 pub mod routes;
 
@@ -19,9 +18,9 @@ use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::metrics::Metrics;
 use crate::oidc::Provider;
 use crate::web::Templates;
-use metrics::Metrics;
 use middleware::SecurityHeaders;
 use routes::AppState;
 
@@ -171,7 +170,7 @@ pub fn telemetry_router(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Route
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
-                    t.metrics.render(),
+                    t.metrics.render(&t.provider.keys, t.provider.now()),
                 )
             }),
         )

@@ -1,0 +1,240 @@
+//! Prometheus metrics in text exposition format, kept without a metrics framework: a few
+//! labelled counters and one histogram behind mutexes are all lanyard needs. Label values
+//! are bounded: routes are matched patterns ("unmatched" otherwise), clients and connectors
+//! come from configuration or storage, errors from the protocol's fixed codes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::keys::{KeyManager, KeyState};
+
+/// Storage errors seen anywhere (the error conversions count them; they hold no registry).
+static STORAGE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+pub fn count_storage_error() {
+    STORAGE_ERRORS.fetch_add(1, Ordering::Relaxed);
+}
+
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    /// Cumulative counts per bucket, as Prometheus expects them.
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    http_requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    http_durations: Mutex<BTreeMap<String, Histogram>>,
+    logins: Mutex<BTreeMap<(String, String), u64>>,
+    tokens_issued: Mutex<BTreeMap<(String, String), u64>>,
+    token_errors: Mutex<BTreeMap<String, u64>>,
+}
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+    if let Ok(mut m) = map.lock() {
+        *m.entry(key).or_insert(0) += 1;
+    }
+}
+
+impl Metrics {
+    pub fn record_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        bump(
+            &self.http_requests,
+            (route.to_string(), method.to_string(), status),
+        );
+        if let Ok(mut m) = self.http_durations.lock() {
+            let h = m.entry(route.to_string()).or_default();
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                if seconds <= *bound {
+                    h.buckets[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += seconds;
+        }
+    }
+
+    /// A password login: `success`, `failure` (wrong credentials), `rate_limited` or `error`.
+    pub fn record_login(&self, connector: &str, result: &str) {
+        bump(&self.logins, (connector.to_string(), result.to_string()));
+    }
+
+    pub fn record_token(&self, grant: &str, client: &str) {
+        bump(&self.tokens_issued, (grant.to_string(), client.to_string()));
+    }
+
+    pub fn record_token_error(&self, error: &str) {
+        bump(&self.token_errors, error.to_string());
+    }
+
+    pub fn render(&self, keys: &KeyManager, now: i64) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "lanyard_build_info",
+            "gauge",
+            "Build information.",
+        );
+        let _ = writeln!(
+            out,
+            "lanyard_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        header(
+            &mut out,
+            "lanyard_http_requests_total",
+            "counter",
+            "HTTP requests by matched route, method and status.",
+        );
+        if let Ok(m) = self.http_requests.lock() {
+            for ((route, method, status), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "lanyard_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}",
+                    escape(route),
+                    escape(method),
+                    status,
+                    n
+                );
+            }
+        }
+        header(
+            &mut out,
+            "lanyard_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency by matched route.",
+        );
+        if let Ok(m) = self.http_durations.lock() {
+            for (route, h) in m.iter() {
+                let route = escape(route);
+                for (bound, n) in BUCKETS.iter().zip(h.buckets.iter()) {
+                    let _ = writeln!(
+                        out,
+                        "lanyard_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "lanyard_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "lanyard_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "lanyard_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    h.count
+                );
+            }
+        }
+        header(
+            &mut out,
+            "lanyard_logins_total",
+            "counter",
+            "Password logins by connector and result.",
+        );
+        if let Ok(m) = self.logins.lock() {
+            for ((connector, result), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "lanyard_logins_total{{connector=\"{}\",result=\"{}\"}} {n}",
+                    escape(connector),
+                    escape(result)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "lanyard_tokens_issued_total",
+            "counter",
+            "Token responses by grant type and client.",
+        );
+        if let Ok(m) = self.tokens_issued.lock() {
+            for ((grant, client), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "lanyard_tokens_issued_total{{grant=\"{}\",client=\"{}\"}} {n}",
+                    escape(grant),
+                    escape(client)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "lanyard_token_errors_total",
+            "counter",
+            "Token endpoint errors by OAuth error code.",
+        );
+        if let Ok(m) = self.token_errors.lock() {
+            for (error, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "lanyard_token_errors_total{{error=\"{}\"}} {n}",
+                    escape(error)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "lanyard_storage_errors_total",
+            "counter",
+            "Storage operations that failed.",
+        );
+        let _ = writeln!(
+            out,
+            "lanyard_storage_errors_total {}",
+            STORAGE_ERRORS.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            "lanyard_signing_key_rotations_total",
+            "counter",
+            "Successor signing keys this process created (the first key is not a rotation).",
+        );
+        let _ = writeln!(
+            out,
+            "lanyard_signing_key_rotations_total {}",
+            keys.rotations()
+        );
+        header(
+            &mut out,
+            "lanyard_signing_key_age_seconds",
+            "gauge",
+            "Seconds since the current signing key started signing.",
+        );
+        if let Some(k) = keys
+            .key_statuses()
+            .into_iter()
+            .find(|k| k.state == KeyState::Signing)
+        {
+            let _ = writeln!(
+                out,
+                "lanyard_signing_key_age_seconds {}",
+                (now - k.sign_from).max(0)
+            );
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
