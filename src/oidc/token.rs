@@ -144,7 +144,7 @@ impl Provider {
     ) -> Result<TokenResponse, OAuthError> {
         let result = self.token_response(authorization, form).await;
         match &result {
-            Ok(issued) => self.metrics.record_token(&issued.grant, &issued.client),
+            Ok(issued) => self.metrics.record_token(issued.grant, &issued.client),
             Err(err) => self.metrics.record_token_error(err.code.as_str()),
         }
         result.map(|issued| issued.response)
