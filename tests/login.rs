@@ -343,9 +343,10 @@ async fn device_login_prints_the_credential_once_the_code_is_approved() {
     let browser = TestServer::new_browser();
     let page = browser.get(s.url("/device")).send().await.unwrap();
     assert_eq!(page.status(), 200);
+    let csrf = hidden_field(&page.text().await.unwrap(), "csrf").expect("csrf on /device");
     let r = browser
         .post(s.url("/device"))
-        .form(&[("user_code", user_code.as_str())])
+        .form(&[("user_code", user_code.as_str()), ("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
