@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+# lanyard's container image: `docker build -t lanyard .`
+#
+# Runtime base: debian:bookworm-slim, not distroless/cc. lanyard links OpenSSL dynamically
+# (josekit signs and verifies with it), and distroless/cc ships no libssl; copying libssl.so.3
+# and libcrypto.so.3 out of the builder would pin an architecture-specific path and leave
+# OpenSSL outside Debian's security updates. bookworm-slim installs libssl3 from Debian, the
+# same release the builder linked against, and runs as the unprivileged uid 65532.
+
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+
+# Dependencies first, against empty sources, so that a source change reuses this layer.
+COPY Cargo.toml Cargo.lock ./
+COPY connectors/Cargo.toml connectors/Cargo.toml
+RUN mkdir -p src connectors/src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs connectors/src/lib.rs \
+    && cargo build --release --locked --bin lanyard \
+    && rm -rf src connectors/src
+
+COPY connectors/src connectors/src
+COPY src src
+COPY migrations migrations
+COPY config config
+# cargo skips a rebuild when the dummy's mtime is newer; touching forces our crates to build.
+RUN touch src/main.rs src/lib.rs connectors/src/lib.rs \
+    && cargo build --release --locked --bin lanyard \
+    && install -D -m 0755 target/release/lanyard /out/lanyard
+
+FROM debian:bookworm-slim
+# Unpinned on purpose: Debian's bookworm archive only carries the latest security build, so a
+# pinned version stops resolving as soon as a libssl3 update lands.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 65532 nonroot \
+    && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin nonroot
+COPY --from=builder /out/lanyard /usr/local/bin/lanyard
+USER 65532:65532
+WORKDIR /tmp
+EXPOSE 5556 5558
+ENTRYPOINT ["lanyard"]
+CMD ["serve", "--config", "/etc/lanyard/config.yaml"]
