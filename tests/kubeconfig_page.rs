@@ -144,14 +144,26 @@ async fn chromium_signs_in_reads_the_commands_and_downloads_a_kubeconfig() {
         .click()
         .await
         .unwrap();
-    let legacy = c
-        .wait()
-        .for_element(Locator::Id("cmd-dev-oidc_auth_provider-posix"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The form posts and the page reloads: until it has, the old element may be found or go
+    // stale under us, so poll for the new text.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let legacy = loop {
+        let text = match c
+            .find(Locator::Id("cmd-dev-oidc_auth_provider-posix"))
+            .await
+        {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains("id-token=") && !text.contains("<ID_TOKEN>") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tokens never appeared: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert!(
         !legacy.contains("<ID_TOKEN>") && !legacy.contains("<REFRESH_TOKEN>"),
         "{legacy}"
