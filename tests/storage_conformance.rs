@@ -1967,7 +1967,7 @@ fn other_user() -> UserClaims {
 
 /// jane: g-1 (kubectl), g-2 (web, revoked), g-3 (web); s-1 live, s-2 expired; bob: g-4, s-3.
 async fn admin_fixture(s: &dyn Storage) {
-    let mut grants = vec![grant("g-1"), grant("g-2"), grant("g-3"), grant("g-4")];
+    let mut grants = [grant("g-1"), grant("g-2"), grant("g-3"), grant("g-4")];
     grants[1].client_id = "web".into();
     grants[2].client_id = "web".into();
     grants[3].claims = other_user();
