@@ -1,5 +1,6 @@
 //! lanyard: an OpenID Connect issuer for Kubernetes, and a drop-in for Dex.
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod keys;

@@ -39,6 +39,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Administration against the configured storage: clients, local passwords, users'
+    /// sessions. Without --config, the embedded default.
+    Admin(lanyard::admin::AdminArgs),
     /// kubectl credential plugin: prints an ExecCredential with an ID token from the issuer
     /// (cached, refreshed, or from a new login) on stdout.
     Login(lanyard::login::LoginArgs),
@@ -210,6 +213,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig { .. } | Command::Kube { .. } => Ok(()),
+        Command::Admin(args) => {
+            let (config, _) = load(&args.config)?;
+            lanyard::admin::init_logging(&config);
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            let mut out = std::io::stdout().lock();
+            lanyard::admin::run(&config, &args, &mut input, &mut out).await?;
+            Ok(())
+        }
         Command::Login(args) => {
             use std::io::Write;
             let credential = lanyard::login::run(&args, &lanyard::clock::SystemClock).await?;

@@ -16,6 +16,7 @@ use lanyard::storage::{
     RefreshOutcome, RefreshToken, Rotation, Session, SharedStorage, SigningKey, Storage,
     StorageError, StorageSettings, SweepCutoffs, Swept, UserClaims,
 };
+use lanyard::storage::{GrantFilter, RevokedAccess};
 use tempfile::TempDir;
 use tokio::sync::Barrier;
 
@@ -141,6 +142,8 @@ conformance!(
     sessions_create_get_revoke,
     sweep_removes_dead_refresh_tokens_device_requests_and_sessions,
     sweep_batches_tokens_of_revoked_grants_before_the_grant,
+    grants_and_sessions_are_listed_by_user_client_and_state,
+    revoking_a_users_access_revokes_their_grants_tokens_and_sessions,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1949,4 +1952,185 @@ async fn postgres_pool_respects_max_open_conns() {
         "a third connection times out as Unavailable: {err:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+// ---------------------------------------------------------------------------------------
+// Administration
+
+fn other_user() -> UserClaims {
+    UserClaims {
+        user_id: "u-2".into(),
+        email: "bob@example.com".into(),
+        ..claims()
+    }
+}
+
+/// jane: g-1 (kubectl), g-2 (web, revoked), g-3 (web); s-1 live, s-2 expired; bob: g-4, s-3.
+async fn admin_fixture(s: &dyn Storage) {
+    let mut grants = [grant("g-1"), grant("g-2"), grant("g-3"), grant("g-4")];
+    grants[1].client_id = "web".into();
+    grants[2].client_id = "web".into();
+    grants[3].claims = other_user();
+    for (i, g) in grants.iter_mut().enumerate() {
+        g.created_at = NOW + i as i64;
+        let tag = format!("at-{}", g.id);
+        s.issue_grant(g, &only(access_token(&tag, &g.id, NOW + 600)))
+            .await
+            .unwrap();
+    }
+    assert!(s.revoke_grant("g-2", NOW).await.unwrap());
+    s.create_session(&session("s-1", NOW + 600)).await.unwrap();
+    s.create_session(&session("s-2", NOW - 1)).await.unwrap();
+    let mut bob = session("s-3", NOW + 600);
+    bob.claims = other_user();
+    s.create_session(&bob).await.unwrap();
+}
+
+fn ids<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<String> {
+    items.iter().map(|i| id(i).to_string()).collect()
+}
+
+async fn grants_and_sessions_are_listed_by_user_client_and_state(db: &TestDb) {
+    let s = db.s();
+    admin_fixture(s).await;
+    let grant_ids = |g: &[Grant]| ids(g, |g| &g.id);
+    let session_ids = |v: &[Session]| ids(v, |s| &s.id_hash);
+
+    let all = GrantFilter {
+        now: NOW,
+        ..Default::default()
+    };
+    assert_eq!(
+        grant_ids(&s.list_grants(&all).await.unwrap()),
+        ["g-1", "g-2", "g-3", "g-4"]
+    );
+    let jane = GrantFilter {
+        email: Some("JANE@example.com".into()),
+        ..all.clone()
+    };
+    assert_eq!(
+        grant_ids(&s.list_grants(&jane).await.unwrap()),
+        ["g-1", "g-2", "g-3"]
+    );
+    let jane_active = GrantFilter {
+        active_only: true,
+        ..jane.clone()
+    };
+    assert_eq!(
+        grant_ids(&s.list_grants(&jane_active).await.unwrap()),
+        ["g-1", "g-3"]
+    );
+    let web = GrantFilter {
+        client_id: Some("web".into()),
+        ..all.clone()
+    };
+    assert_eq!(
+        grant_ids(&s.list_grants(&web).await.unwrap()),
+        ["g-2", "g-3"]
+    );
+    let by_id = GrantFilter {
+        connector_id: Some("github".into()),
+        user_id: Some("u-2".into()),
+        ..all.clone()
+    };
+    assert_eq!(grant_ids(&s.list_grants(&by_id).await.unwrap()), ["g-4"]);
+    let elsewhere = GrantFilter {
+        connector_id: Some("ldap".into()),
+        ..all.clone()
+    };
+    assert!(s.list_grants(&elsewhere).await.unwrap().is_empty());
+
+    assert_eq!(
+        session_ids(&s.list_sessions(&jane).await.unwrap()),
+        ["s-1", "s-2"]
+    );
+    assert_eq!(
+        session_ids(&s.list_sessions(&jane_active).await.unwrap()),
+        ["s-1"]
+    );
+    assert_eq!(
+        session_ids(&s.list_sessions(&by_id).await.unwrap()),
+        ["s-3"]
+    );
+}
+
+async fn revoking_a_users_access_revokes_their_grants_tokens_and_sessions(db: &TestDb) {
+    let s = db.s();
+    admin_fixture(s).await;
+    let jane = GrantFilter {
+        email: Some("jane@example.com".into()),
+        now: NOW + 1,
+        ..Default::default()
+    };
+    let revoked = s.revoke_access(&jane).await.unwrap();
+    assert_eq!(
+        revoked,
+        RevokedAccess {
+            grants: 2,
+            sessions: 1
+        }
+    );
+    for id in ["g-1", "g-3"] {
+        assert_eq!(
+            s.get_grant(id).await.unwrap().unwrap().revoked_at,
+            Some(NOW + 1)
+        );
+        let token = format!("at-{id}");
+        assert!(s.get_access_token(&token, NOW + 1).await.unwrap().is_none());
+    }
+    // Revoked earlier: keeps its first revocation time.
+    assert_eq!(
+        s.get_grant("g-2").await.unwrap().unwrap().revoked_at,
+        Some(NOW)
+    );
+    assert_eq!(
+        s.get_session("s-1").await.unwrap().unwrap().revoked_at,
+        Some(NOW + 1)
+    );
+    // Bob is untouched.
+    assert!(s
+        .get_grant("g-4")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    assert!(s
+        .get_access_token("at-g-4", NOW + 1)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(s
+        .get_session("s-3")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
+    // Nothing left to revoke.
+    assert_eq!(
+        s.revoke_access(&jane).await.unwrap(),
+        RevokedAccess::default()
+    );
+
+    // By client only: bob's kubectl grant, but no session (sessions belong to no client).
+    let kubectl = GrantFilter {
+        client_id: Some("kubectl".into()),
+        now: NOW + 2,
+        ..Default::default()
+    };
+    assert_eq!(
+        s.revoke_access(&kubectl).await.unwrap(),
+        RevokedAccess {
+            grants: 1,
+            sessions: 0
+        }
+    );
+    assert!(s
+        .get_session("s-3")
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_none());
 }

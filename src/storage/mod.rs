@@ -189,6 +189,36 @@ pub trait Storage: Send + Sync + 'static {
     async fn get_session(&self, id_hash: &str) -> Result<Option<Session>>;
     async fn revoke_session(&self, id_hash: &str, now: UnixTime) -> Result<bool>;
 
+    // Administration (`lanyard admin sessions`).
+    /// Grants matching `filter`, oldest first.
+    async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>>;
+    /// Sign-in sessions matching `filter` (its `client_id` is ignored: a browser session
+    /// belongs to no client), oldest first.
+    async fn list_sessions(&self, filter: &GrantFilter) -> Result<Vec<Session>>;
+    /// Revokes every unrevoked grant (and so every token of it) and sign-in session matching
+    /// `filter`. Each revocation is atomic on its own; a grant created while this runs is not
+    /// covered, so offboarding disables the user upstream first.
+    async fn revoke_access(&self, filter: &GrantFilter) -> Result<RevokedAccess> {
+        let active = GrantFilter {
+            active_only: true,
+            ..filter.clone()
+        };
+        let mut revoked = RevokedAccess::default();
+        for grant in self.list_grants(&active).await? {
+            if self.revoke_grant(&grant.id, filter.now).await? {
+                revoked.grants += 1;
+            }
+        }
+        if filter.client_id.is_none() {
+            for session in self.list_sessions(&active).await? {
+                if self.revoke_session(&session.id_hash, filter.now).await? {
+                    revoked.sessions += 1;
+                }
+            }
+        }
+        Ok(revoked)
+    }
+
     /// Deletes, in batches of at most `cutoffs.batch` rows of each kind: expired auth
     /// requests, codes expired before `code_cutoff`, expired access tokens, refresh tokens
     /// past `expires_at`, idle past `refresh_idle_cutoff`, or rotated before

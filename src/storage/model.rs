@@ -353,3 +353,33 @@ pub struct SweepCutoffs {
     pub rotated_cutoff: UnixTime,
     pub batch: u32,
 }
+
+/// Which grants or sign-in sessions an administrator asks about. Unset fields match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantFilter {
+    pub connector_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Compared case-insensitively with the email in the stored claims.
+    pub email: Option<String>,
+    pub client_id: Option<String>,
+    /// Only unrevoked grants, and only unrevoked sessions unexpired at `now`.
+    pub active_only: bool,
+    pub now: UnixTime,
+}
+
+impl GrantFilter {
+    /// The part of the filter that SQL does not decide: the email lives inside the claims JSON,
+    /// whose operators differ between the two databases.
+    pub fn matches_claims(&self, claims: &UserClaims) -> bool {
+        self.email
+            .as_deref()
+            .is_none_or(|email| claims.email.eq_ignore_ascii_case(email))
+    }
+}
+
+/// What revoking a user's access did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevokedAccess {
+    pub grants: u64,
+    pub sessions: u64,
+}

@@ -236,6 +236,19 @@ pub(super) const SELECT_SESSION: &str = "SELECT id, connector_id, claims, connec
 pub(super) const REVOKE_SESSION: &str =
     "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 
+// Admin listings. Unset filters are NULL parameters; the email filter runs on the decoded
+// claims (`GrantFilter::matches_claims`).
+pub(super) const LIST_GRANTS: &str = "SELECT id, client_id, connector_id, claims, scopes, nonce, \
+     auth_time, connector_data, created_at, revoked_at FROM grants \
+     WHERE ($1 IS NULL OR connector_id = $1) AND ($2 IS NULL OR user_id = $2) \
+     AND ($3 IS NULL OR client_id = $3) AND ($4 = 0 OR revoked_at IS NULL) \
+     ORDER BY created_at, id";
+pub(super) const LIST_SESSIONS: &str = "SELECT id, connector_id, claims, connector_data, \
+     auth_time, created_at, expires_at, revoked_at FROM sessions \
+     WHERE ($1 IS NULL OR connector_id = $1) AND ($2 IS NULL OR user_id = $2) \
+     AND ($3 = 0 OR (revoked_at IS NULL AND expires_at > $4)) \
+     ORDER BY created_at, id";
+
 // Sweeps delete through a bounded sub-select so that one call holds locks for a short time.
 // Every statement takes the cutoff as $1 and the row limit as $2, and each reason for
 // deleting a kind is its own statement so that each can use its index.

@@ -745,6 +745,44 @@ impl Storage for SqliteStorage {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>> {
+        let rows = sqlx::query_as::<_, sql::GrantRow>(sql::LIST_GRANTS)
+            .bind(filter.connector_id.as_deref())
+            .bind(filter.user_id.as_deref())
+            .bind(filter.client_id.as_deref())
+            .bind(i64::from(filter.active_only))
+            .fetch_all(&self.pool)
+            .await
+            .or_storage("grants")?;
+        let mut grants = Vec::with_capacity(rows.len());
+        for row in rows {
+            let grant = row.into_model()?;
+            if filter.matches_claims(&grant.claims) {
+                grants.push(grant);
+            }
+        }
+        Ok(grants)
+    }
+
+    async fn list_sessions(&self, filter: &GrantFilter) -> Result<Vec<Session>> {
+        let rows = sqlx::query_as::<_, sql::SessionRow>(sql::LIST_SESSIONS)
+            .bind(filter.connector_id.as_deref())
+            .bind(filter.user_id.as_deref())
+            .bind(i64::from(filter.active_only))
+            .bind(filter.now)
+            .fetch_all(&self.pool)
+            .await
+            .or_storage("sessions")?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let session = row.into_model()?;
+            if filter.matches_claims(&session.claims) {
+                sessions.push(session);
+            }
+        }
+        Ok(sessions)
+    }
+
     async fn sweep(&self, cutoffs: &SweepCutoffs) -> Result<Swept> {
         let mut swept = Swept::default();
         for (kind, count) in sql::sweep_plan(cutoffs)
