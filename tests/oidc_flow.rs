@@ -266,8 +266,9 @@ async fn refused_token_requests_write_nothing_and_leave_the_code_usable(b: Backe
         .await
         .unwrap();
     assert_eq!(token_error(r).await, (400, "invalid_request".into()));
-    // Oversized body.
-    let r = http
+    // Oversized body. The server answers 413 without reading it all and closes that
+    // connection, so it gets a client of its own (a pooled connection would be dead).
+    let r = reqwest::Client::new()
         .post(s.url("/token"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!(
