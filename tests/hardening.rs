@@ -237,24 +237,7 @@ async fn implicit_and_hybrid_only_when_enabled() {
         "id_token token",
     );
     let r = browser.get(s.url("/auth")).query(&q).send().await.unwrap();
-    let login_url = s.absolute(&location(&r));
-    let html = browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = s
-        .submit_login(
-            &browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
-        .await;
+    let r = s.sign_in_from(&browser, &r).await;
     let to = location(&r);
     let fragment = to.split_once('#').expect("tokens travel in the fragment").1;
     let params: Vec<(String, String)> = url::form_urlencoded::parse(fragment.as_bytes())

@@ -303,24 +303,7 @@ async fn the_page_works_without_javascript() {
     assert_eq!(r.status(), 303);
     let auth = location(&r);
     let r = browser.get(&auth).send().await.unwrap();
-    let login_url = s.absolute(&location(&r));
-    let html = browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = s
-        .submit_login(
-            &browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
-        .await;
+    let r = s.sign_in_from(&browser, &r).await;
     assert_eq!(r.status(), 303, "no approval page for lanyard's own page");
     let page = browser.get(s.absolute(&location(&r))).send().await.unwrap();
     assert_eq!(page.status(), 200);

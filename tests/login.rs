@@ -139,24 +139,7 @@ async fn wait_for_browser(p: &Plugin, already: usize) -> String {
 async fn browse_login(s: &TestServer, browser: &reqwest::Client, url: &str) -> String {
     let r = browser.get(url).send().await.unwrap();
     assert_eq!(r.status(), 303, "/auth accepts the plugin's request");
-    let login_url = s.absolute(&location(&r));
-    let html = browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = s
-        .submit_login(
-            browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
-        .await;
+    let r = s.sign_in_from(browser, &r).await;
     assert_eq!(r.status(), 303, "login succeeds");
     approve_if_asked(s, browser, s.absolute(&location(&r))).await
 }
@@ -351,24 +334,7 @@ async fn device_login_prints_the_credential_once_the_code_is_approved() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "the code is accepted");
-    let login_url = s.absolute(&location(&r));
-    let html = browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = s
-        .submit_login(
-            &browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
-        .await;
+    let r = s.sign_in_from(&browser, &r).await;
     assert_eq!(r.status(), 303);
     let approval = s.absolute(&location(&r));
     let html = browser

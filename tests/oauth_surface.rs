@@ -338,24 +338,7 @@ async fn enter_user_code(s: &TestServer, code: &str) -> (reqwest::Client, String
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "a valid code starts a login");
-    let login_url = s.absolute(&location(&r));
-    let html = browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = s
-        .submit_login(
-            &browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
-        .await;
+    let r = s.sign_in_from(&browser, &r).await;
     assert_eq!(r.status(), 303);
     (browser, s.absolute(&location(&r)))
 }
@@ -950,24 +933,7 @@ async fn form_post_answers_with_a_self_submitting_form(b: Backend) {
     let req = AuthRequest::public();
     let q = with(req.query(), "response_mode", "form_post");
     let r = browser.get(s.url("/auth")).query(&q).send().await.unwrap();
-    let login_url = s.absolute(&location(&r));
-    let html = browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let r = s
-        .submit_login(
-            &browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
-        .await;
+    let r = s.sign_in_from(&browser, &r).await;
     assert_eq!(r.status(), 200);
     let csp = r.headers()["content-security-policy"]
         .to_str()

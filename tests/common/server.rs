@@ -371,6 +371,32 @@ impl Site {
             .expect("post login")
     }
 
+    /// Follows `redirect` (an answer from /auth or /device) to the login form and signs alice
+    /// in there; returns the form post's answer.
+    pub async fn sign_in_from(
+        &self,
+        browser: &reqwest::Client,
+        redirect: &reqwest::Response,
+    ) -> reqwest::Response {
+        let login_url = self.absolute(&location(redirect));
+        let html = browser
+            .get(&login_url)
+            .send()
+            .await
+            .expect("login page")
+            .text()
+            .await
+            .expect("html");
+        self.submit_login(
+            browser,
+            &login_url,
+            &html,
+            "alice@example.com",
+            ALICE_PASSWORD,
+        )
+        .await
+    }
+
     /// Logs alice in and approves; returns the final redirect to the client.
     pub async fn login_and_approve(&self, browser: &reqwest::Client, req: &AuthRequest) -> String {
         self.login_and_approve_as(browser, req, "alice@example.com", ALICE_PASSWORD)
