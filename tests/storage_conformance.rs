@@ -16,7 +16,7 @@ use lanyard::storage::{
     RefreshOutcome, RefreshToken, Rotation, Session, SharedStorage, SigningKey, Storage,
     StorageError, StorageSettings, SweepCutoffs, Swept, UserClaims,
 };
-use lanyard::storage::{GrantFilter, RevokedAccess};
+use lanyard::storage::{GrantFilter, RevokedAccess, UpstreamLogin};
 use tempfile::TempDir;
 use tokio::sync::Barrier;
 
@@ -109,6 +109,7 @@ conformance!(
     password_update_and_delete,
     auth_request_completes_once,
     expired_or_missing_auth_request_cannot_be_completed,
+    upstream_login_is_recorded_only_on_an_open_request,
     auth_request_exchanges_for_one_code_only,
     expired_auth_request_exchange_writes_nothing,
     redeemed_code_issues_grant_access_and_refresh_token,
@@ -208,6 +209,7 @@ fn auth_request(id: &str, expires_at: i64) -> AuthRequest {
         csrf_token: "csrf".into(),
         browser_binding: format!("{:064x}", 1),
         login: None,
+        upstream: None,
         created_at: NOW - 10,
         expires_at,
     }
@@ -631,6 +633,53 @@ async fn expired_or_missing_auth_request_cannot_be_completed(db: &TestDb) {
         .complete_auth_request("missing", &login(), NOW)
         .await
         .unwrap());
+}
+
+async fn upstream_login_is_recorded_only_on_an_open_request(db: &TestDb) {
+    let s = db.s();
+    s.create_auth_request(&auth_request("r1", NOW + 600))
+        .await
+        .unwrap();
+    let upstream = |connector: &str| UpstreamLogin {
+        connector_id: connector.into(),
+        state_hash: format!("{:064x}", 7),
+        pending: "bm9uY2U=".into(),
+    };
+    assert!(s
+        .begin_upstream_login("r1", &upstream("github"), NOW)
+        .await
+        .unwrap());
+    // Going back and picking another connector replaces the first attempt.
+    assert!(s
+        .begin_upstream_login("r1", &upstream("okta"), NOW)
+        .await
+        .unwrap());
+    let stored = s.get_auth_request("r1").await.unwrap().unwrap();
+    assert_eq!(stored.upstream, Some(upstream("okta")));
+    assert_eq!(stored.login, None);
+
+    assert!(s.complete_auth_request("r1", &login(), NOW).await.unwrap());
+    assert!(
+        !s.begin_upstream_login("r1", &upstream("github"), NOW)
+            .await
+            .unwrap(),
+        "a completed login cannot be sent upstream again"
+    );
+    s.create_auth_request(&auth_request("old", NOW))
+        .await
+        .unwrap();
+    assert!(!s
+        .begin_upstream_login("old", &upstream("github"), NOW)
+        .await
+        .unwrap());
+    assert!(!s
+        .begin_upstream_login("missing", &upstream("github"), NOW)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_auth_request("old").await.unwrap().unwrap().upstream,
+        None
+    );
 }
 
 async fn auth_request_exchanges_for_one_code_only(db: &TestDb) {

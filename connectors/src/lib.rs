@@ -86,6 +86,10 @@ pub enum ConnectorError {
     /// required organization or group).
     #[error("access denied: {0}")]
     AccessDenied(String),
+    /// A token presented to the connector is forged, expired, for someone else, or of a type
+    /// the connector does not take.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
     /// A bug or an unexpected local failure.
     #[error("internal connector error: {0}")]
     Internal(String),
@@ -107,24 +111,62 @@ pub trait PasswordConnector: Send + Sync {
     ) -> Result<Option<Identity>, ConnectorError>;
 }
 
+/// Where to send the browser for an upstream login, and what the connector needs to remember
+/// until the browser comes back (a nonce, a PKCE verifier). The server keeps `pending` with
+/// the login request and hands it to [`CallbackConnector::handle_callback`] unchanged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamRedirect {
+    pub url: String,
+    pub pending: Vec<u8>,
+}
+
+impl fmt::Debug for UpstreamRedirect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamRedirect")
+            .field("url", &self.url)
+            .field(
+                "pending",
+                &format!("<{} bytes redacted>", self.pending.len()),
+            )
+            .finish()
+    }
+}
+
 /// A connector that sends the browser to an upstream and handles the redirect back
 /// (GitHub, generic OIDC).
 #[async_trait]
 pub trait CallbackConnector: Send + Sync {
-    /// URL to send the browser to; `state` must come back in the callback.
+    /// Where to send the browser; `state` must come back in the callback (the server checks it
+    /// before calling [`CallbackConnector::handle_callback`]).
     async fn login_url(
         &self,
         scopes: &Scopes,
         callback_url: &str,
         state: &str,
-    ) -> Result<String, ConnectorError>;
+    ) -> Result<UpstreamRedirect, ConnectorError>;
 
-    /// Handles the upstream's redirect back; `query` is the raw query string (without `?`).
+    /// Handles the upstream's redirect back; `query` is the raw query string (without `?`) and
+    /// `pending` what [`CallbackConnector::login_url`] asked the server to keep.
     async fn handle_callback(
         &self,
         scopes: &Scopes,
         callback_url: &str,
+        pending: &[u8],
         query: &str,
+    ) -> Result<Identity, ConnectorError>;
+}
+
+/// A connector that can vouch for a token the upstream issued on its own, without a browser:
+/// the subject token of an OAuth 2.0 token exchange (RFC 8693), such as a CI system's ID token.
+#[async_trait]
+pub trait TokenIdentityConnector: Send + Sync {
+    /// Verifies `subject_token` (of RFC 8693 type `subject_token_type`) and returns who it names.
+    /// A token that does not verify is [`ConnectorError::InvalidToken`].
+    async fn token_identity(
+        &self,
+        scopes: &Scopes,
+        subject_token_type: &str,
+        subject_token: &str,
     ) -> Result<Identity, ConnectorError>;
 }
 
@@ -208,6 +250,7 @@ mod tests {
         assert_send_sync::<dyn PasswordConnector>();
         assert_send_sync::<dyn CallbackConnector>();
         assert_send_sync::<dyn RefreshConnector>();
+        assert_send_sync::<dyn TokenIdentityConnector>();
         let _: Option<Arc<dyn PasswordConnector>> = None;
         let _: Option<Arc<dyn CallbackConnector>> = None;
         let _: Option<Arc<dyn RefreshConnector>> = None;

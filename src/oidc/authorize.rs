@@ -2,14 +2,16 @@
 //! and the response to the client (query, fragment or form post) or to a waiting device.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use lanyard_connectors::{Identity, Scopes};
+use lanyard_connectors::{ConnectorError, Identity, PasswordConnector, Scopes};
 
 use crate::storage::{
-    AuthCode, AuthRequest, AuthRequestParams, Grant, IssuedTokens, LoginResult, Session, UserClaims,
+    AuthCode, AuthRequest, AuthRequestParams, Grant, IssuedTokens, LoginResult, Session,
+    UpstreamLogin, UserClaims,
 };
 
 use super::claims::{subject, AUDIENCE_SCOPE_PREFIX};
@@ -172,6 +174,15 @@ pub struct LoginForm {
     pub csrf_token: String,
     pub client_name: String,
     pub login_hint: String,
+}
+
+/// What `/auth/{connector}` leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectorLogin {
+    /// lanyard's own username/password form.
+    Form(LoginForm),
+    /// The upstream's login page (an absolute URL).
+    Upstream(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -594,6 +605,7 @@ impl Provider {
                 connector_data: s.connector_data.clone(),
                 auth_time: s.auth_time,
             }),
+            upstream: None,
             created_at: now,
             expires_at: now + self.settings.auth_request_ttl.as_secs() as i64,
         };
@@ -710,7 +722,8 @@ impl Provider {
             .ok_or_else(AuthorizeError::login_gone)
     }
 
-    async fn password_connector(
+    /// A connector the request's client may use and the request did not rule out.
+    async fn usable_connector(
         &self,
         request: &AuthRequest,
         connector_id: &str,
@@ -741,8 +754,8 @@ impl Provider {
         request: &AuthRequest,
         client: &ClientInfo,
         connector: &ConnectorEntry,
+        password: &Arc<dyn PasswordConnector>,
     ) -> LoginForm {
-        let ConnectorKind::Password(password) = &connector.kind;
         LoginForm {
             auth_request_id: request.id.clone(),
             connector_id: connector.id.clone(),
@@ -754,16 +767,130 @@ impl Provider {
         }
     }
 
-    /// The password form of a connector.
-    pub async fn login_form(
+    /// `/auth/{connector}`: the password form, or off to the upstream for a callback connector.
+    pub async fn connector_login(
         &self,
         req_id: &str,
         connector_id: &str,
         browser_cookie: Option<&str>,
-    ) -> Result<LoginForm, AuthorizeError> {
+    ) -> Result<ConnectorLogin, AuthorizeError> {
         let request = self.load_request(req_id, browser_cookie).await?;
-        let (client, connector) = self.password_connector(&request, connector_id).await?;
-        Ok(Self::form_for(&request, &client, connector))
+        let (client, connector) = self.usable_connector(&request, connector_id).await?;
+        match &connector.kind {
+            ConnectorKind::Password(password) => Ok(ConnectorLogin::Form(Self::form_for(
+                &request, &client, connector, password,
+            ))),
+            ConnectorKind::Callback(upstream) => {
+                if request.login.is_some() {
+                    return Err(AuthorizeError::login_gone());
+                }
+                // The state names the login (so the callback can find it) and carries a
+                // secret only this login's row knows the hash of.
+                let secret = random_token(32);
+                let state = format!("{}.{}", request.id, secret);
+                let redirect = upstream
+                    .login_url(
+                        &scopes_of(&request.params.scopes),
+                        &self.settings.endpoint("/callback"),
+                        &state,
+                    )
+                    .await
+                    .map_err(|err| self.connector_failure(&connector.id, err))?;
+                let pending = UpstreamLogin {
+                    connector_id: connector.id.clone(),
+                    state_hash: sha256_hex(&secret),
+                    pending: STANDARD.encode(&redirect.pending),
+                };
+                if !self
+                    .storage
+                    .begin_upstream_login(&request.id, &pending, self.now())
+                    .await?
+                {
+                    return Err(AuthorizeError::login_gone());
+                }
+                Ok(ConnectorLogin::Upstream(redirect.url))
+            }
+        }
+    }
+
+    /// The upstream sent the browser back to `/callback` with `query`.
+    pub async fn upstream_callback(
+        &self,
+        query: &str,
+        browser_cookie: Option<&str>,
+    ) -> Result<Outcome, AuthorizeError> {
+        let state = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let Some((req_id, secret)) = state.split_once('.') else {
+            return Err(AuthorizeError::page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in failed",
+                "The identity provider sent the browser back without this login's state. Go back to the application and sign in again.",
+            ));
+        };
+        let request = self.load_request(req_id, browser_cookie).await?;
+        let Some(upstream) = request.upstream.clone().filter(|u| {
+            request.login.is_none() && constant_time_eq(&sha256_hex(secret), &u.state_hash)
+        }) else {
+            return Err(AuthorizeError::login_gone());
+        };
+        let (_, connector) = self
+            .usable_connector(&request, &upstream.connector_id)
+            .await?;
+        let ConnectorKind::Callback(callback) = &connector.kind else {
+            return Err(AuthorizeError::login_gone());
+        };
+        let pending = STANDARD.decode(&upstream.pending).unwrap_or_default();
+        let identity = match callback
+            .handle_callback(
+                &scopes_of(&request.params.scopes),
+                &self.settings.endpoint("/callback"),
+                &pending,
+                query,
+            )
+            .await
+        {
+            Ok(identity) => identity,
+            Err(err) => return Err(self.connector_failure(&connector.id, err)),
+        };
+        self.metrics.record_login(&connector.id, "success");
+        self.complete_login(request, connector, identity).await
+    }
+
+    /// A connector failed: the cause goes to the log, the person gets a page that says what
+    /// they can do (and, when the upstream refused them, why).
+    fn connector_failure(&self, connector_id: &str, err: ConnectorError) -> AuthorizeError {
+        match err {
+            ConnectorError::AccessDenied(reason) => {
+                self.metrics.record_login(connector_id, "denied");
+                tracing::info!(connector = %connector_id, %reason, "upstream login refused");
+                AuthorizeError::page(
+                    StatusCode::FORBIDDEN,
+                    "Access denied",
+                    &format!("You signed in, but may not use this service: {reason}"),
+                )
+            }
+            ConnectorError::BadCallback(reason) => {
+                self.metrics.record_login(connector_id, "failure");
+                tracing::warn!(connector = %connector_id, %reason, "bad callback from upstream");
+                AuthorizeError::page(
+                    StatusCode::BAD_REQUEST,
+                    "Sign-in failed",
+                    "The identity provider did not complete the sign-in. Go back to the application and try again.",
+                )
+            }
+            err => {
+                self.metrics.record_login(connector_id, "error");
+                tracing::error!(connector = %connector_id, error = %err, "connector login failed");
+                AuthorizeError::page(
+                    StatusCode::BAD_GATEWAY,
+                    "Sign-in unavailable",
+                    "The sign-in method failed. Try again later or contact your administrator.",
+                )
+            }
+        }
     }
 
     /// The password form was posted. `client_addr` is the address the limits count against.
@@ -780,8 +907,14 @@ impl Provider {
     ) -> Result<PasswordOutcome, AuthorizeError> {
         let request = self.load_request(req_id, browser_cookie).await?;
         Self::check_csrf(&request, csrf)?;
-        let (client, connector) = self.password_connector(&request, connector_id).await?;
-        let ConnectorKind::Password(password_connector) = &connector.kind;
+        let (client, connector) = self.usable_connector(&request, connector_id).await?;
+        let ConnectorKind::Password(password_connector) = &connector.kind else {
+            return Err(AuthorizeError::page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Not a password sign-in",
+                "This sign-in method does not take a password here.",
+            ));
+        };
 
         // Per account and per address, checked before any hashing is spent.
         let account_key = format!("acct:{}:{}", connector.id, username.to_lowercase());
@@ -797,25 +930,32 @@ impl Provider {
         let identity = password_connector
             .login(&scopes, username, password)
             .await
-            .map_err(|err| {
-                self.metrics.record_login(&connector.id, "error");
-                tracing::error!(connector = %connector.id, error = %err, "connector login failed");
-                AuthorizeError::page(
-                    StatusCode::BAD_GATEWAY,
-                    "Sign-in unavailable",
-                    "The sign-in method failed. Try again later or contact your administrator.",
-                )
-            })?;
+            .map_err(|err| self.connector_failure(&connector.id, err))?;
         let Some(identity) = identity else {
             self.metrics.record_login(&connector.id, "failure");
             self.login_limiter.record_failure(&keys, at);
             return Ok(PasswordOutcome::Rejected(Self::form_for(
-                &request, &client, connector,
+                &request,
+                &client,
+                connector,
+                password_connector,
             )));
         };
         self.login_limiter.record_success(&[account_key.as_str()]);
         self.metrics.record_login(&connector.id, "success");
+        Ok(PasswordOutcome::Done(
+            self.complete_login(request, connector, identity).await?,
+        ))
+    }
 
+    /// A connector vouched for the user: record the login on its request, start a sign-in
+    /// session, then ask for approval or finish.
+    async fn complete_login(
+        &self,
+        request: AuthRequest,
+        connector: &ConnectorEntry,
+        identity: Identity,
+    ) -> Result<Outcome, AuthorizeError> {
         let now = self.now();
         let login = LoginResult {
             connector_id: connector.id.clone(),
@@ -845,11 +985,11 @@ impl Provider {
             request.login = Some(login);
             self.finish(&request).await?
         };
-        Ok(PasswordOutcome::Done(Outcome {
+        Ok(Outcome {
             next,
             browser_cookie: None,
             session_cookie,
-        }))
+        })
     }
 
     /// Records a sign-in session for the browser; `None` when sessions are off.

@@ -219,6 +219,7 @@ impl Provider {
                 connector_data: s.connector_data,
                 auth_time: s.auth_time,
             }),
+            upstream: None,
             created_at: now,
             expires_at: now + self.settings.auth_request_ttl.as_secs() as i64,
         };

@@ -21,7 +21,9 @@ pub mod userinfo;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lanyard_connectors::{PasswordConnector, RefreshConnector};
+use lanyard_connectors::{
+    CallbackConnector, PasswordConnector, RefreshConnector, TokenIdentityConnector,
+};
 use url::Url;
 
 use crate::clock::{SharedClock, UnixTime};
@@ -104,7 +106,10 @@ impl ProviderSettings {
 /// How a connector logs people in.
 #[derive(Clone)]
 pub enum ConnectorKind {
+    /// lanyard shows a username/password form and the connector checks it.
     Password(Arc<dyn PasswordConnector>),
+    /// The browser goes to the upstream and comes back to `/callback`.
+    Callback(Arc<dyn CallbackConnector>),
 }
 
 #[derive(Clone)]
@@ -113,6 +118,8 @@ pub struct ConnectorEntry {
     pub name: String,
     pub kind: ConnectorKind,
     pub refresh: Option<Arc<dyn RefreshConnector>>,
+    /// Verifies upstream tokens presented to a token exchange (RFC 8693).
+    pub token_identity: Option<Arc<dyn TokenIdentityConnector>>,
 }
 
 /// The identity provider: settings, storage, keys, clients and connectors.

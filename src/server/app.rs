@@ -440,6 +440,7 @@ fn build_connectors(
             name: name.to_string(),
             kind: ConnectorKind::Password(connector.clone()),
             refresh: Some(connector),
+            token_identity: None,
         }
     };
     let mut entries = Vec::new();

@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 
 use crate::config::ClientRemoteIp;
 use crate::oidc::authorize::{
-    parse_unique_params, AuthorizeError, ClientResponse, Outcome, PasswordOutcome, ResponseMode,
-    Step,
+    parse_unique_params, AuthorizeError, ClientResponse, ConnectorLogin, Outcome, PasswordOutcome,
+    ResponseMode, Step,
 };
 use crate::oidc::device::{browser_cookie_or_new, device_form_csrf};
 use crate::oidc::logout::Logout;
@@ -51,6 +51,7 @@ pub fn issuer_routes() -> Router<AppState> {
         .route("/auth", get(authorize))
         .route("/login", get(choose_connector))
         .route("/auth/{connector}", get(login_page).post(login_submit))
+        .route("/callback", get(upstream_callback))
         .route("/approval", get(approval_page).post(approval_submit))
         .route("/device", get(device_page).post(device_submit))
         .route("/logout", get(logout).post(logout_confirm))
@@ -391,13 +392,33 @@ async fn login_page(
 ) -> Response {
     match state
         .provider
-        .login_form(&q.req, &connector, cookie_value(&headers, LOGIN_COOKIE))
+        .connector_login(&q.req, &connector, cookie_value(&headers, LOGIN_COOKIE))
         .await
     {
-        Ok(form) => {
+        Ok(ConnectorLogin::Form(form)) => {
             let hint = form.login_hint.clone();
             render_login(&state, StatusCode::OK, &form, &hint, false)
         }
+        Ok(ConnectorLogin::Upstream(url)) => see_other(&url),
+        Err(err) => authorize_error(&state, err),
+    }
+}
+
+/// Where GitHub and OIDC providers send the browser back after a login.
+async fn upstream_callback(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match state
+        .provider
+        .upstream_callback(
+            query.as_deref().unwrap_or(""),
+            cookie_value(&headers, LOGIN_COOKIE),
+        )
+        .await
+    {
+        Ok(outcome) => proceed(&state, outcome),
         Err(err) => authorize_error(&state, err),
     }
 }

@@ -102,6 +102,14 @@ pub trait Storage: Send + Sync + 'static {
         login: &LoginResult,
         now: UnixTime,
     ) -> Result<bool>;
+    /// Records that an unfinished, unexpired login went to an upstream; false when the login
+    /// is gone, expired or already completed.
+    async fn begin_upstream_login(
+        &self,
+        id: &str,
+        upstream: &UpstreamLogin,
+        now: UnixTime,
+    ) -> Result<bool>;
     async fn delete_auth_request(&self, id: &str) -> Result<bool>;
 
     /// In one transaction: deletes the auth request and stores the code, so that one login

@@ -98,8 +98,28 @@ pub struct AuthRequest {
     /// Hex SHA-256 of the cookie that ties this login to the browser that started it.
     pub browser_binding: String,
     pub login: Option<LoginResult>,
+    /// Set while the browser is away at an upstream identity provider.
+    pub upstream: Option<UpstreamLogin>,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
+}
+
+/// A login handed to a callback connector, waiting for the browser to come back.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamLogin {
+    pub connector_id: String,
+    /// Hex SHA-256 of the random part of the `state` sent upstream.
+    pub state_hash: String,
+    /// What the connector asked to keep (nonce, PKCE verifier), standard base64.
+    pub pending: String,
+}
+
+impl std::fmt::Debug for UpstreamLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamLogin")
+            .field("connector_id", &self.connector_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One authorisation of one client by one user: everything a code, refresh token or device

@@ -114,7 +114,11 @@ pub(super) const INSERT_AUTH_REQUEST: &str = "INSERT INTO auth_requests (id, cli
      csrf_token, browser_binding, login, created_at, expires_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 pub(super) const SELECT_AUTH_REQUEST: &str = "SELECT id, client_id, params, csrf_token, \
-     browser_binding, login, created_at, expires_at FROM auth_requests WHERE id = $1";
+     browser_binding, login, upstream, created_at, expires_at FROM auth_requests WHERE id = $1";
+/// Only a login that nobody has completed yet may be sent upstream (again: a user may go back
+/// and pick another connector, which replaces the earlier attempt).
+pub(super) const BEGIN_UPSTREAM_LOGIN: &str = "UPDATE auth_requests SET upstream = $2 \
+     WHERE id = $1 AND expires_at > $3 AND login IS NULL";
 pub(super) const COMPLETE_AUTH_REQUEST: &str = "UPDATE auth_requests SET login = $2 \
      WHERE id = $1 AND expires_at > $3 AND login IS NULL";
 pub(super) const DELETE_AUTH_REQUEST: &str = "DELETE FROM auth_requests WHERE id = $1";
@@ -450,6 +454,7 @@ pub(super) struct AuthRequestRow {
     csrf_token: String,
     browser_binding: String,
     login: Option<String>,
+    upstream: Option<String>,
     created_at: i64,
     expires_at: i64,
 }
@@ -462,6 +467,11 @@ impl AuthRequestRow {
                 .login
                 .as_deref()
                 .map(|l| from_json(l, "auth request login"))
+                .transpose()?,
+            upstream: self
+                .upstream
+                .as_deref()
+                .map(|u| from_json(u, "auth request upstream"))
                 .transpose()?,
             id: self.id,
             client_id: self.client_id,

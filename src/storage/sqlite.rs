@@ -307,6 +307,22 @@ impl Storage for SqliteStorage {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn begin_upstream_login(
+        &self,
+        id: &str,
+        upstream: &UpstreamLogin,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let done = sqlx::query(sql::BEGIN_UPSTREAM_LOGIN)
+            .bind(id)
+            .bind(sql::to_json(upstream, "auth request upstream")?)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .or_storage("auth request")?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete_auth_request(&self, id: &str) -> Result<bool> {
         let done = sqlx::query(sql::DELETE_AUTH_REQUEST)
             .bind(id)
