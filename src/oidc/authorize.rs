@@ -869,7 +869,7 @@ impl Provider {
                 AuthorizeError::page(
                     StatusCode::FORBIDDEN,
                     "Access denied",
-                    &format!("You signed in, but may not use this service: {reason}"),
+                    format!("You signed in, but may not use this service: {reason}"),
                 )
             }
             ConnectorError::BadCallback(reason) => {
