@@ -18,7 +18,7 @@ pub(crate) fn certificates_in(pem: &[u8]) -> Vec<CertificateDer<'static>> {
         .collect()
 }
 
-/// `None` for plain LDAP (`insecureNoSSL`).
+/// `None` for plain LDAP (`insecureNoSSL`). `Config` errors start with the key at fault.
 pub(crate) fn client_config(
     config: &LdapConfig,
     settings: &Settings,
@@ -55,9 +55,9 @@ pub(crate) fn client_config(
         }
         let key = PrivateKeyDer::from_pem_file(&config.client_key)
             .map_err(|e| file_error("clientKey", &config.client_key, e))?;
-        builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| ConnectorError::Config(format!("clientCert/clientKey: {e}")))?
+        builder.with_client_auth_cert(chain, key).map_err(|e| {
+            ConnectorError::Config(format!("clientKey: does not fit clientCert: {e}"))
+        })?
     };
     Ok(Some(Arc::new(tls)))
 }
@@ -94,7 +94,8 @@ fn roots(config: &LdapConfig, settings: &Settings) -> Result<RootCertStore, Conn
             }
             if store.is_empty() {
                 return Err(ConnectorError::Config(
-                    "no system CA certificates found; set rootCA or rootCAData".into(),
+                    "rootCA: not set, and no system CA certificates were found; set rootCA or rootCAData"
+                        .into(),
                 ));
             }
         }
