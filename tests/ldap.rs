@@ -320,11 +320,29 @@ async fn a_wrong_service_password_is_an_error() {
 
 // ----- refresh ------------------------------------------------------------------------------
 
+/// slapd, the connector, and jane's identity from a login.
+async fn jane_logged_in() -> Option<(Slapd, LdapConnector, Identity)> {
+    let slapd = Slapd::start()?;
+    let c = connector(&slapd);
+    let id = login(&c, "jane", jane().password)
+        .await
+        .expect("jane logs in");
+    Some((slapd, c, id))
+}
+
+async fn assert_session_ended(c: &LdapConnector, id: &Identity) {
+    let result = c.refresh(&ALL, id).await;
+    assert!(
+        matches!(result, Err(ConnectorError::SessionEnded(_))),
+        "{result:?}"
+    );
+}
+
 #[tokio::test]
 async fn refresh_rereads_groups_from_the_directory() {
-    let Some(slapd) = Slapd::start() else { return };
-    let c = connector(&slapd);
-    let first = login(&c, "jane", jane().password).await.unwrap();
+    let Some((slapd, c, first)) = jane_logged_in().await else {
+        return;
+    };
     assert!(!first.groups.contains(&"admins".to_string()));
 
     slapd.add_member(&group_dn("admins"), &jane().dn);
@@ -337,32 +355,24 @@ async fn refresh_rereads_groups_from_the_directory() {
 
 #[tokio::test]
 async fn refresh_of_a_deleted_user_ends_the_session() {
-    let Some(slapd) = Slapd::start() else { return };
-    let c = connector(&slapd);
-    let id = login(&c, "jane", jane().password).await.unwrap();
+    let Some((slapd, c, id)) = jane_logged_in().await else {
+        return;
+    };
     slapd.delete(&jane().dn);
-    let result = c.refresh(&ALL, &id).await;
-    assert!(
-        matches!(result, Err(ConnectorError::SessionEnded(_))),
-        "{result:?}"
-    );
+    assert_session_ended(&c, &id).await;
 }
 
 #[tokio::test]
 async fn refresh_requires_the_same_entry_not_just_the_same_username() {
-    let Some(slapd) = Slapd::start() else { return };
-    let c = connector(&slapd);
-    let id = login(&c, "jane", jane().password).await.unwrap();
+    let Some((slapd, c, id)) = jane_logged_in().await else {
+        return;
+    };
     slapd.delete(&jane().dn);
     // Someone else now has uid jane, at another DN.
     slapd.modify(&format!(
         "dn: cn=Jane Impostor,{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\ncn: Jane Impostor\nsn: Impostor\nuid: jane\nmail: impostor@example.org\nuserPassword: x\n"
     ));
-    let result = c.refresh(&ALL, &id).await;
-    assert!(
-        matches!(result, Err(ConnectorError::SessionEnded(_))),
-        "{result:?}"
-    );
+    assert_session_ended(&c, &id).await;
 }
 
 #[tokio::test]
