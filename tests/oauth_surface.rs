@@ -80,15 +80,6 @@ async fn error_of(r: reqwest::Response) -> (u16, String) {
     )
 }
 
-fn claims_of(id_token: &str) -> Value {
-    use base64::Engine;
-    let payload = id_token.split('.').nth(1).expect("payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64");
-    serde_json::from_slice(&bytes).expect("claims")
-}
-
 async fn userinfo_status(s: &TestServer, access: &str) -> u16 {
     http()
         .get(s.url("/userinfo"))

@@ -9,9 +9,11 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod ldap;
 pub mod local;
 pub mod password_hash;
 
+pub use ldap::{LdapConfig, LdapConnector, LdapLimits};
 pub use local::{LocalConnector, LocalUser, LocalUserDirectory, StaticUserDirectory};
 pub use password_hash::{Argon2idParams, HashKind, PasswordHashError, PasswordHasher};
 

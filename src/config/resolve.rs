@@ -1012,6 +1012,9 @@ fn resolve_connectors(
                 None
             }
         };
+        if type_ == Some(ConnectorType::Ldap) {
+            check_ldap_config(raw_config.clone(), &config_path, ctx);
+        }
         if type_ == Some(ConnectorType::Local) {
             let _ = ctx.de::<RawLocalConnector>(raw_config, &config_path);
         }
@@ -1028,6 +1031,15 @@ fn resolve_connectors(
         }
     }
     out
+}
+
+/// The same checks the LDAP connector makes when it is built, so `check-config` reports them.
+fn check_ldap_config(raw: Value, path: &str, ctx: &mut Ctx) {
+    if let Some(ldap) = ctx.de::<lanyard_connectors::LdapConfig>(raw, path) {
+        for issue in ldap.validate() {
+            ctx.err(key_path(path, &issue.path), issue.message);
+        }
+    }
 }
 
 /// Whether `id` names a connector: a configured one, or the password database.

@@ -11,13 +11,14 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lanyard_connectors::{
-    ConnectorError, LocalConnector, LocalUser, LocalUserDirectory, PasswordHasher,
+    ConnectorError, LdapConfig, LdapConnector, LocalConnector, LocalUser, LocalUserDirectory,
+    PasswordHasher,
 };
 use rand::RngCore;
 use tokio::sync::watch;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, ConnectorType, LogFormat};
+use crate::config::{Config, ConnectorConfig, ConnectorType, LogFormat};
 use crate::keys::{self, KeyManager, KeySettings, KeyStore};
 use crate::oidc::secrets::{random_token, sha256_hex};
 use crate::oidc::token::SUPPORTED_GRANTS;
@@ -447,6 +448,15 @@ fn build_connectors(
     for c in &config.connectors {
         match c.type_ {
             ConnectorType::Local => entries.push(local(&c.id, &c.name)),
+            ConnectorType::Ldap => {
+                let connector = Arc::new(ldap_connector(config, c)?);
+                entries.push(ConnectorEntry {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    kind: ConnectorKind::Password(connector.clone()),
+                    refresh: Some(connector),
+                });
+            }
             other => {
                 return Err(AppError::Connector {
                     id: c.id.clone(),
@@ -463,6 +473,35 @@ fn build_connectors(
         entries.push(local("local", "Email"));
     }
     Ok(entries)
+}
+
+/// An LDAP connector from its `config`; errors name the key path, e.g.
+/// `connectors[1].config.userSearch.baseDN: missing`.
+fn ldap_connector(config: &Config, c: &ConnectorConfig) -> Result<LdapConnector, AppError> {
+    let index = config
+        .connectors
+        .iter()
+        .position(|other| other.id == c.id)
+        .unwrap_or_default();
+    let path = format!("connectors[{index}].config");
+    let fail = |reason: String| AppError::Connector {
+        id: c.id.clone(),
+        reason,
+    };
+    let ldap = LdapConfig::from_json(&c.config).map_err(|issues| {
+        fail(
+            issues
+                .iter()
+                .map(|i| format!("{path}.{i}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    LdapConnector::new(ldap).map_err(|e| match e {
+        // These start with the key at fault (rootCA, clientCert, ...).
+        ConnectorError::Config(key_and_problem) => fail(format!("{path}.{key_and_problem}")),
+        other => fail(format!("{path}: {other}")),
+    })
 }
 
 impl App {

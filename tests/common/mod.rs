@@ -4,3 +4,4 @@
 pub mod browser;
 pub mod postgres;
 pub mod server;
+pub mod slapd;
