@@ -455,6 +455,7 @@ fn build_connectors(
                     name: c.name.clone(),
                     kind: ConnectorKind::Password(connector.clone()),
                     refresh: Some(connector),
+                    token_identity: None,
                 });
             }
             other => {
