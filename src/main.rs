@@ -40,7 +40,7 @@ enum Command {
         config: PathBuf,
     },
     /// Administration against the configured storage: clients, local passwords, users'
-    /// sessions. Without --config, the embedded default.
+    /// sessions, signing keys. Without --config, the embedded default.
     Admin(lanyard::admin::AdminArgs),
     /// kubectl credential plugin: prints an ExecCredential with an ID token from the issuer
     /// (cached, refreshed, or from a new login) on stdout.

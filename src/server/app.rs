@@ -38,6 +38,10 @@ use crate::web::kubeconfig::KUBECONFIG_CLIENT;
 /// The user the embedded default creates on first start.
 pub const DEV_ADMIN_EMAIL: &str = "admin@example.com";
 
+/// Where data lives when the config says nothing (the embedded default's SQLite, a generated
+/// key-encryption key), relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "lanyard-data";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
@@ -67,7 +71,7 @@ impl BuildOptions {
         Self {
             embedded_default,
             clock: Arc::new(SystemClock),
-            data_dir: PathBuf::from("lanyard-data"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
         }
     }
 }
@@ -78,6 +82,8 @@ pub struct App {
     pub templates: Templates,
     pub metrics: Arc<Metrics>,
     pub listen: ListenSettings,
+    /// How often the signing keys are re-read from storage (`keys.pollInterval`).
+    pub key_poll_interval: Duration,
     pub kube: KubePage,
 }
 
@@ -107,20 +113,10 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         tracing::info!(file = %file.display(), "storing data in SQLite");
     }
 
-    let encryption_key = match config.keys.encryption_key {
-        Some(k) => k,
-        None => generated_encryption_key(&config.storage, &options.data_dir)?,
-    };
     let keys = KeyManager::start(
         Arc::new(storage.clone()) as Arc<dyn KeyStore>,
         options.clock.clone(),
-        KeySettings {
-            algorithm: config.keys.algorithm,
-            rotation_period: config.keys.rotation_period,
-            publish_ahead: config.keys.publish_ahead,
-            token_lifetime: config.expiry.id_tokens,
-            encryption_key,
-        },
+        key_settings(config, &options.data_dir, MissingKek::Generate)?,
     )
     .await?;
 
@@ -268,8 +264,47 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         templates,
         metrics,
         listen,
+        key_poll_interval: config.keys.poll_interval,
         kube,
     })
+}
+
+/// What to do when the config names no key-encryption key and no generated one exists yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKek {
+    /// Generate one (the server's first start).
+    Generate,
+    /// Fail: a tool must not invent a key the servers do not have.
+    Refuse,
+}
+
+/// The signing key settings of `config`, with its key-encryption key resolved: the server
+/// and `lanyard admin keys` both come through here, so they seal and open keys alike.
+pub fn key_settings(
+    config: &Config,
+    data_dir: &Path,
+    missing: MissingKek,
+) -> Result<KeySettings, AppError> {
+    Ok(KeySettings {
+        algorithm: config.keys.algorithm,
+        rotation_period: config.keys.rotation_period,
+        publish_ahead: config.keys.publish_ahead,
+        token_lifetime: config.expiry.id_tokens,
+        encryption_key: encryption_key(config, data_dir, missing)?,
+    })
+}
+
+/// `keys.encryptionKey` (or its file or variable) when the config has one; otherwise the
+/// generated one kept beside the data.
+pub fn encryption_key(
+    config: &Config,
+    data_dir: &Path,
+    missing: MissingKek,
+) -> Result<[u8; 32], AppError> {
+    match config.keys.encryption_key {
+        Some(k) => Ok(k),
+        None => generated_encryption_key(&config.storage, data_dir, missing),
+    }
 }
 
 /// A stable key-encryption key for configs that name none (Dex configs have no such setting):
@@ -278,6 +313,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
 fn generated_encryption_key(
     storage: &StorageSettings,
     data_dir: &Path,
+    missing: MissingKek,
 ) -> Result<[u8; 32], AppError> {
     if *storage == StorageSettings::Memory {
         let mut key = [0u8; 32];
@@ -306,6 +342,13 @@ fn generated_encryption_key(
             })?;
             tracing::warn!(file = %path.display(), "using the generated key-encryption key: for development or a single instance only; set keys.encryptionKey in production");
             Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && missing == MissingKek::Refuse => {
+            Err(AppError::EncryptionKey(format!(
+                "the config sets no keys.encryptionKey and {} does not exist; use the config \
+                 and working directory the server runs with",
+                path.display()
+            )))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create the directory of", e))?;
@@ -541,7 +584,7 @@ impl App {
         }
         let rotation = tokio::spawn(keys::run_rotation(
             self.provider.keys.clone(),
-            Duration::from_secs(30),
+            self.key_poll_interval,
             stop_rx.clone(),
         ));
         let sweeper = tokio::spawn(housekeeping(self.provider.clone(), stop_rx.clone()));
