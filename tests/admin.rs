@@ -14,9 +14,9 @@ use lanyard::storage::{
 use tempfile::TempDir;
 
 use common::postgres::TestDatabase;
+use common::process::BIN;
 use common::server::free_port;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
 const STATIC_HASH: &str = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
 const KEK: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const PUBLIC_REDIRECT: &str = "http://127.0.0.1:8000/callback";
@@ -733,16 +733,6 @@ async fn key_rotation_refuses_a_key_encryption_key_the_keys_were_not_sealed_with
     assert!(listing.starts_with(&a), "{listing}");
 }
 
-/// A `lanyard serve` child that is killed when the test ends, however it ends.
-struct Serving(std::process::Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn jwks_kids(issuer: &str) -> Vec<String> {
     let jwks: serde_json::Value = reqwest::get(format!("{issuer}/keys"))
         .await
@@ -774,7 +764,7 @@ async fn id_token_kid(site: &common::server::Site) -> String {
 }
 
 async fn a_running_server_drops_a_retired_key_and_signs_with_the_new_one(b: &Backend) {
-    let _server = Serving(
+    let _server = common::process::Running(
         Command::new(BIN)
             .args(["serve", "--config"])
             .arg(b.config())
@@ -785,14 +775,7 @@ async fn a_running_server_drops_a_retired_key_and_signs_with_the_new_one(b: &Bac
             .unwrap(),
     );
     let issuer = format!("http://127.0.0.1:{}", b.port);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !reqwest::get(format!("{issuer}/healthz"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(std::time::Instant::now() < deadline, "server never came up");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    common::process::wait_ready(&format!("{issuer}/healthz")).await;
     let site = common::server::Site::new(issuer.clone());
     let a = id_token_kid(&site).await;
     assert_eq!(jwks_kids(&issuer).await, [a.as_str()]);
