@@ -89,10 +89,23 @@ async fn embedded_default_serves_a_working_issuer() {
         "lanyard_storage_errors_total 0",
         "lanyard_signing_key_rotations_total 0",
         "lanyard_signing_key_age_seconds ",
+        // The embedded default's keys.rotationPeriod: 6h.
+        "lanyard_signing_key_rotation_period_seconds 21600",
+        "lanyard_config_reloads_total{result=\"success\"} 0",
+        "lanyard_config_reloads_total{result=\"failure\"} 0",
     ] {
         assert!(metrics.contains(expected), "missing {expected}\n{metrics}");
     }
     assert!(!metrics.contains("wp-admin"));
+
+    // SIGHUP reloads a config file; the embedded default has none, and must not die of it.
+    common::process::signal(&child, "HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the server"
+    );
+    wait_ready(&format!("{issuer}/healthz")).await;
 
     let status = terminate(&mut child);
     assert!(status.success(), "clean exit on SIGTERM: {status}");
@@ -109,6 +122,7 @@ async fn embedded_default_serves_a_working_issuer() {
         stderr.contains("development"),
         "warns that the generated key is for development"
     );
+    assert!(stderr.contains("nothing to reload"), "{stderr}");
     for secret in [
         password.as_str(),
         code.as_str(),
