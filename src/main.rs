@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 use lanyard::config::{self, Config};
 use lanyard::kube;
 use lanyard::server::app;
+use lanyard::server::reload::ConfigSource;
+
+/// How often `serve --watch-config` looks at the config file.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(
@@ -24,10 +28,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the issuer. Without --config, runs the embedded development default
-    /// (http://127.0.0.1:5556, SQLite under ./lanyard-data).
+    /// (http://127.0.0.1:5556, SQLite under ./lanyard-data). SIGHUP reloads the config file.
     Serve {
         #[arg(long, short, env = "LANYARD_CONFIG")]
         config: Option<PathBuf>,
+        /// Also reload the config whenever the file's content changes (checked every 2s).
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -40,7 +47,7 @@ enum Command {
         config: PathBuf,
     },
     /// Administration against the configured storage: clients, local passwords, users'
-    /// sessions. Without --config, the embedded default.
+    /// sessions, signing keys. Without --config, the embedded default.
     Admin(lanyard::admin::AdminArgs),
     /// kubectl credential plugin: prints an ExecCredential with an ID token from the issuer
     /// (cached, refreshed, or from a new login) on stdout.
@@ -194,12 +201,22 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config } => {
-            let (config, embedded) = load(&config)?;
+        Command::Serve {
+            config: path,
+            watch_config,
+        } => {
+            if watch_config && path.is_none() {
+                anyhow::bail!("--watch-config needs a config file (--config or LANYARD_CONFIG)");
+            }
+            let (config, embedded) = load(&path)?;
             app::init_logging(&config);
             let app = app::build(&config, app::BuildOptions::new(embedded))
                 .await
-                .context("cannot start")?;
+                .context("cannot start")?
+                .reload_config_from(ConfigSource {
+                    path,
+                    watch: watch_config.then_some(WATCH_EVERY),
+                });
             app.run(lanyard::server::shutdown_signal()).await?;
             Ok(())
         }

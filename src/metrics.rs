@@ -36,6 +36,8 @@ pub struct Metrics {
     logins: Mutex<BTreeMap<(String, String), u64>>,
     tokens_issued: Mutex<BTreeMap<(String, String), u64>>,
     token_errors: Mutex<BTreeMap<String, u64>>,
+    config_reloads_ok: AtomicU64,
+    config_reloads_failed: AtomicU64,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -73,6 +75,16 @@ impl Metrics {
 
     pub fn record_token_error(&self, error: &str) {
         bump(&self.token_errors, error.to_string());
+    }
+
+    /// One config reload (SIGHUP or a changed file), applied or refused.
+    pub fn record_config_reload(&self, success: bool) {
+        let counter = if success {
+            &self.config_reloads_ok
+        } else {
+            &self.config_reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self, keys: &KeyManager, now: i64) -> String {
@@ -207,6 +219,33 @@ impl Metrics {
             "lanyard_signing_key_rotations_total {}",
             keys.rotations()
         );
+        header(
+            &mut out,
+            "lanyard_signing_key_rotation_period_seconds",
+            "gauge",
+            "How long each signing key signs before its successor takes over (keys.rotationPeriod).",
+        );
+        let _ = writeln!(
+            out,
+            "lanyard_signing_key_rotation_period_seconds {}",
+            keys.rotation_period().as_secs()
+        );
+        header(
+            &mut out,
+            "lanyard_config_reloads_total",
+            "counter",
+            "Config reloads by result: success (applied) or failure (refused; the previous config stays).",
+        );
+        for (result, counter) in [
+            ("success", &self.config_reloads_ok),
+            ("failure", &self.config_reloads_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "lanyard_config_reloads_total{{result=\"{result}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
         header(
             &mut out,
             "lanyard_signing_key_age_seconds",

@@ -1,8 +1,6 @@
 //! `lanyard admin`, run as the real binary against SQLite and PostgreSQL configs.
 
-mod common {
-    pub mod postgres;
-}
+mod common;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,13 +14,18 @@ use lanyard::storage::{
 use tempfile::TempDir;
 
 use common::postgres::TestDatabase;
+use common::process::BIN;
+use common::server::free_port;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
 const STATIC_HASH: &str = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
+const KEK: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const PUBLIC_REDIRECT: &str = "http://127.0.0.1:8000/callback";
 
 struct Backend {
     dir: TempDir,
     settings: StorageSettings,
+    /// Where a server started on this config listens.
+    port: u16,
     _postgres: Option<TestDatabase>,
 }
 
@@ -31,10 +34,12 @@ impl Backend {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("lanyard.db");
         let storage = format!("  type: sqlite3\n  config:\n    file: {}\n", file.display());
-        Self::write_config(&dir, &storage);
+        let port = free_port();
+        Self::write_config(&dir, &storage, port);
         Backend {
             dir,
             settings: StorageSettings::Sqlite { file },
+            port,
             _postgres: None,
         }
     }
@@ -46,25 +51,32 @@ impl Backend {
             "  type: postgres\n  config:\n    connectionString: {}\n",
             db.url()
         );
-        Self::write_config(&dir, &storage);
+        let port = free_port();
+        Self::write_config(&dir, &storage, port);
         Some(Backend {
             dir,
             settings: StorageSettings::Postgres(PostgresSettings {
                 url: Some(db.url().to_string()),
                 ..Default::default()
             }),
+            port,
             _postgres: Some(db),
         })
     }
 
-    fn write_config(dir: &TempDir, storage: &str) {
+    fn write_config(dir: &TempDir, storage: &str, port: u16) {
         let config = format!(
-            r#"issuer: http://127.0.0.1:5556
+            r#"issuer: http://127.0.0.1:{port}
 storage:
 {storage}web:
-  http: 127.0.0.1:5556
+  http: 127.0.0.1:{port}
 logger:
   level: warn
+keys:
+  algorithm: ES256
+  publishAhead: 2m
+  pollInterval: 1s
+  encryptionKey: {KEK}
 enablePasswordDB: true
 staticPasswords:
 - email: Alice@example.com
@@ -76,6 +88,9 @@ staticClients:
   name: Kubernetes
   secret: static-secret-value
   redirectURIs: ['https://k8s.example.com/callback']
+- id: kubectl
+  public: true
+  redirectURIs: ['{PUBLIC_REDIRECT}']
 "#
         );
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
@@ -87,11 +102,17 @@ staticClients:
 
     /// Runs `lanyard admin ARGS` with `stdin`; the actor comes from $USER.
     fn admin(&self, args: &[&str], stdin: &str) -> Output {
+        self.admin_with(&self.config(), args, stdin)
+    }
+
+    /// Like [`admin`](Self::admin) with another config file, in the backend's directory.
+    fn admin_with(&self, config: &std::path::Path, args: &[&str], stdin: &str) -> Output {
         let mut child = Command::new(BIN)
             .arg("admin")
             .arg("--config")
-            .arg(self.config())
+            .arg(config)
             .args(args)
+            .current_dir(self.dir.path())
             .env("USER", "ops-jane")
             .env_remove("LANYARD_CONFIG")
             .env_remove("RUST_LOG")
@@ -115,6 +136,13 @@ staticClients:
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(out.status.success(), "{args:?} failed: {stderr}");
         (stdout, stderr)
+    }
+
+    fn ok_with(&self, config: &std::path::Path, args: &[&str]) -> (String, String) {
+        let out = self.admin_with(config, args, "");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(out.status.success(), "{args:?} failed: {stderr}");
+        (String::from_utf8(out.stdout).unwrap(), stderr)
     }
 
     fn fails(&self, args: &[&str]) -> String {
@@ -194,6 +222,9 @@ on_both!(
     static_clients_and_passwords_are_read_only,
     passwords_are_hashed_with_argon2id_and_never_logged,
     sessions_are_listed_and_revoked_per_user_and_client,
+    keys_are_listed_rotated_and_retired_with_audit_lines,
+    key_rotation_refuses_a_key_encryption_key_the_keys_were_not_sealed_with,
+    a_running_server_drops_a_retired_key_and_signs_with_the_new_one,
 );
 
 const DIGEST_SQL: &str = "SELECT secret_sha256 FROM clients WHERE id = $1";
@@ -552,4 +583,218 @@ async fn sessions_are_listed_and_revoked_per_user_and_client(b: &Backend) {
         "",
     );
     assert_eq!(listing.lines().count(), 3, "{listing}");
+}
+
+/// `keys list` as (kid, state, published until), one per key.
+fn key_lines(b: &Backend) -> Vec<(String, String, String)> {
+    let (out, _) = b.ok(&["keys", "list"], "");
+    out.lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(
+                f.len(),
+                6,
+                "kid, alg, state, created, signs from, published until: {line}"
+            );
+            assert_eq!(f[1], "ES256");
+            (f[0].to_string(), f[2].to_string(), f[5].to_string())
+        })
+        .collect()
+}
+
+/// The kid a `keys rotate` printed as the new signing key.
+fn signing_now(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("signing now: "))
+        .unwrap_or_else(|| panic!("no new key in: {stdout}"))
+        .to_string()
+}
+
+fn only_signing(kid: &str) -> Vec<(String, String, String)> {
+    vec![(kid.to_string(), "signing".to_string(), "-".to_string())]
+}
+
+async fn keys_are_listed_rotated_and_retired_with_audit_lines(b: &Backend) {
+    assert_eq!(key_lines(b), []);
+    // On an empty store a rotation makes the first key.
+    let (out, stderr) = b.ok(&["keys", "rotate"], "");
+    let a = signing_now(&out);
+    assert_audited(&stderr, "key.rotate", &a);
+    assert_eq!(key_lines(b), only_signing(&a));
+
+    // The only signing key cannot go on its own; nothing is written.
+    let err = b.fails(&["keys", "retire", &a]);
+    assert!(
+        err.contains(&format!("refusing to retire {a}"))
+            && err.contains("only key signing")
+            && err.contains("--rotate"),
+        "{err}"
+    );
+    assert_eq!(key_lines(b), only_signing(&a));
+
+    // Emergency rotation: the new key signs now, the old one stays published for its tokens.
+    // (Within the second the old key started in, the new one would sign from the next.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (out, stderr) = b.ok(&["keys", "rotate"], "");
+    let c = signing_now(&out);
+    assert!(
+        out.contains(&format!("{a} no longer signs; published until")),
+        "{out}"
+    );
+    assert_audited(&stderr, "key.rotate", &c);
+    let keys = key_lines(b);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(
+        (keys[0].0.as_str(), keys[0].1.as_str()),
+        (a.as_str(), "retired-published")
+    );
+    assert_ne!(
+        keys[0].2, "-",
+        "a retired key is published until a known time"
+    );
+    assert_eq!(keys[1], only_signing(&c)[0]);
+
+    // A compromised retired key goes at once.
+    let (out, stderr) = b.ok(&["keys", "retire", &a], "");
+    assert!(
+        out.contains(&format!("retired {a} (was retired-published)")),
+        "{out}"
+    );
+    assert_audited(&stderr, "key.retire", &a);
+    assert_eq!(key_lines(b), only_signing(&c));
+
+    // The signing key goes together with a new one.
+    let (out, stderr) = b.ok(&["keys", "retire", &c, "--rotate"], "");
+    let d = signing_now(&out);
+    assert_audited(&stderr, "key.rotate", &d);
+    assert_audited(&stderr, "key.retire", &c);
+    assert_eq!(key_lines(b), only_signing(&d));
+
+    let (out, stderr) = b.ok(&["keys", "rotate", "--retire-previous"], "");
+    let e = signing_now(&out);
+    assert_audited(&stderr, "key.retire", &d);
+    assert_eq!(key_lines(b), only_signing(&e));
+
+    let err = b.fails(&["keys", "retire", "no-such-kid"]);
+    assert!(err.contains("no signing key has the kid"), "{err}");
+    // Audit lines name keys, never their material.
+    let sealed = b
+        .storage()
+        .await
+        .list_signing_keys()
+        .await
+        .unwrap()
+        .remove(0)
+        .private_key_enc;
+    assert!(!stderr.contains(&hex_of(&sealed)));
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn key_rotation_refuses_a_key_encryption_key_the_keys_were_not_sealed_with(b: &Backend) {
+    let (out, _) = b.ok(&["keys", "rotate"], "");
+    let a = signing_now(&out);
+    let text = std::fs::read_to_string(b.config()).unwrap();
+
+    let other = b.dir.path().join("other-kek.yaml");
+    std::fs::write(
+        &other,
+        text.replace(KEK, "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="),
+    )
+    .unwrap();
+    let out = b.admin_with(&other, &["keys", "rotate"], "");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("cannot decrypt signing key {a}")),
+        "{err}"
+    );
+    assert_eq!(key_lines(b), only_signing(&a));
+
+    // Without a configured key the tool will not invent one the servers do not have.
+    let none = b.dir.path().join("no-kek.yaml");
+    std::fs::write(
+        &none,
+        text.replace(&format!("  encryptionKey: {KEK}\n"), ""),
+    )
+    .unwrap();
+    let out = b.admin_with(&none, &["keys", "rotate"], "");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(err.contains("sets no keys.encryptionKey"), "{err}");
+    assert!(!b.dir.path().join("encryption-key").exists());
+    assert!(!b.dir.path().join("lanyard-data").exists());
+    assert_eq!(key_lines(b), only_signing(&a));
+    // Listing and retiring need no key-encryption key.
+    let (listing, _) = b.ok_with(&none, &["keys", "list"]);
+    assert!(listing.starts_with(&a), "{listing}");
+}
+
+async fn jwks_kids(issuer: &str) -> Vec<String> {
+    let jwks: serde_json::Value = reqwest::get(format!("{issuer}/keys"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The kid in the header of a fresh ID token from a login at `site`.
+async fn id_token_kid(site: &common::server::Site) -> String {
+    let req = common::server::AuthRequest {
+        client_id: "kubectl".into(),
+        redirect_uri: PUBLIC_REDIRECT.into(),
+        ..common::server::AuthRequest::public()
+    };
+    let code = site
+        .code_for_as(&req, "Alice@example.com", "password")
+        .await;
+    let tokens: serde_json::Value = site.redeem(&req, &code).await.json().await.unwrap();
+    let id_token = tokens["id_token"].as_str().expect("an id_token");
+    jsonwebtoken::decode_header(id_token).unwrap().kid.unwrap()
+}
+
+async fn a_running_server_drops_a_retired_key_and_signs_with_the_new_one(b: &Backend) {
+    let _server = common::process::Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(b.config())
+            .current_dir(b.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let issuer = format!("http://127.0.0.1:{}", b.port);
+    common::process::wait_ready(&format!("{issuer}/healthz")).await;
+    let site = common::server::Site::new(issuer.clone());
+    let a = id_token_kid(&site).await;
+    assert_eq!(jwks_kids(&issuer).await, [a.as_str()]);
+
+    let (out, _) = b.ok(&["keys", "retire", &a, "--rotate"], "");
+    let d = signing_now(&out);
+
+    // keys.pollInterval is 1s: the server picks the change up without a restart.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let kids = jwks_kids(&issuer).await;
+        if kids == [d.as_str()] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retired key is still published: {kids:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(id_token_kid(&site).await, d);
 }

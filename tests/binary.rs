@@ -3,77 +3,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{terminate, wait_ready, Running, BIN};
 use common::server::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_ready(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if reqwest::get(url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} never became ready");
-}
-
-/// A lanyard process that is killed if the test ends early, so a failed test cannot leave a
-/// server holding its ports.
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(25);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("lanyard did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// `lanyard serve` with no config: port 5556, SQLite under ./lanyard-data, an admin whose
 /// password is printed once, and the example-app client, all working.
@@ -155,10 +89,23 @@ async fn embedded_default_serves_a_working_issuer() {
         "lanyard_storage_errors_total 0",
         "lanyard_signing_key_rotations_total 0",
         "lanyard_signing_key_age_seconds ",
+        // The embedded default's keys.rotationPeriod: 6h.
+        "lanyard_signing_key_rotation_period_seconds 21600",
+        "lanyard_config_reloads_total{result=\"success\"} 0",
+        "lanyard_config_reloads_total{result=\"failure\"} 0",
     ] {
         assert!(metrics.contains(expected), "missing {expected}\n{metrics}");
     }
     assert!(!metrics.contains("wp-admin"));
+
+    // SIGHUP reloads a config file; the embedded default has none, and must not die of it.
+    common::process::signal(&child, "HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the server"
+    );
+    wait_ready(&format!("{issuer}/healthz")).await;
 
     let status = terminate(&mut child);
     assert!(status.success(), "clean exit on SIGTERM: {status}");
@@ -175,6 +122,7 @@ async fn embedded_default_serves_a_working_issuer() {
         stderr.contains("development"),
         "warns that the generated key is for development"
     );
+    assert!(stderr.contains("nothing to reload"), "{stderr}");
     for secret in [
         password.as_str(),
         code.as_str(),
@@ -419,4 +367,71 @@ async fn serves_https_with_the_configured_certificate() {
     };
     assert_eq!(doc["issuer"], format!("https://localhost:{port}"));
     assert!(terminate(&mut child).success());
+}
+
+/// The JSON request line of one request to a server run with `trusted_proxies` under
+/// `web.clientRemoteIP`: its `span` object (where every line of the request has its
+/// fields), and the whole log.
+async fn request_span_behind(
+    trusted_proxies: &str,
+    request_id: &str,
+) -> (serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer: {issuer}\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:{port}\n  clientRemoteIP:\n    header: X-Forwarded-For\n    trustedProxies: [{trusted_proxies}]\nlogger:\n  level: info\n  format: json\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = common::process::Log::capture(&mut child);
+    wait_ready(&format!("{issuer}/healthz")).await;
+    let r = reqwest::Client::new()
+        .get(format!("{issuer}/keys"))
+        .header("X-Request-Id", request_id)
+        // A client that claims to be someone else, behind a proxy that adds 203.0.113.7.
+        .header("X-Forwarded-For", "198.51.100.66, 203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], request_id);
+    log.wait_for(request_id, 1).await;
+    terminate(&mut child);
+    let text = log.text();
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "request" && l["span"]["request_id"] == request_id)
+        .unwrap_or_else(|| panic!("no request line for {request_id}:\n{text}"));
+    (line["span"].clone(), text)
+}
+
+/// Request lines name the client: the forwarded address when the peer is a trusted proxy
+/// (the nearest hop no trusted proxy vouches for), the TCP peer otherwise, never a header
+/// anyone can send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_logs_carry_the_client_address_and_trust_forwarding_only_from_proxies() {
+    let (span, _) = request_span_behind("127.0.0.1/32", "req-via-proxy").await;
+    assert_eq!(span["client_addr"], "203.0.113.7", "{span}");
+    assert_eq!(span["route"], "/keys");
+
+    let (span, log) = request_span_behind("10.0.0.0/8", "req-direct").await;
+    assert_eq!(span["client_addr"], "127.0.0.1", "{span}");
+    assert!(
+        !log.contains("203.0.113.7") && !log.contains("198.51.100.66"),
+        "{log}"
+    );
 }

@@ -255,6 +255,7 @@ fn defaults_apply_when_sections_are_absent() {
     assert_eq!(c.keys.algorithm, SigningAlg::RS256);
     assert_eq!(c.keys.rotation_period, Duration::from_secs(6 * 3600));
     assert_eq!(c.keys.publish_ahead, Duration::from_secs(15 * 60));
+    assert_eq!(c.keys.poll_interval, Duration::from_secs(30));
     assert_eq!(c.oauth2.response_types.len(), 1);
     assert_eq!(
         c.oauth2.grant_types,
@@ -767,6 +768,22 @@ fn publish_ahead_has_a_floor_and_must_be_below_rotation() {
         "keys.publishAhead",
         "must be shorter than the rotation period",
     );
+}
+
+#[test]
+fn key_poll_interval_must_stay_well_below_publish_ahead() {
+    let e = errors(&with_base(
+        "keys:\n  publishAhead: 2m\n  pollInterval: 31s\n",
+    ));
+    assert_error(
+        &e,
+        "keys.pollInterval",
+        "31s is too long; it must be at most a quarter of publishAhead (2m)",
+    );
+    let e = errors(&with_base("keys:\n  pollInterval: 0s\n"));
+    assert_error(&e, "keys.pollInterval", "must be longer than 0");
+    let c = Config::from_yaml_str(&with_base("keys:\n  pollInterval: 1s\n"), &|_| None).unwrap();
+    assert_eq!(c.keys.poll_interval, Duration::from_secs(1));
 }
 
 // ----- several at once, and the report ----------------------------------------------------

@@ -682,3 +682,139 @@ fn algorithm_names_are_exact() {
     let debug = format!("{:?}", settings(SigningAlg::RS256));
     assert!(debug.contains("redacted") && !debug.contains("66"));
 }
+
+/// The state `manager` reports for `kid` now.
+fn state_of(manager: &KeyManager, kid: &str) -> Option<KeyState> {
+    manager
+        .key_statuses()
+        .into_iter()
+        .find(|s| s.kid == kid)
+        .map(|s| s.state)
+}
+
+#[tokio::test]
+async fn emergency_rotation_signs_at_once_keeps_the_old_key_published_and_drops_keys_published_ahead(
+) {
+    let store = Arc::new(MemoryKeyStore::new());
+    let clock = ManualClock::new(T0);
+    let server = start(&store, &clock, settings(SigningAlg::ES256)).await;
+    let a = server.signing_kid().unwrap();
+    // A scheduled successor is already published ahead when the emergency happens.
+    clock.set(T0 + ROTATION - AHEAD + 1);
+    let b = server.rotate_if_due().await.unwrap().created.unwrap();
+    assert_eq!(state_of(&server, &b), Some(KeyState::Upcoming));
+
+    // The admin tool is another process with its own manager on the same store.
+    let admin_store: Arc<dyn KeyStore> = store.clone();
+    let admin = KeyManager::open(
+        admin_store,
+        Arc::new(clock.clone()),
+        settings(SigningAlg::ES256),
+    )
+    .await
+    .unwrap();
+    let done = admin.rotate_now(false).await.unwrap();
+    assert_eq!(done.previous.as_deref(), Some(a.as_str()));
+    assert_eq!(done.discarded, vec![b.clone()]);
+    assert_eq!(done.retired, None);
+    let c = done.created;
+
+    // The running server learns of it at its next poll and signs with it at once.
+    server.reload().await.unwrap();
+    assert_eq!(server.signing_kid().as_deref(), Some(c.as_str()));
+    assert_eq!(header_kid(&server.sign(&claims("x")).unwrap()), c);
+    assert_eq!(published_kids(&server), set(&[&a, &c]));
+    assert_eq!(state_of(&server, &a), Some(KeyState::Retired));
+
+    // A stays published exactly until the tokens it signed have expired, then goes.
+    let now = T0 + ROTATION - AHEAD + 1;
+    clock.set(now + LIFETIME - 1);
+    assert!(published_kids(&server).contains(&a));
+    clock.set(now + LIFETIME);
+    server.rotate_if_due().await.unwrap();
+    assert_eq!(published_kids(&server), set(&[&c]));
+
+    // The next scheduled rotation follows the new key, not the discarded one.
+    clock.set(now + ROTATION - AHEAD);
+    let d = server.rotate_if_due().await.unwrap().created.unwrap();
+    assert_eq!(
+        rows(&store)
+            .await
+            .into_iter()
+            .find(|r| r.kid == d)
+            .unwrap()
+            .successor_of,
+        c
+    );
+}
+
+#[tokio::test]
+async fn retiring_a_compromised_key_unpublishes_it_but_never_the_key_that_signs() {
+    let store = Arc::new(MemoryKeyStore::new());
+    let clock = ManualClock::new(T0);
+    let server = start(&store, &clock, settings(SigningAlg::ES256)).await;
+    let a = server.signing_kid().unwrap();
+    let token = server.sign(&claims("x")).unwrap();
+
+    let refused =
+        lanyard::keys::retire_key(store.as_ref(), Duration::from_secs(LIFETIME as u64), &a, T0)
+            .await;
+    assert!(matches!(refused, Err(KeyError::RetireSigning(ref kid)) if *kid == a));
+    assert_eq!(
+        rows(&store).await.len(),
+        1,
+        "a refused retirement writes nothing"
+    );
+    let unknown =
+        lanyard::keys::retire_key(store.as_ref(), Duration::from_secs(1), "nope", T0).await;
+    assert!(matches!(unknown, Err(KeyError::UnknownKid(_))));
+
+    // Rotating with retire_previous replaces the signing key in one step.
+    let done = server.rotate_now(true).await.unwrap();
+    assert_eq!(done.retired.as_deref(), Some(a.as_str()));
+    assert_eq!(published_kids(&server), set(&[&done.created]));
+    assert!(matches!(
+        server.verify(&token),
+        Err(KeyError::InvalidToken(_))
+    ));
+    assert_eq!(
+        header_kid(&server.sign(&claims("x")).unwrap()),
+        done.created
+    );
+}
+
+#[tokio::test]
+async fn retiring_a_key_between_two_others_leaves_the_earlier_one_a_finite_window() {
+    let store = Arc::new(MemoryKeyStore::new());
+    let clock = ManualClock::new(T0);
+    let server = start(&store, &clock, settings(SigningAlg::ES256)).await;
+    let a = server.signing_kid().unwrap();
+    clock.set(T0 + 10);
+    let b = server.rotate_now(false).await.unwrap().created;
+    clock.set(T0 + 20);
+    let c = server.rotate_now(false).await.unwrap().created;
+    assert_eq!(published_kids(&server), set(&[&a, &b, &c]));
+
+    let was = lanyard::keys::retire_key(
+        store.as_ref(),
+        Duration::from_secs(LIFETIME as u64),
+        &b,
+        T0 + 20,
+    )
+    .await
+    .unwrap();
+    assert_eq!(was, KeyState::Retired);
+    server.reload().await.unwrap();
+    assert_eq!(published_kids(&server), set(&[&a, &c]));
+    // A is bounded by the next remaining key, C, instead of staying published forever.
+    let until = server
+        .key_statuses()
+        .into_iter()
+        .find(|s| s.kid == a)
+        .unwrap()
+        .publish_until;
+    assert_eq!(until, Some(T0 + 20 + LIFETIME));
+    clock.set(T0 + 20 + LIFETIME);
+    server.rotate_if_due().await.unwrap();
+    assert_eq!(published_kids(&server), set(&[&c]));
+}

@@ -1,4 +1,5 @@
-//! `lanyard admin`: clients, local passwords and users' sessions in the configured storage.
+//! `lanyard admin`: clients, local passwords, users' sessions and signing keys in the
+//! configured storage.
 //!
 //! Entries from the config (`staticClients`, `staticPasswords`) are read-only here: the config
 //! file is their source of truth. Every change is one audit line (target `lanyard::audit`)
@@ -9,6 +10,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use lanyard_connectors::PasswordHasher;
+
+mod keys;
+pub use keys::KeysCommand;
 
 use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::config::Config;
@@ -37,6 +41,10 @@ pub enum AdminError {
     Stdout(String),
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Setup(#[from] crate::server::app::AppError),
 }
 
 pub type Result<T> = std::result::Result<T, AdminError>;
@@ -63,6 +71,9 @@ pub enum AdminCommand {
     /// Users' grants (their tokens) and sign-in sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Signing keys: list them, rotate now (emergency), stop publishing a compromised one.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,6 +228,7 @@ pub async fn run(
         AdminCommand::Clients(c) => admin.clients(c).await?,
         AdminCommand::Passwords(c) => admin.passwords(c, input).await?,
         AdminCommand::Sessions(c) => admin.sessions(c).await?,
+        AdminCommand::Keys(c) => admin.keys(c).await?,
     };
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())

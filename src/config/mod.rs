@@ -596,6 +596,10 @@ pub struct KeysConfig {
     /// How long a key is in JWKS before it signs. At least 2 minutes, because verifiers
     /// cache JWKS for a fraction of this.
     pub publish_ahead: Duration,
+    /// How often each replica re-reads the signing keys from storage (and rotates when due):
+    /// keys made by other replicas or `lanyard admin keys` show within this. At most a
+    /// quarter of `publish_ahead`.
+    pub poll_interval: Duration,
     /// The key-encryption key for private signing keys. `None`: not configured; the server
     /// decides (the dev config generates a key file).
     pub encryption_key: Option<[u8; 32]>,
@@ -607,6 +611,7 @@ impl fmt::Debug for KeysConfig {
             .field("algorithm", &self.algorithm)
             .field("rotation_period", &self.rotation_period)
             .field("publish_ahead", &self.publish_ahead)
+            .field("poll_interval", &self.poll_interval)
             .field(
                 "encryption_key",
                 &self.encryption_key.as_ref().map(|_| "<redacted>"),

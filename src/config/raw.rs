@@ -229,6 +229,7 @@ pub struct RawKeys {
     pub algorithm: Option<String>,
     pub rotation_period: Option<DurationText>,
     pub publish_ahead: Option<DurationText>,
+    pub poll_interval: Option<DurationText>,
     pub encryption_key: Option<String>,
     pub encryption_key_file: Option<String>,
     pub encryption_key_env: Option<String>,

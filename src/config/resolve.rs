@@ -25,6 +25,8 @@ const DEFAULT_PUBLISH_AHEAD: Duration = Duration::from_secs(15 * 60);
 /// JWKS responses are cached for a fraction of `publishAhead`; below this the cache window
 /// would be too short to matter and a new key could sign before verifiers have seen it.
 const MIN_PUBLISH_AHEAD: Duration = Duration::from_secs(2 * 60);
+/// How often each replica re-reads the signing keys by default.
+const DEFAULT_KEY_POLL_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The id under which the password database appears as a connector, as in Dex.
 const LOCAL_CONNECTOR_ID: &str = "local";
@@ -841,6 +843,25 @@ fn resolve_keys(value: Value, expiry: &ExpiryConfig, ctx: &mut Ctx) -> KeysConfi
         );
     }
 
+    // A replica learns of a key another one (or `lanyard admin keys`) created only when it
+    // polls, and it must know a key before verifiers fetch JWKS ahead of its first token.
+    let poll_interval = positive_duration(
+        raw.poll_interval,
+        "keys.pollInterval",
+        DEFAULT_KEY_POLL_INTERVAL,
+        ctx,
+    );
+    if poll_interval > publish_ahead / 4 {
+        ctx.err(
+            "keys.pollInterval",
+            format!(
+                "{} is too long; it must be at most a quarter of publishAhead ({})",
+                format_duration(poll_interval),
+                format_duration(publish_ahead)
+            ),
+        );
+    }
+
     let sources: Vec<&str> = [
         ("encryptionKey", &raw.encryption_key),
         ("encryptionKeyFile", &raw.encryption_key_file),
@@ -892,6 +913,7 @@ fn resolve_keys(value: Value, expiry: &ExpiryConfig, ctx: &mut Ctx) -> KeysConfi
         algorithm,
         rotation_period,
         publish_ahead,
+        poll_interval,
         encryption_key,
     }
 }

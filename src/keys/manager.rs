@@ -2,6 +2,7 @@
 //! agree on through the database.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -43,6 +44,128 @@ pub enum KeyState {
     Retired,
     /// Past its publish window; the next rotation deletes it.
     Expired,
+}
+
+impl KeyState {
+    /// As `lanyard admin keys list` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Upcoming => "published-ahead",
+            KeyState::Signing => "signing",
+            KeyState::Retired => "retired-published",
+            KeyState::Expired => "expired",
+        }
+    }
+
+    fn at(
+        now: UnixTime,
+        created_at: UnixTime,
+        sign_from: UnixTime,
+        publish_until: Option<UnixTime>,
+        signing: bool,
+    ) -> Self {
+        let published = created_at <= now && publish_until.is_none_or(|until| now < until);
+        if !published && created_at <= now {
+            KeyState::Expired
+        } else if signing {
+            KeyState::Signing
+        } else if sign_from > now {
+            KeyState::Upcoming
+        } else {
+            KeyState::Retired
+        }
+    }
+}
+
+impl fmt::Display for KeyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where each stored key stands at `now`, in (sign_from, kid) order, read from the rows
+/// alone: no key-encryption key needed.
+pub fn key_statuses_of(
+    rows: &[SigningKey],
+    token_lifetime: Duration,
+    now: UnixTime,
+) -> Result<Vec<KeyStatus>, KeyError> {
+    let until = publish_until(rows, secs(token_lifetime));
+    let mut rows: Vec<&SigningKey> = rows.iter().collect();
+    rows.sort_by(|a, b| (a.sign_from, &a.kid).cmp(&(b.sign_from, &b.kid)));
+    let signing = signing_row(rows.iter().copied(), now).map(|r| r.kid.as_str());
+    rows.iter()
+        .map(|r| {
+            let alg = SigningAlg::parse(&r.alg).ok_or_else(|| KeyError::Corrupt {
+                kid: r.kid.clone(),
+                reason: format!("unsupported algorithm {:?}", r.alg),
+            })?;
+            let publish_until = until.get(r.kid.as_str()).copied();
+            Ok(KeyStatus {
+                kid: r.kid.clone(),
+                alg,
+                created_at: r.created_at,
+                sign_from: r.sign_from,
+                publish_until,
+                state: KeyState::at(
+                    now,
+                    r.created_at,
+                    r.sign_from,
+                    publish_until,
+                    Some(r.kid.as_str()) == signing,
+                ),
+            })
+        })
+        .collect()
+}
+
+/// The row that signs at `now`: the greatest (sign_from, kid) with sign_from <= now, the
+/// same choice [`KeyManager::sign`] makes.
+fn signing_row<'a>(
+    rows: impl Iterator<Item = &'a SigningKey>,
+    now: UnixTime,
+) -> Option<&'a SigningKey> {
+    rows.filter(|r| r.sign_from <= now)
+        .max_by(|a, b| (a.sign_from, &a.kid).cmp(&(b.sign_from, &b.kid)))
+}
+
+/// Stops publishing `kid` now by deleting it (with its private half); running replicas drop
+/// it at their next poll. Refuses the key that signs now: something must sign tokens, so that
+/// one goes through [`KeyManager::rotate_now`] with `retire_previous`. Needs no key-encryption
+/// key. Returns the state the key was in.
+pub async fn retire_key(
+    store: &dyn KeyStore,
+    token_lifetime: Duration,
+    kid: &str,
+    now: UnixTime,
+) -> Result<KeyState, KeyError> {
+    let rows = store.list_signing_keys().await?;
+    let statuses = key_statuses_of(&rows, token_lifetime, now)?;
+    let status = statuses
+        .iter()
+        .find(|s| s.kid == kid)
+        .ok_or_else(|| KeyError::UnknownKid(kid.to_string()))?;
+    if status.state == KeyState::Signing {
+        return Err(KeyError::RetireSigning(kid.to_string()));
+    }
+    // False when a replica pruned it in the meantime: gone either way.
+    store.delete_signing_key(kid).await?;
+    tracing::warn!(kid, state = %status.state, "signing key retired: no longer published");
+    Ok(status.state)
+}
+
+/// What [`KeyManager::rotate_now`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmergencyRotation {
+    /// The key that signs from now on.
+    pub created: String,
+    /// The key that signed until now; published until its tokens expire unless retired.
+    pub previous: Option<String>,
+    /// The previous key, when it was retired in the same step.
+    pub retired: Option<String>,
+    /// Keys that were published ahead but had not signed anything; removed, because the new
+    /// key takes their place in the timeline.
+    pub discarded: Vec<String>,
 }
 
 /// One key as `lanyard keys` or metrics show it. No key material.
@@ -122,14 +245,19 @@ fn build_jwks(entries: &[Entry], now: UnixTime) -> Result<(Jwks, UnixTime, UnixT
     Ok((Jwks { body, etag }, from, until))
 }
 
-/// When each stored key stops being published: its successor's sign_from + token lifetime.
+/// When each stored key stops being published: when the next key on the timeline (by
+/// sign_from) starts signing, plus the token lifetime. That is its successor's sign_from in
+/// a plain chain; when a key between them was retired (deleted), the next remaining key
+/// bounds it, so no key is left published forever.
 fn publish_until(rows: &[SigningKey], token_lifetime: i64) -> HashMap<&str, UnixTime> {
-    rows.iter()
-        .filter(|r| !r.successor_of.is_empty())
-        .map(|r| {
+    let mut ordered: Vec<&SigningKey> = rows.iter().collect();
+    ordered.sort_by(|a, b| (a.sign_from, &a.kid).cmp(&(b.sign_from, &b.kid)));
+    ordered
+        .windows(2)
+        .map(|pair| {
             (
-                r.successor_of.as_str(),
-                r.sign_from.saturating_add(token_lifetime),
+                pair[0].kid.as_str(),
+                pair[1].sign_from.saturating_add(token_lifetime),
             )
         })
         .collect()
@@ -162,6 +290,22 @@ impl KeyManager {
         clock: SharedClock,
         settings: KeySettings,
     ) -> Result<Arc<Self>, KeyError> {
+        let manager = Self::open(store, clock, settings).await?;
+        if manager.snapshot().entries.is_empty() {
+            let now = manager.clock.now();
+            let fresh = manager.create_key(String::new(), now, now).await?;
+            manager.reload_with(fresh).await?;
+        }
+        Ok(Arc::new(manager))
+    }
+
+    /// Loads, decrypts and parses the stored keys without creating any: every stored key
+    /// must open under the settings' key-encryption key.
+    pub async fn open(
+        store: Arc<dyn KeyStore>,
+        clock: SharedClock,
+        settings: KeySettings,
+    ) -> Result<Self, KeyError> {
         settings.validate()?;
         let now = clock.now();
         let empty = Snapshot::new(Arc::from(Vec::new()), now)?;
@@ -173,14 +317,8 @@ impl KeyManager {
             reload_lock: tokio::sync::Mutex::new(()),
             rotations: std::sync::atomic::AtomicU64::new(0),
         };
-        let rows = manager.store.list_signing_keys().await?;
-        let fresh = if rows.is_empty() {
-            manager.create_key(None, now).await?
-        } else {
-            None
-        };
-        manager.reload_with(fresh).await?;
-        Ok(Arc::new(manager))
+        manager.reload_with(None).await?;
+        Ok(manager)
     }
 
     /// Creates the successor when due, prunes keys past their publish window and reloads the
@@ -203,7 +341,19 @@ impl KeyManager {
             }
         };
         let fresh = if due {
-            self.create_key(latest, now).await?
+            let (successor_of, sign_from) = match latest {
+                // The first key signs at once: no verifier can hold an older JWKS.
+                None => (String::new(), now),
+                // Published at least publish_ahead before it signs, even after long downtime
+                // (the predecessor keeps signing meanwhile).
+                Some(l) => (
+                    l.kid.clone(),
+                    l.sign_from
+                        .saturating_add(secs(self.settings.rotation_period))
+                        .max(now.saturating_add(secs(self.settings.publish_ahead))),
+                ),
+            };
+            self.create_key(successor_of, sign_from, now).await?
         } else {
             None
         };
@@ -226,6 +376,58 @@ impl KeyManager {
 
         self.reload_with(fresh).await?;
         Ok(outcome)
+    }
+
+    /// An emergency rotation: a fresh key signs from now on, without the publish-ahead wait
+    /// (verifiers that cached the JWKS reject its tokens until they fetch it again). The key
+    /// that signed until now stays published until its tokens expire, or with
+    /// `retire_previous` is deleted at once (a compromised key). Keys published ahead that
+    /// never signed are removed: the new key takes their place in the timeline, and the
+    /// next scheduled rotation follows it.
+    pub async fn rotate_now(&self, retire_previous: bool) -> Result<EmergencyRotation, KeyError> {
+        // A replica's scheduled rotation can insert a successor between our delete and our
+        // insert; then the store refuses ours and we look again.
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            let rows = self.store.list_signing_keys().await?;
+            let now = self.clock.now();
+            let previous = signing_row(rows.iter(), now);
+            let mut discarded = Vec::new();
+            for row in rows.iter().filter(|r| r.sign_from > now) {
+                if self.store.delete_signing_key(&row.kid).await? {
+                    discarded.push(row.kid.clone());
+                }
+            }
+            let (successor_of, sign_from) = match previous {
+                None => (String::new(), now),
+                // A retired predecessor goes at once, so there is nothing to tie with; a kept
+                // one must sign strictly earlier, or both would claim the same second.
+                Some(p) if retire_previous => (p.kid.clone(), now),
+                Some(p) => (p.kid.clone(), now.max(p.sign_from.saturating_add(1))),
+            };
+            let Some(parsed) = self.create_key(successor_of, sign_from, now).await? else {
+                continue;
+            };
+            let created = parsed.kid.clone();
+            tracing::warn!(kid = %created, previous = ?previous.map(|p| &p.kid), "emergency rotation: a new signing key signs now");
+            self.rotations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut retired = None;
+            if let (true, Some(p)) = (retire_previous, previous) {
+                if self.store.delete_signing_key(&p.kid).await? {
+                    tracing::warn!(kid = %p.kid, "signing key retired: no longer published");
+                    retired = Some(p.kid.clone());
+                }
+            }
+            self.reload_with(Some(parsed)).await?;
+            return Ok(EmergencyRotation {
+                created,
+                previous: previous.map(|p| p.kid.clone()),
+                retired,
+                discarded,
+            });
+        }
+        Err(KeyError::Contended)
     }
 
     /// Reloads from storage (another replica may have rotated). Keys already parsed are
@@ -295,12 +497,17 @@ impl KeyManager {
         self.settings.algorithm
     }
 
-    /// The kid `sign` would use now.
     /// How many keys this process created since it started.
     pub fn rotations(&self) -> u64 {
         self.rotations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How long a key signs before its successor takes over.
+    pub fn rotation_period(&self) -> Duration {
+        self.settings.rotation_period
+    }
+
+    /// The kid `sign` would use now.
     pub fn signing_kid(&self) -> Option<String> {
         self.snapshot()
             .signing_entry(self.clock.now())
@@ -321,15 +528,13 @@ impl KeyManager {
                 created_at: e.created_at,
                 sign_from: e.sign_from,
                 publish_until: e.publish_until,
-                state: if !e.published_at(now) && e.created_at <= now {
-                    KeyState::Expired
-                } else if Some(e.parsed.kid.as_str()) == signing {
-                    KeyState::Signing
-                } else if e.sign_from > now {
-                    KeyState::Upcoming
-                } else {
-                    KeyState::Retired
-                },
+                state: KeyState::at(
+                    now,
+                    e.created_at,
+                    e.sign_from,
+                    e.publish_until,
+                    Some(e.parsed.kid.as_str()) == signing,
+                ),
             })
             .collect()
     }
@@ -338,25 +543,14 @@ impl KeyManager {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Generates a key that succeeds `predecessor` (or is the first) and tries to store it.
-    /// `None` when another replica stored a successor first.
+    /// Generates a key that succeeds `successor_of` ("" for the first) and signs from
+    /// `sign_from`, and tries to store it. `None` when another replica stored a successor first.
     async fn create_key(
         &self,
-        predecessor: Option<&SigningKey>,
+        successor_of: String,
+        sign_from: UnixTime,
         now: UnixTime,
     ) -> Result<Option<Arc<ParsedKey>>, KeyError> {
-        let (successor_of, sign_from) = match predecessor {
-            // The first key signs at once: no verifier can hold an older JWKS.
-            None => (String::new(), now),
-            // Published at least publish_ahead before it signs, even after long downtime
-            // (the predecessor keeps signing meanwhile).
-            Some(l) => (
-                l.kid.clone(),
-                l.sign_from
-                    .saturating_add(secs(self.settings.rotation_period))
-                    .max(now.saturating_add(secs(self.settings.publish_ahead))),
-            ),
-        };
         let alg = self.settings.algorithm;
         let der = tokio::task::spawn_blocking(move || crypto::generate(alg))
             .await

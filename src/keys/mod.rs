@@ -1,10 +1,13 @@
 //! Signing keys: generated here, stored encrypted, rotated through the database, published
 //! as JWKS and used to sign and verify JWTs.
 //!
-//! The timeline of one key K (successor S, which exists once K is due for rotation):
-//! created (published from `created_at`) → signs from `sign_from` → retired at `S.sign_from`
-//! → still published until `S.sign_from + token_lifetime`, so every token it signed can be
-//! verified until it expires → deleted.
+//! The timeline of one key K (successor S: the next key by `sign_from`, which exists once K
+//! is due for rotation): created (published from `created_at`) → signs from `sign_from` →
+//! retired at `S.sign_from` → still published until `S.sign_from + token_lifetime`, so every
+//! token it signed can be verified until it expires → deleted.
+//!
+//! Emergencies (`lanyard admin keys`) bend it: an emergency rotation makes S sign at once,
+//! and retiring a compromised key deletes it before its window ends.
 
 mod crypto;
 mod jws;
@@ -18,7 +21,10 @@ use std::time::Duration;
 use crate::storage::StorageError;
 
 pub use crypto::{open_private_key, seal_private_key};
-pub use manager::{run_rotation, Jwks, KeyManager, KeyState, KeyStatus, RotationOutcome};
+pub use manager::{
+    key_statuses_of, retire_key, run_rotation, EmergencyRotation, Jwks, KeyManager, KeyState,
+    KeyStatus, RotationOutcome,
+};
 pub use store::{KeyStore, MemoryKeyStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +47,12 @@ pub enum KeyError {
     Crypto(String),
     #[error("no signing key is valid at this time")]
     NoSigningKey,
+    #[error("no signing key has the kid {0:?}")]
+    UnknownKid(String),
+    #[error("signing key {0} is the one that signs tokens now; retiring it alone would leave nothing to sign with")]
+    RetireSigning(String),
+    #[error("other replicas kept rotating keys at the same moment; try again")]
+    Contended,
     #[error("cannot serialise the claims: {0}")]
     Claims(String),
     /// The reason is fixed text: a token's content is never echoed back.

@@ -132,10 +132,11 @@ pub struct Provider {
     pub connectors: Vec<ConnectorEntry>,
     /// Counters the telemetry port serves.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// Failed password logins, per account and per client address.
-    pub login_limiter: ratelimit::RateLimiter,
+    /// Failed password logins, per account and per client address. Shared by every
+    /// generation: a config reload must not forgive anyone's failed attempts.
+    pub login_limiter: Arc<ratelimit::RateLimiter>,
     /// Wrong device user codes, per client address.
-    pub user_code_limiter: ratelimit::RateLimiter,
+    pub user_code_limiter: Arc<ratelimit::RateLimiter>,
     discovery: discovery::DiscoveryDocument,
 }
 
@@ -158,16 +159,38 @@ impl Provider {
             clients,
             connectors,
             metrics,
-            login_limiter: ratelimit::RateLimiter::new(
+            login_limiter: Arc::new(ratelimit::RateLimiter::new(
                 ratelimit::RateLimitPolicy::login(),
                 100_000,
-            ),
-            user_code_limiter: ratelimit::RateLimiter::new(
+            )),
+            user_code_limiter: Arc::new(ratelimit::RateLimiter::new(
                 ratelimit::RateLimitPolicy::user_code(),
                 100_000,
-            ),
+            )),
             discovery,
         }
+    }
+
+    /// The provider after a config reload: new settings, clients and connectors over the same
+    /// storage, keys, clock, metrics and rate limiters.
+    pub fn reconfigured(
+        &self,
+        settings: ProviderSettings,
+        clients: ClientRegistry,
+        connectors: Vec<ConnectorEntry>,
+    ) -> Self {
+        let mut next = Provider::new(
+            settings,
+            self.storage.clone(),
+            self.keys.clone(),
+            self.clock.clone(),
+            clients,
+            connectors,
+            self.metrics.clone(),
+        );
+        next.login_limiter = self.login_limiter.clone();
+        next.user_code_limiter = self.user_code_limiter.clone();
+        next
     }
 
     pub fn now(&self) -> UnixTime {

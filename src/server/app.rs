@@ -31,13 +31,20 @@ use crate::storage::{
 };
 use crate::web::{Branding, Templates, WebError};
 
-use super::KubePage;
-use super::{router, serve_http, serve_https, telemetry_router, ListenSettings, ServeError};
+use super::reload::{watch_config, ConfigSource, Reloader};
+use super::routes::AppState;
+use super::{
+    router, serve_http, serve_https, telemetry_router, KubePage, ListenSettings, Live, ServeError,
+};
 use crate::metrics::Metrics;
 use crate::web::kubeconfig::KUBECONFIG_CLIENT;
 
 /// The user the embedded default creates on first start.
 pub const DEV_ADMIN_EMAIL: &str = "admin@example.com";
+
+/// Where data lives when the config says nothing (the embedded default's SQLite, a generated
+/// key-encryption key), relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "lanyard-data";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -68,18 +75,23 @@ impl BuildOptions {
         Self {
             embedded_default,
             clock: Arc::new(SystemClock),
-            data_dir: PathBuf::from("lanyard-data"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
         }
     }
 }
 
 /// Everything a server needs, built and checked, not yet listening.
 pub struct App {
+    /// The first generation's provider. Storage, keys, clock and metrics are the same in
+    /// every generation; clients, connectors and settings are what a reload replaces.
     pub provider: Arc<Provider>,
-    pub templates: Templates,
     pub metrics: Arc<Metrics>,
     pub listen: ListenSettings,
-    pub kube: KubePage,
+    /// How often the signing keys are re-read from storage (`keys.pollInterval`).
+    pub key_poll_interval: Duration,
+    live: Live,
+    reloader: Reloader,
+    config_source: Option<ConfigSource>,
 }
 
 /// Installs the tracing subscriber: `logger.level`, `logger.format` (text or json), and
@@ -108,42 +120,97 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         tracing::info!(file = %file.display(), "storing data in SQLite");
     }
 
-    let encryption_key = match config.keys.encryption_key {
-        Some(k) => k,
-        None => generated_encryption_key(&config.storage, &options.data_dir)?,
-    };
     let keys = KeyManager::start(
         Arc::new(storage.clone()) as Arc<dyn KeyStore>,
         options.clock.clone(),
-        KeySettings {
-            algorithm: config.keys.algorithm,
-            rotation_period: config.keys.rotation_period,
-            publish_ahead: config.keys.publish_ahead,
-            token_lifetime: config.expiry.id_tokens,
-            encryption_key,
-        },
+        key_settings(config, &options.data_dir, MissingKek::Generate)?,
     )
     .await?;
 
     let hasher = Arc::new(PasswordHasher::new());
-    // An unknown user must cost what a wrong password costs: check against a hash like the
-    // ones the users actually have (Dex configs usually carry bcrypt).
-    let dummy = match config.static_passwords.first() {
-        Some(p) => hasher.set_dummy_like(&p.hash).await,
-        None => hasher.warm_up().await,
-    };
-    if let Err(e) = dummy {
-        return Err(AppError::Connector {
+    match config.static_passwords.first() {
+        Some(p) => match_dummy_hash(&hasher, &p.hash).await?,
+        None => hasher.warm_up().await.map_err(|e| AppError::Connector {
             id: "local".into(),
             reason: e.to_string(),
-        });
+        })?,
     }
     if options.embedded_default {
         ensure_dev_admin(&storage, &hasher, options.clock.now()).await?;
     }
-    let connectors = build_connectors(config, &storage, &hasher)?;
+    let metrics = Arc::new(Metrics::default());
+    let state = generation(
+        config,
+        &storage,
+        &hasher,
+        |settings, clients, connectors| {
+            Provider::new(
+                settings,
+                storage.clone(),
+                keys,
+                options.clock.clone(),
+                clients,
+                connectors,
+                metrics.clone(),
+            )
+        },
+    )?;
+    let listen = ListenSettings {
+        http: config.web.http.clone(),
+        https: config.web.https.clone(),
+        tls_cert: config.web.tls_cert.clone(),
+        tls_key: config.web.tls_key.clone(),
+        telemetry: config.telemetry.http.clone(),
+        headers: config
+            .web
+            .headers
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        allowed_origins: config.web.allowed_origins.clone(),
+        remote_ip: config.web.client_remote_ip.clone(),
+    };
+    let provider = state.provider.clone();
+    let live = Live::new(state);
+    Ok(App {
+        provider,
+        metrics: metrics.clone(),
+        listen,
+        key_poll_interval: config.keys.poll_interval,
+        reloader: Reloader::new(config.clone(), live.clone(), storage, hasher, metrics),
+        live,
+        config_source: None,
+    })
+}
 
-    let static_clients: Vec<ClientInfo> = config
+/// An unknown user must cost what a wrong password costs: unknown logins are checked against
+/// a hash like the ones the users actually have (Dex configs usually carry bcrypt).
+pub(super) async fn match_dummy_hash(
+    hasher: &PasswordHasher,
+    sample: &str,
+) -> Result<(), AppError> {
+    hasher
+        .set_dummy_like(sample)
+        .await
+        .map_err(|e| AppError::Connector {
+            id: "local".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// One generation of what a config reload can change: connectors, clients (static and the
+/// kubeconfig page's own), protocol settings, pages and the `kubernetes` section. `provider`
+/// puts the settings, clients and connectors together with the parts every generation shares.
+pub(super) fn generation(
+    config: &Config,
+    storage: &SharedStorage,
+    hasher: &Arc<PasswordHasher>,
+    provider: impl FnOnce(ProviderSettings, ClientRegistry, Vec<ConnectorEntry>) -> Provider,
+) -> Result<AppState, AppError> {
+    let connectors = build_connectors(config, storage, hasher)?;
+
+    let mut static_clients: Vec<ClientInfo> = config
         .static_clients
         .iter()
         .map(|c| ClientInfo {
@@ -163,7 +230,6 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
             allowed_connectors: c.allowed_connectors.clone(),
         })
         .collect();
-    let mut static_clients: Vec<ClientInfo> = static_clients;
     if !config.kubernetes.clusters.is_empty() {
         // The kubeconfig page signs people in through lanyard itself, as this public client.
         static_clients.push(ClientInfo {
@@ -217,15 +283,10 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         device_request_ttl: config.expiry.device_requests,
         session_lifetime: config.sessions.lifetime,
     };
-    let metrics = Arc::new(Metrics::default());
-    let provider = Arc::new(Provider::new(
+    let provider = Arc::new(provider(
         settings,
-        storage.clone(),
-        keys,
-        options.clock.clone(),
-        ClientRegistry::new(static_clients, storage),
+        ClientRegistry::new(static_clients, storage.clone()),
         connectors,
-        metrics.clone(),
     ));
     let templates = Templates::new(
         config.frontend.dir.as_deref(),
@@ -235,22 +296,6 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
             theme: config.frontend.theme.clone().unwrap_or_default(),
         },
     )?;
-    let listen = ListenSettings {
-        http: config.web.http.clone(),
-        https: config.web.https.clone(),
-        tls_cert: config.web.tls_cert.clone(),
-        tls_key: config.web.tls_key.clone(),
-        telemetry: config.telemetry.http.clone(),
-        headers: config
-            .web
-            .headers
-            .pairs()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        allowed_origins: config.web.allowed_origins.clone(),
-        remote_ip: config.web.client_remote_ip.clone(),
-    };
     let kube = KubePage {
         kubernetes: config.kubernetes.clone(),
         user_secrets: config
@@ -264,13 +309,49 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
             })
             .collect(),
     };
-    Ok(App {
+    Ok(AppState {
         provider,
         templates,
-        metrics,
-        listen,
-        kube,
+        kube: Arc::new(kube),
     })
+}
+
+/// What to do when the config names no key-encryption key and no generated one exists yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKek {
+    /// Generate one (the server's first start).
+    Generate,
+    /// Fail: a tool must not invent a key the servers do not have.
+    Refuse,
+}
+
+/// The signing key settings of `config`, with its key-encryption key resolved: the server
+/// and `lanyard admin keys` both come through here, so they seal and open keys alike.
+pub fn key_settings(
+    config: &Config,
+    data_dir: &Path,
+    missing: MissingKek,
+) -> Result<KeySettings, AppError> {
+    Ok(KeySettings {
+        algorithm: config.keys.algorithm,
+        rotation_period: config.keys.rotation_period,
+        publish_ahead: config.keys.publish_ahead,
+        token_lifetime: config.expiry.id_tokens,
+        encryption_key: encryption_key(config, data_dir, missing)?,
+    })
+}
+
+/// `keys.encryptionKey` (or its file or variable) when the config has one; otherwise the
+/// generated one kept beside the data.
+pub fn encryption_key(
+    config: &Config,
+    data_dir: &Path,
+    missing: MissingKek,
+) -> Result<[u8; 32], AppError> {
+    match config.keys.encryption_key {
+        Some(k) => Ok(k),
+        None => generated_encryption_key(&config.storage, data_dir, missing),
+    }
 }
 
 /// A stable key-encryption key for configs that name none (Dex configs have no such setting):
@@ -279,6 +360,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
 fn generated_encryption_key(
     storage: &StorageSettings,
     data_dir: &Path,
+    missing: MissingKek,
 ) -> Result<[u8; 32], AppError> {
     if *storage == StorageSettings::Memory {
         let mut key = [0u8; 32];
@@ -307,6 +389,13 @@ fn generated_encryption_key(
             })?;
             tracing::warn!(file = %path.display(), "using the generated key-encryption key: for development or a single instance only; set keys.encryptionKey in production");
             Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && missing == MissingKek::Refuse => {
+            Err(AppError::EncryptionKey(format!(
+                "the config sets no keys.encryptionKey and {} does not exist; use the config \
+                 and working directory the server runs with",
+                path.display()
+            )))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create the directory of", e))?;
@@ -506,6 +595,18 @@ fn ldap_connector(config: &Config, c: &ConnectorConfig) -> Result<LdapConnector,
 }
 
 impl App {
+    /// Reload the config from `source` on SIGHUP (and, if it asks, when the file changes)
+    /// while running.
+    pub fn reload_config_from(mut self, source: ConfigSource) -> Self {
+        self.config_source = Some(source);
+        self
+    }
+
+    /// Applies new configs to this server while it runs (what SIGHUP does).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// Binds every configured listener, starts the background tasks, and serves until
     /// `shutdown` resolves; then stops accepting and lets in-flight requests finish.
     pub async fn run(
@@ -525,19 +626,13 @@ impl App {
 
     /// Like [`run`](Self::run) with listeners the caller bound (tests bind port 0 first).
     pub async fn run_on(
-        self,
+        mut self,
         mut listeners: Vec<Listener>,
         telemetry: Option<tokio::net::TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let app = router(
-            self.provider.clone(),
-            self.templates.clone(),
-            self.metrics.clone(),
-            &self.listen,
-            self.kube.clone(),
-        )?;
+        let app = router(self.live.clone(), self.metrics.clone(), &self.listen)?;
         if let (Some(addr), Some(cert), Some(key)) = (
             &self.listen.https,
             &self.listen.tls_cert,
@@ -582,10 +677,13 @@ impl App {
         }
         let rotation = tokio::spawn(keys::run_rotation(
             self.provider.keys.clone(),
-            Duration::from_secs(30),
+            self.key_poll_interval,
             stop_rx.clone(),
         ));
-        let sweeper = tokio::spawn(housekeeping(self.provider.clone(), stop_rx.clone()));
+        let sweeper = tokio::spawn(housekeeping(self.live.clone(), stop_rx.clone()));
+        let watcher = self.config_source.take().map(|source| {
+            tokio::spawn(watch_config(self.reloader.clone(), source, stop_rx.clone()))
+        });
 
         let mut result = Ok(());
         tokio::select! {
@@ -613,6 +711,9 @@ impl App {
         }
         let _ = rotation.await;
         let _ = sweeper.await;
+        if let Some(watcher) = watcher {
+            let _ = watcher.await;
+        }
         result
     }
 }
@@ -640,14 +741,14 @@ fn display_addr(l: &tokio::net::TcpListener) -> String {
 }
 
 /// Deletes expired logins, codes, tokens, device requests and sessions every minute.
-async fn housekeeping(provider: Arc<Provider>, mut stop: watch::Receiver<bool>) {
+async fn housekeeping(live: Live, mut stop: watch::Receiver<bool>) {
     const EVERY: Duration = Duration::from_secs(60);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match sweep_once(&provider, 1000).await {
+        match sweep_once(&live.current().provider, 1000).await {
             Ok(swept) if swept.total() > 0 => tracing::debug!(?swept, "housekeeping"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "housekeeping failed; will retry"),

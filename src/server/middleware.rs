@@ -1,14 +1,16 @@
 //! Cross-cutting layers: security headers, request ids, request logging and metrics.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use crate::config::ClientRemoteIp;
 use crate::metrics::Metrics;
 
 /// Headers every response gets; HTML pages must never be framed or sniffed.
@@ -50,13 +52,23 @@ pub async fn security_headers(
     response
 }
 
-/// Logs one line per request (method, matched route, status, latency, request id; never the
-/// query string, which can carry state and codes) and counts it.
-pub async fn observe(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// What [`observe`] needs: the counters, and which proxies may name the client.
+#[derive(Clone)]
+pub struct Observe {
+    pub metrics: Arc<Metrics>,
+    /// `web.clientRemoteIP`.
+    pub remote_ip: Arc<ClientRemoteIp>,
+}
+
+/// The client's address as [`observe`] resolved it, for handlers that rate limit by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr(pub String);
+
+/// Logs one line per request (method, matched route, status, latency; never the query
+/// string, which can carry state and codes) and counts it. Every line logged while serving
+/// the request carries its request id and client address, which handlers also get as a
+/// [`ClientAddr`] extension.
+pub async fn observe(State(observe): State<Observe>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_string();
     let route = request
@@ -70,13 +82,25 @@ pub async fn observe(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    // Every line logged while serving this request carries its id.
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client = client_addr(&observe.remote_ip, peer, request.headers());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        client_addr = %client,
+        method = %method,
+        route = %route
+    );
+    request.extensions_mut().insert(ClientAddr(client));
     async move {
         let response = next.run(request).await;
         let status = response.status().as_u16();
-        metrics.record_request(&route, &method, status, started.elapsed().as_secs_f64());
+        observe
+            .metrics
+            .record_request(&route, &method, status, started.elapsed().as_secs_f64());
         tracing::info!(
             status,
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -86,4 +110,31 @@ pub async fn observe(
     }
     .instrument(span)
     .await
+}
+
+/// The client's address: the TCP peer, or what a trusted proxy says it forwarded for.
+pub fn client_addr(remote: &ClientRemoteIp, peer: Option<IpAddr>, headers: &HeaderMap) -> String {
+    let Some(peer) = peer else {
+        return "unknown".to_string();
+    };
+    let trusted = |ip: &IpAddr| remote.trusted_proxies.iter().any(|c| c.contains(ip));
+    if !trusted(&peer) {
+        return peer.to_string();
+    }
+    let header = remote.header.as_deref().unwrap_or("x-forwarded-for");
+    // Walk the chain from the nearest hop; the first address no trusted proxy vouches for
+    // is the client.
+    let hops: Vec<IpAddr> = headers
+        .get_all(header)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !trusted(ip))
+        .or(hops.first())
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| peer.to_string())
 }

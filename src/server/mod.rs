@@ -2,14 +2,15 @@
 
 pub mod app;
 pub mod middleware;
+pub mod reload;
 pub mod routes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -20,7 +21,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 use crate::metrics::Metrics;
 use crate::oidc::Provider;
-use crate::web::Templates;
 use middleware::SecurityHeaders;
 use routes::AppState;
 
@@ -68,15 +68,41 @@ pub struct KubePage {
     pub user_secrets: std::collections::HashMap<String, String>,
 }
 
+/// The generation of [`AppState`] requests start with now. A config reload replaces it;
+/// requests in flight keep the generation they started with.
+#[derive(Clone)]
+pub struct Live(Arc<RwLock<AppState>>);
+
+impl Live {
+    pub fn new(state: AppState) -> Self {
+        Live(Arc::new(RwLock::new(state)))
+    }
+
+    pub fn current(&self) -> AppState {
+        // The lock guards a plain swap of Arcs: a panic cannot leave it half-written.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, next: AppState) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = next;
+    }
+}
+
+/// Each handler extracts its state once, so each request uses one generation throughout.
+impl FromRef<Live> for AppState {
+    fn from_ref(live: &Live) -> AppState {
+        live.current()
+    }
+}
+
 /// Builds the main router: every protocol route under the issuer's path.
 pub fn router(
-    provider: Arc<Provider>,
-    templates: Templates,
+    live: Live,
     metrics: Arc<Metrics>,
     settings: &ListenSettings,
-    kube: KubePage,
 ) -> Result<Router, ServeError> {
-    let base = provider.settings.base_path();
+    // The issuer needs a restart to change, so every generation has this path.
+    let base = live.current().provider.settings.base_path();
     let extra = settings
         .headers
         .iter()
@@ -88,12 +114,6 @@ pub fn router(
             Ok((name, value))
         })
         .collect::<Result<Vec<_>, ServeError>>()?;
-    let state = AppState {
-        provider,
-        templates,
-        remote_ip: Arc::new(settings.remote_ip.clone()),
-        kube: Arc::new(kube),
-    };
 
     // Only the machine-facing endpoints answer CORS; /auth and the pages never do.
     let machine = if settings.allowed_origins.is_empty() {
@@ -101,7 +121,7 @@ pub fn router(
     } else {
         cors_routes(&settings.allowed_origins)
     };
-    let issuer = routes::issuer_routes().merge(machine).with_state(state);
+    let issuer = routes::issuer_routes().merge(machine).with_state(live);
     let app = if base.is_empty() {
         issuer
     } else {
@@ -110,7 +130,10 @@ pub fn router(
     let app = app
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(axum::middleware::from_fn_with_state(
-            metrics,
+            middleware::Observe {
+                metrics,
+                remote_ip: Arc::new(settings.remote_ip.clone()),
+            },
             middleware::observe,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -125,7 +148,7 @@ pub fn router(
     Ok(app)
 }
 
-fn cors_routes(origins: &[String]) -> Router<AppState> {
+fn cors_routes(origins: &[String]) -> Router<Live> {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {

@@ -5,16 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
-use std::net::SocketAddr;
-
-use crate::config::ClientRemoteIp;
+use super::middleware::ClientAddr;
+use super::Live;
 use crate::oidc::authorize::{
     parse_unique_params, AuthorizeError, ClientResponse, ConnectorLogin, Outcome, PasswordOutcome,
     ResponseMode, Step,
@@ -30,12 +29,13 @@ pub const LOGIN_COOKIE: &str = "lanyard_login";
 /// The sign-in session cookie (SSO across clients).
 pub const SESSION_COOKIE: &str = "lanyard_session";
 
+/// One generation of the server's configurable state. Handlers read it once per request
+/// (through [`Live`]), so a request sees one config from start to end even while a reload
+/// swaps in the next.
 #[derive(Clone)]
 pub struct AppState {
     pub provider: Arc<Provider>,
     pub templates: Templates,
-    /// `web.clientRemoteIP`: which proxies may tell us the client's address.
-    pub remote_ip: Arc<ClientRemoteIp>,
     pub kube: Arc<super::KubePage>,
 }
 
@@ -46,7 +46,7 @@ impl AppState {
 }
 
 /// The routes under the issuer's path: the browser pages plus [`machine_routes`].
-pub fn issuer_routes() -> Router<AppState> {
+pub fn issuer_routes() -> Router<Live> {
     Router::new()
         .route("/auth", get(authorize))
         .route("/login", get(choose_connector))
@@ -64,7 +64,7 @@ pub fn issuer_routes() -> Router<AppState> {
 }
 
 /// Endpoints that programs call, and that `web.allowedOrigins` may open to browsers (CORS).
-pub fn machine_routes() -> Router<AppState> {
+pub fn machine_routes() -> Router<Live> {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/keys", get(jwks))
@@ -256,34 +256,6 @@ fn set_cookie(state: &AppState, response: &mut Response, name: &str, value: &str
     }
 }
 
-/// The client's address: the TCP peer, or what a trusted proxy says it forwarded for.
-fn client_addr(state: &AppState, peer: Option<SocketAddr>, headers: &HeaderMap) -> String {
-    let Some(peer) = peer.map(|p| p.ip()) else {
-        return "unknown".to_string();
-    };
-    let remote = &state.remote_ip;
-    let trusted = |ip: &std::net::IpAddr| remote.trusted_proxies.iter().any(|c| c.contains(ip));
-    if !trusted(&peer) {
-        return peer.to_string();
-    }
-    let header = remote.header.as_deref().unwrap_or("x-forwarded-for");
-    // Walk the chain from the nearest hop; the first address no trusted proxy vouches for
-    // is the client.
-    let hops: Vec<std::net::IpAddr> = headers
-        .get_all(header)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|h| h.trim().parse().ok())
-        .collect();
-    hops.iter()
-        .rev()
-        .find(|ip| !trusted(ip))
-        .or(hops.first())
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|| peer.to_string())
-}
-
 /// 303 to an absolute URL or an issuer-relative path.
 fn see_other(location: &str) -> Response {
     Redirect::to(location).into_response()
@@ -451,7 +423,7 @@ async fn login_submit(
     State(state): State<AppState>,
     Path(connector): Path<String>,
     Query(q): Query<ReqQuery>,
-    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -460,7 +432,6 @@ async fn login_submit(
         Err(refused) => return refused,
     };
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
-    let addr = client_addr(&state, Some(peer_addr), &headers);
     let outcome = state
         .provider
         .submit_password(
@@ -601,7 +572,7 @@ async fn device_page(
 
 async fn device_submit(
     State(state): State<AppState>,
-    ConnectInfo(peer_addr): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -609,7 +580,6 @@ async fn device_submit(
         Ok(f) => f,
         Err(refused) => return refused,
     };
-    let addr = client_addr(&state, Some(peer_addr), &headers);
     match state
         .provider
         .submit_user_code(

@@ -178,7 +178,7 @@ def test_pod_runs_non_root_read_only_without_capabilities():
 def test_container_serves_the_mounted_config_and_reads_the_key_from_the_secret():
     objects = render(MINIMAL)
     c = container(objects)
-    assert c["args"] == ["serve", "--config", "/etc/lanyard/config.yaml"]
+    assert c["args"] == ["serve", "--config", "/etc/lanyard/config.yaml", "--watch-config"]
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["config"]["mountPath"] == "/etc/lanyard"
     assert mounts["config"]["readOnly"] is True
@@ -202,6 +202,11 @@ def test_an_inline_encryption_key_goes_into_a_chart_secret_not_the_pod_spec():
         "key": "encryption-key",
     }
     assert KEK not in yaml.safe_dump(deployment(objects))
+
+
+def test_watch_config_can_be_turned_off():
+    c = container(render({**MINIMAL, "watchConfig": False}))
+    assert c["args"] == ["serve", "--config", "/etc/lanyard/config.yaml"]
 
 
 def test_existing_config_secret_replaces_the_chart_config_secret():
@@ -336,12 +341,70 @@ def test_production_network_policy_limits_telemetry_to_monitoring(production):
     }
 
 
-def test_production_alerts_cover_error_rate_and_readiness(production):
-    (group,) = production[("PrometheusRule", FULLNAME)]["spec"]["groups"]
-    alerts = {r["alert"]: r for r in group["rules"]}
-    assert set(alerts) == {"LanyardHighErrorRate", "LanyardNotReady", "LanyardDown"}
+def alerts_of(objects: dict) -> dict[str, dict]:
+    (group,) = objects[("PrometheusRule", FULLNAME)]["spec"]["groups"]
+    return {r["alert"]: r for r in group["rules"]}
+
+
+def test_production_alerts_cover_errors_readiness_keys_storage_and_reloads(production):
+    alerts = alerts_of(production)
+    assert set(alerts) == {
+        "LanyardHighErrorRate",
+        "LanyardNotReady",
+        "LanyardDown",
+        "LanyardSigningKeyNotRotated",
+        "LanyardStorageErrors",
+        "LanyardConfigReloadFailed",
+    }
     assert 'status=~"5.."' in alerts["LanyardHighErrorRate"]["expr"]
     assert f'deployment="{FULLNAME}"' in alerts["LanyardNotReady"]["expr"]
+    target = f'{{namespace="{NAMESPACE}",service="{FULLNAME}"'
+    for name in ("LanyardSigningKeyNotRotated", "LanyardStorageErrors", "LanyardConfigReloadFailed"):
+        assert target in alerts[name]["expr"], alerts[name]["expr"]
+        assert alerts[name]["labels"]["severity"] == "warning"
+
+
+def test_key_rotation_alert_compares_key_age_with_the_configured_period_plus_grace(production):
+    expr = " ".join(alerts_of(production)["LanyardSigningKeyNotRotated"]["expr"].split())
+    # The period is what the pods run with (keys.rotationPeriod), exported next to the age.
+    assert "lanyard_signing_key_age_seconds{" in expr
+    assert "lanyard_signing_key_rotation_period_seconds{" in expr
+    age, period = expr.split(" > ")
+    assert "age" in age and period.endswith("+ 3600")
+    values = load_values(PRODUCTION_VALUES)
+    values["metrics"]["prometheusRule"]["keyRotationGraceSeconds"] = 7200
+    expr = " ".join(alerts_of(render(values))["LanyardSigningKeyNotRotated"]["expr"].split())
+    assert expr.endswith("+ 7200")
+
+
+def test_storage_and_reload_alerts_use_their_thresholds(production):
+    alerts = alerts_of(production)
+    storage = " ".join(alerts["LanyardStorageErrors"]["expr"].split())
+    assert storage.startswith("sum(increase(lanyard_storage_errors_total{") and storage.endswith("> 5")
+    reload = alerts["LanyardConfigReloadFailed"]["expr"]
+    assert 'lanyard_config_reloads_total{' in reload and 'result="failure"' in reload
+    values = load_values(PRODUCTION_VALUES)
+    values["metrics"]["prometheusRule"]["storageErrorThreshold"] = 0
+    storage = " ".join(alerts_of(render(values))["LanyardStorageErrors"]["expr"].split())
+    assert storage.endswith("> 0")
+
+
+def test_alert_metric_names_are_ones_lanyard_exports():
+    # Every lanyard_* series an alert or the dashboard reads must exist in lanyard's source,
+    # so a renamed metric cannot leave an alert that never fires.
+    import json
+    import re
+
+    metrics_source = (ROOT / "src" / "metrics.rs").read_text()
+    exported = set(re.findall(r'"(lanyard_[a-z_]+)"', metrics_source))
+    rule = yaml.safe_dump(alerts_of(render(load_values(PRODUCTION_VALUES))))
+    dashboard = (CHART / "dashboards" / "lanyard.json").read_text()
+    used = set(re.findall(r"lanyard_[a-z_]+", rule + dashboard))
+    # Histogram series carry a suffix on the exported name.
+    used = {re.sub(r"_bucket$", "", m) for m in used}
+    assert used, "no lanyard metrics found"
+    assert used <= exported, used - exported
+    json.loads(dashboard)
 
 
 def test_production_config_passes_lanyard_check_config(tmp_path, production):

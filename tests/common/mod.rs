@@ -3,5 +3,6 @@
 
 pub mod browser;
 pub mod postgres;
+pub mod process;
 pub mod server;
 pub mod slapd;
