@@ -10,9 +10,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub mod local;
+pub mod oidc;
 pub mod password_hash;
 
 pub use local::{LocalConnector, LocalUser, LocalUserDirectory, StaticUserDirectory};
+pub use oidc::{OidcConfig, OidcConnector};
 pub use password_hash::{Argon2idParams, HashKind, PasswordHashError, PasswordHasher};
 
 /// Who the upstream says the user is.
