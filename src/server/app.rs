@@ -140,7 +140,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
     if options.embedded_default {
         ensure_dev_admin(&storage, &hasher, options.clock.now()).await?;
     }
-    let connectors = build_connectors(config, &storage, &hasher)?;
+    let connectors = build_connectors(config, &storage, &hasher, &options.clock)?;
 
     let static_clients: Vec<ClientInfo> = config
         .static_clients
@@ -417,6 +417,7 @@ fn build_connectors(
     config: &Config,
     storage: &SharedStorage,
     hasher: &Arc<PasswordHasher>,
+    clock: &SharedClock,
 ) -> Result<Vec<ConnectorEntry>, AppError> {
     let static_users: Vec<LocalUser> = config
         .static_passwords
@@ -447,6 +448,7 @@ fn build_connectors(
     for c in &config.connectors {
         match c.type_ {
             ConnectorType::Local => entries.push(local(&c.id, &c.name)),
+            ConnectorType::Oidc => entries.push(oidc_connector(config, c, clock)?),
             other => {
                 return Err(AppError::Connector {
                     id: c.id.clone(),
@@ -463,6 +465,49 @@ fn build_connectors(
         entries.push(local("local", "Email"));
     }
     Ok(entries)
+}
+
+/// A `type: oidc` connector. Its settings are checked here (a bad one stops the start with
+/// its id); the upstream is only probed: logins retry discovery, so an upstream that is down
+/// fails its own logins with an error page instead of keeping the server from starting.
+fn oidc_connector(
+    config: &Config,
+    c: &crate::config::ConnectorConfig,
+    clock: &SharedClock,
+) -> Result<ConnectorEntry, AppError> {
+    let fail = |reason: String| AppError::Connector {
+        id: c.id.clone(),
+        reason,
+    };
+    let settings: lanyard_connectors::OidcConfig =
+        serde_json::from_value(c.config.clone()).map_err(|e| fail(e.to_string()))?;
+    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
+    if !settings.redirect_uri.is_empty() && settings.redirect_uri != callback {
+        return Err(fail(format!(
+            "redirectURI {} must be lanyard's callback URL {callback}",
+            settings.redirect_uri
+        )));
+    }
+    let clock = clock.clone();
+    let connector = Arc::new(
+        lanyard_connectors::OidcConnector::new(&c.id, settings, Arc::new(move || clock.now()))
+            .map_err(|e| fail(e.to_string()))?,
+    );
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let probe = connector.clone();
+        runtime.spawn(async move {
+            if let Err(err) = probe.discover().await {
+                tracing::warn!(connector = %probe.id(), error = %err, "upstream identity provider unreachable at start; each login retries");
+            }
+        });
+    }
+    Ok(ConnectorEntry {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        kind: ConnectorKind::Callback(connector.clone()),
+        refresh: Some(connector.clone()),
+        token_identity: Some(connector),
+    })
 }
 
 impl App {
