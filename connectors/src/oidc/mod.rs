@@ -330,13 +330,13 @@ impl OidcConnector {
                 Ok(()) => break,
                 Err(ClaimsVerificationError::SignatureVerification(
                     SignatureVerificationError::NoMatchingKey,
-                )) if !refetched => {
-                    refetched = true;
-                    if !self.refetch_keys(up).await? {
+                )) => {
+                    if refetched || !self.refetch_keys(up).await? {
                         return Err(VerifyError::Invalid(
                             "signed with a key the upstream does not publish".into(),
                         ));
                     }
+                    refetched = true;
                 }
                 Err(e) => return Err(VerifyError::Invalid(chain(&e))),
             }
