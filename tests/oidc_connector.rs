@@ -390,7 +390,8 @@ async fn forged_or_misaddressed_upstream_id_tokens_are_refused_at_the_callback()
     let callback = "http://127.0.0.1:9/callback";
 
     let stranger = Forger::new(&fake.forger.kid);
-    type Forge = Box<dyn Fn(&FakeUpstream, &Value) -> String>;
+    type Forge<'a> = Box<dyn Fn(&FakeUpstream, &Value) -> String + 'a>;
+    type Edit<'a> = Box<dyn Fn(&mut Value) + 'a>;
     let good = |nonce: &str| {
         json!({
             "iss": fake.issuer, "aud": "rp", "sub": "u-1", "name": "Uma",
@@ -398,7 +399,7 @@ async fn forged_or_misaddressed_upstream_id_tokens_are_refused_at_the_callback()
             "iat": now, "exp": now + 300, "nonce": nonce,
         })
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, Forge, Option<&str>)> = vec![
+    let cases: Vec<(&str, Edit, Forge, Option<&str>)> = vec![
         (
             "valid",
             Box::new(|_| {}),

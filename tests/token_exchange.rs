@@ -75,7 +75,7 @@ async fn exchange(server: &TestServer, params: &[(&str, &str)]) -> reqwest::Resp
         .expect("token exchange")
 }
 
-fn standard<'a>(subject_token: &'a str) -> Vec<(&'a str, &'a str)> {
+fn standard(subject_token: &str) -> Vec<(&str, &str)> {
     vec![
         ("subject_token", subject_token),
         ("subject_token_type", ID_TOKEN),
@@ -293,7 +293,8 @@ async fn the_client_must_be_allowed_the_connector_and_the_request_complete() {
     let (status, error, _) = error_of(resp).await;
     assert_eq!((status, error.as_str()), (400, "unauthorized_client"));
 
-    let mut cases: Vec<(&str, Vec<(&str, &str)>, &str, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let mut cases: Vec<Case> = vec![
         (
             "unknown connector",
             vec![
