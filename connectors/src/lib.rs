@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 
 pub mod ldap;
 pub mod local;
+pub mod oidc;
 pub mod password_hash;
 
 pub use ldap::{LdapConfig, LdapConnector, LdapLimits};
 pub use local::{LocalConnector, LocalUser, LocalUserDirectory, StaticUserDirectory};
+pub use oidc::{OidcConfig, OidcConnector};
 pub use password_hash::{Argon2idParams, HashKind, PasswordHashError, PasswordHasher};
 
 /// Who the upstream says the user is.

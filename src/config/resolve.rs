@@ -1037,6 +1037,12 @@ fn resolve_connectors(
         if type_ == Some(ConnectorType::Ldap) {
             check_ldap_config(raw_config.clone(), &config_path, ctx);
         }
+        if type_ == Some(ConnectorType::Oidc) {
+            let oidc = ctx.de::<lanyard_connectors::OidcConfig>(raw_config.clone(), &config_path);
+            for (key, message) in oidc.map(|o| o.problems()).unwrap_or_default() {
+                ctx.err(key_path(&config_path, &key), message);
+            }
+        }
         if type_ == Some(ConnectorType::Local) {
             let _ = ctx.de::<RawLocalConnector>(raw_config, &config_path);
         }

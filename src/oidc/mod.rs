@@ -150,6 +150,13 @@ impl Provider {
         connectors: Vec<ConnectorEntry>,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Self {
+        let mut settings = settings;
+        // Token exchange needs a connector that can vouch for a subject token.
+        if !connectors.iter().any(|c| c.token_identity.is_some()) {
+            settings
+                .grant_types
+                .retain(|g| g != token::GRANT_TOKEN_EXCHANGE);
+        }
         let discovery = discovery::DiscoveryDocument::build(&settings, keys.algorithm().as_str());
         Self {
             settings,

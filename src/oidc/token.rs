@@ -25,6 +25,10 @@ pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// RFC 8693 token types lanyard takes as subject tokens and issues.
+pub use lanyard_connectors::oidc::{ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE};
 
 /// The grants this build implements.
 pub const SUPPORTED_GRANTS: &[&str] = &[
@@ -32,6 +36,7 @@ pub const SUPPORTED_GRANTS: &[&str] = &[
     GRANT_REFRESH_TOKEN,
     GRANT_DEVICE_CODE,
     GRANT_CLIENT_CREDENTIALS,
+    GRANT_TOKEN_EXCHANGE,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,6 +49,9 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     pub scope: String,
+    /// RFC 8693: what `access_token` holds, in token exchange answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// How the client presented itself.
@@ -188,16 +196,20 @@ impl Provider {
             GRANT_AUTHORIZATION_CODE => self.redeem_code(&client, form).await,
             GRANT_REFRESH_TOKEN => self.refresh(&client, form).await,
             GRANT_DEVICE_CODE => self.redeem_device_code(&client, form).await,
+            GRANT_TOKEN_EXCHANGE => self.token_exchange(&client, form).await,
             _ => self.client_credentials(&client, form).await,
         }?;
         Ok(Issued {
             response,
             // One of SUPPORTED_GRANTS: a bounded label.
-            grant: SUPPORTED_GRANTS
-                .iter()
-                .find(|g| **g == grant_type.as_str())
-                .copied()
-                .unwrap_or("unknown"),
+            grant: match grant_type.as_str() {
+                GRANT_TOKEN_EXCHANGE => "token_exchange",
+                g => SUPPORTED_GRANTS
+                    .iter()
+                    .find(|s| **s == g)
+                    .copied()
+                    .unwrap_or("unknown"),
+            },
             client: client.id,
         })
     }
@@ -266,6 +278,7 @@ impl Provider {
             id_token: Some(id_token),
             refresh_token: tokens.refresh,
             scope: grant.scopes.join(" "),
+            issued_token_type: None,
         })
     }
 
@@ -613,6 +626,141 @@ impl Provider {
             id_token: None,
             refresh_token: None,
             scope: grant.scopes.join(" "),
+            issued_token_type: None,
+        })
+    }
+
+    /// RFC 8693 token exchange: a token from an upstream issuer (a CI system's ID token) for
+    /// a lanyard token addressed to the requesting client. The named connector verifies the
+    /// subject token; the client must be allowed that connector. Refusals write nothing.
+    async fn token_exchange(
+        &self,
+        client: &ClientInfo,
+        form: &HashMap<String, String>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let required =
+            |k: &str| get(k).ok_or_else(|| OAuthError::invalid_request(format!("{k} is required")));
+        let subject_token = required("subject_token")?;
+        let subject_token_type = required("subject_token_type")?;
+        let connector_id = required("connector_id")?;
+        if ![ID_TOKEN_TYPE, ACCESS_TOKEN_TYPE].contains(&subject_token_type) {
+            return Err(OAuthError::invalid_request(format!(
+                "subject_token_type must be {ID_TOKEN_TYPE} or {ACCESS_TOKEN_TYPE}"
+            )));
+        }
+        let requested = get("requested_token_type").unwrap_or(ACCESS_TOKEN_TYPE);
+        if ![ID_TOKEN_TYPE, ACCESS_TOKEN_TYPE].contains(&requested) {
+            return Err(OAuthError::invalid_request(format!(
+                "requested_token_type must be {ACCESS_TOKEN_TYPE} or {ID_TOKEN_TYPE}"
+            )));
+        }
+        if get("actor_token").is_some() || get("actor_token_type").is_some() {
+            return Err(OAuthError::invalid_request(
+                "delegation (actor_token) is not supported",
+            ));
+        }
+        if get("resource").is_some() || get("audience").is_some() {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidTarget,
+                "tokens are issued for the requesting client only; use the scope audience:server:client_id:X for a trusting peer",
+            ));
+        }
+        let Some(verifier) = self
+            .connector(connector_id)
+            .and_then(|c| c.token_identity.clone())
+        else {
+            return Err(OAuthError::invalid_request(
+                "connector_id names no connector that takes subject tokens",
+            ));
+        };
+        if !client.allowed_connectors.is_empty()
+            && !client.allowed_connectors.iter().any(|c| c == connector_id)
+        {
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                format!("this client may not use connector {connector_id}"),
+            ));
+        }
+        let mut scopes: Vec<String> = get("scope")
+            .unwrap_or("openid")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".to_string());
+        }
+        if scopes.iter().any(|s| s == "offline_access") {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "token exchange issues no refresh token: exchange a fresh subject token instead",
+            ));
+        }
+        self.check_scopes_for(client, &scopes)
+            .await
+            .map_err(|m| OAuthError::new(ErrorCode::InvalidScope, m))?;
+
+        use lanyard_connectors::ConnectorError;
+        let identity = verifier
+            .token_identity(&scopes_of(&scopes), subject_token_type, subject_token)
+            .await
+            .map_err(|err| {
+                tracing::info!(client = %client.id, connector = %connector_id, error = %err, "token exchange refused");
+                match err {
+                    // RFC 8693 §2.2.2: an invalid or unacceptable subject token is
+                    // invalid_request.
+                    ConnectorError::InvalidToken(m) => OAuthError::invalid_request(format!(
+                        "the subject token is not acceptable: {m}"
+                    )),
+                    ConnectorError::AccessDenied(m) | ConnectorError::SessionEnded(m) => {
+                        OAuthError::invalid_request(format!("the subject may not sign in: {m}"))
+                    }
+                    ConnectorError::Unavailable(_) => OAuthError::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        "the upstream identity provider is unavailable; try again shortly",
+                    ),
+                    _ => OAuthError::new(
+                        ErrorCode::ServerError,
+                        "the connector failed to check the subject token",
+                    ),
+                }
+            })?;
+
+        let now = self.now();
+        let grant = Grant {
+            id: random_token(16),
+            client_id: client.id.clone(),
+            connector_id: connector_id.to_string(),
+            claims: identity_claims(&identity),
+            scopes,
+            nonce: None,
+            auth_time: now,
+            connector_data: None,
+            created_at: now,
+            revoked_at: None,
+        };
+        let (tokens, records) = self.new_tokens(&grant, now, false);
+        // Recorded before anything is handed out, the ID token too: no token without its grant.
+        self.storage.issue_grant(&grant, &records).await?;
+        let (token, token_type) = if requested == ID_TOKEN_TYPE {
+            // RFC 8693 §2.2.1: N_A for a token that is not an OAuth access token.
+            (self.mint_id_token(&grant, None, now, false)?, "N_A")
+        } else {
+            (tokens.access, "Bearer")
+        };
+        Ok(TokenResponse {
+            access_token: token,
+            token_type,
+            expires_in: self.settings.id_token_ttl.as_secs(),
+            id_token: None,
+            refresh_token: None,
+            scope: grant.scopes.join(" "),
+            issued_token_type: Some(if requested == ID_TOKEN_TYPE {
+                ID_TOKEN_TYPE
+            } else {
+                ACCESS_TOKEN_TYPE
+            }),
         })
     }
 

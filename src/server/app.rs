@@ -143,6 +143,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         config,
         &storage,
         &hasher,
+        &options.clock,
         |settings, clients, connectors| {
             Provider::new(
                 settings,
@@ -206,9 +207,10 @@ pub(super) fn generation(
     config: &Config,
     storage: &SharedStorage,
     hasher: &Arc<PasswordHasher>,
+    clock: &SharedClock,
     provider: impl FnOnce(ProviderSettings, ClientRegistry, Vec<ConnectorEntry>) -> Provider,
 ) -> Result<AppState, AppError> {
-    let connectors = build_connectors(config, storage, hasher)?;
+    let connectors = build_connectors(config, storage, hasher, clock)?;
 
     let mut static_clients: Vec<ClientInfo> = config
         .static_clients
@@ -507,6 +509,7 @@ fn build_connectors(
     config: &Config,
     storage: &SharedStorage,
     hasher: &Arc<PasswordHasher>,
+    clock: &SharedClock,
 ) -> Result<Vec<ConnectorEntry>, AppError> {
     let static_users: Vec<LocalUser> = config
         .static_passwords
@@ -547,6 +550,7 @@ fn build_connectors(
                     token_identity: None,
                 });
             }
+            ConnectorType::Oidc => entries.push(oidc_connector(config, c, clock)?),
             other => {
                 return Err(AppError::Connector {
                     id: c.id.clone(),
@@ -591,6 +595,49 @@ fn ldap_connector(config: &Config, c: &ConnectorConfig) -> Result<LdapConnector,
         // These start with the key at fault (rootCA, clientCert, ...).
         ConnectorError::Config(key_and_problem) => fail(format!("{path}.{key_and_problem}")),
         other => fail(format!("{path}: {other}")),
+    })
+}
+
+/// A `type: oidc` connector. Its settings are checked here (a bad one stops the start with
+/// its id); the upstream is only probed: logins retry discovery, so an upstream that is down
+/// fails its own logins with an error page instead of keeping the server from starting.
+fn oidc_connector(
+    config: &Config,
+    c: &crate::config::ConnectorConfig,
+    clock: &SharedClock,
+) -> Result<ConnectorEntry, AppError> {
+    let fail = |reason: String| AppError::Connector {
+        id: c.id.clone(),
+        reason,
+    };
+    let settings: lanyard_connectors::OidcConfig =
+        serde_json::from_value(c.config.clone()).map_err(|e| fail(e.to_string()))?;
+    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
+    if !settings.redirect_uri.is_empty() && settings.redirect_uri != callback {
+        return Err(fail(format!(
+            "redirectURI {} must be lanyard's callback URL {callback}",
+            settings.redirect_uri
+        )));
+    }
+    let clock = clock.clone();
+    let connector = Arc::new(
+        lanyard_connectors::OidcConnector::new(&c.id, settings, Arc::new(move || clock.now()))
+            .map_err(|e| fail(e.to_string()))?,
+    );
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let probe = connector.clone();
+        runtime.spawn(async move {
+            if let Err(err) = probe.discover().await {
+                tracing::warn!(connector = %probe.id(), error = %err, "upstream identity provider unreachable at start; each login retries");
+            }
+        });
+    }
+    Ok(ConnectorEntry {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        kind: ConnectorKind::Callback(connector.clone()),
+        refresh: Some(connector.clone()),
+        token_identity: Some(connector),
     })
 }
 

@@ -127,7 +127,8 @@ impl Reloader {
             match_dummy_hash(&inner.hasher, &sample).await?;
         }
         let current = inner.live.current();
-        let state = generation(next, &inner.storage, &inner.hasher, |s, c, k| {
+        let clock = current.provider.clock.clone();
+        let state = generation(next, &inner.storage, &inner.hasher, &clock, |s, c, k| {
             current.provider.reconfigured(s, c, k)
         })?;
         inner.live.replace(state);

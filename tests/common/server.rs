@@ -80,6 +80,21 @@ impl TestServer {
         web_extra: &str,
         extra_yaml: &str,
     ) -> Option<TestServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::start_on(listener, backend, issuer_path, web_extra, extra_yaml).await
+    }
+
+    /// Like [`TestServer::start_full`] on a listener bound beforehand, for a server whose
+    /// URL another server's config must name before it starts.
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        backend: Backend,
+        issuer_path: &str,
+        web_extra: &str,
+        extra_yaml: &str,
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db_file = dir.path().join("lanyard.db");
         let (storage_yaml, db) = match backend {
@@ -101,9 +116,6 @@ impl TestServer {
                 )
             }
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let issuer = format!("http://127.0.0.1:{port}{issuer_path}");
         let yaml = format!(

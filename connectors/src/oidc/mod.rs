@@ -1,0 +1,745 @@
+//! Any OpenID Connect provider as an upstream (`type: oidc`): Okta, Google, Keycloak,
+//! Entra ID, or another lanyard. Dex's settings and claim rules; stricter checks of the
+//! upstream's ID tokens (nonce, audience, keys refetched on rotation).
+//!
+//! Discovery happens on first use and is retried on each login until it works, so one
+//! unreachable upstream makes its own logins fail with an error page instead of stopping
+//! the server (Dex refuses to start instead).
+
+mod claims;
+mod config;
+
+use std::error::Error as StdError;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
+    CoreClientAuthMethod, CoreErrorResponseType, CoreGrantType, CoreIdToken, CoreIdTokenVerifier,
+    CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
+    CoreSubjectIdentifierType, CoreTokenResponse,
+};
+use openidconnect::{
+    AdditionalProviderMetadata, AuthType, AuthenticationContextClass, AuthorizationCode,
+    ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
+    RefreshToken, RequestTokenError, Scope, SignatureVerificationError, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{
+    CallbackConnector, ConnectorError, Identity, RefreshConnector, Scopes, TokenIdentityConnector,
+    UpstreamRedirect,
+};
+use claims::{identity_from_claims, ClaimError};
+use config::PkceSetting;
+pub use config::{ClaimMapping, OidcConfig};
+
+/// RFC 8693 token type of an OpenID Connect ID token.
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// RFC 8693 token type of an OAuth 2.0 access token.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// Seconds since the Unix epoch, from the server's clock.
+pub type Now = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// A slow upstream makes its login fail, not hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Tokens naming an unknown key make the connector refetch the upstream's keys (that is
+/// how a rotation shows), but at most this often, so forged kids cannot flood the upstream.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+struct ExtraMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code_challenge_methods_supported: Option<Vec<String>>,
+}
+impl AdditionalProviderMetadata for ExtraMetadata {}
+
+type Metadata = ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// What discovery found; the keys change when the upstream rotates.
+struct Upstream {
+    metadata: Metadata,
+    jwks: RwLock<Arc<CoreJsonWebKeySet>>,
+    last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    algs: Vec<CoreJwsSigningAlgorithm>,
+    pkce: Option<PkceSetting>,
+}
+
+/// What the server keeps between the redirect upstream and the callback.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    nonce: String,
+    #[serde(default)]
+    pkce_verifier: Option<String>,
+}
+
+/// What a session keeps for refresh: the upstream's refresh token and whom it was for.
+#[derive(Default, Serialize, Deserialize)]
+struct SessionData {
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    sub: String,
+}
+
+pub struct OidcConnector {
+    id: String,
+    config: OidcConfig,
+    issuer: IssuerUrl,
+    http: reqwest::Client,
+    now: Now,
+    upstream: tokio::sync::Mutex<Option<Arc<Upstream>>>,
+}
+
+impl std::fmt::Debug for OidcConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConnector")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a verification failure leaves the caller.
+enum VerifyError {
+    /// The token is not acceptable (signature, issuer, audience, expiry, nonce, shape).
+    Invalid(String),
+    /// The upstream could not be asked (keys refetch failed).
+    Unavailable(String),
+}
+
+/// An error and its causes, for logs and error messages (never contains tokens).
+fn chain(err: &dyn StdError) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl OidcConnector {
+    /// Checks the settings and prepares the HTTP client; contacts nobody (see
+    /// [`OidcConnector::discover`]).
+    pub fn new(id: &str, config: OidcConfig, now: Now) -> Result<Self, ConnectorError> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(ConnectorError::Config(
+                problems
+                    .into_iter()
+                    .map(|(k, m)| format!("{k}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+        }
+        let issuer = IssuerUrl::new(config.issuer.clone())
+            .map_err(|e| ConnectorError::Config(format!("issuer: {e}")))?;
+        let mut builder = reqwest::Client::builder()
+            // Following redirects from token or key endpoints would let them point lanyard
+            // anywhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("lanyard/", env!("CARGO_PKG_VERSION")));
+        for (i, ca) in config.root_cas.iter().enumerate() {
+            for cert in config::read_root_ca(ca)
+                .map_err(|e| ConnectorError::Config(format!("rootCAs[{i}]: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ConnectorError::Config(format!("HTTP client: {}", chain(&e))))?;
+        Ok(Self {
+            id: id.to_string(),
+            config,
+            issuer,
+            http,
+            now,
+            upstream: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Fetches the upstream's discovery document and keys, unless that already worked.
+    pub async fn discover(&self) -> Result<(), ConnectorError> {
+        self.upstream().await.map(|_| ())
+    }
+
+    async fn upstream(&self) -> Result<Arc<Upstream>, ConnectorError> {
+        // Held across the fetch so that a burst of logins discovers once.
+        let mut slot = self.upstream.lock().await;
+        if let Some(up) = slot.as_ref() {
+            return Ok(up.clone());
+        }
+        let metadata = Metadata::discover_async(self.issuer.clone(), &self.http)
+            .await
+            .map_err(|e| {
+                ConnectorError::Unavailable(format!(
+                    "discovery of {} failed: {}",
+                    self.config.issuer,
+                    chain(&e)
+                ))
+            })?;
+        let algs: Vec<CoreJwsSigningAlgorithm> = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter(|a| {
+                // MAC algorithms would make the client secret a signing key; `none` is no
+                // signature.
+                !matches!(
+                    a,
+                    CoreJwsSigningAlgorithm::HmacSha256
+                        | CoreJwsSigningAlgorithm::HmacSha384
+                        | CoreJwsSigningAlgorithm::HmacSha512
+                        | CoreJwsSigningAlgorithm::None
+                )
+            })
+            .cloned()
+            .collect();
+        let advertised = metadata
+            .additional_metadata()
+            .code_challenge_methods_supported
+            .clone();
+        let pkce = match self.config.pkce_setting() {
+            Some(PkceSetting::Auto) | None => match advertised {
+                // Not advertised: S256 anyway; providers that do not know PKCE ignore it.
+                None => Some(PkceSetting::S256),
+                Some(m) if m.iter().any(|m| m == "S256") => Some(PkceSetting::S256),
+                Some(m) if m.iter().any(|m| m == "plain") => Some(PkceSetting::Plain),
+                Some(_) => None,
+            },
+            explicit => explicit,
+        };
+        let up = Arc::new(Upstream {
+            jwks: RwLock::new(Arc::new(metadata.jwks().clone())),
+            metadata,
+            last_refetch: tokio::sync::Mutex::new(None),
+            algs: if algs.is_empty() {
+                vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256]
+            } else {
+                algs
+            },
+            pkce,
+        });
+        tracing::info!(connector = %self.id, issuer = %self.config.issuer, "discovered the upstream identity provider");
+        *slot = Some(up.clone());
+        Ok(up)
+    }
+
+    fn redirect_uri(&self, callback_url: &str) -> Result<RedirectUrl, ConnectorError> {
+        if !self.config.redirect_uri.is_empty() && self.config.redirect_uri != callback_url {
+            return Err(ConnectorError::Config(format!(
+                "redirectURI {} is not lanyard's callback URL {callback_url}",
+                self.config.redirect_uri
+            )));
+        }
+        RedirectUrl::new(callback_url.to_string())
+            .map_err(|e| ConnectorError::Config(format!("callback URL: {e}")))
+    }
+
+    fn client(
+        &self,
+        up: &Upstream,
+        callback_url: Option<&str>,
+    ) -> Result<
+        CoreClient<
+            openidconnect::EndpointSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointMaybeSet,
+            openidconnect::EndpointMaybeSet,
+        >,
+        ConnectorError,
+    > {
+        let secret = (!self.config.client_secret.is_empty())
+            .then(|| ClientSecret::new(self.config.client_secret.clone()));
+        let mut client = CoreClient::from_provider_metadata(
+            up.metadata.clone(),
+            ClientId::new(self.config.client_id.clone()),
+            secret,
+        );
+        if self.config.secret_in_body() {
+            client = client.set_auth_type(AuthType::RequestBody);
+        }
+        if let Some(url) = callback_url {
+            client = client.set_redirect_uri(self.redirect_uri(url)?);
+        }
+        Ok(client)
+    }
+
+    /// Checks an upstream ID token: signature by a key the upstream publishes (refetched once
+    /// when the token names an unknown key), issuer, audience = our client id (and no other
+    /// audience), expiry by the server's clock, and the nonce when one was sent. Returns its
+    /// claims.
+    async fn verify_id_token(
+        &self,
+        up: &Upstream,
+        raw: &str,
+        nonce: Option<&Nonce>,
+    ) -> Result<Map<String, Value>, VerifyError> {
+        let token: CoreIdToken = raw
+            .parse()
+            .map_err(|_| VerifyError::Invalid("not a signed JWT ID token".into()))?;
+        let mut refetched = false;
+        loop {
+            let jwks = up.jwks.read().map(|k| k.clone()).unwrap_or_default();
+            let now = self.now.clone();
+            let verifier = CoreIdTokenVerifier::new_public_client(
+                ClientId::new(self.config.client_id.clone()),
+                self.issuer.clone(),
+                (*jwks).clone(),
+            )
+            .set_allowed_algs(up.algs.clone())
+            .set_time_fn(move || chrono::DateTime::from_timestamp(now(), 0).unwrap_or_default());
+            let result = match nonce {
+                Some(n) => token.claims(&verifier, n).map(|_| ()),
+                None => token
+                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                    .map(|_| ()),
+            };
+            match result {
+                Ok(()) => break,
+                Err(ClaimsVerificationError::SignatureVerification(
+                    SignatureVerificationError::NoMatchingKey,
+                )) => {
+                    if refetched || !self.refetch_keys(up).await? {
+                        return Err(VerifyError::Invalid(
+                            "signed with a key the upstream does not publish".into(),
+                        ));
+                    }
+                    refetched = true;
+                }
+                Err(e) => return Err(VerifyError::Invalid(chain(&e))),
+            }
+        }
+        payload_claims(raw).ok_or_else(|| VerifyError::Invalid("unreadable claims".into()))
+    }
+
+    /// Refetches the upstream's keys; `false` when a refetch happened too recently.
+    async fn refetch_keys(&self, up: &Upstream) -> Result<bool, VerifyError> {
+        let mut last = up.last_refetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL) {
+            return Ok(false);
+        }
+        *last = Some(Instant::now());
+        let keys = CoreJsonWebKeySet::fetch_async(up.metadata.jwks_uri(), &self.http)
+            .await
+            .map_err(|e| {
+                VerifyError::Unavailable(format!(
+                    "fetching the keys of {} failed: {}",
+                    self.config.issuer,
+                    chain(&e)
+                ))
+            })?;
+        tracing::info!(connector = %self.id, keys = keys.keys().len(), "refetched the upstream's signing keys");
+        if let Ok(mut slot) = up.jwks.write() {
+            *slot = Arc::new(keys);
+        }
+        Ok(true)
+    }
+
+    /// Claims from the userinfo endpoint, for `getUserInfo` and for access-token exchange.
+    /// `Ok(None)` when the upstream refused the access token.
+    async fn userinfo(
+        &self,
+        up: &Upstream,
+        access_token: &str,
+    ) -> Result<Option<Map<String, Value>>, ConnectorError> {
+        let endpoint = up.metadata.userinfo_endpoint().ok_or_else(|| {
+            ConnectorError::Config(format!(
+                "getUserInfo is set but {} has no userinfo endpoint",
+                self.config.issuer
+            ))
+        })?;
+        let response = self
+            .http
+            .get(endpoint.url().as_str())
+            .bearer_auth(access_token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| ConnectorError::Unavailable(format!("userinfo: {}", chain(&e))))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(ConnectorError::Unavailable(format!(
+                "userinfo answered {status}"
+            )));
+        }
+        let json_reply = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !json_reply {
+            return Err(ConnectorError::Config(
+                "userinfo did not answer JSON (signed userinfo is not supported)".into(),
+            ));
+        }
+        response
+            .json::<Map<String, Value>>()
+            .await
+            .map(Some)
+            .map_err(|e| ConnectorError::Unavailable(format!("userinfo: {}", chain(&e))))
+    }
+
+    /// Adds userinfo claims (when configured) to the ID token's; userinfo must speak of the
+    /// same `sub`.
+    async fn with_userinfo(
+        &self,
+        up: &Upstream,
+        mut claims: Map<String, Value>,
+        access_token: &str,
+    ) -> Result<Map<String, Value>, ConnectorError> {
+        if !self.config.get_user_info {
+            return Ok(claims);
+        }
+        let info = self.userinfo(up, access_token).await?.ok_or_else(|| {
+            ConnectorError::Unavailable("userinfo refused the upstream's own access token".into())
+        })?;
+        if info.get("sub") != claims.get("sub") {
+            return Err(ConnectorError::BadCallback(
+                "userinfo describes another subject than the ID token".into(),
+            ));
+        }
+        claims.extend(info);
+        Ok(claims)
+    }
+
+    fn session_data(claims: &Map<String, Value>, token: &CoreTokenResponse) -> Option<Vec<u8>> {
+        let data = SessionData {
+            refresh_token: token.refresh_token().map(|r| r.secret().clone()),
+            sub: claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        };
+        serde_json::to_vec(&data).ok()
+    }
+}
+
+/// The payload of a compact JWS whose signature was already checked.
+fn payload_claims(raw: &str) -> Option<Map<String, Value>> {
+    let payload = raw.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A token endpoint's refusal or failure, for the log and the error.
+fn token_error<RE: StdError + 'static>(
+    err: &RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
+) -> (Option<CoreErrorResponseType>, String) {
+    match err {
+        RequestTokenError::ServerResponse(r) => (
+            Some(r.error().clone()),
+            format!("the upstream answered {}", r.error().as_ref()),
+        ),
+        other => (None, chain(other)),
+    }
+}
+
+fn claim_error_at_login(err: ClaimError) -> ConnectorError {
+    match err {
+        ClaimError::Denied(reason) => ConnectorError::AccessDenied(reason),
+        ClaimError::Unusable(reason) => ConnectorError::Config(reason),
+    }
+}
+
+#[async_trait]
+impl CallbackConnector for OidcConnector {
+    async fn login_url(
+        &self,
+        scopes: &Scopes,
+        callback_url: &str,
+        state: &str,
+    ) -> Result<UpstreamRedirect, ConnectorError> {
+        let up = self.upstream().await?;
+        let client = self.client(&up, Some(callback_url))?;
+        let state = state.to_string();
+        let mut request = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            move || CsrfToken::new(state),
+            Nonce::new_random,
+        );
+        for scope in self.config.upstream_scopes() {
+            request = request.add_scope(Scope::new(scope));
+        }
+        for acr in &self.config.acr_values {
+            request = request.add_auth_context_value(AuthenticationContextClass::new(acr.clone()));
+        }
+        if scopes.offline_access {
+            // What Dex sends: Google wants access_type, most others a consent prompt, before
+            // they hand out a refresh token.
+            request = request.add_extra_param("access_type", "offline");
+            let prompt = self.config.prompt_type.as_deref().unwrap_or("consent");
+            if !prompt.is_empty() {
+                request = request.add_extra_param("prompt", prompt.to_string());
+            }
+        }
+        let pkce_verifier = match up.pkce {
+            Some(PkceSetting::Plain) => {
+                let verifier = PkceCodeVerifier::new(
+                    PkceCodeChallenge::new_random_sha256().1.secret().clone(),
+                );
+                request = request
+                    .add_extra_param("code_challenge", verifier.secret().clone())
+                    .add_extra_param("code_challenge_method", "plain");
+                Some(verifier)
+            }
+            Some(_) => {
+                let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+                request = request.set_pkce_challenge(challenge);
+                Some(verifier)
+            }
+            None => None,
+        };
+        let (url, _, nonce) = request.url();
+        let pending = serde_json::to_vec(&Pending {
+            nonce: nonce.secret().clone(),
+            pkce_verifier: pkce_verifier.map(|v| v.secret().clone()),
+        })
+        .map_err(|e| ConnectorError::Internal(e.to_string()))?;
+        Ok(UpstreamRedirect {
+            url: url.to_string(),
+            pending,
+        })
+    }
+
+    async fn handle_callback(
+        &self,
+        _scopes: &Scopes,
+        callback_url: &str,
+        pending: &[u8],
+        query: &str,
+    ) -> Result<Identity, ConnectorError> {
+        let params: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+        if let Some(error) = params.get("error") {
+            // Only the code is repeated: the description is the upstream's free text.
+            let error: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            return Err(if error == "access_denied" {
+                ConnectorError::AccessDenied("the identity provider refused the sign-in".into())
+            } else {
+                ConnectorError::BadCallback(format!("the identity provider answered {error}"))
+            });
+        }
+        let code = params
+            .get("code")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| ConnectorError::BadCallback("no code in the callback".into()))?;
+        let pending: Pending = serde_json::from_slice(pending)
+            .map_err(|_| ConnectorError::Internal("unreadable pending login state".into()))?;
+        let up = self.upstream().await?;
+        let client = self.client(&up, Some(callback_url))?;
+        let mut exchange = client
+            .exchange_code(AuthorizationCode::new(code.clone()))
+            .map_err(|e| ConnectorError::Config(format!("token endpoint: {e}")))?;
+        if let Some(v) = &pending.pkce_verifier {
+            exchange = exchange.set_pkce_verifier(PkceCodeVerifier::new(v.clone()));
+        }
+        let token: CoreTokenResponse =
+            exchange
+                .request_async(&self.http)
+                .await
+                .map_err(|e| match token_error(&e) {
+                    (Some(_), msg) => ConnectorError::BadCallback(msg),
+                    (None, msg) => ConnectorError::Unavailable(format!("token endpoint: {msg}")),
+                })?;
+        let raw = token
+            .id_token()
+            .ok_or_else(|| ConnectorError::BadCallback("the upstream sent no ID token".into()))?
+            .to_string();
+        let nonce = Nonce::new(pending.nonce);
+        let claims = self
+            .verify_id_token(&up, &raw, Some(&nonce))
+            .await
+            .map_err(|e| match e {
+                VerifyError::Invalid(m) => {
+                    ConnectorError::BadCallback(format!("the upstream's ID token is invalid: {m}"))
+                }
+                VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
+            })?;
+        let claims = self
+            .with_userinfo(&up, claims, token.access_token().secret())
+            .await?;
+        let mut identity =
+            identity_from_claims(&self.config, &claims).map_err(claim_error_at_login)?;
+        identity.connector_data = Self::session_data(&claims, &token);
+        Ok(identity)
+    }
+}
+
+#[async_trait]
+impl RefreshConnector for OidcConnector {
+    async fn refresh(
+        &self,
+        _scopes: &Scopes,
+        identity: &Identity,
+    ) -> Result<Identity, ConnectorError> {
+        let data: SessionData = identity
+            .connector_data
+            .as_deref()
+            .and_then(|d| serde_json::from_slice(d).ok())
+            .unwrap_or_default();
+        let Some(refresh_token) = data.refresh_token.filter(|t| !t.is_empty()) else {
+            return Err(ConnectorError::SessionEnded(
+                "the upstream gave no refresh token at login (add offline_access to the connector's scopes?)".into(),
+            ));
+        };
+        let up = self.upstream().await?;
+        let client = self.client(&up, None)?;
+        let refresh_token = RefreshToken::new(refresh_token);
+        let token: CoreTokenResponse = client
+            .exchange_refresh_token(&refresh_token)
+            .map_err(|e| ConnectorError::Config(format!("token endpoint: {e}")))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match token_error(&e) {
+                (Some(CoreErrorResponseType::InvalidGrant), msg) => {
+                    ConnectorError::SessionEnded(format!("{msg} to the refresh token"))
+                }
+                (Some(_), msg) => ConnectorError::Unavailable(format!("refresh: {msg}")),
+                (None, msg) => ConnectorError::Unavailable(format!("token endpoint: {msg}")),
+            })?;
+        let mut claims = match token.id_token() {
+            Some(id_token) => self
+                .verify_id_token(&up, &id_token.to_string(), None)
+                .await
+                .map_err(|e| match e {
+                    VerifyError::Invalid(m) => ConnectorError::SessionEnded(format!(
+                        "the refreshed ID token is invalid: {m}"
+                    )),
+                    VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
+                })?,
+            None => Map::new(),
+        };
+        if self.config.get_user_info {
+            if claims.is_empty() {
+                claims.insert("sub".into(), Value::String(data.sub.clone()));
+            }
+            claims = self
+                .with_userinfo(&up, claims, token.access_token().secret())
+                .await?;
+        }
+        if claims.is_empty() {
+            // Nothing new to read (ID tokens are optional on refresh): the upstream still
+            // accepted the session, so keep who it said the user was.
+            let mut same = identity.clone();
+            same.connector_data = Some(
+                serde_json::to_vec(&SessionData {
+                    refresh_token: Some(
+                        token
+                            .refresh_token()
+                            .unwrap_or(&refresh_token)
+                            .secret()
+                            .clone(),
+                    ),
+                    sub: data.sub,
+                })
+                .map_err(|e| ConnectorError::Internal(e.to_string()))?,
+            );
+            return Ok(same);
+        }
+        if claims.get("sub").and_then(Value::as_str) != Some(data.sub.as_str()) {
+            return Err(ConnectorError::SessionEnded(
+                "the upstream refreshed the session of another subject".into(),
+            ));
+        }
+        let mut fresh = identity_from_claims(&self.config, &claims).map_err(|e| match e {
+            ClaimError::Denied(reason) => ConnectorError::SessionEnded(reason),
+            ClaimError::Unusable(reason) => ConnectorError::Config(reason),
+        })?;
+        let mut kept = SessionData {
+            refresh_token: token.refresh_token().map(|r| r.secret().clone()),
+            sub: data.sub,
+        };
+        // Upstreams that do not rotate refresh tokens send none back: keep using the old one.
+        if kept.refresh_token.is_none() {
+            kept.refresh_token = Some(refresh_token.secret().clone());
+        }
+        fresh.connector_data =
+            Some(serde_json::to_vec(&kept).map_err(|e| ConnectorError::Internal(e.to_string()))?);
+        Ok(fresh)
+    }
+}
+
+#[async_trait]
+impl TokenIdentityConnector for OidcConnector {
+    async fn token_identity(
+        &self,
+        _scopes: &Scopes,
+        subject_token_type: &str,
+        subject_token: &str,
+    ) -> Result<Identity, ConnectorError> {
+        let up = self.upstream().await?;
+        let claims = match subject_token_type {
+            ID_TOKEN_TYPE => self
+                .verify_id_token(&up, subject_token, None)
+                .await
+                .map_err(|e| match e {
+                    VerifyError::Invalid(m) => ConnectorError::InvalidToken(m),
+                    VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
+                })?,
+            // An access token proves itself only by the upstream answering userinfo for it.
+            ACCESS_TOKEN_TYPE if self.config.get_user_info => {
+                self.userinfo(&up, subject_token).await?.ok_or_else(|| {
+                    ConnectorError::InvalidToken(
+                        "the upstream does not accept the access token".into(),
+                    )
+                })?
+            }
+            ACCESS_TOKEN_TYPE => {
+                return Err(ConnectorError::InvalidToken(
+                    "this connector takes access tokens only with getUserInfo".into(),
+                ))
+            }
+            other => {
+                return Err(ConnectorError::InvalidToken(format!(
+                    "subject_token_type {other} is not supported"
+                )))
+            }
+        };
+        identity_from_claims(&self.config, &claims).map_err(|e| match e {
+            ClaimError::Denied(reason) => ConnectorError::AccessDenied(reason),
+            ClaimError::Unusable(reason) => ConnectorError::InvalidToken(reason),
+        })
+    }
+}
