@@ -1012,6 +1012,9 @@ fn resolve_connectors(
                 None
             }
         };
+        if type_ == Some(ConnectorType::Github) {
+            check_github(raw_config.clone(), &config_path, ctx);
+        }
         if type_ == Some(ConnectorType::Local) {
             let _ = ctx.de::<RawLocalConnector>(raw_config, &config_path);
         }
@@ -1028,6 +1031,21 @@ fn resolve_connectors(
         }
     }
     out
+}
+
+/// A GitHub connector's settings, by the connector's own rules, each issue under its key.
+fn check_github(raw: Value, path: &str, ctx: &mut Ctx) {
+    let Some(github) = ctx.de::<lanyard_connectors::github::GithubConfig>(raw, path) else {
+        return;
+    };
+    for issue in github.check() {
+        let at = key_path(path, &issue.key);
+        if issue.warning {
+            ctx.warn(at, issue.message);
+        } else {
+            ctx.err(at, issue.message);
+        }
+    }
 }
 
 /// Whether `id` names a connector: a configured one, or the password database.

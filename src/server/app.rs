@@ -17,7 +17,7 @@ use rand::RngCore;
 use tokio::sync::watch;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, ConnectorType, LogFormat};
+use crate::config::{Config, ConnectorConfig, ConnectorType, LogFormat};
 use crate::keys::{self, KeyManager, KeySettings, KeyStore};
 use crate::oidc::secrets::{random_token, sha256_hex};
 use crate::oidc::token::SUPPORTED_GRANTS;
@@ -447,6 +447,16 @@ fn build_connectors(
     for c in &config.connectors {
         match c.type_ {
             ConnectorType::Local => entries.push(local(&c.id, &c.name)),
+            ConnectorType::Github => {
+                let connector = Arc::new(github_connector(c, config)?);
+                entries.push(ConnectorEntry {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    kind: ConnectorKind::Callback(connector.clone()),
+                    refresh: Some(connector),
+                    token_identity: None,
+                });
+            }
             other => {
                 return Err(AppError::Connector {
                     id: c.id.clone(),
@@ -463,6 +473,22 @@ fn build_connectors(
         entries.push(local("local", "Email"));
     }
     Ok(entries)
+}
+
+/// A `type: github` connector; GitHub sends the browser back to the issuer's `/callback`.
+fn github_connector(
+    c: &ConnectorConfig,
+    config: &Config,
+) -> Result<lanyard_connectors::github::GithubConnector, AppError> {
+    let fail = |reason: String| AppError::Connector {
+        id: c.id.clone(),
+        reason,
+    };
+    let settings: lanyard_connectors::github::GithubConfig =
+        serde_json::from_value(c.config.clone()).map_err(|e| fail(e.to_string()))?;
+    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
+    lanyard_connectors::github::GithubConnector::new(&settings, &callback)
+        .map_err(|e| fail(e.to_string()))
 }
 
 impl App {
