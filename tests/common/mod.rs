@@ -2,5 +2,6 @@
 //! Shared test support: fresh PostgreSQL databases and a real server to talk to.
 
 pub mod browser;
+pub mod fake_github;
 pub mod postgres;
 pub mod server;
