@@ -673,7 +673,7 @@ fn unsupported_connector_type_lists_supported_ones() {
 #[test]
 fn other_connectors_keep_their_config_for_later() {
     let c = parse(&with_base(
-        "connectors:\n- type: github\n  id: github\n  name: GitHub\n  config:\n    clientID: abc\n    orgs:\n    - name: acme\n",
+        "connectors:\n- type: github\n  id: github\n  name: GitHub\n  config:\n    clientID: abc\n    clientSecret: def\n    orgs:\n    - name: acme\n",
     ))
     .unwrap();
     let gh = c.connector("github").unwrap();

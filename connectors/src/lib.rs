@@ -9,6 +9,7 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod github;
 pub mod ldap;
 pub mod local;
 pub mod oidc;

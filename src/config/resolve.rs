@@ -1043,6 +1043,9 @@ fn resolve_connectors(
                 ctx.err(key_path(&config_path, &key), message);
             }
         }
+        if type_ == Some(ConnectorType::Github) {
+            check_github(raw_config.clone(), &config_path, ctx);
+        }
         if type_ == Some(ConnectorType::Local) {
             let _ = ctx.de::<RawLocalConnector>(raw_config, &config_path);
         }
@@ -1066,6 +1069,21 @@ fn check_ldap_config(raw: Value, path: &str, ctx: &mut Ctx) {
     if let Some(ldap) = ctx.de::<lanyard_connectors::LdapConfig>(raw, path) {
         for issue in ldap.validate() {
             ctx.err(key_path(path, &issue.path), issue.message);
+        }
+    }
+}
+
+/// A GitHub connector's settings, by the connector's own rules, each issue under its key.
+fn check_github(raw: Value, path: &str, ctx: &mut Ctx) {
+    let Some(github) = ctx.de::<lanyard_connectors::github::GithubConfig>(raw, path) else {
+        return;
+    };
+    for issue in github.check() {
+        let at = key_path(path, &issue.key);
+        if issue.warning {
+            ctx.warn(at, issue.message);
+        } else {
+            ctx.err(at, issue.message);
         }
     }
 }

@@ -550,16 +550,17 @@ fn build_connectors(
                     token_identity: None,
                 });
             }
-            ConnectorType::Oidc => entries.push(oidc_connector(config, c, clock)?),
-            other => {
-                return Err(AppError::Connector {
+            ConnectorType::Github => {
+                let connector = Arc::new(github_connector(c, config)?);
+                entries.push(ConnectorEntry {
                     id: c.id.clone(),
-                    reason: format!(
-                        "connector type {} is not available in this build",
-                        other.as_str()
-                    ),
-                })
+                    name: c.name.clone(),
+                    kind: ConnectorKind::Callback(connector.clone()),
+                    refresh: Some(connector),
+                    token_identity: None,
+                });
             }
+            ConnectorType::Oidc => entries.push(oidc_connector(config, c, clock)?),
         }
     }
     // Dex adds the password database as connector "local" when enablePasswordDB is set.
@@ -596,6 +597,22 @@ fn ldap_connector(config: &Config, c: &ConnectorConfig) -> Result<LdapConnector,
         ConnectorError::Config(key_and_problem) => fail(format!("{path}.{key_and_problem}")),
         other => fail(format!("{path}: {other}")),
     })
+}
+
+/// A `type: github` connector; GitHub sends the browser back to the issuer's `/callback`.
+fn github_connector(
+    c: &ConnectorConfig,
+    config: &Config,
+) -> Result<lanyard_connectors::github::GithubConnector, AppError> {
+    let fail = |reason: String| AppError::Connector {
+        id: c.id.clone(),
+        reason,
+    };
+    let settings: lanyard_connectors::github::GithubConfig =
+        serde_json::from_value(c.config.clone()).map_err(|e| fail(e.to_string()))?;
+    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
+    lanyard_connectors::github::GithubConnector::new(&settings, &callback)
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// A `type: oidc` connector. Its settings are checked here (a bad one stops the start with

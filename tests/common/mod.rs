@@ -2,6 +2,7 @@
 //! Shared test support: fresh PostgreSQL databases and a real server to talk to.
 
 pub mod browser;
+pub mod fake_github;
 pub mod federation;
 pub mod postgres;
 pub mod process;

@@ -446,8 +446,20 @@ impl Site {
         let resp = self
             .submit_login(browser, &login_url, &html, login, password)
             .await;
+        self.approve_if_asked(browser, req, &resp).await
+    }
+
+    /// `resp` is the answer to a completed login (a password form post, or an upstream's
+    /// redirect back to /callback): approves if the approval page is shown; returns the final
+    /// redirect to the client.
+    pub async fn approve_if_asked(
+        &self,
+        browser: &reqwest::Client,
+        req: &AuthRequest,
+        resp: &reqwest::Response,
+    ) -> String {
         assert_eq!(resp.status(), 303, "login should succeed");
-        let next = self.absolute(&location(&resp));
+        let next = self.absolute(&location(resp));
         if next.starts_with(&req.redirect_uri) {
             return next;
         }
