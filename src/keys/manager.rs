@@ -175,7 +175,7 @@ impl KeyManager {
         };
         let rows = manager.store.list_signing_keys().await?;
         let fresh = if rows.is_empty() {
-            manager.create_key(None, now).await?
+            manager.create_key(None).await?
         } else {
             None
         };
@@ -203,7 +203,7 @@ impl KeyManager {
             }
         };
         let fresh = if due {
-            self.create_key(latest, now).await?
+            self.create_key(latest).await?
         } else {
             None
         };
@@ -291,6 +291,13 @@ impl KeyManager {
         (self.settings.publish_ahead / 4).min(Duration::from_secs(300))
     }
 
+    /// How often [`run_rotation`] looks at the store. A key another replica created is in
+    /// this replica's JWKS at most this long after it was stored; with the JWKS max-age on
+    /// top, every verifier has it within half of publish-ahead, before it signs.
+    pub fn reload_interval(&self) -> Duration {
+        (self.settings.publish_ahead / 4).min(Duration::from_secs(30))
+    }
+
     pub fn algorithm(&self) -> SigningAlg {
         self.settings.algorithm
     }
@@ -343,8 +350,15 @@ impl KeyManager {
     async fn create_key(
         &self,
         predecessor: Option<&SigningKey>,
-        now: UnixTime,
     ) -> Result<Option<Arc<ParsedKey>>, KeyError> {
+        let alg = self.settings.algorithm;
+        let der = tokio::task::spawn_blocking(move || crypto::generate(alg))
+            .await
+            .map_err(|e| KeyError::Crypto(format!("key generation did not finish: {e}")))??;
+        // Read the clock after generating (an RSA key can take a while on a busy machine):
+        // the key is published from about when it is stored, so publish-ahead is counted from
+        // there, not from before the generation.
+        let now = self.clock.now();
         let (successor_of, sign_from) = match predecessor {
             // The first key signs at once: no verifier can hold an older JWKS.
             None => (String::new(), now),
@@ -357,10 +371,6 @@ impl KeyManager {
                     .max(now.saturating_add(secs(self.settings.publish_ahead))),
             ),
         };
-        let alg = self.settings.algorithm;
-        let der = tokio::task::spawn_blocking(move || crypto::generate(alg))
-            .await
-            .map_err(|e| KeyError::Crypto(format!("key generation did not finish: {e}")))??;
         let kid = crypto::new_kid();
         let sealed = crypto::seal_private_key(&self.settings.encryption_key, &kid, &der)?;
         let parsed = ParsedKey::from_der(&kid, alg, &der, sealed.clone())?;

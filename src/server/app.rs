@@ -541,7 +541,7 @@ impl App {
         }
         let rotation = tokio::spawn(keys::run_rotation(
             self.provider.keys.clone(),
-            Duration::from_secs(30),
+            self.provider.keys.reload_interval(),
             stop_rx.clone(),
         ));
         let sweeper = tokio::spawn(housekeeping(self.provider.clone(), stop_rx.clone()));
