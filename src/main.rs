@@ -197,6 +197,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let (config, embedded) = load(&config)?;
             app::init_logging(&config);
+            for warning in &config.warnings {
+                tracing::warn!(%warning, "config");
+            }
             let app = app::build(&config, app::BuildOptions::new(embedded))
                 .await
                 .context("cannot start")?;

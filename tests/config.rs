@@ -753,12 +753,27 @@ fn only_one_encryption_key_source_is_allowed() {
 
 #[test]
 fn publish_ahead_has_a_floor_and_must_be_below_rotation() {
-    let e = errors(&with_base("keys:\n  publishAhead: 1m\n"));
+    let e = errors(&with_base("keys:\n  publishAhead: 3s\n"));
     assert_error(
         &e,
         "keys.publishAhead",
-        "1m is too short; it must be at least 2m",
+        "3s is too short; it must be at least 4s",
     );
+    // Short windows (tests, forced rotations) are allowed, with a warning below 2m.
+    let c = parse(&with_base(
+        "keys:\n  rotationPeriod: 10s\n  publishAhead: 4s\n",
+    ))
+    .unwrap();
+    assert_eq!(c.keys.publish_ahead, Duration::from_secs(4));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.path == "keys.publishAhead" && w.message.contains("shorter than 2m")),
+        "{:?}",
+        c.warnings
+    );
+    let c = parse(&with_base("keys:\n  publishAhead: 2m\n")).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     let e = errors(&with_base(
         "keys:\n  rotationPeriod: 10m\n  publishAhead: 10m\n",
     ));

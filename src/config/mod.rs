@@ -593,8 +593,8 @@ pub struct KeysConfig {
     pub algorithm: SigningAlg,
     /// How long each key signs: `keys.rotationPeriod`, else `expiry.signingKeys`, else 6h.
     pub rotation_period: Duration,
-    /// How long a key is in JWKS before it signs. At least 2 minutes, because verifiers
-    /// cache JWKS for a fraction of this.
+    /// How long a key is in JWKS before it signs. At least 4 seconds (a warning below 2
+    /// minutes), because verifiers cache JWKS, and replicas reload keys, every quarter of this.
     pub publish_ahead: Duration,
     /// The key-encryption key for private signing keys. `None`: not configured; the server
     /// decides (the dev config generates a key file).

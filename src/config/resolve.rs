@@ -22,9 +22,13 @@ const DEFAULT_AUTH_REQUESTS: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_DEVICE_REQUESTS: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_REUSE_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_PUBLISH_AHEAD: Duration = Duration::from_secs(15 * 60);
-/// JWKS responses are cached for a fraction of `publishAhead`; below this the cache window
-/// would be too short to matter and a new key could sign before verifiers have seen it.
-const MIN_PUBLISH_AHEAD: Duration = Duration::from_secs(2 * 60);
+/// JWKS responses are cached, and replicas reload keys, every quarter of `publishAhead`, so
+/// below this the JWKS would not be cacheable at all (max-age 0).
+const MIN_PUBLISH_AHEAD: Duration = Duration::from_secs(4);
+/// Below this, verifiers that ignore Cache-Control and keep a JWKS for a fixed few minutes
+/// may meet a key before they have fetched it: allowed (tests, short-lived setups), with a
+/// warning.
+const RECOMMENDED_PUBLISH_AHEAD: Duration = Duration::from_secs(2 * 60);
 
 /// The id under which the password database appears as a connector, as in Dex.
 const LOCAL_CONNECTOR_ID: &str = "local";
@@ -826,6 +830,17 @@ fn resolve_keys(value: Value, expiry: &ExpiryConfig, ctx: &mut Ctx) -> KeysConfi
                 ),
             );
             DEFAULT_PUBLISH_AHEAD
+        }
+        Some(d) if d < RECOMMENDED_PUBLISH_AHEAD => {
+            ctx.warn(
+                "keys.publishAhead",
+                format!(
+                    "{} is shorter than {}: a verifier that keeps the JWKS for a fixed few minutes, whatever its Cache-Control says, may see a token signed by a key it has not fetched yet",
+                    format_duration(d),
+                    format_duration(RECOMMENDED_PUBLISH_AHEAD)
+                ),
+            );
+            d
         }
         Some(d) => d,
         None => DEFAULT_PUBLISH_AHEAD,
