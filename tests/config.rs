@@ -145,6 +145,7 @@ fn dex_v2_example_config_parses_unchanged() {
     assert_eq!(c.logger.level, LogLevel::Debug);
     assert_eq!(c.logger.format, LogFormat::Text);
     assert_eq!(c.sessions.lifetime, Duration::from_secs(24 * 3600));
+    assert_eq!(c.housekeeping.interval, Duration::from_secs(60));
     assert_eq!(
         c.expiry.refresh_tokens.reuse_interval,
         Duration::from_secs(3)
@@ -782,6 +783,16 @@ fn publish_ahead_has_a_floor_and_must_be_below_rotation() {
         "keys.publishAhead",
         "must be shorter than the rotation period",
     );
+}
+
+#[test]
+fn housekeeping_interval_is_a_positive_duration() {
+    let c = parse(&with_base("housekeeping:\n  interval: 5s\n")).unwrap();
+    assert_eq!(c.housekeeping.interval, Duration::from_secs(5));
+    let e = errors(&with_base("housekeeping:\n  interval: 0s\n"));
+    assert_error(&e, "housekeeping.interval", "must be longer than 0");
+    let e = errors(&with_base("housekeeping:\n  every: 5s\n"));
+    assert_error(&e, "housekeeping.every", "interval");
 }
 
 // ----- several at once, and the report ----------------------------------------------------

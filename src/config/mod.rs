@@ -94,6 +94,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// lanyard's `kubernetes:` section; empty when absent.
     pub kubernetes: KubernetesConfig,
+    /// lanyard's `housekeeping:` section.
+    pub housekeeping: HousekeepingConfig,
     /// Settings accepted for Dex compatibility that have no effect in lanyard, and other
     /// things worth a log line at startup.
     pub warnings: Vec<ConfigError>,
@@ -161,6 +163,7 @@ impl fmt::Debug for Config {
             .field("frontend", &self.frontend)
             .field("keys", &self.keys)
             .field("kubernetes", &self.kubernetes)
+            .field("housekeeping", &self.housekeeping)
             .field("warnings", &self.warnings)
             .finish()
     }
@@ -613,6 +616,13 @@ impl fmt::Debug for KeysConfig {
             )
             .finish()
     }
+}
+
+/// lanyard's `housekeeping:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HousekeepingConfig {
+    /// How often expired logins, codes, tokens, device requests and sessions are deleted.
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

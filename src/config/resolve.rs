@@ -180,6 +180,7 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
     let keys = resolve_keys(take("keys"), &expiry, ctx);
     let sessions = resolve_sessions(take("sessions"), ctx);
     let kubernetes = resolve_kubernetes(take("kubernetes"), &static_clients, ctx);
+    let housekeeping = resolve_housekeeping(take("housekeeping"), ctx);
 
     Some(Config {
         issuer: issuer?,
@@ -197,8 +198,23 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         keys,
         sessions,
         kubernetes,
+        housekeeping,
         warnings: Vec::new(),
     })
+}
+
+const DEFAULT_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+
+fn resolve_housekeeping(value: Value, ctx: &mut Ctx) -> HousekeepingConfig {
+    let raw: RawHousekeeping = ctx.de(value, "housekeeping").unwrap_or_default();
+    HousekeepingConfig {
+        interval: positive_duration(
+            raw.interval,
+            "housekeeping.interval",
+            DEFAULT_HOUSEKEEPING_INTERVAL,
+            ctx,
+        ),
+    }
 }
 
 /// How long a browser stays signed in unless the user signs out; `0s` turns sessions off.

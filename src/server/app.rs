@@ -79,6 +79,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub listen: ListenSettings,
     pub kube: KubePage,
+    /// `housekeeping.interval`.
+    pub housekeeping_every: Duration,
 }
 
 /// Installs the tracing subscriber: `logger.level`, `logger.format` (text or json), and
@@ -269,6 +271,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         metrics,
         listen,
         kube,
+        housekeeping_every: config.housekeeping.interval,
     })
 }
 
@@ -544,7 +547,11 @@ impl App {
             self.provider.keys.reload_interval(),
             stop_rx.clone(),
         ));
-        let sweeper = tokio::spawn(housekeeping(self.provider.clone(), stop_rx.clone()));
+        let sweeper = tokio::spawn(housekeeping(
+            self.provider.clone(),
+            self.housekeeping_every,
+            stop_rx.clone(),
+        ));
 
         let mut result = Ok(());
         tokio::select! {
@@ -598,12 +605,12 @@ fn display_addr(l: &tokio::net::TcpListener) -> String {
     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
-/// Deletes expired logins, codes, tokens, device requests and sessions every minute.
-async fn housekeeping(provider: Arc<Provider>, mut stop: watch::Receiver<bool>) {
-    const EVERY: Duration = Duration::from_secs(60);
+/// Deletes expired logins, codes, tokens, device requests and sessions every `every`
+/// (`housekeeping.interval`).
+async fn housekeeping(provider: Arc<Provider>, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         match sweep_once(&provider, 1000).await {
