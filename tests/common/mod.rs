@@ -3,4 +3,5 @@
 
 pub mod browser;
 pub mod postgres;
+pub mod process;
 pub mod server;
