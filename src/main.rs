@@ -210,6 +210,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let (config, embedded) = load(&path)?;
             app::init_logging(&config);
+            for warning in &config.warnings {
+                tracing::warn!(%warning, "config");
+            }
             let app = app::build(&config, app::BuildOptions::new(embedded))
                 .await
                 .context("cannot start")?

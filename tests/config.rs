@@ -145,6 +145,7 @@ fn dex_v2_example_config_parses_unchanged() {
     assert_eq!(c.logger.level, LogLevel::Debug);
     assert_eq!(c.logger.format, LogFormat::Text);
     assert_eq!(c.sessions.lifetime, Duration::from_secs(24 * 3600));
+    assert_eq!(c.housekeeping.interval, Duration::from_secs(60));
     assert_eq!(
         c.expiry.refresh_tokens.reuse_interval,
         Duration::from_secs(3)
@@ -754,12 +755,27 @@ fn only_one_encryption_key_source_is_allowed() {
 
 #[test]
 fn publish_ahead_has_a_floor_and_must_be_below_rotation() {
-    let e = errors(&with_base("keys:\n  publishAhead: 1m\n"));
+    let e = errors(&with_base("keys:\n  publishAhead: 3s\n"));
     assert_error(
         &e,
         "keys.publishAhead",
-        "1m is too short; it must be at least 2m",
+        "3s is too short; it must be at least 4s",
     );
+    // Short windows (tests, forced rotations) are allowed, with a warning below 2m.
+    let c = parse(&with_base(
+        "keys:\n  rotationPeriod: 10s\n  publishAhead: 4s\n",
+    ))
+    .unwrap();
+    assert_eq!(c.keys.publish_ahead, Duration::from_secs(4));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.path == "keys.publishAhead" && w.message.contains("shorter than 2m")),
+        "{:?}",
+        c.warnings
+    );
+    let c = parse(&with_base("keys:\n  publishAhead: 2m\n")).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     let e = errors(&with_base(
         "keys:\n  rotationPeriod: 10m\n  publishAhead: 10m\n",
     ));
@@ -784,6 +800,16 @@ fn key_poll_interval_must_stay_well_below_publish_ahead() {
     assert_error(&e, "keys.pollInterval", "must be longer than 0");
     let c = Config::from_yaml_str(&with_base("keys:\n  pollInterval: 1s\n"), &|_| None).unwrap();
     assert_eq!(c.keys.poll_interval, Duration::from_secs(1));
+}
+
+#[test]
+fn housekeeping_interval_is_a_positive_duration() {
+    let c = parse(&with_base("housekeeping:\n  interval: 5s\n")).unwrap();
+    assert_eq!(c.housekeeping.interval, Duration::from_secs(5));
+    let e = errors(&with_base("housekeeping:\n  interval: 0s\n"));
+    assert_error(&e, "housekeeping.interval", "must be longer than 0");
+    let e = errors(&with_base("housekeeping:\n  every: 5s\n"));
+    assert_error(&e, "housekeeping.every", "interval");
 }
 
 // ----- several at once, and the report ----------------------------------------------------

@@ -94,6 +94,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// lanyard's `kubernetes:` section; empty when absent.
     pub kubernetes: KubernetesConfig,
+    /// lanyard's `housekeeping:` section.
+    pub housekeeping: HousekeepingConfig,
     /// Settings accepted for Dex compatibility that have no effect in lanyard, and other
     /// things worth a log line at startup.
     pub warnings: Vec<ConfigError>,
@@ -161,6 +163,7 @@ impl fmt::Debug for Config {
             .field("frontend", &self.frontend)
             .field("keys", &self.keys)
             .field("kubernetes", &self.kubernetes)
+            .field("housekeeping", &self.housekeeping)
             .field("warnings", &self.warnings)
             .finish()
     }
@@ -593,8 +596,8 @@ pub struct KeysConfig {
     pub algorithm: SigningAlg,
     /// How long each key signs: `keys.rotationPeriod`, else `expiry.signingKeys`, else 6h.
     pub rotation_period: Duration,
-    /// How long a key is in JWKS before it signs. At least 2 minutes, because verifiers
-    /// cache JWKS for a fraction of this.
+    /// How long a key is in JWKS before it signs. At least 4 seconds (a warning below 2
+    /// minutes), because verifiers cache JWKS, and replicas reload keys, every quarter of this.
     pub publish_ahead: Duration,
     /// How often each replica re-reads the signing keys from storage (and rotates when due):
     /// keys made by other replicas or `lanyard admin keys` show within this. At most a
@@ -618,6 +621,13 @@ impl fmt::Debug for KeysConfig {
             )
             .finish()
     }
+}
+
+/// lanyard's `housekeeping:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HousekeepingConfig {
+    /// How often expired logins, codes, tokens, device requests and sessions are deleted.
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,6 +29,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "keys",
     "sessions",
     "kubernetes",
+    "housekeeping",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +222,13 @@ pub struct RawFrontend {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawSessions {
     pub lifetime: Option<DurationText>,
+}
+
+/// lanyard's `housekeeping:` section: the sweep of expired rows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawHousekeeping {
+    pub interval: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

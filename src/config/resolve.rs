@@ -22,11 +22,16 @@ const DEFAULT_AUTH_REQUESTS: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_DEVICE_REQUESTS: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_REUSE_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_PUBLISH_AHEAD: Duration = Duration::from_secs(15 * 60);
-/// JWKS responses are cached for a fraction of `publishAhead`; below this the cache window
-/// would be too short to matter and a new key could sign before verifiers have seen it.
-const MIN_PUBLISH_AHEAD: Duration = Duration::from_secs(2 * 60);
-/// How often each replica re-reads the signing keys by default.
+/// How often each replica re-reads the signing keys by default (or a quarter of
+/// `publishAhead`, when that is shorter).
 const DEFAULT_KEY_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// JWKS responses are cached, and replicas reload keys, every quarter of `publishAhead`, so
+/// below this the JWKS would not be cacheable at all (max-age 0).
+const MIN_PUBLISH_AHEAD: Duration = Duration::from_secs(4);
+/// Below this, verifiers that ignore Cache-Control and keep a JWKS for a fixed few minutes
+/// may meet a key before they have fetched it: allowed (tests, short-lived setups), with a
+/// warning.
+const RECOMMENDED_PUBLISH_AHEAD: Duration = Duration::from_secs(2 * 60);
 
 /// The id under which the password database appears as a connector, as in Dex.
 const LOCAL_CONNECTOR_ID: &str = "local";
@@ -178,6 +183,7 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
     let keys = resolve_keys(take("keys"), &expiry, ctx);
     let sessions = resolve_sessions(take("sessions"), ctx);
     let kubernetes = resolve_kubernetes(take("kubernetes"), &static_clients, ctx);
+    let housekeeping = resolve_housekeeping(take("housekeeping"), ctx);
 
     Some(Config {
         issuer: issuer?,
@@ -195,8 +201,23 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         keys,
         sessions,
         kubernetes,
+        housekeeping,
         warnings: Vec::new(),
     })
+}
+
+const DEFAULT_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+
+fn resolve_housekeeping(value: Value, ctx: &mut Ctx) -> HousekeepingConfig {
+    let raw: RawHousekeeping = ctx.de(value, "housekeeping").unwrap_or_default();
+    HousekeepingConfig {
+        interval: positive_duration(
+            raw.interval,
+            "housekeeping.interval",
+            DEFAULT_HOUSEKEEPING_INTERVAL,
+            ctx,
+        ),
+    }
 }
 
 /// How long a browser stays signed in unless the user signs out; `0s` turns sessions off.
@@ -829,6 +850,17 @@ fn resolve_keys(value: Value, expiry: &ExpiryConfig, ctx: &mut Ctx) -> KeysConfi
             );
             DEFAULT_PUBLISH_AHEAD
         }
+        Some(d) if d < RECOMMENDED_PUBLISH_AHEAD => {
+            ctx.warn(
+                "keys.publishAhead",
+                format!(
+                    "{} is shorter than {}: a verifier that keeps the JWKS for a fixed few minutes, whatever its Cache-Control says, may see a token signed by a key it has not fetched yet",
+                    format_duration(d),
+                    format_duration(RECOMMENDED_PUBLISH_AHEAD)
+                ),
+            );
+            d
+        }
         Some(d) => d,
         None => DEFAULT_PUBLISH_AHEAD,
     };
@@ -848,7 +880,7 @@ fn resolve_keys(value: Value, expiry: &ExpiryConfig, ctx: &mut Ctx) -> KeysConfi
     let poll_interval = positive_duration(
         raw.poll_interval,
         "keys.pollInterval",
-        DEFAULT_KEY_POLL_INTERVAL,
+        DEFAULT_KEY_POLL_INTERVAL.min(publish_ahead / 4),
         ctx,
     );
     if poll_interval > publish_ahead / 4 {

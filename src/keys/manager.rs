@@ -292,8 +292,7 @@ impl KeyManager {
     ) -> Result<Arc<Self>, KeyError> {
         let manager = Self::open(store, clock, settings).await?;
         if manager.snapshot().entries.is_empty() {
-            let now = manager.clock.now();
-            let fresh = manager.create_key(String::new(), now, now).await?;
+            let fresh = manager.create_key(String::new(), |now| now).await?;
             manager.reload_with(fresh).await?;
         }
         Ok(Arc::new(manager))
@@ -341,19 +340,22 @@ impl KeyManager {
             }
         };
         let fresh = if due {
-            let (successor_of, sign_from) = match latest {
+            match latest {
                 // The first key signs at once: no verifier can hold an older JWKS.
-                None => (String::new(), now),
+                None => self.create_key(String::new(), |now| now).await?,
                 // Published at least publish_ahead before it signs, even after long downtime
                 // (the predecessor keeps signing meanwhile).
-                Some(l) => (
-                    l.kid.clone(),
-                    l.sign_from
-                        .saturating_add(secs(self.settings.rotation_period))
-                        .max(now.saturating_add(secs(self.settings.publish_ahead))),
-                ),
-            };
-            self.create_key(successor_of, sign_from, now).await?
+                Some(l) => {
+                    let scheduled = l
+                        .sign_from
+                        .saturating_add(secs(self.settings.rotation_period));
+                    let ahead = secs(self.settings.publish_ahead);
+                    self.create_key(l.kid.clone(), |now| {
+                        scheduled.max(now.saturating_add(ahead))
+                    })
+                    .await?
+                }
+            }
         } else {
             None
         };
@@ -398,14 +400,14 @@ impl KeyManager {
                     discarded.push(row.kid.clone());
                 }
             }
-            let (successor_of, sign_from) = match previous {
-                None => (String::new(), now),
+            let (successor_of, after) = match previous {
+                None => (String::new(), 0),
                 // A retired predecessor goes at once, so there is nothing to tie with; a kept
                 // one must sign strictly earlier, or both would claim the same second.
-                Some(p) if retire_previous => (p.kid.clone(), now),
-                Some(p) => (p.kid.clone(), now.max(p.sign_from.saturating_add(1))),
+                Some(p) if retire_previous => (p.kid.clone(), 0),
+                Some(p) => (p.kid.clone(), p.sign_from.saturating_add(1)),
             };
-            let Some(parsed) = self.create_key(successor_of, sign_from, now).await? else {
+            let Some(parsed) = self.create_key(successor_of, |now| now.max(after)).await? else {
                 continue;
             };
             let created = parsed.kid.clone();
@@ -544,17 +546,21 @@ impl KeyManager {
     }
 
     /// Generates a key that succeeds `successor_of` ("" for the first) and signs from
-    /// `sign_from`, and tries to store it. `None` when another replica stored a successor first.
+    /// `sign_from(now)`, and tries to store it. `None` when another replica stored a successor first.
     async fn create_key(
         &self,
         successor_of: String,
-        sign_from: UnixTime,
-        now: UnixTime,
+        sign_from: impl FnOnce(UnixTime) -> UnixTime,
     ) -> Result<Option<Arc<ParsedKey>>, KeyError> {
         let alg = self.settings.algorithm;
         let der = tokio::task::spawn_blocking(move || crypto::generate(alg))
             .await
             .map_err(|e| KeyError::Crypto(format!("key generation did not finish: {e}")))??;
+        // Read the clock after generating (an RSA key can take a while on a busy machine):
+        // the key is published from about when it is stored, so publish-ahead is counted from
+        // there, not from before the generation.
+        let now = self.clock.now();
+        let sign_from = sign_from(now);
         let kid = crypto::new_kid();
         let sealed = crypto::seal_private_key(&self.settings.encryption_key, &kid, &der)?;
         let parsed = ParsedKey::from_der(&kid, alg, &der, sealed.clone())?;

@@ -89,6 +89,8 @@ pub struct App {
     pub listen: ListenSettings,
     /// How often the signing keys are re-read from storage (`keys.pollInterval`).
     pub key_poll_interval: Duration,
+    /// How often expired rows are swept (`housekeeping.interval`).
+    pub housekeeping_every: Duration,
     live: Live,
     reloader: Reloader,
     config_source: Option<ConfigSource>,
@@ -179,6 +181,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         metrics: metrics.clone(),
         listen,
         key_poll_interval: config.keys.poll_interval,
+        housekeeping_every: config.housekeeping.interval,
         reloader: Reloader::new(config.clone(), live.clone(), storage, hasher, metrics),
         live,
         config_source: None,
@@ -744,7 +747,11 @@ impl App {
             self.key_poll_interval,
             stop_rx.clone(),
         ));
-        let sweeper = tokio::spawn(housekeeping(self.live.clone(), stop_rx.clone()));
+        let sweeper = tokio::spawn(housekeeping(
+            self.live.clone(),
+            self.housekeeping_every,
+            stop_rx.clone(),
+        ));
         let watcher = self.config_source.take().map(|source| {
             tokio::spawn(watch_config(self.reloader.clone(), source, stop_rx.clone()))
         });
@@ -804,12 +811,12 @@ fn display_addr(l: &tokio::net::TcpListener) -> String {
     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
-/// Deletes expired logins, codes, tokens, device requests and sessions every minute.
-async fn housekeeping(live: Live, mut stop: watch::Receiver<bool>) {
-    const EVERY: Duration = Duration::from_secs(60);
+/// Deletes expired logins, codes, tokens, device requests and sessions every `every`
+/// (`housekeeping.interval`).
+async fn housekeeping(live: Live, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         match sweep_once(&live.current().provider, 1000).await {

@@ -57,6 +57,21 @@ pub fn signal(child: &Child, signal: &str) {
     assert!(status.success(), "kill -{signal} failed");
 }
 
+/// Waits for the child to exit, up to `limit`; `None` if it is still running then.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM, then the exit status; kills the child and panics if it has not exited in 25s.
 pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     signal(child, "TERM");
     let deadline = Instant::now() + Duration::from_secs(25);
