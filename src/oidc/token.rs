@@ -472,10 +472,15 @@ impl Provider {
         &self,
         grant: &Grant,
     ) -> Result<(UserClaims, Option<String>), OAuthError> {
-        let Some(refresher) = self
-            .connector(&grant.connector_id)
-            .and_then(|c| c.refresh.clone())
-        else {
+        let Some(connector) = self.connector(&grant.connector_id) else {
+            // As in Dex: a connector removed from the config takes its users' sessions with
+            // it, since nothing can vouch for them any more (putting it back revives them).
+            tracing::info!(connector = %grant.connector_id, "refresh refused: the grant's connector is no longer configured");
+            return Err(OAuthError::invalid_grant(
+                "the sign-in method of this session is no longer configured",
+            ));
+        };
+        let Some(refresher) = connector.refresh.clone() else {
             // A connector that cannot re-check its users keeps what it said at login.
             return Ok((grant.claims.clone(), grant.connector_data.clone()));
         };
