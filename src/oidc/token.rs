@@ -473,7 +473,7 @@ impl Provider {
         grant: &Grant,
     ) -> Result<(UserClaims, Option<String>), OAuthError> {
         let Some(connector) = self.connector(&grant.connector_id) else {
-            // As in Dex: a connector removed from the config takes its users' sessions with
+            // A connector removed from the config takes its users' sessions with
             // it, since nothing can vouch for them any more (putting it back revives them).
             tracing::info!(connector = %grant.connector_id, "refresh refused: the grant's connector is no longer configured");
             return Err(OAuthError::invalid_grant(
