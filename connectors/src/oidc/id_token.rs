@@ -249,9 +249,10 @@ pub(crate) fn verify_signature(
         alg: alg.name(),
         reason: e.to_string(),
     })?;
+    // Strict base64url: a signature with altered padding bits is a different signature.
     let signature = URL_SAFE_NO_PAD
         .decode(parts.signature)
-        .map_err(|_| IdTokenError::Malformed)?;
+        .map_err(|_| IdTokenError::BadSignature)?;
     verifier
         .verify(parts.signed.as_bytes(), &signature)
         .map_err(|_| IdTokenError::BadSignature)?;
@@ -560,6 +561,19 @@ mod tests {
             verify_signature(&token, &published, &SigningAlg::ALL),
             Err(IdTokenError::BadSignature)
         );
+        // The last character of an RSA-2048 signature holds 2 bits: `A` and `B` decode alike
+        // only for lenient decoders.
+        let mine = [jwk(k.rsa_public.clone(), "r", |_| {})];
+        let mut token = token;
+        let last = token.pop().unwrap();
+        for tampered in ['A', 'B'].into_iter().filter(|c| *c != last) {
+            let token = format!("{token}{tampered}");
+            assert_eq!(
+                verify_signature(&token, &mine, &SigningAlg::ALL),
+                Err(IdTokenError::BadSignature),
+                "{last} -> {tampered}"
+            );
+        }
         let no_kid = sign(json!({"alg": "RS256"}), &claims(), &k.rsa);
         let two = [
             jwk(k.rsa_public.clone(), "r", |_| {}),
@@ -569,7 +583,6 @@ mod tests {
             verify_signature(&no_kid, &two, &SigningAlg::ALL),
             Err(IdTokenError::AmbiguousKey)
         );
-        let mine = [jwk(k.rsa_public.clone(), "r", |_| {})];
         for header in [
             json!({"alg": "RS256", "typ": "at+jwt"}),
             json!({"alg": "RS256", "cty": "JWT"}),
