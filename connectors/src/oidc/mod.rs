@@ -1,6 +1,7 @@
 //! Any OpenID Connect provider as an upstream (`type: oidc`): Okta, Google, Keycloak,
 //! Entra ID, or another lanyard. Dex's settings and claim rules; stricter checks of the
-//! upstream's ID tokens (nonce, audience, keys refetched on rotation).
+//! upstream's ID tokens (nonce, audience, keys refetched on rotation), verified with josekit,
+//! the JOSE library the server signs with; OAuth 2.0 requests go through the `oauth2` crate.
 //!
 //! Discovery happens on first use and is retried on each login until it works, so one
 //! unreachable upstream makes its own logins fail with an error page instead of stopping
@@ -8,26 +9,24 @@
 
 mod claims;
 mod config;
+mod discovery;
+mod id_token;
 
 use std::error::Error as StdError;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
-    CoreClientAuthMethod, CoreErrorResponseType, CoreGrantType, CoreIdToken, CoreIdTokenVerifier,
-    CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
-    CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
-    CoreSubjectIdentifierType, CoreTokenResponse,
+use josekit::jwk::Jwk;
+use oauth2::basic::{
+    BasicErrorResponse, BasicErrorResponseType, BasicRevocationErrorResponse,
+    BasicTokenIntrospectionResponse, BasicTokenType,
 };
-use openidconnect::{
-    AdditionalProviderMetadata, AuthType, AuthenticationContextClass, AuthorizationCode,
-    ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
-    RefreshToken, RequestTokenError, Scope, SignatureVerificationError, TokenResponse,
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse,
+    TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -39,6 +38,8 @@ use crate::{
 use claims::{identity_from_claims, ClaimError};
 use config::PkceSetting;
 pub use config::{ClaimMapping, OidcConfig};
+use discovery::Metadata;
+use id_token::{IdTokenError, SigningAlg};
 
 /// RFC 8693 token type of an OpenID Connect ID token.
 pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
@@ -55,34 +56,39 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// how a rotation shows), but at most this often, so forged kids cannot flood the upstream.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-struct ExtraMetadata {
+/// The token endpoint's answer: OAuth 2.0's, plus the ID token.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct IdTokenField {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    code_challenge_methods_supported: Option<Vec<String>>,
+    id_token: Option<String>,
 }
-impl AdditionalProviderMetadata for ExtraMetadata {}
+impl oauth2::ExtraTokenFields for IdTokenField {}
 
-type Metadata = ProviderMetadata<
-    ExtraMetadata,
-    CoreAuthDisplay,
-    CoreClientAuthMethod,
-    CoreClaimName,
-    CoreClaimType,
-    CoreGrantType,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJweKeyManagementAlgorithm,
-    CoreJsonWebKey,
-    CoreResponseMode,
-    CoreResponseType,
-    CoreSubjectIdentifierType,
+type UpstreamTokens = StandardTokenResponse<IdTokenField, BasicTokenType>;
+
+/// An OAuth 2.0 client with an authorization endpoint and, if discovery names one, a token
+/// endpoint.
+type OAuthClient = oauth2::Client<
+    BasicErrorResponse,
+    UpstreamTokens,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
 >;
 
 /// What discovery found; the keys change when the upstream rotates.
 struct Upstream {
     metadata: Metadata,
-    jwks: RwLock<Arc<CoreJsonWebKeySet>>,
+    auth_url: AuthUrl,
+    token_url: Option<TokenUrl>,
+    jwks: RwLock<Arc<Vec<Jwk>>>,
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
-    algs: Vec<CoreJwsSigningAlgorithm>,
+    algs: Vec<SigningAlg>,
     pkce: Option<PkceSetting>,
 }
 
@@ -106,7 +112,6 @@ struct SessionData {
 pub struct OidcConnector {
     id: String,
     config: OidcConfig,
-    issuer: IssuerUrl,
     http: reqwest::Client,
     now: Now,
     upstream: tokio::sync::Mutex<Option<Arc<Upstream>>>,
@@ -155,8 +160,6 @@ impl OidcConnector {
                     .join("; "),
             ));
         }
-        let issuer = IssuerUrl::new(config.issuer.clone())
-            .map_err(|e| ConnectorError::Config(format!("issuer: {e}")))?;
         let mut builder = reqwest::Client::builder()
             // Following redirects from token or key endpoints would let them point lanyard
             // anywhere.
@@ -177,7 +180,6 @@ impl OidcConnector {
         Ok(Self {
             id: id.to_string(),
             config,
-            issuer,
             http,
             now,
             upstream: tokio::sync::Mutex::new(None),
@@ -199,35 +201,31 @@ impl OidcConnector {
         if let Some(up) = slot.as_ref() {
             return Ok(up.clone());
         }
-        let metadata = Metadata::discover_async(self.issuer.clone(), &self.http)
+        let failed = |e: discovery::FetchError| {
+            ConnectorError::Unavailable(format!(
+                "discovery of {} failed: {}",
+                self.config.issuer,
+                chain(&e)
+            ))
+        };
+        let metadata = discovery::discover(&self.http, &self.config.issuer)
             .await
-            .map_err(|e| {
-                ConnectorError::Unavailable(format!(
-                    "discovery of {} failed: {}",
-                    self.config.issuer,
-                    chain(&e)
-                ))
-            })?;
-        let algs: Vec<CoreJwsSigningAlgorithm> = metadata
-            .id_token_signing_alg_values_supported()
-            .iter()
-            .filter(|a| {
-                // MAC algorithms would make the client secret a signing key; `none` is no
-                // signature.
-                !matches!(
-                    a,
-                    CoreJwsSigningAlgorithm::HmacSha256
-                        | CoreJwsSigningAlgorithm::HmacSha384
-                        | CoreJwsSigningAlgorithm::HmacSha512
-                        | CoreJwsSigningAlgorithm::None
-                )
-            })
-            .cloned()
-            .collect();
-        let advertised = metadata
-            .additional_metadata()
-            .code_challenge_methods_supported
-            .clone();
+            .map_err(failed)?;
+        let keys = discovery::fetch_keys(&self.http, &metadata.jwks_uri)
+            .await
+            .map_err(failed)?;
+        // discover() checked that these are URLs.
+        let auth_url = AuthUrl::new(metadata.authorization_endpoint.clone())
+            .map_err(|e| ConnectorError::Unavailable(format!("authorization_endpoint: {e}")))?;
+        let token_url = match &metadata.token_endpoint {
+            Some(url) => Some(
+                TokenUrl::new(url.clone())
+                    .map_err(|e| ConnectorError::Unavailable(format!("token_endpoint: {e}")))?,
+            ),
+            None => None,
+        };
+        let algs = id_token::accepted_algs(&metadata.id_token_signing_alg_values_supported);
+        let advertised = metadata.code_challenge_methods_supported.clone();
         let pkce = match self.config.pkce_setting() {
             Some(PkceSetting::Auto) | None => match advertised {
                 // Not advertised: S256 anyway; providers that do not know PKCE ignore it.
@@ -239,14 +237,12 @@ impl OidcConnector {
             explicit => explicit,
         };
         let up = Arc::new(Upstream {
-            jwks: RwLock::new(Arc::new(metadata.jwks().clone())),
             metadata,
+            auth_url,
+            token_url,
+            jwks: RwLock::new(Arc::new(keys)),
             last_refetch: tokio::sync::Mutex::new(None),
-            algs: if algs.is_empty() {
-                vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256]
-            } else {
-                algs
-            },
+            algs,
             pkce,
         });
         tracing::info!(connector = %self.id, issuer = %self.config.issuer, "discovered the upstream identity provider");
@@ -269,24 +265,13 @@ impl OidcConnector {
         &self,
         up: &Upstream,
         callback_url: Option<&str>,
-    ) -> Result<
-        CoreClient<
-            openidconnect::EndpointSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointMaybeSet,
-            openidconnect::EndpointMaybeSet,
-        >,
-        ConnectorError,
-    > {
-        let secret = (!self.config.client_secret.is_empty())
-            .then(|| ClientSecret::new(self.config.client_secret.clone()));
-        let mut client = CoreClient::from_provider_metadata(
-            up.metadata.clone(),
-            ClientId::new(self.config.client_id.clone()),
-            secret,
-        );
+    ) -> Result<OAuthClient, ConnectorError> {
+        let mut client = oauth2::Client::new(ClientId::new(self.config.client_id.clone()))
+            .set_auth_uri(up.auth_url.clone())
+            .set_token_uri_option(up.token_url.clone());
+        if !self.config.client_secret.is_empty() {
+            client = client.set_client_secret(ClientSecret::new(self.config.client_secret.clone()));
+        }
         if self.config.secret_in_body() {
             client = client.set_auth_type(AuthType::RequestBody);
         }
@@ -304,44 +289,33 @@ impl OidcConnector {
         &self,
         up: &Upstream,
         raw: &str,
-        nonce: Option<&Nonce>,
+        nonce: Option<&str>,
     ) -> Result<Map<String, Value>, VerifyError> {
-        let token: CoreIdToken = raw
-            .parse()
-            .map_err(|_| VerifyError::Invalid("not a signed JWT ID token".into()))?;
         let mut refetched = false;
-        loop {
-            let jwks = up.jwks.read().map(|k| k.clone()).unwrap_or_default();
-            let now = self.now.clone();
-            let verifier = CoreIdTokenVerifier::new_public_client(
-                ClientId::new(self.config.client_id.clone()),
-                self.issuer.clone(),
-                (*jwks).clone(),
-            )
-            .set_allowed_algs(up.algs.clone())
-            .set_time_fn(move || chrono::DateTime::from_timestamp(now(), 0).unwrap_or_default());
-            let result = match nonce {
-                Some(n) => token.claims(&verifier, n).map(|_| ()),
-                None => token
-                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
-                    .map(|_| ()),
-            };
-            match result {
-                Ok(()) => break,
-                Err(ClaimsVerificationError::SignatureVerification(
-                    SignatureVerificationError::NoMatchingKey,
-                )) => {
-                    if refetched || !self.refetch_keys(up).await? {
-                        return Err(VerifyError::Invalid(
-                            "signed with a key the upstream does not publish".into(),
-                        ));
+        let claims = loop {
+            let keys = up.jwks.read().map(|k| k.clone()).unwrap_or_default();
+            match id_token::verify_signature(raw, &keys, &up.algs) {
+                Ok(claims) => break claims,
+                // A key the upstream does not (yet, to our knowledge) publish: it may have
+                // rotated since the keys were read.
+                Err(IdTokenError::UnknownKey) if !refetched => {
+                    if !self.refetch_keys(up).await? {
+                        return Err(VerifyError::Invalid(IdTokenError::UnknownKey.to_string()));
                     }
                     refetched = true;
                 }
-                Err(e) => return Err(VerifyError::Invalid(chain(&e))),
+                Err(e) => return Err(VerifyError::Invalid(e.to_string())),
             }
-        }
-        payload_claims(raw).ok_or_else(|| VerifyError::Invalid("unreadable claims".into()))
+        };
+        let expected = id_token::Expected {
+            issuer: &self.config.issuer,
+            client_id: &self.config.client_id,
+            now: (self.now)(),
+            nonce,
+        };
+        id_token::check_claims(&claims, &expected)
+            .map_err(|e| VerifyError::Invalid(e.to_string()))?;
+        Ok(claims)
     }
 
     /// Refetches the upstream's keys; `false` when a refetch happened too recently.
@@ -351,7 +325,7 @@ impl OidcConnector {
             return Ok(false);
         }
         *last = Some(Instant::now());
-        let keys = CoreJsonWebKeySet::fetch_async(up.metadata.jwks_uri(), &self.http)
+        let keys = discovery::fetch_keys(&self.http, &up.metadata.jwks_uri)
             .await
             .map_err(|e| {
                 VerifyError::Unavailable(format!(
@@ -360,7 +334,7 @@ impl OidcConnector {
                     chain(&e)
                 ))
             })?;
-        tracing::info!(connector = %self.id, keys = keys.keys().len(), "refetched the upstream's signing keys");
+        tracing::info!(connector = %self.id, keys = keys.len(), "refetched the upstream's signing keys");
         if let Ok(mut slot) = up.jwks.write() {
             *slot = Arc::new(keys);
         }
@@ -374,7 +348,7 @@ impl OidcConnector {
         up: &Upstream,
         access_token: &str,
     ) -> Result<Option<Map<String, Value>>, ConnectorError> {
-        let endpoint = up.metadata.userinfo_endpoint().ok_or_else(|| {
+        let endpoint = up.metadata.userinfo_endpoint.as_deref().ok_or_else(|| {
             ConnectorError::Config(format!(
                 "getUserInfo is set but {} has no userinfo endpoint",
                 self.config.issuer
@@ -382,7 +356,7 @@ impl OidcConnector {
         })?;
         let response = self
             .http
-            .get(endpoint.url().as_str())
+            .get(endpoint)
             .bearer_auth(access_token)
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
@@ -437,7 +411,7 @@ impl OidcConnector {
         Ok(claims)
     }
 
-    fn session_data(claims: &Map<String, Value>, token: &CoreTokenResponse) -> Option<Vec<u8>> {
+    fn session_data(claims: &Map<String, Value>, token: &UpstreamTokens) -> Option<Vec<u8>> {
         let data = SessionData {
             refresh_token: token.refresh_token().map(|r| r.secret().clone()),
             sub: claims
@@ -450,17 +424,10 @@ impl OidcConnector {
     }
 }
 
-/// The payload of a compact JWS whose signature was already checked.
-fn payload_claims(raw: &str) -> Option<Map<String, Value>> {
-    let payload = raw.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 /// A token endpoint's refusal or failure, for the log and the error.
 fn token_error<RE: StdError + 'static>(
-    err: &RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
-) -> (Option<CoreErrorResponseType>, String) {
+    err: &RequestTokenError<RE, BasicErrorResponse>,
+) -> (Option<BasicErrorResponseType>, String) {
     match err {
         RequestTokenError::ServerResponse(r) => (
             Some(r.error().clone()),
@@ -488,16 +455,15 @@ impl CallbackConnector for OidcConnector {
         let up = self.upstream().await?;
         let client = self.client(&up, Some(callback_url))?;
         let state = state.to_string();
-        let mut request = client.authorize_url(
-            CoreAuthenticationFlow::AuthorizationCode,
-            move || CsrfToken::new(state),
-            Nonce::new_random,
-        );
-        for scope in self.config.upstream_scopes() {
-            request = request.add_scope(Scope::new(scope));
-        }
-        for acr in &self.config.acr_values {
-            request = request.add_auth_context_value(AuthenticationContextClass::new(acr.clone()));
+        // 128 random bits, base64url: the same shape as the state oauth2 makes.
+        let nonce = CsrfToken::new_random().secret().clone();
+        let mut request = client
+            .authorize_url(move || CsrfToken::new(state))
+            .add_scope(Scope::new("openid".into()))
+            .add_scopes(self.config.upstream_scopes().into_iter().map(Scope::new))
+            .add_extra_param("nonce", nonce.clone());
+        if !self.config.acr_values.is_empty() {
+            request = request.add_extra_param("acr_values", self.config.acr_values.join(" "));
         }
         if scopes.offline_access {
             // What Dex sends: Google wants access_type, most others a consent prompt, before
@@ -525,9 +491,9 @@ impl CallbackConnector for OidcConnector {
             }
             None => None,
         };
-        let (url, _, nonce) = request.url();
+        let (url, _) = request.url();
         let pending = serde_json::to_vec(&Pending {
-            nonce: nonce.secret().clone(),
+            nonce,
             pkce_verifier: pkce_verifier.map(|v| v.secret().clone()),
         })
         .map_err(|e| ConnectorError::Internal(e.to_string()))?;
@@ -575,7 +541,7 @@ impl CallbackConnector for OidcConnector {
         if let Some(v) = &pending.pkce_verifier {
             exchange = exchange.set_pkce_verifier(PkceCodeVerifier::new(v.clone()));
         }
-        let token: CoreTokenResponse =
+        let token: UpstreamTokens =
             exchange
                 .request_async(&self.http)
                 .await
@@ -583,13 +549,12 @@ impl CallbackConnector for OidcConnector {
                     (Some(_), msg) => ConnectorError::BadCallback(msg),
                     (None, msg) => ConnectorError::Unavailable(format!("token endpoint: {msg}")),
                 })?;
-        let raw = token
-            .id_token()
-            .ok_or_else(|| ConnectorError::BadCallback("the upstream sent no ID token".into()))?
-            .to_string();
-        let nonce = Nonce::new(pending.nonce);
+        let raw =
+            token.extra_fields().id_token.as_deref().ok_or_else(|| {
+                ConnectorError::BadCallback("the upstream sent no ID token".into())
+            })?;
         let claims = self
-            .verify_id_token(&up, &raw, Some(&nonce))
+            .verify_id_token(&up, raw, Some(&pending.nonce))
             .await
             .map_err(|e| match e {
                 VerifyError::Invalid(m) => {
@@ -627,28 +592,29 @@ impl RefreshConnector for OidcConnector {
         let up = self.upstream().await?;
         let client = self.client(&up, None)?;
         let refresh_token = RefreshToken::new(refresh_token);
-        let token: CoreTokenResponse = client
+        let token: UpstreamTokens = client
             .exchange_refresh_token(&refresh_token)
             .map_err(|e| ConnectorError::Config(format!("token endpoint: {e}")))?
             .request_async(&self.http)
             .await
             .map_err(|e| match token_error(&e) {
-                (Some(CoreErrorResponseType::InvalidGrant), msg) => {
+                (Some(BasicErrorResponseType::InvalidGrant), msg) => {
                     ConnectorError::SessionEnded(format!("{msg} to the refresh token"))
                 }
                 (Some(_), msg) => ConnectorError::Unavailable(format!("refresh: {msg}")),
                 (None, msg) => ConnectorError::Unavailable(format!("token endpoint: {msg}")),
             })?;
-        let mut claims = match token.id_token() {
-            Some(id_token) => self
-                .verify_id_token(&up, &id_token.to_string(), None)
-                .await
-                .map_err(|e| match e {
-                    VerifyError::Invalid(m) => ConnectorError::SessionEnded(format!(
-                        "the refreshed ID token is invalid: {m}"
-                    )),
-                    VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
-                })?,
+        let mut claims = match token.extra_fields().id_token.as_deref() {
+            Some(id_token) => {
+                self.verify_id_token(&up, id_token, None)
+                    .await
+                    .map_err(|e| match e {
+                        VerifyError::Invalid(m) => ConnectorError::SessionEnded(format!(
+                            "the refreshed ID token is invalid: {m}"
+                        )),
+                        VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
+                    })?
+            }
             None => Map::new(),
         };
         if self.config.get_user_info {
