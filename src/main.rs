@@ -209,7 +209,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 anyhow::bail!("--watch-config needs a config file (--config or LANYARD_CONFIG)");
             }
             let (config, embedded) = load(&path)?;
-            app::init_logging(&config);
+            let _log = app::init_logging(&config);
             for warning in &config.warnings {
                 tracing::warn!(%warning, "config");
             }
@@ -225,7 +225,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate { config } => {
             let (config, _) = load(&config)?;
-            app::init_logging(&config);
+            let _log = app::init_logging(&config);
             let storage = lanyard::storage::open(&config.storage)
                 .await
                 .context("migration failed")?;

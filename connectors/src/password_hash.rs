@@ -20,8 +20,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use argon2::password_hash::{self, PasswordHash, PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{self, PasswordHash, PasswordHasher as _};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 
 /// Lowest bcrypt cost the bcrypt algorithm defines.
@@ -192,7 +192,11 @@ fn inspect_argon2id(hash: &str) -> Result<HashKind, PasswordHashError> {
     parse_argon2id(hash).map(|(_, params)| HashKind::Argon2id(params))
 }
 
-fn verify_blocking(hash: &str, password: &[u8]) -> Result<bool, PasswordHashError> {
+fn verify_blocking(
+    hash: &str,
+    password: &[u8],
+    memory: &WorkingMemory,
+) -> Result<bool, PasswordHashError> {
     let hash = hash.trim();
     match inspect(hash)? {
         HashKind::Bcrypt { .. } => bcrypt::verify(password, hash).map_err(|e| {
@@ -207,18 +211,80 @@ fn verify_blocking(hash: &str, password: &[u8]) -> Result<bool, PasswordHashErro
                 reason: reason.to_owned(),
             }
         }),
-        HashKind::Argon2id(_) => {
-            let (parsed, _) = parse_argon2id(hash)?;
-            // verify_password uses the parameters encoded in the hash, not the instance's.
-            match Argon2::default().verify_password(password, &parsed) {
-                Ok(()) => Ok(true),
-                Err(password_hash::Error::Password) => Ok(false),
-                Err(e) => Err(PasswordHashError::Malformed {
-                    scheme: "argon2id",
-                    reason: e.to_string(),
-                }),
-            }
+        HashKind::Argon2id(_) => memory.with(|blocks| verify_argon2id(hash, password, blocks)),
+    }
+}
+
+/// What `Argon2::verify_password` does, in working memory that outlives the call: the
+/// parameters, version and salt encoded in the hash, and a constant-time comparison
+/// (`password_hash::Output`'s `PartialEq`).
+fn verify_argon2id(
+    hash: &str,
+    password: &[u8],
+    blocks: &mut Vec<Block>,
+) -> Result<bool, PasswordHashError> {
+    let malformed = |reason: String| PasswordHashError::Malformed {
+        scheme: "argon2id",
+        reason,
+    };
+    let (parsed, _) = parse_argon2id(hash)?;
+    let params = Params::try_from(&parsed).map_err(|e| malformed(e.to_string()))?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| malformed(e.to_string()))?
+        .unwrap_or_default();
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(malformed("missing salt or digest".to_owned()));
+    };
+    let mut salt_buf = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_buf)
+        .map_err(|e| malformed(e.to_string()))?;
+    if blocks.len() < params.block_count() {
+        blocks.resize(params.block_count(), Block::new());
+    }
+    let argon2 = Argon2::new(Algorithm::Argon2id, version, params);
+    let computed = password_hash::Output::init_with(expected.len(), |out| {
+        Ok(argon2.hash_password_into_with_memory(password, salt, out, &mut blocks[..])?)
+    })
+    .map_err(|e| malformed(e.to_string()))?;
+    Ok(computed == expected)
+}
+
+/// argon2id working memory (19 MiB per hash at OWASP's parameters), kept between hashes
+/// instead of allocated and freed each time: a fresh allocation costs thousands of page
+/// faults per login, and glibc keeps freed blocks this large in per-thread arenas, so the
+/// blocking pool's threads would each end up holding one. The pool's permits bound how
+/// many exist; a hash with larger parameters than the pool's gets memory of its own that
+/// is freed afterwards. The blocks hold only one-way derivations of the password, as the
+/// library's allocating path leaves them in freed memory too.
+struct WorkingMemory {
+    free: Mutex<Vec<Vec<Block>>>,
+    keep_blocks: usize,
+}
+
+impl WorkingMemory {
+    fn new(params: Argon2idParams) -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            keep_blocks: params.to_argon2().map_or(0, |p| p.block_count()),
         }
+    }
+
+    fn with<T>(&self, work: impl FnOnce(&mut Vec<Block>) -> T) -> T {
+        let mut blocks = self.lock().pop().unwrap_or_default();
+        let out = work(&mut blocks);
+        if blocks.len() <= self.keep_blocks {
+            self.lock().push(blocks);
+        }
+        out
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Vec<Block>>> {
+        // A list of buffers is valid whatever a panicking holder did.
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -271,6 +337,7 @@ pub struct PasswordHasher {
     stats: Arc<Stats>,
     /// Hash that `verify_dummy` checks against; created on first use or by `set_dummy_like`.
     dummy: Mutex<Option<Arc<str>>>,
+    memory: Arc<WorkingMemory>,
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -316,6 +383,7 @@ impl PasswordHasher {
             max_concurrent,
             stats: Arc::default(),
             dummy: Mutex::new(None),
+            memory: Arc::new(WorkingMemory::new(params)),
         }
     }
 
@@ -369,7 +437,8 @@ impl PasswordHasher {
         inspect(hash)?;
         let hash = hash.to_owned();
         let password = password.to_owned();
-        self.run(move || verify_blocking(&hash, password.as_bytes()))
+        let memory = Arc::clone(&self.memory);
+        self.run(move || verify_blocking(&hash, password.as_bytes(), &memory))
             .await?
     }
 
@@ -389,7 +458,8 @@ impl PasswordHasher {
     pub async fn verify_dummy(&self, password: &str) -> Result<(), PasswordHashError> {
         let dummy = self.dummy_hash().await?;
         let password = password.to_owned();
-        self.run(move || verify_blocking(&dummy, password.as_bytes()))
+        let memory = Arc::clone(&self.memory);
+        self.run(move || verify_blocking(&dummy, password.as_bytes(), &memory))
             .await??;
         Ok(())
     }

@@ -98,22 +98,48 @@ pub struct App {
 
 /// Installs the tracing subscriber: `logger.level`, `logger.format` (text or json), and
 /// `RUST_LOG` when set.
-pub fn init_logging(config: &Config) {
+pub fn init_logging(config: &Config) -> LogFlush {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!(
             "{},sqlx=warn,hyper=warn,tower_http=warn",
             config.logger.level.as_str()
         ))
     });
+    // One line per request: written from a thread of its own through a buffer that is
+    // flushed whenever the queue runs dry, so a burst costs a few writes instead of one
+    // system call per line on the request path. Never lossy: a full queue waits.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("lanyard-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = if config.logger.format == LogFormat::Json {
-        builder.json().flatten_event(true).try_init()
+        // `span` carries the request's id and client address; the list of every enclosing
+        // span would repeat it on each line.
+        builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.try_init()
     };
+    LogFlush { _writer: guard }
 }
+
+/// Keeps the log writer running; dropping it writes out what is queued. Hold it for as
+/// long as the process logs.
+#[must_use = "dropping it stops the log writer"]
+pub struct LogFlush {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
+/// Lines queued for the log writer before request threads wait for it; the queue is
+/// allocated up front, so its size is resident memory.
+const LOG_QUEUE_LINES: usize = 4096;
 
 pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppError> {
     let _ = rustls::crypto::ring::default_provider().install_default();

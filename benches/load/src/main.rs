@@ -1,0 +1,470 @@
+//! `lanyard-load`: starts a release lanyard on SQLite and on PostgreSQL, drives each endpoint
+//! from a closed loop of keep-alive connections, measures the machine's own RSA and argon2id
+//! limits in the same run, and prints one table. `benches/run.sh` builds and calls it.
+
+mod flows;
+mod http;
+mod limits;
+mod load;
+mod process;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use flows::{Client, Session};
+use load::Figures;
+use process::{Database, Server, Storage};
+
+const USAGE: &str = "usage: lanyard-load [--lanyard PATH] [--postgres URL | --no-postgres] \
+[--seconds N] [--connections N] [--login-connections N]";
+
+struct Options {
+    lanyard: PathBuf,
+    postgres: Option<String>,
+    seconds: u64,
+    connections: usize,
+    login_connections: usize,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut lanyard = std::env::current_exe()?
+        .parent()
+        .context("the generator's own directory")?
+        .join("lanyard");
+    let mut postgres = std::env::var("DATABASE_URL").ok();
+    let mut seconds = 5;
+    let mut connections = 32;
+    let mut login_connections = 8;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--lanyard" => lanyard = PathBuf::from(value("--lanyard")?),
+            "--postgres" => postgres = Some(value("--postgres")?),
+            "--no-postgres" => postgres = None,
+            "--seconds" => seconds = value("--seconds")?.parse().context("--seconds")?,
+            "--connections" => {
+                connections = value("--connections")?.parse().context("--connections")?
+            }
+            "--login-connections" => {
+                login_connections = value("--login-connections")?
+                    .parse()
+                    .context("--login-connections")?;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    // lanyard runs in a directory of its own, so a relative path would not find it.
+    let lanyard = std::fs::canonicalize(&lanyard).with_context(|| {
+        format!(
+            "{} does not exist; build it with `cargo build --release`",
+            lanyard.display()
+        )
+    })?;
+    Ok(Options {
+        lanyard,
+        postgres,
+        seconds,
+        connections: connections.max(1),
+        login_connections: login_connections.max(1),
+    })
+}
+
+struct Report {
+    storage: &'static str,
+    ready_fresh: Duration,
+    ready_restart: Duration,
+    idle_rss_kib: u64,
+    end_rss_kib: u64,
+    peak_rss_kib: u64,
+    rows: Vec<(&'static str, Figures)>,
+}
+
+impl Report {
+    fn rate(&self, scenario: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|(n, _)| *n == scenario)
+            .map_or(0.0, |(_, f)| f.rate())
+    }
+}
+
+const DISCOVERY: &str = "discovery";
+const JWKS: &str = "jwks";
+const CLIENT_CREDENTIALS: &str = "client_credentials";
+const LOGIN: &str = "password login";
+const CODE: &str = "authorization_code";
+const REFRESH: &str = "refresh_token";
+
+async fn bench(opts: &Options, storage: Storage, password_hash: &str) -> anyhow::Result<Report> {
+    let name = storage.name();
+    let dir = std::env::temp_dir().join(format!("lanyard-bench-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = bench_in(opts, &dir, storage, password_hash).await;
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn bench_in(
+    opts: &Options,
+    dir: &std::path::Path,
+    storage: Storage,
+    password_hash: &str,
+) -> anyhow::Result<Report> {
+    let name = storage.name();
+    let _database;
+    let storage = match storage {
+        Storage::Postgres(url) => {
+            let db = Database::create(&url)?;
+            let url = db.url.clone();
+            _database = Some(db);
+            Storage::Postgres(url)
+        }
+        s => s,
+    };
+    let setup = process::write_config(dir, &storage, password_hash)?;
+    eprintln!("[{name}] first start (creates the schema and the first key)");
+    let first = Server::start(&opts.lanyard, &setup).await?;
+    let ready_fresh = first.ready_after;
+    first.stop()?;
+    let server = Server::start(&opts.lanyard, &setup).await?;
+    let ready_restart = server.ready_after;
+    let pid = server.pid();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss_kib = process::rss_kib(pid);
+
+    let addr = setup.web;
+    let secs = Duration::from_secs(opts.seconds);
+    let client = Arc::new(Client::new());
+    let mut rows = Vec::new();
+
+    for (scenario, path) in [
+        (DISCOVERY, "/.well-known/openid-configuration"),
+        (JWKS, "/keys"),
+    ] {
+        eprintln!("[{name}] {scenario}");
+        let (f, _) = load::run(
+            addr,
+            pid,
+            vec![(); opts.connections],
+            Some(secs),
+            move |mut c, s| async move {
+                let r = flows::get_ok(&mut c, path).await.map(|()| true);
+                (c, s, r)
+            },
+        )
+        .await;
+        rows.push((scenario, f));
+    }
+
+    eprintln!("[{name}] {CLIENT_CREDENTIALS}");
+    let cl = client.clone();
+    let (f, _) = load::run(
+        addr,
+        pid,
+        vec![(); opts.connections],
+        Some(secs),
+        move |mut c, s| {
+            let cl = cl.clone();
+            async move {
+                let r = flows::client_credentials(&mut c, &cl).await.map(|()| true);
+                (c, s, r)
+            }
+        },
+    )
+    .await;
+    rows.push((CLIENT_CREDENTIALS, f));
+
+    eprintln!("[{name}] {LOGIN}");
+    let cl = client.clone();
+    let (f, sessions) = load::run(
+        addr,
+        pid,
+        (0..opts.login_connections)
+            .map(|_| Vec::<Session>::new())
+            .collect(),
+        Some(secs),
+        move |mut c, mut done| {
+            let cl = cl.clone();
+            async move {
+                let r = flows::password_login(&mut c, &cl).await.map(|s| {
+                    done.push(s);
+                    true
+                });
+                (c, done, r)
+            }
+        },
+    )
+    .await;
+    rows.push((LOGIN, f));
+    let sessions: Vec<Session> = sessions.into_iter().flatten().collect();
+    if sessions.is_empty() {
+        bail!(
+            "[{name}] no password login succeeded: {}",
+            rows.last()
+                .and_then(|(_, f)| f.first_error.clone())
+                .unwrap_or_default()
+        );
+    }
+
+    // Codes come from signed-in browsers (no password), made before the clock starts so
+    // that only their redemption is timed.
+    eprintln!("[{name}] {CODE} (making codes)");
+    let browsers: Vec<(http::Jar, Vec<(String, String)>)> = sessions
+        .iter()
+        .take(opts.connections)
+        .map(|s| (s.jar.clone(), Vec::new()))
+        .collect();
+    let (made, browsers) = load::run(
+        addr,
+        pid,
+        browsers,
+        Some(secs / 2),
+        |mut c, (mut jar, mut codes)| async move {
+            let r = flows::code_from_session(&mut c, &mut jar)
+                .await
+                .map(|code| {
+                    codes.push(code);
+                    true
+                });
+            (c, (jar, codes), r)
+        },
+    )
+    .await;
+    if made.ok == 0 {
+        bail!(
+            "[{name}] no code was made: {}",
+            made.first_error.unwrap_or_default()
+        );
+    }
+    eprintln!("[{name}] {CODE} (redeeming {} codes)", made.ok);
+    let codes: Vec<(String, String)> = browsers.into_iter().flat_map(|(_, c)| c).collect();
+    let per_worker = codes.len().div_ceil(opts.connections);
+    let queues: Vec<(Vec<(String, String)>, Vec<String>)> = codes
+        .chunks(per_worker.max(1))
+        .map(|c| (c.to_vec(), Vec::new()))
+        .collect();
+    let cl = client.clone();
+    let (f, redeemed) = load::run(
+        addr,
+        pid,
+        queues,
+        None,
+        move |mut c, (mut queue, mut refresh)| {
+            let cl = cl.clone();
+            async move {
+                let Some((code, verifier)) = queue.pop() else {
+                    return (c, (queue, refresh), Ok(false));
+                };
+                let r = flows::redeem(&mut c, &cl, &code, &verifier)
+                    .await
+                    .and_then(|t| {
+                        let rt = t["refresh_token"].as_str().context("no refresh_token")?;
+                        refresh.push(rt.to_string());
+                        Ok(true)
+                    });
+                (c, (queue, refresh), r)
+            }
+        },
+    )
+    .await;
+    rows.push((CODE, f));
+
+    eprintln!("[{name}] {REFRESH}");
+    let tokens: Vec<String> = redeemed
+        .into_iter()
+        .flat_map(|(_, r)| r)
+        .chain(sessions.into_iter().map(|s| s.refresh_token))
+        .take(opts.connections)
+        .collect();
+    let cl = client.clone();
+    let (f, _) = load::run(addr, pid, tokens, Some(secs), move |mut c, mut token| {
+        let cl = cl.clone();
+        async move {
+            let r = flows::refresh(&mut c, &cl, &mut token).await.map(|()| true);
+            (c, token, r)
+        }
+    })
+    .await;
+    rows.push((REFRESH, f));
+
+    let end_rss_kib = process::rss_kib(pid);
+    let peak_rss_kib = process::peak_rss_kib(pid);
+    server.stop()?;
+    Ok(Report {
+        storage: name,
+        ready_fresh,
+        ready_restart,
+        idle_rss_kib,
+        end_rss_kib,
+        peak_rss_kib,
+        rows,
+    })
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2}ms")
+    } else {
+        format!("{ms:.0}ms")
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn print(opts: &Options, rsa: f64, argon_core: f64, cores: usize, reports: &[Report]) {
+    println!();
+    println!(
+        "lanyard benchmark: {cores} cores, {} s per scenario, {} connections ({} for logins), release build",
+        opts.seconds, opts.connections, opts.login_connections
+    );
+    println!();
+    print!("{:<20}", "scenario");
+    for r in reports {
+        print!(
+            " | {:>34}",
+            format!("{} req/s   p50   p99  cpu/req", r.storage)
+        );
+    }
+    println!();
+    println!("{}", "-".repeat(20 + reports.len() * 37));
+    let names: Vec<&str> = reports
+        .first()
+        .map(|r| r.rows.iter().map(|(n, _)| *n).collect())
+        .unwrap_or_default();
+    for name in names {
+        print!("{name:<20}");
+        for r in reports {
+            match r.rows.iter().find(|(n, _)| *n == name) {
+                Some((_, f)) => print!(
+                    " | {:>10.0} {:>7} {:>7} {:>7}",
+                    f.rate(),
+                    ms(f.percentile(50.0)),
+                    ms(f.percentile(99.0)),
+                    ms(f.server_cpu_per_request())
+                ),
+                None => print!(" | {:>34}", "-"),
+            }
+        }
+        println!();
+    }
+    for r in reports {
+        for (name, f) in &r.rows {
+            if f.errors > 0 {
+                println!(
+                    "  {} {name}: {} errors, first: {}",
+                    r.storage,
+                    f.errors,
+                    f.first_error.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
+    println!();
+    for r in reports {
+        println!(
+            "{:<9} ready {} (fresh database, first key) / {} (restart); resident memory {} idle, {} after the load, {} peak",
+            r.storage,
+            ms(r.ready_fresh),
+            ms(r.ready_restart),
+            mib(r.idle_rss_kib),
+            mib(r.end_rss_kib),
+            mib(r.peak_rss_kib)
+        );
+    }
+    let argon_limit = argon_core * cores as f64;
+    println!();
+    println!("machine limits, measured in this run:");
+    println!("  RSA-2048 signatures/s on one core (openssl speed rsa2048): {rsa:.0}");
+    println!(
+        "  argon2id m={} t={} p={} hashes/s: {argon_core:.1} per core, {argon_limit:.1} on {cores} cores",
+        limits::ARGON2_MEMORY_KIB,
+        limits::ARGON2_ITERATIONS,
+        limits::ARGON2_PARALLELISM
+    );
+    println!();
+    println!("targets:");
+    for r in reports {
+        let refresh = r.rate(REFRESH) / rsa * 100.0;
+        println!(
+            "  {:<9} refresh_token {:>6.0}/s = {refresh:>4.0}% of one core's RSA-2048 rate (>= 100%): {}",
+            r.storage,
+            r.rate(REFRESH),
+            verdict(refresh >= 100.0)
+        );
+        let login = r.rate(LOGIN) / argon_limit * 100.0;
+        println!(
+            "  {:<9} password logins {:>5.1}/s = {login:>4.0}% of the argon2id limit (>= 80%): {}",
+            r.storage,
+            r.rate(LOGIN),
+            verdict(login >= 80.0)
+        );
+        for s in [DISCOVERY, JWKS] {
+            println!(
+                "  {:<9} {s} {:.0}/s (>= 30000): {}",
+                r.storage,
+                r.rate(s),
+                verdict(r.rate(s) >= 30_000.0)
+            );
+        }
+        println!(
+            "  {:<9} idle {} (<= 20 MiB): {}; under load {} peak (<= 64 MiB): {}",
+            r.storage,
+            mib(r.idle_rss_kib),
+            verdict(r.idle_rss_kib <= 20 * 1024),
+            mib(r.peak_rss_kib),
+            verdict(r.peak_rss_kib <= 64 * 1024)
+        );
+        if r.storage == "sqlite" {
+            println!(
+                "  {:<9} client_credentials {:.0}/s (>= 10000): {}; ready {} (<= 200ms): {}",
+                r.storage,
+                r.rate(CLIENT_CREDENTIALS),
+                verdict(r.rate(CLIENT_CREDENTIALS) >= 10_000.0),
+                ms(r.ready_restart.max(r.ready_fresh)),
+                verdict(r.ready_restart.max(r.ready_fresh) <= Duration::from_millis(200))
+            );
+        }
+    }
+}
+
+// One thread: the generator takes at most one of the cores it shares with lanyard.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let opts = options()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!("measuring this machine's limits (openssl speed rsa2048, argon2id)");
+    let rsa = limits::openssl_rsa2048_signs_per_sec(3)?;
+    let argon_core = limits::argon2id_per_core(Duration::from_secs(3))?;
+    let password_hash = limits::argon2id_hash(flows::PASSWORD)?;
+
+    let mut reports = vec![bench(&opts, Storage::Sqlite, &password_hash).await?];
+    match &opts.postgres {
+        Some(url) => {
+            reports.push(bench(&opts, Storage::Postgres(url.clone()), &password_hash).await?)
+        }
+        None => eprintln!("no DATABASE_URL or --postgres: PostgreSQL skipped"),
+    }
+    print(&opts, rsa, argon_core, cores, &reports);
+    Ok(())
+}
