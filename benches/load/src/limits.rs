@@ -49,6 +49,21 @@ pub fn argon2id_per_core(time: Duration) -> anyhow::Result<f64> {
     Ok(f64::from(n) / started.elapsed().as_secs_f64())
 }
 
+/// argon2id hashes per second with `threads` hashing at once: what the cores really give
+/// when they share caches and memory bandwidth, beside the per-core figure times cores.
+pub fn argon2id_parallel(threads: usize, time: Duration) -> anyhow::Result<f64> {
+    let workers: Vec<_> = (0..threads)
+        .map(|_| std::thread::spawn(move || argon2id_per_core(time)))
+        .collect();
+    let mut total = 0.0;
+    for w in workers {
+        total += w
+            .join()
+            .map_err(|_| anyhow::anyhow!("an argon2id thread panicked"))??;
+    }
+    Ok(total)
+}
+
 /// RSA-2048 signatures per second on one core, as `openssl speed` measures them.
 pub fn openssl_rsa2048_signs_per_sec(seconds: u32) -> anyhow::Result<f64> {
     let out = Command::new("openssl")

@@ -18,6 +18,8 @@ pub struct Figures {
     latencies: Vec<u32>,
     /// lanyard's CPU time (user + system) over the scenario.
     pub server_cpu: Duration,
+    /// The generator's own CPU time over the scenario: what the load took from the cores.
+    pub generator_cpu: Duration,
 }
 
 impl Figures {
@@ -37,10 +39,19 @@ impl Figures {
 
     /// lanyard's CPU time per successful request.
     pub fn server_cpu_per_request(&self) -> Duration {
+        self.per_request(self.server_cpu)
+    }
+
+    /// The generator's CPU time per successful request.
+    pub fn generator_cpu_per_request(&self) -> Duration {
+        self.per_request(self.generator_cpu)
+    }
+
+    fn per_request(&self, cpu: Duration) -> Duration {
         if self.ok == 0 {
             return Duration::ZERO;
         }
-        self.server_cpu / u32::try_from(self.ok).unwrap_or(u32::MAX)
+        cpu / u32::try_from(self.ok).unwrap_or(u32::MAX)
     }
 }
 
@@ -60,6 +71,7 @@ where
     Fut: Future<Output = (Conn, S, anyhow::Result<bool>)> + Send,
 {
     let cpu_before = crate::process::cpu_time(pid);
+    let own_before = crate::process::cpu_time(std::process::id());
     let started = Instant::now();
     let end = deadline.map(|d| started + d);
     let mut workers = Vec::new();
@@ -114,6 +126,7 @@ where
     }
     total.elapsed = started.elapsed();
     total.server_cpu = crate::process::cpu_time(pid).saturating_sub(cpu_before);
+    total.generator_cpu = crate::process::cpu_time(std::process::id()).saturating_sub(own_before);
     total.latencies.sort_unstable();
     (total, states)
 }

@@ -19,7 +19,9 @@ use load::Figures;
 use process::{Database, Server, Storage};
 
 const USAGE: &str = "usage: lanyard-load [--lanyard PATH] [--postgres URL | --no-postgres] \
-[--seconds N] [--connections N] [--login-connections N]";
+[--seconds N] [--connections N] [--login-connections N] [--smoke]\n\
+  --smoke  one second per scenario and per limit; exit 1 if any request failed (for CI: \
+it proves the command works, its figures mean nothing)";
 
 struct Options {
     lanyard: PathBuf,
@@ -27,6 +29,10 @@ struct Options {
     seconds: u64,
     connections: usize,
     login_connections: usize,
+    /// How long each machine limit is measured.
+    limit_seconds: u32,
+    /// Fail when a request failed.
+    smoke: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -38,6 +44,7 @@ fn options() -> anyhow::Result<Options> {
     let mut seconds = 5;
     let mut connections = 32;
     let mut login_connections = 8;
+    let mut smoke = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -45,6 +52,10 @@ fn options() -> anyhow::Result<Options> {
             "--lanyard" => lanyard = PathBuf::from(value("--lanyard")?),
             "--postgres" => postgres = Some(value("--postgres")?),
             "--no-postgres" => postgres = None,
+            "--smoke" => {
+                smoke = true;
+                seconds = 1;
+            }
             "--seconds" => seconds = value("--seconds")?.parse().context("--seconds")?,
             "--connections" => {
                 connections = value("--connections")?.parse().context("--connections")?
@@ -74,6 +85,8 @@ fn options() -> anyhow::Result<Options> {
         seconds,
         connections: connections.max(1),
         login_connections: login_connections.max(1),
+        limit_seconds: if smoke { 1 } else { 3 },
+        smoke,
     })
 }
 
@@ -95,6 +108,9 @@ impl Report {
             .map_or(0.0, |(_, f)| f.rate())
     }
 }
+
+/// An authorization code and the PKCE verifier that redeems it.
+type Code = (String, String);
 
 const DISCOVERY: &str = "discovery";
 const JWKS: &str = "jwks";
@@ -219,7 +235,7 @@ async fn bench_in(
     // Codes come from signed-in browsers (no password), made before the clock starts so
     // that only their redemption is timed.
     eprintln!("[{name}] {CODE} (making codes)");
-    let browsers: Vec<(http::Jar, Vec<(String, String)>)> = sessions
+    let browsers: Vec<(http::Jar, Vec<Code>)> = sessions
         .iter()
         .take(opts.connections)
         .map(|s| (s.jar.clone(), Vec::new()))
@@ -247,9 +263,9 @@ async fn bench_in(
         );
     }
     eprintln!("[{name}] {CODE} (redeeming {} codes)", made.ok);
-    let codes: Vec<(String, String)> = browsers.into_iter().flat_map(|(_, c)| c).collect();
+    let codes: Vec<Code> = browsers.into_iter().flat_map(|(_, c)| c).collect();
     let per_worker = codes.len().div_ceil(opts.connections);
-    let queues: Vec<(Vec<(String, String)>, Vec<String>)> = codes
+    let queues: Vec<(Vec<Code>, Vec<String>)> = codes
         .chunks(per_worker.max(1))
         .map(|c| (c.to_vec(), Vec::new()))
         .collect();
@@ -313,7 +329,9 @@ async fn bench_in(
 
 fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 {
+    if ms < 1.0 {
+        format!("{:.0}us", ms * 1000.0)
+    } else if ms < 10.0 {
         format!("{ms:.2}ms")
     } else {
         format!("{ms:.0}ms")
@@ -332,7 +350,8 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-fn print(opts: &Options, rsa: f64, argon_core: f64, cores: usize, reports: &[Report]) {
+fn print(opts: &Options, rsa: f64, argon: (f64, f64), cores: usize, reports: &[Report]) {
+    let (argon_core, argon_parallel) = argon;
     println!();
     println!(
         "lanyard benchmark: {cores} cores, {} s per scenario, {} connections ({} for logins), release build",
@@ -342,12 +361,12 @@ fn print(opts: &Options, rsa: f64, argon_core: f64, cores: usize, reports: &[Rep
     print!("{:<20}", "scenario");
     for r in reports {
         print!(
-            " | {:>34}",
-            format!("{} req/s   p50   p99  cpu/req", r.storage)
+            " | {:>42}",
+            format!("{} req/s   p50   p99 cpu/req  load/req", r.storage)
         );
     }
     println!();
-    println!("{}", "-".repeat(20 + reports.len() * 37));
+    println!("{}", "-".repeat(20 + reports.len() * 45));
     let names: Vec<&str> = reports
         .first()
         .map(|r| r.rows.iter().map(|(n, _)| *n).collect())
@@ -357,13 +376,14 @@ fn print(opts: &Options, rsa: f64, argon_core: f64, cores: usize, reports: &[Rep
         for r in reports {
             match r.rows.iter().find(|(n, _)| *n == name) {
                 Some((_, f)) => print!(
-                    " | {:>10.0} {:>7} {:>7} {:>7}",
+                    " | {:>10.0} {:>7} {:>7} {:>7} {:>9}",
                     f.rate(),
                     ms(f.percentile(50.0)),
                     ms(f.percentile(99.0)),
-                    ms(f.server_cpu_per_request())
+                    ms(f.server_cpu_per_request()),
+                    ms(f.generator_cpu_per_request())
                 ),
-                None => print!(" | {:>34}", "-"),
+                None => print!(" | {:>42}", "-"),
             }
         }
         println!();
@@ -397,7 +417,8 @@ fn print(opts: &Options, rsa: f64, argon_core: f64, cores: usize, reports: &[Rep
     println!("machine limits, measured in this run:");
     println!("  RSA-2048 signatures/s on one core (openssl speed rsa2048): {rsa:.0}");
     println!(
-        "  argon2id m={} t={} p={} hashes/s: {argon_core:.1} per core, {argon_limit:.1} on {cores} cores",
+        "  argon2id m={} t={} p={} hashes/s: {argon_core:.1} per core, so a limit of {argon_limit:.1} on {cores} cores \
+         ({argon_parallel:.1} measured with {cores} threads hashing at once)",
         limits::ARGON2_MEMORY_KIB,
         limits::ARGON2_ITERATIONS,
         limits::ARGON2_PARALLELISM
@@ -454,8 +475,10 @@ async fn main() -> anyhow::Result<()> {
     let opts = options()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!("measuring this machine's limits (openssl speed rsa2048, argon2id)");
-    let rsa = limits::openssl_rsa2048_signs_per_sec(3)?;
-    let argon_core = limits::argon2id_per_core(Duration::from_secs(3))?;
+    let limit_time = Duration::from_secs(u64::from(opts.limit_seconds));
+    let rsa = limits::openssl_rsa2048_signs_per_sec(opts.limit_seconds)?;
+    let argon_core = limits::argon2id_per_core(limit_time)?;
+    let argon_parallel = limits::argon2id_parallel(cores, limit_time)?;
     let password_hash = limits::argon2id_hash(flows::PASSWORD)?;
 
     let mut reports = vec![bench(&opts, Storage::Sqlite, &password_hash).await?];
@@ -465,6 +488,23 @@ async fn main() -> anyhow::Result<()> {
         }
         None => eprintln!("no DATABASE_URL or --postgres: PostgreSQL skipped"),
     }
-    print(&opts, rsa, argon_core, cores, &reports);
+    print(&opts, rsa, (argon_core, argon_parallel), cores, &reports);
+    if opts.smoke {
+        println!("(a smoke run: it checks that every request succeeded, not the figures)");
+        let failed: Vec<String> = reports
+            .iter()
+            .flat_map(|r| {
+                r.rows
+                    .iter()
+                    .filter(|(_, f)| f.errors > 0 || f.ok == 0)
+                    .map(move |(n, f)| {
+                        format!("{} {n}: {} ok, {} errors", r.storage, f.ok, f.errors)
+                    })
+            })
+            .collect();
+        if !failed.is_empty() {
+            bail!("requests failed: {}", failed.join("; "));
+        }
+    }
     Ok(())
 }
