@@ -550,6 +550,60 @@ pub(crate) mod tests {
         }
     }
 
+    /// Reused working memory must not leak one hash's state into the next: hashes of other
+    /// parameters, versions and output lengths, made by the library's own allocating path,
+    /// verify in any order through the same buffers.
+    #[tokio::test]
+    async fn reused_working_memory_verifies_hashes_of_any_parameters() {
+        let h = fast_hasher(1);
+        let make = |m: u32, t: u32, version: Version, out_len: usize, password: &str| {
+            let params = Params::new(m, t, 1, Some(out_len)).unwrap();
+            let salt = random_salt();
+            Argon2::new(Algorithm::Argon2id, version, params)
+                .hash_password(password.as_bytes(), &salt)
+                .unwrap()
+                .to_string()
+        };
+        let hashes = [
+            (make(2048, 1, Version::V0x13, 32, "first"), "first"),
+            (make(512, 3, Version::V0x13, 16, "second"), "second"),
+            (make(1024, 2, Version::V0x10, 32, "third"), "third"),
+            (make(4096, 1, Version::V0x13, 64, "fourth"), "fourth"),
+        ];
+        for round in 0..2 {
+            for (hash, password) in &hashes {
+                assert!(h.verify(hash, password).await.unwrap(), "{round} {hash}");
+                assert!(!h.verify(hash, "wrong").await.unwrap(), "{round} {hash}");
+            }
+        }
+        // The version takes part: without `v=` a hash reads as 0x13, as the library reads it.
+        let (v13, _) = &hashes[0];
+        assert!(h.verify(&v13.replace("v=19$", ""), "first").await.unwrap());
+        let (v10, _) = &hashes[2];
+        assert!(v10.contains("$v=16$"), "{v10}");
+        assert!(!h.verify(&v10.replace("v=16$", ""), "third").await.unwrap());
+        assert!(!h
+            .verify(&v10.replace("v=16$", "v=19$"), "third")
+            .await
+            .unwrap());
+    }
+
+    #[test]
+    fn working_memory_keeps_pool_sized_buffers_and_frees_larger_ones() {
+        let memory = WorkingMemory::new(FAST);
+        let pool_blocks = FAST.to_argon2().unwrap().block_count();
+        memory.with(|b| b.resize(pool_blocks, Block::new()));
+        assert_eq!(
+            memory.lock().len(),
+            1,
+            "a buffer of the pool's size is kept"
+        );
+        memory.with(|b| b.resize(pool_blocks * 4, Block::new()));
+        assert_eq!(memory.lock().len(), 0, "a larger buffer is freed, not kept");
+        memory.with(|b| assert!(b.is_empty(), "nothing was kept to hand out"));
+        assert_eq!(memory.lock().len(), 1);
+    }
+
     #[tokio::test]
     async fn argon2id_round_trip_and_wrong_password() {
         let h = fast_hasher(2);
