@@ -25,6 +25,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// One writer at a time anyway; a few connections let reads proceed alongside it.
 const FILE_POOL_SIZE: u32 = 4;
+/// Page cache per connection: negative means KiB (SQLite's `cache_size` convention).
+const SQLITE_CACHE_KIB: &str = "-512";
 
 pub struct SqliteStorage {
     pool: SqlitePool,
@@ -44,7 +46,10 @@ impl SqliteStorage {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // The kernel's page cache holds the file already; SQLite's own (2 MiB per
+            // connection by default) would keep a second copy for each connection.
+            .pragma("cache_size", SQLITE_CACHE_KIB);
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
             .acquire_timeout(BUSY_TIMEOUT)

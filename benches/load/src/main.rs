@@ -354,8 +354,11 @@ fn print(opts: &Options, rsa: f64, argon: (f64, f64), cores: usize, reports: &[R
     let (argon_core, argon_parallel) = argon;
     println!();
     println!(
-        "lanyard benchmark: {cores} cores, {} s per scenario, {} connections ({} for logins), release build",
-        opts.seconds, opts.connections, opts.login_connections
+        "lanyard benchmark: {cores} cores, {} s per scenario, {} connections ({} for logins), {}",
+        opts.seconds,
+        opts.connections,
+        opts.login_connections,
+        opts.lanyard.display()
     );
     println!();
     print!("{:<20}", "scenario");
