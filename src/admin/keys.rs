@@ -30,6 +30,8 @@ pub enum KeysCommand {
     /// Stops publishing a key now (it is compromised): tokens it signed stop verifying. The
     /// key that signs now can only go together with a rotation (--rotate).
     Retire {
+        /// Key ids are base64url, so one in 64 starts with `-`; it is still the id.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Make a new key sign now first (an emergency rotation), so that retiring the key
         /// that signs now leaves one to sign with.
@@ -150,5 +152,34 @@ impl Admin<'_> {
             detail,
             "admin change"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeysCommand;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        keys: KeysCommand,
+    }
+
+    #[test]
+    fn a_key_id_that_starts_with_a_hyphen_is_a_key_id() {
+        for args in [
+            ["keys", "retire", "-zfS3nl6feA7N8xuobScZA", "--rotate"],
+            ["keys", "retire", "--rotate", "-zfS3nl6feA7N8xuobScZA"],
+        ] {
+            let parsed = Cli::try_parse_from(args).map_err(|e| e.to_string());
+            match parsed.map(|c| c.keys) {
+                Ok(KeysCommand::Retire { kid, rotate }) => {
+                    assert_eq!(kid, "-zfS3nl6feA7N8xuobScZA");
+                    assert!(rotate);
+                }
+                other => panic!("{args:?} parsed as {other:?}"),
+            }
+        }
     }
 }
