@@ -6,17 +6,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use argon2::{Algorithm, Argon2, Params, Version};
+use lanyard_connectors::password_hash::Argon2idParams;
 
-/// OWASP's argon2id parameters, which lanyard hashes new passwords with.
-pub const ARGON2_MEMORY_KIB: u32 = 19_456;
-pub const ARGON2_ITERATIONS: u32 = 2;
-pub const ARGON2_PARALLELISM: u32 = 1;
+/// The parameters lanyard hashes new passwords with (OWASP's).
+pub const ARGON2: Argon2idParams = Argon2idParams::OWASP;
 
 fn argon2() -> anyhow::Result<Argon2<'static>> {
     let params = Params::new(
-        ARGON2_MEMORY_KIB,
-        ARGON2_ITERATIONS,
-        ARGON2_PARALLELISM,
+        ARGON2.memory_kib,
+        ARGON2.iterations,
+        ARGON2.parallelism,
         None,
     )
     .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;

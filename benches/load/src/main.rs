@@ -137,15 +137,14 @@ async fn bench_in(
     password_hash: &str,
 ) -> anyhow::Result<Report> {
     let name = storage.name();
-    let _database;
-    let storage = match storage {
-        Storage::Postgres(url) => {
-            let db = Database::create(&url)?;
-            let url = db.url.clone();
-            _database = Some(db);
-            Storage::Postgres(url)
-        }
-        s => s,
+    // Dropped (with the database) when the run ends.
+    let database = match &storage {
+        Storage::Postgres(server) => Some(Database::create(server)?),
+        Storage::Sqlite => None,
+    };
+    let storage = match &database {
+        Some(db) => Storage::Postgres(db.url.clone()),
+        None => Storage::Sqlite,
     };
     let setup = process::write_config(dir, &storage, password_hash)?;
     eprintln!("[{name}] first start (creates the schema and the first key)");
@@ -422,9 +421,9 @@ fn print(opts: &Options, rsa: f64, argon: (f64, f64), cores: usize, reports: &[R
     println!(
         "  argon2id m={} t={} p={} hashes/s: {argon_core:.1} per core, so a limit of {argon_limit:.1} on {cores} cores \
          ({argon_parallel:.1} measured with {cores} threads hashing at once)",
-        limits::ARGON2_MEMORY_KIB,
-        limits::ARGON2_ITERATIONS,
-        limits::ARGON2_PARALLELISM
+        limits::ARGON2.memory_kib,
+        limits::ARGON2.iterations,
+        limits::ARGON2.parallelism
     );
     println!();
     println!("targets:");
