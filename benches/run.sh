@@ -12,6 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432}"
-cargo build --release --quiet -p lanyard --bin lanyard -p lanyard-load
+cargo build --release --quiet -p lanyard -p lanyard-load --bin lanyard --bin lanyard-load
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 exec "$target_dir/release/lanyard-load" --lanyard "$target_dir/release/lanyard" "$@"

@@ -135,6 +135,8 @@ conformance!(
     unknown_or_revoked_refresh_token_is_refused,
     concurrent_rotations_of_one_token_rotate_once,
     issued_grant_stores_its_tokens_and_access_tokens_revoke_one_by_one,
+    issued_grant_keeps_every_field_exactly,
+    concurrent_grants_succeed_or_fail_each_on_its_own,
     device_request_round_trips_and_user_codes_are_unique,
     device_request_completes_once,
     device_poll_waits_slows_down_issues_once,
@@ -1378,6 +1380,87 @@ async fn concurrent_rotations_of_one_token_rotate_once(db: &TestDb) {
             access.is_some(),
             "every answered use stores its access token"
         );
+    }
+}
+
+async fn issued_grant_keeps_every_field_exactly(db: &TestDb) {
+    let s = db.s();
+    let mut tricky = grant("g-\"quoted\"\\");
+    tricky.claims.username = "Zoë \"Z\" O'Neil\n\t\u{1F600}".into();
+    tricky.claims.groups = vec!["a,b".into(), "[]{}".into(), String::new()];
+    tricky.scopes = vec![];
+    tricky.nonce = None;
+    tricky.connector_data = Some(r#"{"refresh":"r\"1","n":[1,2]}"#.into());
+    tricky.revoked_at = Some(NOW + 1);
+    let mut refresh = refresh_token("rt\"x", &tricky.id, Some(NOW + 99));
+    refresh.rotated_at = Some(NOW + 2);
+    refresh.successor_hash = Some("next".into());
+    let tokens = IssuedTokens {
+        access: access_token("at\u{e9}", &tricky.id, NOW + 3600),
+        refresh: Some(refresh.clone()),
+    };
+    s.issue_grant(&tricky, &tokens).await.unwrap();
+    assert_eq!(s.get_grant(&tricky.id).await.unwrap(), Some(tricky.clone()));
+    let stored = s.get_refresh_token("rt\"x").await.unwrap();
+    assert_eq!(stored, Some((refresh, tricky)));
+}
+
+/// Writers may batch grants together; one that conflicts must fail alone, and write nothing.
+async fn concurrent_grants_succeed_or_fail_each_on_its_own(db: &TestDb) {
+    db.s()
+        .issue_grant(
+            &grant("taken"),
+            &only(access_token("at-first", "taken", NOW + 60)),
+        )
+        .await
+        .unwrap();
+    let start = Arc::new(Barrier::new(40));
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let storage = db.storage.clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                let id = if i == 17 {
+                    "taken".to_string()
+                } else {
+                    format!("g{i}")
+                };
+                let tokens = IssuedTokens {
+                    access: access_token(&format!("at{i}"), &id, NOW + 60),
+                    refresh: (i % 2 == 0).then(|| refresh_token(&format!("rt{i}"), &id, None)),
+                };
+                start.wait().await;
+                storage.issue_grant(&grant(&id), &tokens).await
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let outcome = task.await.unwrap();
+        if i == 17 {
+            assert!(
+                matches!(outcome, Err(StorageError::AlreadyExists(_))),
+                "got {outcome:?}"
+            );
+            assert_eq!(db.s().get_access_token("at17", NOW).await.unwrap(), None);
+            assert_eq!(db.s().get_refresh_token("rt17").await.unwrap(), None);
+        } else {
+            outcome.unwrap();
+            let (_, grant_of_token) = db
+                .s()
+                .get_access_token(&format!("at{i}"), NOW)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(grant_of_token, grant(&format!("g{i}")));
+            assert_eq!(
+                db.s()
+                    .get_refresh_token(&format!("rt{i}"))
+                    .await
+                    .unwrap()
+                    .is_some(),
+                i % 2 == 0
+            );
+        }
     }
 }
 

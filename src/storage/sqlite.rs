@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::sql::{self, ResultExt};
+use super::sqlite_grant_writer::GrantWriter;
 use super::*;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -30,6 +31,7 @@ const SQLITE_CACHE_KIB: &str = "-512";
 
 pub struct SqliteStorage {
     pool: SqlitePool,
+    grants: GrantWriter,
 }
 
 impl SqliteStorage {
@@ -53,7 +55,7 @@ impl SqliteStorage {
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
             .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| {
                 StorageError::Open(format!(
@@ -61,7 +63,7 @@ impl SqliteStorage {
                     file.display()
                 ))
             })?;
-        Ok(Self { pool })
+        Ok(Self::new(pool, Some(options)))
     }
 
     /// An in-memory database for `type: memory`. The pool holds exactly one connection and
@@ -80,7 +82,14 @@ impl SqliteStorage {
             .connect_with(options)
             .await
             .map_err(|e| StorageError::Open(format!("cannot open in-memory SQLite: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self::new(pool, None))
+    }
+
+    fn new(pool: SqlitePool, writer: Option<SqliteConnectOptions>) -> Self {
+        Self {
+            grants: GrantWriter::start(pool.clone(), writer),
+            pool,
+        }
     }
 
     /// The connection pool, for features that keep their own tables.
@@ -499,10 +508,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn issue_grant(&self, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        insert_grant(&mut tx, grant).await?;
-        insert_tokens(&mut tx, tokens).await?;
-        tx.commit().await.or_storage("grant")
+        self.grants.issue(grant, tokens).await
     }
 
     async fn revoke_access_token(&self, token_hash: &str) -> Result<bool> {
