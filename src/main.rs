@@ -157,7 +157,25 @@ fn load(config: &Option<PathBuf>) -> anyhow::Result<(Config, bool)> {
     }
 }
 
+/// glibc gives each thread that allocates under contention an arena of its own, up to
+/// eight per core, and each keeps the memory freed into it. lanyard's threads (runtime
+/// workers, password hashing, SQLite connections, the log writer) would hold a few MiB
+/// each after a burst; with one arena per core no more threads allocate at once than there
+/// are cores anyway. Set before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only changes allocator settings; no other thread exists yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     if let Command::CheckConfig { config } = &cli.command {
         let (report, ok) = config::check_config_report(config);
