@@ -648,6 +648,15 @@ impl RefreshTokenState {
     }
 }
 
+/// A token's rotation state and its grant, read in one statement.
+#[derive(sqlx::FromRow)]
+pub(super) struct RefreshTokenStateWithGrant {
+    #[sqlx(flatten)]
+    pub state: RefreshTokenState,
+    #[sqlx(flatten)]
+    pub grant: GrantRow,
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct RefreshTokenWithGrantRow {
     token_hash: String,
