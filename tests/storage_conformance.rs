@@ -2266,3 +2266,65 @@ async fn revoking_a_users_access_revokes_their_grants_tokens_and_sessions(db: &T
         .revoked_at
         .is_none());
 }
+
+/// PostgreSQL: the grant is not locked while a rotation decides, so a revocation may commit
+/// between its read and its writes. The rotation must then lose, and write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_rotation_loses_to_a_revocation_that_commits_first() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    grant_with_refresh(db.s(), refresh_token("rt1", "g1", None)).await;
+    let url = db._postgres.as_ref().expect("postgres").url().to_string();
+    let mut revoker = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut revoker).await.unwrap();
+    sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = 'g1'")
+        .bind(NOW)
+        .execute(&mut revoker)
+        .await
+        .unwrap();
+
+    let storage = db.storage.clone();
+    let rotating = tokio::spawn(async move {
+        storage
+            .rotate_refresh_token(&rotation("rt1", Some("rt2"), "at2", NOW), NOW)
+            .await
+    });
+    // The rotation has read the grant as not revoked and now waits for the revoker's lock.
+    let waiting = Instant::now();
+    loop {
+        let (blocked,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if blocked > 0 {
+            break;
+        }
+        assert!(
+            !rotating.is_finished(),
+            "the rotation did not wait for the lock"
+        );
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "no rotation waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sqlx::query("COMMIT").execute(&mut revoker).await.unwrap();
+
+    let outcome = rotating.await.unwrap().unwrap();
+    assert!(
+        matches!(outcome, RefreshOutcome::Revoked),
+        "got {outcome:?}"
+    );
+    let s = db.s();
+    assert_eq!(s.get_refresh_token("rt2").await.unwrap(), None);
+    assert_eq!(s.get_access_token("at2", NOW).await.unwrap(), None);
+    let (old, _) = s.get_refresh_token("rt1").await.unwrap().unwrap();
+    assert_eq!(old.rotated_at, None, "the old token was not marked");
+}

@@ -23,6 +23,41 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 const DEFAULT_CONN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
+/// What a rotation decides on: the token's state, locked, and its grant.
+const LOCK_ROTATION_STATE: &str = "SELECT r.last_used_at AS last_used_at, r.expires_at AS expires_at, r.rotated_at AS rotated_at, \
+     r.successor_sealed AS successor_sealed, g.id AS id, g.client_id AS client_id, \
+     g.connector_id AS connector_id, g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, \
+     g.auth_time AS auth_time, g.connector_data AS connector_data, g.created_at AS created_at, \
+     g.revoked_at AS revoked_at \
+     FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1 \
+     FOR UPDATE OF r";
+/// A rotation's writes as one statement: mark the old token rotated ($1-$4), insert its
+/// successor ($3, $5-$11), write what the connector said about the user to the grant
+/// ($12-$15) and insert the new access token ($16-$20). Returns the token rows written and
+/// the grant rows updated.
+const ROTATE_AND_ISSUE: &str = "WITH marked AS (UPDATE refresh_tokens SET rotated_at = $2, \
+     last_used_at = $2, successor_hash = $3, successor_sealed = $4 \
+     WHERE token_hash = $1 AND rotated_at IS NULL RETURNING 1), \
+     successor AS (INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, \
+     last_used_at, expires_at, rotated_at, successor_hash) \
+     VALUES ($3, $5, $6, $7, $8, $9, $10, $11) RETURNING 1), \
+     updated AS (UPDATE grants SET user_id = $13, claims = $14, connector_data = $15 \
+     WHERE id = $12 AND revoked_at IS NULL RETURNING 1), \
+     access AS (INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, \
+     expires_at) VALUES ($16, $17, $18, $19, $20) RETURNING 1) \
+     SELECT (SELECT count(*) FROM marked) + (SELECT count(*) FROM successor) \
+     + (SELECT count(*) FROM access), (SELECT count(*) FROM updated)";
+/// The same without rotation (`disableRotation`): the token is only touched ($1-$2); the grant
+/// is $3-$6 and the access token $7-$11.
+const TOUCH_AND_ISSUE: &str = "WITH touched AS (UPDATE refresh_tokens SET last_used_at = $2 \
+     WHERE token_hash = $1 AND rotated_at IS NULL RETURNING 1), \
+     updated AS (UPDATE grants SET user_id = $4, claims = $5, connector_data = $6 \
+     WHERE id = $3 AND revoked_at IS NULL RETURNING 1), \
+     access AS (INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, \
+     expires_at) VALUES ($7, $8, $9, $10, $11) RETURNING 1) \
+     SELECT (SELECT count(*) FROM touched) + (SELECT count(*) FROM access), \
+     (SELECT count(*) FROM updated)";
+
 pub struct PostgresStorage {
     pool: PgPool,
 }
@@ -652,57 +687,82 @@ impl Storage for PostgresStorage {
         now: UnixTime,
     ) -> Result<RefreshOutcome> {
         let mut tx = self.begin_write().await?;
-        let token = sqlx::query_as::<_, sql::RefreshTokenState>(&sql::lock_refresh_token_state())
+        // Concurrent uses of one token queue on its row lock, and each sees what the previous
+        // one committed.
+        let row = sqlx::query_as::<_, sql::RefreshTokenStateWithGrant>(LOCK_ROTATION_STATE)
             .bind(&rotation.old_hash)
             .fetch_optional(&mut *tx)
             .await
             .or_storage("refresh token")?;
-        let Some(token) = token else {
+        // The grant is a foreign key of the token: no grant, no token.
+        let Some(sql::RefreshTokenStateWithGrant {
+            state: token,
+            grant,
+        }) = row
+        else {
             return Ok(RefreshOutcome::NotFound);
         };
-        let grant = select_grant(&mut tx, token.grant_id())
-            .await?
-            .ok_or_else(|| StorageError::Corrupt("a refresh token's grant is missing".into()))?;
+        let grant = grant.into_model()?;
         // Every early return drops `tx`, which rolls back: those outcomes write nothing.
         let outcome = match sql::decide_refresh(token, &grant, rotation, now) {
             sql::RefreshDecision::Revoked => return Ok(RefreshOutcome::Revoked),
             sql::RefreshDecision::Expired => return Ok(RefreshOutcome::Expired),
             sql::RefreshDecision::Current => {
-                let marked = match &rotation.successor {
-                    Some(successor) => sqlx::query(sql::MARK_REFRESH_TOKEN_ROTATED)
-                        .bind(&rotation.old_hash)
-                        .bind(now)
-                        .bind(&successor.token_hash)
-                        .bind(&rotation.successor_sealed),
-                    None => sqlx::query(sql::TOUCH_REFRESH_TOKEN)
-                        .bind(&rotation.old_hash)
-                        .bind(now),
+                // All of the rotation's writes in one statement: one round trip.
+                let claims = sql::to_json(&rotation.claims, "grant claims")?;
+                let (query, tokens_written) = match &rotation.successor {
+                    Some(successor) => (
+                        sqlx::query_as::<_, (i64, i64)>(ROTATE_AND_ISSUE)
+                            .bind(&rotation.old_hash)
+                            .bind(now)
+                            .bind(&successor.token_hash)
+                            .bind(&rotation.successor_sealed)
+                            .bind(&successor.grant_id)
+                            .bind(&successor.client_id)
+                            .bind(successor.created_at)
+                            .bind(successor.last_used_at)
+                            .bind(successor.expires_at)
+                            .bind(successor.rotated_at)
+                            .bind(&successor.successor_hash),
+                        3,
+                    ),
+                    None => (
+                        sqlx::query_as::<_, (i64, i64)>(TOUCH_AND_ISSUE)
+                            .bind(&rotation.old_hash)
+                            .bind(now),
+                        2,
+                    ),
+                };
+                let access = &rotation.access;
+                let (tokens, grants) = query
+                    .bind(&grant.id)
+                    .bind(&rotation.claims.user_id)
+                    .bind(claims)
+                    .bind(&rotation.connector_data)
+                    .bind(&access.token_hash)
+                    .bind(&access.grant_id)
+                    .bind(&access.client_id)
+                    .bind(access.created_at)
+                    .bind(access.expires_at)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .or_storage("refresh token")?;
+                // The grant's `revoked_at` is checked against the committed row: a revocation
+                // that committed first wins, and the rollback undoes the other writes.
+                if grants != 1 {
+                    return Ok(RefreshOutcome::Revoked);
                 }
-                .execute(&mut *tx)
-                .await
-                .or_storage("refresh token")?;
-                // The row is locked (or the database is), so it cannot have moved on.
-                if marked.rows_affected() != 1 {
+                // The token's row is locked, so it cannot have moved on.
+                if tokens != tokens_written {
                     return Err(StorageError::Unavailable(
                         "the refresh token changed during its rotation".into(),
                     ));
                 }
-                if let Some(successor) = &rotation.successor {
-                    insert_refresh_token(&mut tx, successor).await?;
-                }
-                let updated = sqlx::query_as::<_, sql::GrantRow>(sql::UPDATE_GRANT_IDENTITY)
-                    .bind(&grant.id)
-                    .bind(&rotation.claims.user_id)
-                    .bind(sql::to_json(&rotation.claims, "grant claims")?)
-                    .bind(&rotation.connector_data)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .or_storage("grant")?;
-                let Some(updated) = updated else {
-                    return Ok(RefreshOutcome::Revoked);
-                };
-                insert_access_token(&mut tx, &rotation.access).await?;
-                RefreshOutcome::Rotated(updated.into_model()?)
+                RefreshOutcome::Rotated(Grant {
+                    claims: rotation.claims.clone(),
+                    connector_data: rotation.connector_data.clone(),
+                    ..grant
+                })
             }
             sql::RefreshDecision::Reuse(successor_sealed) => {
                 insert_access_token(&mut tx, &rotation.access).await?;
@@ -948,16 +1008,6 @@ impl Storage for PostgresStorage {
         }
         Ok(swept)
     }
-}
-
-async fn select_grant(conn: &mut PgConnection, id: &str) -> Result<Option<Grant>> {
-    sqlx::query_as::<_, sql::GrantRow>(sql::SELECT_GRANT)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .or_storage("grant")?
-        .map(sql::GrantRow::into_model)
-        .transpose()
 }
 
 async fn insert_grant(conn: &mut PgConnection, grant: &Grant) -> Result<()> {

@@ -175,14 +175,6 @@ pub(super) const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token
      client_id, created_at, last_used_at, expires_at, rotated_at, successor_hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 pub(super) const DELETE_ACCESS_TOKEN: &str = "DELETE FROM access_tokens WHERE token_hash = $1";
-/// What a rotation decides on.
-pub(super) const SELECT_REFRESH_TOKEN_STATE: &str = "SELECT grant_id, last_used_at, expires_at, \
-     rotated_at, successor_sealed FROM refresh_tokens WHERE token_hash = $1";
-/// PostgreSQL only: concurrent uses of one token queue here, and each sees what the previous
-/// one committed.
-pub(super) fn lock_refresh_token_state() -> String {
-    format!("{SELECT_REFRESH_TOKEN_STATE} FOR UPDATE")
-}
 pub(super) const SELECT_REFRESH_TOKEN_WITH_GRANT: &str = "SELECT r.token_hash AS token_hash, \
      r.grant_id AS token_grant_id, r.client_id AS token_client_id, \
      r.created_at AS token_created_at, r.last_used_at AS last_used_at, \
@@ -193,18 +185,6 @@ pub(super) const SELECT_REFRESH_TOKEN_WITH_GRANT: &str = "SELECT r.token_hash AS
      g.connector_data AS connector_data, g.created_at AS created_at, \
      g.revoked_at AS revoked_at \
      FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1";
-/// Also sets `last_used_at`, so that idleness counts from the token's last use.
-pub(super) const MARK_REFRESH_TOKEN_ROTATED: &str = "UPDATE refresh_tokens SET rotated_at = $2, \
-     last_used_at = $2, successor_hash = $3, successor_sealed = $4 \
-     WHERE token_hash = $1 AND rotated_at IS NULL";
-pub(super) const TOUCH_REFRESH_TOKEN: &str = "UPDATE refresh_tokens SET last_used_at = $2 \
-     WHERE token_hash = $1 AND rotated_at IS NULL";
-/// What a refresh learned about the user. The `revoked_at` condition is re-checked against
-/// the committed row, so a revocation that commits first makes the rotation fail.
-pub(super) const UPDATE_GRANT_IDENTITY: &str = "UPDATE grants SET user_id = $2, claims = $3, \
-     connector_data = $4 WHERE id = $1 AND revoked_at IS NULL \
-     RETURNING id, client_id, connector_id, claims, scopes, nonce, auth_time, connector_data, \
-     created_at, revoked_at";
 
 pub(super) const INSERT_DEVICE_REQUEST: &str = "INSERT INTO device_requests (user_code, \
      device_code_hash, client_id, scopes, created_at, expires_at, poll_interval, last_poll_at, \
@@ -632,20 +612,13 @@ impl SigningKeyRow {
     }
 }
 
-/// What `SELECT_REFRESH_TOKEN_STATE` returns.
+/// A refresh token's rotation state.
 #[derive(sqlx::FromRow)]
 pub(super) struct RefreshTokenState {
-    grant_id: String,
     last_used_at: i64,
     expires_at: Option<i64>,
     rotated_at: Option<i64>,
     successor_sealed: Option<Vec<u8>>,
-}
-
-impl RefreshTokenState {
-    pub(super) fn grant_id(&self) -> &str {
-        &self.grant_id
-    }
 }
 
 /// A token's rotation state and its grant, read in one statement.

@@ -31,8 +31,7 @@ const SQLITE_CACHE_KIB: &str = "-512";
 
 /// What a rotation decides on: the token's state and its grant, SQLite only (PostgreSQL
 /// locks the token row first).
-const SELECT_ROTATION_STATE: &str = "SELECT r.grant_id AS grant_id, \
-     r.last_used_at AS last_used_at, r.expires_at AS expires_at, r.rotated_at AS rotated_at, \
+const SELECT_ROTATION_STATE: &str = "SELECT r.last_used_at AS last_used_at, r.expires_at AS expires_at, r.rotated_at AS rotated_at, \
      r.successor_sealed AS successor_sealed, g.id AS id, g.client_id AS client_id, \
      g.connector_id AS connector_id, g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, \
      g.auth_time AS auth_time, g.connector_data AS connector_data, g.created_at AS created_at, \
