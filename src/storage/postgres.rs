@@ -23,14 +23,6 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 const DEFAULT_CONN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
-/// What a rotation decides on: the token's state, locked, and its grant.
-const LOCK_ROTATION_STATE: &str = "SELECT r.last_used_at AS last_used_at, r.expires_at AS expires_at, r.rotated_at AS rotated_at, \
-     r.successor_sealed AS successor_sealed, g.id AS id, g.client_id AS client_id, \
-     g.connector_id AS connector_id, g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, \
-     g.auth_time AS auth_time, g.connector_data AS connector_data, g.created_at AS created_at, \
-     g.revoked_at AS revoked_at \
-     FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1 \
-     FOR UPDATE OF r";
 /// A rotation's writes as one statement: mark the old token rotated ($1-$4), insert its
 /// successor ($3, $5-$11), write what the connector said about the user to the grant
 /// ($12-$15) and insert the new access token ($16-$20). Returns the token rows written and
@@ -689,7 +681,7 @@ impl Storage for PostgresStorage {
         let mut tx = self.begin_write().await?;
         // Concurrent uses of one token queue on its row lock, and each sees what the previous
         // one committed.
-        let row = sqlx::query_as::<_, sql::RefreshTokenStateWithGrant>(LOCK_ROTATION_STATE)
+        let row = sqlx::query_as::<_, sql::RefreshTokenStateWithGrant>(sql::LOCK_ROTATION_STATE)
             .bind(&rotation.old_hash)
             .fetch_optional(&mut *tx)
             .await
@@ -710,43 +702,16 @@ impl Storage for PostgresStorage {
             sql::RefreshDecision::Current => {
                 // All of the rotation's writes in one statement: one round trip.
                 let claims = sql::to_json(&rotation.claims, "grant claims")?;
-                let (query, tokens_written) = match &rotation.successor {
-                    Some(successor) => (
-                        sqlx::query_as::<_, (i64, i64)>(ROTATE_AND_ISSUE)
-                            .bind(&rotation.old_hash)
-                            .bind(now)
-                            .bind(&successor.token_hash)
-                            .bind(&rotation.successor_sealed)
-                            .bind(&successor.grant_id)
-                            .bind(&successor.client_id)
-                            .bind(successor.created_at)
-                            .bind(successor.last_used_at)
-                            .bind(successor.expires_at)
-                            .bind(successor.rotated_at)
-                            .bind(&successor.successor_hash),
-                        3,
-                    ),
-                    None => (
-                        sqlx::query_as::<_, (i64, i64)>(TOUCH_AND_ISSUE)
-                            .bind(&rotation.old_hash)
-                            .bind(now),
-                        2,
-                    ),
+                let (sql_text, tokens_written) = match &rotation.successor {
+                    Some(_) => (ROTATE_AND_ISSUE, 3),
+                    None => (TOUCH_AND_ISSUE, 2),
                 };
-                let access = &rotation.access;
-                let (tokens, grants) = query
-                    .bind(&grant.id)
-                    .bind(&rotation.claims.user_id)
-                    .bind(claims)
-                    .bind(&rotation.connector_data)
-                    .bind(&access.token_hash)
-                    .bind(&access.grant_id)
-                    .bind(&access.client_id)
-                    .bind(access.created_at)
-                    .bind(access.expires_at)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .or_storage("refresh token")?;
+                let query = sqlx::query_as::<_, (i64, i64)>(sql_text);
+                let (tokens, grants) =
+                    sql::bind_rotation_writes!(query, rotation, &grant.id, claims, now)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .or_storage("refresh token")?;
                 // The grant's `revoked_at` is checked against the committed row: a revocation
                 // that committed first wins, and the rollback undoes the other writes.
                 if grants != 1 {

@@ -175,6 +175,58 @@ pub(super) const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token
      client_id, created_at, last_used_at, expires_at, rotated_at, successor_hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 pub(super) const DELETE_ACCESS_TOKEN: &str = "DELETE FROM access_tokens WHERE token_hash = $1";
+/// What a rotation decides on: the token's state and its grant, in one statement.
+macro_rules! rotation_state {
+    () => {
+        "SELECT r.last_used_at AS last_used_at, r.expires_at AS expires_at, \
+         r.rotated_at AS rotated_at, r.successor_sealed AS successor_sealed, \
+         g.id AS id, g.client_id AS client_id, g.connector_id AS connector_id, \
+         g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, g.auth_time AS auth_time, \
+         g.connector_data AS connector_data, g.created_at AS created_at, \
+         g.revoked_at AS revoked_at \
+         FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1"
+    };
+}
+/// SQLite: the transaction holds the database's write lock already.
+pub(super) const SELECT_ROTATION_STATE: &str = rotation_state!();
+/// PostgreSQL: concurrent uses of one token queue on its row, and each sees what the previous
+/// one committed.
+pub(super) const LOCK_ROTATION_STATE: &str = concat!(rotation_state!(), " FOR UPDATE OF r");
+
+/// Binds a rotation's writes to `$query` (either database's ROTATE_AND_ISSUE or
+/// TOUCH_AND_ISSUE, which number their parameters alike): the old token and the time, the
+/// successor when there is one, then the grant's new identity and the access token.
+macro_rules! bind_rotation_writes {
+    ($query:expr, $rotation:expr, $grant_id:expr, $claims:expr, $now:expr) => {{
+        let rotation: &Rotation = $rotation;
+        let mut query = $query.bind(&rotation.old_hash).bind($now);
+        if let Some(successor) = &rotation.successor {
+            query = query
+                .bind(&successor.token_hash)
+                .bind(&rotation.successor_sealed)
+                .bind(&successor.grant_id)
+                .bind(&successor.client_id)
+                .bind(successor.created_at)
+                .bind(successor.last_used_at)
+                .bind(successor.expires_at)
+                .bind(successor.rotated_at)
+                .bind(&successor.successor_hash);
+        }
+        let access = &rotation.access;
+        query
+            .bind($grant_id)
+            .bind(&rotation.claims.user_id)
+            .bind($claims)
+            .bind(&rotation.connector_data)
+            .bind(&access.token_hash)
+            .bind(&access.grant_id)
+            .bind(&access.client_id)
+            .bind(access.created_at)
+            .bind(access.expires_at)
+    }};
+}
+pub(super) use bind_rotation_writes;
+
 pub(super) const SELECT_REFRESH_TOKEN_WITH_GRANT: &str = "SELECT r.token_hash AS token_hash, \
      r.grant_id AS token_grant_id, r.client_id AS token_client_id, \
      r.created_at AS token_created_at, r.last_used_at AS last_used_at, \

@@ -29,14 +29,6 @@ const FILE_POOL_SIZE: u32 = 4;
 /// Page cache per connection: negative means KiB (SQLite's `cache_size` convention).
 const SQLITE_CACHE_KIB: &str = "-512";
 
-/// What a rotation decides on: the token's state and its grant, SQLite only (PostgreSQL
-/// locks the token row first).
-const SELECT_ROTATION_STATE: &str = "SELECT r.last_used_at AS last_used_at, r.expires_at AS expires_at, r.rotated_at AS rotated_at, \
-     r.successor_sealed AS successor_sealed, g.id AS id, g.client_id AS client_id, \
-     g.connector_id AS connector_id, g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, \
-     g.auth_time AS auth_time, g.connector_data AS connector_data, g.created_at AS created_at, \
-     g.revoked_at AS revoked_at \
-     FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1";
 /// A rotation's writes, SQLite only (several statements, one round trip): mark the old token
 /// rotated ($1-$4), insert its successor ($3, $5-$11), write what the connector said about the
 /// user to the grant ($12-$15) and insert the new access token ($16-$20).
@@ -564,7 +556,7 @@ impl Storage for SqliteStorage {
         now: UnixTime,
     ) -> Result<RefreshOutcome> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query_as::<_, sql::RefreshTokenStateWithGrant>(SELECT_ROTATION_STATE)
+        let row = sqlx::query_as::<_, sql::RefreshTokenStateWithGrant>(sql::SELECT_ROTATION_STATE)
             .bind(&rotation.old_hash)
             .fetch_optional(&mut *tx)
             .await
@@ -587,39 +579,10 @@ impl Storage for SqliteStorage {
                 // hand-off to the connection's thread and back).
                 let claims = sql::to_json(&rotation.claims, "grant claims")?;
                 let (query, statements) = match &rotation.successor {
-                    Some(successor) => (
-                        sqlx::query(ROTATE_AND_ISSUE)
-                            .bind(&rotation.old_hash)
-                            .bind(now)
-                            .bind(&successor.token_hash)
-                            .bind(&rotation.successor_sealed)
-                            .bind(&successor.grant_id)
-                            .bind(&successor.client_id)
-                            .bind(successor.created_at)
-                            .bind(successor.last_used_at)
-                            .bind(successor.expires_at)
-                            .bind(successor.rotated_at)
-                            .bind(&successor.successor_hash),
-                        4,
-                    ),
-                    None => (
-                        sqlx::query(TOUCH_AND_ISSUE)
-                            .bind(&rotation.old_hash)
-                            .bind(now),
-                        3,
-                    ),
+                    Some(_) => (sqlx::query(ROTATE_AND_ISSUE), 4),
+                    None => (sqlx::query(TOUCH_AND_ISSUE), 3),
                 };
-                let access = &rotation.access;
-                let written = query
-                    .bind(&grant.id)
-                    .bind(&rotation.claims.user_id)
-                    .bind(claims)
-                    .bind(&rotation.connector_data)
-                    .bind(&access.token_hash)
-                    .bind(&access.grant_id)
-                    .bind(&access.client_id)
-                    .bind(access.created_at)
-                    .bind(access.expires_at)
+                let written = sql::bind_rotation_writes!(query, rotation, &grant.id, claims, now)
                     .execute(&mut *tx)
                     .await
                     .or_storage("refresh token")?;
