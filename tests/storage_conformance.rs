@@ -62,6 +62,18 @@ impl TestDb {
         })
     }
 
+    /// `type: memory`: one connection, which is the database (never closed while in use).
+    async fn memory() -> TestDb {
+        let settings = StorageSettings::Memory;
+        let storage = storage::open(&settings).await.expect("open memory");
+        TestDb {
+            storage,
+            settings,
+            _sqlite_dir: None,
+            _postgres: None,
+        }
+    }
+
     /// A second, independent pool on the same database: another process, as far as the
     /// database can tell.
     async fn open_another(&self) -> SharedStorage {
@@ -134,6 +146,8 @@ conformance!(
     expired_or_idle_refresh_token_is_expired_and_nothing_written,
     unknown_or_revoked_refresh_token_is_refused,
     concurrent_rotations_of_one_token_rotate_once,
+    failed_rotation_writes_nothing_and_the_next_one_succeeds,
+    cancelled_rotations_write_all_or_nothing_and_leave_no_lock,
     issued_grant_stores_its_tokens_and_access_tokens_revoke_one_by_one,
     issued_grant_keeps_every_field_exactly,
     concurrent_grants_succeed_or_fail_each_on_its_own,
@@ -1134,6 +1148,104 @@ async fn refresh_rotates_and_the_successor_works(db: &TestDb) {
     assert!(s.get_access_token("at2", NOW + 21).await.unwrap().is_some());
 }
 
+/// The rotation's last write (its access token) collides with an existing one: the three
+/// writes before it (old token marked, successor, grant identity) are undone, and the
+/// database is not left locked for the next rotation.
+async fn failed_rotation_writes_nothing_and_the_next_one_succeeds(db: &TestDb) {
+    let s = db.s();
+    let first = refresh_token("rt0", "g1", Some(NOW + 86400));
+    grant_with_refresh(s, first.clone()).await;
+    let (_, grant_before) = s.get_refresh_token("rt0").await.unwrap().unwrap();
+
+    let failed = s
+        .rotate_refresh_token(&rotation("rt0", Some("rt1"), "at-g1", NOW + 10), NOW + 10)
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        s.get_refresh_token("rt0").await.unwrap(),
+        Some((first, grant_before)),
+        "neither the old token nor the grant changed"
+    );
+    assert_eq!(s.get_refresh_token("rt1").await.unwrap(), None);
+
+    let next = tokio::time::timeout(
+        Duration::from_secs(3),
+        s.rotate_refresh_token(&rotation("rt0", Some("rt1"), "at1", NOW + 20), NOW + 20),
+    )
+    .await
+    .expect("the failed rotation left the database locked")
+    .unwrap();
+    assert!(matches!(next, RefreshOutcome::Rotated(_)), "{next:?}");
+    assert!(s.get_access_token("at1", NOW + 21).await.unwrap().is_some());
+}
+
+/// Rotations dropped at every point of their progress (a client hanging up): each one wrote
+/// all of its rows or none, and none leaves a transaction open behind it.
+async fn cancelled_rotations_write_all_or_nothing_and_leave_no_lock(db: &TestDb) {
+    let storage = db.storage.clone();
+    for round in 0..40u64 {
+        let (old, next, access) = (
+            format!("c{round}"),
+            format!("c{round}-next"),
+            format!("c{round}-at"),
+        );
+        let grant_id = format!("cg{round}");
+        let tokens = IssuedTokens {
+            access: access_token(&format!("{grant_id}-at"), &grant_id, NOW + 3600),
+            refresh: Some(refresh_token(&old, &grant_id, None)),
+        };
+        storage
+            .issue_grant(&grant(&grant_id), &tokens)
+            .await
+            .unwrap();
+        let mut r = rotation(&old, Some(&next), &access, NOW + 10);
+        if let Some(successor) = r.successor.as_mut() {
+            successor.grant_id = grant_id.clone();
+        }
+        r.access.grant_id = grant_id.clone();
+
+        let s = storage.clone();
+        let task = tokio::spawn(async move { s.rotate_refresh_token(&r, NOW + 10).await });
+        // From not started at all to finished, over the rounds.
+        tokio::time::sleep(Duration::from_micros(round * 50)).await;
+        task.abort();
+        let _ = task.await;
+
+        // Read the successor and access token before the old token: a commit that was
+        // already on its way when the task was aborted may land between the reads, and in
+        // this order it can only make a later read see more.
+        let written = || async {
+            let successor = storage.get_refresh_token(&next).await.unwrap().is_some();
+            let issued = storage
+                .get_access_token(&access, NOW + 11)
+                .await
+                .unwrap()
+                .is_some();
+            let (old_now, _) = storage.get_refresh_token(&old).await.unwrap().unwrap();
+            (successor, issued, old_now.rotated_at.is_some())
+        };
+        let (successor, issued, rotated) = written().await;
+        assert!(
+            (!successor || issued) && (!issued || rotated),
+            "round {round}: part of a rotation was written: {:?}",
+            (successor, issued, rotated)
+        );
+        // A write waits for, or fails on, a transaction left open.
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            storage.create_client(&client(&format!("after{round}"))),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the database stayed locked"))
+        .unwrap();
+        let settled = written().await;
+        assert!(
+            settled == (true, true, true) || settled == (false, false, false),
+            "round {round}: part of a rotation was written: {settled:?}"
+        );
+    }
+}
+
 async fn rotation_writes_the_connectors_claims_to_the_grant(db: &TestDb) {
     let s = db.s();
     grant_with_refresh(s, refresh_token("rt0", "g1", None)).await;
@@ -1950,6 +2062,27 @@ async fn memory_storage_is_one_database_for_all_callers() {
         other.list_clients().await.unwrap(),
         vec![],
         "each memory storage is its own database"
+    );
+}
+
+/// The in-memory database has one connection, shared by the grant writer and hand-made
+/// transactions; these are the behaviours where that differs from a file.
+mod memory {
+    macro_rules! on_memory {
+        ($($name:ident),+ $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                super::$name(&super::TestDb::memory().await).await;
+            }
+        )+};
+    }
+    on_memory!(
+        refresh_rotates_and_the_successor_works,
+        failed_rotation_writes_nothing_and_the_next_one_succeeds,
+        cancelled_rotations_write_all_or_nothing_and_leave_no_lock,
+        issued_grant_keeps_every_field_exactly,
+        concurrent_grants_succeed_or_fail_each_on_its_own,
+        redeemed_code_issues_grant_access_and_refresh_token,
     );
 }
 

@@ -188,7 +188,8 @@ macro_rules! rotation_state {
     };
 }
 /// SQLite: the transaction holds the database's write lock already.
-pub(super) const SELECT_ROTATION_STATE: &str = rotation_state!();
+/// SQLite: the write lock is taken in the same round trip as the read (see `HandTx`).
+pub(super) const BEGIN_AND_READ_ROTATION: &str = concat!("BEGIN IMMEDIATE; ", rotation_state!());
 /// PostgreSQL: concurrent uses of one token queue on its row, and each sees what the previous
 /// one committed.
 pub(super) const LOCK_ROTATION_STATE: &str = concat!(rotation_state!(), " FOR UPDATE OF r");

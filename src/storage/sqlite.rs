@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -29,25 +30,26 @@ const FILE_POOL_SIZE: u32 = 4;
 /// Page cache per connection: negative means KiB (SQLite's `cache_size` convention).
 const SQLITE_CACHE_KIB: &str = "-512";
 
-/// A rotation's writes, SQLite only (several statements, one round trip): mark the old token
-/// rotated ($1-$4), insert its successor ($3, $5-$11), write what the connector said about the
-/// user to the grant ($12-$15) and insert the new access token ($16-$20).
-const ROTATE_AND_ISSUE: &str = "UPDATE refresh_tokens SET rotated_at = $2, last_used_at = $2, \
+/// A rotation's writes and its commit, SQLite only (several statements, one round trip): mark
+/// the old token rotated ($1-$4), insert its successor ($3, $5-$11), write what the connector
+/// said about the user to the grant ($12-$15) and insert the new access token ($16-$20).
+const ROTATE_AND_ISSUE_AND_COMMIT: &str =
+    "UPDATE refresh_tokens SET rotated_at = $2, last_used_at = $2, \
      successor_hash = $3, successor_sealed = $4 WHERE token_hash = $1 AND rotated_at IS NULL; \
      INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, last_used_at, \
      expires_at, rotated_at, successor_hash) VALUES ($3, $5, $6, $7, $8, $9, $10, $11); \
      UPDATE grants SET user_id = $13, claims = $14, connector_data = $15 \
      WHERE id = $12 AND revoked_at IS NULL; \
      INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at) \
-     VALUES ($16, $17, $18, $19, $20)";
+     VALUES ($16, $17, $18, $19, $20); COMMIT";
 /// The same without rotation (`disableRotation`): the token is only touched ($1-$2); the grant
 /// is $3-$6 and the access token $7-$11.
-const TOUCH_AND_ISSUE: &str = "UPDATE refresh_tokens SET last_used_at = $2 \
+const TOUCH_AND_ISSUE_AND_COMMIT: &str = "UPDATE refresh_tokens SET last_used_at = $2 \
      WHERE token_hash = $1 AND rotated_at IS NULL; \
      UPDATE grants SET user_id = $4, claims = $5, connector_data = $6 \
      WHERE id = $3 AND revoked_at IS NULL; \
      INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at) \
-     VALUES ($7, $8, $9, $10, $11)";
+     VALUES ($7, $8, $9, $10, $11); COMMIT";
 
 pub struct SqliteStorage {
     pool: SqlitePool,
@@ -74,6 +76,10 @@ impl SqliteStorage {
             .pragma("cache_size", SQLITE_CACHE_KIB);
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
+            // sqlx pings a pooled connection before handing it out, a hand-off to the
+            // connection's thread and back; a connection inside this process cannot have
+            // died in between.
+            .test_before_acquire(false)
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options.clone())
             .await
@@ -96,6 +102,7 @@ impl SqliteStorage {
         let pool = SqlitePoolOptions::new()
             .min_connections(1)
             .max_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(BUSY_TIMEOUT)
@@ -122,6 +129,77 @@ impl SqliteStorage {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .or_storage("write transaction")
+    }
+}
+
+/// A write transaction begun and ended by hand, so that `BEGIN IMMEDIATE` travels with the
+/// first statement and `COMMIT` with the last: sqlx's `Transaction` sends each on its own,
+/// and every statement is a hand-off to the connection's thread and back while the database's
+/// write lock is held, which is what limits writes per second.
+///
+/// Whoever begins it with the first statement ends it with [`commit`](Self::commit),
+/// [`rollback`](Self::rollback) or [`committed`](Self::committed). Dropped otherwise (an error,
+/// a cancelled request), it rolls back before its connection goes back to the pool, and closes
+/// the connection when even that fails: a connection inside a transaction must never be reused.
+struct HandTx {
+    conn: Option<PoolConnection<Sqlite>>,
+}
+
+impl HandTx {
+    async fn start(pool: &SqlitePool) -> Result<Self> {
+        let conn = pool.acquire().await.or_storage("write connection")?;
+        Ok(Self { conn: Some(conn) })
+    }
+
+    fn conn(&mut self) -> &mut SqliteConnection {
+        // Only `Drop` and the methods that consume `self` take the connection out.
+        self.conn
+            .as_deref_mut()
+            .expect("HandTx used after it ended")
+    }
+
+    /// The last statement sent was a `COMMIT`, and it succeeded.
+    fn committed(mut self) {
+        self.conn.take();
+    }
+
+    async fn commit(self) -> Result<()> {
+        self.end("COMMIT").await
+    }
+
+    async fn rollback(self) -> Result<()> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(mut self, statement: &'static str) -> Result<()> {
+        sqlx::query(statement)
+            .execute(self.conn())
+            .await
+            .or_storage("end of write transaction")?;
+        self.conn.take();
+        Ok(())
+    }
+}
+
+impl Drop for HandTx {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Closing a connection rolls back its transaction.
+            drop(conn.detach());
+            return;
+        };
+        runtime.spawn(async move {
+            // Fails harmlessly when no transaction was begun (say, BEGIN itself failed).
+            let rolled_back = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            if let Err(e) = rolled_back {
+                if !e.to_string().contains("no transaction is active") {
+                    drop(conn.detach());
+                }
+            }
+        });
     }
 }
 
@@ -555,52 +633,60 @@ impl Storage for SqliteStorage {
         rotation: &Rotation,
         now: UnixTime,
     ) -> Result<RefreshOutcome> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query_as::<_, sql::RefreshTokenStateWithGrant>(sql::SELECT_ROTATION_STATE)
-            .bind(&rotation.old_hash)
-            .fetch_optional(&mut *tx)
-            .await
-            .or_storage("refresh token")?;
+        let mut tx = HandTx::start(&self.pool).await?;
+        let row =
+            sqlx::query_as::<_, sql::RefreshTokenStateWithGrant>(sql::BEGIN_AND_READ_ROTATION)
+                .bind(&rotation.old_hash)
+                .fetch_optional(tx.conn())
+                .await
+                .or_storage("refresh token")?;
         // The grant is a foreign key of the token: no grant, no token.
         let Some(sql::RefreshTokenStateWithGrant {
             state: token,
             grant,
         }) = row
         else {
+            tx.rollback().await?;
             return Ok(RefreshOutcome::NotFound);
         };
         let grant = grant.into_model()?;
-        // Every early return drops `tx`, which rolls back: those outcomes write nothing.
         let outcome = match sql::decide_refresh(token, &grant, rotation, now) {
-            sql::RefreshDecision::Revoked => return Ok(RefreshOutcome::Revoked),
-            sql::RefreshDecision::Expired => return Ok(RefreshOutcome::Expired),
+            sql::RefreshDecision::Revoked => {
+                tx.rollback().await?;
+                return Ok(RefreshOutcome::Revoked);
+            }
+            sql::RefreshDecision::Expired => {
+                tx.rollback().await?;
+                return Ok(RefreshOutcome::Expired);
+            }
             sql::RefreshDecision::Current => {
-                // One round trip for all of the rotation's writes (each sqlx statement is a
-                // hand-off to the connection's thread and back).
                 let claims = sql::to_json(&rotation.claims, "grant claims")?;
                 let (query, statements) = match &rotation.successor {
-                    Some(_) => (sqlx::query(ROTATE_AND_ISSUE), 4),
-                    None => (sqlx::query(TOUCH_AND_ISSUE), 3),
+                    Some(_) => (sqlx::query(ROTATE_AND_ISSUE_AND_COMMIT), 4),
+                    None => (sqlx::query(TOUCH_AND_ISSUE_AND_COMMIT), 3),
                 };
                 let written = sql::bind_rotation_writes!(query, rotation, &grant.id, claims, now)
-                    .execute(&mut *tx)
+                    .execute(tx.conn())
                     .await
                     .or_storage("refresh token")?;
-                // Each statement changes exactly one row: the write lock is held and the token
-                // and grant were read under it, so they cannot have moved on.
-                if written.rows_affected() != statements {
+                tx.committed();
+                // Each statement changes exactly one row: the write lock was held from the
+                // read on, so the token and grant cannot have moved on. Should that ever be
+                // wrong, the commit is done but no token is handed out. (sqlx counts COMMIT as
+                // changing as many rows as the statement before it.)
+                if written.rows_affected() != statements + 1 {
                     return Err(StorageError::Unavailable(
                         "the refresh token changed during its rotation".into(),
                     ));
                 }
-                RefreshOutcome::Rotated(Grant {
+                return Ok(RefreshOutcome::Rotated(Grant {
                     claims: rotation.claims.clone(),
                     connector_data: rotation.connector_data.clone(),
                     ..grant
-                })
+                }));
             }
             sql::RefreshDecision::Reuse(successor_sealed) => {
-                insert_access_token(&mut tx, &rotation.access).await?;
+                insert_access_token(tx.conn(), &rotation.access).await?;
                 RefreshOutcome::Reused {
                     grant,
                     successor_sealed,
@@ -610,13 +696,13 @@ impl Storage for SqliteStorage {
                 sqlx::query(sql::REVOKE_GRANT)
                     .bind(&grant.id)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(tx.conn())
                     .await
                     .or_storage("grant")?;
                 RefreshOutcome::Replayed { grant_id: grant.id }
             }
         };
-        tx.commit().await.or_storage("refresh token")?;
+        tx.commit().await?;
         Ok(outcome)
     }
 
