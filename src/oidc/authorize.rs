@@ -1166,6 +1166,7 @@ impl Provider {
                         code_plain.as_deref(),
                         now,
                     )
+                    .await
                     .map_err(|_| {
                         AuthorizeError::page(
                             StatusCode::INTERNAL_SERVER_ERROR,

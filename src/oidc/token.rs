@@ -263,14 +263,16 @@ impl Provider {
                 || client.grant_types.iter().any(|g| g == GRANT_REFRESH_TOKEN))
     }
 
-    fn respond(
+    async fn respond(
         &self,
         grant: &Grant,
         tokens: NewTokens,
         now: i64,
         nonce: bool,
     ) -> Result<TokenResponse, OAuthError> {
-        let id_token = self.mint_id_token(grant, Some(&tokens.access), now, nonce)?;
+        let id_token = self
+            .mint_id_token(grant, Some(&tokens.access), now, nonce)
+            .await?;
         Ok(TokenResponse {
             access_token: tokens.access,
             token_type: "Bearer",
@@ -356,7 +358,7 @@ impl Provider {
             }
             Redemption::Expired | Redemption::NotFound => return Err(invalid()),
         };
-        self.respond(&grant, tokens, now, true)
+        self.respond(&grant, tokens, now, true).await
     }
 
     async fn refresh(
@@ -438,6 +440,7 @@ impl Provider {
                     now,
                     false,
                 )
+                .await
             }
             RefreshOutcome::Reused {
                 grant,
@@ -456,6 +459,7 @@ impl Provider {
                     now,
                     false,
                 )
+                .await
             }
             RefreshOutcome::Replayed { .. } => {
                 tracing::warn!(client = %client.id, "a rotated refresh token was reused; its family is revoked");
@@ -565,7 +569,7 @@ impl Provider {
             .poll_device_request(&hash, &client.id, &records, now)
             .await?
         {
-            DevicePoll::Issued(grant) => self.respond(&grant, tokens, now, false),
+            DevicePoll::Issued(grant) => self.respond(&grant, tokens, now, false).await,
             DevicePoll::Pending => Err(err(
                 ErrorCode::AuthorizationPending,
                 "the user has not finished signing in yet",
@@ -750,7 +754,7 @@ impl Provider {
         self.storage.issue_grant(&grant, &records).await?;
         let (token, token_type) = if requested == ID_TOKEN_TYPE {
             // RFC 8693 §2.2.1: N_A for a token that is not an OAuth access token.
-            (self.mint_id_token(&grant, None, now, false)?, "N_A")
+            (self.mint_id_token(&grant, None, now, false).await?, "N_A")
         } else {
             (tokens.access, "Bearer")
         };
@@ -771,7 +775,7 @@ impl Provider {
 
     /// An ID token returned from /auth (implicit or hybrid): `nonce` always, `at_hash` and
     /// `c_hash` for what travels beside it.
-    pub fn mint_front_channel_id_token(
+    pub async fn mint_front_channel_id_token(
         &self,
         grant: &Grant,
         access_token: Option<&str>,
@@ -782,7 +786,7 @@ impl Provider {
         if let Some(code) = code {
             claims.insert("c_hash".into(), Value::String(at_hash(code)));
         }
-        self.sign(&claims)
+        self.sign(claims).await
     }
 
     /// An ID token and refresh token for a signed-in browser's user, addressed to `client_id`:
@@ -809,7 +813,9 @@ impl Provider {
         };
         let (tokens, records) = self.new_tokens(&grant, now, true);
         self.storage.issue_grant(&grant, &records).await?;
-        let id_token = self.mint_id_token(&grant, Some(&tokens.access), now, false)?;
+        let id_token = self
+            .mint_id_token(&grant, Some(&tokens.access), now, false)
+            .await?;
         let refresh = tokens
             .refresh
             .ok_or_else(|| OAuthError::new(ErrorCode::ServerError, "no refresh token"))?;
@@ -822,7 +828,7 @@ impl Provider {
 
     /// Signs an ID token for `grant`. The audience is the grant's client plus any peers it
     /// was granted (`audience:server:client_id:X`); `azp` is the client.
-    pub fn mint_id_token(
+    pub async fn mint_id_token(
         &self,
         grant: &Grant,
         access_token: Option<&str>,
@@ -830,7 +836,7 @@ impl Provider {
         with_nonce: bool,
     ) -> Result<String, OAuthError> {
         let claims = self.id_token_claims(grant, access_token, now, with_nonce);
-        self.sign(&claims)
+        self.sign(claims).await
     }
 
     fn id_token_claims(
@@ -869,8 +875,8 @@ impl Provider {
         claims
     }
 
-    fn sign(&self, claims: &Map<String, Value>) -> Result<String, OAuthError> {
-        self.keys.sign(claims).map_err(|err| {
+    async fn sign(&self, claims: Map<String, Value>) -> Result<String, OAuthError> {
+        self.keys.sign_async(claims).await.map_err(|err| {
             tracing::error!(error = %err, "signing an ID token failed");
             OAuthError::new(ErrorCode::ServerError, "could not sign the token")
         })
