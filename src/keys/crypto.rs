@@ -71,6 +71,9 @@ pub fn open_private_key(kek: &[u8; 32], kid: &str, blob: &[u8]) -> Result<Vec<u8
         })
 }
 
+/// A way to generate a private key: [`generate`] or [`generate_on_every_core`].
+pub(crate) type Generator = fn(SigningAlg) -> Result<Vec<u8>, KeyError>;
+
 /// Generates a private key and returns it as PKCS#8 DER. CPU-heavy for RSA: run it off the
 /// async executor.
 pub(crate) fn generate(alg: SigningAlg) -> Result<Vec<u8>, KeyError> {
@@ -86,6 +89,37 @@ pub(crate) fn generate(alg: SigningAlg) -> Result<Vec<u8>, KeyError> {
     };
     // josekit's DER export is SEC1 for EC keys; its PEM export is PKCS#8 for both.
     pkcs8_pem_to_der(&pem)
+}
+
+/// [`generate`] for a key that nothing can be served without (the first key of a database):
+/// an RSA key's prime search takes anywhere from 50 to 700 ms on a small machine, so every core
+/// searches and the first key found is used. The others finish in the background and are
+/// dropped; key rotations, which happen while requests are being served, use [`generate`].
+pub(crate) fn generate_on_every_core(alg: SigningAlg) -> Result<Vec<u8>, KeyError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if alg != SigningAlg::RS256 || cores < 2 {
+        return generate(alg);
+    }
+    let (found, keys) = std::sync::mpsc::channel();
+    for _ in 0..cores {
+        let found = found.clone();
+        // A thread that cannot be started is one searcher fewer.
+        let _ = std::thread::Builder::new()
+            .name("lanyard-keygen".into())
+            .spawn(move || found.send(generate(alg)));
+    }
+    drop(found);
+    let mut last = None;
+    for key in keys {
+        match key {
+            Ok(der) => return Ok(der),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(e),
+        None => generate(alg),
+    }
 }
 
 fn pkcs8_pem_to_der(pem: &[u8]) -> Result<Vec<u8>, KeyError> {
@@ -216,19 +250,26 @@ mod tests {
 
     #[test]
     fn generated_keys_are_pkcs8_der_of_the_right_kind() {
-        for alg in [SigningAlg::RS256, SigningAlg::ES256] {
-            let der = generate(alg).unwrap();
-            assert!(is_pkcs8(&der), "{alg} key is not PKCS#8");
-            let parsed = ParsedKey::from_der("k", alg, &der, vec![]).unwrap();
-            assert_eq!(parsed.jwk["alg"], alg.as_str());
+        let generators: [(&str, Generator); 2] = [
+            ("generate", generate),
+            ("generate_on_every_core", generate_on_every_core),
+        ];
+        for (name, generate) in generators {
+            for alg in [SigningAlg::RS256, SigningAlg::ES256] {
+                let der = generate(alg).unwrap();
+                assert!(is_pkcs8(&der), "{name}: {alg} key is not PKCS#8");
+                let parsed = ParsedKey::from_der("k", alg, &der, vec![]).unwrap();
+                assert_eq!(parsed.jwk["alg"], alg.as_str(), "{name}");
+            }
+            // The RSA modulus is 2048 bits: 256 bytes, 342 base64url characters.
+            let der = generate(SigningAlg::RS256).unwrap();
+            let parsed = ParsedKey::from_der("k", SigningAlg::RS256, &der, vec![]).unwrap();
+            assert_eq!(parsed.jwk["n"].as_str().unwrap().len(), 342, "{name}");
+            assert_ne!(der, generate(SigningAlg::RS256).unwrap(), "{name}");
+            let der = generate(SigningAlg::ES256).unwrap();
+            let parsed = ParsedKey::from_der("k", SigningAlg::ES256, &der, vec![]).unwrap();
+            assert_eq!(parsed.jwk["crv"], "P-256", "{name}");
         }
-        // The RSA modulus is 2048 bits: 256 bytes, 342 base64url characters.
-        let der = generate(SigningAlg::RS256).unwrap();
-        let parsed = ParsedKey::from_der("k", SigningAlg::RS256, &der, vec![]).unwrap();
-        assert_eq!(parsed.jwk["n"].as_str().unwrap().len(), 342);
-        let der = generate(SigningAlg::ES256).unwrap();
-        let parsed = ParsedKey::from_der("k", SigningAlg::ES256, &der, vec![]).unwrap();
-        assert_eq!(parsed.jwk["crv"], "P-256");
     }
 
     #[test]

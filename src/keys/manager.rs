@@ -294,7 +294,9 @@ impl KeyManager {
     ) -> Result<Arc<Self>, KeyError> {
         let manager = Self::open(store, clock, settings).await?;
         if manager.snapshot().entries.is_empty() {
-            let fresh = manager.create_key(String::new(), |now| now).await?;
+            let fresh = manager
+                .create_key(String::new(), |now| now, crypto::generate_on_every_core)
+                .await?;
             manager.reload_with(fresh).await?;
         }
         Ok(Arc::new(manager))
@@ -347,7 +349,10 @@ impl KeyManager {
         let fresh = if due {
             match latest {
                 // The first key signs at once: no verifier can hold an older JWKS.
-                None => self.create_key(String::new(), |now| now).await?,
+                None => {
+                    self.create_key(String::new(), |now| now, crypto::generate)
+                        .await?
+                }
                 // Published at least publish_ahead before it signs, even after long downtime
                 // (the predecessor keeps signing meanwhile).
                 Some(l) => {
@@ -355,9 +360,11 @@ impl KeyManager {
                         .sign_from
                         .saturating_add(secs(self.settings.rotation_period));
                     let ahead = secs(self.settings.publish_ahead);
-                    self.create_key(l.kid.clone(), |now| {
-                        scheduled.max(now.saturating_add(ahead))
-                    })
+                    self.create_key(
+                        l.kid.clone(),
+                        |now| scheduled.max(now.saturating_add(ahead)),
+                        crypto::generate,
+                    )
                     .await?
                 }
             }
@@ -412,7 +419,10 @@ impl KeyManager {
                 Some(p) if retire_previous => (p.kid.clone(), 0),
                 Some(p) => (p.kid.clone(), p.sign_from.saturating_add(1)),
             };
-            let Some(parsed) = self.create_key(successor_of, |now| now.max(after)).await? else {
+            let Some(parsed) = self
+                .create_key(successor_of, |now| now.max(after), crypto::generate)
+                .await?
+            else {
                 continue;
             };
             let created = parsed.kid.clone();
@@ -582,9 +592,10 @@ impl KeyManager {
         &self,
         successor_of: String,
         sign_from: impl FnOnce(UnixTime) -> UnixTime,
+        generate: crypto::Generator,
     ) -> Result<Option<Arc<ParsedKey>>, KeyError> {
         let alg = self.settings.algorithm;
-        let der = tokio::task::spawn_blocking(move || crypto::generate(alg))
+        let der = tokio::task::spawn_blocking(move || generate(alg))
             .await
             .map_err(|e| KeyError::Crypto(format!("key generation did not finish: {e}")))??;
         // Read the clock after generating (an RSA key can take a while on a busy machine):
