@@ -28,7 +28,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// One writer at a time anyway; a few connections let reads proceed alongside it.
 const FILE_POOL_SIZE: u32 = 4;
 /// Page cache per connection: negative means KiB (SQLite's `cache_size` convention).
-const SQLITE_CACHE_KIB: &str = "-512";
+const SQLITE_CACHE_KIB: &str = "-256";
 
 /// A rotation's writes and its commit, SQLite only (several statements, one round trip): mark
 /// the old token rotated ($1-$4), insert its successor ($3, $5-$11), write what the connector
