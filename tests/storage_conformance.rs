@@ -148,6 +148,7 @@ conformance!(
     concurrent_rotations_of_one_token_rotate_once,
     failed_rotation_writes_nothing_and_the_next_one_succeeds,
     cancelled_rotations_write_all_or_nothing_and_leave_no_lock,
+    cancelled_redemptions_write_all_or_nothing_and_leave_no_lock,
     issued_grant_stores_its_tokens_and_access_tokens_revoke_one_by_one,
     issued_grant_keeps_every_field_exactly,
     concurrent_grants_succeed_or_fail_each_on_its_own,
@@ -1183,7 +1184,7 @@ async fn failed_rotation_writes_nothing_and_the_next_one_succeeds(db: &TestDb) {
 /// all of its rows or none, and none leaves a transaction open behind it.
 async fn cancelled_rotations_write_all_or_nothing_and_leave_no_lock(db: &TestDb) {
     let storage = db.storage.clone();
-    for round in 0..40u64 {
+    for round in 0..ABORT_ROUNDS {
         let (old, next, access) = (
             format!("c{round}"),
             format!("c{round}-next"),
@@ -1206,44 +1207,97 @@ async fn cancelled_rotations_write_all_or_nothing_and_leave_no_lock(db: &TestDb)
 
         let s = storage.clone();
         let task = tokio::spawn(async move { s.rotate_refresh_token(&r, NOW + 10).await });
-        // From not started at all to finished, over the rounds.
-        tokio::time::sleep(Duration::from_micros(round * 50)).await;
-        task.abort();
-        let _ = task.await;
-
-        // Read the successor and access token before the old token: a commit that was
-        // already on its way when the task was aborted may land between the reads, and in
-        // this order it can only make a later read see more.
         let written = || async {
-            let successor = storage.get_refresh_token(&next).await.unwrap().is_some();
-            let issued = storage
-                .get_access_token(&access, NOW + 11)
-                .await
-                .unwrap()
-                .is_some();
-            let (old_now, _) = storage.get_refresh_token(&old).await.unwrap().unwrap();
-            (successor, issued, old_now.rotated_at.is_some())
+            vec![
+                storage.get_refresh_token(&next).await.unwrap().is_some(),
+                storage
+                    .get_access_token(&access, NOW + 11)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                storage
+                    .get_refresh_token(&old)
+                    .await
+                    .unwrap()
+                    .is_some_and(|(t, _)| t.rotated_at.is_some()),
+            ]
         };
-        let (successor, issued, rotated) = written().await;
-        assert!(
-            (!successor || issued) && (!issued || rotated),
-            "round {round}: part of a rotation was written: {:?}",
-            (successor, issued, rotated)
-        );
-        // A write waits for, or fails on, a transaction left open.
-        tokio::time::timeout(
-            Duration::from_secs(3),
-            storage.create_client(&client(&format!("after{round}"))),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("round {round}: the database stayed locked"))
-        .unwrap();
-        let settled = written().await;
-        assert!(
-            settled == (true, true, true) || settled == (false, false, false),
-            "round {round}: part of a rotation was written: {settled:?}"
-        );
+        abort_and_check_all_or_nothing(&storage, round, task, written).await;
     }
+}
+
+/// The same for code redemptions.
+async fn cancelled_redemptions_write_all_or_nothing_and_leave_no_lock(db: &TestDb) {
+    let storage = db.storage.clone();
+    for round in 0..ABORT_ROUNDS {
+        let (code, grant_id) = (format!("code{round}"), format!("rg{round}"));
+        store_code(storage.as_ref(), &auth_code(&code, &grant_id, NOW + 60)).await;
+        let (access, refresh) = (format!("{code}-at"), format!("{code}-rt"));
+        let tokens = IssuedTokens {
+            access: access_token(&access, &grant_id, NOW + 3600),
+            refresh: Some(refresh_token(&refresh, &grant_id, None)),
+        };
+
+        let s = storage.clone();
+        let redeemed = code.clone();
+        let task =
+            tokio::spawn(async move { s.redeem_auth_code(&redeemed, &tokens, NOW + 1).await });
+        let written = || async {
+            vec![
+                storage.get_refresh_token(&refresh).await.unwrap().is_some(),
+                storage
+                    .get_access_token(&access, NOW + 2)
+                    .await
+                    .unwrap()
+                    .is_some(),
+                storage.get_grant(&grant_id).await.unwrap().is_some(),
+                storage
+                    .get_auth_code(&code)
+                    .await
+                    .unwrap()
+                    .is_some_and(|c| c.redeemed_at.is_some()),
+            ]
+        };
+        abort_and_check_all_or_nothing(&storage, round, task, written).await;
+    }
+}
+
+const ABORT_ROUNDS: u64 = 40;
+
+/// Aborts `task` (a write) after `round` x 50 us, from before it starts to after it finished
+/// over the rounds, then checks that the write left all of its rows or none (`written` says,
+/// for each row, whether it is there) and no transaction open behind it.
+async fn abort_and_check_all_or_nothing<T, F>(
+    storage: &SharedStorage,
+    round: u64,
+    task: tokio::task::JoinHandle<T>,
+    written: impl Fn() -> F,
+) where
+    F: std::future::Future<Output = Vec<bool>>,
+{
+    tokio::time::sleep(Duration::from_micros(round * 50)).await;
+    task.abort();
+    let _ = task.await;
+    // A commit already on its way when the task was aborted may land between the reads;
+    // `written` reads in an order in which that can only make a later read see more.
+    let seen = written().await;
+    assert!(
+        seen.windows(2).all(|w| !w[0] || w[1]),
+        "round {round}: part of a write is there: {seen:?}"
+    );
+    // A write waits for, or fails on, a transaction left open.
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        storage.create_client(&client(&format!("after{round}"))),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("round {round}: the database stayed locked"))
+    .unwrap();
+    let settled = written().await;
+    assert!(
+        settled.iter().all(|w| *w) || settled.iter().all(|w| !*w),
+        "round {round}: part of a write is there: {settled:?}"
+    );
 }
 
 async fn rotation_writes_the_connectors_claims_to_the_grant(db: &TestDb) {
@@ -2080,6 +2134,9 @@ mod memory {
         refresh_rotates_and_the_successor_works,
         failed_rotation_writes_nothing_and_the_next_one_succeeds,
         cancelled_rotations_write_all_or_nothing_and_leave_no_lock,
+        cancelled_redemptions_write_all_or_nothing_and_leave_no_lock,
+        replayed_code_revokes_grant_and_its_tokens,
+        expired_code_is_expired_and_stays_unredeemed,
         issued_grant_keeps_every_field_exactly,
         concurrent_grants_succeed_or_fail_each_on_its_own,
         redeemed_code_issues_grant_access_and_refresh_token,

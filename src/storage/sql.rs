@@ -134,10 +134,17 @@ pub(super) const SELECT_AUTH_CODE: &str = "SELECT code_hash, redirect_uri, code_
      FROM auth_codes WHERE code_hash = $1";
 /// Claims the code: the row lock (PostgreSQL) or the write lock (SQLite) lets exactly one
 /// concurrent redemption see `redeemed_at IS NULL`.
-pub(super) const CLAIM_AUTH_CODE: &str = "UPDATE auth_codes SET redeemed_at = $2 \
-     WHERE code_hash = $1 AND redeemed_at IS NULL AND expires_at > $2 \
-     RETURNING code_hash, redirect_uri, code_challenge, code_challenge_method, grant_json, \
-     created_at, expires_at, redeemed_at";
+macro_rules! claim_auth_code {
+    () => {
+        "UPDATE auth_codes SET redeemed_at = $2 \
+         WHERE code_hash = $1 AND redeemed_at IS NULL AND expires_at > $2 \
+         RETURNING code_hash, redirect_uri, code_challenge, code_challenge_method, grant_json, \
+         created_at, expires_at, redeemed_at"
+    };
+}
+pub(super) const CLAIM_AUTH_CODE: &str = claim_auth_code!();
+/// SQLite: the write lock is taken in the same round trip as the claim (see `HandTx`).
+pub(super) const BEGIN_AND_CLAIM_AUTH_CODE: &str = concat!("BEGIN IMMEDIATE; ", claim_auth_code!());
 /// Why a claim failed: redeemed before, expired, or absent.
 pub(super) const SELECT_AUTH_CODE_STATE: &str =
     "SELECT grant_id, expires_at, redeemed_at FROM auth_codes WHERE code_hash = $1";

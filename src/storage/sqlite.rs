@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::sql::{self, ResultExt};
-use super::sqlite_grant_writer::GrantWriter;
+use super::sqlite_grant_writer::{insert_and_commit, GrantWriter};
 use super::*;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -495,18 +495,18 @@ impl Storage for SqliteStorage {
         tokens: &IssuedTokens,
         now: UnixTime,
     ) -> Result<Redemption> {
-        let mut tx = self.begin_write().await?;
-        let claimed = sqlx::query_as::<_, sql::AuthCodeRow>(sql::CLAIM_AUTH_CODE)
+        let mut tx = HandTx::start(&self.pool).await?;
+        let claimed = sqlx::query_as::<_, sql::AuthCodeRow>(sql::BEGIN_AND_CLAIM_AUTH_CODE)
             .bind(code_hash)
             .bind(now)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(tx.conn())
             .await
             .or_storage("authorization code")?;
 
         let Some(claimed) = claimed else {
             let state = sqlx::query_as::<_, sql::AuthCodeState>(sql::SELECT_AUTH_CODE_STATE)
                 .bind(code_hash)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(tx.conn())
                 .await
                 .or_storage("authorization code")?;
             let outcome = match state.map(|s| s.failure(now)) {
@@ -516,21 +516,21 @@ impl Storage for SqliteStorage {
                     sqlx::query(sql::REVOKE_GRANT)
                         .bind(&grant_id)
                         .bind(now)
-                        .execute(&mut *tx)
+                        .execute(tx.conn())
                         .await
                         .or_storage("grant")?;
-                    tx.commit().await.or_storage("grant")?;
-                    Redemption::Replayed { grant_id }
+                    tx.commit().await?;
+                    return Ok(Redemption::Replayed { grant_id });
                 }
             };
+            tx.rollback().await?;
             return Ok(outcome);
         };
 
         let mut grant = claimed.into_model()?.grant;
         grant.revoked_at = None;
-        insert_grant(&mut tx, &grant).await?;
-        insert_tokens(&mut tx, tokens).await?;
-        tx.commit().await.or_storage("authorization code")?;
+        insert_and_commit(tx.conn(), &grant, tokens).await?;
+        tx.committed();
         Ok(Redemption::Issued(grant))
     }
 

@@ -18,23 +18,30 @@ use super::{Grant, IssuedTokens, Result, StorageError};
 /// The most grants one transaction writes; more wait for the next one.
 const MAX_BATCH: usize = 256;
 
-/// The whole batch as one transaction in one round trip to the connection's thread: each
-/// INSERT takes every row of its table from a JSON array (`$3` may be empty).
-const WRITE_BATCH: &str = "BEGIN IMMEDIATE; \
-     INSERT INTO grants (id, client_id, connector_id, user_id, claims, scopes, nonce, \
-     auth_time, connector_data, created_at, revoked_at) \
-     SELECT value->>'id', value->>'client_id', value->>'connector_id', value->>'user_id', \
-     value->>'claims', value->>'scopes', value->>'nonce', value->>'auth_time', \
-     value->>'connector_data', value->>'created_at', value->>'revoked_at' FROM json_each($1); \
-     INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at) \
-     SELECT value->>'token_hash', value->>'grant_id', value->>'client_id', \
-     value->>'created_at', value->>'expires_at' FROM json_each($2); \
-     INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, last_used_at, \
-     expires_at, rotated_at, successor_hash) \
-     SELECT value->>'token_hash', value->>'grant_id', value->>'client_id', \
-     value->>'created_at', value->>'last_used_at', value->>'expires_at', \
-     value->>'rotated_at', value->>'successor_hash' FROM json_each($3); \
-     COMMIT";
+/// Inserts every row of a batch, each table's from a JSON array (`$3` may be empty).
+macro_rules! insert_rows {
+    () => {
+        "INSERT INTO grants (id, client_id, connector_id, user_id, claims, scopes, nonce, \
+         auth_time, connector_data, created_at, revoked_at) \
+         SELECT value->>'id', value->>'client_id', value->>'connector_id', value->>'user_id', \
+         value->>'claims', value->>'scopes', value->>'nonce', value->>'auth_time', \
+         value->>'connector_data', value->>'created_at', value->>'revoked_at' \
+         FROM json_each($1); \
+         INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at) \
+         SELECT value->>'token_hash', value->>'grant_id', value->>'client_id', \
+         value->>'created_at', value->>'expires_at' FROM json_each($2); \
+         INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, last_used_at, \
+         expires_at, rotated_at, successor_hash) \
+         SELECT value->>'token_hash', value->>'grant_id', value->>'client_id', \
+         value->>'created_at', value->>'last_used_at', value->>'expires_at', \
+         value->>'rotated_at', value->>'successor_hash' FROM json_each($3)"
+    };
+}
+
+/// The whole batch as one transaction in one round trip to the connection's thread.
+const WRITE_BATCH: &str = concat!("BEGIN IMMEDIATE; ", insert_rows!(), "; COMMIT");
+/// One grant's rows and the commit of a transaction begun before (a code redemption's).
+const INSERT_AND_COMMIT: &str = concat!(insert_rows!(), "; COMMIT");
 
 /// The rows of one grant, ready to insert.
 struct Rows {
@@ -201,6 +208,25 @@ impl Writer {
 /// Writes one batch in one transaction; also says whether the connection may be used again
 /// (it may not when a failed batch could not be rolled back).
 async fn write(conn: &mut SqliteConnection, batch: &[&Rows]) -> (Result<()>, bool) {
+    let written = execute(conn, WRITE_BATCH, batch).await;
+    // Whichever statement failed, none of the batch may stay, and the connection must not
+    // be used again inside a transaction: roll back, or give it up.
+    let usable = written.is_ok() || sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok();
+    (written, usable)
+}
+
+/// Inserts a grant and its tokens and commits the transaction the caller began on `conn`,
+/// in one round trip. On an error the transaction is still open: the caller rolls it back.
+pub(super) async fn insert_and_commit(
+    conn: &mut SqliteConnection,
+    grant: &Grant,
+    tokens: &IssuedTokens,
+) -> Result<()> {
+    let rows = Rows::new(grant, tokens)?;
+    execute(conn, INSERT_AND_COMMIT, &[&rows]).await
+}
+
+async fn execute(conn: &mut SqliteConnection, query: &'static str, batch: &[&Rows]) -> Result<()> {
     // A JSON array of the rows; `Value`'s Display cannot fail.
     let column = |rows: Vec<&Value>| {
         let items: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
@@ -209,14 +235,12 @@ async fn write(conn: &mut SqliteConnection, batch: &[&Rows]) -> (Result<()>, boo
     let grants = column(batch.iter().map(|r| &r.grant).collect());
     let access = column(batch.iter().map(|r| &r.access).collect());
     let refresh: Vec<&Value> = batch.iter().filter_map(|r| r.refresh.as_ref()).collect();
-    let written = sqlx::query(WRITE_BATCH)
+    sqlx::query(query)
         .bind(grants)
         .bind(access)
         .bind(column(refresh))
         .execute(&mut *conn)
-        .await;
-    // Whichever statement failed, none of the batch may stay, and the connection must not
-    // be used again inside a transaction: roll back, or give it up.
-    let usable = written.is_ok() || sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok();
-    (written.map(drop).or_storage("grant"), usable)
+        .await
+        .map(drop)
+        .or_storage("grant")
 }
