@@ -456,11 +456,15 @@ impl KeyManager {
     /// Signs a JWT with the key whose sign_from is the latest <= now. The header carries
     /// `alg`, `kid` and `typ: JWT`.
     pub fn sign(&self, claims: &Map<String, Value>) -> Result<String, KeyError> {
-        let snapshot = self.snapshot();
-        let entry = snapshot
+        jws::sign(&*self.signing_key()?, claims)
+    }
+
+    /// The key that signs now.
+    fn signing_key(&self) -> Result<Arc<ParsedKey>, KeyError> {
+        self.snapshot()
             .signing_entry(self.clock.now())
-            .ok_or(KeyError::NoSigningKey)?;
-        jws::sign(&entry.parsed, claims)
+            .map(|e| e.parsed.clone())
+            .ok_or(KeyError::NoSigningKey)
     }
 
     /// [`Self::sign`] on the blocking pool, for request handlers. An RS256 signature takes
@@ -468,13 +472,7 @@ impl KeyManager {
     /// including ones in the middle of a database transaction. At most one signature per core
     /// runs at once, so the pool does not grow a thread per waiting request.
     pub async fn sign_async(&self, claims: Map<String, Value>) -> Result<String, KeyError> {
-        let key = {
-            let snapshot = self.snapshot();
-            let entry = snapshot
-                .signing_entry(self.clock.now())
-                .ok_or(KeyError::NoSigningKey)?;
-            entry.parsed.clone()
-        };
+        let key = self.signing_key()?;
         let permit = self
             .signing
             .clone()

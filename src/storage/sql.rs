@@ -194,7 +194,6 @@ macro_rules! rotation_state {
          FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1"
     };
 }
-/// SQLite: the transaction holds the database's write lock already.
 /// SQLite: the write lock is taken in the same round trip as the read (see `HandTx`).
 pub(super) const BEGIN_AND_READ_ROTATION: &str = concat!("BEGIN IMMEDIATE; ", rotation_state!());
 /// PostgreSQL: concurrent uses of one token queue on its row, and each sees what the previous
