@@ -147,6 +147,8 @@ conformance!(
     unknown_or_revoked_refresh_token_is_refused,
     concurrent_rotations_of_one_token_rotate_once,
     failed_rotation_writes_nothing_and_the_next_one_succeeds,
+    concurrent_rotations_and_grants_settle_each_on_its_own,
+    replays_and_current_use_of_one_family_at_once_revoke_it,
     issued_grant_stores_its_tokens_and_access_tokens_revoke_one_by_one,
     issued_grant_keeps_every_field_exactly,
     concurrent_grants_succeed_or_fail_each_on_its_own,
@@ -1178,6 +1180,196 @@ async fn failed_rotation_writes_nothing_and_the_next_one_succeeds(db: &TestDb) {
     assert!(s.get_access_token("at1", NOW + 21).await.unwrap().is_some());
 }
 
+/// `rotation`, for grant `grant_id`'s family.
+fn family_rotation(
+    grant_id: &str,
+    old: &str,
+    successor: Option<&str>,
+    access: &str,
+    at: i64,
+) -> Rotation {
+    let mut r = rotation(old, successor, access, at);
+    if let Some(successor) = r.successor.as_mut() {
+        successor.grant_id = grant_id.to_string();
+    }
+    r.access.grant_id = grant_id.to_string();
+    r
+}
+
+/// Thirty families rotating at once alongside thirty new grants (SQLite settles them in
+/// shared transactions), one rotation failing on an access token that already exists: every
+/// other use is decided and written as if alone, and the failing one writes nothing.
+async fn concurrent_rotations_and_grants_settle_each_on_its_own(db: &TestDb) {
+    const FAMILIES: usize = 30;
+    const FAILING: usize = 7;
+    let s = db.s();
+    for i in 0..FAMILIES {
+        let id = format!("fam{i}");
+        let tokens = IssuedTokens {
+            access: access_token(&format!("at-{id}"), &id, NOW + 3600),
+            refresh: Some(refresh_token(&format!("rt-{id}-0"), &id, None)),
+        };
+        s.issue_grant(&grant(&id), &tokens).await.unwrap();
+    }
+    let start = Arc::new(Barrier::new(2 * FAMILIES));
+    let mut rotations = Vec::new();
+    let mut grants = Vec::new();
+    for i in 0..FAMILIES {
+        let id = format!("fam{i}");
+        let access = if i == FAILING {
+            "at-fam8".to_string()
+        } else {
+            format!("at-{id}-1")
+        };
+        let r = family_rotation(
+            &id,
+            &format!("rt-{id}-0"),
+            Some(&format!("rt-{id}-1")),
+            &access,
+            NOW + 10,
+        );
+        let (storage, go) = (db.storage.clone(), start.clone());
+        rotations.push(tokio::spawn(async move {
+            go.wait().await;
+            storage.rotate_refresh_token(&r, NOW + 10).await
+        }));
+        let (storage, go) = (db.storage.clone(), start.clone());
+        let new = format!("new{i}");
+        grants.push(tokio::spawn(async move {
+            go.wait().await;
+            let tokens = only(access_token(&format!("at-{new}"), &new, NOW + 60));
+            storage.issue_grant(&grant(&new), &tokens).await
+        }));
+    }
+    for (i, task) in rotations.into_iter().enumerate() {
+        let id = format!("fam{i}");
+        let outcome = task.await.unwrap();
+        let (old, family) = s
+            .get_refresh_token(&format!("rt-{id}-0"))
+            .await
+            .unwrap()
+            .unwrap();
+        let successor = s.get_refresh_token(&format!("rt-{id}-1")).await.unwrap();
+        if i == FAILING {
+            assert!(outcome.is_err(), "{outcome:?}");
+            assert_eq!(old.rotated_at, None, "the old token stays current");
+            assert_eq!(successor, None);
+            assert_eq!(family, grant(&id), "the grant kept its claims");
+            continue;
+        }
+        match outcome.unwrap() {
+            RefreshOutcome::Rotated(g) => assert_eq!(g.id, id),
+            other => panic!("{id}: expected Rotated, got {other:?}"),
+        }
+        assert_eq!(old.rotated_at, Some(NOW + 10), "{id}");
+        assert_eq!(old.successor_hash, Some(format!("rt-{id}-1")));
+        let (successor, _) = successor.expect("the successor is stored");
+        assert_eq!(
+            (successor.grant_id, successor.rotated_at),
+            (id.clone(), None)
+        );
+        assert_eq!(family.claims, refreshed_claims(), "{id}");
+        let (access, of) = s
+            .get_access_token(&format!("at-{id}-1"), NOW + 11)
+            .await
+            .unwrap()
+            .expect("the rotation's access token is stored");
+        assert_eq!((access.grant_id.as_str(), of.id.as_str()), (&*id, &*id));
+    }
+    assert_eq!(
+        s.get_access_token("at-fam8", NOW)
+            .await
+            .unwrap()
+            .map(|(_, g)| g.id),
+        Some("fam8".to_string()),
+        "the token the failed rotation collided with is untouched"
+    );
+    for (i, task) in grants.into_iter().enumerate() {
+        task.await.unwrap().unwrap();
+        assert!(s
+            .get_access_token(&format!("at-new{i}"), NOW)
+            .await
+            .unwrap()
+            .is_some());
+    }
+}
+
+/// Replays of a family's two rotated tokens and a use of its current token arrive together
+/// (SQLite may read them in one batch): whichever is decided first, the family ends revoked,
+/// and the current token's use either rotated before the revocation or is refused.
+async fn replays_and_current_use_of_one_family_at_once_revoke_it(db: &TestDb) {
+    let s = db.s();
+    for round in 0..10 {
+        let id = format!("fr{round}");
+        let token = |n: usize| format!("{id}-{n}");
+        let tokens = IssuedTokens {
+            access: access_token(&format!("at-{id}"), &id, NOW + 3600),
+            refresh: Some(refresh_token(&token(0), &id, None)),
+        };
+        s.issue_grant(&grant(&id), &tokens).await.unwrap();
+        for n in 0..2 {
+            let at = NOW + n as i64;
+            let next = family_rotation(&id, &token(n), Some(&token(n + 1)), &token(n + 10), at);
+            assert!(matches!(
+                s.rotate_refresh_token(&next, at).await.unwrap(),
+                RefreshOutcome::Rotated(_)
+            ));
+        }
+        // Past the reuse interval: using either rotated token again is a replay.
+        let at = NOW + 60;
+        let uses = [
+            family_rotation(&id, &token(0), Some(&token(20)), &token(30), at),
+            family_rotation(&id, &token(1), Some(&token(21)), &token(31), at),
+            family_rotation(&id, &token(2), Some(&token(22)), &token(32), at),
+        ];
+        let start = Arc::new(Barrier::new(uses.len()));
+        let tasks: Vec<_> = uses
+            .into_iter()
+            .map(|r| {
+                let (storage, go) = (db.storage.clone(), start.clone());
+                tokio::spawn(async move {
+                    go.wait().await;
+                    storage.rotate_refresh_token(&r, at).await
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap().unwrap());
+        }
+        let replayed = RefreshOutcome::Replayed {
+            grant_id: id.clone(),
+        };
+        assert!(
+            outcomes[..2].contains(&replayed)
+                && outcomes[..2]
+                    .iter()
+                    .all(|o| *o == replayed || *o == RefreshOutcome::Revoked),
+            "round {round}: {outcomes:?}"
+        );
+        let (_, family) = s.get_refresh_token(&token(2)).await.unwrap().unwrap();
+        assert_eq!(
+            family.revoked_at,
+            Some(at),
+            "round {round}: the family is revoked"
+        );
+        match &outcomes[2] {
+            RefreshOutcome::Rotated(_) => {
+                assert!(s.get_refresh_token(&token(22)).await.unwrap().is_some())
+            }
+            RefreshOutcome::Revoked => {
+                assert_eq!(s.get_refresh_token(&token(22)).await.unwrap(), None);
+                assert_eq!(s.get_access_token(&token(32), at).await.unwrap(), None);
+            }
+            other => panic!("round {round}: unexpected {other:?}"),
+        }
+        for replay in [20, 21, 30, 31] {
+            assert_eq!(s.get_refresh_token(&token(replay)).await.unwrap(), None);
+            assert_eq!(s.get_access_token(&token(replay), at).await.unwrap(), None);
+        }
+    }
+}
+
 /// Rotations dropped at every point of their progress (a client hanging up): each one wrote
 /// all of its rows or none, and none leaves a transaction open behind it.
 async fn cancelled_rotations_write_all_or_nothing_and_leave_no_lock(db: &TestDb) {
@@ -2082,6 +2274,26 @@ async fn sqlite_file_runs_in_wal_mode_with_foreign_keys_and_normal_sync() {
     assert!(timeout >= 1000, "busy_timeout {timeout}");
 }
 
+/// The writer's commits leave checkpointing to a task beside it (`wal_autocheckpoint=0` on its
+/// connection); that task must keep the WAL from growing with every write. Without it,
+/// these 2,000 commits of about eight pages each would grow the WAL past 60 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_wal_stays_bounded_under_many_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lanyard.db");
+    let storage = SqliteStorage::open_file(&file).await.unwrap();
+    storage.migrate().await.unwrap();
+    for i in 0..2000 {
+        let id = format!("wal{i}");
+        let tokens = only(access_token(&format!("at-{id}"), &id, NOW + 60));
+        storage.issue_grant(&grant(&id), &tokens).await.unwrap();
+    }
+    let wal = std::fs::metadata(dir.path().join("lanyard.db-wal"))
+        .unwrap()
+        .len();
+    assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
+}
+
 #[tokio::test]
 async fn sqlite_file_keeps_data_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -2117,8 +2329,9 @@ async fn memory_storage_is_one_database_for_all_callers() {
     );
 }
 
-/// Aborted writes on SQLite, whose hand-made transactions (`HandTx`) must roll back when
-/// dropped. (On PostgreSQL, aborting a task in the middle of a query sometimes made the next
+/// Aborted writes on SQLite, whose hand-made transactions (`HandTx`, code redemption) must
+/// roll back when dropped, and whose batch writer (rotations) must settle a use whose caller
+/// is gone all or nothing. (On PostgreSQL, aborting a task in the middle of a query sometimes made the next
 /// auth-request exchange on the pool report that it changed nothing; not yet understood, so
 /// these run on SQLite only.)
 mod sqlite_aborts {
@@ -2139,7 +2352,7 @@ mod sqlite_aborts {
     }
 }
 
-/// The in-memory database has one connection, shared by the grant writer and hand-made
+/// The in-memory database has one connection, shared by the batch writer and hand-made
 /// transactions; these are the behaviours where that differs from a file.
 mod memory {
     macro_rules! on_memory {
@@ -2153,6 +2366,8 @@ mod memory {
     on_memory!(
         refresh_rotates_and_the_successor_works,
         failed_rotation_writes_nothing_and_the_next_one_succeeds,
+        concurrent_rotations_and_grants_settle_each_on_its_own,
+        replays_and_current_use_of_one_family_at_once_revoke_it,
         cancelled_rotations_write_all_or_nothing_and_leave_no_lock,
         cancelled_redemptions_write_all_or_nothing_and_leave_no_lock,
         replayed_code_revokes_grant_and_its_tokens,

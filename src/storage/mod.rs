@@ -7,7 +7,7 @@ pub mod model;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
-mod sqlite_grant_writer;
+mod sqlite_writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -690,6 +690,7 @@ impl Storage for PostgresStorage {
         let Some(sql::RefreshTokenStateWithGrant {
             state: token,
             grant,
+            ..
         }) = row
         else {
             return Ok(RefreshOutcome::NotFound);

@@ -182,23 +182,32 @@ pub(super) const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token
      client_id, created_at, last_used_at, expires_at, rotated_at, successor_hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 pub(super) const DELETE_ACCESS_TOKEN: &str = "DELETE FROM access_tokens WHERE token_hash = $1";
-/// What a rotation decides on: the token's state and its grant, in one statement.
+/// What a rotation decides on: the token's state and its grant.
 macro_rules! rotation_state {
     () => {
-        "SELECT r.last_used_at AS last_used_at, r.expires_at AS expires_at, \
+        "SELECT r.token_hash AS token_hash, r.last_used_at AS last_used_at, \
+         r.expires_at AS expires_at, \
          r.rotated_at AS rotated_at, r.successor_sealed AS successor_sealed, \
          g.id AS id, g.client_id AS client_id, g.connector_id AS connector_id, \
          g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, g.auth_time AS auth_time, \
          g.connector_data AS connector_data, g.created_at AS created_at, \
          g.revoked_at AS revoked_at \
-         FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1"
+         FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id"
     };
 }
-/// SQLite: the write lock is taken in the same round trip as the read (see `HandTx`).
-pub(super) const BEGIN_AND_READ_ROTATION: &str = concat!("BEGIN IMMEDIATE; ", rotation_state!());
+/// SQLite: every token a batch of rotations uses ($1, a JSON array of hashes), read with the
+/// write lock taken in the same round trip (see `sqlite_writer`).
+pub(super) const BEGIN_AND_READ_ROTATIONS: &str = concat!(
+    "BEGIN IMMEDIATE; ",
+    rotation_state!(),
+    " WHERE r.token_hash IN (SELECT value FROM json_each($1))"
+);
 /// PostgreSQL: concurrent uses of one token queue on its row, and each sees what the previous
 /// one committed.
-pub(super) const LOCK_ROTATION_STATE: &str = concat!(rotation_state!(), " FOR UPDATE OF r");
+pub(super) const LOCK_ROTATION_STATE: &str = concat!(
+    rotation_state!(),
+    " WHERE r.token_hash = $1 FOR UPDATE OF r"
+);
 
 /// Binds a rotation's writes to `$query` (either database's ROTATE_AND_ISSUE or
 /// TOUCH_AND_ISSUE, which number their parameters alike): the old token and the time, the
@@ -680,9 +689,10 @@ pub(super) struct RefreshTokenState {
     successor_sealed: Option<Vec<u8>>,
 }
 
-/// A token's rotation state and its grant, read in one statement.
+/// A token's rotation state and its grant, read together.
 #[derive(sqlx::FromRow)]
 pub(super) struct RefreshTokenStateWithGrant {
+    pub token_hash: String,
     #[sqlx(flatten)]
     pub state: RefreshTokenState,
     #[sqlx(flatten)]

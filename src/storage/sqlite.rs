@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::sql::{self, ResultExt};
-use super::sqlite_grant_writer::{insert_and_commit, GrantWriter};
+use super::sqlite_writer::{insert_and_commit, BatchWriter};
 use super::*;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -30,30 +30,10 @@ const FILE_POOL_SIZE: u32 = 4;
 /// Page cache per connection: negative means KiB (SQLite's `cache_size` convention).
 const SQLITE_CACHE_KIB: &str = "-256";
 
-/// A rotation's writes and its commit, SQLite only (several statements, one round trip): mark
-/// the old token rotated ($1-$4), insert its successor ($3, $5-$11), write what the connector
-/// said about the user to the grant ($12-$15) and insert the new access token ($16-$20).
-const ROTATE_AND_ISSUE_AND_COMMIT: &str =
-    "UPDATE refresh_tokens SET rotated_at = $2, last_used_at = $2, \
-     successor_hash = $3, successor_sealed = $4 WHERE token_hash = $1 AND rotated_at IS NULL; \
-     INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, last_used_at, \
-     expires_at, rotated_at, successor_hash) VALUES ($3, $5, $6, $7, $8, $9, $10, $11); \
-     UPDATE grants SET user_id = $13, claims = $14, connector_data = $15 \
-     WHERE id = $12 AND revoked_at IS NULL; \
-     INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at) \
-     VALUES ($16, $17, $18, $19, $20); COMMIT";
-/// The same without rotation (`disableRotation`): the token is only touched ($1-$2); the grant
-/// is $3-$6 and the access token $7-$11.
-const TOUCH_AND_ISSUE_AND_COMMIT: &str = "UPDATE refresh_tokens SET last_used_at = $2 \
-     WHERE token_hash = $1 AND rotated_at IS NULL; \
-     UPDATE grants SET user_id = $4, claims = $5, connector_data = $6 \
-     WHERE id = $3 AND revoked_at IS NULL; \
-     INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at) \
-     VALUES ($7, $8, $9, $10, $11); COMMIT";
-
 pub struct SqliteStorage {
     pool: SqlitePool,
-    grants: GrantWriter,
+    /// New grants and refresh rotations, committed in batches.
+    writer: BatchWriter,
 }
 
 impl SqliteStorage {
@@ -89,7 +69,11 @@ impl SqliteStorage {
                     file.display()
                 ))
             })?;
-        Ok(Self::new(pool, Some(options)))
+        // The writer checkpoints after answering, not in its commits (see `sqlite_writer`).
+        Ok(Self::new(
+            pool,
+            Some(options.pragma("wal_autocheckpoint", "0")),
+        ))
     }
 
     /// An in-memory database for `type: memory`. The pool holds exactly one connection and
@@ -114,7 +98,7 @@ impl SqliteStorage {
 
     fn new(pool: SqlitePool, writer: Option<SqliteConnectOptions>) -> Self {
         Self {
-            grants: GrantWriter::start(pool.clone(), writer),
+            writer: BatchWriter::start(pool.clone(), writer),
             pool,
         }
     }
@@ -606,7 +590,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn issue_grant(&self, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
-        self.grants.issue(grant, tokens).await
+        self.writer.issue(grant, tokens).await
     }
 
     async fn revoke_access_token(&self, token_hash: &str) -> Result<bool> {
@@ -633,77 +617,7 @@ impl Storage for SqliteStorage {
         rotation: &Rotation,
         now: UnixTime,
     ) -> Result<RefreshOutcome> {
-        let mut tx = HandTx::start(&self.pool).await?;
-        let row =
-            sqlx::query_as::<_, sql::RefreshTokenStateWithGrant>(sql::BEGIN_AND_READ_ROTATION)
-                .bind(&rotation.old_hash)
-                .fetch_optional(tx.conn())
-                .await
-                .or_storage("refresh token")?;
-        // The grant is a foreign key of the token: no grant, no token.
-        let Some(sql::RefreshTokenStateWithGrant {
-            state: token,
-            grant,
-        }) = row
-        else {
-            tx.rollback().await?;
-            return Ok(RefreshOutcome::NotFound);
-        };
-        let grant = grant.into_model()?;
-        let outcome = match sql::decide_refresh(token, &grant, rotation, now) {
-            sql::RefreshDecision::Revoked => {
-                tx.rollback().await?;
-                return Ok(RefreshOutcome::Revoked);
-            }
-            sql::RefreshDecision::Expired => {
-                tx.rollback().await?;
-                return Ok(RefreshOutcome::Expired);
-            }
-            sql::RefreshDecision::Current => {
-                let claims = sql::to_json(&rotation.claims, "grant claims")?;
-                let (query, statements) = match &rotation.successor {
-                    Some(_) => (sqlx::query(ROTATE_AND_ISSUE_AND_COMMIT), 4),
-                    None => (sqlx::query(TOUCH_AND_ISSUE_AND_COMMIT), 3),
-                };
-                let written = sql::bind_rotation_writes!(query, rotation, &grant.id, claims, now)
-                    .execute(tx.conn())
-                    .await
-                    .or_storage("refresh token")?;
-                tx.committed();
-                // Each statement changes exactly one row: the write lock was held from the
-                // read on, so the token and grant cannot have moved on. Should that ever be
-                // wrong, the commit is done but no token is handed out. (sqlx counts COMMIT as
-                // changing as many rows as the statement before it.)
-                if written.rows_affected() != statements + 1 {
-                    return Err(StorageError::Unavailable(
-                        "the refresh token changed during its rotation".into(),
-                    ));
-                }
-                return Ok(RefreshOutcome::Rotated(Grant {
-                    claims: rotation.claims.clone(),
-                    connector_data: rotation.connector_data.clone(),
-                    ..grant
-                }));
-            }
-            sql::RefreshDecision::Reuse(successor_sealed) => {
-                insert_access_token(tx.conn(), &rotation.access).await?;
-                RefreshOutcome::Reused {
-                    grant,
-                    successor_sealed,
-                }
-            }
-            sql::RefreshDecision::Replay => {
-                sqlx::query(sql::REVOKE_GRANT)
-                    .bind(&grant.id)
-                    .bind(now)
-                    .execute(tx.conn())
-                    .await
-                    .or_storage("grant")?;
-                RefreshOutcome::Replayed { grant_id: grant.id }
-            }
-        };
-        tx.commit().await?;
-        Ok(outcome)
+        self.writer.rotate(rotation, now).await
     }
 
     async fn create_device_request(&self, request: &DeviceRequest) -> Result<()> {

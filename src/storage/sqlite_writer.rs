@@ -1,0 +1,646 @@
+//! Group commit for SQLite's busiest writes: new grants and refresh-token rotations.
+//!
+//! Every statement sqlx sends to SQLite crosses to the connection's own thread and back, and
+//! under load those two thread wake-ups cost far more than the writes themselves, while the
+//! database's one write lock is held across them. Grants (with their tokens) and rotations
+//! are therefore queued to one task that settles everything queued so far in one transaction
+//! of two round trips: `BEGIN IMMEDIATE` with one read of every rotating token's state, then
+//! every write of the batch (each table's rows from a JSON array) with `COMMIT`. A caller
+//! hears back only after the commit, so a token is never handed out for a write that was not
+//! recorded.
+//!
+//! Rotations are decided in the transaction, from what it read with the write lock held. Two
+//! uses of one token, or of one grant, in the same batch would each be decided without the
+//! other's writes, so the later one waits for the next batch.
+//!
+//! Copying the WAL into the database file (a checkpoint) is kept out of the writer's commits,
+//! where SQLite would do it once the WAL passes 1,000 pages, holding up every caller of the
+//! batch. A task beside the writer copies the bulk on a pool connection after commits; the
+//! writer, after answering a batch and at most every [`CHECKPOINT_PAUSE`], copies what is
+//! left, so that its next write can start the WAL over from the beginning (a WAL that is
+//! still being copied from keeps growing).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::sql::{self, ResultExt};
+use super::{
+    AccessToken, Grant, IssuedTokens, RefreshOutcome, RefreshToken, Result, Rotation, StorageError,
+    UnixTime,
+};
+
+/// The most requests one transaction settles; more wait for the next one.
+const MAX_BATCH: usize = 256;
+/// The least time between two checkpoints; the WAL grows by what is committed meanwhile.
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
+
+/// Inserts every row of a batch, each table's from a JSON array (any may be empty).
+macro_rules! insert_rows {
+    () => {
+        "INSERT INTO grants (id, client_id, connector_id, user_id, claims, scopes, nonce, \
+         auth_time, connector_data, created_at, revoked_at) \
+         SELECT value->>'id', value->>'client_id', value->>'connector_id', value->>'user_id', \
+         value->>'claims', value->>'scopes', value->>'nonce', value->>'auth_time', \
+         value->>'connector_data', value->>'created_at', value->>'revoked_at' \
+         FROM json_each($1); \
+         INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at) \
+         SELECT value->>'token_hash', value->>'grant_id', value->>'client_id', \
+         value->>'created_at', value->>'expires_at' FROM json_each($2); \
+         INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, last_used_at, \
+         expires_at, rotated_at, successor_hash) \
+         SELECT value->>'token_hash', value->>'grant_id', value->>'client_id', \
+         value->>'created_at', value->>'last_used_at', value->>'expires_at', \
+         value->>'rotated_at', value->>'successor_hash' FROM json_each($3)"
+    };
+}
+
+/// What rotations change besides inserting rows: old tokens marked rotated ($4) or, with
+/// rotation disabled, only touched ($5); grants given the connector's current identity ($6);
+/// families revoked after a replay ($7). Each `UPDATE` names the rows it changed, one per
+/// array element when all went as decided.
+macro_rules! update_rows {
+    () => {
+        "UPDATE refresh_tokens SET rotated_at = j.value->>'now', last_used_at = j.value->>'now', \
+         successor_hash = j.value->>'successor_hash', \
+         successor_sealed = unhex(j.value->>'successor_sealed') \
+         FROM json_each($4) AS j \
+         WHERE refresh_tokens.token_hash = j.value->>'old_hash' \
+         AND refresh_tokens.rotated_at IS NULL RETURNING 'rotated'; \
+         UPDATE refresh_tokens SET last_used_at = j.value->>'now' FROM json_each($5) AS j \
+         WHERE refresh_tokens.token_hash = j.value->>'old_hash' \
+         AND refresh_tokens.rotated_at IS NULL RETURNING 'touched'; \
+         UPDATE grants SET user_id = j.value->>'user_id', claims = j.value->>'claims', \
+         connector_data = j.value->>'connector_data' FROM json_each($6) AS j \
+         WHERE grants.id = j.value->>'id' AND grants.revoked_at IS NULL RETURNING 'identity'; \
+         UPDATE grants SET revoked_at = j.value->>'now' FROM json_each($7) AS j \
+         WHERE grants.id = j.value->>'id' AND grants.revoked_at IS NULL RETURNING 'revoked'"
+    };
+}
+
+/// A batch without rotations: nothing to read first, so one round trip in all.
+const BEGIN_WRITE_AND_COMMIT: &str = concat!(
+    "BEGIN IMMEDIATE; ",
+    update_rows!(),
+    "; ",
+    insert_rows!(),
+    "; COMMIT"
+);
+/// A batch's writes after `sql::BEGIN_AND_READ_ROTATIONS` began its transaction.
+const WRITE_AND_COMMIT: &str = concat!(update_rows!(), "; ", insert_rows!(), "; COMMIT");
+/// One grant's rows and the commit of a transaction begun before (a code redemption's).
+const INSERT_AND_COMMIT: &str = concat!(insert_rows!(), "; COMMIT");
+
+fn access_json(access: &AccessToken) -> Value {
+    json!({
+        "token_hash": access.token_hash,
+        "grant_id": access.grant_id,
+        "client_id": access.client_id,
+        "created_at": access.created_at,
+        "expires_at": access.expires_at,
+    })
+}
+
+fn refresh_json(refresh: &RefreshToken) -> Value {
+    json!({
+        "token_hash": refresh.token_hash,
+        "grant_id": refresh.grant_id,
+        "client_id": refresh.client_id,
+        "created_at": refresh.created_at,
+        "last_used_at": refresh.last_used_at,
+        "expires_at": refresh.expires_at,
+        "rotated_at": refresh.rotated_at,
+        "successor_hash": refresh.successor_hash,
+    })
+}
+
+/// The rows of one grant, ready to insert.
+struct Rows {
+    grant: Value,
+    access: Value,
+    refresh: Option<Value>,
+}
+
+impl Rows {
+    fn new(grant: &Grant, tokens: &IssuedTokens) -> Result<Self> {
+        let json = sql::GrantJson::new(grant)?;
+        Ok(Self {
+            grant: json!({
+                "id": grant.id,
+                "client_id": grant.client_id,
+                "connector_id": grant.connector_id,
+                "user_id": grant.claims.user_id,
+                "claims": json.claims,
+                "scopes": json.scopes,
+                "nonce": grant.nonce,
+                "auth_time": grant.auth_time,
+                "connector_data": grant.connector_data,
+                "created_at": grant.created_at,
+                "revoked_at": grant.revoked_at,
+            }),
+            access: access_json(&tokens.access),
+            refresh: tokens.refresh.as_ref().map(refresh_json),
+        })
+    }
+}
+
+/// Everything a batch writes, as the JSON arrays its statements read.
+#[derive(Default)]
+struct Writes {
+    grants: Vec<Value>,
+    access: Vec<Value>,
+    refresh: Vec<Value>,
+    rotated: Vec<Value>,
+    touched: Vec<Value>,
+    identities: Vec<Value>,
+    revoked: Vec<Value>,
+}
+
+impl Writes {
+    fn grant(&mut self, rows: &Rows) {
+        self.grants.push(rows.grant.clone());
+        self.access.push(rows.access.clone());
+        self.refresh.extend(rows.refresh.clone());
+    }
+
+    /// The family's current token moves on (or, rotation disabled, is only touched), the
+    /// grant takes the connector's current identity, and the access token is stored.
+    fn rotate(&mut self, rotation: &Rotation, grant_id: &str, now: UnixTime) -> Result<()> {
+        let claims = sql::to_json(&rotation.claims, "grant claims")?;
+        match &rotation.successor {
+            Some(successor) => {
+                self.rotated.push(json!({
+                    "old_hash": rotation.old_hash,
+                    "now": now,
+                    "successor_hash": successor.token_hash,
+                    "successor_sealed": rotation.successor_sealed.as_ref().map(hex::encode),
+                }));
+                self.refresh.push(refresh_json(successor));
+            }
+            None => self
+                .touched
+                .push(json!({"old_hash": rotation.old_hash, "now": now})),
+        }
+        self.identities.push(json!({
+            "id": grant_id,
+            "user_id": rotation.claims.user_id,
+            "claims": claims,
+            "connector_data": rotation.connector_data,
+        }));
+        self.access.push(access_json(&rotation.access));
+        Ok(())
+    }
+
+    async fn commit(&self, conn: &mut SqliteConnection, query: &'static str) -> Result<()> {
+        let changed: Vec<String> = sqlx::query_scalar(query)
+            .bind(json_array(&self.grants))
+            .bind(json_array(&self.access))
+            .bind(json_array(&self.refresh))
+            .bind(json_array(&self.rotated))
+            .bind(json_array(&self.touched))
+            .bind(json_array(&self.identities))
+            .bind(json_array(&self.revoked))
+            .fetch_all(&mut *conn)
+            .await
+            .or_storage("batched write")?;
+        // Each update changes exactly one row per element of its array: the write lock is
+        // held from the read on, so nothing can have moved in between. (The inserts insert
+        // every row or fail.)
+        for (what, rows) in [
+            ("rotated", &self.rotated),
+            ("touched", &self.touched),
+            ("identity", &self.identities),
+            ("revoked", &self.revoked),
+        ] {
+            let count = changed.iter().filter(|c| *c == what).count();
+            if count != rows.len() {
+                // Committed, but not as decided: hand out nothing.
+                return Err(StorageError::Unavailable(format!(
+                    "a batched write changed {count} rows of {what} instead of {}",
+                    rows.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Request {
+    Grant(Rows),
+    Rotate(Box<Rotation>, UnixTime),
+}
+
+/// What a committed batch did for one request.
+// One per request, matched at once; boxing the outcome would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum Settled {
+    Granted,
+    Rotated(RefreshOutcome),
+    /// This request alone could not be written (its stored grant did not parse).
+    Failed(StorageError),
+    /// Another request of the batch uses the same token or grant: next batch.
+    Deferred,
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Done {
+    Granted,
+    Rotated(RefreshOutcome),
+}
+
+struct Job {
+    request: Request,
+    reply: oneshot::Sender<Result<Done>>,
+}
+
+impl Job {
+    /// Answers the caller, or hands the job back when it waits for the next batch.
+    fn settle(self, settled: Settled) -> Option<Job> {
+        let answer = match settled {
+            Settled::Deferred => return Some(self),
+            Settled::Granted => Ok(Done::Granted),
+            Settled::Rotated(outcome) => Ok(Done::Rotated(outcome)),
+            Settled::Failed(err) => Err(err),
+        };
+        // A caller that gave up (a client hanging up) no longer listens.
+        let _ = self.reply.send(answer);
+        None
+    }
+
+    fn fail(self, err: StorageError) {
+        let _ = self.reply.send(Err(err));
+    }
+}
+
+/// The queue in front of the writing task. The task ends when the queue is dropped.
+pub(super) struct BatchWriter {
+    queue: mpsc::UnboundedSender<Job>,
+}
+
+impl BatchWriter {
+    /// `own`: options for a connection of the writer's own (a file database). Without it
+    /// (an in-memory database, whose only connection is the pool's) each batch borrows one.
+    /// The writer's own connection should be opened with `wal_autocheckpoint=0`.
+    pub(super) fn start(pool: SqlitePool, own: Option<SqliteConnectOptions>) -> Self {
+        let (queue, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(Writer::new(pool, own), jobs));
+        Self { queue }
+    }
+
+    /// Records a grant and its tokens; returns once they are committed.
+    pub(super) async fn issue(&self, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
+        let rows = Rows::new(grant, tokens)?;
+        match self.submit(Request::Grant(rows)).await? {
+            Done::Granted => Ok(()),
+            Done::Rotated(_) => Err(mixed_up()),
+        }
+    }
+
+    /// Uses a refresh token; returns once what the use decided is committed.
+    pub(super) async fn rotate(
+        &self,
+        rotation: &Rotation,
+        now: UnixTime,
+    ) -> Result<RefreshOutcome> {
+        match self
+            .submit(Request::Rotate(Box::new(rotation.clone()), now))
+            .await?
+        {
+            Done::Rotated(outcome) => Ok(outcome),
+            Done::Granted => Err(mixed_up()),
+        }
+    }
+
+    async fn submit(&self, request: Request) -> Result<Done> {
+        let (reply, done) = oneshot::channel();
+        self.queue
+            .send(Job { request, reply })
+            .map_err(|_| StorageError::Unavailable("the SQLite writer has stopped".into()))?;
+        done.await.map_err(|_| {
+            StorageError::Unavailable("the SQLite writer stopped before the commit".into())
+        })?
+    }
+}
+
+fn mixed_up() -> StorageError {
+    StorageError::Unavailable("the SQLite writer answered another kind of request".into())
+}
+
+async fn write_batches(mut writer: Writer, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut deferred: Vec<Job> = Vec::new();
+    loop {
+        // Deferred jobs go first, so each batch settles at least its first job.
+        let mut batch = std::mem::take(&mut deferred);
+        if batch.is_empty() {
+            let Some(first) = jobs.recv().await else {
+                return;
+            };
+            // Requests parsed in the same wake-up as this one are about to queue theirs:
+            // let them, so that one commit covers them all.
+            tokio::task::yield_now().await;
+            batch.push(first);
+        }
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        deferred = writer.settle(batch).await;
+        writer.checkpoint_if_due().await;
+    }
+}
+
+/// Where batches are written. A connection of its own keeps its page cache: SQLite empties
+/// a connection's cache whenever another connection has written since its last
+/// transaction, and pool connections take turns.
+struct Writer {
+    pool: SqlitePool,
+    own: Option<OwnConnection>,
+}
+
+struct OwnConnection {
+    options: SqliteConnectOptions,
+    conn: Option<SqliteConnection>,
+    /// Asks the task beside the writer to copy; a request already waiting covers this one.
+    copy_behind: mpsc::Sender<()>,
+    /// Something was committed since the last checkpoint.
+    dirty: bool,
+    last_checkpoint: Instant,
+}
+
+impl Writer {
+    fn new(pool: SqlitePool, own: Option<SqliteConnectOptions>) -> Self {
+        let own = own.map(|options| {
+            let (copy_behind, requests) = mpsc::channel(1);
+            tokio::spawn(checkpoint_when_asked(pool.clone(), requests));
+            OwnConnection {
+                options,
+                conn: None,
+                copy_behind,
+                dirty: false,
+                last_checkpoint: Instant::now(),
+            }
+        });
+        Self { pool, own }
+    }
+
+    /// Copies the WAL into the database file when the last copy is [`CHECKPOINT_PAUSE`] old.
+    /// The next write then starts the WAL over from its beginning, so the WAL stays about as
+    /// large as what is committed in that time.
+    async fn checkpoint_if_due(&mut self) {
+        let Some(own) = &mut self.own else {
+            return;
+        };
+        let Some(conn) = own.conn.as_mut() else {
+            return;
+        };
+        if !own.dirty || own.last_checkpoint.elapsed() < CHECKPOINT_PAUSE {
+            return;
+        }
+        checkpoint(&mut *conn).await;
+        own.dirty = false;
+        own.last_checkpoint = Instant::now();
+    }
+
+    /// Settles a batch; returns the jobs deferred to the next one.
+    async fn settle(&mut self, batch: Vec<Job>) -> Vec<Job> {
+        let requests: Vec<&Request> = batch.iter().map(|j| &j.request).collect();
+        match self.write(&requests).await {
+            Ok(settled) => batch
+                .into_iter()
+                .zip(settled)
+                .filter_map(|(job, settled)| job.settle(settled))
+                .collect(),
+            // Nobody's write can go through now; each caller hears why.
+            Err(StorageError::Unavailable(why)) if batch.len() > 1 => {
+                for job in batch {
+                    job.fail(StorageError::Unavailable(why.clone()));
+                }
+                Vec::new()
+            }
+            Err(err) if batch.len() == 1 => {
+                if let Some(job) = batch.into_iter().next() {
+                    job.fail(err);
+                }
+                Vec::new()
+            }
+            // One request's failure (say, a constraint) must not fail the others: each is
+            // written again on its own and gets its own answer.
+            Err(_) => {
+                let mut deferred = Vec::new();
+                for job in batch {
+                    match self.write(&[&job.request]).await {
+                        Ok(mut settled) => match settled.pop() {
+                            Some(settled) => deferred.extend(job.settle(settled)),
+                            None => job.fail(mixed_up()),
+                        },
+                        Err(err) => job.fail(err),
+                    }
+                }
+                deferred
+            }
+        }
+    }
+
+    async fn write(&mut self, requests: &[&Request]) -> Result<Vec<Settled>> {
+        match &mut self.own {
+            None => {
+                let mut conn = self.pool.acquire().await.or_storage("write connection")?;
+                let (written, usable) = write(&mut conn, requests).await;
+                if !usable {
+                    drop(conn.detach());
+                }
+                written
+            }
+            Some(own) => {
+                let conn = match &mut own.conn {
+                    Some(conn) => conn,
+                    None => own.conn.insert(
+                        SqliteConnection::connect_with(&own.options)
+                            .await
+                            .or_storage("write connection")?,
+                    ),
+                };
+                let (written, usable) = write(conn, requests).await;
+                if !usable {
+                    // Dropping closes it; the next batch opens another.
+                    own.conn = None;
+                }
+                if written.is_ok() {
+                    own.dirty = true;
+                    let _ = own.copy_behind.try_send(());
+                }
+                written
+            }
+        }
+    }
+}
+
+/// Checkpoints after the writer's commits, on a pool connection, until the writer is gone.
+async fn checkpoint_when_asked(pool: SqlitePool, mut requests: mpsc::Receiver<()>) {
+    while requests.recv().await.is_some() {
+        match pool.acquire().await {
+            Ok(mut conn) => checkpoint(&mut conn).await,
+            Err(e) => tracing::warn!(error = %e, "no connection for a SQLite WAL checkpoint"),
+        }
+        tokio::time::sleep(CHECKPOINT_PAUSE / 2).await;
+    }
+}
+
+/// PASSIVE: copies what no reader still needs, and waits for nobody.
+async fn checkpoint(conn: &mut SqliteConnection) {
+    let copied = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(conn)
+        .await;
+    match copied {
+        // Another connection is copying already (SQLITE_BUSY): nothing to do.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("5") => {}
+        Err(e) => tracing::warn!(error = %e, "SQLite WAL checkpoint failed"),
+        Ok(_) => {}
+    }
+}
+
+/// Writes one batch in one transaction; also says whether the connection may be used again
+/// (it may not when a failed batch could not be rolled back).
+async fn write(conn: &mut SqliteConnection, requests: &[&Request]) -> (Result<Vec<Settled>>, bool) {
+    let written = decide_and_write(conn, requests).await;
+    // Whichever statement failed, none of the batch may stay, and the connection must not
+    // be used again inside a transaction: roll back, or give it up.
+    let usable = written.is_ok() || sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok();
+    (written, usable)
+}
+
+async fn decide_and_write(
+    conn: &mut SqliteConnection,
+    requests: &[&Request],
+) -> Result<Vec<Settled>> {
+    let rotating: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::Rotate(rotation, _) => Some(rotation.old_hash.as_str()),
+            Request::Grant(_) => None,
+        })
+        .collect();
+    let began = !rotating.is_empty();
+    let mut states: HashMap<String, sql::RefreshTokenStateWithGrant> = HashMap::new();
+    if began {
+        // A JSON array of strings; serialising `&str`s cannot fail.
+        let hashes = Value::from(rotating).to_string();
+        let rows: Vec<sql::RefreshTokenStateWithGrant> =
+            sqlx::query_as(sql::BEGIN_AND_READ_ROTATIONS)
+                .bind(hashes)
+                .fetch_all(&mut *conn)
+                .await
+                .or_storage("refresh token")?;
+        states = rows
+            .into_iter()
+            .map(|r| (r.token_hash.clone(), r))
+            .collect();
+    }
+    let mut writes = Writes::default();
+    let mut tokens = HashSet::new();
+    let mut grants = HashSet::new();
+    let settled = requests
+        .iter()
+        .map(|request| match request {
+            Request::Grant(rows) => {
+                writes.grant(rows);
+                Settled::Granted
+            }
+            Request::Rotate(rotation, now) => decide(
+                rotation,
+                *now,
+                &mut states,
+                (&mut tokens, &mut grants),
+                &mut writes,
+            ),
+        })
+        .collect();
+    let query = if began {
+        WRITE_AND_COMMIT
+    } else {
+        BEGIN_WRITE_AND_COMMIT
+    };
+    writes.commit(conn, query).await?;
+    Ok(settled)
+}
+
+/// Decides one use of a refresh token from the state read for the batch, adding its writes.
+fn decide(
+    rotation: &Rotation,
+    now: UnixTime,
+    states: &mut HashMap<String, sql::RefreshTokenStateWithGrant>,
+    (tokens, grants): (&mut HashSet<String>, &mut HashSet<String>),
+    writes: &mut Writes,
+) -> Settled {
+    if !tokens.insert(rotation.old_hash.clone()) {
+        return Settled::Deferred;
+    }
+    // The grant is a foreign key of the token: no grant, no token.
+    let Some(state) = states.remove(&rotation.old_hash) else {
+        return Settled::Rotated(RefreshOutcome::NotFound);
+    };
+    let grant = match state.grant.into_model() {
+        Ok(grant) => grant,
+        Err(err) => return Settled::Failed(err),
+    };
+    if !grants.insert(grant.id.clone()) {
+        return Settled::Deferred;
+    }
+    let outcome = match sql::decide_refresh(state.state, &grant, rotation, now) {
+        sql::RefreshDecision::Revoked => RefreshOutcome::Revoked,
+        sql::RefreshDecision::Expired => RefreshOutcome::Expired,
+        sql::RefreshDecision::Current => {
+            if let Err(err) = writes.rotate(rotation, &grant.id, now) {
+                return Settled::Failed(err);
+            }
+            RefreshOutcome::Rotated(Grant {
+                claims: rotation.claims.clone(),
+                connector_data: rotation.connector_data.clone(),
+                ..grant
+            })
+        }
+        sql::RefreshDecision::Reuse(successor_sealed) => {
+            writes.access.push(access_json(&rotation.access));
+            RefreshOutcome::Reused {
+                grant,
+                successor_sealed,
+            }
+        }
+        sql::RefreshDecision::Replay => {
+            writes.revoked.push(json!({"id": grant.id, "now": now}));
+            RefreshOutcome::Replayed { grant_id: grant.id }
+        }
+    };
+    Settled::Rotated(outcome)
+}
+
+/// Inserts a grant and its tokens and commits the transaction the caller began on `conn`,
+/// in one round trip. On an error the transaction is still open: the caller rolls it back.
+pub(super) async fn insert_and_commit(
+    conn: &mut SqliteConnection,
+    grant: &Grant,
+    tokens: &IssuedTokens,
+) -> Result<()> {
+    let rows = Rows::new(grant, tokens)?;
+    sqlx::query(INSERT_AND_COMMIT)
+        .bind(json_array([&rows.grant]))
+        .bind(json_array([&rows.access]))
+        .bind(json_array(rows.refresh.as_ref()))
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .or_storage("grant")
+}
+
+/// The rows as one JSON array, for `json_each`.
+fn json_array<'a>(rows: impl IntoIterator<Item = &'a Value>) -> String {
+    // `Value`'s Display cannot fail.
+    let items: Vec<String> = rows.into_iter().map(Value::to_string).collect();
+    format!("[{}]", items.join(","))
+}
