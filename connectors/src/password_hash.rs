@@ -254,15 +254,36 @@ fn verify_argon2id(
 }
 
 /// argon2id working memory (19 MiB per hash at OWASP's parameters), kept between hashes
-/// instead of allocated and freed each time: a fresh allocation costs thousands of page
-/// faults per login, and glibc keeps freed blocks this large in per-thread arenas, so the
-/// blocking pool's threads would each end up holding one. The pool's permits bound how
-/// many exist; a hash with larger parameters than the pool's gets memory of its own that
-/// is freed afterwards. The blocks hold only one-way derivations of the password, as the
+/// while logins keep coming instead of allocated and freed each time: a fresh allocation
+/// costs thousands of page faults per login, and glibc keeps freed blocks this large in
+/// per-thread arenas, so the blocking pool's threads would each end up holding one. The
+/// pool's permits bound how many exist; a hash with larger parameters than the pool's gets
+/// memory of its own that is freed afterwards. When a verification finishes and no other is
+/// waiting or running, every kept buffer is freed: after a burst of logins the process goes
+/// back to its idle size. The blocks hold only one-way derivations of the password, as the
 /// library's allocating path leaves them in freed memory too.
 struct WorkingMemory {
     free: Mutex<Vec<Vec<Block>>>,
     keep_blocks: usize,
+    /// Verifications waiting for a permit or running (see [`Demand`]).
+    demand: AtomicUsize,
+}
+
+/// One verification's claim on [`WorkingMemory`], from before it waits for a permit until
+/// after it has handed its buffer back.
+struct Demand(Arc<WorkingMemory>);
+
+impl Demand {
+    fn new(memory: &Arc<WorkingMemory>) -> Self {
+        memory.demand.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(memory))
+    }
+}
+
+impl Drop for Demand {
+    fn drop(&mut self) {
+        self.0.demand.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl WorkingMemory {
@@ -270,13 +291,18 @@ impl WorkingMemory {
         Self {
             free: Mutex::new(Vec::new()),
             keep_blocks: params.to_argon2().map_or(0, |p| p.block_count()),
+            demand: AtomicUsize::new(0),
         }
     }
 
+    /// Runs `work` in a kept buffer (or a new one), for a caller that holds a [`Demand`].
     fn with<T>(&self, work: impl FnOnce(&mut Vec<Block>) -> T) -> T {
         let mut blocks = self.lock().pop().unwrap_or_default();
         let out = work(&mut blocks);
-        if blocks.len() <= self.keep_blocks {
+        // The caller's own demand still counts: more than one means somebody is next.
+        if self.demand.load(Ordering::SeqCst) <= 1 {
+            self.lock().clear();
+        } else if blocks.len() <= self.keep_blocks {
             self.lock().push(blocks);
         }
         out
@@ -437,8 +463,8 @@ impl PasswordHasher {
         inspect(hash)?;
         let hash = hash.to_owned();
         let password = password.to_owned();
-        let memory = Arc::clone(&self.memory);
-        self.run(move || verify_blocking(&hash, password.as_bytes(), &memory))
+        let demand = Demand::new(&self.memory);
+        self.run(move || verify_blocking(&hash, password.as_bytes(), &demand.0))
             .await?
     }
 
@@ -458,8 +484,8 @@ impl PasswordHasher {
     pub async fn verify_dummy(&self, password: &str) -> Result<(), PasswordHashError> {
         let dummy = self.dummy_hash().await?;
         let password = password.to_owned();
-        let memory = Arc::clone(&self.memory);
-        self.run(move || verify_blocking(&dummy, password.as_bytes(), &memory))
+        let demand = Demand::new(&self.memory);
+        self.run(move || verify_blocking(&dummy, password.as_bytes(), &demand.0))
             .await??;
         Ok(())
     }
@@ -590,8 +616,10 @@ pub(crate) mod tests {
 
     #[test]
     fn working_memory_keeps_pool_sized_buffers_and_frees_larger_ones() {
-        let memory = WorkingMemory::new(FAST);
+        let memory = Arc::new(WorkingMemory::new(FAST));
         let pool_blocks = FAST.to_argon2().unwrap().block_count();
+        // This verification, and another one waiting behind it.
+        let (_this, _next) = (Demand::new(&memory), Demand::new(&memory));
         memory.with(|b| b.resize(pool_blocks, Block::new()));
         assert_eq!(
             memory.lock().len(),
@@ -602,6 +630,43 @@ pub(crate) mod tests {
         assert_eq!(memory.lock().len(), 0, "a larger buffer is freed, not kept");
         memory.with(|b| assert!(b.is_empty(), "nothing was kept to hand out"));
         assert_eq!(memory.lock().len(), 1);
+    }
+
+    #[test]
+    fn working_memory_is_freed_when_nobody_else_wants_it() {
+        let memory = Arc::new(WorkingMemory::new(FAST));
+        let pool_blocks = FAST.to_argon2().unwrap().block_count();
+        let (first, second) = (Demand::new(&memory), Demand::new(&memory));
+        memory.with(|b| b.resize(pool_blocks, Block::new()));
+        drop(first);
+        assert_eq!(memory.lock().len(), 1, "kept while another one waits");
+        memory.with(|b| assert_eq!(b.len(), pool_blocks, "the kept buffer is reused"));
+        drop(second);
+        assert_eq!(
+            memory.lock().len(),
+            0,
+            "the last one out frees every buffer"
+        );
+        assert_eq!(memory.demand.load(Ordering::SeqCst), 0);
+    }
+
+    /// Through the pool: a burst of verifications keeps one buffer per permit at most, and
+    /// none once the burst is over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verifications_free_working_memory_when_the_burst_ends() {
+        let h = Arc::new(fast_hasher(2));
+        let made = h.hash("pw").await.unwrap();
+        let burst: Vec<_> = (0..8)
+            .map(|_| {
+                let (h, made) = (Arc::clone(&h), made.clone());
+                tokio::spawn(async move { h.verify(&made, "pw").await })
+            })
+            .collect();
+        for verified in burst {
+            assert!(verified.await.unwrap().unwrap());
+        }
+        assert_eq!(h.memory.lock().len(), 0);
+        assert_eq!(h.memory.demand.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
