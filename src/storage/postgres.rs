@@ -707,12 +707,37 @@ impl Storage for PostgresStorage {
                     Some(_) => (ROTATE_AND_ISSUE, 3),
                     None => (TOUCH_AND_ISSUE, 2),
                 };
-                let query = sqlx::query_as::<_, (i64, i64)>(sql_text);
-                let (tokens, grants) =
-                    sql::bind_rotation_writes!(query, rotation, &grant.id, claims, now)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .or_storage("refresh token")?;
+                // The old token and the time, the successor when there is one, then the
+                // grant's new identity and the access token: both statements number them so.
+                let mut query = sqlx::query_as::<_, (i64, i64)>(sql_text)
+                    .bind(&rotation.old_hash)
+                    .bind(now);
+                if let Some(successor) = &rotation.successor {
+                    query = query
+                        .bind(&successor.token_hash)
+                        .bind(&rotation.successor_sealed)
+                        .bind(&successor.grant_id)
+                        .bind(&successor.client_id)
+                        .bind(successor.created_at)
+                        .bind(successor.last_used_at)
+                        .bind(successor.expires_at)
+                        .bind(successor.rotated_at)
+                        .bind(&successor.successor_hash);
+                }
+                let access = &rotation.access;
+                let (tokens, grants) = query
+                    .bind(&grant.id)
+                    .bind(&rotation.claims.user_id)
+                    .bind(claims)
+                    .bind(&rotation.connector_data)
+                    .bind(&access.token_hash)
+                    .bind(&access.grant_id)
+                    .bind(&access.client_id)
+                    .bind(access.created_at)
+                    .bind(access.expires_at)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .or_storage("refresh token")?;
                 // The grant's `revoked_at` is checked against the committed row: a revocation
                 // that committed first wins, and the rollback undoes the other writes.
                 if grants != 1 {

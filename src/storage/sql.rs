@@ -209,40 +209,6 @@ pub(super) const LOCK_ROTATION_STATE: &str = concat!(
     " WHERE r.token_hash = $1 FOR UPDATE OF r"
 );
 
-/// Binds a rotation's writes to `$query` (either database's ROTATE_AND_ISSUE or
-/// TOUCH_AND_ISSUE, which number their parameters alike): the old token and the time, the
-/// successor when there is one, then the grant's new identity and the access token.
-macro_rules! bind_rotation_writes {
-    ($query:expr, $rotation:expr, $grant_id:expr, $claims:expr, $now:expr) => {{
-        let rotation: &Rotation = $rotation;
-        let mut query = $query.bind(&rotation.old_hash).bind($now);
-        if let Some(successor) = &rotation.successor {
-            query = query
-                .bind(&successor.token_hash)
-                .bind(&rotation.successor_sealed)
-                .bind(&successor.grant_id)
-                .bind(&successor.client_id)
-                .bind(successor.created_at)
-                .bind(successor.last_used_at)
-                .bind(successor.expires_at)
-                .bind(successor.rotated_at)
-                .bind(&successor.successor_hash);
-        }
-        let access = &rotation.access;
-        query
-            .bind($grant_id)
-            .bind(&rotation.claims.user_id)
-            .bind($claims)
-            .bind(&rotation.connector_data)
-            .bind(&access.token_hash)
-            .bind(&access.grant_id)
-            .bind(&access.client_id)
-            .bind(access.created_at)
-            .bind(access.expires_at)
-    }};
-}
-pub(super) use bind_rotation_writes;
-
 pub(super) const SELECT_REFRESH_TOKEN_WITH_GRANT: &str = "SELECT r.token_hash AS token_hash, \
      r.grant_id AS token_grant_id, r.client_id AS token_client_id, \
      r.created_at AS token_created_at, r.last_used_at AS last_used_at, \
