@@ -54,6 +54,11 @@ pub struct PostgresStorage {
     pool: PgPool,
 }
 
+/// True in a statement that is its own transaction: `now()` is when the transaction began,
+/// `statement_timestamp()` when this statement did, and they are equal only for a
+/// transaction's first statement.
+const OUTSIDE_A_TRANSACTION: &str = "SELECT now() = statement_timestamp()";
+
 impl PostgresStorage {
     /// Connects (one connection, to fail early when the server is unreachable) and builds the
     /// pool. An unreachable server is [`StorageError::Unavailable`] after `conn_timeout`.
@@ -67,6 +72,26 @@ impl PostgresStorage {
                     .max(1),
             )
             .acquire_timeout(settings.conn_timeout.unwrap_or(DEFAULT_CONN_TIMEOUT))
+            // In place of sqlx's ping, the same round trip also asks whether the session is
+            // inside a transaction. sqlx 0.8's `Pool::begin` is not cancel-safe on PostgreSQL:
+            // a request dropped (a client hanging up) while its BEGIN is on the wire returns
+            // the connection to the pool inside a transaction that nothing will end, and the
+            // next borrower's writes would join it, be reported done, and be lost when the
+            // connection closes. Such a connection is closed instead, which rolls it back.
+            .test_before_acquire(false)
+            .before_acquire(|conn, _| {
+                Box::pin(async move {
+                    let outside: bool = sqlx::query_scalar(OUTSIDE_A_TRANSACTION)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    if !outside {
+                        tracing::warn!(
+                            "a pooled PostgreSQL connection was left inside a transaction; closing it"
+                        );
+                    }
+                    Ok(outside)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| match e {
