@@ -2485,6 +2485,16 @@ async fn postgres_connection_left_inside_a_transaction_is_not_handed_out() {
         ..settings.clone()
     };
     let storage = PostgresStorage::connect(&one).await.unwrap();
+    let backend = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(storage.pool())
+            .await
+            .unwrap()
+    };
+    let healthy = backend().await;
+    storage.create_client(&client("before")).await.unwrap();
+    assert_eq!(backend().await, healthy, "a healthy connection is kept");
+
     let mut conn = storage.pool().acquire().await.unwrap();
     sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
     drop(conn);
@@ -2496,6 +2506,7 @@ async fn postgres_connection_left_inside_a_transaction_is_not_handed_out() {
         Some(client("after")),
         "the write was committed, not left in the stale transaction"
     );
+    assert_ne!(backend().await, healthy, "the stale session was closed");
 }
 
 #[tokio::test]

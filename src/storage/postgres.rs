@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{Executor, PgConnection, Postgres, Row, Transaction};
 
 use super::sql::{self, ResultExt};
 use super::*;
@@ -56,7 +56,9 @@ pub struct PostgresStorage {
 
 /// True in a statement that is its own transaction: `now()` is when the transaction began,
 /// `statement_timestamp()` when this statement did, and they are equal only for a
-/// transaction's first statement.
+/// transaction's first statement. Sent as a simple query (one message): with a prepared
+/// statement, the Execute message would start the statement after the Bind that started the
+/// transaction, and the two would differ every time.
 const OUTSIDE_A_TRANSACTION: &str = "SELECT now() = statement_timestamp()";
 
 impl PostgresStorage {
@@ -81,9 +83,8 @@ impl PostgresStorage {
             .test_before_acquire(false)
             .before_acquire(|conn, _| {
                 Box::pin(async move {
-                    let outside: bool = sqlx::query_scalar(OUTSIDE_A_TRANSACTION)
-                        .fetch_one(&mut *conn)
-                        .await?;
+                    // A bare `&str` goes as a simple query.
+                    let outside: bool = conn.fetch_one(OUTSIDE_A_TRANSACTION).await?.try_get(0)?;
                     if !outside {
                         tracing::warn!(
                             "a pooled PostgreSQL connection was left inside a transaction; closing it"
