@@ -21,6 +21,7 @@
 //! still being copied from keeps growing).
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -151,20 +152,22 @@ impl Rows {
 /// Everything a batch writes, as the JSON arrays its statements read.
 #[derive(Default)]
 struct Writes {
-    grants: Vec<Value>,
-    access: Vec<Value>,
-    refresh: Vec<Value>,
-    rotated: Vec<Value>,
-    touched: Vec<Value>,
-    identities: Vec<Value>,
-    revoked: Vec<Value>,
+    grants: JsonArray,
+    access: JsonArray,
+    refresh: JsonArray,
+    rotated: JsonArray,
+    touched: JsonArray,
+    identities: JsonArray,
+    revoked: JsonArray,
 }
 
 impl Writes {
     fn grant(&mut self, rows: &Rows) {
-        self.grants.push(rows.grant.clone());
-        self.access.push(rows.access.clone());
-        self.refresh.extend(rows.refresh.clone());
+        self.grants.push(&rows.grant);
+        self.access.push(&rows.access);
+        if let Some(refresh) = &rows.refresh {
+            self.refresh.push(refresh);
+        }
     }
 
     /// The family's current token moves on (or, rotation disabled, is only touched), the
@@ -173,37 +176,37 @@ impl Writes {
         let claims = sql::to_json(&rotation.claims, "grant claims")?;
         match &rotation.successor {
             Some(successor) => {
-                self.rotated.push(json!({
+                self.rotated.push(&json!({
                     "old_hash": rotation.old_hash,
                     "now": now,
                     "successor_hash": successor.token_hash,
                     "successor_sealed": rotation.successor_sealed.as_ref().map(hex::encode),
                 }));
-                self.refresh.push(refresh_json(successor));
+                self.refresh.push(&refresh_json(successor));
             }
             None => self
                 .touched
-                .push(json!({"old_hash": rotation.old_hash, "now": now})),
+                .push(&json!({"old_hash": rotation.old_hash, "now": now})),
         }
-        self.identities.push(json!({
+        self.identities.push(&json!({
             "id": grant_id,
             "user_id": rotation.claims.user_id,
             "claims": claims,
             "connector_data": rotation.connector_data,
         }));
-        self.access.push(access_json(&rotation.access));
+        self.access.push(&access_json(&rotation.access));
         Ok(())
     }
 
     async fn commit(&self, conn: &mut SqliteConnection, query: &'static str) -> Result<()> {
         let changed: Vec<String> = sqlx::query_scalar(query)
-            .bind(json_array(&self.grants))
-            .bind(json_array(&self.access))
-            .bind(json_array(&self.refresh))
-            .bind(json_array(&self.rotated))
-            .bind(json_array(&self.touched))
-            .bind(json_array(&self.identities))
-            .bind(json_array(&self.revoked))
+            .bind(self.grants.text())
+            .bind(self.access.text())
+            .bind(self.refresh.text())
+            .bind(self.rotated.text())
+            .bind(self.touched.text())
+            .bind(self.identities.text())
+            .bind(self.revoked.text())
             .fetch_all(&mut *conn)
             .await
             .or_storage("batched write")?;
@@ -217,11 +220,11 @@ impl Writes {
             ("revoked", &self.revoked),
         ] {
             let count = changed.iter().filter(|c| *c == what).count();
-            if count != rows.len() {
+            if count != rows.len {
                 // Committed, but not as decided: hand out nothing.
                 return Err(StorageError::Unavailable(format!(
                     "a batched write changed {count} rows of {what} instead of {}",
-                    rows.len()
+                    rows.len
                 )));
             }
         }
@@ -606,14 +609,14 @@ fn decide(
             })
         }
         sql::RefreshDecision::Reuse(successor_sealed) => {
-            writes.access.push(access_json(&rotation.access));
+            writes.access.push(&access_json(&rotation.access));
             RefreshOutcome::Reused {
                 grant,
                 successor_sealed,
             }
         }
         sql::RefreshDecision::Replay => {
-            writes.revoked.push(json!({"id": grant.id, "now": now}));
+            writes.revoked.push(&json!({"id": grant.id, "now": now}));
             RefreshOutcome::Replayed { grant_id: grant.id }
         }
     };
@@ -629,18 +632,43 @@ pub(super) async fn insert_and_commit(
 ) -> Result<()> {
     let rows = Rows::new(grant, tokens)?;
     sqlx::query(INSERT_AND_COMMIT)
-        .bind(json_array([&rows.grant]))
-        .bind(json_array([&rows.access]))
-        .bind(json_array(rows.refresh.as_ref()))
+        .bind(JsonArray::of(Some(&rows.grant)).text())
+        .bind(JsonArray::of(Some(&rows.access)).text())
+        .bind(JsonArray::of(rows.refresh.as_ref()).text())
         .execute(&mut *conn)
         .await
         .map(drop)
         .or_storage("grant")
 }
 
-/// The rows as one JSON array, for `json_each`.
-fn json_array<'a>(rows: impl IntoIterator<Item = &'a Value>) -> String {
-    // `Value`'s Display cannot fail.
-    let items: Vec<String> = rows.into_iter().map(Value::to_string).collect();
-    format!("[{}]", items.join(","))
+/// Rows as one JSON array, for `json_each`, written as they are added.
+#[derive(Default)]
+struct JsonArray {
+    text: String,
+    len: usize,
+}
+
+impl JsonArray {
+    fn of<'a>(rows: impl IntoIterator<Item = &'a Value>) -> Self {
+        let mut array = Self::default();
+        for row in rows {
+            array.push(row);
+        }
+        array
+    }
+
+    fn push(&mut self, row: &Value) {
+        self.text.push(if self.len == 0 { '[' } else { ',' });
+        // Writing to a String cannot fail.
+        let _ = write!(self.text, "{row}");
+        self.len += 1;
+    }
+
+    fn text(&self) -> String {
+        if self.len == 0 {
+            "[]".to_string()
+        } else {
+            format!("{}]", self.text)
+        }
+    }
 }
