@@ -39,6 +39,38 @@ const ROTATE_AND_ISSUE: &str = "WITH marked AS (UPDATE refresh_tokens SET rotate
      expires_at) VALUES ($16, $17, $18, $19, $20) RETURNING 1) \
      SELECT (SELECT count(*) FROM marked) + (SELECT count(*) FROM successor) \
      + (SELECT count(*) FROM access), (SELECT count(*) FROM updated)";
+/// [`ROTATE_AND_ISSUE`] for a token that is current, as one statement: it locks the token
+/// ($1) and its grant ($12) only if the token is not rotated, not past its end ($2) or idle
+/// cutoff ($21, or NULL), and the grant is not revoked, and every write hangs off that lock.
+/// A concurrent rotation or revocation that commits first makes the lock find nothing
+/// (READ COMMITTED re-checks a locked row's conditions against its newest version), so
+/// nothing is written. Returns the grant as it was and the rows written; no row when the
+/// token was not current.
+const ROTATE_IF_CURRENT: &str = "WITH current AS (SELECT r.token_hash AS token_hash, \
+     g.id AS id, g.client_id AS client_id, g.connector_id AS connector_id, g.claims AS claims, \
+     g.scopes AS scopes, g.nonce AS nonce, g.auth_time AS auth_time, \
+     g.connector_data AS connector_data, g.created_at AS created_at, g.revoked_at AS revoked_at \
+     FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id \
+     WHERE r.token_hash = $1 AND g.id = $12 AND r.rotated_at IS NULL AND g.revoked_at IS NULL \
+     AND (r.expires_at IS NULL OR r.expires_at > $2) \
+     AND ($21::BIGINT IS NULL OR r.last_used_at >= $21) \
+     FOR UPDATE OF r, g), \
+     marked AS (UPDATE refresh_tokens SET rotated_at = $2, last_used_at = $2, \
+     successor_hash = $3, successor_sealed = $4 \
+     WHERE token_hash = (SELECT token_hash FROM current) RETURNING 1), \
+     successor AS (INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, \
+     last_used_at, expires_at, rotated_at, successor_hash) \
+     SELECT $3, $5, $6, $7, $8, $9, $10, $11 FROM marked RETURNING 1), \
+     updated AS (UPDATE grants SET user_id = $13, claims = $14, connector_data = $15 \
+     WHERE id = (SELECT id FROM current) RETURNING 1), \
+     access AS (INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, \
+     expires_at) SELECT $16, $17, $18, $19, $20 FROM marked RETURNING 1) \
+     SELECT current.id, current.client_id, current.connector_id, current.claims, \
+     current.scopes, current.nonce, current.auth_time, current.connector_data, \
+     current.created_at, current.revoked_at, \
+     (SELECT count(*) FROM marked) + (SELECT count(*) FROM successor) \
+     + (SELECT count(*) FROM access) AS tokens, (SELECT count(*) FROM updated) AS grants \
+     FROM current";
 /// The same without rotation (`disableRotation`): the token is only touched ($1-$2); the grant
 /// is $3-$6 and the access token $7-$11.
 const TOUCH_AND_ISSUE: &str = "WITH touched AS (UPDATE refresh_tokens SET last_used_at = $2 \
@@ -112,6 +144,100 @@ impl PostgresStorage {
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
         self.pool.begin().await.or_storage("write transaction")
     }
+}
+
+impl PostgresStorage {
+    /// The usual rotation, of a current token, as one statement in a transaction of its own
+    /// ([`ROTATE_IF_CURRENT`]): one round trip where the full transaction takes four. `None`
+    /// when the token was not current (or not found): it wrote nothing, and the full
+    /// transaction decides what the token is.
+    async fn rotate_if_current(
+        &self,
+        rotation: &Rotation,
+        now: UnixTime,
+    ) -> Result<Option<RefreshOutcome>> {
+        let query = sqlx::query_as::<_, RotatedIfCurrent>(ROTATE_IF_CURRENT);
+        let Some(row) = bind_rotation(query, rotation, now, &rotation.access.grant_id)?
+            .bind(rotation.idle_cutoff)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("refresh token")?
+        else {
+            return Ok(None);
+        };
+        // Every write hangs off the locked token and grant, so all or none happened; a
+        // mismatch here would be a fault in the statement, and is not answered with tokens.
+        if (row.tokens, row.grants) != (3, 1) {
+            tracing::error!(
+                tokens = row.tokens,
+                grants = row.grants,
+                "a refresh rotation wrote an unexpected number of rows"
+            );
+            return Err(StorageError::Unavailable(
+                "the refresh rotation did not write what it should have".into(),
+            ));
+        }
+        Ok(Some(RefreshOutcome::Rotated(rotated_grant(
+            row.grant.into_model()?,
+            rotation,
+        ))))
+    }
+}
+
+/// What [`ROTATE_IF_CURRENT`] returns: the grant as it was, and the rows written.
+#[derive(sqlx::FromRow)]
+struct RotatedIfCurrent {
+    #[sqlx(flatten)]
+    grant: sql::GrantRow,
+    tokens: i64,
+    grants: i64,
+}
+
+/// The grant as a rotation leaves it: what the connector said about the user now.
+fn rotated_grant(grant: Grant, rotation: &Rotation) -> Grant {
+    Grant {
+        claims: rotation.claims.clone(),
+        connector_data: rotation.connector_data.clone(),
+        ..grant
+    }
+}
+
+type PgQueryAs<'q, O> = sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>;
+
+/// Binds a rotation's writes as [`ROTATE_AND_ISSUE`] and [`ROTATE_IF_CURRENT`] number them
+/// ($1-$20), or [`TOUCH_AND_ISSUE`] when there is no successor: the old token and the time,
+/// the successor, then the grant's new identity and the access token.
+fn bind_rotation<'q, O>(
+    query: PgQueryAs<'q, O>,
+    rotation: &'q Rotation,
+    now: UnixTime,
+    grant_id: &'q str,
+) -> Result<PgQueryAs<'q, O>> {
+    let claims = sql::to_json(&rotation.claims, "grant claims")?;
+    let mut query = query.bind(&rotation.old_hash).bind(now);
+    if let Some(successor) = &rotation.successor {
+        query = query
+            .bind(&successor.token_hash)
+            .bind(&rotation.successor_sealed)
+            .bind(&successor.grant_id)
+            .bind(&successor.client_id)
+            .bind(successor.created_at)
+            .bind(successor.last_used_at)
+            .bind(successor.expires_at)
+            .bind(successor.rotated_at)
+            .bind(&successor.successor_hash);
+    }
+    let access = &rotation.access;
+    Ok(query
+        .bind(grant_id)
+        .bind(&rotation.claims.user_id)
+        .bind(claims)
+        .bind(&rotation.connector_data)
+        .bind(&access.token_hash)
+        .bind(&access.grant_id)
+        .bind(&access.client_id)
+        .bind(access.created_at)
+        .bind(access.expires_at))
 }
 
 /// Builds the connection options: the URL or key/value DSN first, then every field that is
@@ -704,6 +830,11 @@ impl Storage for PostgresStorage {
         rotation: &Rotation,
         now: UnixTime,
     ) -> Result<RefreshOutcome> {
+        if rotation.successor.is_some() {
+            if let Some(rotated) = self.rotate_if_current(rotation, now).await? {
+                return Ok(rotated);
+            }
+        }
         let mut tx = self.begin_write().await?;
         // Concurrent uses of one token queue on its row lock, and each sees what the previous
         // one committed.
@@ -728,42 +859,19 @@ impl Storage for PostgresStorage {
             sql::RefreshDecision::Expired => return Ok(RefreshOutcome::Expired),
             sql::RefreshDecision::Current => {
                 // All of the rotation's writes in one statement: one round trip.
-                let claims = sql::to_json(&rotation.claims, "grant claims")?;
                 let (sql_text, tokens_written) = match &rotation.successor {
                     Some(_) => (ROTATE_AND_ISSUE, 3),
                     None => (TOUCH_AND_ISSUE, 2),
                 };
-                // The old token and the time, the successor when there is one, then the
-                // grant's new identity and the access token: both statements number them so.
-                let mut query = sqlx::query_as::<_, (i64, i64)>(sql_text)
-                    .bind(&rotation.old_hash)
-                    .bind(now);
-                if let Some(successor) = &rotation.successor {
-                    query = query
-                        .bind(&successor.token_hash)
-                        .bind(&rotation.successor_sealed)
-                        .bind(&successor.grant_id)
-                        .bind(&successor.client_id)
-                        .bind(successor.created_at)
-                        .bind(successor.last_used_at)
-                        .bind(successor.expires_at)
-                        .bind(successor.rotated_at)
-                        .bind(&successor.successor_hash);
-                }
-                let access = &rotation.access;
-                let (tokens, grants) = query
-                    .bind(&grant.id)
-                    .bind(&rotation.claims.user_id)
-                    .bind(claims)
-                    .bind(&rotation.connector_data)
-                    .bind(&access.token_hash)
-                    .bind(&access.grant_id)
-                    .bind(&access.client_id)
-                    .bind(access.created_at)
-                    .bind(access.expires_at)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .or_storage("refresh token")?;
+                let (tokens, grants) = bind_rotation(
+                    sqlx::query_as::<_, (i64, i64)>(sql_text),
+                    rotation,
+                    now,
+                    &grant.id,
+                )?
+                .fetch_one(&mut *tx)
+                .await
+                .or_storage("refresh token")?;
                 // The grant's `revoked_at` is checked against the committed row: a revocation
                 // that committed first wins, and the rollback undoes the other writes.
                 if grants != 1 {
@@ -775,11 +883,7 @@ impl Storage for PostgresStorage {
                         "the refresh token changed during its rotation".into(),
                     ));
                 }
-                RefreshOutcome::Rotated(Grant {
-                    claims: rotation.claims.clone(),
-                    connector_data: rotation.connector_data.clone(),
-                    ..grant
-                })
+                RefreshOutcome::Rotated(rotated_grant(grant, rotation))
             }
             sql::RefreshDecision::Reuse(successor_sealed) => {
                 insert_access_token(&mut tx, &rotation.access).await?;
