@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::crypto::{self, ParsedKey};
+use super::signers::Signers;
 use super::store::KeyStore;
 use super::{jws, secs, KeyError, KeySettings, SigningAlg};
 use crate::clock::{SharedClock, UnixTime};
@@ -272,8 +273,8 @@ pub struct KeyManager {
     reload_lock: tokio::sync::Mutex<()>,
     /// Keys this process created (for metrics).
     rotations: std::sync::atomic::AtomicU64,
-    /// Signatures in progress on the blocking pool: one per core (see [`Self::sign_async`]).
-    signing: Arc<tokio::sync::Semaphore>,
+    /// The threads [`Self::sign_async`] signs on.
+    signers: Signers,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -319,9 +320,7 @@ impl KeyManager {
             state: RwLock::new(Arc::new(empty)),
             reload_lock: tokio::sync::Mutex::new(()),
             rotations: std::sync::atomic::AtomicU64::new(0),
-            signing: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-            )),
+            signers: Signers::default(),
         };
         manager.reload_with(None).await?;
         Ok(manager)
@@ -467,24 +466,20 @@ impl KeyManager {
             .ok_or(KeyError::NoSigningKey)
     }
 
-    /// [`Self::sign`] on the blocking pool, for request handlers. An RS256 signature takes
-    /// 0.3-1 ms of CPU: on a runtime thread it would hold up every request queued behind it,
-    /// including ones in the middle of a database transaction. At most one signature per core
-    /// runs at once, so the pool does not grow a thread per waiting request.
+    /// [`Self::sign`] on the signing threads (one per core, see [`Signers`]), for request
+    /// handlers.
     pub async fn sign_async(&self, claims: Map<String, Value>) -> Result<String, KeyError> {
         let key = self.signing_key()?;
-        let permit = self
-            .signing
-            .clone()
-            .acquire_owned()
+        let (done, signed) = tokio::sync::oneshot::channel();
+        self.signers
+            .run(move || {
+                // The caller may have gone; its token is then not needed.
+                let _ = done.send(jws::sign(&key, &claims));
+            })
+            .map_err(KeyError::Crypto)?;
+        signed
             .await
-            .map_err(|_| KeyError::Crypto("the signing pool is closed".into()))?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            jws::sign(&key, &claims)
-        })
-        .await
-        .map_err(|e| KeyError::Crypto(format!("signing did not finish: {e}")))?
+            .map_err(|_| KeyError::Crypto("signing did not finish".into()))?
     }
 
     /// Verifies a compact JWS against our published keys: the kid must be one of them and

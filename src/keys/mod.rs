@@ -12,6 +12,7 @@
 mod crypto;
 mod jws;
 mod manager;
+mod signers;
 mod store;
 
 use std::fmt;
