@@ -148,6 +148,7 @@ conformance!(
     concurrent_rotations_of_one_token_rotate_once,
     failed_rotation_writes_nothing_and_the_next_one_succeeds,
     concurrent_rotations_and_grants_settle_each_on_its_own,
+    refresh_token_reads_among_writes_each_find_their_own,
     replays_and_current_use_of_one_family_at_once_revoke_it,
     cancelled_rotations_write_all_or_nothing_and_leave_no_lock,
     cancelled_redemptions_write_all_or_nothing_and_leave_no_lock,
@@ -1196,6 +1197,74 @@ fn family_rotation(
     }
     r.access.grant_id = grant_id.to_string();
     r
+}
+
+/// Reads of refresh tokens that arrive together with rotations and new grants (on SQLite
+/// they join the same batches) each find their own token and grant, or nothing for a token
+/// that does not exist; a token read while it rotates is seen either before or after.
+async fn refresh_token_reads_among_writes_each_find_their_own(db: &TestDb) {
+    const FAMILIES: usize = 20;
+    let s = db.s();
+    for i in 0..FAMILIES {
+        let id = format!("read{i}");
+        let tokens = IssuedTokens {
+            access: access_token(&format!("at-{id}"), &id, NOW + 3600),
+            refresh: Some(refresh_token(&format!("rt-{id}-0"), &id, None)),
+        };
+        s.issue_grant(&grant(&id), &tokens).await.unwrap();
+    }
+    let start = Arc::new(Barrier::new(4 * FAMILIES));
+    let mut tasks = Vec::new();
+    for i in 0..FAMILIES {
+        let id = format!("read{i}");
+        let rotation = family_rotation(
+            &id,
+            &format!("rt-{id}-0"),
+            Some(&format!("rt-{id}-1")),
+            &format!("at-{id}-1"),
+            NOW + 10,
+        );
+        let (storage, go) = (db.storage.clone(), start.clone());
+        let rotate = tokio::spawn(async move {
+            go.wait().await;
+            storage.rotate_refresh_token(&rotation, NOW + 10).await
+        });
+        let (storage, go, hash) = (db.storage.clone(), start.clone(), format!("rt-{id}-0"));
+        let read = tokio::spawn(async move {
+            go.wait().await;
+            storage.get_refresh_token(&hash).await
+        });
+        let (storage, go, hash) = (db.storage.clone(), start.clone(), format!("rt-none{i}"));
+        let missing = tokio::spawn(async move {
+            go.wait().await;
+            storage.get_refresh_token(&hash).await
+        });
+        let (storage, go, new) = (db.storage.clone(), start.clone(), format!("readnew{i}"));
+        let issue = tokio::spawn(async move {
+            go.wait().await;
+            let tokens = only(access_token(&format!("at-{new}"), &new, NOW + 60));
+            storage.issue_grant(&grant(&new), &tokens).await
+        });
+        tasks.push((id, rotate, read, missing, issue));
+    }
+    for (id, rotate, read, missing, issue) in tasks {
+        match rotate.await.unwrap().unwrap() {
+            RefreshOutcome::Rotated(g) => assert_eq!(g.id, id),
+            other => panic!("{id}: expected Rotated, got {other:?}"),
+        }
+        let (token, of) = read.await.unwrap().unwrap().expect("the token is found");
+        assert_eq!(token.token_hash, format!("rt-{id}-0"));
+        assert_eq!((token.grant_id.as_str(), of.id.as_str()), (&*id, &*id));
+        match token.rotated_at {
+            None => assert_eq!(token.successor_hash, None, "{id}: before the rotation"),
+            Some(at) => {
+                assert_eq!(at, NOW + 10, "{id}");
+                assert_eq!(token.successor_hash, Some(format!("rt-{id}-1")));
+            }
+        }
+        assert_eq!(missing.await.unwrap().unwrap(), None, "{id}");
+        issue.await.unwrap().unwrap();
+    }
 }
 
 /// Thirty families rotating at once alongside thirty new grants (SQLite settles them in
@@ -2276,6 +2345,45 @@ async fn sqlite_file_runs_in_wal_mode_with_foreign_keys_and_normal_sync() {
     assert!(timeout >= 1000, "busy_timeout {timeout}");
 }
 
+/// A refresh token's read waits for no writer: while another connection holds the database's
+/// write lock, it is answered at once (on the batch writer, a batch of reads alone takes no
+/// lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_refresh_token_read_is_not_held_up_by_another_writer() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lanyard.db");
+    let storage = SqliteStorage::open_file(&file).await.unwrap();
+    storage.migrate().await.unwrap();
+    let tokens = IssuedTokens {
+        access: access_token("at-locked", "locked", NOW + 3600),
+        refresh: Some(refresh_token("rt-locked", "locked", None)),
+    };
+    storage
+        .issue_grant(&grant("locked"), &tokens)
+        .await
+        .unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        storage.get_refresh_token("rt-locked"),
+    )
+    .await
+    .expect("the read waited for the other connection's write lock")
+    .unwrap();
+    assert_eq!(
+        read.map(|(t, _)| t.token_hash).as_deref(),
+        Some("rt-locked")
+    );
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+}
+
 /// The writer's commits leave checkpointing to a task beside it (`wal_autocheckpoint=0` on its
 /// connection); that task must keep the WAL from growing with every write. Without it,
 /// these 2,000 commits of about eight pages each would grow the WAL past 60 MiB.
@@ -2346,6 +2454,7 @@ mod memory {
         refresh_rotates_and_the_successor_works,
         failed_rotation_writes_nothing_and_the_next_one_succeeds,
         concurrent_rotations_and_grants_settle_each_on_its_own,
+        refresh_token_reads_among_writes_each_find_their_own,
         replays_and_current_use_of_one_family_at_once_revoke_it,
         cancelled_rotations_write_all_or_nothing_and_leave_no_lock,
         cancelled_redemptions_write_all_or_nothing_and_leave_no_lock,

@@ -182,12 +182,17 @@ pub(super) const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token
      client_id, created_at, last_used_at, expires_at, rotated_at, successor_hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 pub(super) const DELETE_ACCESS_TOKEN: &str = "DELETE FROM access_tokens WHERE token_hash = $1";
-/// What a rotation decides on: the token's state and its grant.
-macro_rules! rotation_state {
+/// A refresh token and its grant, with the columns of both [`RefreshTokenWithGrantRow`] (to
+/// answer a read) and [`RefreshTokenStateWithGrant`] (to decide a rotation; SQLite's batches
+/// read once for both, see `sqlite_writer`).
+macro_rules! refresh_token_with_grant {
     () => {
-        "SELECT r.token_hash AS token_hash, r.last_used_at AS last_used_at, \
-         r.expires_at AS expires_at, \
-         r.rotated_at AS rotated_at, r.successor_sealed AS successor_sealed, \
+        "SELECT r.token_hash AS token_hash, \
+         r.grant_id AS token_grant_id, r.client_id AS token_client_id, \
+         r.created_at AS token_created_at, r.last_used_at AS last_used_at, \
+         r.expires_at AS token_expires_at, r.expires_at AS expires_at, \
+         r.rotated_at AS rotated_at, r.successor_hash AS successor_hash, \
+         r.successor_sealed AS successor_sealed, \
          g.id AS id, g.client_id AS client_id, g.connector_id AS connector_id, \
          g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, g.auth_time AS auth_time, \
          g.connector_data AS connector_data, g.created_at AS created_at, \
@@ -195,30 +200,29 @@ macro_rules! rotation_state {
          FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id"
     };
 }
-/// SQLite: every token a batch of rotations uses ($1, a JSON array of hashes), read with the
-/// write lock taken in the same round trip (see `sqlite_writer`).
-pub(super) const BEGIN_AND_READ_ROTATIONS: &str = concat!(
-    "BEGIN IMMEDIATE; ",
-    rotation_state!(),
-    " WHERE r.token_hash IN (SELECT value FROM json_each($1))"
-);
+/// SQLite: every refresh token a batch uses ($1, a JSON array of hashes).
+macro_rules! batch_refresh_tokens {
+    () => {
+        concat!(
+            refresh_token_with_grant!(),
+            " WHERE r.token_hash IN (SELECT value FROM json_each($1))"
+        )
+    };
+}
+/// SQLite: a batch's refresh tokens read with the write lock taken in the same round trip.
+pub(super) const BEGIN_AND_READ_REFRESH_TOKENS: &str =
+    concat!("BEGIN IMMEDIATE; ", batch_refresh_tokens!());
+/// SQLite: the same for a batch that only reads.
+pub(super) const READ_REFRESH_TOKENS: &str = batch_refresh_tokens!();
 /// PostgreSQL: concurrent uses of one token queue on its row, and each sees what the previous
 /// one committed.
 pub(super) const LOCK_ROTATION_STATE: &str = concat!(
-    rotation_state!(),
+    refresh_token_with_grant!(),
     " WHERE r.token_hash = $1 FOR UPDATE OF r"
 );
 
-pub(super) const SELECT_REFRESH_TOKEN_WITH_GRANT: &str = "SELECT r.token_hash AS token_hash, \
-     r.grant_id AS token_grant_id, r.client_id AS token_client_id, \
-     r.created_at AS token_created_at, r.last_used_at AS last_used_at, \
-     r.expires_at AS token_expires_at, r.rotated_at AS rotated_at, \
-     r.successor_hash AS successor_hash, \
-     g.id AS id, g.client_id AS client_id, g.connector_id AS connector_id, \
-     g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, g.auth_time AS auth_time, \
-     g.connector_data AS connector_data, g.created_at AS created_at, \
-     g.revoked_at AS revoked_at \
-     FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1";
+pub(super) const SELECT_REFRESH_TOKEN_WITH_GRANT: &str =
+    concat!(refresh_token_with_grant!(), " WHERE r.token_hash = $1");
 
 pub(super) const INSERT_DEVICE_REQUEST: &str = "INSERT INTO device_requests (user_code, \
      device_code_hash, client_id, scopes, created_at, expires_at, poll_interval, last_poll_at, \
@@ -658,7 +662,6 @@ pub(super) struct RefreshTokenState {
 /// A token's rotation state and its grant, read together.
 #[derive(sqlx::FromRow)]
 pub(super) struct RefreshTokenStateWithGrant {
-    pub token_hash: String,
     #[sqlx(flatten)]
     pub state: RefreshTokenState,
     #[sqlx(flatten)]

@@ -603,13 +603,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, Grant)>> {
-        sqlx::query_as::<_, sql::RefreshTokenWithGrantRow>(sql::SELECT_REFRESH_TOKEN_WITH_GRANT)
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("refresh token")?
-            .map(sql::RefreshTokenWithGrantRow::into_model)
-            .transpose()
+        self.writer.read_refresh_token(token_hash).await
     }
 
     async fn rotate_refresh_token(

@@ -1,4 +1,5 @@
-//! Group commit for SQLite's busiest writes: new grants and refresh-token rotations.
+//! Group commit for SQLite's busiest writes: new grants and refresh-token rotations, and the
+//! read of a refresh token that comes before its rotation.
 //!
 //! Every statement sqlx sends to SQLite crosses to the connection's own thread and back, and
 //! under load those two thread wake-ups cost far more than the writes themselves, while the
@@ -8,6 +9,11 @@
 //! every write of the batch (each table's rows from a JSON array) with `COMMIT`. A caller
 //! hears back only after the commit, so a token is never handed out for a write that was not
 //! recorded.
+//!
+//! A refresh token's first read (before the connector is asked about the user) joins the
+//! next batch too: on the writer's connection it finds the pages the batches keep in its
+//! cache, where a pool connection, whose cache every commit of the writer's empties, reads
+//! them from the file again, and many reads share one round trip.
 //!
 //! Rotations are decided in the transaction, from what it read with the write lock held. Two
 //! uses of one token, or of one grant, in the same batch would each be decided without the
@@ -25,8 +31,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
+use sqlx::{Connection, FromRow, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{self, ResultExt};
@@ -91,7 +97,7 @@ const BEGIN_WRITE_AND_COMMIT: &str = concat!(
     insert_rows!(),
     "; COMMIT"
 );
-/// A batch's writes after `sql::BEGIN_AND_READ_ROTATIONS` began its transaction.
+/// A batch's writes after `sql::BEGIN_AND_READ_REFRESH_TOKENS` began its transaction.
 const WRITE_AND_COMMIT: &str = concat!(update_rows!(), "; ", insert_rows!(), "; COMMIT");
 /// One grant's rows and the commit of a transaction begun before (a code redemption's).
 const INSERT_AND_COMMIT: &str = concat!(insert_rows!(), "; COMMIT");
@@ -235,6 +241,8 @@ impl Writes {
 enum Request {
     Grant(Rows),
     Rotate(Box<Rotation>, UnixTime),
+    /// A refresh token's hash.
+    Read(String),
 }
 
 /// What a committed batch did for one request.
@@ -243,6 +251,7 @@ enum Request {
 enum Settled {
     Granted,
     Rotated(RefreshOutcome),
+    Read(Option<(RefreshToken, Grant)>),
     /// This request alone could not be written (its stored grant did not parse).
     Failed(StorageError),
     /// Another request of the batch uses the same token or grant: next batch.
@@ -253,6 +262,7 @@ enum Settled {
 enum Done {
     Granted,
     Rotated(RefreshOutcome),
+    Read(Option<(RefreshToken, Grant)>),
 }
 
 struct Job {
@@ -267,6 +277,7 @@ impl Job {
             Settled::Deferred => return Some(self),
             Settled::Granted => Ok(Done::Granted),
             Settled::Rotated(outcome) => Ok(Done::Rotated(outcome)),
+            Settled::Read(found) => Ok(Done::Read(found)),
             Settled::Failed(err) => Err(err),
         };
         // A caller that gave up (a client hanging up) no longer listens.
@@ -299,7 +310,7 @@ impl BatchWriter {
         let rows = Rows::new(grant, tokens)?;
         match self.submit(Request::Grant(rows)).await? {
             Done::Granted => Ok(()),
-            Done::Rotated(_) => Err(mixed_up()),
+            Done::Rotated(_) | Done::Read(_) => Err(mixed_up()),
         }
     }
 
@@ -314,7 +325,18 @@ impl BatchWriter {
             .await?
         {
             Done::Rotated(outcome) => Ok(outcome),
-            Done::Granted => Err(mixed_up()),
+            Done::Granted | Done::Read(_) => Err(mixed_up()),
+        }
+    }
+
+    /// Reads a refresh token and its grant, as of the last batch committed.
+    pub(super) async fn read_refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(RefreshToken, Grant)>> {
+        match self.submit(Request::Read(token_hash.to_string())).await? {
+            Done::Read(found) => Ok(found),
+            Done::Granted | Done::Rotated(_) => Err(mixed_up()),
         }
     }
 
@@ -522,28 +544,37 @@ async fn decide_and_write(
     conn: &mut SqliteConnection,
     requests: &[&Request],
 ) -> Result<Vec<Settled>> {
-    let rotating: Vec<&str> = requests
-        .iter()
-        .filter_map(|r| match r {
-            Request::Rotate(rotation, _) => Some(rotation.old_hash.as_str()),
-            Request::Grant(_) => None,
-        })
-        .collect();
-    let began = !rotating.is_empty();
-    let mut states: HashMap<String, sql::RefreshTokenStateWithGrant> = HashMap::new();
-    if began {
+    let mut reading: Vec<&str> = Vec::new();
+    let mut writing = false;
+    for request in requests {
+        match request {
+            Request::Rotate(rotation, _) => {
+                reading.push(&rotation.old_hash);
+                writing = true;
+            }
+            Request::Read(token_hash) => reading.push(token_hash),
+            Request::Grant(_) => writing = true,
+        }
+    }
+    let began = writing && !reading.is_empty();
+    let mut rows: HashMap<String, SqliteRow> = HashMap::new();
+    if !reading.is_empty() {
         // A JSON array of strings; serialising `&str`s cannot fail.
-        let hashes = Value::from(rotating).to_string();
-        let rows: Vec<sql::RefreshTokenStateWithGrant> =
-            sqlx::query_as(sql::BEGIN_AND_READ_ROTATIONS)
-                .bind(hashes)
-                .fetch_all(&mut *conn)
-                .await
-                .or_storage("refresh token")?;
-        states = rows
-            .into_iter()
-            .map(|r| (r.token_hash.clone(), r))
-            .collect();
+        let hashes = Value::from(reading).to_string();
+        let query = if began {
+            sql::BEGIN_AND_READ_REFRESH_TOKENS
+        } else {
+            sql::READ_REFRESH_TOKENS
+        };
+        for row in sqlx::query(query)
+            .bind(hashes)
+            .fetch_all(&mut *conn)
+            .await
+            .or_storage("refresh token")?
+        {
+            let token_hash: String = row.try_get("token_hash").or_storage("refresh token")?;
+            rows.insert(token_hash, row);
+        }
     }
     let mut writes = Writes::default();
     let mut tokens = HashSet::new();
@@ -558,26 +589,40 @@ async fn decide_and_write(
             Request::Rotate(rotation, now) => decide(
                 rotation,
                 *now,
-                &mut states,
+                &rows,
                 (&mut tokens, &mut grants),
                 &mut writes,
             ),
+            Request::Read(token_hash) => match rows.get(token_hash).map(read) {
+                None => Settled::Read(None),
+                Some(Ok(found)) => Settled::Read(Some(found)),
+                Some(Err(err)) => Settled::Failed(err),
+            },
         })
         .collect();
-    let query = if began {
-        WRITE_AND_COMMIT
-    } else {
-        BEGIN_WRITE_AND_COMMIT
-    };
-    writes.commit(conn, query).await?;
+    if writing {
+        let query = if began {
+            WRITE_AND_COMMIT
+        } else {
+            BEGIN_WRITE_AND_COMMIT
+        };
+        writes.commit(conn, query).await?;
+    }
     Ok(settled)
+}
+
+/// A refresh token and its grant, from a row of `sql::READ_REFRESH_TOKENS`.
+fn read(row: &SqliteRow) -> Result<(RefreshToken, Grant)> {
+    sql::RefreshTokenWithGrantRow::from_row(row)
+        .or_storage("refresh token")?
+        .into_model()
 }
 
 /// Decides one use of a refresh token from the state read for the batch, adding its writes.
 fn decide(
     rotation: &Rotation,
     now: UnixTime,
-    states: &mut HashMap<String, sql::RefreshTokenStateWithGrant>,
+    rows: &HashMap<String, SqliteRow>,
     (tokens, grants): (&mut HashSet<String>, &mut HashSet<String>),
     writes: &mut Writes,
 ) -> Settled {
@@ -585,8 +630,12 @@ fn decide(
         return Settled::Deferred;
     }
     // The grant is a foreign key of the token: no grant, no token.
-    let Some(state) = states.remove(&rotation.old_hash) else {
+    let Some(row) = rows.get(&rotation.old_hash) else {
         return Settled::Rotated(RefreshOutcome::NotFound);
+    };
+    let state = match sql::RefreshTokenStateWithGrant::from_row(row).or_storage("refresh token") {
+        Ok(state) => state,
+        Err(err) => return Settled::Failed(err),
     };
     let grant = match state.grant.into_model() {
         Ok(grant) => grant,
