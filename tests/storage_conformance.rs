@@ -2343,6 +2343,42 @@ async fn sqlite_file_runs_in_wal_mode_with_foreign_keys_and_normal_sync() {
         .await
         .unwrap();
     assert!(timeout >= 1000, "busy_timeout {timeout}");
+    let page: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(page, 1024, "a new database has 1 KiB pages");
+}
+
+/// A database made with another page size (SQLite's default of 4 KiB, as lanyard made them
+/// before) keeps it and works as before.
+#[tokio::test]
+async fn sqlite_file_with_4_kib_pages_keeps_them() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lanyard.db");
+    let mut old = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .create_if_missing(true)
+        .page_size(4096)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE made_before (id INTEGER)")
+        .execute(&mut old)
+        .await
+        .unwrap();
+    old.close().await.unwrap();
+    let storage = SqliteStorage::open_file(&file).await.unwrap();
+    storage.migrate().await.unwrap();
+    storage.create_client(&client("a")).await.unwrap();
+    assert_eq!(storage.get_client("a").await.unwrap(), Some(client("a")));
+    let page: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(storage.pool())
+        .await
+        .unwrap();
+    assert_eq!(page, 4096);
 }
 
 /// A refresh token's read waits for no writer: while another connection holds the database's

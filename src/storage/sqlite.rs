@@ -27,6 +27,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// One writer at a time anyway; a few connections let reads proceed alongside it.
 const FILE_POOL_SIZE: u32 = 4;
+/// Bytes per page of a new database file.
+const SQLITE_PAGE_SIZE: u32 = 1024;
 /// Page cache per connection: negative means KiB (SQLite's `cache_size` convention).
 const SQLITE_CACHE_KIB: &str = "-256";
 
@@ -47,6 +49,10 @@ impl SqliteStorage {
         let options = SqliteConnectOptions::new()
             .filename(file)
             .create_if_missing(true)
+            // A new database's pages are 1 KiB, not 4: tokens are keyed by random hashes, so
+            // each new token dirties index pages of its own, and every dirty page is written
+            // whole to the WAL and again to the file. A database made before keeps its size.
+            .page_size(SQLITE_PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
