@@ -70,16 +70,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runs_every_job_and_survives_a_panic() {
+    fn runs_every_job_and_survives_panics() {
         let signers = Signers::default();
+        // More panics than threads: without the catch, every thread would be gone after
+        // the first ones, and the jobs after them would never run.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for _ in 0..2 * threads {
+            signers.run(|| panic!("a failing signature")).unwrap();
+        }
         let (done, results) = std::sync::mpsc::channel();
-        signers.run(|| panic!("a failing signature")).unwrap();
         for i in 0..100 {
             let done = done.clone();
             signers.run(move || done.send(i).unwrap()).unwrap();
         }
-        drop(done);
-        let mut seen: Vec<i32> = results.iter().collect();
+        let mut seen: Vec<i32> = (0..100)
+            .map(|_| {
+                results
+                    .recv_timeout(std::time::Duration::from_secs(5))
+                    .expect("a job did not run")
+            })
+            .collect();
         seen.sort_unstable();
         assert_eq!(seen, (0..100).collect::<Vec<_>>());
     }

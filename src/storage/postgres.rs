@@ -46,13 +46,11 @@ const ROTATE_AND_ISSUE: &str = "WITH marked AS (UPDATE refresh_tokens SET rotate
 /// (READ COMMITTED re-checks a locked row's conditions against its newest version), so
 /// nothing is written. Returns the grant as it was and the rows written; no row when the
 /// token was not current.
-const ROTATE_IF_CURRENT: &str = "WITH current AS (SELECT r.token_hash AS token_hash, \
-     g.id AS id, g.client_id AS client_id, g.connector_id AS connector_id, g.claims AS claims, \
-     g.scopes AS scopes, g.nonce AS nonce, g.auth_time AS auth_time, \
-     g.connector_data AS connector_data, g.created_at AS created_at, g.revoked_at AS revoked_at \
-     FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id \
-     WHERE r.token_hash = $1 AND g.id = $12 AND r.rotated_at IS NULL AND g.revoked_at IS NULL \
-     AND (r.expires_at IS NULL OR r.expires_at > $2) \
+const ROTATE_IF_CURRENT: &str = concat!(
+    "WITH current AS (",
+    sql::refresh_token_with_grant!(),
+    " WHERE r.token_hash = $1 AND g.id = $12 AND r.rotated_at IS NULL \
+     AND g.revoked_at IS NULL AND (r.expires_at IS NULL OR r.expires_at > $2) \
      AND ($21::BIGINT IS NULL OR r.last_used_at >= $21) \
      FOR UPDATE OF r, g), \
      marked AS (UPDATE refresh_tokens SET rotated_at = $2, last_used_at = $2, \
@@ -65,12 +63,10 @@ const ROTATE_IF_CURRENT: &str = "WITH current AS (SELECT r.token_hash AS token_h
      WHERE id = (SELECT id FROM current) RETURNING 1), \
      access AS (INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, \
      expires_at) SELECT $16, $17, $18, $19, $20 FROM marked RETURNING 1) \
-     SELECT current.id, current.client_id, current.connector_id, current.claims, \
-     current.scopes, current.nonce, current.auth_time, current.connector_data, \
-     current.created_at, current.revoked_at, \
-     (SELECT count(*) FROM marked) + (SELECT count(*) FROM successor) \
+     SELECT current.*, (SELECT count(*) FROM marked) + (SELECT count(*) FROM successor) \
      + (SELECT count(*) FROM access) AS tokens, (SELECT count(*) FROM updated) AS grants \
-     FROM current";
+     FROM current"
+);
 /// The same without rotation (`disableRotation`): the token is only touched ($1-$2); the grant
 /// is $3-$6 and the access token $7-$11.
 const TOUCH_AND_ISSUE: &str = "WITH touched AS (UPDATE refresh_tokens SET last_used_at = $2 \

@@ -200,6 +200,7 @@ macro_rules! refresh_token_with_grant {
          FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id"
     };
 }
+pub(super) use refresh_token_with_grant;
 /// SQLite: every refresh token a batch uses ($1, a JSON array of hashes).
 macro_rules! batch_refresh_tokens {
     () => {

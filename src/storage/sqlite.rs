@@ -34,7 +34,7 @@ const SQLITE_CACHE_KIB: &str = "-256";
 
 pub struct SqliteStorage {
     pool: SqlitePool,
-    /// New grants and refresh rotations, committed in batches.
+    /// New grants, refresh rotations and refresh-token reads, settled in batches.
     writer: BatchWriter,
 }
 

@@ -346,7 +346,7 @@ impl BatchWriter {
             .send(Job { request, reply })
             .map_err(|_| StorageError::Unavailable("the SQLite writer has stopped".into()))?;
         done.await.map_err(|_| {
-            StorageError::Unavailable("the SQLite writer stopped before the commit".into())
+            StorageError::Unavailable("the SQLite writer stopped before answering".into())
         })?
     }
 }
@@ -496,7 +496,9 @@ impl Writer {
                     // Dropping closes it; the next batch opens another.
                     own.conn = None;
                 }
-                if written.is_ok() {
+                // A batch of reads alone committed nothing: nothing to copy.
+                let wrote = requests.iter().any(|r| !matches!(r, Request::Read(_)));
+                if wrote && written.is_ok() {
                     own.dirty = true;
                     let _ = own.copy_behind.try_send(());
                 }
