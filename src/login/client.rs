@@ -1,12 +1,12 @@
 //! The OAuth 2.0 / OpenID Connect client side: discovery, the token endpoint (code, refresh
 //! and device grants), the device authorization endpoint, and reading the ID token.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -18,49 +18,42 @@ use super::LoginError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An HTTP client that trusts the bundled web roots plus `--ca-file`.
+/// A CA named on the command line for the issuer's TLS: where it came from (for messages)
+/// and its PEM.
+#[derive(Debug, Clone)]
+pub struct ExtraCa {
+    /// `--certificate-authority /path` or `--certificate-authority-data`.
+    pub origin: String,
+    pub pem: Vec<u8>,
+}
+
+/// An HTTP client that trusts what kubectl, curl and browsers trust: the operating system's
+/// CAs (honouring `SSL_CERT_FILE` and `SSL_CERT_DIR`) and the public web roots, plus the CAs
+/// given on the command line.
 pub struct Http {
     client: reqwest::Client,
-    ca_file: Option<PathBuf>,
+    extra_cas: Vec<String>,
 }
 
 impl Http {
-    pub fn new(ca_file: Option<&Path>) -> Result<Self, LoginError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
+    pub fn new(extra_cas: &[ExtraCa]) -> Result<Self, LoginError> {
+        let tls = tls_config(extra_cas)?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             // The issuer and its endpoints are exact URLs; a redirect would also turn a POST
             // of credentials into something else.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("lanyard-login/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = ca_file {
-            let pem = std::fs::read(path).map_err(|e| LoginError::CaFile {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
+            .user_agent(concat!("lanyard-login/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| LoginError::Http {
+                url: String::new(),
+                detail: format!("cannot build the HTTP client: {}", chain(&e)),
             })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| LoginError::CaFile {
-                    path: path.to_path_buf(),
-                    detail: e.to_string(),
-                })?;
-            if certs.is_empty() {
-                return Err(LoginError::CaFile {
-                    path: path.to_path_buf(),
-                    detail: "no PEM certificate in it".into(),
-                });
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder.build().map_err(|e| LoginError::Http {
-            url: String::new(),
-            detail: format!("cannot build the HTTP client: {}", chain(&e)),
-        })?;
         Ok(Self {
             client,
-            ca_file: ca_file.map(Path::to_path_buf),
+            extra_cas: extra_cas.iter().map(|c| c.origin.clone()).collect(),
         })
     }
 
@@ -74,7 +67,7 @@ impl Http {
             return LoginError::Tls {
                 url: url.to_string(),
                 detail,
-                ca_file: self.ca_file.clone(),
+                extra_cas: self.extra_cas.clone(),
             };
         }
         LoginError::Unreachable {
@@ -161,6 +154,47 @@ impl Http {
             }),
         }
     }
+}
+
+/// The roots: public web roots, the system's CAs, and `extra_cas`. A system store that
+/// cannot be read in part (a broken file under SSL_CERT_DIR) costs only that part, with a
+/// warning, as with openssl.
+fn tls_config(extra_cas: &[ExtraCa]) -> Result<rustls::ClientConfig, LoginError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        eprintln!("lanyard: warning: some of the system's CA certificates cannot be read: {e}");
+    }
+    // Trust stores carry certificates rustls cannot use (old v1 or odd encodings); openssl
+    // skips those too.
+    roots.add_parsable_certificates(native.certs);
+    for ca in extra_cas {
+        let bad = |detail: String| LoginError::CertificateAuthority {
+            origin: ca.origin.clone(),
+            detail,
+        };
+        let mut added = 0;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca.pem) {
+            let cert = cert.map_err(|e| bad(format!("not valid PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("a certificate cannot be used: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LoginError::Http {
+            url: String::new(),
+            detail: format!("cannot set up TLS: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 fn form_encode(s: &str) -> String {

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, UnixTime};
 
+use base64::Engine as _;
 use cache::{Cache, CacheEntry};
-use client::{ClientCredentials, Http, Provider, TokenResponse};
+use client::{ClientCredentials, ExtraCa, Http, Provider, TokenResponse};
 use loopback::Loopback;
 
 pub const DEFAULT_SCOPES: [&str; 5] = ["openid", "email", "profile", "groups", "offline_access"];
@@ -54,9 +55,13 @@ pub struct LoginArgs {
     /// The client secret, for a confidential client.
     #[arg(long)]
     pub client_secret: Option<String>,
-    /// A PEM file of extra root certificates for the issuer's TLS.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
+    /// A PEM file of the CA that signed the issuer's TLS certificate, trusted besides the
+    /// system's CAs (SSL_CERT_FILE, SSL_CERT_DIR) and the public web roots.
+    #[arg(long, visible_alias = "ca-file", value_name = "FILE")]
+    pub certificate_authority: Option<PathBuf>,
+    /// The same as base64 of the PEM, as in a kubeconfig's certificate-authority-data.
+    #[arg(long, value_name = "BASE64")]
+    pub certificate_authority_data: Option<String>,
     /// A scope to ask for; repeat for several. `openid` is always asked for.
     #[arg(long = "scope", value_name = "SCOPE", default_values = DEFAULT_SCOPES)]
     pub scopes: Vec<String>,
@@ -120,18 +125,20 @@ pub enum LoginError {
     CacheDir { path: PathBuf, detail: String },
     #[error("cannot use the cache file {}: {detail}", path.display())]
     Cache { path: PathBuf, detail: String },
-    #[error("cannot use --ca-file {}: {detail}", path.display())]
-    CaFile { path: PathBuf, detail: String },
+    #[error("cannot use {origin}: {detail}")]
+    CertificateAuthority { origin: String, detail: String },
     #[error("cannot reach the issuer at {url}: {detail}")]
     Unreachable { url: String, detail: String },
-    #[error("TLS with {url} failed: {detail}; {}", match ca_file {
-        Some(p) => format!("the certificate was checked against the public roots and --ca-file {}", p.display()),
-        None => "if the issuer's certificate comes from a private CA, pass that CA's certificate with --ca-file".to_string(),
+    #[error("TLS with {url} failed: {detail}; {}", if extra_cas.is_empty() {
+        "the certificate was checked against the system's CAs and the public web roots; if it comes from a private CA, add that CA to the system's trust store (or SSL_CERT_FILE), or pass it with --certificate-authority FILE or --certificate-authority-data BASE64".to_string()
+    } else {
+        format!("the certificate was checked against the system's CAs, the public web roots and {}", extra_cas.join(" and "))
     })]
     Tls {
         url: String,
         detail: String,
-        ca_file: Option<PathBuf>,
+        /// Where the CAs given on the command line came from.
+        extra_cas: Vec<String>,
     },
     #[error("{url}: {detail}")]
     Http { url: String, detail: String },
@@ -267,7 +274,7 @@ pub async fn run_with(
         });
     }
 
-    let http = Http::new(args.ca_file.as_deref())?;
+    let http = Http::new(&extra_cas(args)?)?;
     let provider = client::discover(&http, &issuer).await?;
     let credentials = ClientCredentials {
         id: args.client_id.clone(),
@@ -318,6 +325,35 @@ pub async fn run_with(
     lock.write(&entry)?;
     eprintln!("lanyard: logged in to {}", provider.issuer);
     Ok(ExecCredential::new(&entry.id_token, entry.expiry))
+}
+
+/// The CAs given with `--certificate-authority` and `--certificate-authority-data`.
+fn extra_cas(args: &LoginArgs) -> Result<Vec<ExtraCa>, LoginError> {
+    let mut cas = Vec::new();
+    if let Some(path) = &args.certificate_authority {
+        let origin = format!("--certificate-authority {}", path.display());
+        let pem = std::fs::read(path).map_err(|e| LoginError::CertificateAuthority {
+            origin: origin.clone(),
+            detail: e.to_string(),
+        })?;
+        cas.push(ExtraCa { origin, pem });
+    }
+    if let Some(data) = &args.certificate_authority_data {
+        let origin = "--certificate-authority-data".to_string();
+        let bad = |detail: &str| LoginError::CertificateAuthority {
+            origin: origin.clone(),
+            detail: detail.to_string(),
+        };
+        if data.trim_start().starts_with("-----BEGIN") {
+            return Err(bad("expected base64 of the PEM, as in a kubeconfig's certificate-authority-data (for a PEM file use --certificate-authority)"));
+        }
+        let compact: String = data.chars().filter(|c| !c.is_whitespace()).collect();
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|_| bad("not base64"))?;
+        cas.push(ExtraCa { origin, pem });
+    }
+    Ok(cas)
 }
 
 fn to_entry(
@@ -582,6 +618,87 @@ mod tests {
         );
     }
 
+    fn args_with_cas(file: Option<PathBuf>, data: Option<&str>) -> LoginArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            login: LoginArgs,
+        }
+        let mut args =
+            Cli::parse_from(["login", "--issuer", "https://i", "--client-id", "k"]).login;
+        args.certificate_authority = file;
+        args.certificate_authority_data = data.map(str::to_string);
+        args
+    }
+
+    #[test]
+    fn certificate_authorities_come_from_a_file_and_from_base64_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = rcgen::generate_simple_self_signed(vec!["issuer.example".to_string()])
+            .unwrap()
+            .cert
+            .pem();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, &pem).unwrap();
+        let data = base64::engine::general_purpose::STANDARD.encode(&pem);
+        let cas = extra_cas(&args_with_cas(Some(file.clone()), Some(&data))).unwrap();
+        assert_eq!(cas.len(), 2);
+        assert_eq!(
+            cas[0].origin,
+            format!("--certificate-authority {}", file.display())
+        );
+        assert_eq!(cas[1].origin, "--certificate-authority-data");
+        assert!(cas.iter().all(|c| c.pem == pem.as_bytes()));
+        assert!(Http::new(&cas).is_ok());
+
+        let err =
+            |file: Option<PathBuf>, data: Option<&str>| match extra_cas(&args_with_cas(file, data))
+                .and_then(|cas| Http::new(&cas))
+            {
+                Ok(_) => panic!("accepted"),
+                Err(e) => e.to_string(),
+            };
+        let missing = err(Some(dir.path().join("nope.pem")), None);
+        assert!(
+            missing.starts_with("cannot use --certificate-authority ")
+                && missing.contains("nope.pem"),
+            "{missing}"
+        );
+        let pasted = err(None, Some(&pem));
+        assert!(pasted.contains("expected base64 of the PEM"), "{pasted}");
+        assert_eq!(
+            err(None, Some("not base64!")),
+            "cannot use --certificate-authority-data: not base64"
+        );
+        let not_pem = base64::engine::general_purpose::STANDARD.encode("hello");
+        assert_eq!(
+            err(None, Some(&not_pem)),
+            "cannot use --certificate-authority-data: no PEM certificate in it"
+        );
+    }
+
+    #[test]
+    fn the_ca_file_flag_keeps_its_old_name_as_an_alias() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            login: LoginArgs,
+        }
+        let args = Cli::parse_from([
+            "login",
+            "--issuer",
+            "https://i",
+            "--client-id",
+            "k",
+            "--ca-file",
+            "/x.pem",
+        ])
+        .login;
+        assert_eq!(args.certificate_authority, Some(PathBuf::from("/x.pem")));
+    }
+
     #[tokio::test]
     async fn non_interactive_without_a_cache_fails_before_any_network() {
         let dir = tempfile::tempdir().unwrap();
@@ -590,7 +707,8 @@ mod tests {
             issuer: "http://127.0.0.1:9".into(),
             client_id: "kubectl".into(),
             client_secret: None,
-            ca_file: None,
+            certificate_authority: None,
+            certificate_authority_data: None,
             scopes: DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
             grant: GrantMode::Auto,
             listen: "127.0.0.1:0".parse().unwrap(),
