@@ -79,7 +79,8 @@ enum KubeCommand {
         version: kube::AuthnConfigVersion,
         #[arg(long)]
         cluster: Option<String>,
-        /// The CA of lanyard's TLS certificate (PEM), when it is not publicly trusted.
+        /// The CA of lanyard's TLS certificate (PEM), when it is not publicly trusted
+        /// [default: kubernetes.issuerCertificateAuthorityData/File from the config].
         #[arg(long)]
         issuer_ca_file: Option<PathBuf>,
     },
@@ -103,8 +104,26 @@ fn kube_command(config: &Option<PathBuf>, command: &KubeCommand) -> anyhow::Resu
     let out = match command {
         KubeCommand::ApiserverFlags { cluster } => {
             let cluster = kube::select_clusters(k8s, Some(cluster))?[0];
-            let mut out = kube::apiserver_flags(&issuer, cluster, config.keys.algorithm).join("\n");
+            let issuer_ca = k8s.issuer_ca.as_ref();
+            let mut out =
+                kube::apiserver_flags(&issuer, cluster, config.keys.algorithm, issuer_ca.is_some())
+                    .join("\n");
             out.push('\n');
+            if let Some(ca) = issuer_ca {
+                let from = match &ca.file {
+                    Some(file) => format!(
+                        "{} (kubernetes.issuerCertificateAuthorityFile)",
+                        file.display()
+                    ),
+                    None => {
+                        "the base64-decoded kubernetes.issuerCertificateAuthorityData".to_string()
+                    }
+                };
+                eprintln!(
+                    "lanyard: copy the issuer's CA, {from}, to {} on every control-plane node",
+                    kube::APISERVER_CA_FILE
+                );
+            }
             out
         }
         KubeCommand::AuthnConfig {
@@ -114,7 +133,7 @@ fn kube_command(config: &Option<PathBuf>, command: &KubeCommand) -> anyhow::Resu
         } => {
             let clusters = kube::select_clusters(k8s, cluster.as_deref())?;
             let ca = match issuer_ca_file {
-                None => None,
+                None => k8s.issuer_ca.as_ref().map(|ca| ca.pem.clone()),
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -132,7 +151,8 @@ fn kube_command(config: &Option<PathBuf>, command: &KubeCommand) -> anyhow::Resu
         KubeCommand::Kubeconfig { cluster } => {
             let clusters = kube::select_clusters(k8s, cluster.as_deref())?;
             let secrets = |id: &str| config.static_client(id).and_then(|c| c.secret.clone());
-            kube::kubeconfig(&issuer, &clusters, &secrets)
+            let issuer_ca = k8s.issuer_ca.as_ref().map(|ca| ca.pem.as_str());
+            kube::kubeconfig(&issuer, issuer_ca, &clusters, &secrets)
         }
     };
     // authn-config refuses an http issuer outright; flags and kubeconfigs still print.

@@ -642,6 +642,19 @@ pub struct SessionsConfig {
 pub struct KubernetesConfig {
     pub clusters: Vec<KubeCluster>,
     pub rbac: Vec<RbacBinding>,
+    /// The CA of the issuer's TLS certificate, when it is not publicly trusted
+    /// (`issuerCertificateAuthorityData` or `issuerCertificateAuthorityFile`): what renders
+    /// for kubectl and kube-apiserver carries it.
+    pub issuer_ca: Option<IssuerCa>,
+}
+
+/// The issuer's private CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerCa {
+    /// CERTIFICATE blocks only, re-encoded.
+    pub pem: String,
+    /// The file it was read from, when it came from `issuerCertificateAuthorityFile`.
+    pub file: Option<PathBuf>,
 }
 
 impl KubernetesConfig {

@@ -250,6 +250,8 @@ pub struct RawKeys {
 pub struct RawKubernetes {
     pub clusters: Option<Value>,
     pub rbac: Option<Value>,
+    pub issuer_certificate_authority_data: Option<String>,
+    pub issuer_certificate_authority_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1596,7 +1596,29 @@ fn resolve_kubernetes(value: Value, clients: &[StaticClient], ctx: &mut Ctx) -> 
             "no kubernetes.clusters are configured, so these bindings apply nowhere",
         );
     }
-    KubernetesConfig { clusters, rbac }
+    let issuer_ca_file = raw
+        .issuer_certificate_authority_file
+        .clone()
+        .filter(|f| !f.is_empty());
+    let issuer_ca_pem = pem_data_or_file(
+        raw.issuer_certificate_authority_data.as_deref(),
+        issuer_ca_file.as_deref(),
+        "kubernetes",
+        (
+            "issuerCertificateAuthorityData",
+            "issuerCertificateAuthorityFile",
+        ),
+        ctx,
+    )
+    .flatten();
+    KubernetesConfig {
+        clusters,
+        rbac,
+        issuer_ca: issuer_ca_pem.map(|pem| IssuerCa {
+            pem,
+            file: issuer_ca_file.map(PathBuf::from),
+        }),
+    }
 }
 
 /// Names that become kubeconfig entries, file names and `--cluster` arguments.
@@ -1696,35 +1718,49 @@ pub fn normalize_pem_certificates(text: &str) -> Result<String, String> {
 /// The cluster's CA from exactly one of `certificateAuthorityData` and
 /// `certificateAuthorityFile`, as normalised PEM.
 fn kube_cluster_ca(raw: &RawKubeCluster, path: &str, ctx: &mut Ctx) -> Option<String> {
-    let data = raw
-        .certificate_authority_data
-        .as_deref()
-        .filter(|s| !s.is_empty());
-    let file = raw
-        .certificate_authority_file
-        .as_deref()
-        .filter(|s| !s.is_empty());
+    let ca = pem_data_or_file(
+        raw.certificate_authority_data.as_deref(),
+        raw.certificate_authority_file.as_deref(),
+        path,
+        ("certificateAuthorityData", "certificateAuthorityFile"),
+        ctx,
+    )?;
+    if ca.is_none() {
+        ctx.err(
+            key_path(path, "certificateAuthorityData"),
+            "missing required key `certificateAuthorityData` (or `certificateAuthorityFile`): kubeconfigs always carry the API server's CA",
+        );
+    }
+    ca
+}
+
+/// CA certificates from at most one of two keys (`keys`: the data key, base64 of the PEM as
+/// in a kubeconfig, and the file key, a PEM file read at load), as normalised PEM.
+/// `None` when the value is in error (recorded), `Some(None)` when neither key is set.
+fn pem_data_or_file(
+    data: Option<&str>,
+    file: Option<&str>,
+    path: &str,
+    (data_key, file_key): (&str, &str),
+    ctx: &mut Ctx,
+) -> Option<Option<String>> {
+    let data = data.filter(|s| !s.is_empty());
+    let file = file.filter(|s| !s.is_empty());
     match (data, file) {
         (Some(_), Some(_)) => {
             ctx.err(
                 path,
-                "set either `certificateAuthorityData` or `certificateAuthorityFile`, not both",
+                format!("set either `{data_key}` or `{file_key}`, not both"),
             );
             None
         }
-        (None, None) => {
-            ctx.err(
-                key_path(path, "certificateAuthorityData"),
-                "missing required key `certificateAuthorityData` (or `certificateAuthorityFile`): kubeconfigs always carry the API server's CA",
-            );
-            None
-        }
+        (None, None) => Some(None),
         (Some(data), None) => {
-            let at = key_path(path, "certificateAuthorityData");
+            let at = key_path(path, data_key);
             if data.trim_start().starts_with("-----BEGIN") {
                 ctx.err(
                     at,
-                    "expected base64 of the PEM, as in a kubeconfig's certificate-authority-data (or put the PEM in a file and use certificateAuthorityFile)",
+                    format!("expected base64 of the PEM, as in a kubeconfig's certificate-authority-data (or put the PEM in a file and use {file_key})"),
                 );
                 return None;
             }
@@ -1738,7 +1774,7 @@ fn kube_cluster_ca(raw: &RawKubeCluster, path: &str, ctx: &mut Ctx) -> Option<St
                 return None;
             };
             match normalize_pem_certificates(&pem) {
-                Ok(pem) => Some(pem),
+                Ok(pem) => Some(Some(pem)),
                 Err(e) => {
                     ctx.err(at, format!("the decoded PEM is not usable: {e}"));
                     None
@@ -1746,7 +1782,7 @@ fn kube_cluster_ca(raw: &RawKubeCluster, path: &str, ctx: &mut Ctx) -> Option<St
             }
         }
         (None, Some(file)) => {
-            let at = key_path(path, "certificateAuthorityFile");
+            let at = key_path(path, file_key);
             let text = match std::fs::read_to_string(file) {
                 Ok(t) => t,
                 Err(e) => {
@@ -1755,7 +1791,7 @@ fn kube_cluster_ca(raw: &RawKubeCluster, path: &str, ctx: &mut Ctx) -> Option<St
                 }
             };
             match normalize_pem_certificates(&text) {
-                Ok(pem) => Some(pem),
+                Ok(pem) => Some(Some(pem)),
                 Err(e) => {
                     ctx.err(at, format!("`{file}` is not a PEM certificate file: {e}"));
                     None

@@ -12,8 +12,8 @@ use url::Url;
 use super::{to_yaml, KubeError};
 use crate::config::{normalize_pem_certificates, KubeCluster, SigningAlg};
 
-/// Where the flags expect the CA of lanyard's TLS certificate on the control-plane node: a
-/// placeholder the operator copies the CA to (kubeadm keeps its PKI in this directory).
+/// Where the flags expect the CA of lanyard's TLS certificate on the control-plane node, when
+/// it is private: the operator copies the CA there (kubeadm keeps its PKI in this directory).
 pub const APISERVER_CA_FILE: &str = "/etc/kubernetes/pki/lanyard-ca.pem";
 
 /// The API server refuses more than this many `jwt` entries.
@@ -27,8 +27,15 @@ const NO_SYSTEM_GROUPS_RULE: &str = "user.groups.all(group, !group.startsWith('s
 ///
 /// An empty username prefix is written `-`: without a prefix flag kube-apiserver prefixes
 /// every claim but `email` with the issuer URL, and `-` is how the flag says "none". An empty
-/// groups prefix is left out (no prefix is the flag's default).
-pub fn apiserver_flags(issuer: &str, cluster: &KubeCluster, alg: SigningAlg) -> Vec<String> {
+/// groups prefix is left out (no prefix is the flag's default). `--oidc-ca-file` (pointing
+/// at [`APISERVER_CA_FILE`]) only when the issuer's CA is private: without it the API server
+/// trusts its host's CAs, as it should a publicly trusted issuer.
+pub fn apiserver_flags(
+    issuer: &str,
+    cluster: &KubeCluster,
+    alg: SigningAlg,
+    private_issuer_ca: bool,
+) -> Vec<String> {
     let username_prefix = if cluster.username_prefix.is_empty() {
         "-"
     } else {
@@ -44,7 +51,9 @@ pub fn apiserver_flags(issuer: &str, cluster: &KubeCluster, alg: SigningAlg) -> 
     if !cluster.groups_prefix.is_empty() {
         flags.push(format!("--oidc-groups-prefix={}", cluster.groups_prefix));
     }
-    flags.push(format!("--oidc-ca-file={APISERVER_CA_FILE}"));
+    if private_issuer_ca {
+        flags.push(format!("--oidc-ca-file={APISERVER_CA_FILE}"));
+    }
     flags.push(format!("--oidc-signing-algs={}", alg.as_str()));
     flags
 }
@@ -646,7 +655,7 @@ mod tests {
         c.username_claim = "sub".to_string();
         c.groups_prefix = "gh:".to_string();
         assert_eq!(
-            apiserver_flags(ISSUER, &c, SigningAlg::ES256),
+            apiserver_flags(ISSUER, &c, SigningAlg::ES256, true),
             vec![
                 "--oidc-issuer-url=https://login.example.com",
                 "--oidc-client-id=kube",
@@ -665,8 +674,12 @@ mod tests {
         let mut c = cluster("prod", "kube");
         c.username_prefix = String::new();
         c.groups_prefix = String::new();
-        let flags = apiserver_flags(ISSUER, &c, SigningAlg::RS256);
+        let flags = apiserver_flags(ISSUER, &c, SigningAlg::RS256, false);
         assert!(flags.contains(&"--oidc-username-prefix=-".to_string()));
+        assert!(
+            !flags.iter().any(|f| f.starts_with("--oidc-ca-file")),
+            "a publicly trusted issuer needs no CA file"
+        );
         assert!(!flags.iter().any(|f| f.starts_with("--oidc-groups-prefix")));
         assert!(flags.contains(&"--oidc-signing-algs=RS256".to_string()));
     }

@@ -79,9 +79,21 @@ pub fn kubeconfig_user_name(cluster: &KubeCluster) -> String {
     format!("lanyard-{}", cluster.name)
 }
 
-/// The arguments of `lanyard login` for `cluster`; the client secret only when the operator
-/// marked the cluster's client as handing its secret to users.
-pub(crate) fn login_args(issuer: &str, cluster: &KubeCluster, secret: Option<&str>) -> Vec<String> {
+/// base64 of PEM, as kubeconfigs, kubelogin and kubectl's oidc auth provider take CAs inline.
+pub(crate) fn pem_data(pem: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(pem.as_bytes())
+}
+
+/// The arguments of `lanyard login` for `cluster`: the issuer's private CA inline when there
+/// is one (the kubeconfig must work on any machine, where no file of lanyard's host exists);
+/// the client secret only when the operator marked the cluster's client as handing its
+/// secret to users.
+pub(crate) fn login_args(
+    issuer: &str,
+    issuer_ca_pem: Option<&str>,
+    cluster: &KubeCluster,
+    secret: Option<&str>,
+) -> Vec<String> {
     let mut args = vec![
         "login".to_string(),
         "--issuer".to_string(),
@@ -89,6 +101,10 @@ pub(crate) fn login_args(issuer: &str, cluster: &KubeCluster, secret: Option<&st
         "--client-id".to_string(),
         cluster.client_id.clone(),
     ];
+    if let Some(pem) = issuer_ca_pem {
+        args.push("--certificate-authority-data".to_string());
+        args.push(pem_data(pem));
+    }
     if let Some(secret) = secret.filter(|_| cluster.client_secret_for_users) {
         args.push("--client-secret".to_string());
         args.push(secret.to_string());
@@ -100,13 +116,14 @@ pub(crate) fn login_args(issuer: &str, cluster: &KubeCluster, secret: Option<&st
 /// `insecure-skip-tls-verify`), one context per cluster (`contextName`, default namespace
 /// `namespace`), and one user per cluster that runs `lanyard login` as kubectl's exec
 /// credential plugin. `secrets` gives a client's secret by client id; it is asked only for
-/// clusters with `clientSecretForUsers`. The current context is the first cluster's.
+/// clusters with `clientSecretForUsers`. `issuer_ca_pem` is the CA of the issuer's TLS
+/// certificate when it is private. The current context is the first cluster's.
 pub fn kubeconfig(
     issuer: &str,
+    issuer_ca_pem: Option<&str>,
     clusters: &[&KubeCluster],
     secrets: &dyn Fn(&str) -> Option<String>,
 ) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD;
     let doc = Kubeconfig {
         api_version: "v1",
         kind: "Config",
@@ -116,7 +133,7 @@ pub fn kubeconfig(
                 name: c.name.clone(),
                 cluster: ClusterEntry {
                     server: c.server.clone(),
-                    certificate_authority_data: b64.encode(c.certificate_authority_pem.as_bytes()),
+                    certificate_authority_data: pem_data(&c.certificate_authority_pem),
                 },
             })
             .collect(),
@@ -149,7 +166,7 @@ pub fn kubeconfig(
                         exec: ExecConfig {
                             api_version: EXEC_API_VERSION,
                             command: "lanyard",
-                            args: login_args(issuer, c, secret.as_deref()),
+                            args: login_args(issuer, issuer_ca_pem, c, secret.as_deref()),
                             install_hint: INSTALL_HINT,
                             interactive_mode: "IfAvailable",
                             provide_cluster_info: false,
@@ -173,7 +190,9 @@ mod tests {
     const ISSUER: &str = "https://login.example.com/dex";
 
     fn render(clusters: &[&KubeCluster]) -> Value {
-        let text = kubeconfig(ISSUER, clusters, &|id| Some(format!("secret-of-{id}")));
+        let text = kubeconfig(ISSUER, None, clusters, &|id| {
+            Some(format!("secret-of-{id}"))
+        });
         serde_yaml_ng::from_str(&text).unwrap()
     }
 
@@ -243,12 +262,46 @@ mod tests {
     }
 
     #[test]
+    fn a_private_issuer_ca_goes_into_every_users_login_arguments_as_base64_pem() {
+        let prod = cluster("prod", "kube");
+        let mut staging = cluster("staging", "kube-staging");
+        staging.client_secret_for_users = true;
+        let ca = crate::kube::test_support::test_ca_pem();
+        let text = kubeconfig(ISSUER, Some(&ca), &[&prod, &staging], &|_| {
+            Some("s".to_string())
+        });
+        let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let data = base64::engine::general_purpose::STANDARD.encode(&ca);
+        assert_eq!(
+            strs(&doc["users"][0]["user"]["exec"]["args"]),
+            vec![
+                "login",
+                "--issuer",
+                ISSUER,
+                "--client-id",
+                "kube",
+                "--certificate-authority-data",
+                &data
+            ]
+        );
+        assert_eq!(
+            strs(&doc["users"][1]["user"]["exec"]["args"])[5..],
+            [
+                "--certificate-authority-data",
+                &data,
+                "--client-secret",
+                "s"
+            ]
+        );
+    }
+
+    #[test]
     fn client_secret_is_included_only_for_clusters_that_hand_it_to_users() {
         let prod = cluster("prod", "kube");
         let mut staging = cluster("staging", "kube-staging");
         staging.client_secret_for_users = true;
         let asked = std::cell::RefCell::new(Vec::new());
-        let text = kubeconfig(ISSUER, &[&prod, &staging], &|id| {
+        let text = kubeconfig(ISSUER, None, &[&prod, &staging], &|id| {
             asked.borrow_mut().push(id.to_string());
             Some(format!("secret-of-{id}"))
         });

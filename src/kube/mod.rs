@@ -149,6 +149,7 @@ mod tests {
         let k = KubernetesConfig {
             clusters: vec![cluster("prod", "kube"), cluster("staging", "kube-staging")],
             rbac: vec![],
+            issuer_ca: None,
         };
         assert_eq!(select_clusters(&k, None).unwrap().len(), 2);
         assert_eq!(

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::kubeconfig::{kubeconfig_user_name, login_args, EXEC_API_VERSION};
+use super::kubeconfig::{kubeconfig_user_name, login_args, pem_data, EXEC_API_VERSION};
 use crate::config::KubeCluster;
 
 /// One way to log in, for both shells.
@@ -193,7 +193,14 @@ fn powershell_quote_always(s: &str) -> String {
 /// `--insecure-skip-tls-verify`), sets a user (`lanyard-<name>`, `kubelogin-<name>`,
 /// `oidc-<name>`), a context (`contextName`, default namespace) and switches to it.
 /// `secret` goes into the commands only when the cluster has `clientSecretForUsers`.
-pub fn login_commands(issuer: &str, cluster: &KubeCluster, secret: Option<&str>) -> LoginCommands {
+/// `issuer_ca_pem`, the CA of the issuer's TLS certificate when it is private, goes inline
+/// into each way's own setting for it.
+pub fn login_commands(
+    issuer: &str,
+    issuer_ca_pem: Option<&str>,
+    cluster: &KubeCluster,
+    secret: Option<&str>,
+) -> LoginCommands {
     let secret = secret.filter(|_| cluster.client_secret_for_users);
     let ca_file = format!("lanyard-{}-ca.pem", cluster.name);
     let set_cluster = || {
@@ -250,7 +257,10 @@ pub fn login_commands(issuer: &str, cluster: &KubeCluster, secret: Option<&str>)
             cluster.display_name
         ),
         kubeconfig_user_name(cluster),
-        exec_flags("lanyard", login_args(issuer, cluster, secret)),
+        exec_flags(
+            "lanyard",
+            login_args(issuer, issuer_ca_pem, cluster, secret),
+        ),
     );
 
     let mut kubelogin_args = vec![
@@ -259,6 +269,9 @@ pub fn login_commands(issuer: &str, cluster: &KubeCluster, secret: Option<&str>)
         format!("--oidc-issuer-url={issuer}"),
         format!("--oidc-client-id={}", cluster.client_id),
     ];
+    if let Some(pem) = issuer_ca_pem {
+        kubelogin_args.push(format!("--certificate-authority-data={}", pem_data(pem)));
+    }
     if let Some(secret) = secret {
         kubelogin_args.push(format!("--oidc-client-secret={secret}"));
     }
@@ -278,6 +291,9 @@ pub fn login_commands(issuer: &str, cluster: &KubeCluster, secret: Option<&str>)
         format!("idp-issuer-url={issuer}"),
         format!("client-id={}", cluster.client_id),
     ];
+    if let Some(pem) = issuer_ca_pem {
+        provider_args.push(format!("idp-certificate-authority-data={}", pem_data(pem)));
+    }
     if let Some(secret) = secret {
         provider_args.push(format!("client-secret={secret}"));
     }
@@ -422,7 +438,7 @@ mod tests {
     #[test]
     fn every_snippet_embeds_the_ca_from_a_file_and_never_skips_verification() {
         let prod = cluster("prod", "kube");
-        let commands = login_commands(ISSUER, &prod, None);
+        let commands = login_commands(ISSUER, None, &prod, None);
         for s in [
             &commands.lanyard,
             &commands.kubelogin,
@@ -466,7 +482,7 @@ mod tests {
     #[test]
     fn continued_lines_end_with_the_shells_continuation_character() {
         let prod = cluster("prod", "kube");
-        let commands = login_commands(ISSUER, &prod, None);
+        let commands = login_commands(ISSUER, None, &prod, None);
         let ps = &commands.lanyard.powershell;
         let lines: Vec<&str> = ps.lines().collect();
         let start = lines
@@ -491,10 +507,10 @@ mod tests {
     #[test]
     fn secret_appears_only_for_clusters_that_hand_it_out() {
         let mut prod = cluster("prod", "kube");
-        let hidden = login_commands(ISSUER, &prod, Some("s3cret"));
+        let hidden = login_commands(ISSUER, None, &prod, Some("s3cret"));
         assert!(!format!("{hidden:?}").contains("s3cret"));
         prod.client_secret_for_users = true;
-        let shown = login_commands(ISSUER, &prod, Some("s3cret"));
+        let shown = login_commands(ISSUER, None, &prod, Some("s3cret"));
         assert!(shown
             .lanyard
             .posix
@@ -510,12 +526,50 @@ mod tests {
     }
 
     #[test]
+    fn a_private_issuer_ca_goes_inline_into_each_ways_own_setting() {
+        let prod = cluster("prod", "kube");
+        let ca = crate::kube::test_support::test_ca_pem();
+        let data = base64::engine::general_purpose::STANDARD.encode(&ca);
+        let commands = login_commands(ISSUER, Some(&ca), &prod, None);
+        let (calls, _) = run_posix(&commands.lanyard.posix);
+        let args = &calls[1];
+        let at = args
+            .iter()
+            .position(|a| a == "--exec-arg=--certificate-authority-data")
+            .expect("lanyard login gets the CA");
+        assert_eq!(args[at + 1], format!("--exec-arg={data}"));
+        let (calls, _) = run_posix(&commands.kubelogin.posix);
+        assert!(
+            calls[1].contains(&format!("--exec-arg=--certificate-authority-data={data}")),
+            "{:?}",
+            calls[1]
+        );
+        let (calls, _) = run_posix(&commands.oidc_auth_provider.posix);
+        assert!(
+            calls[1].contains(&format!(
+                "--auth-provider-arg=idp-certificate-authority-data={data}"
+            )),
+            "{:?}",
+            calls[1]
+        );
+        for s in [
+            &commands.lanyard,
+            &commands.kubelogin,
+            &commands.oidc_auth_provider,
+        ] {
+            assert!(s.powershell.contains(&data), "{}", s.powershell);
+        }
+        let public = login_commands(ISSUER, None, &prod, None);
+        assert!(!format!("{public:?}").contains("certificate-authority-data"));
+    }
+
+    #[test]
     fn powershell_warns_when_a_double_quote_needs_a_modern_shell() {
         let mut prod = cluster("prod", "kube");
         prod.client_secret_for_users = true;
-        let plain = login_commands(ISSUER, &prod, Some("s3cret"));
+        let plain = login_commands(ISSUER, None, &prod, Some("s3cret"));
         assert!(!plain.lanyard.powershell.contains("PowerShell 7.3"));
-        let comma = login_commands(ISSUER, &prod, Some("a,b"));
+        let comma = login_commands(ISSUER, None, &prod, Some("a,b"));
         assert!(comma
             .lanyard
             .powershell
@@ -576,7 +630,7 @@ mod tests {
         prod.client_secret_for_users = true;
         prod.context_name = "acme prod".to_string();
         let secret = "it's a \"secret\", $HOME";
-        let commands = login_commands(ISSUER, &prod, Some(secret));
+        let commands = login_commands(ISSUER, None, &prod, Some(secret));
         let (calls, ca) = run_posix(&commands.lanyard.posix);
         assert_eq!(ca, prod.certificate_authority_pem);
         assert_eq!(calls.len(), 4);

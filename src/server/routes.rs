@@ -977,9 +977,13 @@ async fn kubeconfig_download(
         }
     };
     let secrets = &state.kube.user_secrets;
-    let body = crate::kube::kubeconfig(state.provider.settings.issuer_str(), &clusters, &|id| {
-        secrets.get(id).cloned()
-    });
+    let issuer_ca = kube.issuer_ca.as_ref().map(|ca| ca.pem.as_str());
+    let body = crate::kube::kubeconfig(
+        state.provider.settings.issuer_str(),
+        issuer_ca,
+        &clusters,
+        &|id| secrets.get(id).cloned(),
+    );
     let filename = match &q.cluster {
         Some(name) => format!("kubeconfig-{name}"),
         None => "kubeconfig".to_string(),

@@ -56,6 +56,7 @@ pub fn cluster_views(
     connector_id: &str,
     secret_for: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<ClusterView> {
+    let issuer_ca = kube.issuer_ca.as_ref().map(|ca| ca.pem.as_str());
     kube.clusters
         .iter()
         .map(|c| {
@@ -84,7 +85,7 @@ pub fn cluster_views(
                         (RbacRole::Role(r), None) => format!("{r}, via {}", b.group),
                     })
                     .collect(),
-                commands: login_commands(issuer, c, secret.as_deref()),
+                commands: login_commands(issuer, issuer_ca, c, secret.as_deref()),
                 has_legacy_tokens: false,
             }
         })

@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
 
 pub const CLIENT_ID: &str = "fake-github-client";
@@ -148,12 +147,12 @@ pub struct FakeGithub {
 impl FakeGithub {
     pub async fn start() -> FakeGithub {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (ca_pem, cert_pem, key_pem) = certificates();
+        let ca = super::tls::PrivateCa::new("Fake GitHub Enterprise CA");
+        let ca_pem = ca.ca_pem.clone();
         let ca_file = dir.path().join("github-ca.pem");
         std::fs::write(&ca_file, &ca_pem).expect("write CA");
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let host = format!("127.0.0.1:{}", addr.port());
         let state = Arc::new(Mutex::new(FakeState::default()));
@@ -162,24 +161,7 @@ impl FakeGithub {
             base: format!("https://{host}"),
         });
 
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .expect("cert");
-        let key =
-            rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
-        let tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server config");
-        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-        let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
-        tokio::spawn(async move {
-            let _ = server.serve(app.into_make_service()).await;
-        });
+        let handle = ca.serve(listener, app);
         FakeGithub {
             host,
             ca_file,
@@ -268,28 +250,6 @@ impl Drop for FakeGithub {
 }
 
 /// A CA, and a server certificate it signed for 127.0.0.1 and localhost.
-fn certificates() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "Fake GitHub Enterprise CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = KeyPair::generate().expect("ca key");
-    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .expect("leaf params");
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf_cert = leaf
-        .signed_by(&leaf_key, &ca_cert, &ca_key)
-        .expect("leaf cert");
-    (ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem())
-}
-
 #[derive(Clone)]
 struct Shared {
     state: Arc<Mutex<FakeState>>,

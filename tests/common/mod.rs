@@ -8,3 +8,4 @@ pub mod postgres;
 pub mod process;
 pub mod server;
 pub mod slapd;
+pub mod tls;
