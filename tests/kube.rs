@@ -292,6 +292,29 @@ fn kubeconfig_users_carry_the_private_issuer_ca_as_base64_pem() {
 }
 
 #[test]
+fn issuer_ca_data_is_base64_of_the_pem_like_the_clusters_ca() {
+    let f = fixture();
+    let text = std::fs::read_to_string(&f.config).unwrap().replace(
+        "kubernetes:\n",
+        &format!(
+            "kubernetes:\n  issuerCertificateAuthorityData: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("# company CA\n{}", f.ca_pem))
+        ),
+    );
+    let config = Config::from_yaml_str(&text, &|name| {
+        (name == "KUBE_PROD_SECRET").then(|| SECRET.to_string())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.kubernetes.issuer_ca,
+        Some(lanyard::config::IssuerCa {
+            pem: f.ca_pem.clone(),
+            file: None
+        })
+    );
+}
+
+#[test]
 fn issuer_ca_settings_are_checked_with_their_path() {
     let f = fixture();
     let text = std::fs::read_to_string(&f.config).unwrap();

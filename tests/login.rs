@@ -524,10 +524,10 @@ async fn an_unreachable_issuer_is_named_in_the_error() {
     );
 }
 
-/// An https issuer with a private CA: without --ca-file the error says to pass it; with it,
-/// the plugin gets as far as showing a device code.
+/// An https issuer with a private CA: without it the error says how to trust it; with
+/// --certificate-authority, the plugin gets as far as showing a device code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_failures_name_ca_file_and_ca_file_fixes_them() {
+async fn tls_failures_say_how_to_trust_the_ca_and_certificate_authority_fixes_them() {
     let dir = tempfile::tempdir().unwrap();
     let cert =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
@@ -585,10 +585,11 @@ async fn tls_failures_name_ca_file_and_ca_file_fixes_them() {
     assert!(out.stdout.is_empty());
     let err = stderr_of(&out);
     assert!(err.contains("TLS"), "{err}");
-    assert!(err.contains("--ca-file"), "{err}");
+    assert!(err.contains("--certificate-authority FILE"), "{err}");
+    assert!(err.contains("SSL_CERT_FILE"), "{err}");
 
     let mut child = p
-        .command(&["--grant", "device", "--ca-file"])
+        .command(&["--grant", "device", "--certificate-authority"])
         .arg(&cert_file)
         .spawn()
         .unwrap();
