@@ -323,3 +323,72 @@ async fn the_page_works_without_javascript() {
     );
     assert!(html.contains("<label") || html.contains("aria-labelledby"));
 }
+
+/// With `kubernetes.issuerCertificateAuthorityData`, every way the page offers to log in, and
+/// the kubeconfig it hands out, trusts the issuer's private CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_the_download_carry_the_issuers_private_ca() {
+    let ca_pem = cluster_ca();
+    let issuer_ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .cert
+        .pem();
+    let data = base64::engine::general_purpose::STANDARD.encode(&issuer_ca);
+    let yaml = kube_yaml(&ca_pem).replace(
+        "kubernetes:\n",
+        &format!("kubernetes:\n  issuerCertificateAuthorityData: {data}\n"),
+    );
+    let s = TestServer::start(Backend::Sqlite, &yaml).await.unwrap();
+    let browser = TestServer::new_browser();
+    let r = browser.get(s.url("/kubeconfig")).send().await.unwrap();
+    let r = browser.get(location(&r)).send().await.unwrap();
+    let r = s.sign_in_from(&browser, &r).await;
+    let html = browser
+        .get(s.absolute(&location(&r)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (method, setting) in [
+        (
+            "lanyard",
+            "--exec-arg=--certificate-authority-data \\\n  --exec-arg=".to_string(),
+        ),
+        (
+            "kubelogin",
+            "--exec-arg=--certificate-authority-data=".to_string(),
+        ),
+        (
+            "oidc_auth_provider",
+            "--auth-provider-arg=idp-certificate-authority-data=".to_string(),
+        ),
+    ] {
+        let start = html
+            .find(&format!("<pre id=\"cmd-dev-{method}-posix\""))
+            .unwrap_or_else(|| panic!("{method} commands"));
+        let block = &html[start..][..html[start..].find("</pre>").unwrap()];
+        assert!(
+            block.contains(&format!("{setting}{data}")),
+            "{method}: {block}"
+        );
+    }
+
+    let kubeconfig = browser
+        .get(s.url("/kubeconfig/download?cluster=dev"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&kubeconfig).unwrap();
+    let args: Vec<&str> = doc["users"][0]["user"]["exec"]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[5..7], ["--certificate-authority-data", data.as_str()]);
+}
