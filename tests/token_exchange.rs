@@ -601,11 +601,16 @@ async fn an_upstream_access_token_counts_only_when_the_upstream_says_it_was_issu
     assert_eq!(body["expires_in"].as_i64(), Some(lifetime));
 }
 
+/// Also with the client secret in the request body (`basicAuthUnsupported`), as the token
+/// endpoint gets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_tokens_for_a_listed_audience_count_too() {
-    let f = access_token_federation(Backend::Sqlite, "    accessTokenAudiences: [partner]\n")
-        .await
-        .unwrap();
+    let f = access_token_federation(
+        Backend::Sqlite,
+        "    accessTokenAudiences: [partner]\n    basicAuthUnsupported: true\n",
+    )
+    .await
+    .unwrap();
     let (_, web, partner) = upstream_access_tokens(&f).await;
     let at = |t: &Value| t["access_token"].as_str().unwrap().to_string();
     let resp = exchange(&f.downstream, &access_params(&at(&partner))).await;
