@@ -138,7 +138,9 @@ async fn upstream_key_rotation_is_followed_at_refresh_and_login() {
     let old_kid = f.upstream.provider.keys.signing_kid().unwrap();
 
     // A rotation period later the upstream signs with a key the downstream has never seen.
+    // (Both clocks move: the downstream refuses tokens dated ahead of its own time.)
     f.upstream.clock.advance(6 * 3600);
+    f.downstream.clock.advance(6 * 3600);
     let created = f
         .upstream
         .provider
@@ -149,6 +151,7 @@ async fn upstream_key_rotation_is_followed_at_refresh_and_login() {
         .created;
     // The successor signs once it has been published for publishAhead.
     f.upstream.clock.advance(15 * 60);
+    f.downstream.clock.advance(15 * 60);
     let new_kid = f.upstream.provider.keys.signing_kid().unwrap();
     assert_eq!(created.as_deref(), Some(new_kid.as_str()));
     assert_ne!(old_kid, new_kid);

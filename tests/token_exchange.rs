@@ -7,9 +7,9 @@ mod common;
 
 use common::federation::{
     alice_downstream_sub, alice_upstream_sub, jwt_claims, jwt_header, unsigned, Federation, Forger,
-    Setup, CONNECTOR, DOWNSTREAM_CLIENT,
+    Setup, CONNECTOR, DOWNSTREAM_CLIENT, DOWNSTREAM_SECRET,
 };
-use common::server::{Backend, TestServer, WEB_CLIENT, WEB_SECRET};
+use common::server::{Backend, TestServer, WEB_CLIENT, WEB_REDIRECT, WEB_SECRET};
 use lanyard::clock::Clock;
 use serde_json::{json, Value};
 
@@ -50,7 +50,25 @@ macro_rules! on_both {
     };
 }
 
-on_both!(a_ci_id_token_becomes_a_lanyard_token_for_the_requesting_client);
+on_both!(
+    a_ci_id_token_becomes_a_lanyard_token_for_the_requesting_client,
+    an_upstream_access_token_counts_only_when_the_upstream_says_it_was_issued_to_the_connector,
+);
+
+/// An upstream client that trusts the downstream's: the upstream's introspection shows the
+/// downstream its tokens as active, but they were issued to `partner`.
+const PARTNER: &str = "partner";
+const PARTNER_SECRET: &str = "partner-secret-with-enough-entropy";
+const PARTNER_REDIRECT: &str = "https://partner.example.com/cb";
+/// The upstream's extra YAML: the partner, and access tokens that live 10 minutes.
+const UPSTREAM_WITH_PARTNER: &str = r#"- id: partner
+  name: Partner
+  secret: partner-secret-with-enough-entropy
+  redirectURIs: ['https://partner.example.com/cb']
+  trustedPeers: [lanyard-downstream]
+expiry:
+  idTokens: 10m
+"#;
 
 async fn federation(backend: Backend) -> Option<Federation> {
     Federation::start(
@@ -240,6 +258,16 @@ async fn forged_expired_and_misaddressed_subject_tokens_are_refused_and_record_n
             upstream_signed(claims(&|c| c["exp"] = json!(now - 5))),
             "xpired",
         ),
+        (
+            "issued in the future",
+            upstream_signed(claims(&|c| c["iat"] = json!(now + 3600))),
+            "not valid yet: `iat`",
+        ),
+        (
+            "valid only from a future time",
+            upstream_signed(claims(&|c| c["nbf"] = json!(now + 3600))),
+            "not valid yet: `nbf`",
+        ),
         ("alg none", unsigned(&claims(&|_| {})), ""),
         ("garbage", "not-a-token".to_string(), ""),
     ];
@@ -263,6 +291,15 @@ async fn forged_expired_and_misaddressed_subject_tokens_are_refused_and_record_n
     // The valid one works, and stops working once the downstream's clock passes its expiry.
     assert_eq!(
         exchange(&f.downstream, &standard(&valid)).await.status(),
+        200
+    );
+    // A little clock skew is tolerated.
+    let skewed = upstream_signed(claims(&|c| {
+        c["iat"] = json!(now + 30);
+        c["nbf"] = json!(now + 30);
+    }));
+    assert_eq!(
+        exchange(&f.downstream, &standard(&skewed)).await.status(),
         200
     );
     f.downstream.clock.advance(601);
@@ -442,4 +479,189 @@ async fn discovery_advertises_token_exchange_only_with_a_connector_that_supports
     let (_, error, _) = error_of(resp).await;
     assert_eq!(error, "unsupported_grant_type");
     let _ = jwt_header(&subject);
+}
+
+/// A federation whose connector takes access tokens (getUserInfo), with `connector` added.
+async fn access_token_federation(backend: Backend, connector: &str) -> Option<Federation> {
+    let connector = format!("    getUserInfo: true\n{connector}");
+    Federation::start(
+        backend,
+        Setup {
+            downstream_clients: CLIENTS,
+            connector: &connector,
+            upstream: UPSTREAM_WITH_PARTNER,
+            ..Setup::default()
+        },
+    )
+    .await
+}
+
+fn access_params(subject_token: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("subject_token", subject_token),
+        ("subject_token_type", ACCESS_TOKEN),
+        ("connector_id", CONNECTOR),
+        ("scope", "openid email profile groups"),
+    ]
+}
+
+/// The upstream's tokens for alice, issued to the connector's client, `web` and `partner`.
+async fn upstream_access_tokens(f: &Federation) -> (Value, Value, Value) {
+    let scope = "openid email profile groups";
+    let ours = f
+        .upstream_tokens(DOWNSTREAM_CLIENT, DOWNSTREAM_SECRET, &f.callback(), scope)
+        .await;
+    let web = f
+        .upstream_tokens(WEB_CLIENT, WEB_SECRET, WEB_REDIRECT, scope)
+        .await;
+    let partner = f
+        .upstream_tokens(PARTNER, PARTNER_SECRET, PARTNER_REDIRECT, scope)
+        .await;
+    // Each is good at the upstream's userinfo: that proves nothing about whom it is for.
+    for tokens in [&ours, &web, &partner] {
+        let resp = reqwest::Client::new()
+            .get(f.upstream.url("/userinfo"))
+            .bearer_auth(tokens["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    (ours, web, partner)
+}
+
+async fn an_upstream_access_token_counts_only_when_the_upstream_says_it_was_issued_to_the_connector(
+    backend: Backend,
+) {
+    let Some(f) = access_token_federation(backend, "").await else {
+        return;
+    };
+    let (ours, web, partner) = upstream_access_tokens(&f).await;
+    let at = |t: &Value| t["access_token"].as_str().unwrap().to_string();
+
+    let before = footprint(&f).await;
+    let cases = [
+        (
+            "another upstream client's access token",
+            at(&web),
+            "introspection reports the access token inactive",
+        ),
+        (
+            "the access token of a client that trusts the connector's",
+            at(&partner),
+            "issued to client `partner`",
+        ),
+        (
+            "the connector's own ID token, as an access token",
+            ours["id_token"].as_str().unwrap().to_string(),
+            "inactive",
+        ),
+    ];
+    for (name, token, hint) in cases {
+        let (status, error, description) =
+            error_of(exchange(&f.downstream, &access_params(&token)).await).await;
+        assert_eq!(
+            (status, error.as_str()),
+            (400, "invalid_request"),
+            "{name}: {description}"
+        );
+        assert!(
+            description.starts_with("the subject token is not acceptable")
+                && description.contains(hint),
+            "{name}: {description}"
+        );
+    }
+    assert_eq!(footprint(&f).await, before, "refusals record nothing");
+
+    // The connector's own access token counts, and what it buys ends when it does (10 min
+    // at the upstream, where the downstream's own tokens live 24 h).
+    let resp = exchange(&f.downstream, &access_params(&at(&ours))).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let expires_in = body["expires_in"].as_i64().unwrap();
+    assert!((590..=600).contains(&expires_in), "{body}");
+    let info: Value = reqwest::Client::new()
+        .get(f.downstream.url("/userinfo"))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["sub"], alice_downstream_sub().as_str(), "{info}");
+
+    let own = at(&ours);
+    let mut params = access_params(&own);
+    params.push(("requested_token_type", ID_TOKEN));
+    let body: Value = exchange(&f.downstream, &params).await.json().await.unwrap();
+    let claims = jwt_claims(body["access_token"].as_str().unwrap());
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!((590..=600).contains(&lifetime), "{claims:?}");
+    assert_eq!(body["expires_in"].as_i64(), Some(lifetime));
+}
+
+/// Also with the client secret in the request body (`basicAuthUnsupported`), as the token
+/// endpoint gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_for_a_listed_audience_count_too() {
+    let f = access_token_federation(
+        Backend::Sqlite,
+        "    accessTokenAudiences: [partner]\n    basicAuthUnsupported: true\n",
+    )
+    .await
+    .unwrap();
+    let (_, web, partner) = upstream_access_tokens(&f).await;
+    let at = |t: &Value| t["access_token"].as_str().unwrap().to_string();
+    let resp = exchange(&f.downstream, &access_params(&at(&partner))).await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let (status, _, description) =
+        error_of(exchange(&f.downstream, &access_params(&at(&web))).await).await;
+    assert_eq!(status, 400, "{description}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchanged_token_never_outlives_its_subject_token() {
+    let f = federation(Backend::Sqlite).await.unwrap();
+    let now = f.upstream.clock.now();
+    let exp = now + 120;
+    let subject = f
+        .upstream
+        .provider
+        .keys
+        .sign(
+            json!({
+                "iss": f.upstream.issuer, "aud": DOWNSTREAM_CLIENT, "sub": alice_upstream_sub(),
+                "name": "alice", "email": "alice@example.com", "email_verified": true,
+                "iat": now, "exp": exp,
+            })
+            .as_object()
+            .unwrap(),
+        )
+        .unwrap();
+
+    let mut params = standard(&subject);
+    params.push(("requested_token_type", ID_TOKEN));
+    let body: Value = exchange(&f.downstream, &params).await.json().await.unwrap();
+    let claims = jwt_claims(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["exp"].as_i64(), Some(exp), "{claims:?}");
+    let down_now = f.downstream.clock.now();
+    assert_eq!(body["expires_in"].as_i64(), Some(exp - down_now), "{body}");
+
+    let body: Value = exchange(&f.downstream, &standard(&subject))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["expires_in"].as_i64(), Some(exp - down_now), "{body}");
+    let userinfo = || {
+        reqwest::Client::new()
+            .get(f.downstream.url("/userinfo"))
+            .bearer_auth(body["access_token"].as_str().unwrap())
+            .send()
+    };
+    assert_eq!(userinfo().await.unwrap().status(), 200);
+    // The access token ends with the subject token.
+    f.downstream.clock.advance(exp - down_now);
+    assert_eq!(userinfo().await.unwrap().status(), 401);
 }

@@ -161,18 +161,28 @@ pub trait CallbackConnector: Send + Sync {
     ) -> Result<Identity, ConnectorError>;
 }
 
+/// Who a verified subject token names, and until when the upstream vouches for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectIdentity {
+    pub identity: Identity,
+    /// The subject token's expiry (seconds since the Unix epoch): nothing issued in exchange
+    /// for it may outlive it.
+    pub expires_at: i64,
+}
+
 /// A connector that can vouch for a token the upstream issued on its own, without a browser:
 /// the subject token of an OAuth 2.0 token exchange (RFC 8693), such as a CI system's ID token.
 #[async_trait]
 pub trait TokenIdentityConnector: Send + Sync {
     /// Verifies `subject_token` (of RFC 8693 type `subject_token_type`) and returns who it names.
-    /// A token that does not verify is [`ConnectorError::InvalidToken`].
+    /// A token that does not verify, or that the upstream did not issue for this connector's
+    /// client, is [`ConnectorError::InvalidToken`].
     async fn token_identity(
         &self,
         scopes: &Scopes,
         subject_token_type: &str,
         subject_token: &str,
-    ) -> Result<Identity, ConnectorError>;
+    ) -> Result<SubjectIdentity, ConnectorError>;
 }
 
 /// A connector that can re-check the user when a refresh token is used.

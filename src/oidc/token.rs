@@ -711,7 +711,7 @@ impl Provider {
             .map_err(|m| OAuthError::new(ErrorCode::InvalidScope, m))?;
 
         use lanyard_connectors::ConnectorError;
-        let identity = verifier
+        let subject = verifier
             .token_identity(&scopes_of(&scopes), subject_token_type, subject_token)
             .await
             .map_err(|err| {
@@ -737,11 +737,20 @@ impl Provider {
             })?;
 
         let now = self.now();
+        // Nothing issued for the subject token outlives it.
+        let lifetime = self
+            .id_token_ttl_secs()
+            .min(subject.expires_at.saturating_sub(now));
+        if lifetime <= 0 {
+            return Err(OAuthError::invalid_request(
+                "the subject token is not acceptable: it has expired",
+            ));
+        }
         let grant = Grant {
             id: random_token(16),
             client_id: client.id.clone(),
             connector_id: connector_id.to_string(),
-            claims: identity_claims(&identity),
+            claims: identity_claims(&subject.identity),
             scopes,
             nonce: None,
             auth_time: now,
@@ -749,19 +758,22 @@ impl Provider {
             created_at: now,
             revoked_at: None,
         };
-        let (tokens, records) = self.new_tokens(&grant, now, false);
+        let (tokens, mut records) = self.new_tokens(&grant, now, false);
+        records.access.expires_at = now + lifetime;
         // Recorded before anything is handed out, the ID token too: no token without its grant.
         self.storage.issue_grant(&grant, &records).await?;
         let (token, token_type) = if requested == ID_TOKEN_TYPE {
+            let mut claims = self.id_token_claims(&grant, None, now, false);
+            claims.insert("exp".into(), Value::from(now + lifetime));
             // RFC 8693 §2.2.1: N_A for a token that is not an OAuth access token.
-            (self.mint_id_token(&grant, None, now, false).await?, "N_A")
+            (self.sign(claims).await?, "N_A")
         } else {
             (tokens.access, "Bearer")
         };
         Ok(TokenResponse {
             access_token: token,
             token_type,
-            expires_in: self.settings.id_token_ttl.as_secs(),
+            expires_in: lifetime as u64,
             id_token: None,
             refresh_token: None,
             scope: grant.scopes.join(" "),

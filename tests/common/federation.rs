@@ -26,12 +26,14 @@ pub struct Federation {
 }
 
 /// What the two configs add: YAML keys under the connector's `config` (indented 4 spaces),
-/// list items for the downstream's `staticClients`, and top-level downstream YAML.
+/// list items for the downstream's `staticClients`, top-level downstream YAML, and upstream
+/// YAML after its `staticClients` items (more items, then top-level keys).
 #[derive(Default, Clone, Copy)]
 pub struct Setup<'a> {
     pub connector: &'a str,
     pub downstream_clients: &'a str,
     pub downstream: &'a str,
+    pub upstream: &'a str,
 }
 
 pub async fn bind() -> (TcpListener, u16) {
@@ -84,7 +86,7 @@ impl Federation {
             backend,
             UPSTREAM_PATH,
             "",
-            &upstream_yaml(&down_issuer),
+            &format!("{}{}", upstream_yaml(&down_issuer), setup.upstream),
         )
         .await?;
         let downstream = TestServer::start_on(
@@ -239,9 +241,29 @@ impl Federation {
     /// An ID token the upstream issued to the downstream's client (as the connector's
     /// clientID) through a real code flow, for `scope`.
     pub async fn upstream_id_token(&self, scope: &str) -> String {
+        let body = self
+            .upstream_tokens(
+                DOWNSTREAM_CLIENT,
+                DOWNSTREAM_SECRET,
+                &self.callback(),
+                scope,
+            )
+            .await;
+        body["id_token"].as_str().expect("id_token").to_string()
+    }
+
+    /// The upstream's token response to the confidential client `client_id` after alice's
+    /// code flow for `scope`.
+    pub async fn upstream_tokens(
+        &self,
+        client_id: &str,
+        secret: &str,
+        redirect_uri: &str,
+        scope: &str,
+    ) -> Value {
         let req = AuthRequest {
-            client_id: DOWNSTREAM_CLIENT.into(),
-            redirect_uri: self.callback(),
+            client_id: client_id.into(),
+            redirect_uri: redirect_uri.into(),
             scope: scope.into(),
             code_verifier: None,
             ..AuthRequest::confidential()
@@ -249,7 +271,7 @@ impl Federation {
         let code = self.upstream.code_for(&req).await;
         let resp = reqwest::Client::new()
             .post(self.upstream.url("/token"))
-            .basic_auth(DOWNSTREAM_CLIENT, Some(DOWNSTREAM_SECRET))
+            .basic_auth(client_id, Some(secret))
             .form(&[
                 ("grant_type", "authorization_code"),
                 ("code", code.as_str()),
@@ -259,8 +281,7 @@ impl Federation {
             .await
             .expect("upstream token");
         assert_eq!(resp.status(), 200);
-        let body: Value = resp.json().await.expect("json");
-        body["id_token"].as_str().expect("id_token").to_string()
+        resp.json().await.expect("json")
     }
 }
 

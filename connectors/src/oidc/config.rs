@@ -6,6 +6,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
 
+use super::discovery::is_http_url;
+
 /// `connectors[].config` of a `type: oidc` connector, key for key as Dex spells it.
 #[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -49,6 +51,14 @@ pub struct OidcConfig {
     pub pkce_challenge: String,
     #[serde(rename = "acrValues")]
     pub acr_values: Vec<String>,
+    // lanyard-only keys (Dex has no access-token exchange to bind).
+    /// Audiences, besides `clientID`, whose upstream access tokens token exchange accepts.
+    #[serde(rename = "accessTokenAudiences")]
+    pub access_token_audiences: Vec<String>,
+    /// The upstream's RFC 7662 introspection endpoint; empty: discovery's
+    /// `introspection_endpoint`.
+    #[serde(rename = "introspectionEndpoint")]
+    pub introspection_endpoint: String,
     // Dex keys lanyard does not implement; named so that the error says why, instead of
     // suggesting a similar key.
     #[serde(rename = "insecureSkipVerify")]
@@ -121,6 +131,41 @@ impl OidcConfig {
                 "redirectURI",
                 format!("`{}` is not a URL", self.redirect_uri),
             );
+        }
+        if !self.introspection_endpoint.is_empty() && !is_http_url(&self.introspection_endpoint) {
+            bad(
+                "introspectionEndpoint",
+                format!("`{}` is not an http(s) URL", self.introspection_endpoint),
+            );
+        }
+        for (i, audience) in self.access_token_audiences.iter().enumerate() {
+            if audience.trim().is_empty() {
+                bad(
+                    &format!("accessTokenAudiences[{i}]"),
+                    "an audience is a non-empty string".into(),
+                );
+            }
+        }
+        // Access tokens are exchanged only with getUserInfo (userinfo says who the user is):
+        // without it these keys would be read and never used.
+        if !self.get_user_info {
+            for (key, set) in [
+                (
+                    "accessTokenAudiences",
+                    !self.access_token_audiences.is_empty(),
+                ),
+                (
+                    "introspectionEndpoint",
+                    !self.introspection_endpoint.is_empty(),
+                ),
+            ] {
+                if set {
+                    bad(
+                        key,
+                        "applies to access-token exchange, which needs `getUserInfo: true`".into(),
+                    );
+                }
+            }
         }
         if self.pkce_setting().is_none() {
             bad(
@@ -286,6 +331,35 @@ mod tests {
                 "insecureSkipVerify"
             ]
         );
+    }
+
+    #[test]
+    fn access_token_settings_need_get_user_info_and_sound_values() {
+        let c = parse(serde_json::json!({
+            "issuer": "https://idp.example.com", "clientID": "a", "getUserInfo": true,
+            "accessTokenAudiences": ["api://lanyard"],
+            "introspectionEndpoint": "https://idp.example.com/oauth2/introspect"
+        }))
+        .unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let c = parse(serde_json::json!({
+            "issuer": "https://idp.example.com", "clientID": "a",
+            "accessTokenAudiences": [""], "introspectionEndpoint": "ldap://x"
+        }))
+        .unwrap();
+        let problems = c.problems();
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "introspectionEndpoint",
+                "accessTokenAudiences[0]",
+                "accessTokenAudiences",
+                "introspectionEndpoint"
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[2].1.contains("getUserInfo"), "{problems:?}");
     }
 
     #[test]

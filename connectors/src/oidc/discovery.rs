@@ -15,6 +15,9 @@ pub(crate) struct Metadata {
     pub token_endpoint: Option<String>,
     #[serde(default)]
     pub userinfo_endpoint: Option<String>,
+    /// Checked where used (access-token exchange), so that an odd one does not stop logins.
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
     pub jwks_uri: String,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
@@ -91,7 +94,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     )
 }
 
-fn is_http_url(value: &str) -> bool {
+pub(crate) fn is_http_url(value: &str) -> bool {
     url::Url::parse(value).is_ok_and(|u| matches!(u.scheme(), "https" | "http"))
 }
 

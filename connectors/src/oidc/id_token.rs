@@ -14,6 +14,20 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// How far in the future `iat` and `nbf` may lie: upstream clocks drift a little, but a token
+/// dated later than that was minted to be used later, or by an issuer with a broken clock.
+pub(crate) const CLOCK_SKEW_SECS: i64 = 60;
+
+/// What a JWT claims to be, by its header's `typ`; checked so that one kind of token cannot
+/// stand in for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenKind {
+    /// An OpenID Connect ID token: `typ` absent, `JWT` or `JOSE`.
+    IdToken,
+    /// An RFC 9068 JWT access token: `typ` must be `at+jwt` (§4), which keeps ID tokens out.
+    AccessToken,
+}
+
 /// The signature algorithms lanyard accepts from an upstream. MAC algorithms would make the
 /// client secret a signing key, and `none` is no signature, so neither has a variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +163,12 @@ pub(crate) enum IdTokenError {
     Audience(String),
     #[error("expired at {exp} (current time is {now})")]
     Expired { exp: i64, now: i64 },
+    #[error("not valid yet: `{claim}` is {value}, later than the current time {now}")]
+    NotYetValid {
+        claim: &'static str,
+        value: i64,
+        now: i64,
+    },
     #[error("invalid nonce: {0}")]
     Nonce(&'static str),
     #[error("missing or malformed `{0}` claim")]
@@ -182,17 +202,47 @@ fn split(raw: &str) -> Result<Parts<'_>, IdTokenError> {
     })
 }
 
+/// The header's `typ`, lowercased and without `application/` (RFC 7515 §4.1.9).
+fn media_type(header: &Map<String, Value>) -> Result<Option<String>, IdTokenError> {
+    let Some(typ) = header.get("typ") else {
+        return Ok(None);
+    };
+    let typ = typ
+        .as_str()
+        .ok_or(IdTokenError::Header("`typ` is not a string"))?
+        .to_ascii_lowercase();
+    Ok(Some(
+        typ.strip_prefix("application/")
+            .map(str::to_string)
+            .unwrap_or(typ),
+    ))
+}
+
+/// Whether `raw` is a JWS whose header says it is an RFC 9068 access token (`typ: at+jwt`);
+/// says nothing of its signature.
+pub(crate) fn is_jwt_access_token(raw: &str) -> bool {
+    split(raw)
+        .ok()
+        .and_then(|parts| media_type(&parts.header).ok().flatten())
+        .is_some_and(|typ| typ == "at+jwt")
+}
+
 /// Refuses header fields that would change what the payload means: another content type
-/// (nested tokens), extensions marked critical, and `typ`s other than a plain JWT.
-fn check_header(header: &Map<String, Value>) -> Result<(), IdTokenError> {
-    if let Some(typ) = header.get("typ") {
-        let typ = typ
-            .as_str()
-            .ok_or(IdTokenError::Header("`typ` is not a string"))?;
-        let typ = typ.to_ascii_lowercase();
-        let typ = typ.strip_prefix("application/").unwrap_or(&typ);
-        if typ != "jwt" && typ != "jose" {
-            return Err(IdTokenError::Header("`typ` is not JWT"));
+/// (nested tokens), extensions marked critical, and a `typ` other than `kind`'s.
+fn check_header(header: &Map<String, Value>, kind: TokenKind) -> Result<(), IdTokenError> {
+    let typ = media_type(header)?;
+    match kind {
+        TokenKind::IdToken => {
+            if typ.is_some_and(|t| t != "jwt" && t != "jose") {
+                return Err(IdTokenError::Header("`typ` is not JWT"));
+            }
+        }
+        TokenKind::AccessToken => {
+            if typ.as_deref() != Some("at+jwt") {
+                return Err(IdTokenError::Header(
+                    "`typ` is not at+jwt (an RFC 9068 access token)",
+                ));
+            }
         }
     }
     if header.contains_key("cty") {
@@ -208,15 +258,27 @@ fn check_header(header: &Map<String, Value>) -> Result<(), IdTokenError> {
     Ok(())
 }
 
-/// Verifies the signature of `raw` by one of `keys` with one of `accepted` and returns its
-/// claims, not yet checked (see [`check_claims`]).
+/// Verifies the signature of the ID token `raw` by one of `keys` with one of `accepted` and
+/// returns its claims, not yet checked (see [`check_claims`]).
+#[cfg(test)]
 pub(crate) fn verify_signature(
     raw: &str,
     keys: &[Jwk],
     accepted: &[SigningAlg],
 ) -> Result<Map<String, Value>, IdTokenError> {
+    verify_signature_of(TokenKind::IdToken, raw, keys, accepted)
+}
+
+/// Verifies the signature of `raw`, a JWT of `kind`, by one of `keys` with one of `accepted`
+/// and returns its claims, not yet checked.
+pub(crate) fn verify_signature_of(
+    kind: TokenKind,
+    raw: &str,
+    keys: &[Jwk],
+    accepted: &[SigningAlg],
+) -> Result<Map<String, Value>, IdTokenError> {
     let parts = split(raw)?;
-    check_header(&parts.header)?;
+    check_header(&parts.header, kind)?;
     let alg_name = parts
         .header
         .get("alg")
@@ -282,32 +344,77 @@ fn seconds(claims: &Map<String, Value>, key: &'static str) -> Result<i64, IdToke
         .ok_or(IdTokenError::Claim(key))
 }
 
-/// Checks the claims of a token whose signature was verified: issuer, audience (our client id
-/// and no other: a token minted for several parties could be replayed by any of them), expiry,
-/// and the nonce when one was sent.
-pub(crate) fn check_claims(
+/// The token's expiry, `exp`.
+pub(crate) fn expiry(claims: &Map<String, Value>) -> Result<i64, IdTokenError> {
+    seconds(claims, "exp")
+}
+
+/// Checks that `claims` are valid at `now`: `exp` (required) after it, and `iat` (required when
+/// `iat_required`) and `nbf` (when present) not after it by more than [`CLOCK_SKEW_SECS`].
+/// Returns `exp`.
+pub(crate) fn check_lifetime(
     claims: &Map<String, Value>,
-    expected: &Expected,
+    now: i64,
+    iat_required: bool,
+) -> Result<i64, IdTokenError> {
+    let exp = seconds(claims, "exp")?;
+    if now >= exp {
+        return Err(IdTokenError::Expired { exp, now });
+    }
+    for (claim, required) in [("iat", iat_required), ("nbf", false)] {
+        if !required && !claims.contains_key(claim) {
+            continue;
+        }
+        let value = seconds(claims, claim)?;
+        if value > now + CLOCK_SKEW_SECS {
+            return Err(IdTokenError::NotYetValid { claim, value, now });
+        }
+    }
+    Ok(exp)
+}
+
+/// Checks that `iss` is `expected`.
+pub(crate) fn check_issuer(
+    claims: &Map<String, Value>,
+    expected: &str,
 ) -> Result<(), IdTokenError> {
     let issuer = claims
         .get("iss")
         .and_then(Value::as_str)
         .ok_or(IdTokenError::Claim("iss"))?;
-    if issuer != expected.issuer {
+    if issuer != expected {
         return Err(IdTokenError::Issuer {
-            expected: expected.issuer.to_string(),
+            expected: expected.to_string(),
             found: issuer.chars().take(200).collect(),
         });
     }
-    let audiences: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(a)) => vec![a.as_str()],
+    Ok(())
+}
+
+/// The `aud` claim as a list (a single string is a list of one); `None` when absent.
+pub(crate) fn audiences(claims: &Map<String, Value>) -> Result<Option<Vec<&str>>, IdTokenError> {
+    match claims.get("aud") {
+        None => Ok(None),
+        Some(Value::String(a)) => Ok(Some(vec![a.as_str()])),
         Some(Value::Array(items)) => items
             .iter()
             .map(Value::as_str)
             .collect::<Option<_>>()
-            .ok_or(IdTokenError::Claim("aud"))?,
-        _ => return Err(IdTokenError::Claim("aud")),
-    };
+            .map(Some)
+            .ok_or(IdTokenError::Claim("aud")),
+        _ => Err(IdTokenError::Claim("aud")),
+    }
+}
+
+/// Checks the claims of a token whose signature was verified: issuer, audience (our client id
+/// and no other: a token minted for several parties could be replayed by any of them),
+/// lifetime (see [`check_lifetime`]), and the nonce when one was sent.
+pub(crate) fn check_claims(
+    claims: &Map<String, Value>,
+    expected: &Expected,
+) -> Result<(), IdTokenError> {
+    check_issuer(claims, expected.issuer)?;
+    let audiences = audiences(claims)?.ok_or(IdTokenError::Claim("aud"))?;
     if !audiences.contains(&expected.client_id) {
         return Err(IdTokenError::Audience(format!(
             "must contain `{}`",
@@ -323,14 +430,7 @@ pub(crate) fn check_claims(
     if !claims.get("sub").is_some_and(Value::is_string) {
         return Err(IdTokenError::Claim("sub"));
     }
-    let exp = seconds(claims, "exp")?;
-    if expected.now >= exp {
-        return Err(IdTokenError::Expired {
-            exp,
-            now: expected.now,
-        });
-    }
-    seconds(claims, "iat")?;
+    check_lifetime(claims, expected.now, true)?;
     if let Some(sent) = expected.nonce {
         let got = claims
             .get("nonce")
@@ -603,6 +703,35 @@ mod tests {
                 Err(IdTokenError::Malformed)
             );
         }
+    }
+
+    #[test]
+    fn id_tokens_issued_or_valid_only_in_the_future_are_refused_beyond_the_clock_skew() {
+        let with = |claim: &str, value: i64| {
+            let mut c = claims();
+            c.insert(claim.into(), json!(value));
+            check_claims(&c, &expected())
+        };
+        assert_eq!(
+            with("iat", NOW + CLOCK_SKEW_SECS + 1),
+            Err(IdTokenError::NotYetValid {
+                claim: "iat",
+                value: NOW + CLOCK_SKEW_SECS + 1,
+                now: NOW
+            })
+        );
+        assert!(matches!(
+            with("nbf", NOW + 3600),
+            Err(IdTokenError::NotYetValid { claim: "nbf", .. })
+        ));
+        assert_eq!(with("iat", NOW + CLOCK_SKEW_SECS), Ok(()));
+        assert_eq!(with("nbf", NOW + CLOCK_SKEW_SECS), Ok(()));
+        let mut c = claims();
+        c.insert("nbf".into(), json!("tomorrow"));
+        assert_eq!(
+            check_claims(&c, &expected()),
+            Err(IdTokenError::Claim("nbf"))
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! unreachable upstream makes its own logins fail with an error page instead of stopping
 //! the server (Dex refuses to start instead).
 
+mod access_token;
 mod claims;
 mod config;
 mod discovery;
@@ -32,14 +33,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    CallbackConnector, ConnectorError, Identity, RefreshConnector, Scopes, TokenIdentityConnector,
-    UpstreamRedirect,
+    CallbackConnector, ConnectorError, Identity, RefreshConnector, Scopes, SubjectIdentity,
+    TokenIdentityConnector, UpstreamRedirect,
 };
 use claims::{identity_from_claims, ClaimError};
 use config::PkceSetting;
 pub use config::{ClaimMapping, OidcConfig};
 use discovery::Metadata;
-use id_token::{IdTokenError, SigningAlg};
+use id_token::{IdTokenError, SigningAlg, TokenKind};
 
 /// RFC 8693 token type of an OpenID Connect ID token.
 pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
@@ -281,21 +282,40 @@ impl OidcConnector {
         Ok(client)
     }
 
-    /// Checks an upstream ID token: signature by a key the upstream publishes (refetched once
-    /// when the token names an unknown key), issuer, audience = our client id (and no other
-    /// audience), expiry by the server's clock, and the nonce when one was sent. Returns its
-    /// claims.
+    /// Checks an upstream ID token: signature (see [`OidcConnector::verify_jwt`]), issuer,
+    /// audience = our client id (and no other audience), lifetime by the server's clock, and
+    /// the nonce when one was sent. Returns its claims.
     async fn verify_id_token(
         &self,
         up: &Upstream,
         raw: &str,
         nonce: Option<&str>,
     ) -> Result<Map<String, Value>, VerifyError> {
+        let claims = self.verify_jwt(up, TokenKind::IdToken, raw).await?;
+        let expected = id_token::Expected {
+            issuer: &self.config.issuer,
+            client_id: &self.config.client_id,
+            now: (self.now)(),
+            nonce,
+        };
+        id_token::check_claims(&claims, &expected)
+            .map_err(|e| VerifyError::Invalid(e.to_string()))?;
+        Ok(claims)
+    }
+
+    /// Verifies the signature of a JWT of `kind` by a key the upstream publishes (refetched
+    /// once when the token names an unknown key); returns its claims, not yet checked.
+    async fn verify_jwt(
+        &self,
+        up: &Upstream,
+        kind: TokenKind,
+        raw: &str,
+    ) -> Result<Map<String, Value>, VerifyError> {
         let mut refetched = false;
-        let claims = loop {
+        loop {
             let keys = up.jwks.read().map(|k| k.clone()).unwrap_or_default();
-            match id_token::verify_signature(raw, &keys, &up.algs) {
-                Ok(claims) => break claims,
+            match id_token::verify_signature_of(kind, raw, &keys, &up.algs) {
+                Ok(claims) => return Ok(claims),
                 // A key the upstream does not (yet, to our knowledge) publish: it may have
                 // rotated since the keys were read.
                 Err(IdTokenError::UnknownKey) if !refetched => {
@@ -306,16 +326,119 @@ impl OidcConnector {
                 }
                 Err(e) => return Err(VerifyError::Invalid(e.to_string())),
             }
-        };
-        let expected = id_token::Expected {
+        }
+    }
+
+    /// Whom access tokens must be issued to, as of now.
+    fn access_token_expected(&self) -> access_token::Expected<'_> {
+        access_token::Expected {
             issuer: &self.config.issuer,
             client_id: &self.config.client_id,
+            audiences: &self.config.access_token_audiences,
             now: (self.now)(),
-            nonce,
+        }
+    }
+
+    /// Accepts an upstream access token only when the upstream says it was issued to this
+    /// connector's client (or a listed audience): an RFC 9068 JWT access token it signed, or
+    /// else its RFC 7662 introspection answer.
+    async fn verify_access_token(
+        &self,
+        up: &Upstream,
+        raw: &str,
+    ) -> Result<access_token::Accepted, ConnectorError> {
+        if id_token::is_jwt_access_token(raw) {
+            let claims = self
+                .verify_jwt(up, TokenKind::AccessToken, raw)
+                .await
+                .map_err(|e| match e {
+                    VerifyError::Invalid(m) => ConnectorError::InvalidToken(m),
+                    VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
+                })?;
+            return access_token::check_jwt_claims(&claims, &self.access_token_expected())
+                .map_err(|e| ConnectorError::InvalidToken(e.to_string()));
+        }
+        let answer = self.introspect(up, raw).await?;
+        access_token::check_introspection(&answer, &self.access_token_expected())
+            .map_err(|e| ConnectorError::InvalidToken(e.to_string()))
+    }
+
+    /// Asks the upstream's introspection endpoint (RFC 7662) about `token`, authenticated as
+    /// the connector's client, as the token endpoint is.
+    async fn introspect(
+        &self,
+        up: &Upstream,
+        token: &str,
+    ) -> Result<Map<String, Value>, ConnectorError> {
+        let endpoint = if self.config.introspection_endpoint.is_empty() {
+            let discovered = up.metadata.introspection_endpoint.as_deref().ok_or_else(|| {
+                ConnectorError::InvalidToken(format!(
+                    "the access token is not an RFC 9068 JWT access token (typ at+jwt), and {} advertises no introspection_endpoint to ask about it (set introspectionEndpoint)",
+                    self.config.issuer
+                ))
+            })?;
+            if !discovery::is_http_url(discovered) {
+                return Err(ConnectorError::Config(format!(
+                    "the introspection_endpoint {} advertises is not an http(s) URL",
+                    self.config.issuer
+                )));
+            }
+            discovered
+        } else {
+            self.config.introspection_endpoint.as_str()
         };
-        id_token::check_claims(&claims, &expected)
-            .map_err(|e| VerifyError::Invalid(e.to_string()))?;
-        Ok(claims)
+        let has_secret = !self.config.client_secret.is_empty();
+        let secret_in_body = self.config.secret_in_body() || !has_secret;
+        let body = {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", token)
+                .append_pair("token_type_hint", "access_token");
+            if secret_in_body {
+                form.append_pair("client_id", &self.config.client_id);
+                if has_secret {
+                    form.append_pair("client_secret", &self.config.client_secret);
+                }
+            }
+            form.finish()
+        };
+        let mut request = self
+            .http
+            .post(endpoint)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !secret_in_body {
+            // RFC 6749 §2.3.1: both halves form-encoded before Basic encoding.
+            let encode =
+                |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+            request = request.basic_auth(
+                encode(&self.config.client_id),
+                Some(encode(&self.config.client_secret)),
+            );
+        }
+        let response = request
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ConnectorError::Unavailable(format!("introspection: {}", chain(&e))))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(ConnectorError::Config(format!(
+                "the upstream's introspection endpoint refused clientID {} ({status})",
+                self.config.client_id
+            )));
+        }
+        if !status.is_success() {
+            return Err(ConnectorError::Unavailable(format!(
+                "introspection answered {status}"
+            )));
+        }
+        response
+            .json::<Map<String, Value>>()
+            .await
+            .map_err(|e| ConnectorError::Unavailable(format!("introspection: {}", chain(&e))))
     }
 
     /// Refetches the upstream's keys; `false` when a refetch happened too recently.
@@ -674,23 +797,39 @@ impl TokenIdentityConnector for OidcConnector {
         _scopes: &Scopes,
         subject_token_type: &str,
         subject_token: &str,
-    ) -> Result<Identity, ConnectorError> {
+    ) -> Result<SubjectIdentity, ConnectorError> {
         let up = self.upstream().await?;
-        let claims = match subject_token_type {
-            ID_TOKEN_TYPE => self
-                .verify_id_token(&up, subject_token, None)
-                .await
-                .map_err(|e| match e {
-                    VerifyError::Invalid(m) => ConnectorError::InvalidToken(m),
-                    VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
-                })?,
-            // An access token proves itself only by the upstream answering userinfo for it.
+        let (claims, expires_at) = match subject_token_type {
+            ID_TOKEN_TYPE => {
+                let claims = self
+                    .verify_id_token(&up, subject_token, None)
+                    .await
+                    .map_err(|e| match e {
+                        VerifyError::Invalid(m) => ConnectorError::InvalidToken(m),
+                        VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
+                    })?;
+                let exp = id_token::expiry(&claims)
+                    .map_err(|e| ConnectorError::InvalidToken(e.to_string()))?;
+                (claims, exp)
+            }
+            // userinfo answering only shows that the token is live, not that it was issued
+            // to lanyard: the upstream must say so first.
             ACCESS_TOKEN_TYPE if self.config.get_user_info => {
-                self.userinfo(&up, subject_token).await?.ok_or_else(|| {
+                let accepted = self.verify_access_token(&up, subject_token).await?;
+                let claims = self.userinfo(&up, subject_token).await?.ok_or_else(|| {
                     ConnectorError::InvalidToken(
                         "the upstream does not accept the access token".into(),
                     )
-                })?
+                })?;
+                if accepted
+                    .sub
+                    .is_some_and(|sub| claims.get("sub").and_then(Value::as_str) != Some(&sub))
+                {
+                    return Err(ConnectorError::InvalidToken(
+                        "userinfo describes another subject than the access token".into(),
+                    ));
+                }
+                (claims, accepted.expires_at)
             }
             ACCESS_TOKEN_TYPE => {
                 return Err(ConnectorError::InvalidToken(
@@ -703,9 +842,13 @@ impl TokenIdentityConnector for OidcConnector {
                 )))
             }
         };
-        identity_from_claims(&self.config, &claims).map_err(|e| match e {
+        let identity = identity_from_claims(&self.config, &claims).map_err(|e| match e {
             ClaimError::Denied(reason) => ConnectorError::AccessDenied(reason),
             ClaimError::Unusable(reason) => ConnectorError::InvalidToken(reason),
+        })?;
+        Ok(SubjectIdentity {
+            identity,
+            expires_at,
         })
     }
 }
