@@ -31,6 +31,41 @@ async fn endpoints_live_under_the_issuer_path_like_dex() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_with_or_without_trailing_slash_and_the_host_root_lead_to_the_kubeconfig_page() {
+    use base64::Engine;
+    let ca = rcgen::generate_simple_self_signed(vec!["kubernetes".to_string()])
+        .unwrap()
+        .cert
+        .pem();
+    let kube = format!(
+        "kubernetes:\n  clusters:\n  - name: prod\n    server: https://prod.example.com:6443\n    \
+         certificateAuthorityData: {}\n    clientID: {PUBLIC_CLIENT}\n",
+        base64::engine::general_purpose::STANDARD.encode(ca)
+    );
+    let s = TestServer::start_with_path(Backend::Sqlite, "/dex", &kube)
+        .await
+        .unwrap();
+    let root = s.issuer.trim_end_matches("/dex").to_string();
+    let browser = TestServer::new_browser();
+    for url in [
+        s.issuer.clone(),
+        format!("{}/", s.issuer),
+        format!("{root}/"),
+    ] {
+        let r = browser.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{url}");
+        assert_eq!(location(&r), "/dex/kubeconfig", "{url}");
+    }
+    // Only the root itself: other paths outside the issuer's stay unknown.
+    let r = browser
+        .get(format!("{root}/kubeconfig"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_approval_screen_redirects_straight_after_login() {
     let s = TestServer::start(Backend::Sqlite, "oauth2:\n  skipApprovalScreen: true\n")
         .await
