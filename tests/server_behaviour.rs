@@ -273,3 +273,47 @@ async fn revocation_during_a_storage_failure_answers_503_not_200() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_only_while_the_process_has_no_signing_key() {
+    use lanyard::clock::ManualClock;
+    use lanyard::server::app::{build, BuildOptions};
+    use tower::ServiceExt;
+
+    const T0: i64 = 1_800_000_000;
+    let yaml = format!(
+        "issuer: https://login.example.com\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:0\n\
+         keys:\n  encryptionKey: {ENCRYPTION_KEY}\n"
+    );
+    let config = lanyard::config::Config::from_yaml_str(&yaml, &|_| None).unwrap();
+    let clock = ManualClock::new(T0);
+    let app = build(
+        &config,
+        BuildOptions {
+            clock: std::sync::Arc::new(clock.clone()),
+            ..BuildOptions::new(false)
+        },
+    )
+    .await
+    .unwrap();
+    let ready = |router: axum::Router| async move {
+        let r = router
+            .oneshot(
+                axum::http::Request::get("/healthz/ready")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        (status, String::from_utf8_lossy(&body).trim().to_string())
+    };
+    let router = lanyard::server::telemetry_router(app.provider.clone(), app.metrics.clone());
+    assert_eq!(ready(router.clone()).await, (200, "ok".to_string()));
+    // Before its only key may sign, the process has nothing to sign with.
+    clock.set(T0 - 60);
+    let (status, body) = ready(router).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no signing key"), "{body}");
+}
