@@ -201,9 +201,7 @@ class Instruction:
     line: int
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.keyword} {' '.join(self.flags)} {self.args}".replace(
-            "  ", " "
-        )
+        return f"line {self.line}: " + " ".join([self.keyword, *self.flags, self.args])
 
 
 @dataclass
@@ -215,7 +213,8 @@ class Stage:
 
 def parse_dockerfile(text: str) -> list[Stage]:
     """Instructions as Docker's parser reads them: parser directives and comment lines
-    dropped (comments inside a continued instruction too), backslash continuations joined."""
+    dropped (comments and empty lines inside a continued instruction too), a line ending in a
+    backslash joined to the next with the backslash removed."""
     lines = text.splitlines()
     logical: list[tuple[int, str]] = []
     current: list[str] = []
@@ -232,7 +231,7 @@ def parse_dockerfile(text: str) -> list[Stage]:
             current.append(raw.rstrip()[:-1])
             continue
         current.append(raw)
-        logical.append((start, " ".join(part.strip() for part in current)))
+        logical.append((start, "".join(current).strip()))
         current = []
     assert not current, "the Dockerfile ends inside a continued instruction"
 
