@@ -9,24 +9,16 @@
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
-
-# Dependencies first, against empty sources, so that a source change reuses this layer.
-COPY Cargo.toml Cargo.lock ./
-COPY connectors/Cargo.toml connectors/Cargo.toml
-RUN mkdir -p src connectors/src \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs connectors/src/lib.rs \
-    && cargo build --release --locked --bin lanyard \
-    && rm -rf src connectors/src
-
-COPY connectors/src connectors/src
-COPY src src
-COPY migrations migrations
-COPY config config
-# cargo skips a rebuild when the dummy's mtime is newer; touching forces our crates to build.
-RUN touch src/main.rs src/lib.rs connectors/src/lib.rs \
-    && cargo build --release --locked --bin lanyard \
-    && install -D -m 0755 target/release/lanyard /out/lanyard
+# The context is only what the build reads (see .dockerignore): manifests, sources, migrations
+# and the embedded default config.
+COPY . .
+# Cache mounts keep downloaded crates and compiled dependencies between builds on one machine,
+# so a source change recompiles lanyard's own crates only. The cache is not part of the layer,
+# hence the binary is copied out of it.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=lanyard-target,target=/src/target \
+    cargo build --release --locked --bin lanyard \
+    && cp target/release/lanyard lanyard
 
 FROM debian:bookworm-slim
 # Unpinned on purpose: Debian's bookworm archive only carries the latest security build, so a
@@ -38,7 +30,7 @@ RUN apt-get update \
     && groupadd --gid 65532 nonroot \
     && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin nonroot
-COPY --from=builder /out/lanyard /usr/local/bin/lanyard
+COPY --from=builder /src/lanyard /usr/local/bin/lanyard
 USER 65532:65532
 WORKDIR /tmp
 EXPOSE 5556 5558

@@ -2,7 +2,8 @@
 //!
 //! - PostgreSQL stops (a crash, then a fast shutdown) under load: token requests get 503
 //!   `temporarily_unavailable` within `storage.config.connectionTimeout` (2s here) plus slack,
-//!   discovery and JWKS are served from memory, and lanyard recovers without a restart.
+//!   discovery and JWKS are served from memory, /healthz/ready stays 200 and says the storage
+//!   is unreachable, and lanyard recovers without a restart.
 //! - `kill -9` during key rotations and refreshes: no key lost or duplicated, no refresh
 //!   family forked.
 //! - Two processes on one database with rotations forced: every token verifies against the
@@ -829,7 +830,9 @@ async fn postgres_outage_gets_fast_503s_keeps_keys_served_and_recovers_without_r
         );
 
         // At the same time: a code redeemed now is not spent (the redemption could not be
-        // recorded), a login cannot start (an error page), and the process is not ready.
+        // recorded), a login cannot start (an error page), and the process stays ready (every
+        // replica shares the database; it still serves discovery and JWKS) while its
+        // readiness body and metrics say the storage is unreachable.
         let code = &codes[round];
         let t = Instant::now();
         let auth_query = AuthRequest::public().query();
@@ -849,7 +852,10 @@ async fn postgres_outage_gets_fast_503s_keeps_keys_served_and_recovers_without_r
                     .unwrap();
                 (r.status(), t.elapsed())
             },
-            async { reqwest::get(&ready_url).await.unwrap().status() },
+            async {
+                let r = reqwest::get(&ready_url).await.unwrap();
+                (r.status(), r.text().await.unwrap())
+            },
         );
         assert_eq!(redemption.0, 503, "redeeming a code with the database down");
         assert_eq!(redemption.1["error"], "temporarily_unavailable");
@@ -861,7 +867,27 @@ async fn postgres_outage_gets_fast_503s_keeps_keys_served_and_recovers_without_r
         redeemed_during_outage.push(redemption.2);
         assert_eq!(page.0, 503, "/auth with the database down");
         assert!(page.1 <= OUTAGE_ANSWER_LIMIT, "/auth took {:?}", page.1);
-        assert_eq!(ready, 503, "not ready while the database is down");
+        assert_eq!(
+            ready.0, 200,
+            "ready while the database is down: {}",
+            ready.1
+        );
+        assert!(ready.1.contains("storage unreachable"), "{}", ready.1);
+        let metrics = reqwest::get(lanyard.telemetry_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let storage_errors = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("lanyard_storage_errors_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("lanyard_storage_errors_total is exported");
+        assert!(
+            storage_errors > 0,
+            "storage errors counted: {storage_errors}"
+        );
 
         // Long enough that every worker has met the dead pool, more than once.
         tokio::time::sleep(CONNECTION_TIMEOUT * 2).await;
@@ -897,6 +923,7 @@ async fn postgres_outage_gets_fast_503s_keeps_keys_served_and_recovers_without_r
             .await
             .unwrap();
         assert_eq!(ready.status(), 200);
+        assert_eq!(ready.text().await.unwrap().trim(), "ok", "storage is back");
 
         // The code from the outage works now, once.
         let r = site.redeem(&req, code).await;

@@ -31,6 +31,41 @@ async fn endpoints_live_under_the_issuer_path_like_dex() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_with_or_without_trailing_slash_and_the_host_root_lead_to_the_kubeconfig_page() {
+    use base64::Engine;
+    let ca = rcgen::generate_simple_self_signed(vec!["kubernetes".to_string()])
+        .unwrap()
+        .cert
+        .pem();
+    let kube = format!(
+        "kubernetes:\n  clusters:\n  - name: prod\n    server: https://prod.example.com:6443\n    \
+         certificateAuthorityData: {}\n    clientID: {PUBLIC_CLIENT}\n",
+        base64::engine::general_purpose::STANDARD.encode(ca)
+    );
+    let s = TestServer::start_with_path(Backend::Sqlite, "/dex", &kube)
+        .await
+        .unwrap();
+    let root = s.issuer.trim_end_matches("/dex").to_string();
+    let browser = TestServer::new_browser();
+    for url in [
+        s.issuer.clone(),
+        format!("{}/", s.issuer),
+        format!("{root}/"),
+    ] {
+        let r = browser.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{url}");
+        assert_eq!(location(&r), "/dex/kubeconfig", "{url}");
+    }
+    // Only the root itself: other paths outside the issuer's stay unknown.
+    let r = browser
+        .get(format!("{root}/kubeconfig"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_approval_screen_redirects_straight_after_login() {
     let s = TestServer::start(Backend::Sqlite, "oauth2:\n  skipApprovalScreen: true\n")
         .await
@@ -237,4 +272,48 @@ async fn revocation_during_a_storage_failure_answers_503_not_200() {
     );
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_only_while_the_process_has_no_signing_key() {
+    use lanyard::clock::ManualClock;
+    use lanyard::server::app::{build, BuildOptions};
+    use tower::ServiceExt;
+
+    const T0: i64 = 1_800_000_000;
+    let yaml = format!(
+        "issuer: https://login.example.com\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:0\n\
+         keys:\n  encryptionKey: {ENCRYPTION_KEY}\n"
+    );
+    let config = lanyard::config::Config::from_yaml_str(&yaml, &|_| None).unwrap();
+    let clock = ManualClock::new(T0);
+    let app = build(
+        &config,
+        BuildOptions {
+            clock: std::sync::Arc::new(clock.clone()),
+            ..BuildOptions::new(false)
+        },
+    )
+    .await
+    .unwrap();
+    let ready = |router: axum::Router| async move {
+        let r = router
+            .oneshot(
+                axum::http::Request::get("/healthz/ready")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        (status, String::from_utf8_lossy(&body).trim().to_string())
+    };
+    let router = lanyard::server::telemetry_router(app.provider.clone(), app.metrics.clone());
+    assert_eq!(ready(router.clone()).await, (200, "ok".to_string()));
+    // Before its only key may sign, the process has nothing to sign with.
+    clock.set(T0 - 60);
+    let (status, body) = ready(router).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no signing key"), "{body}");
 }

@@ -121,11 +121,19 @@ pub fn router(
     } else {
         cors_routes(&settings.allowed_origins)
     };
-    let issuer = routes::issuer_routes().merge(machine).with_state(live);
+    let issuer = routes::issuer_routes()
+        .merge(machine)
+        .with_state(live.clone());
     let app = if base.is_empty() {
         issuer
     } else {
-        Router::new().nest(&base, issuer)
+        // A nested router answers `<issuer>` but not `<issuer>/`; people type both, and the
+        // host's `/` as well, so all three lead where `<issuer>` does.
+        let home = get(routes::home).with_state(live);
+        Router::new()
+            .nest(&base, issuer)
+            .route(&format!("{base}/"), home.clone())
+            .route("/", home)
     };
     let app = app
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
@@ -164,7 +172,8 @@ fn cors_routes(origins: &[String]) -> Router<Live> {
     routes::machine_routes().layer(cors)
 }
 
-/// The telemetry router: liveness, readiness (storage reachable) and Prometheus metrics.
+/// The telemetry router: liveness, readiness (a signing key loaded; storage's state in the body)
+/// and Prometheus metrics.
 pub fn telemetry_router(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Router {
     #[derive(Clone)]
     struct T {
@@ -176,11 +185,30 @@ pub fn telemetry_router(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Route
         .route(
             "/healthz/ready",
             get(|State(t): State<T>| async move {
+                // Ready means this process can serve what only it can: it has a signing key
+                // and its listeners are up (they are bound before this one). The database is
+                // shared by every replica, so failing readiness on it would take all of them
+                // out of the Service at once, and with them discovery and JWKS, which
+                // kube-apiserver needs and which are served from memory. Storage trouble
+                // shows here in the body, in the log and in lanyard_storage_errors_total.
+                if t.provider.keys.signing_kid().is_none() {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: no signing key\n",
+                    )
+                        .into_response();
+                }
                 match t.provider.storage.ping().await {
-                    Ok(()) => (StatusCode::OK, "ok").into_response(),
+                    Ok(()) => (StatusCode::OK, "ok\n").into_response(),
                     Err(err) => {
+                        crate::metrics::count_storage_error();
                         tracing::warn!(error = %err, "readiness check: storage unreachable");
-                        (StatusCode::SERVICE_UNAVAILABLE, "storage unreachable").into_response()
+                        (
+                            StatusCode::OK,
+                            "ok; storage unreachable: discovery and JWKS are served, \
+                             logins and tokens fail until it is back\n",
+                        )
+                            .into_response()
                     }
                 }
             }),

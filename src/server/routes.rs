@@ -775,7 +775,7 @@ async fn copy_js() -> Response {
 }
 
 /// `/` leads to the kubeconfig page when clusters are configured.
-async fn home(State(state): State<AppState>) -> Response {
+pub(crate) async fn home(State(state): State<AppState>) -> Response {
     if state.kube.kubernetes.clusters.is_empty() {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     }

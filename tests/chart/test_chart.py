@@ -24,10 +24,12 @@ RELEASE = "rel"
 NAMESPACE = "auth"
 FULLNAME = "rel-lanyard"
 
-# The least a user must supply: the issuer and where the key-encryption key lives.
+# The least a user must supply: the issuer, where the key-encryption key lives and the Secret
+# with the database password.
 MINIMAL = {
     "config": {"issuer": "https://login.example.com"},
     "encryptionKey": {"existingSecret": "lanyard-keys"},
+    "postgres": {"existingSecret": "lanyard-db"},
 }
 
 
@@ -192,7 +194,7 @@ def test_container_serves_the_mounted_config_and_reads_the_key_from_the_secret()
 
 
 def test_an_inline_encryption_key_goes_into_a_chart_secret_not_the_pod_spec():
-    values = {"config": {"issuer": "https://login.example.com"}, "encryptionKey": {"value": KEK}}
+    values = {**MINIMAL, "encryptionKey": {"value": KEK}}
     objects = render(values)
     secret = objects[("Secret", f"{FULLNAME}-encryption-key")]
     assert base64.b64decode(secret["data"]["encryption-key"]).decode() == KEK
@@ -250,6 +252,87 @@ def test_default_config_passes_lanyard_check_config(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "OK"
+
+
+def pod_env(objects: dict) -> dict[str, str]:
+    """The environment the pod would get, with made-up contents for the Secrets it names:
+    a key-encryption key where the chart puts one, a password elsewhere."""
+    c = container(objects)
+    assert not c.get("envFrom"), "envFrom cannot be resolved offline"
+    env = {}
+    for e in c["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = KEK if e["name"] == "LANYARD_ENCRYPTION_KEY" else f"{ref['name']}/{ref['key']}"
+    return env
+
+
+def test_only_the_required_values_render_a_pod_whose_config_passes_check_config(tmp_path):
+    objects = render(MINIMAL)
+    env = pod_env(objects)
+    assert env["POSTGRES_PASSWORD"] == "lanyard-db/password"
+    path = tmp_path / "config.yaml"
+    path.write_text(rendered_config(objects))
+    # Only the pod's environment: nothing of the test runner's (PATH to find nothing else).
+    result = subprocess.run(
+        [str(lanyard_bin()), "check-config", "--config", str(path)],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "OK"
+
+
+def test_postgres_password_comes_from_the_named_secret_and_key():
+    values = {**copy.deepcopy(MINIMAL), "postgres": {"existingSecret": "db", "passwordKey": "pw"}}
+    env = {e["name"]: e for e in container(render(values))["env"]}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "db", "key": "pw"}
+
+
+def test_postgres_without_a_password_secret_fails_naming_postgres_existing_secret():
+    values = {k: v for k, v in copy.deepcopy(MINIMAL).items() if k != "postgres"}
+    with pytest.raises(helm.HelmError) as err:
+        render(values)
+    assert "postgres.existingSecret is required" in str(err.value)
+    # The password from a hand-written `env` entry still works, but not both at once.
+    values["env"] = [{"name": "POSTGRES_PASSWORD", "value": "x"}]
+    assert pod_env(render(values))["POSTGRES_PASSWORD"] == "x"
+    values["postgres"] = {"existingSecret": "db"}
+    with pytest.raises(helm.HelmError) as err:
+        render(values)
+    assert "only one of postgres.existingSecret" in str(err.value)
+
+
+def test_sqlite_storage_needs_no_password_secret():
+    values = {k: v for k, v in copy.deepcopy(MINIMAL).items() if k != "postgres"}
+    values["replicaCount"] = 1
+    values["config"]["storage"] = {"type": "sqlite3", "config": {"file": "/tmp/lanyard.db"}}
+    env = pod_env(render(values))
+    assert "POSTGRES_PASSWORD" not in env
+
+
+def test_schema_checks_the_postgres_values():
+    with helm.Chart.load(CHART) as chart:
+        for bad in ({"existingSecret": 1}, {"passwordKey": ""}, {"secret": "x"}):
+            with pytest.raises(helm.HelmError):
+                chart.validate_schema({**MINIMAL, "postgres": bad})
+
+
+def test_pods_wait_before_sigterm_and_get_time_to_drain():
+    objects = render(MINIMAL)
+    assert container(objects)["lifecycle"] == {
+        "preStop": {"exec": {"command": ["/bin/sleep", "5"]}}
+    }
+    assert deployment(objects)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+    c = container(render({**MINIMAL, "preStopDelaySeconds": 0}))
+    assert "lifecycle" not in c
+    with pytest.raises(helm.HelmError) as err:
+        render({**MINIMAL, "preStopDelaySeconds": 15, "terminationGracePeriodSeconds": 30})
+    assert "terminationGracePeriodSeconds must be at least 35" in str(err.value)
 
 
 def test_check_config_fails_without_the_key_encryption_key(tmp_path):

@@ -76,3 +76,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- "encryption-key" }}
 {{- end }}
 {{- end }}
+
+{{/* Whether the chart sets POSTGRES_PASSWORD from postgres.existingSecret ("true" or ""); fails
+when the config needs the variable and nothing provides it, or when two things would. */}}
+{{- define "lanyard.postgresPasswordSecret" -}}
+{{- $fromEnv := false }}
+{{- range .Values.env }}
+{{- if eq .name "POSTGRES_PASSWORD" }}{{ $fromEnv = true }}{{ end }}
+{{- end }}
+{{- if and .Values.postgres.existingSecret $fromEnv }}
+{{- fail "set only one of postgres.existingSecret and an `env` entry named POSTGRES_PASSWORD" }}
+{{- else if .Values.postgres.existingSecret }}
+{{- "true" }}
+{{- else if and (not .Values.existingConfigSecret) (not $fromEnv) (not .Values.envFrom) (eq (dig "storage" "type" "" .Values.config) "postgres") (regexMatch "\\$\\{?POSTGRES_PASSWORD\\b" (toYaml .Values.config)) }}
+{{- fail "postgres.existingSecret is required: the Secret holding the PostgreSQL password (key postgres.passwordKey, default `password`), which the config reads as $POSTGRES_PASSWORD" }}
+{{- end }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds, checked against the preStop delay plus lanyard's own 20 s
+for in-flight requests after SIGTERM. */}}
+{{- define "lanyard.terminationGracePeriod" -}}
+{{- $needed := add (int .Values.preStopDelaySeconds) 20 }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (int $needed) }}
+{{- fail (printf "terminationGracePeriodSeconds must be at least %d: preStopDelaySeconds (%d) plus the 20 seconds lanyard gives in-flight requests after SIGTERM" $needed (int .Values.preStopDelaySeconds)) }}
+{{- end }}
+{{- int .Values.terminationGracePeriodSeconds }}
+{{- end }}
