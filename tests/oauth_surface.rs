@@ -39,6 +39,7 @@ on_both!(
     logout_ends_the_session_and_redirects_only_to_registered_uris,
     form_post_answers_with_a_self_submitting_form,
     cross_client_audience_needs_trusted_peers,
+    a_refresh_may_narrow_the_scope_and_ask_for_the_original_again,
 );
 
 async fn server(b: Backend) -> Option<TestServer> {
@@ -986,4 +987,47 @@ async fn cross_client_audience_needs_trusted_peers(b: Backend) {
     );
     let to = auth_step(&s, &browser, &q).await;
     assert_eq!(query_param(&to, "error").as_deref(), Some("invalid_scope"));
+}
+
+async fn refresh_with_scope(s: &TestServer, token: &str, scope: &str) -> reqwest::Response {
+    http()
+        .post(s.url("/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token),
+            ("client_id", PUBLIC_CLIENT),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .expect("refresh")
+}
+
+async fn a_refresh_may_narrow_the_scope_and_ask_for_the_original_again(b: Backend) {
+    let Some(s) = server(b).await else { return };
+    let first = tokens(&s, &AuthRequest::public()).await;
+    assert!(claims_of(first["id_token"].as_str().unwrap())["groups"].is_array());
+    let r0 = first["refresh_token"].as_str().unwrap();
+
+    // Wider than granted: refused, and the token still works.
+    let wider = refresh_with_scope(&s, r0, "openid email federated:id").await;
+    assert_eq!(error_of(wider).await, (400, "invalid_scope".into()));
+
+    // Narrower: the response and the ID token carry only what was asked for.
+    let narrow = json(refresh_with_scope(&s, r0, "openid offline_access email").await).await;
+    assert_eq!(narrow["scope"], "openid email offline_access", "{narrow}");
+    let claims = claims_of(narrow["id_token"].as_str().unwrap());
+    assert!(claims.get("groups").is_none(), "{claims:?}");
+    assert!(claims.get("name").is_none(), "{claims:?}");
+    assert_eq!(claims["email"], "alice@example.com");
+
+    // The grant keeps its scopes: the next refresh may ask for all of them again.
+    let again =
+        json(refresh(&s, PUBLIC_CLIENT, narrow["refresh_token"].as_str().unwrap()).await).await;
+    assert_eq!(
+        again["scope"], "openid email profile groups offline_access",
+        "{again}"
+    );
+    let claims = claims_of(again["id_token"].as_str().unwrap());
+    assert!(claims["groups"].is_array(), "{claims:?}");
 }

@@ -385,17 +385,37 @@ impl Provider {
         if grant.revoked_at.is_some() {
             return Err(invalid());
         }
-        if let Some(requested) = form.get("scope").filter(|s| !s.is_empty()) {
-            if requested
-                .split(' ')
-                .any(|s| !s.is_empty() && !grant.scopes.iter().any(|g| g == s))
-            {
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidScope,
-                    "a refresh may not widen the granted scopes",
-                ));
+        // RFC 6749 §6: a refresh may ask for fewer scopes than were granted. The grant keeps
+        // all of them, so a later refresh may ask for the original scopes again.
+        let narrowed: Option<Vec<String>> = match form.get("scope").filter(|s| !s.is_empty()) {
+            Some(requested) => {
+                let requested: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
+                if requested
+                    .iter()
+                    .any(|s| !grant.scopes.iter().any(|g| g == s))
+                {
+                    return Err(OAuthError::new(
+                        ErrorCode::InvalidScope,
+                        "a refresh may not widen the granted scopes",
+                    ));
+                }
+                Some(
+                    grant
+                        .scopes
+                        .iter()
+                        .filter(|g| requested.contains(&g.as_str()))
+                        .cloned()
+                        .collect(),
+                )
             }
-        }
+            None => None,
+        };
+        let shown = |mut grant: Grant| {
+            if let Some(scopes) = &narrowed {
+                grant.scopes.clone_from(scopes);
+            }
+            grant
+        };
 
         // Ask the connector who the user is now: a deleted user or a changed password ends
         // the session; changed groups show in the new token.
@@ -432,7 +452,7 @@ impl Provider {
             RefreshOutcome::Rotated(grant) => {
                 let refresh = successor.unwrap_or_else(|| token.clone());
                 self.respond(
-                    &grant,
+                    &shown(grant),
                     NewTokens {
                         access: new_access.access,
                         refresh: Some(refresh),
@@ -451,7 +471,7 @@ impl Provider {
                     invalid()
                 })?;
                 self.respond(
-                    &grant,
+                    &shown(grant),
                     NewTokens {
                         access: new_access.access,
                         refresh: Some(refresh),
