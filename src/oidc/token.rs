@@ -515,24 +515,48 @@ impl Provider {
             email: grant.claims.email.clone(),
             email_verified: grant.claims.email_verified,
             groups: grant.claims.groups.clone(),
-            connector_data: grant
-                .connector_data
-                .as_ref()
-                .and_then(|d| STANDARD.decode(d).ok()),
+            connector_data: match &grant.connector_data {
+                Some(stored) => Some(
+                    self.keys
+                        .open_connector_data(&grant.connector_id, stored)
+                        .map_err(|err| {
+                            tracing::error!(error = %err, "refresh refused: the grant's connector data does not open");
+                            OAuthError::new(
+                                ErrorCode::ServerError,
+                                "the session's sign-in data cannot be read",
+                            )
+                        })?,
+                ),
+                None => None,
+            },
         };
         match refresher
             .refresh(&scopes_of(&grant.scopes), &identity)
             .await
         {
-            Ok(fresh) => Ok((
-                identity_claims(&fresh),
-                // A connector that has nothing new to remember keeps what it had.
-                fresh
+            Ok(fresh) => {
+                // A connector that has nothing new to remember keeps what it had; either is
+                // written sealed, which also seals data stored before encryption.
+                let data = fresh
                     .connector_data
                     .as_ref()
-                    .or(identity.connector_data.as_ref())
-                    .map(|d| STANDARD.encode(d)),
-            )),
+                    .or(identity.connector_data.as_ref());
+                let sealed = match data {
+                    Some(data) => Some(
+                        self.keys
+                            .seal_connector_data(&grant.connector_id, data)
+                            .map_err(|err| {
+                                tracing::error!(error = %err, "sealing connector data failed");
+                                OAuthError::new(
+                                    ErrorCode::ServerError,
+                                    "could not store the session's sign-in data",
+                                )
+                            })?,
+                    ),
+                    None => None,
+                };
+                Ok((identity_claims(&fresh), sealed))
+            }
             Err(lanyard_connectors::ConnectorError::SessionEnded(reason)) => {
                 tracing::info!(connector = %grant.connector_id, %reason, "upstream ended the session on refresh");
                 self.storage.revoke_grant(&grant.id, self.now()).await?;
