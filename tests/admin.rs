@@ -573,6 +573,7 @@ async fn sessions_are_listed_and_revoked_per_user_and_client(b: &Backend) {
             client_id: client.into(),
             created_at: now,
             expires_at: now + 3600,
+            scopes: None,
         };
         s.issue_grant(
             &grant,

@@ -40,6 +40,7 @@ on_both!(
     form_post_answers_with_a_self_submitting_form,
     cross_client_audience_needs_trusted_peers,
     a_refresh_may_narrow_the_scope_and_ask_for_the_original_again,
+    a_narrowed_access_token_reads_only_its_scopes_at_userinfo_and_introspection,
 );
 
 async fn server(b: Backend) -> Option<TestServer> {
@@ -1003,6 +1004,34 @@ async fn refresh_with_scope(s: &TestServer, token: &str, scope: &str) -> reqwest
         .expect("refresh")
 }
 
+/// A refresh by the confidential client that asks for `scope`: its token response.
+async fn web_refresh_with_scope(s: &TestServer, token: &str, scope: &str) -> Value {
+    let r = http()
+        .post(s.url("/token"))
+        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(r.status(), 200);
+    json(r).await
+}
+
+async fn userinfo(s: &TestServer, access: &Value) -> Value {
+    let r = http()
+        .get(s.url("/userinfo"))
+        .bearer_auth(access.as_str().expect("an access token"))
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(r.status(), 200);
+    json(r).await
+}
+
 async fn a_refresh_may_narrow_the_scope_and_ask_for_the_original_again(b: Backend) {
     let Some(s) = server(b).await else { return };
     let first = tokens(&s, &AuthRequest::public()).await;
@@ -1030,4 +1059,52 @@ async fn a_refresh_may_narrow_the_scope_and_ask_for_the_original_again(b: Backen
     );
     let claims = claims_of(again["id_token"].as_str().unwrap());
     assert!(claims["groups"].is_array(), "{claims:?}");
+}
+
+async fn a_narrowed_access_token_reads_only_its_scopes_at_userinfo_and_introspection(b: Backend) {
+    let Some(s) = server(b).await else { return };
+    let first = tokens(&s, &AuthRequest::confidential()).await;
+    let full = userinfo(&s, &first["access_token"]).await;
+    assert!(full["groups"].is_array(), "{full}");
+    let r0 = first["refresh_token"].as_str().unwrap();
+
+    // Without groups and profile: the new access token reads only what is left.
+    let narrow = web_refresh_with_scope(&s, r0, "openid offline_access email").await;
+    let info = userinfo(&s, &narrow["access_token"]).await;
+    assert!(info.get("groups").is_none(), "{info}");
+    assert!(info.get("name").is_none(), "{info}");
+    assert_eq!(info["email"], "alice@example.com");
+    let seen = json(
+        introspect(
+            &s,
+            (WEB_CLIENT, Some(WEB_SECRET)),
+            narrow["access_token"].as_str().unwrap(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(seen["active"], true);
+    assert_eq!(seen["scope"], "openid email offline_access", "{seen}");
+    assert!(seen.get("groups").is_none(), "{seen}");
+
+    // A retry of the same token inside the reuse interval, narrower still: no email either.
+    let retry = web_refresh_with_scope(&s, r0, "openid").await;
+    assert_eq!(retry["refresh_token"], narrow["refresh_token"]);
+    let info = userinfo(&s, &retry["access_token"]).await;
+    assert!(info.get("email").is_none(), "{info}");
+    assert!(info.get("sub").is_some(), "{info}");
+
+    // The chain asks for the full scope again: that token reads groups again, while the
+    // narrowed one still does not.
+    let again = web_refresh_with_scope(
+        &s,
+        narrow["refresh_token"].as_str().unwrap(),
+        "openid email profile groups offline_access",
+    )
+    .await;
+    let info = userinfo(&s, &again["access_token"]).await;
+    assert!(info["groups"].is_array(), "{info}");
+    assert_eq!(info["name"], full["name"]);
+    let info = userinfo(&s, &narrow["access_token"]).await;
+    assert!(info.get("groups").is_none(), "{info}");
 }

@@ -1161,6 +1161,7 @@ impl Provider {
                         client_id: grant.client_id.clone(),
                         created_at: now,
                         expires_at: now + self.settings.id_token_ttl.as_secs() as i64,
+                        scopes: None,
                     },
                     refresh: None,
                 };

@@ -225,6 +225,7 @@ impl Provider {
                 client_id: grant.client_id.clone(),
                 created_at: now,
                 expires_at: now + self.id_token_ttl_secs(),
+                scopes: None,
             },
             refresh: refresh_plain.as_ref().map(|r| RefreshToken {
                 token_hash: sha256_hex(r),
@@ -386,7 +387,8 @@ impl Provider {
             return Err(invalid());
         }
         // RFC 6749 §6: a refresh may ask for fewer scopes than were granted. The grant keeps
-        // all of them, so a later refresh may ask for the original scopes again.
+        // all of them, so a later refresh may ask for the original scopes again; the new
+        // access token keeps the fewer, so /userinfo and introspection answer with them.
         let narrowed: Option<Vec<String>> = match form.get("scope").filter(|s| !s.is_empty()) {
             Some(requested) => {
                 let requested: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
@@ -409,13 +411,9 @@ impl Provider {
                 )
             }
             None => None,
-        };
-        let shown = |mut grant: Grant| {
-            if let Some(scopes) = &narrowed {
-                grant.scopes.clone_from(scopes);
-            }
-            grant
-        };
+        }
+        // The grant's own scopes need not be stored again.
+        .filter(|scopes| *scopes != grant.scopes);
 
         // Ask the connector who the user is now: a deleted user or a changed password ends
         // the session; changed groups show in the new token.
@@ -423,6 +421,7 @@ impl Provider {
 
         let policy = &self.settings.refresh;
         let (new_access, mut records) = self.new_tokens(&grant, now, !policy.disable_rotation);
+        records.access.scopes = narrowed;
         let successor = new_access.refresh.clone();
         let successor_record = records.refresh.take().map(|mut r| {
             // Successors belong to the same family and inherit its end.
@@ -452,7 +451,7 @@ impl Provider {
             RefreshOutcome::Rotated(grant) => {
                 let refresh = successor.unwrap_or_else(|| token.clone());
                 self.respond(
-                    &shown(grant),
+                    &rotation.access.grant_view(grant),
                     NewTokens {
                         access: new_access.access,
                         refresh: Some(refresh),
@@ -471,7 +470,7 @@ impl Provider {
                     invalid()
                 })?;
                 self.respond(
-                    &shown(grant),
+                    &rotation.access.grant_view(grant),
                     NewTokens {
                         access: new_access.access,
                         refresh: Some(refresh),

@@ -937,6 +937,7 @@ async fn insert_access_token(conn: &mut SqliteConnection, token: &AccessToken) -
         .bind(&token.client_id)
         .bind(token.created_at)
         .bind(token.expires_at)
+        .bind(sql::access_token_scopes(token)?)
         .execute(&mut *conn)
         .await
         .or_storage("access token")?;
