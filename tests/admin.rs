@@ -225,6 +225,8 @@ on_both!(
     keys_are_listed_rotated_and_retired_with_audit_lines,
     key_rotation_refuses_a_key_encryption_key_the_keys_were_not_sealed_with,
     a_running_server_drops_a_retired_key_and_signs_with_the_new_one,
+    clients_with_script_or_file_redirect_uris_are_refused,
+    passwords_shorter_than_eight_characters_are_refused,
 );
 
 const DIGEST_SQL: &str = "SELECT secret_sha256 FROM clients WHERE id = $1";
@@ -429,6 +431,103 @@ async fn passwords_are_hashed_with_argon2id_and_never_logged(b: &Backend) {
     assert!(b.storage().await.list_passwords().await.unwrap().is_empty());
 }
 
+async fn clients_with_script_or_file_redirect_uris_are_refused(b: &Backend) {
+    for uri in [
+        "javascript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:msgbox(1)",
+        "file:///etc/passwd",
+    ] {
+        let err = b.fails(&["clients", "create", "--id", "evil", "--redirect-uri", uri]);
+        assert!(err.contains("\"evil\"") && err.contains(uri), "{err}");
+        let err = b.fails(&[
+            "clients",
+            "create",
+            "--id",
+            "evil",
+            "--public",
+            "--post-logout-redirect-uri",
+            uri,
+        ]);
+        assert!(err.contains(uri), "{err}");
+    }
+    assert!(b.storage().await.list_clients().await.unwrap().is_empty());
+
+    // Native apps' reverse-domain schemes and Dex's out-of-band URI stay allowed.
+    for (id, uri) in [
+        ("native", "com.example.app:/callback"),
+        ("oob", "urn:ietf:wg:oauth:2.0:oob"),
+    ] {
+        b.ok(
+            &[
+                "clients",
+                "create",
+                "--id",
+                id,
+                "--public",
+                "--redirect-uri",
+                uri,
+            ],
+            "",
+        );
+    }
+    let err = b.fails(&[
+        "clients",
+        "update",
+        "--id",
+        "native",
+        "--redirect-uri",
+        "javascript:alert(1)",
+    ]);
+    assert!(err.contains("javascript:alert(1)"), "{err}");
+    let native = b
+        .storage()
+        .await
+        .get_client("native")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(native.redirect_uris, ["com.example.app:/callback"]);
+}
+
+async fn passwords_shorter_than_eight_characters_are_refused(b: &Backend) {
+    for short in ["x", "seven77"] {
+        let out = b.admin(
+            &["passwords", "create", "--email", "dan@example.com"],
+            &format!("{short}\n"),
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("at least 8 characters"), "{err}");
+        assert!(!err.contains(short), "{err}");
+    }
+    assert!(b.storage().await.list_passwords().await.unwrap().is_empty());
+    b.ok(
+        &["passwords", "create", "--email", "dan@example.com"],
+        "eight888\n",
+    );
+    let out = b.admin(
+        &[
+            "passwords",
+            "update",
+            "--email",
+            "dan@example.com",
+            "--password-stdin",
+        ],
+        "short\n",
+    );
+    assert!(!out.status.success());
+    let stored = b
+        .storage()
+        .await
+        .get_password("dan@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let hasher = lanyard_connectors::PasswordHasher::new();
+    assert!(hasher.verify(&stored.hash, "eight888").await.unwrap());
+}
+
 fn user(id: &str, email: &str) -> UserClaims {
     UserClaims {
         user_id: id.into(),
@@ -474,6 +573,7 @@ async fn sessions_are_listed_and_revoked_per_user_and_client(b: &Backend) {
             client_id: client.into(),
             created_at: now,
             expires_at: now + 3600,
+            scopes: None,
         };
         s.issue_grant(
             &grant,

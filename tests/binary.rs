@@ -37,6 +37,21 @@ async fn embedded_default_serves_a_working_issuer() {
     let issuer = "http://127.0.0.1:5556";
     wait_ready(&format!("{issuer}/healthz")).await;
     assert!(dir.path().join("lanyard-data/lanyard.db").exists());
+    // What lanyard creates is the owner's alone: the data directory, the database with its
+    // WAL and shared-memory files, and the generated key-encryption key.
+    assert_eq!(mode_of(&dir.path().join("lanyard-data")), 0o700);
+    for file in [
+        "lanyard.db",
+        "lanyard.db-wal",
+        "lanyard.db-shm",
+        "encryption-key",
+    ] {
+        assert_eq!(
+            mode_of(&dir.path().join("lanyard-data").join(file)),
+            0o600,
+            "{file}"
+        );
+    }
     assert_eq!(
         reqwest::get("http://127.0.0.1:5558/healthz/ready")
             .await
@@ -247,6 +262,54 @@ staticClients:
             "secret {secret:.6}… reached the log"
         );
     }
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn a_database_file_others_can_read_is_warned_about_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/sub/m.db");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer: http://127.0.0.1:5556\nstorage:\n  type: sqlite3\n  config:\n    file: {}\nweb:\n  http: 127.0.0.1:5556\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let migrate = || {
+        let out = Command::new(BIN)
+            .args(["migrate", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let stderr = migrate();
+    assert!(!stderr.contains("readable by group or others"), "{stderr}");
+    assert_eq!(mode_of(&dir.path().join("data")), 0o700);
+    assert_eq!(mode_of(&dir.path().join("data/sub")), 0o700);
+    assert_eq!(mode_of(&db), 0o600);
+
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stderr = migrate();
+    assert!(
+        stderr.contains("readable by group or others") && stderr.contains("m.db"),
+        "{stderr}"
+    );
+    // A file that exists keeps the mode its owner gave it.
+    assert_eq!(mode_of(&db), 0o644);
 }
 
 #[test]

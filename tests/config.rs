@@ -559,7 +559,7 @@ fn non_public_client_without_secret_is_rejected() {
 #[test]
 fn redirect_uris_must_be_absolute_without_fragment() {
     let e = errors(&with_base(
-        "staticClients:\n- id: app\n  public: true\n  redirectURIs: [https://a.example/cb, callback, 'https://a.example/#x', 'myapp:/cb']\n",
+        "staticClients:\n- id: app\n  public: true\n  redirectURIs: [https://a.example/cb, callback, 'https://a.example/#x', 'com.example.app:/cb', 'urn:ietf:wg:oauth:2.0:oob']\n",
     ));
     assert_error(
         &e,
@@ -572,6 +572,34 @@ fn redirect_uris_must_be_absolute_without_fragment() {
         "must not contain a fragment",
     );
     assert_eq!(e.0.len(), 2, "{e}");
+}
+
+#[test]
+fn redirect_uris_with_script_or_file_schemes_are_refused_naming_client_and_uri() {
+    let e = errors(&with_base(
+        "staticClients:\n- id: evil-app\n  public: true\n  redirectURIs: ['javascript:alert(1)', 'data:text/html,hi', 'vbscript:msgbox(1)', 'file:///etc/passwd', 'myapp:/cb', 'http://127.0.0.1:5555/cb']\n  postLogoutRedirectURIs: ['javascript:alert(2)']\n",
+    ));
+    for (i, uri) in [
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "vbscript:msgbox(1)",
+        "file:///etc/passwd",
+        "myapp:/cb",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = format!("staticClients[0].redirectURIs[{i}]");
+        assert_error(&e, &path, "client `evil-app`");
+        assert_error(&e, &path, uri);
+        assert_error(&e, &path, "com.example.app:/callback");
+    }
+    assert_error(
+        &e,
+        "staticClients[0].postLogoutRedirectURIs[0]",
+        "javascript:alert(2)",
+    );
+    assert_eq!(e.0.len(), 6, "{e}");
 }
 
 #[test]

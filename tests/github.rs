@@ -425,6 +425,51 @@ async fn refresh_reads_the_teams_again() {
     assert_eq!(body["error"], "invalid_grant");
 }
 
+async fn the_github_token_is_stored_encrypted_and_old_plaintext_rows_still_refresh(
+    backend: Backend,
+) {
+    let fake = FakeGithub::start().await;
+    fake.add_user(jane().in_team("acme", "platform"));
+    fake.sign_in("jane");
+    let Some(s) = TestServer::start(
+        backend,
+        &format!(
+            "connectors:\n{}",
+            fake.connector_yaml("github", "orgs:\n- name: acme\n")
+        ),
+    )
+    .await
+    else {
+        return;
+    };
+    let tokens = login(&s, &fake, &AuthRequest::public()).await;
+    let github_token = fake.live_tokens().pop().expect("GitHub issued a token");
+    s.assert_connector_data_sealed(&github_token).await;
+
+    let (status, refreshed) = refresh(&s, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{refreshed}");
+    s.assert_connector_data_sealed(&github_token).await;
+
+    // A grant stored before connector data was encrypted still refreshes, and is sealed after.
+    s.store_connector_data_in_plaintext("github").await;
+    let (status, again) = refresh(&s, refreshed["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(claims_of(&again)["groups"], json!(["acme:platform"]));
+    s.assert_connector_data_sealed(&github_token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_github_token_is_stored_encrypted_on_sqlite() {
+    the_github_token_is_stored_encrypted_and_old_plaintext_rows_still_refresh(Backend::Sqlite)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_github_token_is_stored_encrypted_on_postgres() {
+    the_github_token_is_stored_encrypted_and_old_plaintext_rows_still_refresh(Backend::Postgres)
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_github_token_ends_the_session() {
     let (fake, s) =

@@ -39,6 +39,8 @@ on_both!(
     logout_ends_the_session_and_redirects_only_to_registered_uris,
     form_post_answers_with_a_self_submitting_form,
     cross_client_audience_needs_trusted_peers,
+    a_refresh_may_narrow_the_scope_and_ask_for_the_original_again,
+    a_narrowed_access_token_reads_only_its_scopes_at_userinfo_and_introspection,
 );
 
 async fn server(b: Backend) -> Option<TestServer> {
@@ -986,4 +988,123 @@ async fn cross_client_audience_needs_trusted_peers(b: Backend) {
     );
     let to = auth_step(&s, &browser, &q).await;
     assert_eq!(query_param(&to, "error").as_deref(), Some("invalid_scope"));
+}
+
+async fn refresh_with_scope(s: &TestServer, token: &str, scope: &str) -> reqwest::Response {
+    http()
+        .post(s.url("/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token),
+            ("client_id", PUBLIC_CLIENT),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .expect("refresh")
+}
+
+/// A refresh by the confidential client that asks for `scope`: its token response.
+async fn web_refresh_with_scope(s: &TestServer, token: &str, scope: &str) -> Value {
+    let r = http()
+        .post(s.url("/token"))
+        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(r.status(), 200);
+    json(r).await
+}
+
+async fn userinfo(s: &TestServer, access: &Value) -> Value {
+    let r = http()
+        .get(s.url("/userinfo"))
+        .bearer_auth(access.as_str().expect("an access token"))
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(r.status(), 200);
+    json(r).await
+}
+
+async fn a_refresh_may_narrow_the_scope_and_ask_for_the_original_again(b: Backend) {
+    let Some(s) = server(b).await else { return };
+    let first = tokens(&s, &AuthRequest::public()).await;
+    assert!(claims_of(first["id_token"].as_str().unwrap())["groups"].is_array());
+    let r0 = first["refresh_token"].as_str().unwrap();
+
+    // Wider than granted: refused, and the token still works.
+    let wider = refresh_with_scope(&s, r0, "openid email federated:id").await;
+    assert_eq!(error_of(wider).await, (400, "invalid_scope".into()));
+
+    // Narrower: the response and the ID token carry only what was asked for.
+    let narrow = json(refresh_with_scope(&s, r0, "openid offline_access email").await).await;
+    assert_eq!(narrow["scope"], "openid email offline_access", "{narrow}");
+    let claims = claims_of(narrow["id_token"].as_str().unwrap());
+    assert!(claims.get("groups").is_none(), "{claims:?}");
+    assert!(claims.get("name").is_none(), "{claims:?}");
+    assert_eq!(claims["email"], "alice@example.com");
+
+    // The grant keeps its scopes: the next refresh may ask for all of them again.
+    let again =
+        json(refresh(&s, PUBLIC_CLIENT, narrow["refresh_token"].as_str().unwrap()).await).await;
+    assert_eq!(
+        again["scope"], "openid email profile groups offline_access",
+        "{again}"
+    );
+    let claims = claims_of(again["id_token"].as_str().unwrap());
+    assert!(claims["groups"].is_array(), "{claims:?}");
+}
+
+async fn a_narrowed_access_token_reads_only_its_scopes_at_userinfo_and_introspection(b: Backend) {
+    let Some(s) = server(b).await else { return };
+    let first = tokens(&s, &AuthRequest::confidential()).await;
+    let full = userinfo(&s, &first["access_token"]).await;
+    assert!(full["groups"].is_array(), "{full}");
+    let r0 = first["refresh_token"].as_str().unwrap();
+
+    // Without groups and profile: the new access token reads only what is left.
+    let narrow = web_refresh_with_scope(&s, r0, "openid offline_access email").await;
+    let info = userinfo(&s, &narrow["access_token"]).await;
+    assert!(info.get("groups").is_none(), "{info}");
+    assert!(info.get("name").is_none(), "{info}");
+    assert_eq!(info["email"], "alice@example.com");
+    let seen = json(
+        introspect(
+            &s,
+            (WEB_CLIENT, Some(WEB_SECRET)),
+            narrow["access_token"].as_str().unwrap(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(seen["active"], true);
+    assert_eq!(seen["scope"], "openid email offline_access", "{seen}");
+    assert!(seen.get("groups").is_none(), "{seen}");
+
+    // A retry of the same token inside the reuse interval, narrower still: no email either.
+    let retry = web_refresh_with_scope(&s, r0, "openid").await;
+    assert_eq!(retry["refresh_token"], narrow["refresh_token"]);
+    let info = userinfo(&s, &retry["access_token"]).await;
+    assert!(info.get("email").is_none(), "{info}");
+    assert!(info.get("sub").is_some(), "{info}");
+
+    // The chain asks for the full scope again: that token reads groups again, while the
+    // narrowed one still does not.
+    let again = web_refresh_with_scope(
+        &s,
+        narrow["refresh_token"].as_str().unwrap(),
+        "openid email profile groups offline_access",
+    )
+    .await;
+    let info = userinfo(&s, &again["access_token"]).await;
+    assert!(info["groups"].is_array(), "{info}");
+    assert_eq!(info["name"], full["name"]);
+    let info = userinfo(&s, &narrow["access_token"]).await;
+    assert!(info.get("groups").is_none(), "{info}");
 }

@@ -35,7 +35,10 @@ macro_rules! on_both {
     };
 }
 
-on_both!(federated_login_carries_the_upstream_identity);
+on_both!(
+    federated_login_carries_the_upstream_identity,
+    the_upstream_refresh_token_is_stored_encrypted_and_old_plaintext_rows_still_refresh,
+);
 
 async fn refresh(server: &TestServer, refresh_token: &str) -> reqwest::Response {
     reqwest::Client::new()
@@ -567,4 +570,59 @@ fn the_okta_example_passes_check_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("OK"));
+}
+
+async fn the_upstream_refresh_token_is_stored_encrypted_and_old_plaintext_rows_still_refresh(
+    backend: Backend,
+) {
+    let Some(f) = Federation::start(backend, Setup::default()).await else {
+        return;
+    };
+    let tokens = f.tokens(&Federation::request()).await;
+    // What the connector keeps, opened with the downstream's key-encryption key.
+    let upstream_refresh = |s: &TestServer, stored: &str| -> String {
+        let plain = s
+            .provider
+            .keys
+            .open_connector_data(CONNECTOR, stored)
+            .expect("connector data opens");
+        let data: Value = serde_json::from_slice(&plain).expect("json");
+        data["refresh_token"]
+            .as_str()
+            .expect("an upstream refresh token")
+            .to_string()
+    };
+    let stored = f
+        .downstream
+        .texts("SELECT connector_data FROM grants")
+        .await;
+    let secret = upstream_refresh(&f.downstream, &stored[0]);
+    f.downstream.assert_connector_data_sealed(&secret).await;
+
+    let resp = refresh(&f.downstream, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let stored = f
+        .downstream
+        .texts("SELECT connector_data FROM grants")
+        .await;
+    let rotated = upstream_refresh(&f.downstream, &stored[0]);
+    assert_ne!(rotated, secret, "the upstream rotated its refresh token");
+    f.downstream.assert_connector_data_sealed(&rotated).await;
+
+    // A grant stored before connector data was encrypted still refreshes at the upstream.
+    f.downstream
+        .store_connector_data_in_plaintext(CONNECTOR)
+        .await;
+    let resp = refresh(&f.downstream, body["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let claims = jwt_claims(body["id_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], alice_downstream_sub().as_str());
+    let stored = f
+        .downstream
+        .texts("SELECT connector_data FROM grants")
+        .await;
+    let again = upstream_refresh(&f.downstream, &stored[0]);
+    f.downstream.assert_connector_data_sealed(&again).await;
 }

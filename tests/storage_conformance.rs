@@ -125,6 +125,7 @@ conformance!(
     auth_request_exchanges_for_one_code_only,
     expired_auth_request_exchange_writes_nothing,
     redeemed_code_issues_grant_access_and_refresh_token,
+    an_access_tokens_own_scopes_are_stored_and_read_back,
     replayed_code_revokes_grant_and_its_tokens,
     expired_code_is_expired_and_stays_unredeemed,
     unknown_code_is_not_found,
@@ -279,6 +280,7 @@ fn access_token(token_hash: &str, grant_id: &str, expires_at: i64) -> AccessToke
         client_id: "kubectl".into(),
         created_at: NOW,
         expires_at,
+        scopes: None,
     }
 }
 
@@ -758,6 +760,58 @@ async fn redeemed_code_issues_grant_access_and_refresh_token(db: &TestDb) {
     );
     let stored = s.get_auth_code("c1").await.unwrap().unwrap();
     assert_eq!(stored.redeemed_at, Some(NOW));
+}
+
+/// An access token may carry fewer scopes than its grant (a refresh that narrowed them); every
+/// way a token is written keeps them, and `None` (its grant's scopes) stays `None`.
+async fn an_access_tokens_own_scopes_are_stored_and_read_back(db: &TestDb) {
+    let s = db.s();
+    let narrowed = |mut token: AccessToken, scopes: &[&str]| {
+        token.scopes = Some(scopes.iter().map(|s| s.to_string()).collect());
+        token
+    };
+    let tokens = IssuedTokens {
+        access: narrowed(access_token("at-g1", "g1", NOW + 3600), &["openid"]),
+        refresh: Some(refresh_token("rt0", "g1", None)),
+    };
+    s.issue_grant(&grant("g1"), &tokens).await.unwrap();
+    s.issue_grant(&grant("g2"), &only(access_token("at-g2", "g2", NOW + 3600)))
+        .await
+        .unwrap();
+
+    // A rotation, its retry inside the reuse interval, and a use with rotation disabled.
+    let mut current = rotation("rt0", Some("rt1"), "at1", NOW);
+    current.access = narrowed(current.access, &["email"]);
+    s.rotate_refresh_token(&current, NOW).await.unwrap();
+    let mut retry = rotation("rt0", Some("rt1-retry"), "at1-retry", NOW + 1);
+    retry.access = narrowed(retry.access, &[]);
+    assert!(matches!(
+        s.rotate_refresh_token(&retry, NOW + 1).await.unwrap(),
+        RefreshOutcome::Reused { .. }
+    ));
+    let mut touch = rotation("rt1", None, "at2", NOW + 2);
+    touch.access = narrowed(touch.access, &["openid", "email"]);
+    s.rotate_refresh_token(&touch, NOW + 2).await.unwrap();
+
+    for (token, scopes) in [
+        ("at-g1", Some(vec!["openid"])),
+        ("at-g2", None),
+        ("at1", Some(vec!["email"])),
+        ("at1-retry", Some(vec![])),
+        ("at2", Some(vec!["openid", "email"])),
+    ] {
+        let (access, grant) = s.get_access_token(token, NOW + 3).await.unwrap().unwrap();
+        assert_eq!(
+            access.scopes,
+            scopes.map(|v| v.into_iter().map(String::from).collect::<Vec<_>>()),
+            "{token}"
+        );
+        assert_eq!(
+            grant.scopes,
+            vec!["openid", "email"],
+            "{token}: the grant's stay"
+        );
+    }
 }
 
 async fn replayed_code_revokes_grant_and_its_tokens(db: &TestDb) {
@@ -2497,6 +2551,7 @@ mod memory {
         replayed_code_revokes_grant_and_its_tokens,
         expired_code_is_expired_and_stays_unredeemed,
         issued_grant_keeps_every_field_exactly,
+        an_access_tokens_own_scopes_are_stored_and_read_back,
         concurrent_grants_succeed_or_fail_each_on_its_own,
         redeemed_code_issues_grant_access_and_refresh_token,
     );

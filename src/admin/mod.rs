@@ -23,6 +23,9 @@ use crate::storage::{self, Client, GrantFilter, Password, SharedStorage, Storage
 /// 256 random bits.
 const SECRET_BYTES: usize = 32;
 
+/// The shortest password a user may choose (NIST SP 800-63B §5.1.1.1).
+const MIN_PASSWORD_CHARS: usize = 8;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error(transparent)]
@@ -309,6 +312,7 @@ impl Admin<'_> {
                 self.ensure_not_static_client(&fields.id)?;
                 validate_client_id(&fields.id)?;
                 validate_grant_types(&fields.grant_types)?;
+                validate_redirect_uris(&fields.id, fields)?;
                 if fields.redirect_uris.is_empty()
                     && !fields.grant_types.is_empty()
                     && fields.grant_types.iter().any(|g| g == "authorization_code")
@@ -342,6 +346,7 @@ impl Admin<'_> {
             } => {
                 self.ensure_not_static_client(&fields.id)?;
                 validate_grant_types(&fields.grant_types)?;
+                validate_redirect_uris(&fields.id, fields)?;
                 let mut client = self
                     .storage
                     .get_client(&fields.id)
@@ -636,6 +641,18 @@ fn validate_grant_types(grant_types: &[String]) -> Result<()> {
     }
 }
 
+fn validate_redirect_uris(client: &str, fields: &ClientFields) -> Result<()> {
+    for uri in fields
+        .redirect_uris
+        .iter()
+        .chain(&fields.post_logout_redirect_uris)
+    {
+        crate::config::check_redirect_uri(uri)
+            .map_err(|e| AdminError::Invalid(format!("client {client:?}: {e}")))?;
+    }
+    Ok(())
+}
+
 fn validate_email(email: &str) -> Result<()> {
     let valid = email
         .split_once('@')
@@ -660,6 +677,11 @@ fn read_password(input: &mut dyn BufRead) -> Result<String> {
         return Err(AdminError::Stdin(
             "no password given (write it as one line on stdin)".into(),
         ));
+    }
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(AdminError::Invalid(format!(
+            "the password must be at least {MIN_PASSWORD_CHARS} characters long (NIST SP 800-63B)"
+        )));
     }
     Ok(password)
 }

@@ -24,7 +24,7 @@ use url::Url;
 use crate::storage::StorageSettings;
 
 pub use duration::{format_duration, parse_go_duration, DurationError};
-pub use resolve::normalize_pem_certificates;
+pub use resolve::{check_redirect_uri, normalize_pem_certificates};
 
 /// The config `lanyard serve` runs with when no `--config` is given.
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.yaml");

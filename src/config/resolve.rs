@@ -1229,7 +1229,12 @@ const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
 /// it on device clients in exactly this relative form.
 const DEVICE_CALLBACK_URI: &str = "/device/callback";
 
-fn check_redirect_uri(uri: &str) -> Result<(), String> {
+/// Whether a client may register `uri` as a redirect (or post-logout redirect) URI: the one
+/// rule for staticClients, `lanyard admin clients` and every redirect lanyard sends.
+/// Browsers run `javascript:`, `data:` and `vbscript:` URLs in lanyard's origin and `file:`
+/// reaches the user's disk, so only http(s) and the private-use schemes of native apps
+/// (RFC 8252 §7.1: a reverse domain name, which has a dot) can be registered.
+pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
     if uri == OOB_REDIRECT_URI || uri == DEVICE_CALLBACK_URI {
         return Ok(());
     }
@@ -1237,7 +1242,15 @@ fn check_redirect_uri(uri: &str) -> Result<(), String> {
     if url.fragment().is_some() {
         return Err(format!("`{uri}` must not contain a fragment (#...)"));
     }
-    Ok(())
+    match url.scheme() {
+        "http" | "https" => Ok(()),
+        scheme if scheme.contains('.') => Ok(()),
+        scheme => Err(format!(
+            "`{uri}` has the scheme `{scheme}:`; a redirect URI must be http(s) or a native \
+             app's private-use scheme, a reverse domain name such as com.example.app:/callback \
+             (RFC 8252 §7.1)"
+        )),
+    }
 }
 
 /// A value given literally (`key`) or through a variable (`key_env`); at most one of them.
@@ -1324,7 +1337,11 @@ fn resolve_clients(
             let list = list.unwrap_or_default();
             for (j, uri) in list.iter().enumerate() {
                 if let Err(e) = check_redirect_uri(uri) {
-                    ctx.err(index_path(&key_path(&path, key), j), e);
+                    let client = id.as_deref().unwrap_or_default();
+                    ctx.err(
+                        index_path(&key_path(&path, key), j),
+                        format!("client `{client}`: {e}"),
+                    );
                 }
             }
             list
@@ -2201,7 +2218,19 @@ mod tests {
     #[test]
     fn redirect_uris() {
         assert!(check_redirect_uri("https://app.example/cb").is_ok());
-        assert!(check_redirect_uri("myapp:/cb").is_ok());
+        assert!(check_redirect_uri("com.example.app:/callback").is_ok());
+        for refused in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "vbscript:msgbox(1)",
+            "file:///etc/passwd",
+            "myapp:/cb",
+        ] {
+            let err = check_redirect_uri(refused).unwrap_err();
+            assert!(err.contains(refused), "{err}");
+            assert!(err.contains("RFC 8252"), "{err}");
+        }
         assert!(check_redirect_uri("http://127.0.0.1:5555/callback").is_ok());
         assert!(check_redirect_uri("urn:ietf:wg:oauth:2.0:oob").is_ok());
         assert!(check_redirect_uri("/device/callback").is_ok());

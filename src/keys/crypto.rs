@@ -23,26 +23,36 @@ pub(crate) fn new_kid() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Encrypts a PKCS#8 DER private key: AES-256-GCM, random 96-bit nonce, the kid as associated
-/// data (so a blob cannot be moved to another row). Returns nonce || ciphertext.
-pub fn seal_private_key(kek: &[u8; 32], kid: &str, der: &[u8]) -> Result<Vec<u8>, KeyError> {
+/// AES-256-GCM under the KEK with a random 96-bit nonce: nonce || ciphertext || tag. The
+/// associated data ties the blob to the row it was written for.
+fn seal(kek: &[u8; 32], aad: &[u8], msg: &[u8]) -> Option<Vec<u8>> {
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek));
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-    let ciphertext = cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: der,
-                aad: kid.as_bytes(),
-            },
-        )
-        .map_err(|_| KeyError::Encrypt {
-            kid: kid.to_string(),
-        })?;
+    let ciphertext = cipher.encrypt(&nonce, Payload { msg, aad }).ok()?;
     let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ciphertext);
-    Ok(out)
+    Some(out)
+}
+
+/// The inverse of [`seal`]; `None` when the blob is not one, or not under this KEK and AAD.
+fn open(kek: &[u8; 32], aad: &[u8], blob: &[u8]) -> Option<Vec<u8>> {
+    if blob.len() < NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let (nonce, msg) = blob.split_at(NONCE_LEN);
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek));
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg, aad })
+        .ok()
+}
+
+/// Encrypts a PKCS#8 DER private key: AES-256-GCM, random 96-bit nonce, the kid as associated
+/// data (so a blob cannot be moved to another row). Returns nonce || ciphertext.
+pub fn seal_private_key(kek: &[u8; 32], kid: &str, der: &[u8]) -> Result<Vec<u8>, KeyError> {
+    seal(kek, kid.as_bytes(), der).ok_or_else(|| KeyError::Encrypt {
+        kid: kid.to_string(),
+    })
 }
 
 /// The inverse of [`seal_private_key`].
@@ -56,19 +66,81 @@ pub fn open_private_key(kek: &[u8; 32], kid: &str, blob: &[u8]) -> Result<Vec<u8
             ),
         });
     }
-    let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek));
-    cipher
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad: kid.as_bytes(),
-            },
-        )
-        .map_err(|_| KeyError::Decrypt {
-            kid: kid.to_string(),
-        })
+    open(kek, kid.as_bytes(), blob).ok_or_else(|| KeyError::Decrypt {
+        kid: kid.to_string(),
+    })
+}
+
+/// Marks connector data sealed under a KEK: `kek1.<KEK id>.<base64url(nonce || ciphertext)>`.
+/// Data stored before it is plain standard base64, which never contains a '.'.
+const SEALED_CONNECTOR_DATA: &str = "kek1.";
+
+/// Names a key-encryption key without revealing it: the first 64 bits of a SHA-256 over it,
+/// base64url. Recorded with what it seals, so that a KEK rotation finds what to re-encrypt.
+pub fn kek_id(kek: &[u8; 32]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"lanyard key-encryption key id\0")
+        .chain_update(kek)
+        .finalize();
+    URL_SAFE_NO_PAD.encode(&digest[..8])
+}
+
+fn connector_data_aad(connector_id: &str) -> Vec<u8> {
+    [b"connector-data\0".as_slice(), connector_id.as_bytes()].concat()
+}
+
+/// Seals what a connector keeps between logins and refreshes (upstream refresh and access
+/// tokens) for storage. The connector id is the associated data, so data cannot be moved to
+/// another connector's rows.
+pub fn seal_connector_data(
+    kek: &[u8; 32],
+    connector_id: &str,
+    data: &[u8],
+) -> Result<String, KeyError> {
+    let blob = seal(kek, &connector_data_aad(connector_id), data).ok_or_else(|| {
+        KeyError::ConnectorData {
+            connector: connector_id.to_string(),
+            reason: "encryption failed".into(),
+        }
+    })?;
+    Ok(format!(
+        "{SEALED_CONNECTOR_DATA}{}.{}",
+        kek_id(kek),
+        URL_SAFE_NO_PAD.encode(blob)
+    ))
+}
+
+/// The inverse of [`seal_connector_data`], which also reads the plain base64 form rows had
+/// before connector data was encrypted.
+pub fn open_connector_data(
+    kek: &[u8; 32],
+    connector_id: &str,
+    stored: &str,
+) -> Result<Vec<u8>, KeyError> {
+    let fail = |reason: String| KeyError::ConnectorData {
+        connector: connector_id.to_string(),
+        reason,
+    };
+    let Some(sealed) = stored.strip_prefix(SEALED_CONNECTOR_DATA) else {
+        return STANDARD
+            .decode(stored)
+            .map_err(|_| fail("neither sealed nor base64".into()));
+    };
+    let (id, blob) = sealed
+        .split_once('.')
+        .ok_or_else(|| fail("no key-encryption key id".into()))?;
+    let ours = kek_id(kek);
+    if id != ours {
+        return Err(fail(format!(
+            "sealed under the key-encryption key with id {id}, not the configured one ({ours})"
+        )));
+    }
+    let blob = URL_SAFE_NO_PAD
+        .decode(blob)
+        .map_err(|_| fail("the sealed data is not base64url".into()))?;
+    open(kek, &connector_data_aad(connector_id), &blob)
+        .ok_or_else(|| fail("the sealed data does not decrypt".into()))
 }
 
 /// A way to generate a private key: [`generate`] or [`generate_on_every_core`].
@@ -314,6 +386,35 @@ mod tests {
             open_private_key(&KEK, "k", &[0u8; 20]),
             Err(KeyError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn connector_data_is_sealed_with_the_kek_id_and_opens_only_for_its_connector() {
+        let token = b"upstream-refresh-token-SECRET";
+        let sealed = seal_connector_data(&KEK, "okta", token).unwrap();
+        assert!(
+            sealed.starts_with(&format!("kek1.{}.", kek_id(&KEK))),
+            "{sealed}"
+        );
+        assert!(!sealed.contains("SECRET") && !sealed.contains(&STANDARD.encode(token)));
+        assert_ne!(sealed, seal_connector_data(&KEK, "okta", token).unwrap());
+        assert_eq!(open_connector_data(&KEK, "okta", &sealed).unwrap(), token);
+        assert!(open_connector_data(&KEK, "github", &sealed).is_err());
+        let err = open_connector_data(&[8u8; 32], "okta", &sealed).unwrap_err();
+        assert!(err.to_string().contains(&kek_id(&KEK)), "{err}");
+        assert_ne!(kek_id(&KEK), kek_id(&[8u8; 32]));
+        assert_eq!(kek_id(&KEK).len(), 11);
+    }
+
+    #[test]
+    fn connector_data_stored_before_encryption_still_opens() {
+        let plain = STANDARD.encode(b"legacy refresh token");
+        assert_eq!(
+            open_connector_data(&KEK, "okta", &plain).unwrap(),
+            b"legacy refresh token"
+        );
+        assert!(open_connector_data(&KEK, "okta", "kek1.nodot").is_err());
+        assert!(open_connector_data(&KEK, "okta", "not base64!").is_err());
     }
 
     #[test]

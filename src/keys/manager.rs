@@ -533,6 +533,20 @@ impl KeyManager {
         self.settings.algorithm
     }
 
+    /// Seals a connector's data for storage under the key-encryption key.
+    pub fn seal_connector_data(&self, connector_id: &str, data: &[u8]) -> Result<String, KeyError> {
+        crypto::seal_connector_data(&self.settings.encryption_key, connector_id, data)
+    }
+
+    /// Opens connector data from storage, sealed or in the plain form of older rows.
+    pub fn open_connector_data(
+        &self,
+        connector_id: &str,
+        stored: &str,
+    ) -> Result<Vec<u8>, KeyError> {
+        crypto::open_connector_data(&self.settings.encryption_key, connector_id, stored)
+    }
+
     /// How many keys this process created since it started.
     pub fn rotations(&self) -> u64 {
         self.rotations.load(std::sync::atomic::Ordering::Relaxed)

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use crate::storage::StorageError;
 
-pub use crypto::{open_private_key, seal_private_key};
+pub use crypto::{
+    kek_id, open_connector_data, open_private_key, seal_connector_data, seal_private_key,
+};
 pub use manager::{
     key_statuses_of, retire_key, run_rotation, EmergencyRotation, Jwks, KeyManager, KeyState,
     KeyStatus, RotationOutcome,
@@ -38,6 +40,8 @@ pub enum KeyError {
     Decrypt { kid: String },
     #[error("cannot encrypt signing key {kid}")]
     Encrypt { kid: String },
+    #[error("stored connector data of connector {connector:?}: {reason}")]
+    ConnectorData { connector: String, reason: String },
     #[error("stored signing key {kid} is corrupt: {reason}")]
     Corrupt { kid: String, reason: String },
     #[error("unsupported signing algorithm {0:?} (supported: RS256, ES256)")]

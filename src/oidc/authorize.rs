@@ -957,10 +957,27 @@ impl Provider {
         identity: Identity,
     ) -> Result<Outcome, AuthorizeError> {
         let now = self.now();
+        // Connector data holds upstream tokens: it is sealed here, once, before anything
+        // stores it (the auth request, the session, then grants copy it as it is).
+        let connector_data = match &identity.connector_data {
+            Some(data) => Some(
+                self.keys
+                    .seal_connector_data(&connector.id, data)
+                    .map_err(|err| {
+                        tracing::error!(connector = %connector.id, error = %err, "sealing connector data failed");
+                        AuthorizeError::page(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "Sign-in failed",
+                            "lanyard could not store this sign-in. Try again in a moment.",
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         let login = LoginResult {
             connector_id: connector.id.clone(),
             claims: identity_claims(&identity),
-            connector_data: identity.connector_data.as_ref().map(|d| STANDARD.encode(d)),
+            connector_data,
             auth_time: now,
         };
         if !self
@@ -1144,6 +1161,7 @@ impl Provider {
                         client_id: grant.client_id.clone(),
                         created_at: now,
                         expires_at: now + self.settings.id_token_ttl.as_secs() as i64,
+                        scopes: None,
                     },
                     refresh: None,
                 };

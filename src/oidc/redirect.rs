@@ -1,8 +1,12 @@
 //! Redirect URI matching: exact string comparison, with one exception from RFC 8252 §7.3 for
 //! public (native) clients: a loopback redirect may use any port.
 
-/// Whether `requested` may be used for a client that registered `registered`.
+/// Whether `requested` may be used for a client that registered `registered`. A URI that
+/// could not be registered today (a client stored before the rule, say) is never used.
 pub fn redirect_uri_allowed(registered: &[String], requested: &str, public_client: bool) -> bool {
+    if crate::config::check_redirect_uri(requested).is_err() {
+        return false;
+    }
     if registered.iter().any(|r| r == requested) {
         return true;
     }
@@ -92,6 +96,20 @@ mod tests {
                 "{bad} must be refused for public clients"
             );
         }
+    }
+
+    #[test]
+    fn script_schemes_are_refused_even_when_registered() {
+        for uri in [
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "vbscript:x",
+            "file:///x",
+        ] {
+            assert!(!redirect_uri_allowed(&reg(&[uri]), uri, false), "{uri}");
+        }
+        let native = "com.example.app:/callback";
+        assert!(redirect_uri_allowed(&reg(&[native]), native, true));
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl Provider {
         let (grant, token_type, exp, iat) =
             if let Some((access, grant)) = self.storage.get_access_token(&hash, now).await? {
                 (
-                    grant,
+                    access.grant_view(grant),
                     "access_token",
                     Some(access.expires_at),
                     access.created_at,

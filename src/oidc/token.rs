@@ -225,6 +225,7 @@ impl Provider {
                 client_id: grant.client_id.clone(),
                 created_at: now,
                 expires_at: now + self.id_token_ttl_secs(),
+                scopes: None,
             },
             refresh: refresh_plain.as_ref().map(|r| RefreshToken {
                 token_hash: sha256_hex(r),
@@ -385,17 +386,34 @@ impl Provider {
         if grant.revoked_at.is_some() {
             return Err(invalid());
         }
-        if let Some(requested) = form.get("scope").filter(|s| !s.is_empty()) {
-            if requested
-                .split(' ')
-                .any(|s| !s.is_empty() && !grant.scopes.iter().any(|g| g == s))
-            {
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidScope,
-                    "a refresh may not widen the granted scopes",
-                ));
+        // RFC 6749 §6: a refresh may ask for fewer scopes than were granted. The grant keeps
+        // all of them, so a later refresh may ask for the original scopes again; the new
+        // access token keeps the fewer, so /userinfo and introspection answer with them.
+        let narrowed: Option<Vec<String>> = match form.get("scope").filter(|s| !s.is_empty()) {
+            Some(requested) => {
+                let requested: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
+                if requested
+                    .iter()
+                    .any(|s| !grant.scopes.iter().any(|g| g == s))
+                {
+                    return Err(OAuthError::new(
+                        ErrorCode::InvalidScope,
+                        "a refresh may not widen the granted scopes",
+                    ));
+                }
+                Some(
+                    grant
+                        .scopes
+                        .iter()
+                        .filter(|g| requested.contains(&g.as_str()))
+                        .cloned()
+                        .collect(),
+                )
             }
+            None => None,
         }
+        // The grant's own scopes need not be stored again.
+        .filter(|scopes| *scopes != grant.scopes);
 
         // Ask the connector who the user is now: a deleted user or a changed password ends
         // the session; changed groups show in the new token.
@@ -403,6 +421,7 @@ impl Provider {
 
         let policy = &self.settings.refresh;
         let (new_access, mut records) = self.new_tokens(&grant, now, !policy.disable_rotation);
+        records.access.scopes = narrowed;
         let successor = new_access.refresh.clone();
         let successor_record = records.refresh.take().map(|mut r| {
             // Successors belong to the same family and inherit its end.
@@ -432,7 +451,7 @@ impl Provider {
             RefreshOutcome::Rotated(grant) => {
                 let refresh = successor.unwrap_or_else(|| token.clone());
                 self.respond(
-                    &grant,
+                    &rotation.access.grant_view(grant),
                     NewTokens {
                         access: new_access.access,
                         refresh: Some(refresh),
@@ -451,7 +470,7 @@ impl Provider {
                     invalid()
                 })?;
                 self.respond(
-                    &grant,
+                    &rotation.access.grant_view(grant),
                     NewTokens {
                         access: new_access.access,
                         refresh: Some(refresh),
@@ -495,24 +514,48 @@ impl Provider {
             email: grant.claims.email.clone(),
             email_verified: grant.claims.email_verified,
             groups: grant.claims.groups.clone(),
-            connector_data: grant
-                .connector_data
-                .as_ref()
-                .and_then(|d| STANDARD.decode(d).ok()),
+            connector_data: match &grant.connector_data {
+                Some(stored) => Some(
+                    self.keys
+                        .open_connector_data(&grant.connector_id, stored)
+                        .map_err(|err| {
+                            tracing::error!(error = %err, "refresh refused: the grant's connector data does not open");
+                            OAuthError::new(
+                                ErrorCode::ServerError,
+                                "the session's sign-in data cannot be read",
+                            )
+                        })?,
+                ),
+                None => None,
+            },
         };
         match refresher
             .refresh(&scopes_of(&grant.scopes), &identity)
             .await
         {
-            Ok(fresh) => Ok((
-                identity_claims(&fresh),
-                // A connector that has nothing new to remember keeps what it had.
-                fresh
+            Ok(fresh) => {
+                // A connector that has nothing new to remember keeps what it had; either is
+                // written sealed, which also seals data stored before encryption.
+                let data = fresh
                     .connector_data
                     .as_ref()
-                    .or(identity.connector_data.as_ref())
-                    .map(|d| STANDARD.encode(d)),
-            )),
+                    .or(identity.connector_data.as_ref());
+                let sealed = match data {
+                    Some(data) => Some(
+                        self.keys
+                            .seal_connector_data(&grant.connector_id, data)
+                            .map_err(|err| {
+                                tracing::error!(error = %err, "sealing connector data failed");
+                                OAuthError::new(
+                                    ErrorCode::ServerError,
+                                    "could not store the session's sign-in data",
+                                )
+                            })?,
+                    ),
+                    None => None,
+                };
+                Ok((identity_claims(&fresh), sealed))
+            }
             Err(lanyard_connectors::ConnectorError::SessionEnded(reason)) => {
                 tracing::info!(connector = %grant.connector_id, %reason, "upstream ended the session on refresh");
                 self.storage.revoke_grant(&grant.id, self.now()).await?;

@@ -1,4 +1,5 @@
-//! /userinfo: the claims of the grant an opaque access token belongs to.
+//! /userinfo: the claims of the grant an opaque access token belongs to, as far as the
+//! token's own scopes reach.
 
 use serde_json::{Map, Value};
 
@@ -31,13 +32,13 @@ impl Provider {
         authorization: Option<&str>,
     ) -> Result<Map<String, Value>, OAuthError> {
         let token = bearer_token(authorization)?;
-        let (_, grant) = self
+        let (access, grant) = self
             .storage
             .get_access_token(&sha256_hex(token), self.now())
             .await?
             .ok_or_else(|| {
                 OAuthError::invalid_token("the access token is invalid, expired or revoked")
             })?;
-        Ok(user_claims(&grant))
+        Ok(user_claims(&access.grant_view(grant)))
     }
 }

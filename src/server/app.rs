@@ -429,7 +429,8 @@ fn generated_encryption_key(
             )))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(&dir).map_err(|e| fail("cannot create the directory of", e))?;
+            crate::storage::sqlite::create_private_dir(&dir)
+                .map_err(|e| fail("cannot create the directory of", e))?;
             let mut key = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut key);
             write_private_file(&path, STANDARD.encode(key).as_bytes())

@@ -163,6 +163,20 @@ pub struct AccessToken {
     pub client_id: String,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
+    /// What this token may read when it carries fewer scopes than its grant (a refresh that
+    /// narrowed them, RFC 6749 §6); `None` is the grant's scopes.
+    pub scopes: Option<Vec<String>>,
+}
+
+impl AccessToken {
+    /// Its grant as this token may show it: with the token's own scopes, which decide the
+    /// claims and audiences it answers with.
+    pub fn grant_view(&self, mut grant: Grant) -> Grant {
+        if let Some(scopes) = &self.scopes {
+            grant.scopes.clone_from(scopes);
+        }
+        grant
+    }
 }
 
 /// What redeeming a code did. Decided inside one transaction.

@@ -25,7 +25,7 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
 /// A rotation's writes as one statement: mark the old token rotated ($1-$4), insert its
 /// successor ($3, $5-$11), write what the connector said about the user to the grant
-/// ($12-$15) and insert the new access token ($16-$20). Returns the token rows written and
+/// ($12-$15) and insert the new access token ($16-$21). Returns the token rows written and
 /// the grant rows updated.
 const ROTATE_AND_ISSUE: &str = "WITH marked AS (UPDATE refresh_tokens SET rotated_at = $2, \
      last_used_at = $2, successor_hash = $3, successor_sealed = $4 \
@@ -36,12 +36,12 @@ const ROTATE_AND_ISSUE: &str = "WITH marked AS (UPDATE refresh_tokens SET rotate
      updated AS (UPDATE grants SET user_id = $13, claims = $14, connector_data = $15 \
      WHERE id = $12 AND revoked_at IS NULL RETURNING 1), \
      access AS (INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, \
-     expires_at) VALUES ($16, $17, $18, $19, $20) RETURNING 1) \
+     expires_at, scopes) VALUES ($16, $17, $18, $19, $20, $21) RETURNING 1) \
      SELECT (SELECT count(*) FROM marked) + (SELECT count(*) FROM successor) \
      + (SELECT count(*) FROM access), (SELECT count(*) FROM updated)";
 /// [`ROTATE_AND_ISSUE`] for a token that is current, as one statement: it locks the token
 /// ($1) and its grant ($12) only if the token is not rotated, not past its end ($2) or idle
-/// cutoff ($21, or NULL), and the grant is not revoked, and every write hangs off that lock.
+/// cutoff ($22, or NULL), and the grant is not revoked, and every write hangs off that lock.
 /// A concurrent rotation or revocation that commits first makes the lock find nothing
 /// (READ COMMITTED re-checks a locked row's conditions against its newest version), so
 /// nothing is written. Returns the grant as it was and the rows written; no row when the
@@ -51,7 +51,7 @@ const ROTATE_IF_CURRENT: &str = concat!(
     sql::refresh_token_with_grant!(),
     " WHERE r.token_hash = $1 AND g.id = $12 AND r.rotated_at IS NULL \
      AND g.revoked_at IS NULL AND (r.expires_at IS NULL OR r.expires_at > $2) \
-     AND ($21::BIGINT IS NULL OR r.last_used_at >= $21) \
+     AND ($22::BIGINT IS NULL OR r.last_used_at >= $22) \
      FOR UPDATE OF r, g), \
      marked AS (UPDATE refresh_tokens SET rotated_at = $2, last_used_at = $2, \
      successor_hash = $3, successor_sealed = $4 \
@@ -62,19 +62,19 @@ const ROTATE_IF_CURRENT: &str = concat!(
      updated AS (UPDATE grants SET user_id = $13, claims = $14, connector_data = $15 \
      WHERE id = (SELECT id FROM current) RETURNING 1), \
      access AS (INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, \
-     expires_at) SELECT $16, $17, $18, $19, $20 FROM marked RETURNING 1) \
+     expires_at, scopes) SELECT $16, $17, $18, $19, $20, $21 FROM marked RETURNING 1) \
      SELECT current.*, (SELECT count(*) FROM marked) + (SELECT count(*) FROM successor) \
      + (SELECT count(*) FROM access) AS tokens, (SELECT count(*) FROM updated) AS grants \
      FROM current"
 );
 /// The same without rotation (`disableRotation`): the token is only touched ($1-$2); the grant
-/// is $3-$6 and the access token $7-$11.
+/// is $3-$6 and the access token $7-$12.
 const TOUCH_AND_ISSUE: &str = "WITH touched AS (UPDATE refresh_tokens SET last_used_at = $2 \
      WHERE token_hash = $1 AND rotated_at IS NULL RETURNING 1), \
      updated AS (UPDATE grants SET user_id = $4, claims = $5, connector_data = $6 \
      WHERE id = $3 AND revoked_at IS NULL RETURNING 1), \
      access AS (INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, \
-     expires_at) VALUES ($7, $8, $9, $10, $11) RETURNING 1) \
+     expires_at, scopes) VALUES ($7, $8, $9, $10, $11, $12) RETURNING 1) \
      SELECT (SELECT count(*) FROM touched) + (SELECT count(*) FROM access), \
      (SELECT count(*) FROM updated)";
 
@@ -201,7 +201,7 @@ fn rotated_grant(grant: Grant, rotation: &Rotation) -> Grant {
 type PgQueryAs<'q, O> = sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>;
 
 /// Binds a rotation's writes as [`ROTATE_AND_ISSUE`] and [`ROTATE_IF_CURRENT`] number them
-/// ($1-$20), or [`TOUCH_AND_ISSUE`] when there is no successor: the old token and the time,
+/// ($1-$21), or [`TOUCH_AND_ISSUE`] when there is no successor: the old token and the time,
 /// the successor, then the grant's new identity and the access token.
 fn bind_rotation<'q, O>(
     query: PgQueryAs<'q, O>,
@@ -233,7 +233,8 @@ fn bind_rotation<'q, O>(
         .bind(&access.grant_id)
         .bind(&access.client_id)
         .bind(access.created_at)
-        .bind(access.expires_at))
+        .bind(access.expires_at)
+        .bind(sql::access_token_scopes(access)?))
 }
 
 /// Builds the connection options: the URL or key/value DSN first, then every field that is
@@ -1154,6 +1155,7 @@ async fn insert_access_token(conn: &mut PgConnection, token: &AccessToken) -> Re
         .bind(&token.client_id)
         .bind(token.created_at)
         .bind(token.expires_at)
+        .bind(sql::access_token_scopes(token)?)
         .execute(&mut *conn)
         .await
         .or_storage("access token")?;

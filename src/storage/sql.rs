@@ -158,11 +158,11 @@ pub(super) const REVOKE_GRANT: &str =
     "UPDATE grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 
 pub(super) const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens (token_hash, grant_id, \
-     client_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
+     client_id, created_at, expires_at, scopes) VALUES ($1, $2, $3, $4, $5, $6)";
 pub(super) const SELECT_LIVE_ACCESS_TOKEN: &str = "SELECT t.token_hash AS token_hash, \
      t.grant_id AS token_grant_id, t.client_id AS token_client_id, \
      t.created_at AS token_created_at, t.expires_at AS token_expires_at, \
-     g.id AS id, g.client_id AS client_id, g.connector_id AS connector_id, \
+     t.scopes AS token_scopes, g.id AS id, g.client_id AS client_id, g.connector_id AS connector_id, \
      g.claims AS claims, g.scopes AS scopes, g.nonce AS nonce, g.auth_time AS auth_time, \
      g.connector_data AS connector_data, g.created_at AS created_at, \
      g.revoked_at AS revoked_at \
@@ -602,6 +602,15 @@ impl GrantJson {
     }
 }
 
+/// An access token's own scopes as stored: NULL when it carries its grant's.
+pub(super) fn access_token_scopes(token: &AccessToken) -> Result<Option<String>> {
+    token
+        .scopes
+        .as_ref()
+        .map(|s| to_json(s, "access token scopes"))
+        .transpose()
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct AccessTokenWithGrantRow {
     token_hash: String,
@@ -609,6 +618,7 @@ pub(super) struct AccessTokenWithGrantRow {
     token_client_id: String,
     token_created_at: i64,
     token_expires_at: i64,
+    token_scopes: Option<String>,
     #[sqlx(flatten)]
     grant: GrantRow,
 }
@@ -621,6 +631,10 @@ impl AccessTokenWithGrantRow {
             client_id: self.token_client_id,
             created_at: self.token_created_at,
             expires_at: self.token_expires_at,
+            scopes: self
+                .token_scopes
+                .map(|s| from_json(&s, "access token scopes"))
+                .transpose()?,
         };
         Ok((token, self.grant.into_model()?))
     }

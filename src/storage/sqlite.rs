@@ -42,10 +42,11 @@ impl SqliteStorage {
     /// Opens (creating it and its parent directory when missing) a database file.
     pub async fn open_file(file: &Path) -> Result<Self> {
         if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| {
+            create_private_dir(parent).map_err(|e| {
                 StorageError::Open(format!("cannot create directory {}: {e}", parent.display()))
             })?;
         }
+        create_private_file_or_check(file)?;
         let options = SqliteConnectOptions::new()
             .filename(file)
             .create_if_missing(true)
@@ -121,6 +122,69 @@ impl SqliteStorage {
             .or_storage("write transaction")
     }
 }
+
+/// Creates `dir` and its missing parents readable by the owner only: they hold the database
+/// and the generated key-encryption key. Directories that exist keep their mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates a missing database file 0600 before SQLite opens it, since SQLite creates files
+/// 0644 and gives the `-wal` and `-shm` files the mode of the database file. An existing file
+/// keeps its mode, with a warning when others may read it.
+fn create_private_file_or_check(file: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_readable_by_others(file);
+            Ok(())
+        }
+        Err(e) => Err(StorageError::Open(format!(
+            "cannot create SQLite database {}: {e}",
+            file.display()
+        ))),
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut wal = file.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = file.as_os_str().to_owned();
+    shm.push("-shm");
+    for path in [file.to_path_buf(), wal.into(), shm.into()] {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = %format!("{mode:o}"),
+                "the SQLite database file is readable by group or others; it holds sessions, \
+                 client and password data: chmod 600 it"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_file: &Path) {}
 
 /// A write transaction begun and ended by hand, so that `BEGIN IMMEDIATE` travels with the
 /// first statement and `COMMIT` with the last: sqlx's `Transaction` sends each on its own,
@@ -873,6 +937,7 @@ async fn insert_access_token(conn: &mut SqliteConnection, token: &AccessToken) -
         .bind(&token.client_id)
         .bind(token.created_at)
         .bind(token.expires_at)
+        .bind(sql::access_token_scopes(token)?)
         .execute(&mut *conn)
         .await
         .or_storage("access token")?;

@@ -55,9 +55,10 @@ macro_rules! insert_rows {
          value->>'claims', value->>'scopes', value->>'nonce', value->>'auth_time', \
          value->>'connector_data', value->>'created_at', value->>'revoked_at' \
          FROM json_each($1); \
-         INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at) \
+         INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at, \
+         scopes) \
          SELECT value->>'token_hash', value->>'grant_id', value->>'client_id', \
-         value->>'created_at', value->>'expires_at' FROM json_each($2); \
+         value->>'created_at', value->>'expires_at', value->>'scopes' FROM json_each($2); \
          INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, last_used_at, \
          expires_at, rotated_at, successor_hash) \
          SELECT value->>'token_hash', value->>'grant_id', value->>'client_id', \
@@ -102,14 +103,15 @@ const WRITE_AND_COMMIT: &str = concat!(update_rows!(), "; ", insert_rows!(), "; 
 /// One grant's rows and the commit of a transaction begun before (a code redemption's).
 const INSERT_AND_COMMIT: &str = concat!(insert_rows!(), "; COMMIT");
 
-fn access_json(access: &AccessToken) -> Value {
-    json!({
+fn access_json(access: &AccessToken) -> Result<Value> {
+    Ok(json!({
         "token_hash": access.token_hash,
         "grant_id": access.grant_id,
         "client_id": access.client_id,
         "created_at": access.created_at,
         "expires_at": access.expires_at,
-    })
+        "scopes": sql::access_token_scopes(access)?,
+    }))
 }
 
 fn refresh_json(refresh: &RefreshToken) -> Value {
@@ -149,7 +151,7 @@ impl Rows {
                 "created_at": grant.created_at,
                 "revoked_at": grant.revoked_at,
             }),
-            access: access_json(&tokens.access),
+            access: access_json(&tokens.access)?,
             refresh: tokens.refresh.as_ref().map(refresh_json),
         })
     }
@@ -180,6 +182,7 @@ impl Writes {
     /// grant takes the connector's current identity, and the access token is stored.
     fn rotate(&mut self, rotation: &Rotation, grant_id: &str, now: UnixTime) -> Result<()> {
         let claims = sql::to_json(&rotation.claims, "grant claims")?;
+        let access = access_json(&rotation.access)?;
         match &rotation.successor {
             Some(successor) => {
                 self.rotated.push(&json!({
@@ -200,7 +203,7 @@ impl Writes {
             "claims": claims,
             "connector_data": rotation.connector_data,
         }));
-        self.access.push(&access_json(&rotation.access));
+        self.access.push(&access);
         Ok(())
     }
 
@@ -660,7 +663,10 @@ fn decide(
             })
         }
         sql::RefreshDecision::Reuse(successor_sealed) => {
-            writes.access.push(&access_json(&rotation.access));
+            match access_json(&rotation.access) {
+                Ok(access) => writes.access.push(&access),
+                Err(err) => return Settled::Failed(err),
+            }
             RefreshOutcome::Reused {
                 grant,
                 successor_sealed,

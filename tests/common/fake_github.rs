@@ -200,6 +200,11 @@ impl FakeGithub {
         user.teams.retain(|t| t.org != org);
     }
 
+    /// Every access token the token endpoint has handed out and not revoked.
+    pub fn live_tokens(&self) -> Vec<String> {
+        self.state().tokens.keys().cloned().collect()
+    }
+
     /// How many access tokens the token endpoint has handed out.
     pub fn tokens_issued(&self) -> u64 {
         self.state().issued

@@ -517,6 +517,103 @@ impl Site {
 }
 
 impl TestServer {
+    /// The non-null text values `sql` selects, read straight from the database.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        use sqlx::Connection;
+        let rows: Vec<Option<String>> = if self.database_url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .expect("sqlite");
+            sqlx::query_scalar(sql).fetch_all(&mut c).await.expect(sql)
+        } else {
+            let mut c = sqlx::PgConnection::connect(&self.database_url)
+                .await
+                .expect("pg");
+            sqlx::query_scalar(sql).fetch_all(&mut c).await.expect(sql)
+        };
+        rows.into_iter().flatten().collect()
+    }
+
+    /// Runs one statement with one text argument (`$1`) straight on the database.
+    pub async fn execute(&self, sql: &str, arg: &str) {
+        use sqlx::Connection;
+        if self.database_url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .expect("sqlite");
+            sqlx::query(sql).bind(arg).execute(&mut c).await.expect(sql);
+        } else {
+            let mut c = sqlx::PgConnection::connect(&self.database_url)
+                .await
+                .expect("pg");
+            sqlx::query(sql).bind(arg).execute(&mut c).await.expect(sql);
+        }
+    }
+
+    /// Every stored text that carries connector data: grants, sign-in sessions and the logins
+    /// recorded on auth requests.
+    pub async fn stored_connector_data(&self) -> Vec<String> {
+        let mut all = self
+            .texts("SELECT connector_data FROM grants WHERE connector_data IS NOT NULL")
+            .await;
+        all.extend(
+            self.texts("SELECT connector_data FROM sessions WHERE connector_data IS NOT NULL")
+                .await,
+        );
+        all.extend(
+            self.texts("SELECT login FROM auth_requests WHERE login IS NOT NULL")
+                .await,
+        );
+        all
+    }
+
+    /// Asserts that connector data is stored, all of it sealed, and that `secret` (an upstream
+    /// token) shows nowhere in it, neither as text nor in base64 (connector data's old form).
+    pub async fn assert_connector_data_sealed(&self, secret: &str) {
+        use base64::Engine;
+        let grants = self
+            .texts("SELECT connector_data FROM grants WHERE connector_data IS NOT NULL")
+            .await;
+        assert!(!grants.is_empty(), "the grant keeps connector data");
+        for g in &grants {
+            assert!(g.starts_with("kek1."), "not sealed: {g:.40}");
+        }
+        for text in self.stored_connector_data().await {
+            assert!(
+                !text.contains(secret),
+                "an upstream token is stored in plain text"
+            );
+            for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || "+/=".contains(c))) {
+                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(word) {
+                    assert!(
+                        !String::from_utf8_lossy(&bytes).contains(secret),
+                        "an upstream token is stored in base64"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Rewrites every grant's connector data in the plain base64 form rows had before
+    /// connector data was encrypted.
+    pub async fn store_connector_data_in_plaintext(&self, connector: &str) {
+        use base64::Engine;
+        let grants = self
+            .texts("SELECT connector_data FROM grants WHERE connector_data IS NOT NULL")
+            .await;
+        assert_eq!(grants.len(), 1, "one grant");
+        let plain = self
+            .provider
+            .keys
+            .open_connector_data(connector, &grants[0])
+            .expect("opens");
+        self.execute(
+            "UPDATE grants SET connector_data = $1",
+            &base64::engine::general_purpose::STANDARD.encode(plain),
+        )
+        .await;
+    }
+
     /// Rows in `table`, read straight from the database (not through lanyard's storage code).
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
