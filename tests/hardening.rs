@@ -414,3 +414,42 @@ async fn a_logout_hint_of_another_user_asks_before_signing_out() {
     assert!(r.text().await.unwrap().contains("Signed out"));
     assert!(!silently_signed_in(&s, &own).await, "signed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_cookie_lanyard_did_not_issue_is_replaced() {
+    let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
+    let login_cookie = |sent: Option<String>| {
+        let url = s.url("/auth");
+        async move {
+            let mut r = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .get(url)
+                .query(&AuthRequest::public().query());
+            if let Some(value) = sent {
+                r = r.header("cookie", format!("lanyard_login={value}"));
+            }
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 303);
+            let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+            set.strip_prefix("lanyard_login=")
+                .and_then(|v| v.split(';').next())
+                .unwrap()
+                .to_string()
+        }
+    };
+    let issued = login_cookie(None).await;
+    // A planted value of the right shape (an attacker's own, or one they made up) is not
+    // adopted: the binding of this browser's logins stays unknown to them.
+    for planted in [
+        "A".repeat(43),
+        format!("{}.{}", "A".repeat(43), "B".repeat(43)),
+        issued.split('.').next().unwrap().to_string(),
+    ] {
+        let got = login_cookie(Some(planted.clone())).await;
+        assert_ne!(got, planted);
+    }
+    // The value lanyard issued is kept, so logins in two tabs both complete.
+    assert_eq!(login_cookie(Some(issued.clone())).await, issued);
+}
