@@ -477,6 +477,7 @@ struct HttpsServer {
     issuer: String,
     client: reqwest::Client,
     port: u16,
+    cert_der: Vec<u8>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -531,6 +532,7 @@ staticClients:\n- id: {PUBLIC_CLIENT}\n  name: kubectl\n  public: true\n  redire
             issuer,
             client,
             port,
+            cert_der: cert.cert.der().to_vec(),
             stop: Some(stop),
             _dir: dir,
         }
@@ -556,6 +558,33 @@ impl Drop for HttpsServer {
             let _ = stop.send(());
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_that_never_sends_a_request_is_cut_off() {
+    let s = HttpsServer::start("", "  headerReadTimeout: 1s\n  idleTimeout: 1m\n").await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(s.cert_der.clone().into()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a TLS connection without a request stayed open: {closed:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,9 @@ use tower::ServiceExt;
 use super::{ServeError, SHUTDOWN_GRACE};
 use crate::config::{ConnectionLimits, TlsVersion};
 
+/// How long an HTTP/2 peer has to answer a keep-alive ping.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown` flips to true,
 /// then waits for the open connections to finish.
 pub(super) async fn serve(
@@ -45,7 +48,7 @@ pub(super) async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.idle))
-        .keep_alive_timeout(limits.header_read);
+        .keep_alive_timeout(PING_TIMEOUT);
     let builder = Arc::new(builder);
     loop {
         // At the cap, new connections wait in the kernel's backlog until one closes.
@@ -77,6 +80,7 @@ pub(super) async fn serve(
                 app: app.clone(),
                 builder: builder.clone(),
                 idle: limits.idle,
+                first_request: limits.header_read,
                 shutdown: shutdown.clone(),
                 _permit: permit,
             },
@@ -100,6 +104,8 @@ struct Connection {
     app: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle: Duration,
+    /// How long a connection may take to start its first request (`web.headerReadTimeout`).
+    first_request: Duration,
     shutdown: watch::Receiver<bool>,
     /// Returned to the cap when the connection closes.
     _permit: OwnedSemaphorePermit,
@@ -128,7 +134,9 @@ async fn connection(
 /// Requests in flight on one connection and when the last one ended.
 struct Activity {
     in_flight: AtomicUsize,
-    last_done: Mutex<Instant>,
+    /// When the last request ended; `None` until the first one starts.
+    last_done: Mutex<Option<Instant>>,
+    opened: Instant,
 }
 
 /// Marks a request in flight until dropped.
@@ -137,7 +145,7 @@ struct Busy(Arc<Activity>);
 impl Drop for Busy {
     fn drop(&mut self) {
         // The lock guards an Instant: a panic cannot leave it half-written.
-        *self.0.last_done.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self.0.last_done.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -149,12 +157,19 @@ impl Activity {
     }
 
     /// When the connection will have been idle (no request in flight) for `idle`, or `None`
-    /// while a request is being served.
-    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+    /// while a request is being served. Before its first request a connection gets only
+    /// `first`: until hyper has seen which HTTP version the client speaks, its header timer
+    /// has not started.
+    fn idle_deadline(&self, idle: Duration, first: Duration) -> Option<Instant> {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        Some(*self.last_done.lock().unwrap_or_else(|e| e.into_inner()) + idle)
+        Some(
+            match *self.last_done.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(done) => done + idle,
+                None => self.opened + first.min(idle),
+            },
+        )
     }
 }
 
@@ -164,7 +179,8 @@ where
 {
     let activity = Arc::new(Activity {
         in_flight: AtomicUsize::new(0),
-        last_done: Mutex::new(Instant::now()),
+        last_done: Mutex::new(None),
+        opened: Instant::now(),
     });
     let service = {
         let activity = activity.clone();
@@ -189,7 +205,7 @@ where
         let wake = match closing {
             Some(at) => at + SHUTDOWN_GRACE,
             None => activity
-                .idle_deadline(conn.idle)
+                .idle_deadline(conn.idle, conn.first_request)
                 .unwrap_or_else(|| Instant::now() + conn.idle),
         };
         tokio::select! {
@@ -207,7 +223,7 @@ where
                 if closing.is_some() {
                     return;
                 }
-                if activity.idle_deadline(conn.idle).is_some_and(|d| d <= Instant::now()) {
+                if activity.idle_deadline(conn.idle, conn.first_request).is_some_and(|d| d <= Instant::now()) {
                     served.as_mut().graceful_shutdown();
                     closing = Some(Instant::now());
                 }
