@@ -374,6 +374,16 @@ async fn a_logout_hint_of_another_user_asks_before_signing_out() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(silently_signed_in(&s, &victim).await, "still signed in");
+    // The attacker's hint sent by POST (a logout request may be a POST) asks too.
+    let r = victim
+        .post(s.url("/logout"))
+        .form(&[("id_token_hint", mallory_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(hidden_field(&r.text().await.unwrap(), "csrf").is_some());
+    assert!(silently_signed_in(&s, &victim).await, "still signed in");
     // Confirming with it signs out, and goes on to the hint's client's registered URI.
     let fields: Vec<(String, String)> = ["csrf", "client_id", "post_logout_redirect_uri"]
         .iter()

@@ -639,8 +639,10 @@ async fn logout_confirm(
         Ok(f) => f,
         Err(refused) => return refused,
     };
-    let csrf = form.get("csrf").cloned().unwrap_or_default();
-    end_session(&state, &form, &headers, Some(&csrf)).await
+    // Without a csrf field this is a logout request sent by POST (which the spec allows),
+    // decided like a GET; with one, it is the confirmation form.
+    let csrf = form.get("csrf").cloned();
+    end_session(&state, &form, &headers, csrf.as_deref()).await
 }
 
 async fn end_session(
