@@ -538,6 +538,26 @@ staticClients:\n- id: {PUBLIC_CLIENT}\n  name: kubectl\n  public: true\n  redire
         }
     }
 
+    /// A TLS connection (no HTTP yet) offering only `versions`.
+    async fn tls_connect(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der.clone().into()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+    }
+
     /// The login cookie /auth sets.
     async fn login_cookie(&self) -> String {
         let r = self
@@ -563,18 +583,8 @@ impl Drop for HttpsServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_connection_that_never_sends_a_request_is_cut_off() {
     let s = HttpsServer::start("", "  headerReadTimeout: 1s\n  idleTimeout: 1m\n").await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(s.cert_der.clone().into()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect("localhost".try_into().unwrap(), tcp)
+    let mut tls = s
+        .tls_connect(rustls::DEFAULT_VERSIONS)
         .await
         .expect("TLS handshake");
     let started = Instant::now();
@@ -642,4 +652,14 @@ async fn https_cookies_are_prefixed_and_responses_carry_hsts() {
     let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
     let r = reqwest::get(s.url("/healthz")).await.unwrap();
     assert!(r.headers().get("strict-transport-security").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_versions_outside_web_tls_min_and_max_version_are_refused() {
+    let s = HttpsServer::start("", "  tlsMinVersion: \"1.3\"\n").await;
+    assert!(s.tls_connect(&[&rustls::version::TLS12]).await.is_err());
+    assert!(s.tls_connect(&[&rustls::version::TLS13]).await.is_ok());
+    let s = HttpsServer::start("", "  tlsMaxVersion: \"1.2\"\n").await;
+    assert!(s.tls_connect(&[&rustls::version::TLS13]).await.is_err());
+    assert!(s.tls_connect(&[&rustls::version::TLS12]).await.is_ok());
 }
