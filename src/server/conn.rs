@@ -223,7 +223,8 @@ where
                 if closing.is_some() {
                     return;
                 }
-                if activity.idle_deadline(conn.idle, conn.first_request).is_some_and(|d| d <= Instant::now()) {
+                let idle_until = activity.idle_deadline(conn.idle, conn.first_request);
+                if idle_until.is_some_and(|d| d <= Instant::now()) {
                     served.as_mut().graceful_shutdown();
                     closing = Some(Instant::now());
                 }
