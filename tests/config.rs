@@ -524,6 +524,38 @@ fn web_needs_a_listen_address_and_https_needs_certs() {
 }
 
 #[test]
+fn connection_limits_default_and_bad_values_name_their_path() {
+    let limits = parse(BASE).unwrap().web.limits;
+    assert_eq!(limits.header_read, Duration::from_secs(10));
+    assert_eq!(limits.tls_handshake, Duration::from_secs(10));
+    assert_eq!(limits.request_body, Duration::from_secs(30));
+    assert_eq!(limits.idle, Duration::from_secs(120));
+    assert_eq!(limits.max_connections, 4096);
+    let set = parse(&BASE.replace(
+        "web:\n",
+        "web:\n  headerReadTimeout: 5s\n  tlsHandshakeTimeout: 3s\n  requestBodyTimeout: 1m\n  \
+idleTimeout: 30s\n  maxConnections: 100\n",
+    ))
+    .unwrap()
+    .web
+    .limits;
+    assert_eq!(set.header_read, Duration::from_secs(5));
+    assert_eq!(set.tls_handshake, Duration::from_secs(3));
+    assert_eq!(set.request_body, Duration::from_secs(60));
+    assert_eq!(set.idle, Duration::from_secs(30));
+    assert_eq!(set.max_connections, 100);
+    let e = errors(&BASE.replace(
+        "web:\n",
+        "web:\n  headerReadTimeout: 0s\n  tlsHandshakeTimeout: soon\n  maxConnections: 0\n",
+    ));
+    assert_error(&e, "web.headerReadTimeout", "longer than 0");
+    assert_error(&e, "web.tlsHandshakeTimeout", "invalid duration");
+    assert_error(&e, "web.maxConnections", "between 1 and");
+    let e = errors(&BASE.replace("web:\n", "web:\n  idleTimeOut: 1s\n"));
+    assert!(e.to_string().contains("idleTimeout"), "{e}");
+}
+
+#[test]
 fn grpc_section_is_rejected() {
     let e = errors(&with_base("grpc:\n  addr: 127.0.0.1:5557\n"));
     assert_error(&e, "grpc", "gRPC API is not supported");

@@ -292,3 +292,174 @@ async fn abandoned_logins_are_swept_in_bounded_batches() {
     );
     assert_eq!(s.count("auth_requests").await, 0);
 }
+
+/// Where a `prompt=none` login of `browser` lands: a code while it is signed in.
+async fn silently_signed_in(s: &TestServer, browser: &reqwest::Client) -> bool {
+    let r = browser
+        .get(s.url("/auth"))
+        .query(&with(AuthRequest::public().query(), "prompt", "none"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    query_param(&location(&r), "code").is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_hint_of_another_user_asks_before_signing_out() {
+    let s = TestServer::start(Backend::Sqlite, "oauth2:\n  skipApprovalScreen: true\n")
+        .await
+        .unwrap();
+    let now = s.provider.now();
+    s.provider
+        .storage
+        .create_password(&lanyard::storage::Password {
+            email: "mallory@example.com".into(),
+            hash: ALICE_HASH.into(),
+            username: "mallory".into(),
+            user_id: "u-mallory".into(),
+            groups: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    // The attacker's own, perfectly valid ID token.
+    let req = AuthRequest::confidential();
+    let attacker = TestServer::new_browser();
+    let redirect = s
+        .login_and_approve_as(&attacker, &req, "mallory@example.com", ALICE_PASSWORD)
+        .await;
+    let t: Value = s
+        .redeem(&req, &query_param(&redirect, "code").unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mallory_token = t["id_token"].as_str().unwrap().to_string();
+
+    // The victim's browser is sent to the logout URL with it: a confirmation page.
+    let victim = TestServer::new_browser();
+    s.login_and_approve(&victim, &AuthRequest::public()).await;
+    let r = victim
+        .get(s.url("/logout"))
+        .query(&[
+            ("id_token_hint", mallory_token.as_str()),
+            ("post_logout_redirect_uri", WEB_LOGGED_OUT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let csrf = hidden_field(&html, "csrf").expect("a confirmation form");
+    assert!(silently_signed_in(&s, &victim).await, "still signed in");
+    // A hint that is not a valid ID token asks too.
+    let r = victim
+        .get(s.url("/logout"))
+        .query(&[("id_token_hint", "not.a.token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(hidden_field(&r.text().await.unwrap(), "csrf").is_some());
+    assert!(silently_signed_in(&s, &victim).await, "still signed in");
+
+    // Confirming without the form's token is refused.
+    let r = victim
+        .post(s.url("/logout"))
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(silently_signed_in(&s, &victim).await, "still signed in");
+    // The attacker's hint sent by POST (a logout request may be a POST) asks too.
+    let r = victim
+        .post(s.url("/logout"))
+        .form(&[("id_token_hint", mallory_token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(hidden_field(&r.text().await.unwrap(), "csrf").is_some());
+    assert!(silently_signed_in(&s, &victim).await, "still signed in");
+    // Confirming with it signs out, and goes on to the hint's client's registered URI.
+    let fields: Vec<(String, String)> = ["csrf", "client_id", "post_logout_redirect_uri"]
+        .iter()
+        .map(|k| {
+            let escaped = hidden_field(&html, k).unwrap();
+            (k.to_string(), escaped.replace("&#x2f;", "/"))
+        })
+        .collect();
+    assert_eq!(fields[0].1, csrf);
+    let r = victim
+        .post(s.url("/logout"))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), WEB_LOGGED_OUT);
+    assert!(!silently_signed_in(&s, &victim).await, "signed out");
+
+    // The signed-in user's own hint still signs out at once.
+    let own = TestServer::new_browser();
+    let redirect = s
+        .login_and_approve_as(&own, &req, "mallory@example.com", ALICE_PASSWORD)
+        .await;
+    let t: Value = s
+        .redeem(&req, &query_param(&redirect, "code").unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = own
+        .get(s.url("/logout"))
+        .query(&[("id_token_hint", t["id_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Signed out"));
+    assert!(!silently_signed_in(&s, &own).await, "signed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_cookie_lanyard_did_not_issue_is_replaced() {
+    let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
+    let login_cookie = |sent: Option<String>| {
+        let url = s.url("/auth");
+        async move {
+            let mut r = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .get(url)
+                .query(&AuthRequest::public().query());
+            if let Some(value) = sent {
+                r = r.header("cookie", format!("lanyard_login={value}"));
+            }
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 303);
+            let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+            set.strip_prefix("lanyard_login=")
+                .and_then(|v| v.split(';').next())
+                .unwrap()
+                .to_string()
+        }
+    };
+    let issued = login_cookie(None).await;
+    // A planted value of the right shape (an attacker's own, or one they made up) is not
+    // adopted: the binding of this browser's logins stays unknown to them.
+    for planted in [
+        "A".repeat(43),
+        format!("{}.{}", "A".repeat(43), "B".repeat(43)),
+        issued.split('.').next().unwrap().to_string(),
+    ] {
+        let got = login_cookie(Some(planted.clone())).await;
+        assert_ne!(got, planted);
+    }
+    // The value lanyard issued is kept, so logins in two tabs both complete.
+    assert_eq!(login_cookie(Some(issued.clone())).await, issued);
+}

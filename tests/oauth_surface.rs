@@ -899,11 +899,7 @@ async fn logout_ends_the_session_and_redirects_only_to_registered_uris(b: Backen
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status(),
-        200,
-        "a forged confirmation only shows the form again"
-    );
+    assert_eq!(r.status(), 403, "a forged confirmation is refused");
     let to = auth_step(&s, &browser, &with(req.query(), "prompt", "none")).await;
     assert!(query_param(&to, "code").is_some(), "still signed in");
     let r = browser

@@ -317,3 +317,428 @@ async fn readiness_fails_only_while_the_process_has_no_signing_key() {
     assert_eq!(status, 503);
     assert!(body.contains("no signing key"), "{body}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Slow and idle clients, the connection cap, HTTPS-only headers and cookies, request ids
+
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The `host:port` of a test server.
+fn addr_of(s: &TestServer) -> String {
+    let url = url::Url::parse(&s.issuer).unwrap();
+    format!("{}:{}", url.host_str().unwrap(), url.port().unwrap())
+}
+
+/// Reads until the server closes the connection, sending `trickle` every 300 ms meanwhile;
+/// what the server sent, or `None` if it still had not closed after `within`.
+async fn closed_within(
+    stream: &mut TcpStream,
+    within: Duration,
+    trickle: Option<&[u8]>,
+) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + within;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Some(bytes) = trickle {
+            // A write to a connection the server closed fails: that is the close we wait for.
+            if stream.write_all(bytes).await.is_err() {
+                return Some(received);
+            }
+        }
+        match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(received),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_headers_sent_slowly_are_cut_off() {
+    let s = TestServer::start_full(
+        Backend::Sqlite,
+        "",
+        "  headerReadTimeout: 1s\n  idleTimeout: 1m\n",
+        "",
+    )
+    .await
+    .unwrap();
+    let mut c = TcpStream::connect(addr_of(&s)).await.unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let closed = closed_within(&mut c, Duration::from_secs(5), Some(b"X-Slow: 1\r\n")).await;
+    assert!(
+        closed.is_some(),
+        "a header line every 300 ms kept the connection"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_on_http1_and_http2() {
+    let s = TestServer::start_full(
+        Backend::Sqlite,
+        "",
+        "  idleTimeout: 1s\n  headerReadTimeout: 1m\n",
+        "",
+    )
+    .await
+    .unwrap();
+    // HTTP/1.1: one request, then nothing.
+    let mut c = TcpStream::connect(addr_of(&s)).await.unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = closed_within(&mut c, Duration::from_secs(5), None)
+        .await
+        .expect("an idle HTTP/1.1 connection stayed open");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    // HTTP/2 (prior knowledge): the preface and settings, then no request; pings are
+    // answered, as a live client would. The server says goodbye (GOAWAY) and closes.
+    let mut c = TcpStream::connect(addr_of(&s)).await.unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut received = Vec::new();
+    let mut types = Vec::new();
+    let mut closed = false;
+    while Instant::now() < deadline && !closed {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed = true,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        while received.len() >= 9 {
+            let len = u32::from_be_bytes([0, received[0], received[1], received[2]]) as usize;
+            if received.len() < 9 + len {
+                break;
+            }
+            let frame: Vec<u8> = received.drain(..9 + len).collect();
+            let (kind, flags) = (frame[3], frame[4]);
+            types.push(kind);
+            const SETTINGS: u8 = 4;
+            const PING: u8 = 6;
+            let ack = match kind {
+                SETTINGS if flags & 1 == 0 => Some(vec![0, 0, 0, SETTINGS, 1, 0, 0, 0, 0]),
+                PING if flags & 1 == 0 => {
+                    let mut a = frame.clone();
+                    a[4] = 1;
+                    Some(a)
+                }
+                _ => None,
+            };
+            if let Some(a) = ack {
+                let _ = c.write_all(&a).await;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "an idle HTTP/2 connection stayed open: frame types {types:?}"
+    );
+    const GOAWAY: u8 = 7;
+    assert!(types.contains(&GOAWAY), "frame types {types:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_request_body_gets_408_and_its_connection_closed() {
+    let s = TestServer::start_full(Backend::Sqlite, "", "  requestBodyTimeout: 1s\n", "")
+        .await
+        .unwrap();
+    let mut c = TcpStream::connect(addr_of(&s)).await.unwrap();
+    c.write_all(
+        b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+Content-Length: 100\r\n\r\ngrant_type=",
+    )
+    .await
+    .unwrap();
+    let answer = closed_within(&mut c, Duration::from_secs(5), Some(b"a"))
+        .await
+        .expect("a body trickling at a byte per 300 ms kept the connection");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    // A body that arrives in time is served as before.
+    let r = reqwest::Client::new()
+        .post(s.url("/token"))
+        .form(&[("grant_type", "client_credentials")])
+        .basic_auth(ROBOT_CLIENT, Some(ROBOT_SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let s = TestServer::start_full(Backend::Sqlite, "", "  maxConnections: 2\n", "")
+        .await
+        .unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answered = |mut c: TcpStream| async move {
+        c.write_all(request).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_millis(700), c.read(&mut buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        (buf[..n].starts_with(b"HTTP/1.1 200"), c)
+    };
+    let (first_ok, first) = answered(TcpStream::connect(addr_of(&s)).await.unwrap()).await;
+    let (second_ok, _second) = answered(TcpStream::connect(addr_of(&s)).await.unwrap()).await;
+    assert!(first_ok && second_ok);
+    // Both stay open (keep-alive): a third is not served...
+    let mut third = TcpStream::connect(addr_of(&s)).await.unwrap();
+    third.write_all(request).await.unwrap();
+    let mut buf = [0u8; 512];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), third.read(&mut buf))
+            .await
+            .is_err(),
+        "a third connection was served beyond maxConnections: 2"
+    );
+    // ...until one of the first two closes.
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("the waiting connection was served once another closed")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_client_request_ids_are_replaced() {
+    let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
+    let echoed = |id: String| {
+        let url = s.url("/healthz");
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("x-request-id", id.as_str())
+                .send()
+                .await
+                .unwrap();
+            r.headers()["x-request-id"].to_str().unwrap().to_string()
+        }
+    };
+    let good = "trace-1.2:3_ABC";
+    assert_eq!(echoed(good.into()).await, good);
+    for bad in [
+        "a b".to_string(),
+        "x\"} forged=\"1".to_string(),
+        "tab\there".to_string(),
+        "k".repeat(129),
+    ] {
+        let id = echoed(bad.clone()).await;
+        assert_ne!(id, bad);
+        assert!(
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(&c)),
+            "{id:?}"
+        );
+    }
+}
+
+/// A server with an https issuer on a TLS listener (memory storage), and a client that
+/// trusts its certificate and keeps cookies. `web_extra` is YAML under `web:`.
+struct HttpsServer {
+    issuer: String,
+    client: reqwest::Client,
+    port: u16,
+    cert_der: Vec<u8>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsServer {
+    async fn start(issuer_path: &str, web_extra: &str) -> HttpsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert_file = dir.path().join("tls.crt");
+        let key_file = dir.path().join("tls.key");
+        std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+        std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+        let port = free_port();
+        let issuer = format!("https://localhost:{port}{issuer_path}");
+        let yaml = format!(
+            "issuer: {issuer}\nstorage:\n  type: memory\nweb:\n  https: 127.0.0.1:{port}\n  \
+tlsCert: {}\n  tlsKey: {}\n{web_extra}logger:\n  level: warn\nenablePasswordDB: true\n\
+staticClients:\n- id: {PUBLIC_CLIENT}\n  name: kubectl\n  public: true\n  redirectURIs: ['{PUBLIC_REDIRECT}']\n",
+            cert_file.display(),
+            key_file.display()
+        );
+        let config = lanyard::config::Config::from_yaml_str(&yaml, &|_| None).unwrap();
+        let mut options = lanyard::server::app::BuildOptions::new(false);
+        options.data_dir = dir.path().to_path_buf();
+        let built = lanyard::server::app::build(&config, options).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = built
+                .run_on(Vec::new(), None, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let client = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap(),
+            )
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client
+            .get(format!("{issuer}/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "HTTPS never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        HttpsServer {
+            issuer,
+            client,
+            port,
+            cert_der: cert.cert.der().to_vec(),
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+
+    /// A TLS connection (no HTTP yet) offering only `versions`.
+    async fn tls_connect(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der.clone().into()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+    }
+
+    /// The login cookie /auth sets.
+    async fn login_cookie(&self) -> String {
+        let r = self
+            .client
+            .get(format!("{}/auth", self.issuer))
+            .query(&AuthRequest::public().query())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        r.headers()["set-cookie"].to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_that_never_sends_a_request_is_cut_off() {
+    let s = HttpsServer::start("", "  headerReadTimeout: 1s\n  idleTimeout: 1m\n").await;
+    let mut tls = s
+        .tls_connect(rustls::DEFAULT_VERSIONS)
+        .await
+        .expect("TLS handshake");
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a TLS connection without a request stayed open: {closed:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_never_comes_is_cut_off() {
+    let s = HttpsServer::start("", "  tlsHandshakeTimeout: 1s\n").await;
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5), None)
+            .await
+            .is_some(),
+        "a connection that never started its TLS handshake stayed open"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_cookies_are_prefixed_and_responses_carry_hsts() {
+    let root = HttpsServer::start("", "").await;
+    let cookie = root.login_cookie().await;
+    assert!(cookie.starts_with("__Host-lanyard_login="), "{cookie}");
+    assert!(
+        cookie.contains("; Path=/;") && cookie.contains("; Secure") && !cookie.contains("Domain"),
+        "{cookie}"
+    );
+    let r = root
+        .client
+        .get(format!("{}/healthz", root.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
+
+    // Under a path the cookie cannot be __Host-; web.headers overrides HSTS, as in Dex.
+    let pathed = HttpsServer::start(
+        "/dex",
+        "  headers:\n    Strict-Transport-Security: max-age=600; includeSubDomains\n",
+    )
+    .await;
+    let cookie = pathed.login_cookie().await;
+    assert!(cookie.starts_with("__Secure-lanyard_login="), "{cookie}");
+    assert!(cookie.contains("; Path=/dex/;"), "{cookie}");
+    let r = pathed
+        .client
+        .get(format!("{}/healthz", pathed.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=600; includeSubDomains"
+    );
+
+    // Over plain http neither applies.
+    let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
+    let r = reqwest::get(s.url("/healthz")).await.unwrap();
+    assert!(r.headers().get("strict-transport-security").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_versions_outside_web_tls_min_and_max_version_are_refused() {
+    let s = HttpsServer::start("", "  tlsMinVersion: \"1.3\"\n").await;
+    assert!(s.tls_connect(&[&rustls::version::TLS12]).await.is_err());
+    assert!(s.tls_connect(&[&rustls::version::TLS13]).await.is_ok());
+    let s = HttpsServer::start("", "  tlsMaxVersion: \"1.2\"\n").await;
+    assert!(s.tls_connect(&[&rustls::version::TLS13]).await.is_err());
+    assert!(s.tls_connect(&[&rustls::version::TLS12]).await.is_ok());
+}

@@ -229,6 +229,36 @@ pub struct WebConfig {
     /// Extra request headers CORS allows.
     pub allowed_headers: Vec<String>,
     pub client_remote_ip: ClientRemoteIp,
+    pub limits: ConnectionLimits,
+}
+
+/// How long clients may take and how many connections they may hold (lanyard-only keys of
+/// `web`). The defaults bound what one slow client costs without hurting real ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `web.headerReadTimeout`: a request's head must arrive within this, counted from the
+    /// moment the connection is ready for it (so it also ends idle HTTP/1 keep-alives).
+    pub header_read: Duration,
+    /// `web.tlsHandshakeTimeout`.
+    pub tls_handshake: Duration,
+    /// `web.requestBodyTimeout`: a request's whole body, else 408.
+    pub request_body: Duration,
+    /// `web.idleTimeout`: a connection with no request in flight for this long is closed.
+    pub idle: Duration,
+    /// `web.maxConnections`: more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
+            request_body: Duration::from_secs(30),
+            idle: Duration::from_secs(120),
+            max_connections: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -91,6 +91,12 @@ pub struct RawWeb {
     pub allowed_headers: Option<Vec<String>>,
     #[serde(rename = "clientRemoteIP")]
     pub client_remote_ip: Option<RawClientRemoteIp>,
+    // lanyard-only: how long slow or idle clients may hold a connection.
+    pub header_read_timeout: Option<DurationText>,
+    pub tls_handshake_timeout: Option<DurationText>,
+    pub request_body_timeout: Option<DurationText>,
+    pub idle_timeout: Option<DurationText>,
+    pub max_connections: Option<u64>,
 }
 
 /// Dex's `web.headers`: a fixed set of security headers, keyed by header name.

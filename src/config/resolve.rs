@@ -506,6 +506,9 @@ fn is_header_name(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Far above what one process can serve; a larger `web.maxConnections` is a typo.
+const MAX_CONNECTIONS_CEILING: u64 = 1_000_000;
+
 fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
     let mut web = WebConfig {
         http: None,
@@ -518,6 +521,7 @@ fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
         allowed_origins: Vec::new(),
         allowed_headers: Vec::new(),
         client_remote_ip: ClientRemoteIp::default(),
+        limits: ConnectionLimits::default(),
     };
     // A section that did not parse has already been reported; checking its defaults would
     // only add noise such as "set web.http" next to "unknown key `htpp`".
@@ -558,6 +562,39 @@ fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
             ctx.err("web.tlsKey", "required when web.https is set");
         }
     }
+    let defaults = ConnectionLimits::default();
+    web.limits = ConnectionLimits {
+        header_read: positive_duration(
+            raw.header_read_timeout,
+            "web.headerReadTimeout",
+            defaults.header_read,
+            ctx,
+        ),
+        tls_handshake: positive_duration(
+            raw.tls_handshake_timeout,
+            "web.tlsHandshakeTimeout",
+            defaults.tls_handshake,
+            ctx,
+        ),
+        request_body: positive_duration(
+            raw.request_body_timeout,
+            "web.requestBodyTimeout",
+            defaults.request_body,
+            ctx,
+        ),
+        idle: positive_duration(raw.idle_timeout, "web.idleTimeout", defaults.idle, ctx),
+        max_connections: match raw.max_connections {
+            None => defaults.max_connections,
+            Some(n) if (1..=MAX_CONNECTIONS_CEILING).contains(&n) => n as usize,
+            Some(_) => {
+                ctx.err(
+                    "web.maxConnections",
+                    format!("must be between 1 and {MAX_CONNECTIONS_CEILING}"),
+                );
+                defaults.max_connections
+            }
+        },
+    };
     web.tls_min_version = parse_tls_version(raw.tls_min_version, "web.tlsMinVersion", ctx);
     web.tls_max_version = parse_tls_version(raw.tls_max_version, "web.tlsMaxVersion", ctx);
     if let (Some(min), Some(max)) = (web.tls_min_version, web.tls_max_version) {

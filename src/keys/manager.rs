@@ -286,6 +286,12 @@ impl std::fmt::Debug for KeyManager {
 }
 
 impl KeyManager {
+    /// A key for `purpose` derived from the key-encryption key: the same in every replica
+    /// that shares it, and useless for opening the signing keys.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        crate::oidc::secrets::hmac_sha256(&self.settings.encryption_key, purpose.as_bytes())
+    }
+
     /// Loads keys from storage, creates the first one if there is none (sign_from = now:
     /// nothing can have cached an older JWKS), and decrypts and parses them once into the cache.
     pub async fn start(

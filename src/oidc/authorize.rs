@@ -571,7 +571,7 @@ impl Provider {
             }
         }
 
-        let browser_cookie = super::device::browser_cookie_or_new(browser_cookie);
+        let browser_cookie = self.browser_cookie_or_new(browser_cookie);
         let request = AuthRequest {
             id: random_token(16),
             client_id: client.id.clone(),

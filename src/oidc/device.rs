@@ -195,7 +195,7 @@ impl Provider {
         if allowed.is_empty() {
             return Err(AuthorizeError::login_gone());
         }
-        let browser_cookie = browser_cookie_or_new(browser_cookie);
+        let browser_cookie = self.browser_cookie_or_new(browser_cookie);
         // A signed-in browser skips the password; approving the device is always asked.
         let session = self
             .live_session(session_cookie)
@@ -245,12 +245,39 @@ pub fn device_form_csrf(browser_cookie: &str) -> String {
     sha256_hex(&format!("device-form:{browser_cookie}"))
 }
 
-/// A browser-binding cookie value: the one the browser has, or a new one.
-pub fn browser_cookie_or_new(existing: Option<&str>) -> String {
-    match existing {
-        Some(c) if c.len() >= 32 && c.len() <= 64 => c.to_string(),
-        _ => random_token(32),
+impl Provider {
+    /// A browser-binding cookie value: the browser's own when lanyard issued it, else a new
+    /// one. A value lanyard did not issue (planted by a sibling site or a script) is never
+    /// adopted, so whoever planted it cannot know the binding of the logins this browser
+    /// starts.
+    pub fn browser_cookie_or_new(&self, existing: Option<&str>) -> String {
+        let key = self.keys.derived_key(BROWSER_COOKIE_KEY);
+        match existing {
+            Some(value) if issued_browser_cookie(&key, value) => value.to_string(),
+            _ => {
+                let random = random_token(32);
+                let mac = browser_cookie_mac(&key, &random);
+                format!("{random}.{mac}")
+            }
+        }
     }
+}
+
+/// What the browser cookie's MAC key is derived for.
+const BROWSER_COOKIE_KEY: &str = "lanyard browser-binding cookie";
+
+fn browser_cookie_mac(key: &[u8; 32], random: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(super::secrets::hmac_sha256(key, random.as_bytes()))
+}
+
+/// `random.mac` with the MAC lanyard computes for `random`.
+fn issued_browser_cookie(key: &[u8; 32], value: &str) -> bool {
+    value.split_once('.').is_some_and(|(random, mac)| {
+        random.len() == 43
+            && super::secrets::constant_time_eq(mac, &browser_cookie_mac(key, random))
+    })
 }
 
 #[cfg(test)]

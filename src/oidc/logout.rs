@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 
 use super::authorize::{append_query, AuthorizeError};
 use super::secrets::{constant_time_eq, sha256_hex};
+use super::subject::encode_subject;
 use super::Provider;
 
 /// What the logout endpoint decided.
@@ -14,8 +15,9 @@ pub enum Logout {
     /// Signed out; go to the client's registered post-logout URI (with `state`), or show the
     /// signed-out page when there is none.
     Done { redirect: Option<String> },
-    /// Without an ID token proving which client asks, the user confirms with a form
-    /// (a third-party page must not be able to sign people out silently).
+    /// Unless an ID token of the signed-in user itself asks, the user confirms with a form:
+    /// a third-party page must not sign people out silently, whether with no hint or with
+    /// a valid ID token of its own (or anyone else's).
     Confirm {
         csrf: String,
         params: Vec<(String, String)>,
@@ -38,13 +40,8 @@ impl Provider {
         let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
         let bad = |m: &str| AuthorizeError::page(StatusCode::BAD_REQUEST, "Cannot sign out", m);
 
-        let hint = match get("id_token_hint") {
-            Some(h) => Some(
-                self.id_token_hint_claims(h)
-                    .ok_or_else(|| bad("The id_token_hint is not an ID token lanyard issued."))?,
-            ),
-            None => None,
-        };
+        // A hint that is not a live ID token of ours proves nothing: the user confirms.
+        let hint = get("id_token_hint").and_then(|h| self.id_token_hint_claims(h));
         let hint_audience: Vec<String> = hint
             .as_ref()
             .and_then(|c| c.get("aud"))
@@ -90,16 +87,31 @@ impl Provider {
             None => None,
         };
 
-        let confirmed =
-            confirmed_csrf.is_some_and(|c| constant_time_eq(c, &logout_csrf(session_cookie)));
-        if hint.is_none() && !confirmed {
-            let keep = ["client_id", "post_logout_redirect_uri", "state"];
+        if let Some(csrf) = confirmed_csrf {
+            if !constant_time_eq(csrf, &logout_csrf(session_cookie)) {
+                return Err(AuthorizeError::page(
+                    StatusCode::FORBIDDEN,
+                    "Form expired",
+                    "The form's security token does not match. Reload the page and try again.",
+                ));
+            }
+        } else if !self
+            .hint_is_session_user(hint.as_ref(), session_cookie)
+            .await?
+        {
+            // The form carries the client the hint named, so the post-logout URI still
+            // checks out once the user confirms.
+            let params = [
+                ("client_id", client_id.as_deref()),
+                ("post_logout_redirect_uri", get("post_logout_redirect_uri")),
+                ("state", get("state")),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v.to_string())))
+            .collect();
             return Ok(Logout::Confirm {
                 csrf: logout_csrf(session_cookie),
-                params: keep
-                    .iter()
-                    .filter_map(|k| get(k).map(|v| (k.to_string(), v.to_string())))
-                    .collect(),
+                params,
             });
         }
         if let Some(cookie) = session_cookie.filter(|c| !c.is_empty() && c.len() <= 128) {
@@ -109,5 +121,22 @@ impl Provider {
         }
         tracing::info!(client = client_id.as_deref().unwrap_or(""), "signed out");
         Ok(Logout::Done { redirect })
+    }
+
+    /// Whether the hint's `sub` is the user the browser's session signed in (trivially so
+    /// when there is no live session: nothing would be ended).
+    async fn hint_is_session_user(
+        &self,
+        hint: Option<&serde_json::Map<String, serde_json::Value>>,
+        session_cookie: Option<&str>,
+    ) -> Result<bool, AuthorizeError> {
+        let Some(hint) = hint else {
+            return Ok(false);
+        };
+        let Some(session) = self.live_session(session_cookie).await? else {
+            return Ok(true);
+        };
+        let session_sub = encode_subject(&session.claims.user_id, &session.connector_id);
+        Ok(hint.get("sub").and_then(|s| s.as_str()) == Some(session_sub.as_str()))
     }
 }

@@ -199,6 +199,9 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
             .collect(),
         allowed_origins: config.web.allowed_origins.clone(),
         remote_ip: config.web.client_remote_ip.clone(),
+        tls_min_version: config.web.tls_min_version,
+        tls_max_version: config.web.tls_max_version,
+        limits: config.web.limits,
     };
     let provider = state.provider.clone();
     let live = Live::new(state);
@@ -753,11 +756,14 @@ impl App {
             match listener {
                 Listener::Http(l) => {
                     tracing::info!(addr = %display_addr(&l), issuer = %self.provider.settings.issuer_str(), "serving HTTP");
-                    tasks.spawn(serve_http(l, app, rx));
+                    tasks.spawn(serve_http(l, app, self.listen.limits, rx));
                 }
                 Listener::Https { addr, cert, key } => {
                     tracing::info!(addr = %addr, "serving HTTPS");
-                    tasks.spawn(serve_https(addr, cert, key, app, rx));
+                    let settings = self.listen.clone();
+                    tasks.spawn(
+                        async move { serve_https(addr, &settings, cert, key, app, rx).await },
+                    );
                 }
             }
         }
@@ -766,6 +772,7 @@ impl App {
             tasks.spawn(serve_http(
                 l,
                 telemetry_router(self.provider.clone(), self.metrics.clone()),
+                self.listen.limits,
                 stop_rx.clone(),
             ));
         }

@@ -2,12 +2,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use crate::config::ClientRemoteIp;
@@ -17,7 +18,12 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct SecurityHeaders {
     pub extra: Arc<Vec<(HeaderName, HeaderValue)>>,
+    /// `Strict-Transport-Security` when the issuer is https and `web.headers` sets none.
+    pub hsts: Option<HeaderValue>,
 }
+
+/// A year, without `includeSubDomains`: lanyard cannot know what else runs on the domain.
+pub const DEFAULT_HSTS: &str = "max-age=31536000";
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: data:; \
 frame-ancestors 'none'; base-uri 'none'";
@@ -46,10 +52,67 @@ pub async fn security_headers(
             HeaderValue::from_static(CSP),
         );
     }
+    if let Some(hsts) = &config.hsts {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     for (name, value) in config.extra.iter() {
         h.insert(name.clone(), value.clone());
     }
     response
+}
+
+/// Longest client-supplied `X-Request-Id` that is kept.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Drops a client's `X-Request-Id` unless it is short and made of `[A-Za-z0-9._:-]`, so
+/// that a new id is generated instead: the id is written into every log line of the
+/// request, where spaces, quotes, braces or control characters could forge fields.
+pub async fn safe_request_id(mut request: Request, next: Next) -> Response {
+    let safe = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
+    };
+    let headers = request.headers_mut();
+    if !headers.get_all("x-request-id").iter().all(safe)
+        || headers.get_all("x-request-id").iter().count() > 1
+    {
+        headers.remove("x-request-id");
+    }
+    next.run(request).await
+}
+
+/// Reads the whole request body within `web.requestBodyTimeout` before the handler runs:
+/// a body trickling in is answered 408 and its connection closed, instead of holding a
+/// connection and a task for as long as the client likes. Bodies are small (at most
+/// [`super::MAX_BODY_BYTES`]), so buffering them costs nothing the handlers did not.
+pub async fn read_body(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    let (parts, body) = request.into_parts();
+    let closing = |status: StatusCode, message: &'static str| {
+        let mut r = (status, message).into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    let read = Limited::new(body, super::MAX_BODY_BYTES).collect();
+    let bytes = match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return closing(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        }
+        Ok(Err(_)) => return closing(StatusCode::BAD_REQUEST, "cannot read the request body"),
+        Err(_) => {
+            return closing(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            )
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// What [`observe`] needs: the counters, and which proxies may name the client.

@@ -1,6 +1,7 @@
 //! The HTTP server: router, middleware, listeners, background tasks and graceful shutdown.
 
 pub mod app;
+mod conn;
 pub mod middleware;
 pub mod reload;
 pub mod routes;
@@ -58,6 +59,9 @@ pub struct ListenSettings {
     pub headers: Vec<(String, String)>,
     pub allowed_origins: Vec<String>,
     pub remote_ip: crate::config::ClientRemoteIp,
+    pub tls_min_version: Option<crate::config::TlsVersion>,
+    pub tls_max_version: Option<crate::config::TlsVersion>,
+    pub limits: crate::config::ConnectionLimits,
 }
 
 /// What the kubeconfig page shows: the `kubernetes:` section, and the secrets of clients
@@ -115,6 +119,12 @@ pub fn router(
         })
         .collect::<Result<Vec<_>, ServeError>>()?;
 
+    // Over https, browsers are told to keep to https unless `web.headers` says otherwise.
+    let hsts = (live.current().provider.settings.issuer.scheme() == "https"
+        && !extra
+            .iter()
+            .any(|(name, _)| name == axum::http::header::STRICT_TRANSPORT_SECURITY))
+    .then(|| HeaderValue::from_static(middleware::DEFAULT_HSTS));
     // Only the machine-facing endpoints answer CORS; /auth and the pages never do.
     let machine = if settings.allowed_origins.is_empty() {
         routes::machine_routes()
@@ -138,6 +148,10 @@ pub fn router(
     let app = app
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(axum::middleware::from_fn_with_state(
+            settings.limits.request_body,
+            middleware::read_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             middleware::Observe {
                 metrics,
                 remote_ip: Arc::new(settings.remote_ip.clone()),
@@ -147,12 +161,14 @@ pub fn router(
         .layer(axum::middleware::from_fn_with_state(
             SecurityHeaders {
                 extra: Arc::new(extra),
+                hsts,
             },
             middleware::security_headers,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(middleware::safe_request_id));
     Ok(app)
 }
 
@@ -257,43 +273,32 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: Router,
-    mut shutdown: watch::Receiver<bool>,
+    limits: crate::config::ConnectionLimits,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    })
-    .await?;
-    Ok(())
+    conn::serve(listener, None, app, limits, shutdown).await
 }
 
 /// Serves `app` over TLS (rustls) until `shutdown` flips to true.
 pub async fn serve_https(
     addr: SocketAddr,
+    settings: &ListenSettings,
     cert: PathBuf,
     key: PathBuf,
     app: Router,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+    let tls = conn::tls_acceptor(
+        &cert,
+        &key,
+        settings.tls_min_version,
+        settings.tls_max_version,
+    )?;
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| ServeError::Tls {
-            cert: cert.clone(),
-            key: key.clone(),
-            reason: e.to_string(),
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
         })?;
-    let handle = axum_server::Handle::new();
-    let h = handle.clone();
-    tokio::spawn(async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-        h.graceful_shutdown(Some(SHUTDOWN_GRACE));
-    });
-    axum_server::bind_rustls(addr, tls)
-        .handle(handle)
-        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-        .await?;
-    Ok(())
+    conn::serve(listener, Some(tls), app, settings.limits, shutdown).await
 }

@@ -18,7 +18,7 @@ use crate::oidc::authorize::{
     parse_unique_params, AuthorizeError, ClientResponse, ConnectorLogin, Outcome, PasswordOutcome,
     ResponseMode, Step,
 };
-use crate::oidc::device::{browser_cookie_or_new, device_form_csrf};
+use crate::oidc::device::device_form_csrf;
 use crate::oidc::logout::Logout;
 use crate::oidc::{OAuthError, Provider};
 use crate::web::kubeconfig::{cluster_views, KUBECONFIG_CLIENT};
@@ -42,6 +42,25 @@ pub struct AppState {
 impl AppState {
     fn base(&self) -> String {
         self.provider.settings.base_path()
+    }
+
+    /// A cookie's name in the browser. Over https it carries the prefix that makes browsers
+    /// refuse it from anywhere but a secure response of this host (`__Host-`, which needs
+    /// path `/`) or at least a secure origin (`__Secure-`), so a sibling domain or a plain
+    /// http page cannot plant it.
+    pub fn cookie_name(&self, name: &str) -> String {
+        match (
+            self.provider.settings.secure_cookies,
+            self.base().is_empty(),
+        ) {
+            (false, _) => name.to_string(),
+            (true, true) => format!("__Host-{name}"),
+            (true, false) => format!("__Secure-{name}"),
+        }
+    }
+
+    fn cookie<'a>(&self, headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        cookie_value(headers, &self.cookie_name(name))
     }
 }
 
@@ -243,7 +262,8 @@ fn proceed(state: &AppState, outcome: Outcome) -> Response {
 
 fn set_cookie(state: &AppState, response: &mut Response, name: &str, value: &str, max_age: u64) {
     let cookie = format!(
-        "{name}={value}; Path={}/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        "{}={value}; Path={}/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        state.cookie_name(name),
         state.base(),
         if state.provider.settings.secure_cookies {
             "; Secure"
@@ -321,8 +341,8 @@ async fn authorize(
         .provider
         .start_authorization(
             query.as_deref().unwrap_or(""),
-            cookie_value(&headers, LOGIN_COOKIE),
-            cookie_value(&headers, SESSION_COOKIE),
+            state.cookie(&headers, LOGIN_COOKIE),
+            state.cookie(&headers, SESSION_COOKIE),
         )
         .await
     {
@@ -343,7 +363,7 @@ async fn choose_connector(
 ) -> Response {
     match state
         .provider
-        .connector_choices(&q.req, cookie_value(&headers, LOGIN_COOKIE))
+        .connector_choices(&q.req, state.cookie(&headers, LOGIN_COOKIE))
         .await
     {
         Ok(connectors) => page(
@@ -364,7 +384,7 @@ async fn login_page(
 ) -> Response {
     match state
         .provider
-        .connector_login(&q.req, &connector, cookie_value(&headers, LOGIN_COOKIE))
+        .connector_login(&q.req, &connector, state.cookie(&headers, LOGIN_COOKIE))
         .await
     {
         Ok(ConnectorLogin::Form(form)) => {
@@ -386,7 +406,7 @@ async fn upstream_callback(
         .provider
         .upstream_callback(
             query.as_deref().unwrap_or(""),
-            cookie_value(&headers, LOGIN_COOKIE),
+            state.cookie(&headers, LOGIN_COOKIE),
         )
         .await
     {
@@ -437,7 +457,7 @@ async fn login_submit(
         .submit_password(
             &q.req,
             &connector,
-            cookie_value(&headers, LOGIN_COOKIE),
+            state.cookie(&headers, LOGIN_COOKIE),
             field("csrf"),
             field("login"),
             field("password"),
@@ -493,7 +513,7 @@ async fn approval_page(
 ) -> Response {
     match state
         .provider
-        .approval(&q.req, cookie_value(&headers, LOGIN_COOKIE))
+        .approval(&q.req, state.cookie(&headers, LOGIN_COOKIE))
         .await
     {
         Ok(view) => page(
@@ -527,7 +547,7 @@ async fn approval_submit(
         .provider
         .decide(
             &q.req,
-            cookie_value(&headers, LOGIN_COOKIE),
+            state.cookie(&headers, LOGIN_COOKIE),
             form.get("csrf").map(String::as_str).unwrap_or(""),
             approved,
         )
@@ -555,7 +575,9 @@ async fn device_page(
     Query(q): Query<DeviceQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let cookie = browser_cookie_or_new(cookie_value(&headers, LOGIN_COOKIE));
+    let cookie = state
+        .provider
+        .browser_cookie_or_new(state.cookie(&headers, LOGIN_COOKIE));
     let mut response = page(
         &state,
         StatusCode::OK,
@@ -586,8 +608,8 @@ async fn device_submit(
             form.get("user_code").map(String::as_str).unwrap_or(""),
             form.get("csrf").map(String::as_str).unwrap_or(""),
             &addr,
-            cookie_value(&headers, LOGIN_COOKIE),
-            cookie_value(&headers, SESSION_COOKIE),
+            state.cookie(&headers, LOGIN_COOKIE),
+            state.cookie(&headers, SESSION_COOKIE),
         )
         .await
     {
@@ -617,8 +639,10 @@ async fn logout_confirm(
         Ok(f) => f,
         Err(refused) => return refused,
     };
-    let csrf = form.get("csrf").cloned().unwrap_or_default();
-    end_session(&state, &form, &headers, Some(&csrf)).await
+    // Without a csrf field this is a logout request sent by POST (which the spec allows),
+    // decided like a GET; with one, it is the confirmation form.
+    let csrf = form.get("csrf").cloned();
+    end_session(&state, &form, &headers, csrf.as_deref()).await
 }
 
 async fn end_session(
@@ -629,7 +653,7 @@ async fn end_session(
 ) -> Response {
     match state
         .provider
-        .end_session(params, cookie_value(headers, SESSION_COOKIE), csrf)
+        .end_session(params, state.cookie(headers, SESSION_COOKIE), csrf)
         .await
     {
         Ok(Logout::Confirm { csrf, params }) => page(
@@ -805,7 +829,7 @@ async fn page_user(
     }
     match state
         .provider
-        .live_session(cookie_value(headers, SESSION_COOKIE))
+        .live_session(state.cookie(headers, SESSION_COOKIE))
         .await
     {
         Ok(Some(session)) => Ok(session),
@@ -847,10 +871,10 @@ async fn kubeconfig_page(State(state): State<AppState>, headers: HeaderMap) -> R
 }
 
 /// The token form's CSRF value: bound to the session cookie, which other sites cannot read.
-fn kubeconfig_csrf(headers: &HeaderMap) -> String {
+fn kubeconfig_csrf(state: &AppState, headers: &HeaderMap) -> String {
     crate::oidc::secrets::sha256_hex(&format!(
         "kubeconfig-tokens:{}",
-        cookie_value(headers, SESSION_COOKIE).unwrap_or("")
+        state.cookie(headers, SESSION_COOKIE).unwrap_or("")
     ))
 }
 
@@ -869,7 +893,7 @@ async fn kubeconfig_tokens(
         Err(r) => return r,
     };
     let csrf = form.get("csrf").map(String::as_str).unwrap_or("");
-    if !crate::oidc::secrets::constant_time_eq(csrf, &kubeconfig_csrf(&headers)) {
+    if !crate::oidc::secrets::constant_time_eq(csrf, &kubeconfig_csrf(&state, &headers)) {
         return error_page(
             &state,
             StatusCode::FORBIDDEN,
@@ -939,7 +963,7 @@ fn render_kubeconfig(
         state,
         StatusCode::OK,
         "kubeconfig.html",
-        minijinja::context! { who => who, clusters => clusters, csrf => kubeconfig_csrf(headers) },
+        minijinja::context! { who => who, clusters => clusters, csrf => kubeconfig_csrf(state, headers) },
     );
     // This page alone runs a script: the copy buttons, served from lanyard itself.
     r.headers_mut().insert(
