@@ -405,6 +405,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_spelling_that_logs_in_has_the_same_account_key() {
+        let (_, _, conn, _) = setup().await;
+        let typed = [
+            "jane@example.com",
+            " jane@example.com",
+            "jane@example.com\t",
+            "\u{a0}JANE@Example.com\u{2003}",
+        ];
+        for t in typed {
+            assert!(
+                conn.login(&ALL, t, "hunter22").await.unwrap().is_some(),
+                "{t:?}"
+            );
+            assert_eq!(conn.account_key(t), "jane@example.com", "{t:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn unusable_stored_hash_reads_as_wrong_password() {
         let (dir, _, conn, mut user) = setup().await;
         user.hash = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=".into();

@@ -883,6 +883,7 @@ pub async fn sweep_once(provider: &Provider, batch: u32) -> Result<Swept, Storag
             swept.grants,
             swept.device_requests,
             swept.sessions,
+            swept.login_attempts,
         ];
         total.auth_requests += swept.auth_requests;
         total.auth_codes += swept.auth_codes;
@@ -891,6 +892,7 @@ pub async fn sweep_once(provider: &Provider, batch: u32) -> Result<Swept, Storag
         total.grants += swept.grants;
         total.device_requests += swept.device_requests;
         total.sessions += swept.sessions;
+        total.login_attempts += swept.login_attempts;
         if !counts.contains(&u64::from(batch)) {
             return Ok(total);
         }
