@@ -418,3 +418,72 @@ async fn replicas_on_one_database_share_one_budget_per_account_and_per_address()
         "guesses from one address checked across replicas"
     );
 }
+
+fn median(mut times: Vec<std::time::Duration>) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusing_an_unknown_name_takes_as_long_as_refusing_a_user_of_any_hash_kind() {
+    let s = TestServer::start_full(Backend::Sqlite, "", TRUST_LOCAL_PROXY, "")
+        .await
+        .unwrap();
+    // In the password database: argon2id as `lanyard admin passwords create` makes it, and
+    // bcrypt at cost 10 as Dex's API stores it (alice's hash); alice herself is bcrypt in
+    // `staticPasswords`.
+    let argon2id = lanyard_connectors::PasswordHasher::new()
+        .hash("some-password")
+        .await
+        .unwrap();
+    const USERS: usize = 12;
+    for i in 0..USERS {
+        for (kind, hash) in [("argon2id", argon2id.as_str()), ("bcrypt", ALICE_HASH)] {
+            let user = lanyard::storage::Password {
+                email: format!("{kind}{i}@example.com"),
+                username: format!("{kind}{i}"),
+                user_id: format!("{kind}-{i}"),
+                hash: hash.to_string(),
+                groups: Vec::new(),
+                created_at: 0,
+                updated_at: 0,
+            };
+            s.provider.storage.create_password(&user).await.unwrap();
+        }
+    }
+    let browser = TestServer::new_browser();
+    let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
+    let kinds = ["unknown", "argon2id", "bcrypt"];
+    let mut times = vec![Vec::new(); kinds.len()];
+    // Interleaved, so that load from elsewhere falls on every kind alike; each user is tried
+    // at most 3 times and each attempt comes from an address of its own, so no lockout
+    // shortens an answer. The first two rounds warm up.
+    for round in 0..32 {
+        for (k, kind) in kinds.iter().enumerate() {
+            let login = match *kind {
+                "unknown" => format!("ghost{round}@example.com"),
+                kind => format!("{kind}{}@example.com", round % USERS),
+            };
+            let addr = format!("10.20.{round}.{k}");
+            let started = std::time::Instant::now();
+            let r = s
+                .submit_login_from(&browser, &login_url, &html, &login, "wrong", &addr)
+                .await;
+            let took = started.elapsed();
+            assert_eq!(r.status(), 401, "{login}");
+            if round >= 2 {
+                times[k].push(took);
+            }
+        }
+    }
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    for (k, kind) in kinds.iter().enumerate().skip(1) {
+        let ratio = medians[k] / medians[0];
+        assert!(
+            (0.8..=1.25).contains(&ratio),
+            "median refusal: {kind} user {:.1} ms, unknown name {:.1} ms",
+            medians[k] * 1e3,
+            medians[0] * 1e3
+        );
+    }
+}

@@ -181,12 +181,31 @@ impl PasswordConnector for LocalConnector {
         "Email address"
     }
 
+    /// A refusal (unknown user, wrong password, empty input) is held to the hasher's failure
+    /// floor, so it takes as long whichever kind of hash the user has, or whether there is one.
     async fn login(
         &self,
         scopes: &Scopes,
         username: &str,
         password: &str,
     ) -> Result<Option<Identity>, ConnectorError> {
+        let started = std::time::Instant::now();
+        let outcome = self.check_password(scopes, username, password).await;
+        if matches!(outcome, Ok(None)) {
+            self.hasher.hold_failure(started).await;
+        }
+        outcome
+    }
+}
+
+impl LocalConnector {
+    async fn check_password(
+        &self,
+        scopes: &Scopes,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Identity>, ConnectorError> {
+        // Matches what `account_key` (the default: trimmed, case folded) keys guesses on.
         let login = username.trim();
         // Empty input never reaches the directory, but still costs a verification so the
         // response time does not say which check failed.
