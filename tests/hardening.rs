@@ -463,3 +463,198 @@ async fn a_login_cookie_lanyard_did_not_issue_is_replaced() {
     // The value lanyard issued is kept, so logins in two tabs both complete.
     assert_eq!(login_cookie(Some(issued.clone())).await, issued);
 }
+
+/// The password-login budget per account and per address (`RateLimitPolicy::login`).
+const LOGIN_BUDGET: usize = 5;
+
+/// 100 wrong passwords for one account at once, on one login request: how many were checked
+/// (answered 401 rather than 429).
+async fn simultaneous_guesses_checked(backend: Backend) -> usize {
+    let Some(s) = TestServer::start(backend, "").await else {
+        return 0;
+    };
+    let browser = TestServer::new_browser();
+    let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
+    let passwords: Vec<String> = (0..100).map(|i| format!("guess-{i}")).collect();
+    let guesses = passwords
+        .iter()
+        .map(|pw| s.submit_login(&browser, &login_url, &html, "alice@example.com", pw));
+    let statuses: Vec<u16> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    statuses.iter().filter(|s| **s == 401).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_guesses_check_no_more_passwords_than_the_budget() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let checked = simultaneous_guesses_checked(backend).await;
+        assert!(
+            checked <= LOGIN_BUDGET,
+            "{backend:?}: {checked} of 100 simultaneous guesses were checked"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_account_stays_locked_however_its_name_is_typed() {
+    let s = TestServer::start_full(Backend::Sqlite, "", TRUST_LOCAL_PROXY, "")
+        .await
+        .unwrap();
+    let browser = TestServer::new_browser();
+    let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
+    for i in 0..LOGIN_BUDGET {
+        let r = s
+            .submit_login_from(
+                &browser,
+                &login_url,
+                &html,
+                "alice@example.com",
+                "no",
+                &format!("10.0.0.{i}"),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    // Each from an address of its own, with the right password: the local connector would
+    // log each of these in as alice.
+    for (i, typed) in [
+        " alice@example.com",
+        "alice@example.com\t",
+        "\u{a0}Alice@Example.COM\u{a0}",
+        "\u{2003}ALICE@EXAMPLE.COM\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = s
+            .submit_login_from(
+                &browser,
+                &login_url,
+                &html,
+                typed,
+                ALICE_PASSWORD,
+                &format!("10.0.1.{i}"),
+            )
+            .await;
+        assert_eq!(r.status(), 429, "{typed:?} got past alice's lockout");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_database_share_one_budget_per_account_and_per_address() {
+    let Some(first) = TestServer::start_full(Backend::Postgres, "", TRUST_LOCAL_PROXY, "").await
+    else {
+        return;
+    };
+    let second = first.start_replica(TRUST_LOCAL_PROXY, "").await;
+    let mut forms = Vec::new();
+    for s in [&first, &second] {
+        let browser = TestServer::new_browser();
+        let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
+        forms.push((s, browser, login_url, html));
+    }
+    // One account, guessed from a new address each time, alternately on each replica.
+    let mut checked = 0;
+    for i in 0..4 * LOGIN_BUDGET {
+        let (s, browser, url, html) = &forms[i % 2];
+        let addr = format!("10.1.0.{i}");
+        let r = s
+            .submit_login_from(browser, url, html, "alice@example.com", "no", &addr)
+            .await;
+        checked += usize::from(r.status() == 401);
+    }
+    assert_eq!(
+        checked, LOGIN_BUDGET,
+        "guesses at alice checked across replicas"
+    );
+    // One address guessing a new account each time.
+    let mut checked = 0;
+    for i in 0..4 * LOGIN_BUDGET {
+        let (s, browser, url, html) = &forms[i % 2];
+        let user = format!("user{i}@example.com");
+        let r = s
+            .submit_login_from(browser, url, html, &user, "no", "10.2.0.1")
+            .await;
+        checked += usize::from(r.status() == 401);
+    }
+    assert_eq!(
+        checked, LOGIN_BUDGET,
+        "guesses from one address checked across replicas"
+    );
+}
+
+fn median(mut times: Vec<std::time::Duration>) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusing_an_unknown_name_takes_as_long_as_refusing_a_user_of_any_hash_kind() {
+    let s = TestServer::start_full(Backend::Sqlite, "", TRUST_LOCAL_PROXY, "")
+        .await
+        .unwrap();
+    // In the password database: argon2id as `lanyard admin passwords create` makes it, and
+    // bcrypt at cost 10 as Dex's API stores it (alice's hash); alice herself is bcrypt in
+    // `staticPasswords`.
+    let argon2id = lanyard_connectors::PasswordHasher::new()
+        .hash("some-password")
+        .await
+        .unwrap();
+    const USERS: usize = 12;
+    for i in 0..USERS {
+        for (kind, hash) in [("argon2id", argon2id.as_str()), ("bcrypt", ALICE_HASH)] {
+            let user = lanyard::storage::Password {
+                email: format!("{kind}{i}@example.com"),
+                username: format!("{kind}{i}"),
+                user_id: format!("{kind}-{i}"),
+                hash: hash.to_string(),
+                groups: Vec::new(),
+                created_at: 0,
+                updated_at: 0,
+            };
+            s.provider.storage.create_password(&user).await.unwrap();
+        }
+    }
+    let browser = TestServer::new_browser();
+    let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
+    let kinds = ["unknown", "argon2id", "bcrypt"];
+    let mut times = vec![Vec::new(); kinds.len()];
+    // Interleaved, so that load from elsewhere falls on every kind alike; each user is tried
+    // at most 3 times and each attempt comes from an address of its own, so no lockout
+    // shortens an answer. The first two rounds warm up.
+    for round in 0..32 {
+        for (k, kind) in kinds.iter().enumerate() {
+            let login = match *kind {
+                "unknown" => format!("ghost{round}@example.com"),
+                kind => format!("{kind}{}@example.com", round % USERS),
+            };
+            let addr = format!("10.20.{round}.{k}");
+            let started = std::time::Instant::now();
+            let r = s
+                .submit_login_from(&browser, &login_url, &html, &login, "wrong", &addr)
+                .await;
+            let took = started.elapsed();
+            assert_eq!(r.status(), 401, "{login}");
+            if round >= 2 {
+                times[k].push(took);
+            }
+        }
+    }
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    for (k, kind) in kinds.iter().enumerate().skip(1) {
+        let ratio = medians[k] / medians[0];
+        assert!(
+            (0.8..=1.25).contains(&ratio),
+            "median refusal: {kind} user {:.1} ms, unknown name {:.1} ms",
+            medians[k] * 1e3,
+            medians[0] * 1e3
+        );
+    }
+}

@@ -852,3 +852,64 @@ async fn a_connector_whose_files_are_unreadable_fails_at_start_naming_it() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_ldap_account_stays_locked_however_its_name_is_typed() {
+    let Some(slapd) = Slapd::start() else { return };
+    let Some(s) = TestServer::start_full(
+        Backend::Sqlite,
+        "",
+        TRUST_LOCAL_PROXY,
+        &server_yaml(&slapd, ""),
+    )
+    .await
+    else {
+        return;
+    };
+    let browser = TestServer::new_browser();
+    let variants = [" jane", "JANE ", "  Jane  "];
+    // The directory ignores surrounding spaces and case: each variant is jane.
+    for (i, typed) in variants.iter().enumerate() {
+        // A browser of its own each time: a signed-in one would skip the form.
+        let browser = TestServer::new_browser();
+        let (form_url, html) = open_ldap_form(&s, &browser, &AuthRequest::public()).await;
+        let r = s
+            .submit_login_from(
+                &browser,
+                &form_url,
+                &html,
+                typed,
+                jane().password,
+                &format!("10.0.0.{i}"),
+            )
+            .await;
+        assert_eq!(r.status(), 303, "{typed:?} logs jane in");
+    }
+    let (form_url, html) = open_ldap_form(&s, &browser, &AuthRequest::public()).await;
+    for i in 0..5 {
+        let r = s
+            .submit_login_from(
+                &browser,
+                &form_url,
+                &html,
+                "jane",
+                "wrong",
+                &format!("10.0.1.{i}"),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    for (i, typed) in variants.iter().enumerate() {
+        let r = s
+            .submit_login_from(
+                &browser,
+                &form_url,
+                &html,
+                typed,
+                jane().password,
+                &format!("10.0.2.{i}"),
+            )
+            .await;
+        assert_eq!(r.status(), 429, "{typed:?} got past jane's lockout");
+    }
+}

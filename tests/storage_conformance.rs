@@ -16,7 +16,7 @@ use lanyard::storage::{
     RefreshOutcome, RefreshToken, Rotation, Session, SharedStorage, SigningKey, Storage,
     StorageError, StorageSettings, SweepCutoffs, Swept, UserClaims,
 };
-use lanyard::storage::{GrantFilter, RevokedAccess, UpstreamLogin};
+use lanyard::storage::{AttemptDecision, AttemptPolicy, GrantFilter, RevokedAccess, UpstreamLogin};
 use tempfile::TempDir;
 use tokio::sync::Barrier;
 
@@ -166,6 +166,7 @@ conformance!(
     sweep_batches_tokens_of_revoked_grants_before_the_grant,
     grants_and_sessions_are_listed_by_user_client_and_state,
     revoking_a_users_access_revokes_their_grants_tokens_and_sessions,
+    login_attempts_are_reserved_atomically_across_pools,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2364,6 +2365,147 @@ async fn sweep_batches_tokens_of_revoked_grants_before_the_grant(db: &TestDb) {
         "the grant goes in the sweep that deletes its last token"
     );
     assert_eq!(s.get_grant("g1").await.unwrap(), None);
+}
+
+async fn login_attempts_are_reserved_atomically_across_pools(db: &TestDb) {
+    let policy = AttemptPolicy {
+        max_failures: 3,
+        window: 60,
+        base_lockout: 10,
+        max_lockout: 40,
+    };
+    let keys = |k: &[&str]| k.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    let first = db
+        .s()
+        .reserve_login_attempt(&keys(&["acct", "addr"]), &policy, NOW)
+        .await
+        .unwrap();
+    if db.s().kind() == "sqlite" {
+        // One process: the server keeps the budget in memory, without a round trip.
+        assert_eq!(first, None);
+        return;
+    }
+    assert_eq!(first, Some(AttemptDecision::Reserved));
+    // 40 attempts at once from two pools, each from an address of its own: the account has
+    // two attempts left, and only two are counted.
+    let other = db.open_another().await;
+    let barrier = Arc::new(Barrier::new(40));
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (storage, barrier) = if i % 2 == 0 {
+            (db.storage.clone(), barrier.clone())
+        } else {
+            (other.clone(), barrier.clone())
+        };
+        let keys = keys(&["acct", &format!("addr{i}")]);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            storage
+                .reserve_login_attempt(&keys, &policy, NOW)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut decisions = Vec::new();
+    for t in tasks {
+        decisions.push(t.await.unwrap());
+    }
+    let reserved = decisions
+        .iter()
+        .filter(|d| **d == Some(AttemptDecision::Reserved))
+        .count();
+    assert_eq!(reserved, 2, "{decisions:?}");
+    assert!(decisions
+        .iter()
+        .all(|d| *d == Some(AttemptDecision::Reserved)
+            || *d == Some(AttemptDecision::Locked { until: NOW + 10 })));
+    // Refused attempts counted nothing against their addresses: a fresh one of them still
+    // has its whole budget.
+    let refused = (0..40)
+        .find(|i| decisions[*i] != Some(AttemptDecision::Reserved))
+        .unwrap();
+    for _ in 0..3 {
+        let d = db
+            .s()
+            .reserve_login_attempt(&keys(&[&format!("addr{refused}")]), &policy, NOW)
+            .await
+            .unwrap();
+        assert_eq!(d, Some(AttemptDecision::Reserved));
+    }
+
+    // After the lockout, one more failure doubles it.
+    let later = NOW + 10;
+    let d = db
+        .s()
+        .reserve_login_attempt(&keys(&["acct"]), &policy, later)
+        .await
+        .unwrap();
+    assert_eq!(d, Some(AttemptDecision::Reserved));
+    let d = db
+        .s()
+        .reserve_login_attempt(&keys(&["acct"]), &policy, later)
+        .await
+        .unwrap();
+    assert_eq!(d, Some(AttemptDecision::Locked { until: later + 20 }));
+    // A success forgives the account, and takes back from the address only its own failure.
+    db.s()
+        .settle_login_attempt(Some("acct"), &keys(&["addr"]), NOW)
+        .await
+        .unwrap();
+    let d = db
+        .s()
+        .reserve_login_attempt(&keys(&["acct"]), &policy, later)
+        .await
+        .unwrap();
+    assert_eq!(
+        d,
+        Some(AttemptDecision::Reserved),
+        "the account was forgiven"
+    );
+    let reserve = |keys: Vec<String>, at: i64| async move {
+        db.s()
+            .reserve_login_attempt(&keys, &policy, at)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            reserve(keys(&["addr"]), later).await,
+            AttemptDecision::Reserved
+        );
+    }
+    assert_eq!(
+        reserve(keys(&["addr"]), later).await,
+        AttemptDecision::Locked { until: later + 10 }
+    );
+
+    // Housekeeping deletes counters with nothing left to remember, and only those.
+    let sweep_time = later + 100;
+    for _ in 0..2 {
+        assert_eq!(
+            reserve(keys(&["fresh"]), sweep_time).await,
+            AttemptDecision::Reserved
+        );
+    }
+    let mut sweep_at = cutoffs(NOW, NOW, 1000);
+    sweep_at.now = sweep_time;
+    let swept = db.s().sweep(&sweep_at).await.unwrap();
+    // acct, addr, the two reserved addresses and the refused one; and the address of any
+    // attempt that lost the race to the lockout inside the statement (counted, then given back).
+    assert!(swept.login_attempts >= 5, "{swept:?}");
+    assert_eq!(db.s().sweep(&sweep_at).await.unwrap(), Swept::default());
+    assert_eq!(
+        reserve(keys(&["fresh"]), sweep_time).await,
+        AttemptDecision::Reserved
+    );
+    assert_eq!(
+        reserve(keys(&["fresh"]), sweep_time).await,
+        AttemptDecision::Locked {
+            until: sweep_time + 10
+        },
+        "fresh kept its two failures"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -106,6 +106,15 @@ pub trait PasswordConnector: Send + Sync {
     /// Label for the login form's first field ("Email address" / "Username").
     fn prompt(&self) -> &str;
 
+    /// The account `username` names, as this connector matches it: every spelling that
+    /// [`PasswordConnector::login`] would take for the same account gives the same key, so
+    /// that a guessing budget cannot be multiplied by re-typing the name (surrounding
+    /// whitespace, case). Merging names the connector tells apart only makes the budget
+    /// stricter. The default trims Unicode whitespace (NBSP included) and folds case.
+    fn account_key(&self, username: &str) -> String {
+        username.trim().to_lowercase()
+    }
+
     /// `Ok(None)` means wrong username or password; the two are indistinguishable to the
     /// caller by design, in result and, as far as the connector can manage, in time.
     async fn login(

@@ -181,12 +181,31 @@ impl PasswordConnector for LocalConnector {
         "Email address"
     }
 
+    /// A refusal (unknown user, wrong password, empty input) is held to the hasher's failure
+    /// floor, so it takes as long whichever kind of hash the user has, or whether there is one.
     async fn login(
         &self,
         scopes: &Scopes,
         username: &str,
         password: &str,
     ) -> Result<Option<Identity>, ConnectorError> {
+        let started = std::time::Instant::now();
+        let outcome = self.check_password(scopes, username, password).await;
+        if matches!(outcome, Ok(None)) {
+            self.hasher.hold_failure(started).await;
+        }
+        outcome
+    }
+}
+
+impl LocalConnector {
+    async fn check_password(
+        &self,
+        scopes: &Scopes,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Identity>, ConnectorError> {
+        // Matches what `account_key` (the default: trimmed, case folded) keys guesses on.
         let login = username.trim();
         // Empty input never reaches the directory, but still costs a verification so the
         // response time does not say which check failed.
@@ -402,6 +421,24 @@ mod tests {
             2,
             "each rejection ran one dummy verification"
         );
+    }
+
+    #[tokio::test]
+    async fn every_spelling_that_logs_in_has_the_same_account_key() {
+        let (_, _, conn, _) = setup().await;
+        let typed = [
+            "jane@example.com",
+            " jane@example.com",
+            "jane@example.com\t",
+            "\u{a0}JANE@Example.com\u{2003}",
+        ];
+        for t in typed {
+            assert!(
+                conn.login(&ALL, t, "hunter22").await.unwrap().is_some(),
+                "{t:?}"
+            );
+            assert_eq!(conn.account_key(t), "jane@example.com", "{t:?}");
+        }
     }
 
     #[tokio::test]

@@ -16,9 +16,11 @@
 //! the same), so verification truncates rather than rejecting long passwords; otherwise
 //! hashes made by Dex for such passwords would stop working.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{self, PasswordHash, PasswordHasher as _};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -36,7 +38,7 @@ pub const MAX_ARGON2_ITERATIONS: u32 = 32;
 pub const MAX_ARGON2_PARALLELISM: u32 = 16;
 
 /// argon2id cost parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Argon2idParams {
     pub memory_kib: u32,
     pub iterations: u32,
@@ -81,7 +83,7 @@ impl Default for Argon2idParams {
 }
 
 /// What a stored hash is, learned without hashing anything.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HashKind {
     Bcrypt { cost: u32 },
     Argon2id(Argon2idParams),
@@ -361,10 +363,42 @@ pub struct PasswordHasher {
     permits: Arc<Semaphore>,
     max_concurrent: usize,
     stats: Arc<Stats>,
-    /// Hash that `verify_dummy` checks against; created on first use or by `set_dummy_like`.
+    /// Hash that `verify_dummy` checks against: one of the costliest kind known; created on
+    /// first use or by `learn_kinds`.
     dummy: Mutex<Option<Arc<str>>>,
+    /// What one verification of each kind of hash costs here, smoothed (see [`Costs`]).
+    costs: Arc<Mutex<Costs>>,
     memory: Arc<WorkingMemory>,
 }
+
+/// Verification time per kind of hash, an exponentially weighted mean of the measured work
+/// (without the wait for a permit). It follows the machine's load, so the floor that failed
+/// logins are held to ([`PasswordHasher::failure_floor`]) does too.
+#[derive(Debug, Default)]
+struct Costs(HashMap<HashKind, Duration>);
+
+impl Costs {
+    fn record(&mut self, kind: HashKind, took: Duration) {
+        self.0
+            .entry(kind)
+            // One stall (a page-in, a descheduled thread) moves the mean by at most its
+            // current value, not by the whole stall.
+            .and_modify(|mean| *mean = (*mean * 7 + took.min(*mean * 2)) / 8)
+            .or_insert(took);
+    }
+
+    fn costliest(&self) -> Option<(HashKind, Duration)> {
+        self.0
+            .iter()
+            .max_by_key(|(_, cost)| **cost)
+            .map(|(kind, cost)| (*kind, *cost))
+    }
+}
+
+/// Failed logins wait until this multiple of the costliest verification has passed: high
+/// enough that the slowest kind itself rarely finishes later (so its failures are held to
+/// the floor as well, and all failures share one distribution), low enough to cost little.
+const FLOOR_MARGIN: f64 = 1.25;
 
 impl fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -409,6 +443,7 @@ impl PasswordHasher {
             max_concurrent,
             stats: Arc::default(),
             dummy: Mutex::new(None),
+            costs: Arc::default(),
             memory: Arc::new(WorkingMemory::new(params)),
         }
     }
@@ -460,12 +495,69 @@ impl PasswordHasher {
     /// range) or the pool failed.
     pub async fn verify(&self, hash: &str, password: &str) -> Result<bool, PasswordHashError> {
         // Reject unusable hashes before taking a permit or a thread.
-        inspect(hash)?;
-        let hash = hash.to_owned();
+        let kind = inspect(hash)?;
+        self.verify_timed(kind, hash.into(), password).await
+    }
+
+    /// Verifies and records what the work cost for `kind`.
+    async fn verify_timed(
+        &self,
+        kind: HashKind,
+        hash: Arc<str>,
+        password: &str,
+    ) -> Result<bool, PasswordHashError> {
         let password = password.to_owned();
         let demand = Demand::new(&self.memory);
-        self.run(move || verify_blocking(&hash, password.as_bytes(), &demand.0))
-            .await?
+        let costs = Arc::clone(&self.costs);
+        self.run(move || {
+            let started = Instant::now();
+            let verified = verify_blocking(&hash, password.as_bytes(), &demand.0);
+            if verified.is_ok() {
+                lock(&costs).record(kind, started.elapsed());
+            }
+            verified
+        })
+        .await?
+    }
+
+    /// How long a failed login should take at least: a margin over the costliest kind of
+    /// hash known (configured, stored or seen), so that refusing an unknown user, or a wrong
+    /// password of a cheaper kind, takes as long as refusing a user with the costliest kind.
+    pub fn failure_floor(&self) -> Duration {
+        lock(&self.costs)
+            .costliest()
+            .map_or(Duration::ZERO, |(_, cost)| cost.mul_f64(FLOOR_MARGIN))
+    }
+
+    /// Waits until [`PasswordHasher::failure_floor`] has passed since `started`.
+    pub async fn hold_failure(&self, started: Instant) {
+        tokio::time::sleep_until((started + self.failure_floor()).into()).await;
+    }
+
+    /// Learns the kinds of `hashes` (all users' stored hashes; unusable ones are skipped):
+    /// each kind not seen yet is timed once on a throwaway hash, and `verify_dummy` then uses
+    /// a hash of the costliest kind. Call at startup and when the users change.
+    pub async fn learn_kinds<'a>(
+        &self,
+        hashes: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), PasswordHashError> {
+        let mut kinds: Vec<HashKind> = hashes.into_iter().filter_map(|h| inspect(h).ok()).collect();
+        kinds.sort_by_key(|k| format!("{k:?}"));
+        kinds.dedup();
+        for kind in kinds {
+            if lock(&self.costs).0.contains_key(&kind) {
+                continue;
+            }
+            let dummy = self.throwaway_hash(kind).await?;
+            // Timed twice: the first run also pays for first-touch memory.
+            for _ in 0..2 {
+                self.verify_timed(kind, Arc::clone(&dummy), "x").await?;
+            }
+            if lock(&self.costs).costliest().map(|(k, _)| k) == Some(kind) {
+                *self.lock_dummy() = Some(dummy);
+            }
+        }
+        Ok(())
     }
 
     /// Creates an argon2id PHC hash with this pool's parameters and a fresh random salt.
@@ -483,55 +575,53 @@ impl PasswordHasher {
     /// user (or an empty password) costs the same as a wrong password.
     pub async fn verify_dummy(&self, password: &str) -> Result<(), PasswordHashError> {
         let dummy = self.dummy_hash().await?;
-        let password = password.to_owned();
-        let demand = Demand::new(&self.memory);
-        self.run(move || verify_blocking(&dummy, password.as_bytes(), &demand.0))
-            .await??;
+        let kind = inspect(&dummy)?;
+        self.verify_timed(kind, dummy, password).await?;
         Ok(())
     }
 
-    /// Creates the dummy hash now, so the first unknown-user attempt is not slower than the
-    /// rest. Call once at startup.
+    /// Creates the dummy hash now (and times it), so the first unknown-user attempt is not
+    /// slower than the rest. Call once at startup.
     pub async fn warm_up(&self) -> Result<(), PasswordHashError> {
-        self.dummy_hash().await.map(|_| ())
+        let dummy = self.dummy_hash().await?;
+        if lock(&self.costs).0.is_empty() {
+            self.verify_dummy("x").await?;
+        }
+        drop(dummy);
+        Ok(())
     }
 
-    /// Makes `verify_dummy` cost what verifying `sample` costs (same scheme and parameters).
-    /// The default dummy is argon2id at this pool's parameters; a deployment whose users
-    /// mostly have bcrypt hashes (e.g. Dex `staticPasswords`) should pass one of them here.
-    pub async fn set_dummy_like(&self, sample: &str) -> Result<(), PasswordHashError> {
-        let kind = inspect(sample)?;
+    /// A hash of `kind` whose password is random and never kept: nothing can log in with it.
+    async fn throwaway_hash(&self, kind: HashKind) -> Result<Arc<str>, PasswordHashError> {
         let secret = random_salt().as_str().to_owned();
-        let dummy = self
+        let hash = self
             .run(move || match kind {
                 HashKind::Bcrypt { cost } => bcrypt::hash(secret.as_bytes(), cost)
                     .map_err(|e| PasswordHashError::Hashing(e.to_string())),
                 HashKind::Argon2id(params) => hash_argon2id_blocking(params, secret.as_bytes()),
             })
             .await??;
-        *self.lock_dummy() = Some(dummy.into());
-        Ok(())
+        Ok(hash.into())
     }
 
     async fn dummy_hash(&self) -> Result<Arc<str>, PasswordHashError> {
         if let Some(existing) = self.lock_dummy().clone() {
             return Ok(existing);
         }
-        // The dummy's password is random and never stored: nothing can log in with it.
-        let secret = random_salt().as_str().to_owned();
-        let params = self.params;
-        let created: Arc<str> = self
-            .run(move || hash_argon2id_blocking(params, secret.as_bytes()))
-            .await??
-            .into();
+        let created = self.throwaway_hash(HashKind::Argon2id(self.params)).await?;
         // Two first callers may race; keep whichever landed first.
         Ok(Arc::clone(self.lock_dummy().get_or_insert(created)))
     }
 
     fn lock_dummy(&self) -> MutexGuard<'_, Option<Arc<str>>> {
-        // The guarded value is a plain Option, valid even if a holder panicked.
-        self.dummy.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.dummy)
     }
+}
+
+/// The values guarded here (an Option, a map of durations) are valid even if a holder
+/// panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -849,14 +939,29 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn dummy_can_mirror_a_bcrypt_deployment() {
-        let h = fast_hasher(1);
-        h.set_dummy_like(DEX_EXAMPLE_HASH).await.unwrap();
+    async fn dummy_takes_the_costliest_kind_learned() {
+        let h = fast_hasher(2);
+        h.learn_kinds([DEX_EXAMPLE_HASH, "nonsense"]).await.unwrap();
         let dummy = h.lock_dummy().clone().unwrap();
         assert!(dummy.starts_with("$2b$10$"), "{dummy}");
         // The dummy's password is random: the caller's password never matches it.
         assert!(!h.verify(&dummy, "password").await.unwrap());
         h.verify_dummy("password").await.unwrap();
-        assert!(h.set_dummy_like("nonsense").await.is_err());
+        // FAST argon2id is far cheaper than bcrypt at cost 10: the bcrypt dummy stays.
+        let argon = h.hash("pw").await.unwrap();
+        h.learn_kinds([argon.as_str()]).await.unwrap();
+        assert!(h.lock_dummy().clone().unwrap().starts_with("$2b$10$"));
+        let bcrypt_cost = lock(&h.costs).0[&HashKind::Bcrypt { cost: 10 }];
+        let floor = h.failure_floor();
+        assert!(floor > bcrypt_cost, "{floor:?} vs bcrypt {bcrypt_cost:?}");
+    }
+
+    #[test]
+    fn one_stall_moves_the_cost_estimate_only_a_little() {
+        let kind = HashKind::Bcrypt { cost: 10 };
+        let mut costs = Costs::default();
+        costs.record(kind, Duration::from_millis(80));
+        costs.record(kind, Duration::from_secs(5));
+        assert_eq!(costs.0[&kind], Duration::from_millis(90));
     }
 }

@@ -16,7 +16,7 @@ use crate::storage::{
 
 use super::claims::{subject, AUDIENCE_SCOPE_PREFIX};
 use super::error::ErrorCode;
-use super::ratelimit::Retry;
+use super::ratelimit::{PasswordAttempt, Retry};
 use super::redirect::redirect_uri_allowed;
 use super::secrets::{constant_time_eq, is_valid_s256_challenge, random_token, sha256_hex};
 use super::{
@@ -916,24 +916,41 @@ impl Provider {
             ));
         };
 
-        // Per account and per address, checked before any hashing is spent.
-        let account_key = format!("acct:{}:{}", connector.id, username.to_lowercase());
-        let address_key = format!("addr:{client_addr}");
-        let keys = [account_key.as_str(), address_key.as_str()];
-        let at = std::time::Instant::now();
-        if let Err(retry) = self.login_limiter.check(&keys, at) {
-            self.metrics.record_login(&connector.id, "rate_limited");
-            return Err(AuthorizeError::rate_limited(retry));
-        }
+        // Per account (the identity the connector would log in as, however it was typed)
+        // and per address, counted before any hashing is spent.
+        let account_key = format!(
+            "acct:{}:{}",
+            connector.id,
+            password_connector.account_key(username)
+        );
+        let attempt = match PasswordAttempt::reserve(
+            &self.login_limiter,
+            &self.storage,
+            account_key,
+            format!("addr:{client_addr}"),
+            self.now(),
+        )
+        .await?
+        {
+            Ok(attempt) => attempt,
+            Err(retry) => {
+                self.metrics.record_login(&connector.id, "rate_limited");
+                return Err(AuthorizeError::rate_limited(retry));
+            }
+        };
 
         let scopes = scopes_of(&request.params.scopes);
-        let identity = password_connector
-            .login(&scopes, username, password)
-            .await
-            .map_err(|err| self.connector_failure(&connector.id, err))?;
+        let identity = match password_connector.login(&scopes, username, password).await {
+            Ok(identity) => identity,
+            Err(err) => {
+                attempt
+                    .not_checked(&self.login_limiter, &self.storage)
+                    .await;
+                return Err(self.connector_failure(&connector.id, err));
+            }
+        };
         let Some(identity) = identity else {
             self.metrics.record_login(&connector.id, "failure");
-            self.login_limiter.record_failure(&keys, at);
             return Ok(PasswordOutcome::Rejected(Self::form_for(
                 &request,
                 &client,
@@ -941,7 +958,7 @@ impl Provider {
                 password_connector,
             )));
         };
-        self.login_limiter.record_success(&[account_key.as_str()]);
+        attempt.succeeded(&self.login_limiter, &self.storage);
         self.metrics.record_login(&connector.id, "success");
         Ok(PasswordOutcome::Done(
             self.complete_login(request, connector, identity).await?,

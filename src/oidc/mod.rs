@@ -132,8 +132,9 @@ pub struct Provider {
     pub connectors: Vec<ConnectorEntry>,
     /// Counters the telemetry port serves.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// Failed password logins, per account and per client address. Shared by every
-    /// generation: a config reload must not forgive anyone's failed attempts.
+    /// Failed password logins, per account and per client address, when storage does not
+    /// share them between replicas (SQLite, memory; see `ratelimit::PasswordAttempt`).
+    /// Shared by every generation: a config reload must not forgive anyone's failed attempts.
     pub login_limiter: Arc<ratelimit::RateLimiter>,
     /// Wrong device user codes, per client address.
     pub user_code_limiter: Arc<ratelimit::RateLimiter>,

@@ -1,20 +1,23 @@
 //! Failed-attempt limiting with exponential backoff for password login and device user codes
 //! (RFC 9700 hardening against online guessing; RFC 8628 §5.1 for user-code brute forcing).
 //!
-//! The caller checks every key that describes an attempt (the account, the client address, …)
-//! before doing any work, and reports the outcome afterwards:
+//! Password logins reserve their attempt before the hash is checked, so that a burst of
+//! simultaneous guesses cannot be evaluated before the first failures are recorded:
 //!
 //! ```text
-//! let keys = [acct.as_str(), addr.as_str()];
-//! limiter.check(&keys, now)?;                       // Err(Retry) → 429 with Retry-After
-//! match verify_password(..) {
-//!     Ok(_) => limiter.record_success(&[acct.as_str()]),   // addresses are not forgiven
-//!     Err(_) => limiter.record_failure(&keys, now),
+//! let attempt = PasswordAttempt::reserve(&limiter, &storage, acct, addr, now).await??;
+//! match verify_password(..) {                       // Err(Retry) above → 429
+//!     Ok(true) => attempt.succeeded(..),            // forgives the account, refunds the address
+//!     Ok(false) => {}                               // the failure is already counted
+//!     Err(_) => attempt.not_checked(..),            // refunds both
 //! }
 //! ```
 //!
-//! State is in memory and per replica: an attacker spreading attempts over N replicas gets N times
-//! the budget, which is still a fixed factor rather than unlimited guessing.
+//! Device user codes check first and record failures afterwards (`check`, `record_failure`).
+//!
+//! [`RateLimiter`] state is in memory and per replica. With PostgreSQL storage the
+//! password-login budget lives in the database instead (see [`PasswordAttempt`]), so every
+//! replica draws on the same budget per account and per address.
 //!
 //! Time is an explicit `Instant` argument (not `crate::clock::Clock`, which has whole-second Unix
 //! time) so lockouts are monotonic under wall-clock jumps and tests move time without sleeping.
@@ -25,6 +28,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+use crate::clock::UnixTime;
+use crate::storage::{AttemptDecision, AttemptPolicy, SharedStorage, StorageError};
 
 /// Keys longer than this are stored as their SHA-256 digest, so that `max_keys` bounds memory in
 /// bytes too even when a key embeds an attacker-chosen string (a username of any length). 320
@@ -156,6 +162,20 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// Takes back the failure an attempt reserved at `at` that turned out to be no guess (the
+    /// password was right, or nothing was checked). A lockout that very attempt started or
+    /// escalated is lifted again: the lockout before it had already ended, or the attempt
+    /// would have been refused.
+    fn refund(&mut self, at: Instant) {
+        self.failures = self.failures.saturating_sub(1);
+        if self.level > 0 && self.last_failure == at {
+            self.level -= 1;
+            self.lockout = Duration::ZERO;
+        }
+    }
+}
+
 /// A bounded, thread-safe map from key to failure state. See the module documentation.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -182,7 +202,20 @@ impl RateLimiter {
 
     /// `Err` with the longest remaining lockout if any of `keys` is locked at `now`.
     pub fn check(&self, keys: &[&str], now: Instant) -> Result<(), Retry> {
-        let mut entries = self.lock();
+        self.longest_lockout(&mut self.lock(), keys, now)
+    }
+
+    /// Counts one failed attempt against each distinct key.
+    pub fn record_failure(&self, keys: &[&str], now: Instant) {
+        self.fail_all(&mut self.lock(), keys, now);
+    }
+
+    fn longest_lockout(
+        &self,
+        entries: &mut HashMap<Box<str>, Entry>,
+        keys: &[&str],
+        now: Instant,
+    ) -> Result<(), Retry> {
         let mut longest: Option<Duration> = None;
         for key in keys {
             let key = stored_key(key);
@@ -204,9 +237,7 @@ impl RateLimiter {
         }
     }
 
-    /// Counts one failed attempt against each distinct key.
-    pub fn record_failure(&self, keys: &[&str], now: Instant) {
-        let mut entries = self.lock();
+    fn fail_all(&self, entries: &mut HashMap<Box<str>, Entry>, keys: &[&str], now: Instant) {
         for (i, key) in keys.iter().enumerate() {
             // A key listed twice is one attempt, not two.
             if keys[..i].contains(key) {
@@ -218,11 +249,34 @@ impl RateLimiter {
                 continue;
             }
             if entries.len() >= self.max_keys {
-                self.make_room(&mut entries, now);
+                self.make_room(entries, now);
             }
             let mut entry = Entry::new(now);
             entry.fail(now, &self.policy);
             entries.insert(key.into_owned().into_boxed_str(), entry);
+        }
+    }
+
+    /// Reserves one attempt: `Err` with the longest remaining lockout if any of `keys` is
+    /// locked (nothing is counted then); otherwise counts the attempt as a failure against each
+    /// distinct key before returning, in one critical section, so that concurrent attempts
+    /// cannot all pass a check that none of them has counted yet. A success settles with
+    /// [`RateLimiter::record_success`] and [`RateLimiter::refund`].
+    pub fn try_attempt(&self, keys: &[&str], now: Instant) -> Result<(), Retry> {
+        let mut entries = self.lock();
+        self.longest_lockout(&mut entries, keys, now)?;
+        self.fail_all(&mut entries, keys, now);
+        Ok(())
+    }
+
+    /// Takes back the failure that [`RateLimiter::try_attempt`] at `at` counted against each
+    /// of `keys`.
+    pub fn refund(&self, keys: &[&str], at: Instant) {
+        let mut entries = self.lock();
+        for key in keys {
+            if let Some(entry) = entries.get_mut(stored_key(key).as_ref()) {
+                entry.refund(at);
+            }
         }
     }
 
@@ -277,6 +331,114 @@ impl RateLimiter {
             entries.remove(&key);
         }
     }
+}
+
+/// One password attempt, counted as a failure against its account and its client address
+/// before the password is checked. Settle it with [`PasswordAttempt::succeeded`] or
+/// [`PasswordAttempt::not_checked`]; a wrong password needs nothing more.
+#[derive(Debug)]
+pub struct PasswordAttempt {
+    account: String,
+    address: String,
+    /// Where the budget lives: the database (shared by replicas) or this process.
+    shared: bool,
+    at: Instant,
+    now: UnixTime,
+}
+
+impl PasswordAttempt {
+    /// Reserves the attempt in the database when storage shares budgets (one round trip),
+    /// else in `memory`. `Ok(Err(retry))`: a key is locked and nothing was counted.
+    pub async fn reserve(
+        memory: &RateLimiter,
+        storage: &SharedStorage,
+        account: String,
+        address: String,
+        now: UnixTime,
+    ) -> Result<Result<Self, Retry>, StorageError> {
+        let at = Instant::now();
+        let policy = attempt_policy(memory.policy());
+        let shared_keys = [shared_key(&account), shared_key(&address)];
+        let shared = match storage
+            .reserve_login_attempt(&shared_keys, &policy, now)
+            .await?
+        {
+            Some(AttemptDecision::Reserved) => true,
+            Some(AttemptDecision::Locked { until }) => {
+                let secs = u64::try_from(until.saturating_sub(now)).unwrap_or(0);
+                return Ok(Err(Retry {
+                    after: Duration::from_secs(secs.max(1)),
+                }));
+            }
+            None => {
+                if let Err(retry) = memory.try_attempt(&[&account, &address], at) {
+                    return Ok(Err(retry));
+                }
+                false
+            }
+        };
+        Ok(Ok(Self {
+            account,
+            address,
+            shared,
+            at,
+            now,
+        }))
+    }
+
+    /// The password was right: the account is forgiven, and the address gets its failure back
+    /// (a success vouches for this attempt only, not for others from the same address). In
+    /// the database this runs after the login answers, so it adds no latency.
+    pub fn succeeded(self, memory: &RateLimiter, storage: &SharedStorage) {
+        if self.shared {
+            let storage = storage.clone();
+            let forgive = shared_key(&self.account);
+            let refund = [shared_key(&self.address)];
+            tokio::spawn(async move {
+                if let Err(error) = storage
+                    .settle_login_attempt(Some(&forgive), &refund, self.now)
+                    .await
+                {
+                    tracing::warn!(%error, "could not forgive a successful login's attempt");
+                }
+            });
+        } else {
+            memory.record_success(&[&self.account]);
+            memory.refund(&[&self.address], self.at);
+        }
+    }
+
+    /// Nothing was checked (the connector failed): both keys get their failure back.
+    pub async fn not_checked(self, memory: &RateLimiter, storage: &SharedStorage) {
+        if self.shared {
+            let refund = [shared_key(&self.account), shared_key(&self.address)];
+            if let Err(error) = storage.settle_login_attempt(None, &refund, self.now).await {
+                tracing::warn!(%error, "could not refund an unchecked login attempt");
+            }
+        } else {
+            memory.refund(&[&self.account, &self.address], self.at);
+        }
+    }
+}
+
+fn attempt_policy(policy: &RateLimitPolicy) -> AttemptPolicy {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    AttemptPolicy {
+        max_failures: i64::from(policy.max_failures.max(1)),
+        window: secs(policy.window),
+        base_lockout: secs(policy.base_lockout),
+        max_lockout: secs(policy.max_lockout),
+    }
+}
+
+/// What the database stores for a key: a digest, so no account name or address is kept.
+fn shared_key(key: &str) -> String {
+    hex::encode(
+        Sha256::new()
+            .chain_update(b"lanyard login attempt v1\0")
+            .chain_update(key.as_bytes())
+            .finalize(),
+    )
 }
 
 fn stored_key(key: &str) -> Cow<'_, str> {
@@ -563,6 +725,59 @@ mod tests {
         assert!(rl.check(&["a"], t0).is_err());
         rl.record_failure(&["b"], t0);
         assert_eq!(rl.len(), 1);
+    }
+
+    #[test]
+    fn concurrent_attempts_get_no_more_than_the_budget() {
+        let rl = Arc::new(RateLimiter::new(policy(), 1_000));
+        let t0 = Instant::now();
+        let barrier = Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let (rl, barrier) = (Arc::clone(&rl), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    rl.try_attempt(&["acct:a", &format!("addr:{t}")], t0)
+                        .is_ok()
+                })
+            })
+            .collect();
+        let allowed = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(allowed, 3, "max_failures attempts, however they race");
+        // A refused attempt counted nothing against its address.
+        let counted: u32 = (0..16)
+            .filter_map(|t| {
+                rl.lock()
+                    .get(format!("addr:{t}").as_str())
+                    .map(|e| e.failures)
+            })
+            .sum();
+        assert_eq!(counted, 3);
+    }
+
+    #[test]
+    fn a_refund_takes_back_the_attempt_and_the_lockout_it_started() {
+        let rl = RateLimiter::new(policy(), 100);
+        let t0 = Instant::now();
+        for i in 0..2 {
+            rl.try_attempt(&["addr:1"], t0 + i * SEC).unwrap();
+        }
+        // The third attempt locks; it was a success, so the address is as it was before.
+        let t2 = t0 + 2 * SEC;
+        rl.try_attempt(&["addr:1"], t2).unwrap();
+        assert!(rl.check(&["addr:1"], t2).is_err());
+        rl.refund(&["addr:1"], t2);
+        assert_eq!(rl.check(&["addr:1"], t2), Ok(()));
+        // Two failures are still on record: the next attempt locks again.
+        rl.try_attempt(&["addr:1"], t2 + SEC).unwrap();
+        assert!(rl.check(&["addr:1"], t2 + SEC).is_err());
+        // A refund of an older attempt does not lift a lockout a later one started.
+        rl.refund(&["addr:1"], t2);
+        assert!(rl.check(&["addr:1"], t2 + SEC).is_err());
     }
 
     #[test]

@@ -156,16 +156,10 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
     .await?;
 
     let hasher = Arc::new(PasswordHasher::new());
-    match config.static_passwords.first() {
-        Some(p) => match_dummy_hash(&hasher, &p.hash).await?,
-        None => hasher.warm_up().await.map_err(|e| AppError::Connector {
-            id: "local".into(),
-            reason: e.to_string(),
-        })?,
-    }
     if options.embedded_default {
         ensure_dev_admin(&storage, &hasher, options.clock.now()).await?;
     }
+    learn_hash_kinds(&hasher, config, &storage).await?;
     let metrics = Arc::new(Metrics::default());
     let state = generation(
         config,
@@ -217,19 +211,29 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
     })
 }
 
-/// An unknown user must cost what a wrong password costs: unknown logins are checked against
-/// a hash like the ones the users actually have (Dex configs usually carry bcrypt).
-pub(super) async fn match_dummy_hash(
+/// A refused login must take as long whatever kind of hash the user has, or whether the
+/// user exists: the hasher learns every kind in `staticPasswords` and in the password
+/// database, and holds refusals to the costliest (kinds first stored later are learned at
+/// their first verification).
+pub(super) async fn learn_hash_kinds(
     hasher: &PasswordHasher,
-    sample: &str,
+    config: &Config,
+    storage: &SharedStorage,
 ) -> Result<(), AppError> {
-    hasher
-        .set_dummy_like(sample)
-        .await
-        .map_err(|e| AppError::Connector {
-            id: "local".into(),
-            reason: e.to_string(),
-        })
+    let stored = storage.list_passwords().await?;
+    let hashes = config
+        .static_passwords
+        .iter()
+        .map(|p| p.hash.as_str())
+        .chain(stored.iter().map(|p| p.hash.as_str()));
+    let learned = match hasher.learn_kinds(hashes).await {
+        Ok(()) => hasher.warm_up().await,
+        Err(e) => Err(e),
+    };
+    learned.map_err(|e| AppError::Connector {
+        id: "local".into(),
+        reason: e.to_string(),
+    })
 }
 
 /// One generation of what a config reload can change: connectors, clients (static and the
@@ -891,6 +895,7 @@ pub async fn sweep_once(provider: &Provider, batch: u32) -> Result<Swept, Storag
             swept.grants,
             swept.device_requests,
             swept.sessions,
+            swept.login_attempts,
         ];
         total.auth_requests += swept.auth_requests;
         total.auth_codes += swept.auth_codes;
@@ -899,6 +904,7 @@ pub async fn sweep_once(provider: &Provider, batch: u32) -> Result<Swept, Storag
         total.grants += swept.grants;
         total.device_requests += swept.device_requests;
         total.sessions += swept.sessions;
+        total.login_attempts += swept.login_attempts;
         if !counts.contains(&u64::from(batch)) {
             return Ok(total);
         }

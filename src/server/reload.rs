@@ -14,7 +14,7 @@ use lanyard_connectors::PasswordHasher;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Mutex};
 
-use super::app::{generation, match_dummy_hash, AppError};
+use super::app::{generation, learn_hash_kinds, AppError};
 use super::Live;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -122,9 +122,8 @@ impl Reloader {
 
     async fn build_and_swap(&self, running: &Config, next: &Config) -> Result<(), AppError> {
         let inner = &self.inner;
-        let first_hash = |c: &Config| c.static_passwords.first().map(|p| p.hash.clone());
-        if let Some(sample) = first_hash(next).filter(|h| Some(h) != first_hash(running).as_ref()) {
-            match_dummy_hash(&inner.hasher, &sample).await?;
+        if next.static_passwords != running.static_passwords {
+            learn_hash_kinds(&inner.hasher, next, &inner.storage).await?;
         }
         let current = inner.live.current();
         let clock = current.provider.clock.clone();

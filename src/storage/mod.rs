@@ -92,6 +92,36 @@ pub trait Storage: Send + Sync + 'static {
     async fn update_password(&self, password: &Password) -> Result<()>;
     async fn delete_password(&self, email: &str) -> Result<bool>;
 
+    // Password-guessing budgets shared between replicas.
+    /// Reserves one password attempt against each of `keys` (digests of the account and the
+    /// client address, never raw names) before the password is checked, at `now`: if any key
+    /// is locked, `Locked` and nothing is counted; otherwise every key counts a failure,
+    /// locking the ones that reach `policy.max_failures`. Each key's count is decided by the
+    /// database in the statement that increments it (an upsert on the row lock), so
+    /// concurrent attempts from any number of replicas get no more than the budget between
+    /// them. `None`: this storage keeps no shared budget (SQLite, memory: one process), and
+    /// the caller counts in its own memory without a round trip.
+    async fn reserve_login_attempt(
+        &self,
+        _keys: &[String],
+        _policy: &AttemptPolicy,
+        _now: UnixTime,
+    ) -> Result<Option<AttemptDecision>> {
+        Ok(None)
+    }
+    /// Settles a reserved attempt whose password was right: forgets `forgive` (the account)
+    /// and takes back the failure counted at `reserved_at` against each of `refund` (the
+    /// address, which a success does not vouch for beyond itself), lifting a lockout that very
+    /// attempt started. One statement.
+    async fn settle_login_attempt(
+        &self,
+        _forgive: Option<&str>,
+        _refund: &[String],
+        _reserved_at: UnixTime,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     // Logins in progress.
     async fn create_auth_request(&self, request: &AuthRequest) -> Result<()>;
     /// Returns the request even when expired; callers check `expires_at`.
@@ -232,7 +262,8 @@ pub trait Storage: Send + Sync + 'static {
     /// requests, codes expired before `code_cutoff`, expired access tokens, refresh tokens
     /// past `expires_at`, idle past `refresh_idle_cutoff`, or rotated before
     /// `rotated_cutoff` (the family keeps its current token), grants revoked before `grant_cutoff` (with
-    /// their tokens), expired device requests, and sessions expired or revoked before `now`.
+    /// their tokens), expired device requests, sessions expired or revoked before `now`, and
+    /// shared password-attempt counters that have nothing left to remember.
     async fn sweep(&self, cutoffs: &SweepCutoffs) -> Result<Swept>;
 }
 

@@ -212,6 +212,29 @@ pub struct SigningKey {
     pub sign_from: UnixTime,
 }
 
+/// How many password attempts a key gets and how long it is locked afterwards, in seconds
+/// (the database's form of the server's rate-limit policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptPolicy {
+    /// The attempt that reaches this count locks the key (at least 1).
+    pub max_failures: i64,
+    /// Failures are forgotten this long after the last one (or after the lockout ends).
+    pub window: i64,
+    /// The first lockout; each attempt after a lockout, before the window forgives it,
+    /// doubles it up to `max_lockout`.
+    pub base_lockout: i64,
+    pub max_lockout: i64,
+}
+
+/// What [`Storage::reserve_login_attempt`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptDecision {
+    /// Counted against every key; the password may be checked.
+    Reserved,
+    /// A key is locked until this time; nothing was counted.
+    Locked { until: UnixTime },
+}
+
 /// Counts of what housekeeping removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -222,6 +245,8 @@ pub struct Swept {
     pub grants: u64,
     pub device_requests: u64,
     pub sessions: u64,
+    /// Password-attempt counters a full window past their last failure or lockout.
+    pub login_attempts: u64,
 }
 
 impl Swept {
@@ -233,6 +258,7 @@ impl Swept {
             + self.grants
             + self.device_requests
             + self.sessions
+            + self.login_attempts
     }
 }
 

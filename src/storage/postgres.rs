@@ -20,6 +20,60 @@ use super::*;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// One password attempt against every key in $1 (sorted, distinct) at $2, as one statement,
+/// under [`AttemptPolicy`] $3 (max failures), $4 (window), $5 (base lockout), $6 (max lockout).
+/// `blocked` reads whether a key is locked; if none is, each key is upserted: a new key counts
+/// one failure, an existing one counts another unless it is locked by then (the upsert's
+/// WHERE is checked against the row's newest version under its lock, so concurrent attempts
+/// queue on the row and the ones after a lockout count nothing). A row past `forget_at` starts
+/// over. Returns the longest lockout found and the keys counted.
+static RESERVE_LOGIN_ATTEMPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let failures = "(CASE WHEN a.forget_at <= $2 THEN 0 ELSE a.failures END)";
+    let level = "(CASE WHEN a.forget_at <= $2 THEN 0 ELSE a.level END)";
+    let next_level = format!(
+        "(CASE WHEN {level} > 0 THEN {level} + 1 WHEN {failures} + 1 >= $3 THEN 1 ELSE 0 END)"
+    );
+    let lock_end = |level: &str| {
+        format!(
+            "(CASE WHEN {level} > 0 THEN $2 + LEAST($5 << LEAST({level} - 1, 32), $6) ELSE 0 END)"
+        )
+    };
+    let first_level = "(CASE WHEN 1 >= $3 THEN 1 ELSE 0 END)";
+    let first_end = lock_end(first_level);
+    let next_end = lock_end(&next_level);
+    format!(
+        "WITH blocked AS (SELECT max(locked_until) AS until FROM login_attempts \
+         WHERE key_hash = ANY($1) AND locked_until > $2), \
+         counted AS (INSERT INTO login_attempts AS a \
+         (key_hash, failures, level, last_attempt, locked_until, forget_at) \
+         SELECT k, 1, {first_level}, $2, {first_end}, GREATEST({first_end}, $2) + $4 \
+         FROM unnest($1::TEXT[]) AS k \
+         WHERE NOT EXISTS (SELECT 1 FROM blocked WHERE until IS NOT NULL) ORDER BY k \
+         ON CONFLICT (key_hash) DO UPDATE SET failures = {failures} + 1, level = {next_level}, \
+         last_attempt = $2, locked_until = {next_end}, forget_at = GREATEST({next_end}, $2) + $4 \
+         WHERE a.locked_until <= $2 RETURNING a.key_hash) \
+         SELECT (SELECT until FROM blocked), \
+         COALESCE((SELECT array_agg(key_hash) FROM counted), ARRAY[]::TEXT[])"
+    )
+});
+
+/// Forgets key $1 (or none: NULL) and takes back one failure from each key in $2 counted at
+/// $3, lifting a lockout that attempt started (see `RateLimiter::refund`).
+const SETTLE_LOGIN_ATTEMPT: &str = "WITH forgiven AS (DELETE FROM login_attempts \
+     WHERE key_hash = $1 RETURNING 1) \
+     UPDATE login_attempts SET failures = GREATEST(failures - 1, 0), \
+     level = CASE WHEN level > 0 AND last_attempt = $3 THEN level - 1 ELSE level END, \
+     locked_until = CASE WHEN level > 0 AND last_attempt = $3 THEN 0 ELSE locked_until END \
+     WHERE key_hash = ANY($2)";
+
+/// The longest lockout among keys $1 at $2 (for an attempt that lost a race to a lockout).
+const LOGIN_LOCKED_UNTIL: &str =
+    "SELECT max(locked_until) FROM login_attempts WHERE key_hash = ANY($1) AND locked_until > $2";
+
+/// Counters past `forget_at` ($1), at most $2 of them.
+const SWEEP_LOGIN_ATTEMPTS: &str = "DELETE FROM login_attempts WHERE key_hash IN \
+     (SELECT key_hash FROM login_attempts WHERE forget_at <= $1 LIMIT $2)";
+
 const DEFAULT_CONN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
@@ -1103,8 +1157,75 @@ impl Storage for PostgresStorage {
         Ok(sessions)
     }
 
+    async fn reserve_login_attempt(
+        &self,
+        keys: &[String],
+        policy: &AttemptPolicy,
+        now: UnixTime,
+    ) -> Result<Option<AttemptDecision>> {
+        // Sorted and distinct: one upsert may touch a row once, and concurrent attempts lock
+        // their rows in the same order, so they cannot deadlock.
+        let mut keys = keys.to_vec();
+        keys.sort();
+        keys.dedup();
+        let (locked_until, counted): (Option<i64>, Vec<String>) =
+            sqlx::query_as(RESERVE_LOGIN_ATTEMPT.as_str())
+                .bind(&keys)
+                .bind(now)
+                .bind(policy.max_failures.max(1))
+                .bind(policy.window)
+                .bind(policy.base_lockout)
+                .bind(policy.max_lockout)
+                .fetch_one(&self.pool)
+                .await
+                .or_storage("login attempt")?;
+        if let Some(until) = locked_until {
+            return Ok(Some(AttemptDecision::Locked { until }));
+        }
+        if counted.len() == keys.len() {
+            return Ok(Some(AttemptDecision::Reserved));
+        }
+        // A concurrent attempt locked a key between this statement's read and its upsert:
+        // the attempt is refused, so the keys it did count get their failure back.
+        self.settle_login_attempt(None, &counted, now).await?;
+        let until: Option<i64> = sqlx::query_scalar(LOGIN_LOCKED_UNTIL)
+            .bind(&keys)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .or_storage("login attempt")?;
+        Ok(Some(AttemptDecision::Locked {
+            until: until.unwrap_or(now + 1),
+        }))
+    }
+
+    async fn settle_login_attempt(
+        &self,
+        forgive: Option<&str>,
+        refund: &[String],
+        reserved_at: UnixTime,
+    ) -> Result<()> {
+        sqlx::query(SETTLE_LOGIN_ATTEMPT)
+            .bind(forgive)
+            .bind(refund)
+            .bind(reserved_at)
+            .execute(&self.pool)
+            .await
+            .or_storage("login attempt")?;
+        Ok(())
+    }
+
     async fn sweep(&self, cutoffs: &SweepCutoffs) -> Result<Swept> {
-        let mut swept = Swept::default();
+        let mut swept = Swept {
+            login_attempts: sqlx::query(SWEEP_LOGIN_ATTEMPTS)
+                .bind(cutoffs.now)
+                .bind(sql::batch_limit(u64::from(cutoffs.batch)))
+                .execute(&self.pool)
+                .await
+                .or_storage("login attempts")?
+                .rows_affected(),
+            ..Swept::default()
+        };
         for (kind, count) in sql::sweep_plan(cutoffs)
             .into_iter()
             .zip(sql::sweep_counts(&mut swept))

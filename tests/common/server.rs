@@ -26,6 +26,10 @@ pub const PEER_CLIENT: &str = "peer-api";
 pub const PEER_SECRET: &str = "peer-secret-with-enough-entropy";
 pub const ROBOT_CLIENT: &str = "robot";
 pub const ROBOT_SECRET: &str = "robot-secret-with-enough-entropy";
+/// `web:` settings that make the server take the client address from `X-Forwarded-For` sent
+/// from 127.0.0.1, so a test can be many clients.
+pub const TRUST_LOCAL_PROXY: &str =
+    "  clientRemoteIP:\n    header: X-Forwarded-For\n    trustedProxies: ['127.0.0.1/32']\n";
 pub const ENCRYPTION_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// A loopback port that was free a moment ago, for a server the test starts itself.
@@ -116,6 +120,49 @@ impl TestServer {
                 )
             }
         };
+        let database_url = match &db {
+            Some(db) => db.url().to_string(),
+            None => format!("sqlite://{}", db_file.display()),
+        };
+        Some(
+            Self::launch(
+                listener,
+                dir,
+                (storage_yaml, database_url, db),
+                issuer_path,
+                web_extra,
+                extra_yaml,
+            )
+            .await,
+        )
+    }
+
+    /// Another server on this one's PostgreSQL database: a second replica of the deployment.
+    pub async fn start_replica(&self, web_extra: &str, extra_yaml: &str) -> TestServer {
+        assert!(
+            self.database_url.starts_with("postgres"),
+            "replicas share a PostgreSQL database"
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let storage_yaml = format!(
+            "storage:\n  type: postgres\n  config:\n    connectionString: {}\n",
+            self.database_url
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = (storage_yaml, self.database_url.clone(), None);
+        Self::launch(listener, dir, shared, "", web_extra, extra_yaml).await
+    }
+
+    async fn launch(
+        listener: tokio::net::TcpListener,
+        dir: tempfile::TempDir,
+        (storage_yaml, database_url, db): (String, String, Option<TestDatabase>),
+        issuer_path: &str,
+        web_extra: &str,
+        extra_yaml: &str,
+    ) -> TestServer {
         let port = listener.local_addr().expect("addr").port();
         let issuer = format!("http://127.0.0.1:{port}{issuer_path}");
         let yaml = format!(
@@ -160,10 +207,6 @@ staticClients:
         let mut options = BuildOptions::new(false);
         options.data_dir = dir.path().to_path_buf();
         options.clock = Arc::new(clock.clone());
-        let database_url = match &db {
-            Some(db) => db.url().to_string(),
-            None => format!("sqlite://{}", db_file.display()),
-        };
         let built = app::build(&config, options).await.expect("build app");
         let provider = built.provider.clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -179,7 +222,7 @@ staticClients:
             .redirect(Policy::none())
             .build()
             .expect("client");
-        Some(TestServer {
+        TestServer {
             site: Site::new(issuer.clone()),
             issuer,
             clock,
@@ -190,7 +233,7 @@ staticClients:
             task: Some(task),
             _dir: dir,
             _db: db,
-        })
+        }
     }
 
     /// A fresh browser (no cookies) for the same server.
@@ -392,6 +435,32 @@ impl Site {
         let csrf = hidden_field(html, "csrf").expect("csrf field");
         browser
             .post(login_url)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("login", login),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .expect("post login")
+    }
+
+    /// [`Site::submit_login`] as if from `client_addr`, forwarded by a proxy on 127.0.0.1
+    /// (for servers started with [`TRUST_LOCAL_PROXY`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn submit_login_from(
+        &self,
+        browser: &reqwest::Client,
+        login_url: &str,
+        html: &str,
+        login: &str,
+        password: &str,
+        client_addr: &str,
+    ) -> reqwest::Response {
+        let csrf = hidden_field(html, "csrf").expect("csrf field");
+        browser
+            .post(login_url)
+            .header("x-forwarded-for", client_addr)
             .form(&[
                 ("csrf", csrf.as_str()),
                 ("login", login),

@@ -320,10 +320,44 @@ impl LdapConnector {
     }
 }
 
+/// `username` as an LDAP server compares it under a case-ignoring matching rule (RFC 4518
+/// string preparation): control characters and every kind of space (NBSP, tab) are spaces,
+/// invisible format characters are dropped, NFKC, case folded, and spaces insignificant, so
+/// surrounding ones vanish and inner runs count as one.
+fn ldap_match_key(username: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let mapped: String = username
+        .chars()
+        .filter_map(|c| match c {
+            // RFC 4518 §2.2: mapped to nothing.
+            '\u{00AD}'
+            | '\u{034F}'
+            | '\u{1806}'
+            | '\u{180B}'..='\u{180D}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}' => None,
+            c if c.is_whitespace() || c.is_control() => Some(' '),
+            c => Some(c),
+        })
+        .collect();
+    let folded = mapped.nfkc().collect::<String>().to_lowercase();
+    folded
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[async_trait]
 impl PasswordConnector for LdapConnector {
     fn prompt(&self) -> &str {
         &self.prompt
+    }
+
+    fn account_key(&self, username: &str) -> String {
+        ldap_match_key(username)
     }
 
     async fn login(
@@ -543,6 +577,22 @@ mod tests {
         assert!(c.login(&scopes, "", "pw").await.unwrap().is_none());
         let err = c.login(&scopes, "jane", "pw").await.unwrap_err();
         assert!(matches!(err, ConnectorError::Unavailable(_)), "{err:?}");
+    }
+
+    #[test]
+    fn match_key_ignores_what_ldap_matching_ignores() {
+        for typed in [
+            "jane",
+            " jane",
+            "jane\t",
+            "\u{00A0}JANE\u{00A0}",
+            "ja\u{200B}ne",
+            "\u{FF4A}\u{FF41}\u{FF4E}\u{FF45}",
+        ] {
+            assert_eq!(ldap_match_key(typed), "jane", "{typed:?}");
+        }
+        assert_eq!(ldap_match_key("  Jane   Doe "), "jane doe");
+        assert_ne!(ldap_match_key("jane"), ldap_match_key("jane2"));
     }
 
     #[test]
