@@ -93,3 +93,13 @@ def test_hardening_stays_findable() -> None:
     ids = anchors(ROOT / "docs" / "hardening.md")
     for section in ("timeouts-and-connection-limits", "cookies", "secrets-at-rest"):
         assert section in ids, section
+
+
+REPO_PATH = re.compile(r"`((?:src|tests|benches|charts|config|scripts|fuzz|connectors|migrations|\.ci)/[^`\s<]*)`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_named_repository_paths_exist(page: Path) -> None:
+    """A file the docs name as `src/...` or `tests/...` is still there (code moves; docs follow)."""
+    missing = sorted({m for m in REPO_PATH.findall(page.read_text()) if not (ROOT / m).exists()})
+    assert not missing, f"{page.relative_to(ROOT)} names paths that do not exist: {missing}"
