@@ -29,8 +29,8 @@ use common::process::{signal, wait_exit, wait_ready, Running};
 use common::server::free_port;
 use common::server::{
     hidden_field, query_param, AuthRequest, Site, ALICE_HASH, ALICE_PASSWORD, ALICE_USER_ID,
-    ENCRYPTION_KEY, PUBLIC_CLIENT, PUBLIC_REDIRECT, ROBOT_CLIENT, ROBOT_SECRET, WEB_CLIENT,
-    WEB_REDIRECT, WEB_SECRET,
+    ENCRYPTION_KEY, PUBLIC_CLIENT, PUBLIC_REDIRECT, ROBOT_CLIENT, ROBOT_SECRET, TRUST_LOCAL_PROXY,
+    WEB_CLIENT, WEB_REDIRECT, WEB_SECRET,
 };
 use serde_json::Value;
 use sha2::Digest;
@@ -55,6 +55,10 @@ struct Conf<'a> {
     expiry: &'a str,
     /// More top-level YAML.
     extra: &'a str,
+    /// Lines under `web:` (indented by two spaces).
+    web: &'a str,
+    /// More `staticPasswords` entries.
+    users: &'a str,
     /// `logger.level`; default info.
     log_level: Option<&'a str>,
 }
@@ -64,7 +68,7 @@ fn config_yaml(port: u16, telemetry: u16, c: &Conf) -> String {
         r#"issuer: http://127.0.0.1:{port}
 {storage}web:
   http: 127.0.0.1:{port}
-telemetry:
+{web}telemetry:
   http: 127.0.0.1:{telemetry}
 logger:
   level: {log_level}
@@ -80,7 +84,7 @@ staticPasswords:
   username: alice
   userID: {ALICE_USER_ID}
   groups: [devs]
-staticClients:
+{users}staticClients:
 - id: {PUBLIC_CLIENT}
   name: kubectl
   public: true
@@ -98,6 +102,8 @@ staticClients:
         keys = c.keys,
         expiry = c.expiry,
         extra = c.extra,
+        web = c.web,
+        users = c.users,
         log_level = c.log_level.unwrap_or("info"),
     )
 }
@@ -1483,36 +1489,49 @@ async fn sigterm_lets_in_flight_logins_finish_refuses_new_connections_and_exits_
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let storage = sqlite_storage(&dir.path().join("lanyard.db"));
+    // Browsers at the password form. Their posts are the in-flight load: each one waits for
+    // a password hash, and the hashing pool runs one per core. Each is another person from
+    // another address (through a trusted proxy): attempts in flight count against their
+    // account's and address's budget until they are checked, so one person's 24 simultaneous
+    // logins would mostly be refused before shutdown is even tested.
+    const LOGINS: usize = 24;
+    let users: String = (1..=LOGINS)
+        .map(|i| {
+            format!(
+                "- email: user{i}@example.com\n  hash: \"{ALICE_HASH}\"\n  username: user{i}\n  userID: user-{i}\n"
+            )
+        })
+        .collect();
     let mut lanyard = Lanyard::start(
         dir.path(),
         "lanyard",
         &Conf {
             storage: &storage,
+            web: TRUST_LOCAL_PROXY,
+            users: &users,
             ..Conf::default()
         },
     )
     .await;
     let site = Site::new(lanyard.site.issuer.clone());
 
-    // Browsers at the password form. Their posts are the in-flight load: each one waits for
-    // a password hash, and the hashing pool runs one per core.
-    const LOGINS: usize = 24;
     let req = AuthRequest::public();
     let mut forms = Vec::new();
-    for _ in 0..LOGINS {
+    for i in 1..=LOGINS {
         let browser = common::server::TestServer::new_browser();
         let (url, html) = site.open_login(&browser, &req).await;
-        forms.push((browser, url, hidden_field(&html, "csrf").unwrap()));
+        forms.push((i, browser, url, hidden_field(&html, "csrf").unwrap()));
     }
     let posts: Vec<_> = forms
         .into_iter()
-        .map(|(browser, url, csrf)| {
+        .map(|(i, browser, url, csrf)| {
             tokio::spawn(async move {
                 let r = browser
                     .post(&url)
+                    .header("x-forwarded-for", format!("192.0.2.{i}"))
                     .form(&[
                         ("csrf", csrf.as_str()),
-                        ("login", "alice@example.com"),
+                        ("login", format!("user{i}@example.com").as_str()),
                         ("password", ALICE_PASSWORD),
                     ])
                     .send()
