@@ -1,4 +1,5 @@
-//! Storage: one trait, one implementation per database (SQLite, PostgreSQL).
+//! Storage: one trait, and one SQL implementation of it (`sql`) over a dialect per database
+//! (`sqlite`, `postgres`).
 //!
 //! Every write that must be atomic (code redemption, key rotation) is a single transaction
 //! whose outcome the database decides.

@@ -1,4 +1,5 @@
-//! PostgreSQL implementation of [`Storage`](super::Storage).
+//! PostgreSQL's [`Dialect`]: connecting, migrations, and the operations it makes atomic (and
+//! fast) its own way; everything else is the shared [`SqlStorage`].
 //!
 //! Transactions run at READ COMMITTED. The atomic operations still have one winner because
 //! each starts by locking the contested row: with a conditional UPDATE/DELETE/INSERT, or with
@@ -13,9 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
-use sqlx::{Executor, PgConnection, Postgres, Row, Transaction};
+use sqlx::{Executor, Postgres, Row, Transaction};
 
-use super::sql::{self, ResultExt};
+use super::sql::{self, Dialect, ResultExt, SqlStorage};
 use super::*;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -132,9 +133,11 @@ const TOUCH_AND_ISSUE: &str = "WITH touched AS (UPDATE refresh_tokens SET last_u
      SELECT (SELECT count(*) FROM touched) + (SELECT count(*) FROM access), \
      (SELECT count(*) FROM updated)";
 
-pub struct PostgresStorage {
-    pool: PgPool,
-}
+/// PostgreSQL: what it does its own way (see the module's comment).
+pub struct PostgresDialect;
+
+/// [`Storage`] on PostgreSQL.
+pub type PostgresStorage = SqlStorage<PostgresDialect>;
 
 /// True in a statement that is its own transaction: `now()` is when the transaction began,
 /// `statement_timestamp()` when this statement did, and they are equal only for a
@@ -183,33 +186,24 @@ impl PostgresStorage {
                 }
                 e => StorageError::Unavailable(format!("cannot connect to PostgreSQL: {e}")),
             })?;
-        Ok(Self { pool })
-    }
-
-    /// The connection pool, for features that keep their own tables.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await.or_storage("write transaction")
+        Ok(Self::new(pool, PostgresDialect))
     }
 }
 
-impl PostgresStorage {
+impl PostgresDialect {
     /// The usual rotation, of a current token, as one statement in a transaction of its own
     /// ([`ROTATE_IF_CURRENT`]): one round trip where the full transaction takes four. `None`
     /// when the token was not current (or not found): it wrote nothing, and the full
     /// transaction decides what the token is.
     async fn rotate_if_current(
-        &self,
+        pool: &PgPool,
         rotation: &Rotation,
         now: UnixTime,
     ) -> Result<Option<RefreshOutcome>> {
         let query = sqlx::query_as::<_, RotatedIfCurrent>(ROTATE_IF_CURRENT);
         let Some(row) = bind_rotation(query, rotation, now, &rotation.access.grant_id)?
             .bind(rotation.idle_cutoff)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await
             .or_storage("refresh token")?
         else {
@@ -448,299 +442,39 @@ fn redact(error: sqlx::Error) -> String {
     }
 }
 
-#[async_trait]
-impl Storage for PostgresStorage {
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
+type Sql = SqlStorage<PostgresDialect>;
 
-    async fn migrate(&self) -> Result<()> {
+#[async_trait]
+impl Dialect for PostgresDialect {
+    type Db = Postgres;
+
+    const KIND: &'static str = "postgres";
+    const SWEEP_LOGIN_ATTEMPTS: Option<&'static str> = Some(SWEEP_LOGIN_ATTEMPTS);
+
+    async fn migrate(pool: &PgPool) -> Result<()> {
         MIGRATOR
-            .run(&self.pool)
+            .run(pool)
             .await
             .map_err(|e| StorageError::Migration(format!("postgres: {e}")))
     }
 
-    async fn ping(&self) -> Result<()> {
-        sqlx::query(sql::PING)
-            .execute(&self.pool)
-            .await
-            .or_storage("ping")?;
-        Ok(())
+    async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
+        pool.begin().await.or_storage("write transaction")
     }
 
-    async fn create_client(&self, client: &Client) -> Result<()> {
-        let json = sql::ClientJson::new(client)?;
-        sqlx::query(sql::INSERT_CLIENT)
-            .bind(&client.id)
-            .bind(&client.secret_sha256)
-            .bind(&json.redirect_uris)
-            .bind(&json.trusted_peers)
-            .bind(client.public)
-            .bind(&client.name)
-            .bind(&client.logo_url)
-            .bind(&json.grant_types)
-            .bind(&json.post_logout_redirect_uris)
-            .bind(&json.allowed_connectors)
-            .bind(client.created_at)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!("client {:?}", client.id))?;
-        Ok(())
-    }
-
-    async fn get_client(&self, id: &str) -> Result<Option<Client>> {
-        sqlx::query_as::<_, sql::ClientRow>(&sql::select_client())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage(&format!("client {id:?}"))?
-            .map(sql::ClientRow::into_model)
-            .transpose()
-    }
-
-    async fn list_clients(&self) -> Result<Vec<Client>> {
-        sqlx::query_as::<_, sql::ClientRow>(&sql::list_clients())
-            .fetch_all(&self.pool)
-            .await
-            .or_storage("clients")?
-            .into_iter()
-            .map(sql::ClientRow::into_model)
-            .collect()
-    }
-
-    async fn update_client(&self, client: &Client) -> Result<()> {
-        let json = sql::ClientJson::new(client)?;
-        let subject = format!("client {:?}", client.id);
-        let done = sqlx::query(sql::UPDATE_CLIENT)
-            .bind(&client.id)
-            .bind(&client.secret_sha256)
-            .bind(&json.redirect_uris)
-            .bind(&json.trusted_peers)
-            .bind(client.public)
-            .bind(&client.name)
-            .bind(&client.logo_url)
-            .bind(&json.grant_types)
-            .bind(&json.post_logout_redirect_uris)
-            .bind(&json.allowed_connectors)
-            .execute(&self.pool)
-            .await
-            .or_storage(&subject)?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound(subject));
-        }
-        Ok(())
-    }
-
-    async fn delete_client(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query(sql::DELETE_CLIENT)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!("client {id:?}"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn create_password(&self, password: &Password) -> Result<()> {
-        let email = sql::normalize_email(&password.email);
-        sqlx::query(sql::INSERT_PASSWORD)
-            .bind(&email)
-            .bind(&password.hash)
-            .bind(&password.username)
-            .bind(&password.user_id)
-            .bind(sql::to_json(&password.groups, "password groups")?)
-            .bind(password.created_at)
-            .bind(password.updated_at)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!(
-                "user with email {email:?} or username {:?}",
-                password.username
-            ))?;
-        Ok(())
-    }
-
-    async fn get_password(&self, email: &str) -> Result<Option<Password>> {
-        sqlx::query_as::<_, sql::PasswordRow>(&sql::select_password_by_email())
-            .bind(sql::normalize_email(email))
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("password")?
-            .map(sql::PasswordRow::into_model)
-            .transpose()
-    }
-
-    async fn get_password_by_username(&self, username: &str) -> Result<Option<Password>> {
-        sqlx::query_as::<_, sql::PasswordRow>(&sql::select_password_by_username())
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("password")?
-            .map(sql::PasswordRow::into_model)
-            .transpose()
-    }
-
-    async fn list_passwords(&self) -> Result<Vec<Password>> {
-        sqlx::query_as::<_, sql::PasswordRow>(&sql::list_passwords())
-            .fetch_all(&self.pool)
-            .await
-            .or_storage("passwords")?
-            .into_iter()
-            .map(sql::PasswordRow::into_model)
-            .collect()
-    }
-
-    async fn update_password(&self, password: &Password) -> Result<()> {
-        let email = sql::normalize_email(&password.email);
-        let done = sqlx::query(sql::UPDATE_PASSWORD)
-            .bind(&email)
-            .bind(&password.hash)
-            .bind(&password.username)
-            .bind(&password.user_id)
-            .bind(sql::to_json(&password.groups, "password groups")?)
-            .bind(password.updated_at)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!("username {:?}", password.username))?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound(format!("user with email {email:?}")));
-        }
-        Ok(())
-    }
-
-    async fn delete_password(&self, email: &str) -> Result<bool> {
-        let done = sqlx::query(sql::DELETE_PASSWORD)
-            .bind(sql::normalize_email(email))
-            .execute(&self.pool)
-            .await
-            .or_storage("password")?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn create_auth_request(&self, request: &AuthRequest) -> Result<()> {
-        let login = request
-            .login
-            .as_ref()
-            .map(|l| sql::to_json(l, "auth request login"))
-            .transpose()?;
-        sqlx::query(sql::INSERT_AUTH_REQUEST)
-            .bind(&request.id)
-            .bind(&request.client_id)
-            .bind(sql::to_json(&request.params, "auth request params")?)
-            .bind(&request.csrf_token)
-            .bind(&request.browser_binding)
-            .bind(login)
-            .bind(request.created_at)
-            .bind(request.expires_at)
-            .execute(&self.pool)
-            .await
-            .or_storage("auth request")?;
-        Ok(())
-    }
-
-    async fn get_auth_request(&self, id: &str) -> Result<Option<AuthRequest>> {
-        sqlx::query_as::<_, sql::AuthRequestRow>(sql::SELECT_AUTH_REQUEST)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("auth request")?
-            .map(sql::AuthRequestRow::into_model)
-            .transpose()
-    }
-
-    async fn complete_auth_request(
-        &self,
-        id: &str,
-        login: &LoginResult,
-        now: UnixTime,
-    ) -> Result<bool> {
-        let done = sqlx::query(sql::COMPLETE_AUTH_REQUEST)
-            .bind(id)
-            .bind(sql::to_json(login, "auth request login")?)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .or_storage("auth request")?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn begin_upstream_login(
-        &self,
-        id: &str,
-        upstream: &UpstreamLogin,
-        now: UnixTime,
-    ) -> Result<bool> {
-        let done = sqlx::query(sql::BEGIN_UPSTREAM_LOGIN)
-            .bind(id)
-            .bind(sql::to_json(upstream, "auth request upstream")?)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .or_storage("auth request")?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn delete_auth_request(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query(sql::DELETE_AUTH_REQUEST)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .or_storage("auth request")?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn exchange_auth_request_for_code(
-        &self,
-        auth_request_id: &str,
-        code: &AuthCode,
-        now: UnixTime,
-    ) -> Result<bool> {
-        let grant_json = sql::to_json(&code.grant, "authorization code grant")?;
-        let mut tx = self.begin_write().await?;
-        let consumed = sqlx::query(sql::CONSUME_AUTH_REQUEST)
-            .bind(auth_request_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .or_storage("auth request")?;
-        if consumed.rows_affected() != 1 {
-            // Dropping the transaction rolls it back; it changed nothing anyway.
-            return Ok(false);
-        }
-        sqlx::query(sql::INSERT_AUTH_CODE)
-            .bind(&code.code_hash)
-            .bind(&code.grant.id)
-            .bind(&code.redirect_uri)
-            .bind(&code.code_challenge)
-            .bind(&code.code_challenge_method)
-            .bind(grant_json)
-            .bind(code.created_at)
-            .bind(code.expires_at)
-            .bind(code.redeemed_at)
-            .execute(&mut *tx)
-            .await
-            .or_storage("authorization code")?;
-        tx.commit().await.or_storage("authorization code")?;
-        Ok(true)
-    }
-
-    async fn get_auth_code(&self, code_hash: &str) -> Result<Option<AuthCode>> {
-        sqlx::query_as::<_, sql::AuthCodeRow>(sql::SELECT_AUTH_CODE)
-            .bind(code_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("authorization code")?
-            .map(sql::AuthCodeRow::into_model)
-            .transpose()
+    /// Concurrent polls of one device code queue on its row lock.
+    fn device_request_for_poll() -> String {
+        sql::lock_device_request_by_device_code()
     }
 
     async fn redeem_auth_code(
         &self,
+        pool: &PgPool,
         code_hash: &str,
         tokens: &IssuedTokens,
         now: UnixTime,
     ) -> Result<Redemption> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = Self::begin_write(pool).await?;
         let claimed = sqlx::query_as::<_, sql::AuthCodeRow>(sql::CLAIM_AUTH_CODE)
             .bind(code_hash)
             .bind(now)
@@ -749,127 +483,38 @@ impl Storage for PostgresStorage {
             .or_storage("authorization code")?;
 
         let Some(claimed) = claimed else {
-            let state = sqlx::query_as::<_, sql::AuthCodeState>(sql::SELECT_AUTH_CODE_STATE)
-                .bind(code_hash)
-                .fetch_optional(&mut *tx)
-                .await
-                .or_storage("authorization code")?;
-            let outcome = match state.map(|s| s.failure(now)) {
-                None | Some(sql::FailedClaim::NotFound) => Redemption::NotFound,
-                Some(sql::FailedClaim::Expired) => Redemption::Expired,
-                Some(sql::FailedClaim::Replayed(grant_id)) => {
-                    sqlx::query(sql::REVOKE_GRANT)
-                        .bind(&grant_id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .or_storage("grant")?;
-                    tx.commit().await.or_storage("grant")?;
-                    Redemption::Replayed { grant_id }
-                }
-            };
+            // Only a replay wrote something (its grant's revocation); otherwise dropping
+            // `tx` rolls back.
+            let outcome = Sql::unclaimed_code(&mut tx, code_hash, now).await?;
+            if matches!(outcome, Redemption::Replayed { .. }) {
+                tx.commit().await.or_storage("grant")?;
+            }
             return Ok(outcome);
         };
 
         let mut grant = claimed.into_model()?.grant;
         grant.revoked_at = None;
-        insert_grant(&mut tx, &grant).await?;
-        insert_tokens(&mut tx, tokens).await?;
+        Sql::insert_grant(&mut tx, &grant).await?;
+        Sql::insert_tokens(&mut tx, tokens).await?;
         tx.commit().await.or_storage("authorization code")?;
         Ok(Redemption::Issued(grant))
     }
 
-    async fn get_grant(&self, id: &str) -> Result<Option<Grant>> {
-        sqlx::query_as::<_, sql::GrantRow>(sql::SELECT_GRANT)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("grant")?
-            .map(sql::GrantRow::into_model)
-            .transpose()
-    }
-
-    async fn revoke_grant(&self, id: &str, now: UnixTime) -> Result<bool> {
-        let done = sqlx::query(sql::REVOKE_GRANT)
-            .bind(id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .or_storage("grant")?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn get_access_token(
-        &self,
-        token_hash: &str,
-        now: UnixTime,
-    ) -> Result<Option<(AccessToken, Grant)>> {
-        sqlx::query_as::<_, sql::AccessTokenWithGrantRow>(sql::SELECT_LIVE_ACCESS_TOKEN)
-            .bind(token_hash)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("access token")?
-            .map(sql::AccessTokenWithGrantRow::into_model)
-            .transpose()
-    }
-
-    async fn list_signing_keys(&self) -> Result<Vec<SigningKey>> {
-        Ok(
-            sqlx::query_as::<_, sql::SigningKeyRow>(sql::LIST_SIGNING_KEYS)
-                .fetch_all(&self.pool)
-                .await
-                .or_storage("signing keys")?
-                .into_iter()
-                .map(sql::SigningKeyRow::into_model)
-                .collect(),
-        )
-    }
-
-    async fn insert_signing_key(&self, key: &SigningKey) -> Result<bool> {
-        let done = sqlx::query(sql::INSERT_SIGNING_KEY)
-            .bind(&key.kid)
-            .bind(&key.alg)
-            .bind(&key.public_jwk)
-            .bind(&key.private_key_enc)
-            .bind(&key.successor_of)
-            .bind(key.created_at)
-            .bind(key.sign_from)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!("signing key {:?}", key.kid))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn delete_signing_key(&self, kid: &str) -> Result<bool> {
-        let done = sqlx::query(sql::DELETE_SIGNING_KEY)
-            .bind(kid)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!("signing key {kid:?}"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn issue_grant(&self, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        insert_grant(&mut tx, grant).await?;
-        insert_tokens(&mut tx, tokens).await?;
+    async fn issue_grant(&self, pool: &PgPool, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
+        let mut tx = Self::begin_write(pool).await?;
+        Sql::insert_grant(&mut tx, grant).await?;
+        Sql::insert_tokens(&mut tx, tokens).await?;
         tx.commit().await.or_storage("grant")
     }
 
-    async fn revoke_access_token(&self, token_hash: &str) -> Result<bool> {
-        let done = sqlx::query(sql::DELETE_ACCESS_TOKEN)
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await
-            .or_storage("access token")?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, Grant)>> {
+    async fn get_refresh_token(
+        &self,
+        pool: &PgPool,
+        token_hash: &str,
+    ) -> Result<Option<(RefreshToken, Grant)>> {
         sqlx::query_as::<_, sql::RefreshTokenWithGrantRow>(sql::SELECT_REFRESH_TOKEN_WITH_GRANT)
             .bind(token_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await
             .or_storage("refresh token")?
             .map(sql::RefreshTokenWithGrantRow::into_model)
@@ -878,15 +523,16 @@ impl Storage for PostgresStorage {
 
     async fn rotate_refresh_token(
         &self,
+        pool: &PgPool,
         rotation: &Rotation,
         now: UnixTime,
     ) -> Result<RefreshOutcome> {
         if rotation.successor.is_some() {
-            if let Some(rotated) = self.rotate_if_current(rotation, now).await? {
+            if let Some(rotated) = Self::rotate_if_current(pool, rotation, now).await? {
                 return Ok(rotated);
             }
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = Self::begin_write(pool).await?;
         // Concurrent uses of one token queue on its row lock, and each sees what the previous
         // one committed.
         let row = sqlx::query_as::<_, sql::RefreshTokenStateWithGrant>(sql::LOCK_ROTATION_STATE)
@@ -937,7 +583,7 @@ impl Storage for PostgresStorage {
                 RefreshOutcome::Rotated(rotated_grant(grant, rotation))
             }
             sql::RefreshDecision::Reuse(successor_sealed) => {
-                insert_access_token(&mut tx, &rotation.access).await?;
+                Sql::insert_access_token(&mut tx, &rotation.access).await?;
                 RefreshOutcome::Reused {
                     grant,
                     successor_sealed,
@@ -957,208 +603,9 @@ impl Storage for PostgresStorage {
         Ok(outcome)
     }
 
-    async fn create_device_request(&self, request: &DeviceRequest) -> Result<()> {
-        let grant = request
-            .grant
-            .as_ref()
-            .map(|g| sql::to_json(g, "device request grant"))
-            .transpose()?;
-        sqlx::query(sql::INSERT_DEVICE_REQUEST)
-            .bind(&request.user_code)
-            .bind(&request.device_code_hash)
-            .bind(&request.client_id)
-            .bind(sql::to_json(&request.scopes, "device request scopes")?)
-            .bind(request.created_at)
-            .bind(request.expires_at)
-            .bind(request.poll_interval)
-            .bind(request.last_poll_at)
-            .bind(request.status.as_str())
-            .bind(grant)
-            .execute(&self.pool)
-            .await
-            .or_storage("device request with this user code")?;
-        Ok(())
-    }
-
-    async fn get_device_request(&self, user_code: &str) -> Result<Option<DeviceRequest>> {
-        sqlx::query_as::<_, sql::DeviceRequestRow>(&sql::select_device_request())
-            .bind(user_code)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("device request")?
-            .map(sql::DeviceRequestRow::into_model)
-            .transpose()
-    }
-
-    async fn find_device_request(&self, device_code_hash: &str) -> Result<Option<DeviceRequest>> {
-        sqlx::query_as::<_, sql::DeviceRequestRow>(&sql::select_device_request_by_device_code())
-            .bind(device_code_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("device request")?
-            .map(sql::DeviceRequestRow::into_model)
-            .transpose()
-    }
-
-    async fn complete_device_request(
-        &self,
-        user_code: &str,
-        grant: Option<&Grant>,
-        now: UnixTime,
-    ) -> Result<bool> {
-        let (status, grant) = match grant {
-            Some(g) => (
-                DeviceStatus::Approved,
-                Some(sql::to_json(g, "device request grant")?),
-            ),
-            None => (DeviceStatus::Denied, None),
-        };
-        let done = sqlx::query(sql::COMPLETE_DEVICE_REQUEST)
-            .bind(user_code)
-            .bind(status.as_str())
-            .bind(grant)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .or_storage("device request")?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn poll_device_request(
-        &self,
-        device_code_hash: &str,
-        client_id: &str,
-        tokens: &IssuedTokens,
-        now: UnixTime,
-    ) -> Result<DevicePoll> {
-        let mut tx = self.begin_write().await?;
-        let row =
-            sqlx::query_as::<_, sql::DeviceRequestRow>(&sql::lock_device_request_by_device_code())
-                .bind(device_code_hash)
-                .fetch_optional(&mut *tx)
-                .await
-                .or_storage("device request")?;
-        // Every early return drops `tx`, which rolls back: those outcomes write nothing.
-        let outcome = match sql::decide_poll(row, client_id, now)? {
-            sql::PollDecision::NotFound => return Ok(DevicePoll::NotFound),
-            sql::PollDecision::Expired => return Ok(DevicePoll::Expired),
-            sql::PollDecision::SlowDown => {
-                sqlx::query(sql::SLOW_DEVICE_DOWN)
-                    .bind(device_code_hash)
-                    .bind(now)
-                    .bind(sql::SLOW_DOWN_STEP)
-                    .execute(&mut *tx)
-                    .await
-                    .or_storage("device request")?;
-                DevicePoll::SlowDown
-            }
-            sql::PollDecision::Answer(poll) => {
-                sqlx::query(sql::RECORD_DEVICE_POLL)
-                    .bind(device_code_hash)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .or_storage("device request")?;
-                poll
-            }
-            sql::PollDecision::Redeem(grant) => {
-                let redeemed = sqlx::query(sql::REDEEM_DEVICE_REQUEST)
-                    .bind(device_code_hash)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .or_storage("device request")?;
-                if redeemed.rows_affected() != 1 {
-                    return Err(StorageError::Unavailable(
-                        "the device request changed during its redemption".into(),
-                    ));
-                }
-                insert_grant(&mut tx, &grant).await?;
-                insert_tokens(&mut tx, &sql::tokens_for_grant(tokens, &grant)).await?;
-                DevicePoll::Issued(grant)
-            }
-        };
-        tx.commit().await.or_storage("device request")?;
-        Ok(outcome)
-    }
-
-    async fn create_session(&self, session: &Session) -> Result<()> {
-        sqlx::query(sql::INSERT_SESSION)
-            .bind(&session.id_hash)
-            .bind(&session.claims.user_id)
-            .bind(&session.connector_id)
-            .bind(sql::to_json(&session.claims, "session claims")?)
-            .bind(&session.connector_data)
-            .bind(session.auth_time)
-            .bind(session.created_at)
-            .bind(session.expires_at)
-            .bind(session.revoked_at)
-            .execute(&self.pool)
-            .await
-            .or_storage("session")?;
-        Ok(())
-    }
-
-    async fn get_session(&self, id_hash: &str) -> Result<Option<Session>> {
-        sqlx::query_as::<_, sql::SessionRow>(sql::SELECT_SESSION)
-            .bind(id_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("session")?
-            .map(sql::SessionRow::into_model)
-            .transpose()
-    }
-
-    async fn revoke_session(&self, id_hash: &str, now: UnixTime) -> Result<bool> {
-        let done = sqlx::query(sql::REVOKE_SESSION)
-            .bind(id_hash)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .or_storage("session")?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>> {
-        let rows = sqlx::query_as::<_, sql::GrantRow>(sql::LIST_GRANTS)
-            .bind(filter.connector_id.as_deref())
-            .bind(filter.user_id.as_deref())
-            .bind(filter.client_id.as_deref())
-            .bind(i64::from(filter.active_only))
-            .fetch_all(&self.pool)
-            .await
-            .or_storage("grants")?;
-        let mut grants = Vec::with_capacity(rows.len());
-        for row in rows {
-            let grant = row.into_model()?;
-            if filter.matches_claims(&grant.claims) {
-                grants.push(grant);
-            }
-        }
-        Ok(grants)
-    }
-
-    async fn list_sessions(&self, filter: &GrantFilter) -> Result<Vec<Session>> {
-        let rows = sqlx::query_as::<_, sql::SessionRow>(sql::LIST_SESSIONS)
-            .bind(filter.connector_id.as_deref())
-            .bind(filter.user_id.as_deref())
-            .bind(i64::from(filter.active_only))
-            .bind(filter.now)
-            .fetch_all(&self.pool)
-            .await
-            .or_storage("sessions")?;
-        let mut sessions = Vec::with_capacity(rows.len());
-        for row in rows {
-            let session = row.into_model()?;
-            if filter.matches_claims(&session.claims) {
-                sessions.push(session);
-            }
-        }
-        Ok(sessions)
-    }
-
     async fn reserve_login_attempt(
         &self,
+        pool: &PgPool,
         keys: &[String],
         policy: &AttemptPolicy,
         now: UnixTime,
@@ -1176,7 +623,7 @@ impl Storage for PostgresStorage {
                 .bind(policy.window)
                 .bind(policy.base_lockout)
                 .bind(policy.max_lockout)
-                .fetch_one(&self.pool)
+                .fetch_one(pool)
                 .await
                 .or_storage("login attempt")?;
         if let Some(until) = locked_until {
@@ -1187,11 +634,11 @@ impl Storage for PostgresStorage {
         }
         // A concurrent attempt locked a key between this statement's read and its upsert:
         // the attempt is refused, so the keys it did count get their failure back.
-        self.settle_login_attempt(None, &counted, now).await?;
+        self.settle_login_attempt(pool, None, &counted, now).await?;
         let until: Option<i64> = sqlx::query_scalar(LOGIN_LOCKED_UNTIL)
             .bind(&keys)
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await
             .or_storage("login attempt")?;
         Ok(Some(AttemptDecision::Locked {
@@ -1201,6 +648,7 @@ impl Storage for PostgresStorage {
 
     async fn settle_login_attempt(
         &self,
+        pool: &PgPool,
         forgive: Option<&str>,
         refund: &[String],
         reserved_at: UnixTime,
@@ -1209,102 +657,11 @@ impl Storage for PostgresStorage {
             .bind(forgive)
             .bind(refund)
             .bind(reserved_at)
-            .execute(&self.pool)
+            .execute(pool)
             .await
             .or_storage("login attempt")?;
         Ok(())
     }
-
-    async fn sweep(&self, cutoffs: &SweepCutoffs) -> Result<Swept> {
-        let mut swept = Swept {
-            login_attempts: sqlx::query(SWEEP_LOGIN_ATTEMPTS)
-                .bind(cutoffs.now)
-                .bind(sql::batch_limit(u64::from(cutoffs.batch)))
-                .execute(&self.pool)
-                .await
-                .or_storage("login attempts")?
-                .rows_affected(),
-            ..Swept::default()
-        };
-        for (kind, count) in sql::sweep_plan(cutoffs)
-            .into_iter()
-            .zip(sql::sweep_counts(&mut swept))
-        {
-            // The reasons to delete one kind share its batch.
-            for (statement, cutoff) in kind.steps {
-                let budget = u64::from(cutoffs.batch).saturating_sub(*count);
-                if budget == 0 {
-                    break;
-                }
-                *count += sqlx::query(statement)
-                    .bind(cutoff)
-                    .bind(sql::batch_limit(budget))
-                    .execute(&self.pool)
-                    .await
-                    .or_storage(kind.subject)?
-                    .rows_affected();
-            }
-        }
-        Ok(swept)
-    }
-}
-
-async fn insert_grant(conn: &mut PgConnection, grant: &Grant) -> Result<()> {
-    let json = sql::GrantJson::new(grant)?;
-    sqlx::query(sql::INSERT_GRANT)
-        .bind(&grant.id)
-        .bind(&grant.client_id)
-        .bind(&grant.connector_id)
-        .bind(&grant.claims.user_id)
-        .bind(&json.claims)
-        .bind(&json.scopes)
-        .bind(&grant.nonce)
-        .bind(grant.auth_time)
-        .bind(&grant.connector_data)
-        .bind(grant.created_at)
-        .bind(grant.revoked_at)
-        .execute(&mut *conn)
-        .await
-        .or_storage(&format!("grant {:?}", grant.id))?;
-    Ok(())
-}
-
-async fn insert_access_token(conn: &mut PgConnection, token: &AccessToken) -> Result<()> {
-    sqlx::query(sql::INSERT_ACCESS_TOKEN)
-        .bind(&token.token_hash)
-        .bind(&token.grant_id)
-        .bind(&token.client_id)
-        .bind(token.created_at)
-        .bind(token.expires_at)
-        .bind(sql::access_token_scopes(token)?)
-        .execute(&mut *conn)
-        .await
-        .or_storage("access token")?;
-    Ok(())
-}
-
-async fn insert_refresh_token(conn: &mut PgConnection, token: &RefreshToken) -> Result<()> {
-    sqlx::query(sql::INSERT_REFRESH_TOKEN)
-        .bind(&token.token_hash)
-        .bind(&token.grant_id)
-        .bind(&token.client_id)
-        .bind(token.created_at)
-        .bind(token.last_used_at)
-        .bind(token.expires_at)
-        .bind(token.rotated_at)
-        .bind(&token.successor_hash)
-        .execute(&mut *conn)
-        .await
-        .or_storage("refresh token")?;
-    Ok(())
-}
-
-async fn insert_tokens(conn: &mut PgConnection, tokens: &IssuedTokens) -> Result<()> {
-    insert_access_token(conn, &tokens.access).await?;
-    if let Some(refresh) = &tokens.refresh {
-        insert_refresh_token(conn, refresh).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

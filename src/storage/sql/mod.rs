@@ -1,0 +1,949 @@
+//! The one SQL implementation of [`Storage`], for SQLite and PostgreSQL alike.
+//!
+//! Both databases run the same statements (`queries`), decode the same rows (`rows`) and
+//! share every operation below. What truly differs is a [`Dialect`]: how a write transaction
+//! begins, the migrations, and the operations each database makes atomic its own way, which
+//! are also the hot paths (code redemption, issuing a grant, reading and rotating a refresh
+//! token, reserving a login attempt). PostgreSQL's are in `postgres.rs`; SQLite's, most of
+//! them settled by the batch writer in `sqlite_writer.rs`, in `sqlite.rs`.
+
+mod queries;
+mod rows;
+
+pub(in crate::storage) use queries::*;
+pub(in crate::storage) use rows::*;
+
+use async_trait::async_trait;
+use sqlx::error::ErrorKind;
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+};
+
+use super::*;
+
+/// Maps a database error. `subject` names the record for the messages
+/// ("client \"x\"", "authorization code"); it never contains a secret.
+pub(in crate::storage) fn storage_error(error: sqlx::Error, subject: &str) -> StorageError {
+    match error {
+        sqlx::Error::Database(db) => match db.kind() {
+            ErrorKind::UniqueViolation => StorageError::AlreadyExists(subject.to_string()),
+            ErrorKind::ForeignKeyViolation => {
+                StorageError::NotFound(format!("the record {subject} refers to"))
+            }
+            ErrorKind::NotNullViolation | ErrorKind::CheckViolation => {
+                StorageError::Corrupt(format!("{subject} violates a constraint: {db}"))
+            }
+            // Busy/locked SQLite files, dropped connections, serialization failures,
+            // shutting-down servers: all transient from the caller's point of view.
+            _ => StorageError::Unavailable(format!("database error on {subject}: {db}")),
+        },
+        sqlx::Error::RowNotFound => StorageError::NotFound(subject.to_string()),
+        e @ (sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. }) => {
+            StorageError::Corrupt(format!("cannot read {subject}: {e}"))
+        }
+        e @ sqlx::Error::Configuration(_) => StorageError::Open(e.to_string()),
+        sqlx::Error::Migrate(e) => StorageError::Migration(e.to_string()),
+        e => StorageError::Unavailable(format!("{subject}: {e}")),
+    }
+}
+
+/// Shorthand for `.map_err(|e| storage_error(e, subject))`.
+pub(in crate::storage) trait ResultExt<T> {
+    fn or_storage(self, subject: &str) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
+    fn or_storage(self, subject: &str) -> Result<T> {
+        self.map_err(|e| storage_error(e, subject))
+    }
+}
+
+/// How many rows a statement changed; sqlx has it on each database's result, not on a trait.
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// A connection of the dialect's database.
+pub type Connection<D> = <<D as Dialect>::Db as Database>::Connection;
+
+/// What differs between the databases. Each operation here is one whose atomicity (or whose
+/// round trips) the database decides its own way; everything else is [`SqlStorage`]'s.
+#[async_trait]
+pub trait Dialect: Sized + Send + Sync + 'static {
+    type Db: Database<QueryResult: RowsAffected>;
+
+    /// The database's name, for logs and metrics ([`Storage::kind`]).
+    const KIND: &'static str;
+    /// Deletes shared password-attempt counters past `forget_at` ($1), at most $2 of them;
+    /// `None` where no counters are shared.
+    const SWEEP_LOGIN_ATTEMPTS: Option<&'static str> = None;
+
+    /// Applies this database's migrations.
+    async fn migrate(pool: &Pool<Self::Db>) -> Result<()>;
+
+    /// Begins a transaction that writes, in which what it reads cannot change before it
+    /// commits (SQLite's `BEGIN IMMEDIATE`; PostgreSQL's row locks are in the statements).
+    async fn begin_write(pool: &Pool<Self::Db>) -> Result<Transaction<'static, Self::Db>>;
+
+    /// The device request a poll decides on, by device code hash ($1), read inside
+    /// [`begin_write`](Self::begin_write)'s transaction so that concurrent polls queue.
+    fn device_request_for_poll() -> String;
+
+    /// See [`Storage::redeem_auth_code`].
+    async fn redeem_auth_code(
+        &self,
+        pool: &Pool<Self::Db>,
+        code_hash: &str,
+        tokens: &IssuedTokens,
+        now: UnixTime,
+    ) -> Result<Redemption>;
+
+    /// See [`Storage::issue_grant`].
+    async fn issue_grant(
+        &self,
+        pool: &Pool<Self::Db>,
+        grant: &Grant,
+        tokens: &IssuedTokens,
+    ) -> Result<()>;
+
+    /// See [`Storage::get_refresh_token`].
+    async fn get_refresh_token(
+        &self,
+        pool: &Pool<Self::Db>,
+        token_hash: &str,
+    ) -> Result<Option<(RefreshToken, Grant)>>;
+
+    /// See [`Storage::rotate_refresh_token`].
+    async fn rotate_refresh_token(
+        &self,
+        pool: &Pool<Self::Db>,
+        rotation: &Rotation,
+        now: UnixTime,
+    ) -> Result<RefreshOutcome>;
+
+    /// See [`Storage::reserve_login_attempt`]: by default no shared budget.
+    async fn reserve_login_attempt(
+        &self,
+        _pool: &Pool<Self::Db>,
+        _keys: &[String],
+        _policy: &AttemptPolicy,
+        _now: UnixTime,
+    ) -> Result<Option<AttemptDecision>> {
+        Ok(None)
+    }
+
+    /// See [`Storage::settle_login_attempt`].
+    async fn settle_login_attempt(
+        &self,
+        _pool: &Pool<Self::Db>,
+        _forgive: Option<&str>,
+        _refund: &[String],
+        _reserved_at: UnixTime,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// [`Storage`] on a SQL database: a pool, and what the database does its own way.
+pub struct SqlStorage<D: Dialect> {
+    pool: Pool<D::Db>,
+    dialect: D,
+}
+
+impl<D: Dialect> SqlStorage<D> {
+    pub(in crate::storage) fn new(pool: Pool<D::Db>, dialect: D) -> Self {
+        Self { pool, dialect }
+    }
+
+    /// The connection pool, for features that keep their own tables.
+    pub fn pool(&self) -> &Pool<D::Db> {
+        &self.pool
+    }
+}
+
+/// The writes several operations share, each inside a transaction its caller holds.
+///
+/// The bounds (here and on the [`Storage`] impl below) say that the database takes every
+/// type these statements bind and decode; both SQLite and PostgreSQL do.
+impl<D: Dialect> SqlStorage<D>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = D::Db>,
+    for<'q> <D::Db as Database>::Arguments<'q>: IntoArguments<'q, D::Db>,
+    for<'r> &'r str: ColumnIndex<<D::Db as Database>::Row>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q str>: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> String: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<String>: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> i64: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> bool: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Vec<u8>: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+{
+    pub(in crate::storage) async fn insert_grant(
+        conn: &mut Connection<D>,
+        grant: &Grant,
+    ) -> Result<()> {
+        let json = GrantJson::new(grant)?;
+        sqlx::query(INSERT_GRANT)
+            .bind(&grant.id)
+            .bind(&grant.client_id)
+            .bind(&grant.connector_id)
+            .bind(&grant.claims.user_id)
+            .bind(&json.claims)
+            .bind(&json.scopes)
+            .bind(&grant.nonce)
+            .bind(grant.auth_time)
+            .bind(&grant.connector_data)
+            .bind(grant.created_at)
+            .bind(grant.revoked_at)
+            .execute(&mut *conn)
+            .await
+            .or_storage(&format!("grant {:?}", grant.id))?;
+        Ok(())
+    }
+
+    pub(in crate::storage) async fn insert_access_token(
+        conn: &mut Connection<D>,
+        token: &AccessToken,
+    ) -> Result<()> {
+        sqlx::query(INSERT_ACCESS_TOKEN)
+            .bind(&token.token_hash)
+            .bind(&token.grant_id)
+            .bind(&token.client_id)
+            .bind(token.created_at)
+            .bind(token.expires_at)
+            .bind(access_token_scopes(token)?)
+            .execute(&mut *conn)
+            .await
+            .or_storage("access token")?;
+        Ok(())
+    }
+
+    async fn insert_refresh_token(conn: &mut Connection<D>, token: &RefreshToken) -> Result<()> {
+        sqlx::query(INSERT_REFRESH_TOKEN)
+            .bind(&token.token_hash)
+            .bind(&token.grant_id)
+            .bind(&token.client_id)
+            .bind(token.created_at)
+            .bind(token.last_used_at)
+            .bind(token.expires_at)
+            .bind(token.rotated_at)
+            .bind(&token.successor_hash)
+            .execute(&mut *conn)
+            .await
+            .or_storage("refresh token")?;
+        Ok(())
+    }
+
+    pub(in crate::storage) async fn insert_tokens(
+        conn: &mut Connection<D>,
+        tokens: &IssuedTokens,
+    ) -> Result<()> {
+        Self::insert_access_token(conn, &tokens.access).await?;
+        if let Some(refresh) = &tokens.refresh {
+            Self::insert_refresh_token(conn, refresh).await?;
+        }
+        Ok(())
+    }
+
+    /// Why claiming a code failed, in the redemption's transaction: a replayed code has its
+    /// grant revoked here, and is the one outcome whose transaction must commit.
+    pub(in crate::storage) async fn unclaimed_code(
+        conn: &mut Connection<D>,
+        code_hash: &str,
+        now: UnixTime,
+    ) -> Result<Redemption> {
+        let state = sqlx::query_as::<_, AuthCodeState>(SELECT_AUTH_CODE_STATE)
+            .bind(code_hash)
+            .fetch_optional(&mut *conn)
+            .await
+            .or_storage("authorization code")?;
+        Ok(match state.map(|s| s.failure(now)) {
+            None | Some(FailedClaim::NotFound) => Redemption::NotFound,
+            Some(FailedClaim::Expired) => Redemption::Expired,
+            Some(FailedClaim::Replayed(grant_id)) => {
+                sqlx::query(REVOKE_GRANT)
+                    .bind(&grant_id)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .or_storage("grant")?;
+                Redemption::Replayed { grant_id }
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> Storage for SqlStorage<D>
+where
+    for<'c> &'c mut Connection<D>: Executor<'c, Database = D::Db>,
+    for<'q> <D::Db as Database>::Arguments<'q>: IntoArguments<'q, D::Db>,
+    for<'r> &'r str: ColumnIndex<<D::Db as Database>::Row>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q str>: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> String: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<String>: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> i64: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> bool: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Vec<u8>: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+{
+    fn kind(&self) -> &'static str {
+        D::KIND
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        D::migrate(&self.pool).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query(PING)
+            .execute(&self.pool)
+            .await
+            .or_storage("ping")?;
+        Ok(())
+    }
+
+    async fn create_client(&self, client: &Client) -> Result<()> {
+        let json = ClientJson::new(client)?;
+        sqlx::query(INSERT_CLIENT)
+            .bind(&client.id)
+            .bind(&client.secret_sha256)
+            .bind(&json.redirect_uris)
+            .bind(&json.trusted_peers)
+            .bind(client.public)
+            .bind(&client.name)
+            .bind(&client.logo_url)
+            .bind(&json.grant_types)
+            .bind(&json.post_logout_redirect_uris)
+            .bind(&json.allowed_connectors)
+            .bind(client.created_at)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!("client {:?}", client.id))?;
+        Ok(())
+    }
+
+    async fn get_client(&self, id: &str) -> Result<Option<Client>> {
+        sqlx::query_as::<_, ClientRow>(&select_client())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage(&format!("client {id:?}"))?
+            .map(ClientRow::into_model)
+            .transpose()
+    }
+
+    async fn list_clients(&self) -> Result<Vec<Client>> {
+        sqlx::query_as::<_, ClientRow>(&list_clients())
+            .fetch_all(&self.pool)
+            .await
+            .or_storage("clients")?
+            .into_iter()
+            .map(ClientRow::into_model)
+            .collect()
+    }
+
+    async fn update_client(&self, client: &Client) -> Result<()> {
+        let json = ClientJson::new(client)?;
+        let subject = format!("client {:?}", client.id);
+        let done = sqlx::query(UPDATE_CLIENT)
+            .bind(&client.id)
+            .bind(&client.secret_sha256)
+            .bind(&json.redirect_uris)
+            .bind(&json.trusted_peers)
+            .bind(client.public)
+            .bind(&client.name)
+            .bind(&client.logo_url)
+            .bind(&json.grant_types)
+            .bind(&json.post_logout_redirect_uris)
+            .bind(&json.allowed_connectors)
+            .execute(&self.pool)
+            .await
+            .or_storage(&subject)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(subject));
+        }
+        Ok(())
+    }
+
+    async fn delete_client(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query(DELETE_CLIENT)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!("client {id:?}"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_password(&self, password: &Password) -> Result<()> {
+        let email = normalize_email(&password.email);
+        sqlx::query(INSERT_PASSWORD)
+            .bind(&email)
+            .bind(&password.hash)
+            .bind(&password.username)
+            .bind(&password.user_id)
+            .bind(to_json(&password.groups, "password groups")?)
+            .bind(password.created_at)
+            .bind(password.updated_at)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!(
+                "user with email {email:?} or username {:?}",
+                password.username
+            ))?;
+        Ok(())
+    }
+
+    async fn get_password(&self, email: &str) -> Result<Option<Password>> {
+        sqlx::query_as::<_, PasswordRow>(&select_password_by_email())
+            .bind(normalize_email(email))
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("password")?
+            .map(PasswordRow::into_model)
+            .transpose()
+    }
+
+    async fn get_password_by_username(&self, username: &str) -> Result<Option<Password>> {
+        sqlx::query_as::<_, PasswordRow>(&select_password_by_username())
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("password")?
+            .map(PasswordRow::into_model)
+            .transpose()
+    }
+
+    async fn list_passwords(&self) -> Result<Vec<Password>> {
+        sqlx::query_as::<_, PasswordRow>(&list_passwords())
+            .fetch_all(&self.pool)
+            .await
+            .or_storage("passwords")?
+            .into_iter()
+            .map(PasswordRow::into_model)
+            .collect()
+    }
+
+    async fn update_password(&self, password: &Password) -> Result<()> {
+        let email = normalize_email(&password.email);
+        let done = sqlx::query(UPDATE_PASSWORD)
+            .bind(&email)
+            .bind(&password.hash)
+            .bind(&password.username)
+            .bind(&password.user_id)
+            .bind(to_json(&password.groups, "password groups")?)
+            .bind(password.updated_at)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!("username {:?}", password.username))?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(format!("user with email {email:?}")));
+        }
+        Ok(())
+    }
+
+    async fn delete_password(&self, email: &str) -> Result<bool> {
+        let done = sqlx::query(DELETE_PASSWORD)
+            .bind(normalize_email(email))
+            .execute(&self.pool)
+            .await
+            .or_storage("password")?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn reserve_login_attempt(
+        &self,
+        keys: &[String],
+        policy: &AttemptPolicy,
+        now: UnixTime,
+    ) -> Result<Option<AttemptDecision>> {
+        self.dialect
+            .reserve_login_attempt(&self.pool, keys, policy, now)
+            .await
+    }
+
+    async fn settle_login_attempt(
+        &self,
+        forgive: Option<&str>,
+        refund: &[String],
+        reserved_at: UnixTime,
+    ) -> Result<()> {
+        self.dialect
+            .settle_login_attempt(&self.pool, forgive, refund, reserved_at)
+            .await
+    }
+
+    async fn create_auth_request(&self, request: &AuthRequest) -> Result<()> {
+        let login = request
+            .login
+            .as_ref()
+            .map(|l| to_json(l, "auth request login"))
+            .transpose()?;
+        sqlx::query(INSERT_AUTH_REQUEST)
+            .bind(&request.id)
+            .bind(&request.client_id)
+            .bind(to_json(&request.params, "auth request params")?)
+            .bind(&request.csrf_token)
+            .bind(&request.browser_binding)
+            .bind(login)
+            .bind(request.created_at)
+            .bind(request.expires_at)
+            .execute(&self.pool)
+            .await
+            .or_storage("auth request")?;
+        Ok(())
+    }
+
+    async fn get_auth_request(&self, id: &str) -> Result<Option<AuthRequest>> {
+        sqlx::query_as::<_, AuthRequestRow>(SELECT_AUTH_REQUEST)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("auth request")?
+            .map(AuthRequestRow::into_model)
+            .transpose()
+    }
+
+    async fn complete_auth_request(
+        &self,
+        id: &str,
+        login: &LoginResult,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let done = sqlx::query(COMPLETE_AUTH_REQUEST)
+            .bind(id)
+            .bind(to_json(login, "auth request login")?)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .or_storage("auth request")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn begin_upstream_login(
+        &self,
+        id: &str,
+        upstream: &UpstreamLogin,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let done = sqlx::query(BEGIN_UPSTREAM_LOGIN)
+            .bind(id)
+            .bind(to_json(upstream, "auth request upstream")?)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .or_storage("auth request")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_auth_request(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query(DELETE_AUTH_REQUEST)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .or_storage("auth request")?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn exchange_auth_request_for_code(
+        &self,
+        auth_request_id: &str,
+        code: &AuthCode,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let grant_json = to_json(&code.grant, "authorization code grant")?;
+        let mut tx = D::begin_write(&self.pool).await?;
+        let consumed = sqlx::query(CONSUME_AUTH_REQUEST)
+            .bind(auth_request_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .or_storage("auth request")?;
+        if consumed.rows_affected() != 1 {
+            // Dropping the transaction rolls it back; it changed nothing anyway.
+            return Ok(false);
+        }
+        sqlx::query(INSERT_AUTH_CODE)
+            .bind(&code.code_hash)
+            .bind(&code.grant.id)
+            .bind(&code.redirect_uri)
+            .bind(&code.code_challenge)
+            .bind(&code.code_challenge_method)
+            .bind(grant_json)
+            .bind(code.created_at)
+            .bind(code.expires_at)
+            .bind(code.redeemed_at)
+            .execute(&mut *tx)
+            .await
+            .or_storage("authorization code")?;
+        tx.commit().await.or_storage("authorization code")?;
+        Ok(true)
+    }
+
+    async fn get_auth_code(&self, code_hash: &str) -> Result<Option<AuthCode>> {
+        sqlx::query_as::<_, AuthCodeRow>(SELECT_AUTH_CODE)
+            .bind(code_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("authorization code")?
+            .map(AuthCodeRow::into_model)
+            .transpose()
+    }
+
+    async fn redeem_auth_code(
+        &self,
+        code_hash: &str,
+        tokens: &IssuedTokens,
+        now: UnixTime,
+    ) -> Result<Redemption> {
+        self.dialect
+            .redeem_auth_code(&self.pool, code_hash, tokens, now)
+            .await
+    }
+
+    async fn get_grant(&self, id: &str) -> Result<Option<Grant>> {
+        sqlx::query_as::<_, GrantRow>(SELECT_GRANT)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("grant")?
+            .map(GrantRow::into_model)
+            .transpose()
+    }
+
+    async fn revoke_grant(&self, id: &str, now: UnixTime) -> Result<bool> {
+        let done = sqlx::query(REVOKE_GRANT)
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .or_storage("grant")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_access_token(
+        &self,
+        token_hash: &str,
+        now: UnixTime,
+    ) -> Result<Option<(AccessToken, Grant)>> {
+        sqlx::query_as::<_, AccessTokenWithGrantRow>(SELECT_LIVE_ACCESS_TOKEN)
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("access token")?
+            .map(AccessTokenWithGrantRow::into_model)
+            .transpose()
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKey>> {
+        Ok(sqlx::query_as::<_, SigningKeyRow>(LIST_SIGNING_KEYS)
+            .fetch_all(&self.pool)
+            .await
+            .or_storage("signing keys")?
+            .into_iter()
+            .map(SigningKeyRow::into_model)
+            .collect())
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKey) -> Result<bool> {
+        let done = sqlx::query(INSERT_SIGNING_KEY)
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.public_jwk)
+            .bind(&key.private_key_enc)
+            .bind(&key.successor_of)
+            .bind(key.created_at)
+            .bind(key.sign_from)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!("signing key {:?}", key.kid))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> Result<bool> {
+        let done = sqlx::query(DELETE_SIGNING_KEY)
+            .bind(kid)
+            .execute(&self.pool)
+            .await
+            .or_storage(&format!("signing key {kid:?}"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn issue_grant(&self, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
+        self.dialect.issue_grant(&self.pool, grant, tokens).await
+    }
+
+    async fn revoke_access_token(&self, token_hash: &str) -> Result<bool> {
+        let done = sqlx::query(DELETE_ACCESS_TOKEN)
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .or_storage("access token")?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, Grant)>> {
+        self.dialect.get_refresh_token(&self.pool, token_hash).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        rotation: &Rotation,
+        now: UnixTime,
+    ) -> Result<RefreshOutcome> {
+        self.dialect
+            .rotate_refresh_token(&self.pool, rotation, now)
+            .await
+    }
+
+    async fn create_device_request(&self, request: &DeviceRequest) -> Result<()> {
+        let grant = request
+            .grant
+            .as_ref()
+            .map(|g| to_json(g, "device request grant"))
+            .transpose()?;
+        sqlx::query(INSERT_DEVICE_REQUEST)
+            .bind(&request.user_code)
+            .bind(&request.device_code_hash)
+            .bind(&request.client_id)
+            .bind(to_json(&request.scopes, "device request scopes")?)
+            .bind(request.created_at)
+            .bind(request.expires_at)
+            .bind(request.poll_interval)
+            .bind(request.last_poll_at)
+            .bind(request.status.as_str())
+            .bind(grant)
+            .execute(&self.pool)
+            .await
+            .or_storage("device request with this user code")?;
+        Ok(())
+    }
+
+    async fn get_device_request(&self, user_code: &str) -> Result<Option<DeviceRequest>> {
+        sqlx::query_as::<_, DeviceRequestRow>(&select_device_request())
+            .bind(user_code)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("device request")?
+            .map(DeviceRequestRow::into_model)
+            .transpose()
+    }
+
+    async fn find_device_request(&self, device_code_hash: &str) -> Result<Option<DeviceRequest>> {
+        sqlx::query_as::<_, DeviceRequestRow>(&select_device_request_by_device_code())
+            .bind(device_code_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("device request")?
+            .map(DeviceRequestRow::into_model)
+            .transpose()
+    }
+
+    async fn complete_device_request(
+        &self,
+        user_code: &str,
+        grant: Option<&Grant>,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let (status, grant) = match grant {
+            Some(g) => (
+                DeviceStatus::Approved,
+                Some(to_json(g, "device request grant")?),
+            ),
+            None => (DeviceStatus::Denied, None),
+        };
+        let done = sqlx::query(COMPLETE_DEVICE_REQUEST)
+            .bind(user_code)
+            .bind(status.as_str())
+            .bind(grant)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .or_storage("device request")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn poll_device_request(
+        &self,
+        device_code_hash: &str,
+        client_id: &str,
+        tokens: &IssuedTokens,
+        now: UnixTime,
+    ) -> Result<DevicePoll> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let row = sqlx::query_as::<_, DeviceRequestRow>(&D::device_request_for_poll())
+            .bind(device_code_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .or_storage("device request")?;
+        // Every early return drops `tx`, which rolls back: those outcomes write nothing.
+        let outcome = match decide_poll(row, client_id, now)? {
+            PollDecision::NotFound => return Ok(DevicePoll::NotFound),
+            PollDecision::Expired => return Ok(DevicePoll::Expired),
+            PollDecision::SlowDown => {
+                sqlx::query(SLOW_DEVICE_DOWN)
+                    .bind(device_code_hash)
+                    .bind(now)
+                    .bind(SLOW_DOWN_STEP)
+                    .execute(&mut *tx)
+                    .await
+                    .or_storage("device request")?;
+                DevicePoll::SlowDown
+            }
+            PollDecision::Answer(poll) => {
+                sqlx::query(RECORD_DEVICE_POLL)
+                    .bind(device_code_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .or_storage("device request")?;
+                poll
+            }
+            PollDecision::Redeem(grant) => {
+                let redeemed = sqlx::query(REDEEM_DEVICE_REQUEST)
+                    .bind(device_code_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .or_storage("device request")?;
+                if redeemed.rows_affected() != 1 {
+                    return Err(StorageError::Unavailable(
+                        "the device request changed during its redemption".into(),
+                    ));
+                }
+                Self::insert_grant(&mut tx, &grant).await?;
+                Self::insert_tokens(&mut tx, &tokens_for_grant(tokens, &grant)).await?;
+                DevicePoll::Issued(grant)
+            }
+        };
+        tx.commit().await.or_storage("device request")?;
+        Ok(outcome)
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<()> {
+        sqlx::query(INSERT_SESSION)
+            .bind(&session.id_hash)
+            .bind(&session.claims.user_id)
+            .bind(&session.connector_id)
+            .bind(to_json(&session.claims, "session claims")?)
+            .bind(&session.connector_data)
+            .bind(session.auth_time)
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .bind(session.revoked_at)
+            .execute(&self.pool)
+            .await
+            .or_storage("session")?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id_hash: &str) -> Result<Option<Session>> {
+        sqlx::query_as::<_, SessionRow>(SELECT_SESSION)
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage("session")?
+            .map(SessionRow::into_model)
+            .transpose()
+    }
+
+    async fn revoke_session(&self, id_hash: &str, now: UnixTime) -> Result<bool> {
+        let done = sqlx::query(REVOKE_SESSION)
+            .bind(id_hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .or_storage("session")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>> {
+        let rows = sqlx::query_as::<_, GrantRow>(LIST_GRANTS)
+            .bind(filter.connector_id.as_deref())
+            .bind(filter.user_id.as_deref())
+            .bind(filter.client_id.as_deref())
+            .bind(i64::from(filter.active_only))
+            .fetch_all(&self.pool)
+            .await
+            .or_storage("grants")?;
+        let mut grants = Vec::with_capacity(rows.len());
+        for row in rows {
+            let grant = row.into_model()?;
+            if filter.matches_claims(&grant.claims) {
+                grants.push(grant);
+            }
+        }
+        Ok(grants)
+    }
+
+    async fn list_sessions(&self, filter: &GrantFilter) -> Result<Vec<Session>> {
+        let rows = sqlx::query_as::<_, SessionRow>(LIST_SESSIONS)
+            .bind(filter.connector_id.as_deref())
+            .bind(filter.user_id.as_deref())
+            .bind(i64::from(filter.active_only))
+            .bind(filter.now)
+            .fetch_all(&self.pool)
+            .await
+            .or_storage("sessions")?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let session = row.into_model()?;
+            if filter.matches_claims(&session.claims) {
+                sessions.push(session);
+            }
+        }
+        Ok(sessions)
+    }
+
+    async fn sweep(&self, cutoffs: &SweepCutoffs) -> Result<Swept> {
+        let mut swept = Swept::default();
+        if let Some(statement) = D::SWEEP_LOGIN_ATTEMPTS {
+            swept.login_attempts = sqlx::query(statement)
+                .bind(cutoffs.now)
+                .bind(batch_limit(u64::from(cutoffs.batch)))
+                .execute(&self.pool)
+                .await
+                .or_storage("login attempts")?
+                .rows_affected();
+        }
+        for (kind, count) in sweep_plan(cutoffs)
+            .into_iter()
+            .zip(sweep_counts(&mut swept))
+        {
+            // The reasons to delete one kind share its batch.
+            for (statement, cutoff) in kind.steps {
+                let budget = u64::from(cutoffs.batch).saturating_sub(*count);
+                if budget == 0 {
+                    break;
+                }
+                *count += sqlx::query(statement)
+                    .bind(cutoff)
+                    .bind(batch_limit(budget))
+                    .execute(&self.pool)
+                    .await
+                    .or_storage(kind.subject)?
+                    .rows_affected();
+            }
+        }
+        Ok(swept)
+    }
+}
