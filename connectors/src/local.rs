@@ -517,6 +517,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_login_refused_before_its_check_is_held_like_a_failed_one() {
+        let (_, hasher, conn, _) = setup().await;
+        hasher.warm_up().await.unwrap();
+        let floor = hasher.failure_floor();
+        assert!(!floor.is_zero());
+        for name in ["jane", "ghost"] {
+            let started = Instant::now();
+            conn.begin_login(name).await.unwrap().abandon().await;
+            assert!(
+                started.elapsed() >= floor,
+                "{name}: {:?}",
+                started.elapsed()
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn unusable_stored_hash_reads_as_wrong_password() {
         let (dir, _, conn, mut user) = setup().await;
         user.hash = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=".into();
