@@ -658,3 +658,47 @@ async fn refusing_an_unknown_name_takes_as_long_as_refusing_a_user_of_any_hash_k
         );
     }
 }
+
+/// Wrong passwords for one user, alternating its username and its email, each from an address
+/// of its own: how many were checked (401 rather than 429).
+async fn guesses_checked_alternating_names(s: &TestServer, names: [&str; 2]) -> usize {
+    let browser = TestServer::new_browser();
+    let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
+    let mut checked = 0;
+    for i in 0..4 * LOGIN_BUDGET {
+        let addr = format!("10.30.{}.{i}", names[0].len());
+        let r = s
+            .submit_login_from(&browser, &login_url, &html, names[i % 2], "no", &addr)
+            .await;
+        assert!([401, 429].contains(&r.status().as_u16()), "{r:?}");
+        checked += usize::from(r.status() == 401);
+    }
+    checked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_username_and_email_share_one_budget() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(s) = TestServer::start_full(backend, "", TRUST_LOCAL_PROXY, "").await else {
+            continue;
+        };
+        // alice is in `staticPasswords`; bob is in the password database.
+        let bob = lanyard::storage::Password {
+            email: "bob@example.com".to_string(),
+            username: "bob".to_string(),
+            user_id: "bob-id".to_string(),
+            hash: ALICE_HASH.to_string(),
+            groups: Vec::new(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        s.provider.storage.create_password(&bob).await.unwrap();
+        for names in [["alice", "alice@example.com"], ["bob@example.com", "bob"]] {
+            let checked = guesses_checked_alternating_names(&s, names).await;
+            assert_eq!(
+                checked, LOGIN_BUDGET,
+                "{backend:?}: guesses checked alternating {names:?}"
+            );
+        }
+    }
+}

@@ -913,3 +913,52 @@ async fn a_locked_ldap_account_stays_locked_however_its_name_is_typed() {
         assert_eq!(r.status(), 429, "{typed:?} got past jane's lockout");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_name_of_one_ldap_entry_shares_one_budget() {
+    let Some(slapd) = Slapd::start() else { return };
+    let Some(s) = TestServer::start_full(
+        Backend::Sqlite,
+        "",
+        TRUST_LOCAL_PROXY,
+        &server_yaml(&slapd, "").replace("username: uid", "username: [uid, mail]"),
+    )
+    .await
+    else {
+        return;
+    };
+    let browser = TestServer::new_browser();
+    let (form_url, html) = open_ldap_form(&s, &browser, &AuthRequest::public()).await;
+    // The user search finds the one entry by its uid or by either mail value.
+    let names = ["multi", "first@example.org", "second@example.org"];
+    let mut checked = 0;
+    for i in 0..6 * names.len() {
+        let r = s
+            .submit_login_from(
+                &browser,
+                &form_url,
+                &html,
+                names[i % names.len()],
+                "wrong",
+                &format!("10.0.3.{i}"),
+            )
+            .await;
+        assert!([401, 429].contains(&r.status().as_u16()), "{r:?}");
+        checked += usize::from(r.status() == 401);
+    }
+    assert_eq!(checked, 5, "guesses checked across the entry's names");
+    // The right password waits out the lockout under any of the names.
+    for name in names {
+        let r = s
+            .submit_login_from(
+                &browser,
+                &form_url,
+                &html,
+                name,
+                multi().password,
+                "10.0.4.1",
+            )
+            .await;
+        assert_eq!(r.status(), 429, "{name:?} got past the entry's lockout");
+    }
+}

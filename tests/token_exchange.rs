@@ -665,3 +665,77 @@ async fn an_exchanged_token_never_outlives_its_subject_token() {
     f.downstream.clock.advance(exp - down_now);
     assert_eq!(userinfo().await.unwrap().status(), 401);
 }
+
+/// An access-token federation whose connector asks `introspection` (a URL under the
+/// upstream's issuer, or any URL when it starts with `http`) instead of the advertised endpoint.
+async fn federation_introspecting_at(introspection: &str) -> Federation {
+    let (down_listener, down_port) = common::federation::bind().await;
+    let (up_listener, up_port) = common::federation::bind().await;
+    let down_issuer = common::federation::issuer(down_port, common::federation::DOWNSTREAM_PATH);
+    let up_issuer = common::federation::issuer(up_port, common::federation::UPSTREAM_PATH);
+    let endpoint = if introspection.starts_with("http") {
+        introspection.to_string()
+    } else {
+        format!("{up_issuer}{introspection}")
+    };
+    let upstream = TestServer::start_on(
+        up_listener,
+        Backend::Sqlite,
+        common::federation::UPSTREAM_PATH,
+        "",
+        &format!(
+            "{}{UPSTREAM_WITH_PARTNER}",
+            common::federation::upstream_yaml(&down_issuer)
+        ),
+    )
+    .await
+    .unwrap();
+    let connector = format!("    getUserInfo: true\n    introspectionEndpoint: {endpoint}\n");
+    let downstream = TestServer::start_on(
+        down_listener,
+        Backend::Sqlite,
+        common::federation::DOWNSTREAM_PATH,
+        "",
+        &common::federation::downstream_yaml(
+            &up_issuer,
+            &down_issuer,
+            Setup {
+                downstream_clients: CLIENTS,
+                connector: &connector,
+                ..Setup::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    Federation {
+        upstream,
+        downstream,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_introspection_endpoint_is_the_one_asked() {
+    let f = federation_introspecting_at("/token/introspect").await;
+    let (ours, web, _) = upstream_access_tokens(&f).await;
+    let at = |t: &Value| t["access_token"].as_str().unwrap().to_string();
+    let resp = exchange(&f.downstream, &access_params(&at(&ours))).await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let (status, error, description) =
+        error_of(exchange(&f.downstream, &access_params(&at(&web))).await).await;
+    assert_eq!((status, error.as_str()), (400, "invalid_request"));
+    assert!(description.contains("inactive"), "{description}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_introspection_endpoint_accepts_no_opaque_access_token() {
+    // Port 1 on loopback refuses connections; the upstream's own endpoint is not asked.
+    let f = federation_introspecting_at("http://127.0.0.1:1/introspect").await;
+    let (ours, _, _) = upstream_access_tokens(&f).await;
+    let token = ours["access_token"].as_str().unwrap().to_string();
+    let before = footprint(&f).await;
+    // The upstream's advertised endpoint would have vouched for this token.
+    let (status, error, _) = error_of(exchange(&f.downstream, &access_params(&token)).await).await;
+    assert_eq!((status, error.as_str()), (503, "temporarily_unavailable"));
+    assert_eq!(footprint(&f).await, before, "a refusal records nothing");
+}

@@ -101,28 +101,59 @@ pub enum ConnectorError {
 }
 
 /// A connector that checks a username and password itself (local passwords, LDAP).
+///
+/// A login has two steps so that the caller can count a guess against the account before any
+/// password is checked: [`PasswordConnector::begin_login`] finds the account the name
+/// resolves to, the caller reserves an attempt against its
+/// [`PendingPasswordLogin::account_key`], then [`PendingPasswordLogin::check`] checks the password.
 #[async_trait]
 pub trait PasswordConnector: Send + Sync {
     /// Label for the login form's first field ("Email address" / "Username").
     fn prompt(&self) -> &str;
 
-    /// The account `username` names, as this connector matches it: every spelling that
-    /// [`PasswordConnector::login`] would take for the same account gives the same key, so
-    /// that a guessing budget cannot be multiplied by re-typing the name (surrounding
-    /// whitespace, case). Merging names the connector tells apart only makes the budget
-    /// stricter. The default trims Unicode whitespace (NBSP included) and folds case.
-    fn account_key(&self, username: &str) -> String {
-        username.trim().to_lowercase()
-    }
+    /// Finds the account `username` names, without checking any password.
+    async fn begin_login<'a>(
+        &'a self,
+        username: &str,
+    ) -> Result<Box<dyn PendingPasswordLogin + 'a>, ConnectorError>;
 
-    /// `Ok(None)` means wrong username or password; the two are indistinguishable to the
-    /// caller by design, in result and, as far as the connector can manage, in time.
+    /// Both steps at once, for callers that limit nothing. `Ok(None)` means wrong username or
+    /// password; the two are indistinguishable to the caller by design, in result and, as far
+    /// as the connector can manage, in time.
     async fn login(
         &self,
         scopes: &Scopes,
         username: &str,
         password: &str,
+    ) -> Result<Option<Identity>, ConnectorError> {
+        self.begin_login(username)
+            .await?
+            .check(scopes, password)
+            .await
+    }
+}
+
+/// A password login whose account is known but whose password is not checked yet.
+#[async_trait]
+pub trait PendingPasswordLogin: Send {
+    /// The account the name resolved to: every name that logs in as the same account (another
+    /// spelling, the username instead of the email) gives the same key, so that a guessing
+    /// budget cannot be multiplied by re-typing the name. A name that resolves to no account
+    /// keys on its normalised spelling, never on anything an existing account's key could be.
+    fn account_key(&self) -> &str;
+
+    /// Checks the password. `Ok(None)` means wrong username or password (see
+    /// [`PasswordConnector::login`]).
+    async fn check(
+        self: Box<Self>,
+        scopes: &Scopes,
+        password: &str,
     ) -> Result<Option<Identity>, ConnectorError>;
+
+    /// The caller refuses the attempt without checking the password (too many failures). A
+    /// connector that hides by timing whether the name exists holds this refusal as long as a
+    /// failed check, since finding the account took a different time for known and unknown names.
+    async fn abandon(self: Box<Self>) {}
 }
 
 /// Where to send the browser for an upstream login, and what the connector needs to remember

@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::password_hash::PasswordHasher;
-use crate::{ConnectorError, Identity, PasswordConnector, RefreshConnector, Scopes};
+use crate::{
+    ConnectorError, Identity, PasswordConnector, PendingPasswordLogin, RefreshConnector, Scopes,
+};
 
 /// A user with a local password.
 #[derive(Clone, PartialEq, Eq)]
@@ -181,20 +183,66 @@ impl PasswordConnector for LocalConnector {
         "Email address"
     }
 
-    /// A refusal (unknown user, wrong password, empty input) is held to the hasher's failure
-    /// floor, so it takes as long whichever kind of hash the user has, or whether there is one.
-    async fn login(
-        &self,
-        scopes: &Scopes,
+    /// The refusal clock starts here, so the lookup is inside the time a refusal is held to.
+    async fn begin_login<'a>(
+        &'a self,
         username: &str,
+    ) -> Result<Box<dyn PendingPasswordLogin + 'a>, ConnectorError> {
+        let started = std::time::Instant::now();
+        // The directory matches the trimmed name: so does the key of an unknown name.
+        let login = username.trim();
+        // Empty input never reaches the directory.
+        let user = if login.is_empty() {
+            None
+        } else {
+            self.directory.find(login).await?
+        };
+        // The prefixes keep an unknown name from ever keying like an existing user's id.
+        let account_key = match &user {
+            Some(user) => format!("id:{}", user.user_id),
+            None => format!("name:{}", login.to_lowercase()),
+        };
+        Ok(Box::new(PendingLocalLogin {
+            connector: self,
+            user,
+            account_key,
+            started,
+        }))
+    }
+}
+
+/// A local login between the directory lookup and the password check.
+struct PendingLocalLogin<'a> {
+    connector: &'a LocalConnector,
+    user: Option<LocalUser>,
+    account_key: String,
+    started: std::time::Instant,
+}
+
+#[async_trait]
+impl PendingPasswordLogin for PendingLocalLogin<'_> {
+    fn account_key(&self) -> &str {
+        &self.account_key
+    }
+
+    /// A refusal (unknown user, wrong password, empty input) is held to the hasher's failure
+    /// floor, counted from the lookup, so it takes as long whichever kind of hash the user
+    /// has, or whether there is one.
+    async fn check(
+        self: Box<Self>,
+        scopes: &Scopes,
         password: &str,
     ) -> Result<Option<Identity>, ConnectorError> {
-        let started = std::time::Instant::now();
-        let outcome = self.check_password(scopes, username, password).await;
+        let connector = self.connector;
+        let outcome = connector.check_password(scopes, self.user, password).await;
         if matches!(outcome, Ok(None)) {
-            self.hasher.hold_failure(started).await;
+            connector.hasher.hold_failure(self.started).await;
         }
         outcome
+    }
+
+    async fn abandon(self: Box<Self>) {
+        self.connector.hasher.hold_failure(self.started).await;
     }
 }
 
@@ -202,17 +250,12 @@ impl LocalConnector {
     async fn check_password(
         &self,
         scopes: &Scopes,
-        username: &str,
+        user: Option<LocalUser>,
         password: &str,
     ) -> Result<Option<Identity>, ConnectorError> {
-        // Matches what `account_key` (the default: trimmed, case folded) keys guesses on.
-        let login = username.trim();
-        // Empty input never reaches the directory, but still costs a verification so the
-        // response time does not say which check failed.
-        if login.is_empty() || password.is_empty() {
-            return self.reject(password).await;
-        }
-        let Some(user) = self.directory.find(login).await? else {
+        // Empty input and unknown names still cost a verification, so the response time does
+        // not say which check failed.
+        let Some(user) = user.filter(|_| !password.is_empty()) else {
             return self.reject(password).await;
         };
         match self.hasher.verify(&user.hash, password).await {
@@ -409,13 +452,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn empty_password_is_rejected_without_a_directory_lookup_but_with_a_hash() {
+    async fn empty_input_is_rejected_with_a_hash_and_an_empty_name_without_a_lookup() {
         let (dir, hasher, conn, _) = setup().await;
         hasher.warm_up().await.unwrap();
         let before = hasher.completed();
-        assert!(conn.login(&ALL, "jane", "").await.unwrap().is_none());
         assert!(conn.login(&ALL, "  ", "hunter22").await.unwrap().is_none());
         assert_eq!(dir.lookups.load(Ordering::SeqCst), 0);
+        assert!(conn.login(&ALL, "jane", "").await.unwrap().is_none());
         assert_eq!(
             hasher.completed() - before,
             2,
@@ -437,7 +480,56 @@ mod tests {
                 conn.login(&ALL, t, "hunter22").await.unwrap().is_some(),
                 "{t:?}"
             );
-            assert_eq!(conn.account_key(t), "jane@example.com", "{t:?}");
+            let key = conn.begin_login(t).await.unwrap().account_key().to_owned();
+            assert_eq!(key, "id:08a8684b-db88-4b73-90a9-3cd1661f5466", "{t:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_username_and_the_email_of_one_user_share_the_account_key() {
+        let (_, _, conn, user) = setup().await;
+        let id_key = format!("id:{}", user.user_id);
+        for name in ["jane", "jane@example.com", " JANE@example.com "] {
+            let pending = conn.begin_login(name).await.unwrap();
+            assert_eq!(pending.account_key(), id_key, "{name:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_name_keys_on_its_spelling_and_never_as_a_user_id() {
+        let (_, _, conn, user) = setup().await;
+        let key = |name: &'static str| {
+            let conn = &conn;
+            async move {
+                conn.begin_login(name)
+                    .await
+                    .unwrap()
+                    .account_key()
+                    .to_owned()
+            }
+        };
+        assert_eq!(key(" Ghost\t").await, "name:ghost");
+        assert_eq!(key("\u{a0}Ghost ").await, "name:ghost");
+        // An unknown name spelled like an id key still keys as a name.
+        let lookalike = format!("id:{}", user.user_id);
+        let pending = conn.begin_login(&lookalike).await.unwrap();
+        assert_ne!(pending.account_key(), lookalike);
+    }
+
+    #[tokio::test]
+    async fn a_login_refused_before_its_check_is_held_like_a_failed_one() {
+        let (_, hasher, conn, _) = setup().await;
+        hasher.warm_up().await.unwrap();
+        let floor = hasher.failure_floor();
+        assert!(!floor.is_zero());
+        for name in ["jane", "ghost"] {
+            let started = Instant::now();
+            conn.begin_login(name).await.unwrap().abandon().await;
+            assert!(
+                started.elapsed() >= floor,
+                "{name}: {:?}",
+                started.elapsed()
+            );
         }
     }
 

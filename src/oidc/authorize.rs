@@ -916,13 +916,14 @@ impl Provider {
             ));
         };
 
-        // Per account (the identity the connector would log in as, however it was typed)
-        // and per address, counted before any hashing is spent.
-        let account_key = format!(
-            "acct:{}:{}",
-            connector.id,
-            password_connector.account_key(username)
-        );
+        // The connector resolves the name first (no password checked), so that the budget is
+        // per account however it was named; then the attempt counts, per account and per
+        // address, before any hashing is spent.
+        let pending = match password_connector.begin_login(username).await {
+            Ok(pending) => pending,
+            Err(err) => return Err(self.connector_failure(&connector.id, err)),
+        };
+        let account_key = format!("acct:{}:{}", connector.id, pending.account_key());
         let attempt = match PasswordAttempt::reserve(
             &self.login_limiter,
             &self.storage,
@@ -934,13 +935,14 @@ impl Provider {
         {
             Ok(attempt) => attempt,
             Err(retry) => {
+                pending.abandon().await;
                 self.metrics.record_login(&connector.id, "rate_limited");
                 return Err(AuthorizeError::rate_limited(retry));
             }
         };
 
         let scopes = scopes_of(&request.params.scopes);
-        let identity = match password_connector.login(&scopes, username, password).await {
+        let identity = match pending.check(&scopes, password).await {
             Ok(identity) => identity,
             Err(err) => {
                 attempt

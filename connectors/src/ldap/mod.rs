@@ -24,7 +24,9 @@ pub use pool::LdapLimits;
 use config::Settings;
 use pool::{describe, Conn, Pool, PoolOptions};
 
-use crate::{ConnectorError, Identity, PasswordConnector, RefreshConnector, Scopes};
+use crate::{
+    ConnectorError, Identity, PasswordConnector, PendingPasswordLogin, RefreshConnector, Scopes,
+};
 
 /// LDAP result code `noSuchObject`: the search base does not exist.
 const NO_SUCH_OBJECT: u32 = 32;
@@ -356,36 +358,94 @@ impl PasswordConnector for LdapConnector {
         &self.prompt
     }
 
-    fn account_key(&self, username: &str) -> String {
-        ldap_match_key(username)
+    /// Runs the user search (as the service account, no password involved) and keys the
+    /// account on the entry's DN, so that every name the search resolves to the same entry
+    /// (uid or either of two mail values) shares one budget.
+    async fn begin_login<'a>(
+        &'a self,
+        username: &str,
+    ) -> Result<Box<dyn PendingPasswordLogin + 'a>, ConnectorError> {
+        let unknown = || {
+            Box::new(PendingLdapLogin {
+                connector: self,
+                found: None,
+                username: String::new(),
+                account_key: format!("name:{}", ldap_match_key(username)),
+            })
+        };
+        if username.is_empty() {
+            return Ok(unknown());
+        }
+        let mut conn = self.pool.get().await?;
+        let entry = match self.find_user(&mut conn, username).await? {
+            UserLookup::NotFound => return Ok(unknown()),
+            UserLookup::Found(entry) => entry,
+        };
+        // The normalised DN, so that a server spelling it differently from one search to the
+        // next still keys one account.
+        let dn = Dn::parse(&entry.dn).map_or_else(|_| entry.dn.to_lowercase(), |dn| dn.to_string());
+        Ok(Box::new(PendingLdapLogin {
+            connector: self,
+            found: Some((conn, entry)),
+            username: username.to_string(),
+            account_key: format!("dn:{dn}"),
+        }))
     }
 
+    /// An empty password is refused before any connection is made (the two-step path refuses
+    /// it before the bind).
     async fn login(
         &self,
         scopes: &Scopes,
         username: &str,
         password: &str,
     ) -> Result<Option<Identity>, ConnectorError> {
-        // Checked before any connection: an empty password would make the user bind an
-        // anonymous bind, which many servers answer with success.
-        if password.is_empty() || username.is_empty() {
+        if password.is_empty() {
             return Ok(None);
         }
-        let mut conn = self.pool.get().await?;
-        let entry = match self.find_user(&mut conn, username).await? {
-            UserLookup::NotFound => return Ok(None),
-            UserLookup::Found(entry) => entry,
+        self.begin_login(username)
+            .await?
+            .check(scopes, password)
+            .await
+    }
+}
+
+/// An LDAP login between the user search and the bind; it keeps the connection the search ran on.
+struct PendingLdapLogin<'a> {
+    connector: &'a LdapConnector,
+    found: Option<(Conn<'a>, Box<SearchEntry>)>,
+    /// The name as typed, kept for refresh.
+    username: String,
+    account_key: String,
+}
+
+#[async_trait]
+impl PendingPasswordLogin for PendingLdapLogin<'_> {
+    fn account_key(&self) -> &str {
+        &self.account_key
+    }
+
+    async fn check(
+        self: Box<Self>,
+        scopes: &Scopes,
+        password: &str,
+    ) -> Result<Option<Identity>, ConnectorError> {
+        // Checked before the bind: an empty password would make the user bind an anonymous
+        // bind, which many servers answer with success.
+        let Some((mut conn, entry)) = self.found.filter(|_| !password.is_empty()) else {
+            return Ok(None);
         };
+        let connector = self.connector;
         if !conn.check_password(&entry.dn, password).await? {
             tracing::info!(dn = %entry.dn, "LDAP bind refused the password");
             return Ok(None);
         }
-        let mut identity = self.identity_from_entry(&entry)?;
+        let mut identity = connector.identity_from_entry(&entry)?;
         if scopes.groups {
-            identity.groups = self.groups(&mut conn, &entry).await?;
+            identity.groups = connector.groups(&mut conn, &entry).await?;
         }
         let data = RefreshData {
-            username: username.to_string(),
+            username: self.username,
             dn: entry.dn.clone(),
         };
         identity.connector_data =

@@ -852,3 +852,70 @@ impl TokenIdentityConnector for OidcConnector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream as discovery would describe it: no introspection_endpoint unless given.
+    fn upstream(introspection_endpoint: Option<&str>) -> Upstream {
+        let metadata: Metadata = serde_json::from_value(serde_json::json!({
+            "issuer": "https://idp.example.com",
+            "authorization_endpoint": "https://idp.example.com/auth",
+            "token_endpoint": "https://idp.example.com/token",
+            "introspection_endpoint": introspection_endpoint,
+            "jwks_uri": "https://idp.example.com/keys",
+        }))
+        .unwrap();
+        Upstream {
+            auth_url: AuthUrl::new(metadata.authorization_endpoint.clone()).unwrap(),
+            token_url: None,
+            jwks: RwLock::new(Arc::new(Vec::new())),
+            last_refetch: tokio::sync::Mutex::new(None),
+            algs: Vec::new(),
+            pkce: None,
+            metadata,
+        }
+    }
+
+    fn connector(introspection_endpoint: &str) -> OidcConnector {
+        let config: OidcConfig = serde_json::from_value(serde_json::json!({
+            "issuer": "https://idp.example.com", "clientID": "lanyard", "clientSecret": "s",
+            "redirectURI": "https://l.example.com/callback", "getUserInfo": true,
+            "introspectionEndpoint": introspection_endpoint,
+        }))
+        .unwrap();
+        OidcConnector::new("upstream", config, Arc::new(|| 0)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_opaque_access_token_without_an_introspection_endpoint_is_refused_naming_why() {
+        // Nothing is contacted: the refusal comes before any request.
+        let err = connector("")
+            .verify_access_token(&upstream(None), "opaque-access-token")
+            .await
+            .unwrap_err();
+        let ConnectorError::InvalidToken(why) = err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            why.contains("not an RFC 9068 JWT access token")
+                && why.contains("https://idp.example.com advertises no introspection_endpoint")
+                && why.contains("set introspectionEndpoint"),
+            "{why}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_configured_introspection_endpoint_is_asked_even_when_none_is_advertised() {
+        // Port 1 on loopback refuses connections: the request was made there.
+        let err = connector("http://127.0.0.1:1/introspect")
+            .verify_access_token(&upstream(None), "opaque-access-token")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConnectorError::Unavailable(m) if m.starts_with("introspection:")),
+            "{err:?}"
+        );
+    }
+}
