@@ -16,8 +16,8 @@ pub use keys::KeysCommand;
 
 use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::config::Config;
+use crate::oidc::grants::SUPPORTED_GRANTS;
 use crate::oidc::secrets::{random_token, sha256_hex};
-use crate::oidc::token::SUPPORTED_GRANTS;
 use crate::storage::{self, Client, GrantFilter, Password, SharedStorage, StorageError};
 
 /// 256 random bits.

@@ -65,7 +65,7 @@ impl DiscoveryDocument {
             "request_parameter_supported": false,
             "request_uri_parameter_supported": false,
         });
-        if grant_types.contains(&super::token::GRANT_DEVICE_CODE) {
+        if grant_types.contains(&super::grants::GRANT_DEVICE_CODE) {
             doc["device_authorization_endpoint"] = json!(settings.endpoint("/device/code"));
         }
         Self {

@@ -3,19 +3,23 @@
 //! Handlers in `server` translate requests into calls on [`Provider`]; every function here
 //! takes its time from the injected clock and its state from storage.
 
-pub mod authorize;
 pub mod claims;
+pub mod client_auth;
 pub mod clients;
 pub mod device;
 pub mod discovery;
 pub mod error;
+pub mod flow;
+pub mod grants;
+pub mod issue;
 pub mod logout;
+pub mod pkce;
 pub mod ratelimit;
 pub mod redirect;
 pub mod revocation;
+pub mod scopes;
 pub mod secrets;
 pub mod subject;
-pub mod token;
 pub mod userinfo;
 
 use std::sync::Arc;
@@ -156,7 +160,7 @@ impl Provider {
         if !connectors.iter().any(|c| c.token_identity.is_some()) {
             settings
                 .grant_types
-                .retain(|g| g != token::GRANT_TOKEN_EXCHANGE);
+                .retain(|g| g != grants::GRANT_TOKEN_EXCHANGE);
         }
         let discovery = discovery::DiscoveryDocument::build(&settings, keys.algorithm().as_str());
         Self {

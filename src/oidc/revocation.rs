@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::claims::{audiences, user_claims};
+use super::client_auth::presented_client;
 use super::error::OAuthError;
 use super::secrets::sha256_hex;
-use super::token::presented_client;
 use super::Provider;
 
 impl Provider {

@@ -20,8 +20,8 @@ use tokio::sync::watch;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConnectorConfig, ConnectorType, LogFormat};
 use crate::keys::{self, KeyManager, KeySettings, KeyStore};
+use crate::oidc::grants::SUPPORTED_GRANTS;
 use crate::oidc::secrets::{random_token, sha256_hex};
-use crate::oidc::token::SUPPORTED_GRANTS;
 use crate::oidc::{
     ClientInfo, ClientRegistry, ConnectorEntry, ConnectorKind, Provider, ProviderSettings,
     RefreshPolicy,

@@ -1,0 +1,66 @@
+//! The client credentials grant: a token for a confidential client itself, no user.
+
+use std::collections::HashMap;
+
+use crate::storage::{Grant, UserClaims};
+
+use super::super::claims::CLIENT_CONNECTOR;
+use super::super::error::{ErrorCode, OAuthError};
+use super::super::issue::TokenResponse;
+use super::super::secrets::random_token;
+use super::super::{scope_supported, ClientInfo, Provider};
+
+impl Provider {
+    pub(super) async fn client_credentials(
+        &self,
+        client: &ClientInfo,
+        form: &HashMap<String, String>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let scopes: Vec<String> = form
+            .get("scope")
+            .map(|s| {
+                s.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(bad) = scopes
+            .iter()
+            .find(|s| matches!(s.as_str(), "offline_access") || !scope_supported(s))
+        {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                format!("scope {bad} is not available to client_credentials"),
+            ));
+        }
+        let now = self.now();
+        let grant = Grant {
+            id: random_token(16),
+            client_id: client.id.clone(),
+            connector_id: CLIENT_CONNECTOR.to_string(),
+            claims: UserClaims {
+                user_id: client.id.clone(),
+                username: client.display_name().to_string(),
+                ..UserClaims::default()
+            },
+            scopes,
+            nonce: None,
+            auth_time: now,
+            connector_data: None,
+            created_at: now,
+            revoked_at: None,
+        };
+        let (tokens, records) = self.new_tokens(&grant, now, false);
+        self.storage.issue_grant(&grant, &records).await?;
+        Ok(TokenResponse {
+            access_token: tokens.access,
+            token_type: "Bearer",
+            expires_in: self.settings.id_token_ttl.as_secs(),
+            id_token: None,
+            refresh_token: None,
+            scope: grant.scopes.join(" "),
+            issued_token_type: None,
+        })
+    }
+}

@@ -1,0 +1,163 @@
+//! The token exchange grant (RFC 8693).
+
+use std::collections::HashMap;
+
+use lanyard_connectors::oidc::{ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE};
+use serde_json::Value;
+
+use crate::storage::Grant;
+
+use super::super::claims::identity_claims;
+use super::super::error::{ErrorCode, OAuthError};
+use super::super::issue::TokenResponse;
+use super::super::scopes::scopes_of;
+use super::super::secrets::random_token;
+use super::super::{ClientInfo, Provider};
+
+impl Provider {
+    /// RFC 8693 token exchange: a token from an upstream issuer (a CI system's ID token) for
+    /// a lanyard token addressed to the requesting client. The named connector verifies the
+    /// subject token; the client must be allowed that connector. Refusals write nothing.
+    pub(super) async fn token_exchange(
+        &self,
+        client: &ClientInfo,
+        form: &HashMap<String, String>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let required =
+            |k: &str| get(k).ok_or_else(|| OAuthError::invalid_request(format!("{k} is required")));
+        let subject_token = required("subject_token")?;
+        let subject_token_type = required("subject_token_type")?;
+        let connector_id = required("connector_id")?;
+        if ![ID_TOKEN_TYPE, ACCESS_TOKEN_TYPE].contains(&subject_token_type) {
+            return Err(OAuthError::invalid_request(format!(
+                "subject_token_type must be {ID_TOKEN_TYPE} or {ACCESS_TOKEN_TYPE}"
+            )));
+        }
+        let requested = get("requested_token_type").unwrap_or(ACCESS_TOKEN_TYPE);
+        if ![ID_TOKEN_TYPE, ACCESS_TOKEN_TYPE].contains(&requested) {
+            return Err(OAuthError::invalid_request(format!(
+                "requested_token_type must be {ACCESS_TOKEN_TYPE} or {ID_TOKEN_TYPE}"
+            )));
+        }
+        if get("actor_token").is_some() || get("actor_token_type").is_some() {
+            return Err(OAuthError::invalid_request(
+                "delegation (actor_token) is not supported",
+            ));
+        }
+        if get("resource").is_some() || get("audience").is_some() {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidTarget,
+                "tokens are issued for the requesting client only; use the scope audience:server:client_id:X for a trusting peer",
+            ));
+        }
+        let Some(verifier) = self
+            .connector(connector_id)
+            .and_then(|c| c.token_identity.clone())
+        else {
+            return Err(OAuthError::invalid_request(
+                "connector_id names no connector that takes subject tokens",
+            ));
+        };
+        if !client.allowed_connectors.is_empty()
+            && !client.allowed_connectors.iter().any(|c| c == connector_id)
+        {
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                format!("this client may not use connector {connector_id}"),
+            ));
+        }
+        let mut scopes: Vec<String> = get("scope")
+            .unwrap_or("openid")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".to_string());
+        }
+        if scopes.iter().any(|s| s == "offline_access") {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "token exchange issues no refresh token: exchange a fresh subject token instead",
+            ));
+        }
+        self.check_scopes_for(client, &scopes)
+            .await
+            .map_err(|m| OAuthError::new(ErrorCode::InvalidScope, m))?;
+
+        use lanyard_connectors::ConnectorError;
+        let subject = verifier
+            .token_identity(&scopes_of(&scopes), subject_token_type, subject_token)
+            .await
+            .map_err(|err| {
+                tracing::info!(client = %client.id, connector = %connector_id, error = %err, "token exchange refused");
+                match err {
+                    // RFC 8693 §2.2.2: an invalid or unacceptable subject token is
+                    // invalid_request.
+                    ConnectorError::InvalidToken(m) => OAuthError::invalid_request(format!(
+                        "the subject token is not acceptable: {m}"
+                    )),
+                    ConnectorError::AccessDenied(m) | ConnectorError::SessionEnded(m) => {
+                        OAuthError::invalid_request(format!("the subject may not sign in: {m}"))
+                    }
+                    ConnectorError::Unavailable(_) => OAuthError::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        "the upstream identity provider is unavailable; try again shortly",
+                    ),
+                    _ => OAuthError::new(
+                        ErrorCode::ServerError,
+                        "the connector failed to check the subject token",
+                    ),
+                }
+            })?;
+
+        let now = self.now();
+        // Nothing issued for the subject token outlives it.
+        let lifetime = self
+            .id_token_ttl_secs()
+            .min(subject.expires_at.saturating_sub(now));
+        if lifetime <= 0 {
+            return Err(OAuthError::invalid_request(
+                "the subject token is not acceptable: it has expired",
+            ));
+        }
+        let grant = Grant {
+            id: random_token(16),
+            client_id: client.id.clone(),
+            connector_id: connector_id.to_string(),
+            claims: identity_claims(&subject.identity),
+            scopes,
+            nonce: None,
+            auth_time: now,
+            connector_data: None,
+            created_at: now,
+            revoked_at: None,
+        };
+        let (tokens, mut records) = self.new_tokens(&grant, now, false);
+        records.access.expires_at = now + lifetime;
+        // Recorded before anything is handed out, the ID token too: no token without its grant.
+        self.storage.issue_grant(&grant, &records).await?;
+        let (token, token_type) = if requested == ID_TOKEN_TYPE {
+            let mut claims = self.id_token_claims(&grant, None, now, false);
+            claims.insert("exp".into(), Value::from(now + lifetime));
+            // RFC 8693 §2.2.1: N_A for a token that is not an OAuth access token.
+            (self.sign(claims).await?, "N_A")
+        } else {
+            (tokens.access, "Bearer")
+        };
+        Ok(TokenResponse {
+            access_token: token,
+            token_type,
+            expires_in: lifetime as u64,
+            id_token: None,
+            refresh_token: None,
+            scope: grant.scopes.join(" "),
+            issued_token_type: Some(if requested == ID_TOKEN_TYPE {
+                ID_TOKEN_TYPE
+            } else {
+                ACCESS_TOKEN_TYPE
+            }),
+        })
+    }
+}
