@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::clock::UnixTime;
+use crate::config::GrantType;
 
 use super::LoginError;
 
@@ -333,7 +334,7 @@ pub async fn exchange_code(
             url,
             client,
             &[
-                ("grant_type", "authorization_code"),
+                ("grant_type", GrantType::AuthorizationCode.as_str()),
                 ("code", code),
                 ("redirect_uri", redirect_uri),
                 ("code_verifier", verifier),
@@ -357,7 +358,7 @@ pub async fn refresh(
             url,
             client,
             &[
-                ("grant_type", "refresh_token"),
+                ("grant_type", GrantType::RefreshToken.as_str()),
                 ("refresh_token", refresh_token),
             ],
         )
@@ -402,8 +403,6 @@ pub async fn device_authorization(
     })
 }
 
-pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-
 pub async fn poll_device(
     http: &Http,
     provider: &Provider,
@@ -416,7 +415,7 @@ pub async fn poll_device(
             url,
             client,
             &[
-                ("grant_type", GRANT_DEVICE_CODE),
+                ("grant_type", GrantType::DeviceCode.as_str()),
                 ("device_code", device_code),
             ],
         )

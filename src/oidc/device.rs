@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use rand::Rng;
 use serde::Serialize;
 
+use crate::config::GrantType;
 use crate::storage::{DeviceRequest, DeviceStatus, StorageError};
 
 use super::client_auth::presented_client;
 use super::error::{ErrorCode, OAuthError};
-use super::grants::GRANT_DEVICE_CODE;
 use super::redirect::append_query;
+use super::scopes::{Scopes, OPENID};
 use super::secrets::{random_token, sha256_hex};
 use super::Provider;
 
@@ -67,12 +68,7 @@ impl Provider {
         authorization: Option<&str>,
         form: &HashMap<String, String>,
     ) -> Result<DeviceAuthorization, OAuthError> {
-        if !self
-            .settings
-            .grant_types
-            .iter()
-            .any(|g| g == GRANT_DEVICE_CODE)
-        {
+        if !self.settings.grant_enabled(GrantType::DeviceCode) {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 "the device grant is not enabled",
@@ -81,23 +77,14 @@ impl Provider {
         let client = self
             .authenticate_client(&presented_client(authorization, form)?)
             .await?;
-        if !client.grant_types.is_empty()
-            && !client.grant_types.iter().any(|g| g == GRANT_DEVICE_CODE)
-        {
+        if !client.allows_grant(GrantType::DeviceCode) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
                 "this client may not use the device grant",
             ));
         }
-        let scopes: Vec<String> = form
-            .get("scope")
-            .map(|s| {
-                s.split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_else(|| vec!["openid".to_string()]);
+        // An empty scope parameter is not absent here: it lacks openid and is refused.
+        let scopes = Scopes::parse(form.get("scope").map(String::as_str).unwrap_or(OPENID));
         self.check_scopes_for(&client, &scopes)
             .await
             .map_err(|m| OAuthError::new(ErrorCode::InvalidScope, m))?;
@@ -111,7 +98,7 @@ impl Provider {
                 user_code: new_user_code(),
                 device_code_hash: sha256_hex(&device_code),
                 client_id: client.id.clone(),
-                scopes: scopes.clone(),
+                scopes: scopes.to_vec(),
                 created_at: now,
                 expires_at: now + ttl,
                 poll_interval: POLL_INTERVAL_SECS,

@@ -10,6 +10,7 @@ use crate::storage::{AccessToken, Grant, IssuedTokens, RefreshToken};
 
 use super::claims::{audiences, user_claims};
 use super::error::{ErrorCode, OAuthError};
+use super::scopes::OFFLINE_ACCESS;
 use super::secrets::{at_hash, random_token, sha256_hex};
 use super::{ClientInfo, Provider};
 
@@ -80,17 +81,9 @@ impl Provider {
     /// Whether a grant gets a refresh token: it asked for offline_access, and the client may
     /// use the refresh grant.
     pub(crate) fn wants_refresh(&self, grant: &Grant, client: &ClientInfo) -> bool {
-        grant.scopes.iter().any(|s| s == "offline_access")
-            && self
-                .settings
-                .grant_types
-                .iter()
-                .any(|g| g == GrantType::RefreshToken.as_str())
-            && (client.grant_types.is_empty()
-                || client
-                    .grant_types
-                    .iter()
-                    .any(|g| g == GrantType::RefreshToken.as_str()))
+        grant.scopes.iter().any(|s| s == OFFLINE_ACCESS)
+            && self.settings.grant_enabled(GrantType::RefreshToken)
+            && client.allows_grant(GrantType::RefreshToken)
     }
 
     pub(crate) async fn respond(

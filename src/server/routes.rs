@@ -16,9 +16,9 @@ use super::middleware::ClientAddr;
 use super::Live;
 use crate::oidc::device::device_form_csrf;
 use crate::oidc::flow::{
-    parse_unique_params, AuthorizeError, ClientResponse, ConnectorLogin, Outcome, PasswordOutcome,
-    ResponseMode, Step,
+    AuthorizeError, ClientResponse, ConnectorLogin, Outcome, PasswordOutcome, ResponseMode, Step,
 };
+use crate::oidc::form::parse_unique_params;
 use crate::oidc::logout::Logout;
 use crate::oidc::{OAuthError, Provider};
 use crate::web::kubeconfig::{cluster_views, KUBECONFIG_CLIENT};

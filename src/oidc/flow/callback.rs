@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::super::scopes::scopes_of;
+use super::super::scopes::connector_scopes;
 use super::super::secrets::{constant_time_eq, sha256_hex};
 use super::super::{ConnectorKind, Provider};
 use super::{AuthorizeError, Outcome};
@@ -42,7 +42,7 @@ impl Provider {
         let pending = STANDARD.decode(&upstream.pending).unwrap_or_default();
         let identity = match callback
             .handle_callback(
-                &scopes_of(&request.params.scopes),
+                &connector_scopes(&request.params.scopes),
                 &self.settings.endpoint("/callback"),
                 &pending,
                 query,

@@ -12,7 +12,7 @@ use crate::storage::{AuthRequest, LoginResult, Session, UpstreamLogin};
 
 use super::super::claims::identity_claims;
 use super::super::ratelimit::PasswordAttempt;
-use super::super::scopes::scopes_of;
+use super::super::scopes::connector_scopes;
 use super::super::secrets::{random_token, sha256_hex};
 use super::super::{ClientInfo, ConnectorEntry, ConnectorKind, Provider};
 use super::{
@@ -75,7 +75,7 @@ impl Provider {
                 let state = format!("{}.{}", request.id, secret);
                 let redirect = upstream
                     .login_url(
-                        &scopes_of(&request.params.scopes),
+                        &connector_scopes(&request.params.scopes),
                         &self.settings.endpoint("/callback"),
                         &state,
                     )
@@ -144,7 +144,7 @@ impl Provider {
             }
         };
 
-        let scopes = scopes_of(&request.params.scopes);
+        let scopes = connector_scopes(&request.params.scopes);
         let identity = match password_connector.login(&scopes, username, password).await {
             Ok(identity) => identity,
             Err(err) => {

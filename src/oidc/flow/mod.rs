@@ -9,8 +9,6 @@ mod finish;
 mod login;
 mod request;
 
-use std::collections::HashMap;
-
 use axum::http::StatusCode;
 
 use crate::storage::{AuthRequest, Session};
@@ -20,17 +18,6 @@ use super::ratelimit::Retry;
 use super::redirect::append_query;
 use super::secrets::{constant_time_eq, hmac_sha256, random_token, sha256_hex};
 use super::{ClientInfo, ConnectorEntry, Provider};
-
-/// Parses a query string or form body. A parameter given twice is refused (RFC 6749 §3.1).
-pub fn parse_unique_params(raw: &str) -> Result<HashMap<String, String>, String> {
-    let mut params = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
-        if params.insert(k.to_string(), v.into_owned()).is_some() {
-            return Err(format!("parameter `{k}` is given more than once"));
-        }
-    }
-    Ok(params)
-}
 
 /// How the answer travels back to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

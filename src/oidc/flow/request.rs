@@ -8,14 +8,13 @@ use crate::storage::{AuthRequest, AuthRequestParams, DeviceStatus, Grant, LoginR
 use super::super::claims::subject;
 use super::super::device::{device_form_csrf, normalize_user_code};
 use super::super::error::ErrorCode;
+use super::super::form::{optional, parse_unique_params};
 use super::super::pkce;
 use super::super::redirect::redirect_uri_allowed;
+use super::super::scopes::Scopes;
 use super::super::secrets::{constant_time_eq, random_token, sha256_hex};
 use super::super::{ConnectorEntry, Provider};
-use super::{
-    is_internal_client, parse_unique_params, AuthorizeError, Outcome, ResponseMode, ResponseType,
-    Step,
-};
+use super::{is_internal_client, AuthorizeError, Outcome, ResponseMode, ResponseType, Step};
 
 impl Provider {
     /// /auth: validates the request and records it. Until the client and redirect URI are
@@ -28,7 +27,7 @@ impl Provider {
     ) -> Result<Outcome, AuthorizeError> {
         let bad = |m: String| AuthorizeError::page(StatusCode::BAD_REQUEST, "Bad request", m);
         let params = parse_unique_params(raw_query).map_err(bad)?;
-        let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let get = |k: &str| optional(&params, k);
 
         let client_id =
             get("client_id").ok_or_else(|| bad("The request has no client_id.".into()))?;
@@ -101,12 +100,7 @@ impl Provider {
             ));
         }
 
-        let scopes: Vec<String> = get("scope")
-            .unwrap_or("")
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
+        let scopes = Scopes::parse(get("scope").unwrap_or(""));
         if let Err(msg) = self.check_scopes_for(&client, &scopes).await {
             return Err(fail(ErrorCode::InvalidScope, &msg));
         }
@@ -250,7 +244,7 @@ impl Provider {
                     }
                     .to_string(),
                 ),
-                scopes,
+                scopes: scopes.into_vec(),
                 state: state.map(str::to_string),
                 nonce: get("nonce").map(str::to_string),
                 code_challenge: code_challenge.map(str::to_string),

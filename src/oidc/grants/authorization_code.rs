@@ -1,8 +1,6 @@
 //! The authorization code grant: a code from /auth, checked against its redirect URI and
 //! PKCE verifier, redeemed once.
 
-use std::collections::HashMap;
-
 use crate::storage::Redemption;
 
 use super::super::error::OAuthError;
@@ -15,14 +13,10 @@ impl Provider {
     pub(super) async fn redeem_code(
         &self,
         client: &ClientInfo,
-        form: &HashMap<String, String>,
+        code: &str,
+        redirect_uri: &str,
+        verifier: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let code = form
-            .get("code")
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
-        let redirect_uri = form.get("redirect_uri").map(String::as_str).unwrap_or("");
-        let verifier = form.get("code_verifier").filter(|v| !v.is_empty());
         let code_hash = sha256_hex(code);
         let now = self.now();
 

@@ -1,33 +1,23 @@
 //! The client credentials grant: a token for a confidential client itself, no user.
 
-use std::collections::HashMap;
-
 use crate::storage::{Grant, UserClaims};
 
 use super::super::claims::CLIENT_CONNECTOR;
 use super::super::error::{ErrorCode, OAuthError};
 use super::super::issue::TokenResponse;
+use super::super::scopes::{scope_supported, Scopes, OFFLINE_ACCESS};
 use super::super::secrets::random_token;
-use super::super::{scope_supported, ClientInfo, Provider};
+use super::super::{ClientInfo, Provider};
 
 impl Provider {
     pub(super) async fn client_credentials(
         &self,
         client: &ClientInfo,
-        form: &HashMap<String, String>,
+        scopes: Scopes,
     ) -> Result<TokenResponse, OAuthError> {
-        let scopes: Vec<String> = form
-            .get("scope")
-            .map(|s| {
-                s.split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
         if let Some(bad) = scopes
             .iter()
-            .find(|s| matches!(s.as_str(), "offline_access") || !scope_supported(s))
+            .find(|s| *s == OFFLINE_ACCESS || !scope_supported(s))
         {
             return Err(OAuthError::new(
                 ErrorCode::InvalidScope,
@@ -44,7 +34,7 @@ impl Provider {
                 username: client.display_name().to_string(),
                 ..UserClaims::default()
             },
-            scopes,
+            scopes: scopes.into_vec(),
             nonce: None,
             auth_time: now,
             connector_data: None,

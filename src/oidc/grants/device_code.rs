@@ -1,7 +1,5 @@
 //! The device code grant (RFC 8628 §3.4): a device polls until its user approves.
 
-use std::collections::HashMap;
-
 use crate::storage::{DevicePoll, Grant, UserClaims};
 
 use super::super::device::device_grant_id;
@@ -14,12 +12,8 @@ impl Provider {
     pub(super) async fn redeem_device_code(
         &self,
         client: &ClientInfo,
-        form: &HashMap<String, String>,
+        device_code: &str,
     ) -> Result<TokenResponse, OAuthError> {
-        let device_code = form
-            .get("device_code")
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| OAuthError::invalid_request("device_code is required"))?;
         let now = self.now();
         let hash = sha256_hex(device_code);
         // The grant's id is fixed by the device code (see `device_grant_id`), so the tokens

@@ -1,14 +1,12 @@
 //! The refresh token grant: rotation, reuse within the interval, replay revoking the family,
 //! and the connector re-checking who the user is.
 
-use std::collections::HashMap;
-
 use crate::storage::{Grant, RefreshOutcome, Rotation, UserClaims};
 
 use super::super::claims::identity_claims;
 use super::super::error::{ErrorCode, OAuthError};
 use super::super::issue::{NewTokens, TokenResponse};
-use super::super::scopes::scopes_of;
+use super::super::scopes::{connector_scopes, has, Scopes};
 use super::super::secrets::{open_successor, seal_successor, sha256_hex};
 use super::super::{ClientInfo, Provider};
 
@@ -16,12 +14,9 @@ impl Provider {
     pub(super) async fn refresh(
         &self,
         client: &ClientInfo,
-        form: &HashMap<String, String>,
+        token: &str,
+        requested: Option<Scopes>,
     ) -> Result<TokenResponse, OAuthError> {
-        let token = form
-            .get("refresh_token")
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
         let invalid =
             || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
         let now = self.now();
@@ -40,13 +35,9 @@ impl Provider {
         // RFC 6749 §6: a refresh may ask for fewer scopes than were granted. The grant keeps
         // all of them, so a later refresh may ask for the original scopes again; the new
         // access token keeps the fewer, so /userinfo and introspection answer with them.
-        let narrowed: Option<Vec<String>> = match form.get("scope").filter(|s| !s.is_empty()) {
+        let narrowed: Option<Vec<String>> = match requested {
             Some(requested) => {
-                let requested: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
-                if requested
-                    .iter()
-                    .any(|s| !grant.scopes.iter().any(|g| g == s))
-                {
+                if requested.iter().any(|s| !has(&grant.scopes, s)) {
                     return Err(OAuthError::new(
                         ErrorCode::InvalidScope,
                         "a refresh may not widen the granted scopes",
@@ -56,7 +47,7 @@ impl Provider {
                     grant
                         .scopes
                         .iter()
-                        .filter(|g| requested.contains(&g.as_str()))
+                        .filter(|g| requested.contains(g))
                         .cloned()
                         .collect(),
                 )
@@ -100,7 +91,7 @@ impl Provider {
         };
         match self.storage.rotate_refresh_token(&rotation, now).await? {
             RefreshOutcome::Rotated(grant) => {
-                let refresh = successor.unwrap_or_else(|| token.clone());
+                let refresh = successor.unwrap_or_else(|| token.to_string());
                 self.respond(
                     &rotation.access.grant_view(grant),
                     NewTokens {
@@ -181,7 +172,7 @@ impl Provider {
             },
         };
         match refresher
-            .refresh(&scopes_of(&grant.scopes), &identity)
+            .refresh(&connector_scopes(&grant.scopes), &identity)
             .await
         {
             Ok(fresh) => {

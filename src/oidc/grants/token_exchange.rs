@@ -1,8 +1,6 @@
 //! The token exchange grant (RFC 8693).
 
-use std::collections::HashMap;
-
-use lanyard_connectors::oidc::{ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE};
+use lanyard_connectors::oidc::ID_TOKEN_TYPE;
 use serde_json::Value;
 
 use crate::storage::Grant;
@@ -10,7 +8,7 @@ use crate::storage::Grant;
 use super::super::claims::identity_claims;
 use super::super::error::{ErrorCode, OAuthError};
 use super::super::issue::TokenResponse;
-use super::super::scopes::scopes_of;
+use super::super::scopes::{connector_scopes, Scopes, OFFLINE_ACCESS, OPENID};
 use super::super::secrets::random_token;
 use super::super::{ClientInfo, Provider};
 
@@ -21,36 +19,12 @@ impl Provider {
     pub(super) async fn token_exchange(
         &self,
         client: &ClientInfo,
-        form: &HashMap<String, String>,
+        subject_token: &str,
+        subject_token_type: &str,
+        connector_id: &str,
+        requested: &'static str,
+        mut scopes: Scopes,
     ) -> Result<TokenResponse, OAuthError> {
-        let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        let required =
-            |k: &str| get(k).ok_or_else(|| OAuthError::invalid_request(format!("{k} is required")));
-        let subject_token = required("subject_token")?;
-        let subject_token_type = required("subject_token_type")?;
-        let connector_id = required("connector_id")?;
-        if ![ID_TOKEN_TYPE, ACCESS_TOKEN_TYPE].contains(&subject_token_type) {
-            return Err(OAuthError::invalid_request(format!(
-                "subject_token_type must be {ID_TOKEN_TYPE} or {ACCESS_TOKEN_TYPE}"
-            )));
-        }
-        let requested = get("requested_token_type").unwrap_or(ACCESS_TOKEN_TYPE);
-        if ![ID_TOKEN_TYPE, ACCESS_TOKEN_TYPE].contains(&requested) {
-            return Err(OAuthError::invalid_request(format!(
-                "requested_token_type must be {ACCESS_TOKEN_TYPE} or {ID_TOKEN_TYPE}"
-            )));
-        }
-        if get("actor_token").is_some() || get("actor_token_type").is_some() {
-            return Err(OAuthError::invalid_request(
-                "delegation (actor_token) is not supported",
-            ));
-        }
-        if get("resource").is_some() || get("audience").is_some() {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidTarget,
-                "tokens are issued for the requesting client only; use the scope audience:server:client_id:X for a trusting peer",
-            ));
-        }
         let Some(verifier) = self
             .connector(connector_id)
             .and_then(|c| c.token_identity.clone())
@@ -67,16 +41,8 @@ impl Provider {
                 format!("this client may not use connector {connector_id}"),
             ));
         }
-        let mut scopes: Vec<String> = get("scope")
-            .unwrap_or("openid")
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        if !scopes.iter().any(|s| s == "openid") {
-            scopes.insert(0, "openid".to_string());
-        }
-        if scopes.iter().any(|s| s == "offline_access") {
+        scopes.require(OPENID);
+        if scopes.contains(OFFLINE_ACCESS) {
             return Err(OAuthError::new(
                 ErrorCode::InvalidScope,
                 "token exchange issues no refresh token: exchange a fresh subject token instead",
@@ -88,7 +54,7 @@ impl Provider {
 
         use lanyard_connectors::ConnectorError;
         let subject = verifier
-            .token_identity(&scopes_of(&scopes), subject_token_type, subject_token)
+            .token_identity(&connector_scopes(&scopes), subject_token_type, subject_token)
             .await
             .map_err(|err| {
                 tracing::info!(client = %client.id, connector = %connector_id, error = %err, "token exchange refused");
@@ -127,7 +93,7 @@ impl Provider {
             client_id: client.id.clone(),
             connector_id: connector_id.to_string(),
             claims: identity_claims(&subject.identity),
-            scopes,
+            scopes: scopes.into_vec(),
             nonce: None,
             auth_time: now,
             connector_data: None,
@@ -153,11 +119,7 @@ impl Provider {
             id_token: None,
             refresh_token: None,
             scope: grant.scopes.join(" "),
-            issued_token_type: Some(if requested == ID_TOKEN_TYPE {
-                ID_TOKEN_TYPE
-            } else {
-                ACCESS_TOKEN_TYPE
-            }),
+            issued_token_type: Some(requested),
         })
     }
 }
