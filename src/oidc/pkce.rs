@@ -36,6 +36,27 @@ pub fn is_valid_s256_challenge(challenge: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
+/// What /auth takes: no PKCE only when `required` is false, else S256 with a well-formed
+/// challenge. The error says what is wrong.
+pub fn check_request(
+    challenge: Option<&str>,
+    method: Option<&str>,
+    required: bool,
+) -> Result<(), &'static str> {
+    match (challenge, method) {
+        (None, None) if required => {
+            Err("public clients must use PKCE (code_challenge with code_challenge_method=S256)")
+        }
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err("code_challenge_method given without code_challenge"),
+        (Some(_), m) if m != Some(S256) => Err("only code_challenge_method=S256 is supported"),
+        (Some(c), _) if !is_valid_s256_challenge(c) => {
+            Err("code_challenge must be 43 base64url characters")
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,8 @@
 //! The approval step: the person sees what the client asks for and approves or denies.
 
-use super::super::error::ErrorCode;
-use super::super::Provider;
 use super::{request_mode, ApprovalView, AuthorizeError, Step};
+use crate::oidc::error::ErrorCode;
+use crate::oidc::Provider;
 
 impl Provider {
     /// The approval page for a logged-in request.

@@ -4,10 +4,10 @@ use axum::http::StatusCode;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::super::scopes::connector_scopes;
-use super::super::secrets::{constant_time_eq, sha256_hex};
-use super::super::{ConnectorKind, Provider};
 use super::{AuthorizeError, Outcome};
+use crate::oidc::scopes::connector_scopes;
+use crate::oidc::secrets::{constant_time_eq, sha256_hex};
+use crate::oidc::{ConnectorKind, Provider};
 
 impl Provider {
     /// The upstream sent the browser back to `/callback` with `query`.

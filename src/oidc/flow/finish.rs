@@ -5,10 +5,10 @@ use axum::http::StatusCode;
 
 use crate::storage::{AuthCode, AuthRequest, Grant, IssuedTokens, LoginResult};
 
-use super::super::device::device_grant_id;
-use super::super::secrets::{random_token, sha256_hex};
-use super::super::{Provider, AUTH_CODE_TTL_SECS};
 use super::{request_mode, AuthorizeError, ClientResponse, ResponseType, Step};
+use crate::oidc::device::device_grant_id;
+use crate::oidc::secrets::{random_token, sha256_hex};
+use crate::oidc::{Provider, AUTH_CODE_TTL_SECS};
 
 impl Provider {
     /// The grant a finished login creates.

@@ -10,14 +10,14 @@ use lanyard_connectors::{ConnectorError, Identity, PasswordConnector};
 
 use crate::storage::{AuthRequest, LoginResult, Session, UpstreamLogin};
 
-use super::super::claims::identity_claims;
-use super::super::ratelimit::PasswordAttempt;
-use super::super::scopes::connector_scopes;
-use super::super::secrets::{random_token, sha256_hex};
-use super::super::{ClientInfo, ConnectorEntry, ConnectorKind, Provider};
 use super::{
     is_internal_client, AuthorizeError, ConnectorLogin, LoginForm, Outcome, PasswordOutcome, Step,
 };
+use crate::oidc::claims::identity_claims;
+use crate::oidc::ratelimit::PasswordAttempt;
+use crate::oidc::scopes::connector_scopes;
+use crate::oidc::secrets::{random_token, sha256_hex};
+use crate::oidc::{ClientInfo, ConnectorEntry, ConnectorKind, Provider};
 
 impl Provider {
     /// The connector chooser: the connectors the request's client may use.

@@ -5,16 +5,16 @@ use axum::http::StatusCode;
 
 use crate::storage::{AuthRequest, AuthRequestParams, DeviceStatus, Grant, LoginResult};
 
-use super::super::claims::subject;
-use super::super::device::{device_form_csrf, normalize_user_code};
-use super::super::error::ErrorCode;
-use super::super::form::{optional, parse_unique_params};
-use super::super::pkce;
-use super::super::redirect::redirect_uri_allowed;
-use super::super::scopes::Scopes;
-use super::super::secrets::{constant_time_eq, random_token, sha256_hex};
-use super::super::{ConnectorEntry, Provider};
 use super::{is_internal_client, AuthorizeError, Outcome, ResponseMode, ResponseType, Step};
+use crate::oidc::claims::subject;
+use crate::oidc::device::{device_form_csrf, normalize_user_code};
+use crate::oidc::error::ErrorCode;
+use crate::oidc::form::{optional, parse_unique_params};
+use crate::oidc::pkce;
+use crate::oidc::redirect::redirect_uri_allowed;
+use crate::oidc::scopes::Scopes;
+use crate::oidc::secrets::{constant_time_eq, random_token, sha256_hex};
+use crate::oidc::{ConnectorEntry, Provider};
 
 impl Provider {
     /// /auth: validates the request and records it. Until the client and redirect URI are
@@ -107,33 +107,9 @@ impl Provider {
 
         let code_challenge = get("code_challenge");
         let method = get("code_challenge_method");
-        match (code_challenge, method) {
-            (None, None) if client.public && rt.code => {
-                return Err(fail(
-                    ErrorCode::InvalidRequest,
-                    "public clients must use PKCE (code_challenge with code_challenge_method=S256)",
-                ))
-            }
-            (None, None) => {}
-            (None, Some(_)) => {
-                return Err(fail(
-                    ErrorCode::InvalidRequest,
-                    "code_challenge_method given without code_challenge",
-                ))
-            }
-            (Some(_), m) if m != Some("S256") => {
-                return Err(fail(
-                    ErrorCode::InvalidRequest,
-                    "only code_challenge_method=S256 is supported",
-                ))
-            }
-            (Some(c), _) if !pkce::is_valid_s256_challenge(c) => {
-                return Err(fail(
-                    ErrorCode::InvalidRequest,
-                    "code_challenge must be 43 base64url characters",
-                ))
-            }
-            _ => {}
+        if let Err(problem) = pkce::check_request(code_challenge, method, client.public && rt.code)
+        {
+            return Err(fail(ErrorCode::InvalidRequest, problem));
         }
 
         let allowed = self.connectors_for(&client);

@@ -3,11 +3,11 @@
 
 use crate::storage::Redemption;
 
-use super::super::error::OAuthError;
-use super::super::issue::TokenResponse;
-use super::super::pkce;
-use super::super::secrets::sha256_hex;
-use super::super::{ClientInfo, Provider};
+use crate::oidc::error::OAuthError;
+use crate::oidc::issue::TokenResponse;
+use crate::oidc::pkce;
+use crate::oidc::secrets::sha256_hex;
+use crate::oidc::{ClientInfo, Provider};
 
 impl Provider {
     pub(super) async fn redeem_code(

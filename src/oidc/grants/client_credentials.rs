@@ -2,12 +2,12 @@
 
 use crate::storage::{Grant, UserClaims};
 
-use super::super::claims::CLIENT_CONNECTOR;
-use super::super::error::{ErrorCode, OAuthError};
-use super::super::issue::TokenResponse;
-use super::super::scopes::{scope_supported, Scopes, OFFLINE_ACCESS};
-use super::super::secrets::random_token;
-use super::super::{ClientInfo, Provider};
+use crate::oidc::claims::CLIENT_CONNECTOR;
+use crate::oidc::error::{ErrorCode, OAuthError};
+use crate::oidc::issue::TokenResponse;
+use crate::oidc::scopes::{scope_supported, Scopes, OFFLINE_ACCESS};
+use crate::oidc::secrets::random_token;
+use crate::oidc::{ClientInfo, Provider};
 
 impl Provider {
     pub(super) async fn client_credentials(

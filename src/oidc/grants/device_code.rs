@@ -2,11 +2,11 @@
 
 use crate::storage::{DevicePoll, Grant, UserClaims};
 
-use super::super::device::device_grant_id;
-use super::super::error::{ErrorCode, OAuthError};
-use super::super::issue::TokenResponse;
-use super::super::secrets::sha256_hex;
-use super::super::{ClientInfo, Provider};
+use crate::oidc::device::device_grant_id;
+use crate::oidc::error::{ErrorCode, OAuthError};
+use crate::oidc::issue::TokenResponse;
+use crate::oidc::secrets::sha256_hex;
+use crate::oidc::{ClientInfo, Provider};
 
 impl Provider {
     pub(super) async fn redeem_device_code(

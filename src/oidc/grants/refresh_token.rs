@@ -3,12 +3,12 @@
 
 use crate::storage::{Grant, RefreshOutcome, Rotation, UserClaims};
 
-use super::super::claims::identity_claims;
-use super::super::error::{ErrorCode, OAuthError};
-use super::super::issue::{NewTokens, TokenResponse};
-use super::super::scopes::{connector_scopes, has, Scopes};
-use super::super::secrets::{open_successor, seal_successor, sha256_hex};
-use super::super::{ClientInfo, Provider};
+use crate::oidc::claims::identity_claims;
+use crate::oidc::error::{ErrorCode, OAuthError};
+use crate::oidc::issue::{NewTokens, TokenResponse};
+use crate::oidc::scopes::{connector_scopes, has, Scopes};
+use crate::oidc::secrets::{open_successor, seal_successor, sha256_hex};
+use crate::oidc::{ClientInfo, Provider};
 
 impl Provider {
     pub(super) async fn refresh(

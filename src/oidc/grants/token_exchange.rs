@@ -5,12 +5,12 @@ use serde_json::Value;
 
 use crate::storage::Grant;
 
-use super::super::claims::identity_claims;
-use super::super::error::{ErrorCode, OAuthError};
-use super::super::issue::TokenResponse;
-use super::super::scopes::{connector_scopes, Scopes, OFFLINE_ACCESS, OPENID};
-use super::super::secrets::random_token;
-use super::super::{ClientInfo, Provider};
+use crate::oidc::claims::identity_claims;
+use crate::oidc::error::{ErrorCode, OAuthError};
+use crate::oidc::issue::TokenResponse;
+use crate::oidc::scopes::{connector_scopes, Scopes, OFFLINE_ACCESS, OPENID};
+use crate::oidc::secrets::random_token;
+use crate::oidc::{ClientInfo, Provider};
 
 impl Provider {
     /// RFC 8693 token exchange: a token from an upstream issuer (a CI system's ID token) for
