@@ -89,19 +89,9 @@ impl Provider {
                 .valid_if_not_used_for
                 .map(|d| now - d.as_secs() as i64),
         };
-        match self.storage.rotate_refresh_token(&rotation, now).await? {
+        let (grant, refresh) = match self.storage.rotate_refresh_token(&rotation, now).await? {
             RefreshOutcome::Rotated(grant) => {
-                let refresh = successor.unwrap_or_else(|| token.to_string());
-                self.respond(
-                    &rotation.access.grant_view(grant),
-                    NewTokens {
-                        access: new_access.access,
-                        refresh: Some(refresh),
-                    },
-                    now,
-                    false,
-                )
-                .await
+                (grant, successor.unwrap_or_else(|| token.to_string()))
             }
             RefreshOutcome::Reused {
                 grant,
@@ -111,25 +101,26 @@ impl Provider {
                     tracing::error!("a sealed refresh successor did not open");
                     invalid()
                 })?;
-                self.respond(
-                    &rotation.access.grant_view(grant),
-                    NewTokens {
-                        access: new_access.access,
-                        refresh: Some(refresh),
-                    },
-                    now,
-                    false,
-                )
-                .await
+                (grant, refresh)
             }
             RefreshOutcome::Replayed { .. } => {
                 tracing::warn!(client = %client.id, "a rotated refresh token was reused; its family is revoked");
-                Err(invalid())
+                return Err(invalid());
             }
             RefreshOutcome::Expired | RefreshOutcome::Revoked | RefreshOutcome::NotFound => {
-                Err(invalid())
+                return Err(invalid())
             }
-        }
+        };
+        self.respond(
+            &rotation.access.grant_view(grant),
+            NewTokens {
+                access: new_access.access,
+                refresh: Some(refresh),
+            },
+            now,
+            false,
+        )
+        .await
     }
 
     /// The user's current claims from the grant's connector.
