@@ -69,8 +69,11 @@ impl Metrics {
         bump(&self.logins, (connector.to_string(), result.to_string()));
     }
 
-    pub fn record_token(&self, grant: &str, client: &str) {
-        bump(&self.tokens_issued, (grant.to_string(), client.to_string()));
+    pub fn record_token(&self, grant: crate::config::GrantType, client: &str) {
+        bump(
+            &self.tokens_issued,
+            (grant.metrics_label().to_string(), client.to_string()),
+        );
     }
 
     pub fn record_token_error(&self, error: &str) {

@@ -15,9 +15,9 @@ mod keys;
 pub use keys::KeysCommand;
 
 use crate::clock::{Clock, SystemClock, UnixTime};
-use crate::config::Config;
+use crate::config::{Config, GrantType};
+use crate::oidc::grants;
 use crate::oidc::secrets::{random_token, sha256_hex};
-use crate::oidc::token::SUPPORTED_GRANTS;
 use crate::storage::{self, Client, GrantFilter, Password, SharedStorage, StorageError};
 
 /// 256 random bits.
@@ -315,7 +315,10 @@ impl Admin<'_> {
                 validate_redirect_uris(&fields.id, fields)?;
                 if fields.redirect_uris.is_empty()
                     && !fields.grant_types.is_empty()
-                    && fields.grant_types.iter().any(|g| g == "authorization_code")
+                    && fields
+                        .grant_types
+                        .iter()
+                        .any(|g| g == GrantType::AuthorizationCode.as_str())
                 {
                     return Err(AdminError::Invalid(
                         "the authorization_code grant needs at least one --redirect-uri".into(),
@@ -631,11 +634,11 @@ fn validate_client_id(id: &str) -> Result<()> {
 fn validate_grant_types(grant_types: &[String]) -> Result<()> {
     match grant_types
         .iter()
-        .find(|g| !SUPPORTED_GRANTS.contains(&g.as_str()))
+        .find(|g| !GrantType::parse(g).is_some_and(grants::supported))
     {
         Some(g) => Err(AdminError::Invalid(format!(
             "unsupported grant type {g:?}; supported: {}",
-            SUPPORTED_GRANTS.join(", ")
+            grants::SUPPORTED.map(GrantType::as_str).join(", ")
         ))),
         None => Ok(()),
     }

@@ -480,6 +480,14 @@ impl GrantType {
     pub fn parse(s: &str) -> Option<GrantType> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
+
+    /// The `grant` label of the token metrics: the wire name, but short for token exchange.
+    pub fn metrics_label(self) -> &'static str {
+        match self {
+            GrantType::TokenExchange => "token_exchange",
+            other => other.as_str(),
+        }
+    }
 }
 
 /// A client from `staticClients`.

@@ -9,9 +9,9 @@ use rand::RngCore;
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::clock::UnixTime;
+use crate::config::GrantType;
 
 use super::LoginError;
 
@@ -334,7 +334,7 @@ pub async fn exchange_code(
             url,
             client,
             &[
-                ("grant_type", "authorization_code"),
+                ("grant_type", GrantType::AuthorizationCode.as_str()),
                 ("code", code),
                 ("redirect_uri", redirect_uri),
                 ("code_verifier", verifier),
@@ -358,7 +358,7 @@ pub async fn refresh(
             url,
             client,
             &[
-                ("grant_type", "refresh_token"),
+                ("grant_type", GrantType::RefreshToken.as_str()),
                 ("refresh_token", refresh_token),
             ],
         )
@@ -403,8 +403,6 @@ pub async fn device_authorization(
     })
 }
 
-pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-
 pub async fn poll_device(
     http: &Http,
     provider: &Provider,
@@ -417,7 +415,7 @@ pub async fn poll_device(
             url,
             client,
             &[
-                ("grant_type", GRANT_DEVICE_CODE),
+                ("grant_type", GrantType::DeviceCode.as_str()),
                 ("device_code", device_code),
             ],
         )
@@ -433,11 +431,6 @@ pub fn random_string(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut b);
     URL_SAFE_NO_PAD.encode(b)
-}
-
-/// The S256 code challenge of a PKCE verifier (RFC 7636 §4.2).
-pub fn pkce_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
 /// The claims of an ID token the plugin checks. The token came straight from the token
@@ -541,12 +534,7 @@ mod tests {
     }
 
     #[test]
-    fn pkce_challenge_is_rfc7636_s256() {
-        // RFC 7636 Appendix B.
-        assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-        );
+    fn random_strings_are_long_and_differ() {
         assert_eq!(random_string(32).len(), 43);
         assert_ne!(random_string(16), random_string(16));
     }

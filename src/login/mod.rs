@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, UnixTime};
+use crate::oidc::pkce;
 
 use base64::Engine as _;
 use cache::{Cache, CacheEntry};
@@ -402,8 +403,8 @@ async fn authcode_login(
         .append_pair("scope", &scopes.join(" "))
         .append_pair("state", &state)
         .append_pair("nonce", &nonce)
-        .append_pair("code_challenge", &client::pkce_challenge(&verifier))
-        .append_pair("code_challenge_method", "S256");
+        .append_pair("code_challenge", &pkce::s256_challenge(&verifier))
+        .append_pair("code_challenge_method", pkce::S256);
     show_login_url(url.as_str(), args);
     let code = tokio::time::timeout(
         LOGIN_TIMEOUT,

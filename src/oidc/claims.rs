@@ -2,7 +2,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::storage::Grant;
+use lanyard_connectors::Identity;
+
+use crate::storage::{Grant, UserClaims};
 
 use super::subject::encode_subject;
 
@@ -82,4 +84,15 @@ pub fn user_claims(grant: &Grant) -> Map<String, Value> {
         );
     }
     m
+}
+
+pub fn identity_claims(identity: &Identity) -> UserClaims {
+    UserClaims {
+        user_id: identity.user_id.clone(),
+        username: identity.username.clone(),
+        preferred_username: identity.preferred_username.clone(),
+        email: identity.email.clone(),
+        email_verified: identity.email_verified,
+        groups: identity.groups.clone(),
+    }
 }

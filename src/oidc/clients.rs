@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::config::GrantType;
 use crate::storage::{self, SharedStorage};
 
 use super::secrets::{constant_time_eq, sha256_hex};
@@ -31,6 +32,17 @@ impl ClientInfo {
         match &self.secret_sha256 {
             Some(expected) => constant_time_eq(&sha256_hex(secret), expected),
             None => false,
+        }
+    }
+
+    /// Whether this client may use `grant`. An empty list allows every grant but
+    /// client_credentials, which hands out tokens without a user: only for clients that ask
+    /// for it by name, and only with a secret.
+    pub fn allows_grant(&self, grant: GrantType) -> bool {
+        let listed = self.grant_types.iter().any(|g| g == grant.as_str());
+        match grant {
+            GrantType::ClientCredentials => listed && !self.public,
+            _ => self.grant_types.is_empty() || listed,
         }
     }
 

@@ -2,7 +2,8 @@
 
 use serde_json::json;
 
-use super::{ProviderSettings, SUPPORTED_SCOPES};
+use super::scopes::SUPPORTED_SCOPES;
+use super::ProviderSettings;
 
 pub struct DiscoveryDocument {
     pub body: Vec<u8>,
@@ -10,7 +11,7 @@ pub struct DiscoveryDocument {
 
 impl DiscoveryDocument {
     pub fn build(settings: &ProviderSettings, signing_alg: &str) -> Self {
-        let mut grant_types: Vec<&str> = settings.grant_types.iter().map(String::as_str).collect();
+        let mut grant_types: Vec<&str> = settings.grant_types.iter().map(|g| g.as_str()).collect();
         grant_types.sort_unstable();
         let enabled = |t: &str| settings.response_types.iter().any(|r| r == t);
         // Every combination of the enabled parts: code, id_token, token.
@@ -60,12 +61,12 @@ impl DiscoveryDocument {
                 "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash", "c_hash",
                 "email", "email_verified", "name", "preferred_username", "groups"
             ],
-            "code_challenge_methods_supported": ["S256"],
+            "code_challenge_methods_supported": [super::pkce::S256],
             "authorization_response_iss_parameter_supported": true,
             "request_parameter_supported": false,
             "request_uri_parameter_supported": false,
         });
-        if grant_types.contains(&super::token::GRANT_DEVICE_CODE) {
+        if settings.grant_enabled(crate::config::GrantType::DeviceCode) {
             doc["device_authorization_endpoint"] = json!(settings.endpoint("/device/code"));
         }
         Self {

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 
-use super::authorize::{append_query, AuthorizeError};
+use super::flow::AuthorizeError;
+use super::redirect::append_query;
 use super::secrets::{constant_time_eq, sha256_hex};
 use super::subject::encode_subject;
 use super::Provider;

@@ -3,19 +3,24 @@
 //! Handlers in `server` translate requests into calls on [`Provider`]; every function here
 //! takes its time from the injected clock and its state from storage.
 
-pub mod authorize;
 pub mod claims;
+pub mod client_auth;
 pub mod clients;
 pub mod device;
 pub mod discovery;
 pub mod error;
+pub mod flow;
+pub mod form;
+pub mod grants;
+pub mod issue;
 pub mod logout;
+pub mod pkce;
 pub mod ratelimit;
 pub mod redirect;
 pub mod revocation;
+pub mod scopes;
 pub mod secrets;
 pub mod subject;
-pub mod token;
 pub mod userinfo;
 
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use lanyard_connectors::{
 use url::Url;
 
 use crate::clock::{SharedClock, UnixTime};
+use crate::config::GrantType;
 use crate::keys::KeyManager;
 use crate::storage::SharedStorage;
 
@@ -35,24 +41,6 @@ pub use error::{ErrorCode, OAuthError};
 
 /// An authorization code is good for this long (and only once).
 pub const AUTH_CODE_TTL_SECS: i64 = 600;
-
-/// Scopes lanyard understands at /auth. `audience:server:client_id:` is a prefix.
-pub const SUPPORTED_SCOPES: &[&str] = &[
-    "openid",
-    "email",
-    "profile",
-    "groups",
-    "offline_access",
-    "federated:id",
-];
-
-/// Whether /auth (and client_credentials) accept a scope.
-pub fn scope_supported(scope: &str) -> bool {
-    SUPPORTED_SCOPES.contains(&scope)
-        || scope
-            .strip_prefix(claims::AUDIENCE_SCOPE_PREFIX)
-            .is_some_and(|peer| !peer.is_empty())
-}
 
 /// `expiry.refreshTokens`.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +64,7 @@ pub struct ProviderSettings {
     /// `oauth2.responseTypes`.
     pub response_types: Vec<String>,
     /// The grants the token endpoint accepts (`oauth2.grantTypes`, or every supported one).
-    pub grant_types: Vec<String>,
+    pub grant_types: Vec<GrantType>,
     /// Browser cookies get `Secure` when the issuer is https.
     pub secure_cookies: bool,
     pub refresh: RefreshPolicy,
@@ -90,6 +78,11 @@ impl ProviderSettings {
     /// The issuer without a trailing slash, as it appears in `iss`.
     pub fn issuer_str(&self) -> &str {
         self.issuer.as_str().trim_end_matches('/')
+    }
+
+    /// Whether the token endpoint accepts `grant`.
+    pub fn grant_enabled(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
     }
 
     /// An absolute URL of an endpoint under the issuer, e.g. `endpoint("/token")`.
@@ -156,7 +149,7 @@ impl Provider {
         if !connectors.iter().any(|c| c.token_identity.is_some()) {
             settings
                 .grant_types
-                .retain(|g| g != token::GRANT_TOKEN_EXCHANGE);
+                .retain(|g| *g != GrantType::TokenExchange);
         }
         let discovery = discovery::DiscoveryDocument::build(&settings, keys.algorithm().as_str());
         Self {

@@ -51,6 +51,16 @@ fn split_http_authority(raw: &str) -> Option<(&str, &str, &str)> {
     Some((host, port, tail))
 }
 
+/// Builds `base?k=v&...` (or `&` when `base` has a query), preserving `base` byte for byte.
+pub fn append_query(base: &str, pairs: &[(&str, &str)]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        query.append_pair(k, v);
+    }
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}{}", query.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::claims::{audiences, user_claims};
+use super::client_auth::presented_client;
 use super::error::OAuthError;
+use super::form::required;
 use super::secrets::sha256_hex;
-use super::token::presented_client;
 use super::Provider;
 
 impl Provider {
@@ -21,10 +22,7 @@ impl Provider {
         let client = self
             .authenticate_client(&presented_client(authorization, form)?)
             .await?;
-        let token = form
-            .get("token")
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let token = required(form, "token")?;
         let hash = sha256_hex(token);
         let now = self.now();
         // Revoking a refresh token ends its family, and the access tokens of the family with it.
@@ -59,10 +57,7 @@ impl Provider {
             ));
         }
         let caller = self.authenticate_client(&presented).await?;
-        let token = form
-            .get("token")
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let token = required(form, "token")?;
         let hash = sha256_hex(token);
         let now = self.now();
         let inactive = || {

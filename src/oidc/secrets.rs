@@ -42,28 +42,6 @@ pub fn at_hash(access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
-/// PKCE S256: base64url(SHA-256(verifier)) == challenge, compared in constant time.
-pub fn pkce_s256_matches(verifier: &str, challenge: &str) -> bool {
-    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    constant_time_eq(&computed, challenge)
-}
-
-/// RFC 7636 §4.1: 43 to 128 characters from the unreserved set.
-pub fn is_valid_pkce_verifier(verifier: &str) -> bool {
-    (43..=128).contains(&verifier.len())
-        && verifier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
-}
-
-/// A code challenge is the base64url encoding of a SHA-256 digest: exactly 43 characters.
-pub fn is_valid_s256_challenge(challenge: &str) -> bool {
-    challenge.len() == 43
-        && challenge
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-}
-
 /// Seals a refresh token's successor under a key derived from the token it replaces, so the
 /// stored ciphertext is useless to anyone without the old token: only a client retrying
 /// inside the reuse interval can open it.
@@ -100,27 +78,6 @@ fn successor_key(old_token: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc7636_appendix_b_example_verifies() {
-        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-        assert!(pkce_s256_matches(verifier, challenge));
-        assert!(!pkce_s256_matches(
-            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj",
-            challenge
-        ));
-        assert!(is_valid_pkce_verifier(verifier));
-        assert!(is_valid_s256_challenge(challenge));
-    }
-
-    #[test]
-    fn pkce_verifier_length_and_charset_are_enforced() {
-        assert!(!is_valid_pkce_verifier(&"a".repeat(42)));
-        assert!(is_valid_pkce_verifier(&"a".repeat(128)));
-        assert!(!is_valid_pkce_verifier(&"a".repeat(129)));
-        assert!(!is_valid_pkce_verifier(&format!("{}+", "a".repeat(43))));
-    }
 
     #[test]
     fn random_tokens_differ_and_have_expected_length() {

@@ -18,12 +18,11 @@ use rand::RngCore;
 use tokio::sync::watch;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, ConnectorConfig, ConnectorType, LogFormat};
+use crate::config::{Config, ConnectorConfig, ConnectorType, GrantType, LogFormat};
 use crate::keys::{self, KeyManager, KeySettings, KeyStore};
 use crate::oidc::secrets::{random_token, sha256_hex};
-use crate::oidc::token::SUPPORTED_GRANTS;
 use crate::oidc::{
-    ClientInfo, ClientRegistry, ConnectorEntry, ConnectorKind, Provider, ProviderSettings,
+    grants, ClientInfo, ClientRegistry, ConnectorEntry, ConnectorKind, Provider, ProviderSettings,
     RefreshPolicy,
 };
 use crate::storage::{
@@ -281,21 +280,20 @@ pub(super) fn generation(
             name: "Kubernetes access".to_string(),
             logo_url: None,
             trusted_peers: Vec::new(),
-            grant_types: vec!["authorization_code".to_string()],
+            grant_types: vec![GrantType::AuthorizationCode.as_str().to_string()],
             post_logout_redirect_uris: Vec::new(),
             allowed_connectors: Vec::new(),
         });
     }
     let grant_types = if config.oauth2.grant_types.is_empty() {
-        SUPPORTED_GRANTS.iter().map(|g| g.to_string()).collect()
+        grants::SUPPORTED.to_vec()
     } else {
         config
             .oauth2
             .grant_types
             .iter()
-            .map(|g| g.as_str())
-            .filter(|g| SUPPORTED_GRANTS.contains(g))
-            .map(str::to_string)
+            .copied()
+            .filter(|g| grants::supported(*g))
             .collect()
     };
     let settings = ProviderSettings {

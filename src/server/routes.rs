@@ -14,11 +14,11 @@ use serde::Deserialize;
 
 use super::middleware::ClientAddr;
 use super::Live;
-use crate::oidc::authorize::{
-    parse_unique_params, AuthorizeError, ClientResponse, ConnectorLogin, Outcome, PasswordOutcome,
-    ResponseMode, Step,
-};
 use crate::oidc::device::device_form_csrf;
+use crate::oidc::flow::{
+    AuthorizeError, ClientResponse, ConnectorLogin, Outcome, PasswordOutcome, ResponseMode, Step,
+};
+use crate::oidc::form::parse_unique_params;
 use crate::oidc::logout::Logout;
 use crate::oidc::{OAuthError, Provider};
 use crate::web::kubeconfig::{cluster_views, KUBECONFIG_CLIENT};
@@ -418,7 +418,7 @@ async fn upstream_callback(
 fn render_login(
     state: &AppState,
     status: StatusCode,
-    form: &crate::oidc::authorize::LoginForm,
+    form: &crate::oidc::flow::LoginForm,
     login: &str,
     invalid: bool,
 ) -> Response {
@@ -837,14 +837,9 @@ async fn page_user(
             // Sign in through lanyard itself; the code that comes back is not needed: the
             // login leaves a session cookie, which is what this page reads.
             let verifier = crate::oidc::secrets::random_token(32);
-            let challenge = {
-                use base64::Engine;
-                use sha2::Digest;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(sha2::Sha256::digest(verifier.as_bytes()))
-            };
+            let challenge = crate::oidc::pkce::s256_challenge(&verifier);
             let settings = &state.provider.settings;
-            let url = crate::oidc::authorize::append_query(
+            let url = crate::oidc::redirect::append_query(
                 &settings.endpoint("/auth"),
                 &[
                     ("client_id", KUBECONFIG_CLIENT),
@@ -853,7 +848,7 @@ async fn page_user(
                     ("scope", "openid email profile groups"),
                     ("state", &crate::oidc::secrets::random_token(16)),
                     ("code_challenge", &challenge),
-                    ("code_challenge_method", "S256"),
+                    ("code_challenge_method", crate::oidc::pkce::S256),
                 ],
             );
             Err(see_other(&url))
