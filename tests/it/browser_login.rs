@@ -1,6 +1,6 @@
 //! A real browser (headless Chromium) signs in through lanyard's pages.
 
-mod common;
+use crate::common;
 
 use common::browser::Browser;
 use common::server::*;

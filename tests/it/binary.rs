@@ -1,6 +1,6 @@
 //! The real `lanyard` binary: the embedded default, check-config, logs, TLS and shutdown.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};

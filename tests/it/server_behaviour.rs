@@ -1,6 +1,6 @@
 //! Serving details: issuer paths, JWKS caching, bearer errors, headers, health.
 
-mod common;
+use crate::common;
 
 use common::server::*;
 

@@ -2,7 +2,7 @@
 //! bindings; and, when kubectl is installed, kubectl reading what lanyard writes and
 //! running `lanyard login` against an HTTPS issuer with a private CA.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

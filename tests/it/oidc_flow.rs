@@ -1,26 +1,10 @@
 //! The authorization code flow over real HTTP, on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::server::*;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-
-/// Runs each scenario against both databases.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await }
-            )*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await }
-            )*
-        }
-    };
-}
 
 on_both!(
     code_flow_with_pkce_issues_an_id_token_an_independent_verifier_accepts,

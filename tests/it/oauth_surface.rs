@@ -2,25 +2,10 @@
 //! PostgreSQL: refresh rotation, device grant, revocation, introspection, client credentials,
 //! sessions and prompts, logout, form_post, cross-client trust.
 
-mod common;
+use crate::common;
 
 use common::server::*;
 use serde_json::Value;
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await }
-            )*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await }
-            )*
-        }
-    };
-}
 
 on_both!(
     refresh_rotates_and_a_retry_inside_the_reuse_interval_gets_the_same_successor,

@@ -1,7 +1,7 @@
 //! Key rotation through real databases: replicas that rotate at the same moment end with
 //! exactly one new key, and every replica publishes it before anyone signs with it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

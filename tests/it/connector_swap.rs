@@ -4,7 +4,7 @@
 //! connector id) and stays the same for the same connector, and a session from a connector that
 //! left the config cannot be refreshed.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! lanyard over HTTP (login, groups, refresh, key rotation, an upstream that is down, refusals),
 //! and against a fake upstream that answers with crafted ID tokens.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,21 +19,6 @@ use lanyard::clock::Clock;
 use lanyard::storage::GrantFilter;
 use lanyard_connectors::{CallbackConnector, ConnectorError, OidcConfig, OidcConnector, Scopes};
 use serde_json::{json, Value};
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await }
-            )*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await }
-            )*
-        }
-    };
-}
 
 on_both!(
     federated_login_carries_the_upstream_identity,

@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 //! Shared test support: fresh PostgreSQL databases and a real server to talk to.
 
+#[macro_use]
+mod macros;
 pub mod browser;
 pub mod fake_github;
 pub mod federation;

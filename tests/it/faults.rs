@@ -15,7 +15,7 @@
 //! The tests run one at a time (they load the machine, and their timing bounds assume they
 //! have it): each holds [`SERIAL`].
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

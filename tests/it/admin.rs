@@ -1,6 +1,6 @@
 //! `lanyard admin`, run as the real binary against SQLite and PostgreSQL configs.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -30,6 +30,13 @@ struct Backend {
 }
 
 impl Backend {
+    async fn open(kind: common::server::Backend) -> Option<Backend> {
+        match kind {
+            common::server::Backend::Sqlite => Some(Self::sqlite()),
+            common::server::Backend::Postgres => Self::postgres().await,
+        }
+    }
+
     fn sqlite() -> Backend {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("lanyard.db");
@@ -194,29 +201,8 @@ fn assert_audited(stderr: &str, action: &str, object: &str) {
     );
 }
 
-macro_rules! on_both {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(&super::Backend::sqlite()).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(backend) = super::Backend::postgres().await else { return };
-                    super::$name(&backend).await;
-                }
-            )+
-        }
-    };
-}
-
 on_both!(
+    fixture = Backend::open;
     client_secret_is_printed_once_and_stored_as_a_digest,
     clients_list_update_rotate_and_delete,
     static_clients_and_passwords_are_read_only,

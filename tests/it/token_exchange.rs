@@ -3,7 +3,7 @@
 //! Every forged, expired or misaddressed subject token is refused, and a refusal records
 //! nothing.
 
-mod common;
+use crate::common;
 
 use common::federation::{
     alice_downstream_sub, alice_upstream_sub, jwt_claims, jwt_header, unsigned, Federation, Forger,
@@ -34,21 +34,6 @@ const CLIENTS: &str = r#"- id: ci-deploy
   redirectURIs: ['https://local.example.com/cb']
   allowedConnectors: [local]
 "#;
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await }
-            )*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await }
-            )*
-        }
-    };
-}
 
 on_both!(
     a_ci_id_token_becomes_a_lanyard_token_for_the_requesting_client,

@@ -1,7 +1,7 @@
 //! The kubeconfig page in real headless Chromium: sign in, see yourself as each cluster will,
 //! read the commands, download the kubeconfig.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::browser::Browser;

@@ -1,7 +1,7 @@
 //! RFC 9700 hardening that is not about one grant: rate limits, CORS, JWT inputs, implicit
 //! flows only when enabled, bounded storage for abandoned logins.
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

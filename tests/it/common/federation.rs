@@ -81,22 +81,19 @@ impl Federation {
         let (up_listener, up_port) = bind().await;
         let down_issuer = issuer(down_port, DOWNSTREAM_PATH);
         let up_issuer = issuer(up_port, UPSTREAM_PATH);
-        let upstream = TestServer::start_on(
-            up_listener,
-            backend,
-            UPSTREAM_PATH,
-            "",
-            &format!("{}{}", upstream_yaml(&down_issuer), setup.upstream),
-        )
-        .await?;
-        let downstream = TestServer::start_on(
-            down_listener,
-            backend,
-            DOWNSTREAM_PATH,
-            "",
-            &downstream_yaml(&up_issuer, &down_issuer, setup),
-        )
-        .await?;
+        let upstream = TestServer::builder(backend)
+            .listener(up_listener)
+            .issuer_path(UPSTREAM_PATH)
+            .config(&upstream_yaml(&down_issuer))
+            .config(setup.upstream)
+            .start()
+            .await?;
+        let downstream = TestServer::builder(backend)
+            .listener(down_listener)
+            .issuer_path(DOWNSTREAM_PATH)
+            .config(&downstream_yaml(&up_issuer, &down_issuer, setup))
+            .start()
+            .await?;
         Some(Federation {
             upstream,
             downstream,

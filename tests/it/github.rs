@@ -1,9 +1,9 @@
-//! The GitHub connector against a fake GitHub Enterprise host (tests/common/fake_github.rs),
+//! The GitHub connector against a fake GitHub Enterprise host (tests/it/common/fake_github.rs),
 //! reached over HTTPS through `hostName` and trusted through `rootCA`: end to end through a
 //! real lanyard server with a browser-like client, and directly where the connector's own
 //! answer is the point.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
-//! The LDAP connector against a real OpenLDAP slapd (tests/common/slapd.rs): first the
+//! The LDAP connector against a real OpenLDAP slapd (tests/it/common/slapd.rs): first the
 //! connector alone, then through the real server's login form and token endpoint.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,9 +1,7 @@
 //! One suite of storage behaviours, run against SQLite (a temporary file) and PostgreSQL (a
 //! fresh database per test). `conformance!` generates `sqlite::<name>` and `postgres::<name>`.
 
-mod common {
-    pub mod postgres;
-}
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! `lanyard login`, the kubectl credential plugin: the real binary as a subprocess against a
 //! real lanyard issuer in this process, with the test playing the browser.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Output, Stdio};

@@ -63,10 +63,130 @@ pub struct TestServer {
     _db: Option<TestDatabase>,
 }
 
+/// What a test server starts with; [`TestServer::builder`] makes one. YAML fragments are added
+/// to a base config that has alice's static password and the kubectl, web, peer and robot
+/// clients.
+pub struct TestServerBuilder {
+    storage: StorageChoice,
+    listener: Option<tokio::net::TcpListener>,
+    issuer_path: String,
+    web: String,
+    config: String,
+}
+
+enum StorageChoice {
+    /// A database of its own.
+    Fresh(Backend),
+    /// The PostgreSQL database of a running server (a second replica of its deployment).
+    Shared { database_url: String },
+}
+
+impl TestServerBuilder {
+    /// What follows host and port in the issuer URL, e.g. "/dex".
+    pub fn issuer_path(mut self, path: &str) -> Self {
+        self.issuer_path = path.to_string();
+        self
+    }
+
+    /// YAML indented under `web:` (two spaces), after the listen address.
+    pub fn web(mut self, yaml: &str) -> Self {
+        self.web.push_str(yaml);
+        self
+    }
+
+    /// Top-level YAML after the base config (connectors, expiry, oauth2, …).
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.config.push_str(yaml);
+        self
+    }
+
+    /// Serves on a listener bound beforehand, for a server whose URL another server's config
+    /// must name before it starts.
+    pub fn listener(mut self, listener: tokio::net::TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Starts the server; `None` when it needs a fresh PostgreSQL database and PostgreSQL is
+    /// unreachable outside CI.
+    pub async fn start(self) -> Option<TestServer> {
+        let listener = match self.listener {
+            Some(listener) => listener,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (storage_yaml, database_url, db) = match self.storage {
+            StorageChoice::Fresh(Backend::Sqlite) => {
+                let file = dir.path().join("lanyard.db");
+                (
+                    format!(
+                        "storage:\n  type: sqlite3\n  config:\n    file: {}\n",
+                        file.display()
+                    ),
+                    format!("sqlite://{}", file.display()),
+                    None,
+                )
+            }
+            StorageChoice::Fresh(Backend::Postgres) => {
+                let db = fresh_database().await?;
+                (
+                    postgres_storage_yaml(db.url()),
+                    db.url().to_string(),
+                    Some(db),
+                )
+            }
+            StorageChoice::Shared { database_url } => {
+                (postgres_storage_yaml(&database_url), database_url, None)
+            }
+        };
+        Some(
+            TestServer::launch(
+                listener,
+                dir,
+                (storage_yaml, database_url, db),
+                &self.issuer_path,
+                &self.web,
+                &self.config,
+            )
+            .await,
+        )
+    }
+}
+
+fn postgres_storage_yaml(url: &str) -> String {
+    format!("storage:\n  type: postgres\n  config:\n    connectionString: {url}\n")
+}
+
 impl TestServer {
+    pub fn builder(backend: Backend) -> TestServerBuilder {
+        TestServerBuilder {
+            storage: StorageChoice::Fresh(backend),
+            listener: None,
+            issuer_path: String::new(),
+            web: String::new(),
+            config: String::new(),
+        }
+    }
+
+    /// Another server on this one's PostgreSQL database: a second replica of the deployment.
+    pub fn replica(&self) -> TestServerBuilder {
+        assert!(
+            self.database_url.starts_with("postgres"),
+            "replicas share a PostgreSQL database"
+        );
+        TestServerBuilder {
+            storage: StorageChoice::Shared {
+                database_url: self.database_url.clone(),
+            },
+            ..Self::builder(Backend::Postgres)
+        }
+    }
+
     /// Starts a server; `None` when the backend is Postgres and it is unreachable outside CI.
     pub async fn start(backend: Backend, extra_yaml: &str) -> Option<TestServer> {
-        Self::start_with_path(backend, "", extra_yaml).await
+        Self::builder(backend).config(extra_yaml).start().await
     }
 
     pub async fn start_with_path(
@@ -74,7 +194,11 @@ impl TestServer {
         issuer_path: &str,
         extra_yaml: &str,
     ) -> Option<TestServer> {
-        Self::start_full(backend, issuer_path, "", extra_yaml).await
+        Self::builder(backend)
+            .issuer_path(issuer_path)
+            .config(extra_yaml)
+            .start()
+            .await
     }
 
     /// `web_extra` is YAML indented under `web:`.
@@ -84,14 +208,15 @@ impl TestServer {
         web_extra: &str,
         extra_yaml: &str,
     ) -> Option<TestServer> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::builder(backend)
+            .issuer_path(issuer_path)
+            .web(web_extra)
+            .config(extra_yaml)
+            .start()
             .await
-            .expect("bind");
-        Self::start_on(listener, backend, issuer_path, web_extra, extra_yaml).await
     }
 
-    /// Like [`TestServer::start_full`] on a listener bound beforehand, for a server whose
-    /// URL another server's config must name before it starts.
+    /// Like [`TestServer::start_full`] on a listener bound beforehand.
     pub async fn start_on(
         listener: tokio::net::TcpListener,
         backend: Backend,
@@ -99,60 +224,23 @@ impl TestServer {
         web_extra: &str,
         extra_yaml: &str,
     ) -> Option<TestServer> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db_file = dir.path().join("lanyard.db");
-        let (storage_yaml, db) = match backend {
-            Backend::Sqlite => (
-                format!(
-                    "storage:\n  type: sqlite3\n  config:\n    file: {}\n",
-                    dir.path().join("lanyard.db").display()
-                ),
-                None,
-            ),
-            Backend::Postgres => {
-                let db = fresh_database().await?;
-                (
-                    format!(
-                        "storage:\n  type: postgres\n  config:\n    connectionString: {}\n",
-                        db.url()
-                    ),
-                    Some(db),
-                )
-            }
-        };
-        let database_url = match &db {
-            Some(db) => db.url().to_string(),
-            None => format!("sqlite://{}", db_file.display()),
-        };
-        Some(
-            Self::launch(
-                listener,
-                dir,
-                (storage_yaml, database_url, db),
-                issuer_path,
-                web_extra,
-                extra_yaml,
-            )
-            .await,
-        )
+        Self::builder(backend)
+            .listener(listener)
+            .issuer_path(issuer_path)
+            .web(web_extra)
+            .config(extra_yaml)
+            .start()
+            .await
     }
 
     /// Another server on this one's PostgreSQL database: a second replica of the deployment.
     pub async fn start_replica(&self, web_extra: &str, extra_yaml: &str) -> TestServer {
-        assert!(
-            self.database_url.starts_with("postgres"),
-            "replicas share a PostgreSQL database"
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        self.replica()
+            .web(web_extra)
+            .config(extra_yaml)
+            .start()
             .await
-            .expect("bind");
-        let storage_yaml = format!(
-            "storage:\n  type: postgres\n  config:\n    connectionString: {}\n",
-            self.database_url
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let shared = (storage_yaml, self.database_url.clone(), None);
-        Self::launch(listener, dir, shared, "", web_extra, extra_yaml).await
+            .expect("a replica needs no database of its own")
     }
 
     async fn launch(

@@ -1,7 +1,7 @@
 //! Config reload in the real binary: SIGHUP and `--watch-config` apply a new file without
 //! dropping a request; a broken file changes nothing; settings that need a restart are named.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

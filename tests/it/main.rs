@@ -1,0 +1,31 @@
+//! The integration tests as one binary, a module per area and the shared helpers in `common`:
+//! every test binary links the whole crate, which takes minutes on a two-core machine. Run one
+//! area with `cargo test --test it <area>::`.
+//!
+//! The modules share one process: a test must not change process-wide state (environment,
+//! current directory, umask); it passes such settings to the child processes it starts.
+
+#[macro_use]
+mod common;
+
+mod admin;
+mod binary;
+mod browser_login;
+mod config;
+mod connector_swap;
+mod faults;
+mod github;
+mod hardening;
+mod key_rotation;
+mod keys;
+mod kube;
+mod kubeconfig_page;
+mod ldap;
+mod login;
+mod oauth_surface;
+mod oidc_connector;
+mod oidc_flow;
+mod reload;
+mod server_behaviour;
+mod storage_conformance;
+mod token_exchange;
