@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     };
     // An optional cookie after a NUL, so the corpus can reach the session paths.
     let (query, cookie) = text.split_once('\0').unwrap_or((text, ""));
-    let _ = lanyard::oidc::authorize::parse_unique_params(query);
+    let _ = lanyard::oidc::form::parse_unique_params(query);
     let h = lanyard_fuzz::harness();
     let cookie = (!cookie.is_empty()).then_some(cookie);
     let _ = h

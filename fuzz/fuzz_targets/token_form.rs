@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     };
     // The first line is the Authorization header (empty: none), the rest the body.
     let (authorization, body) = text.split_once('\n').unwrap_or(("", text));
-    let Ok(form) = lanyard::oidc::authorize::parse_unique_params(body) else {
+    let Ok(form) = lanyard::oidc::form::parse_unique_params(body) else {
         return;
     };
     let h = lanyard_fuzz::harness();
