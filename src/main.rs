@@ -282,7 +282,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::CheckConfig { .. } | Command::Kube { .. } => Ok(()),
         Command::Admin(args) => {
             let (config, _) = load(&args.config)?;
-            lanyard::admin::init_logging(&config);
+            let _log = app::init_logging(&config);
             let stdin = std::io::stdin();
             let mut input = stdin.lock();
             let mut out = std::io::stdout().lock();

@@ -194,24 +194,6 @@ pub enum SessionsCommand {
     },
 }
 
-/// Installs a stderr log subscriber at the config's level that always lets audit lines through.
-pub fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "{},lanyard::audit=info,sqlx=warn",
-            config.logger.level.as_str()
-        ))
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if config.logger.format == crate::config::LogFormat::Json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 /// Runs one admin command against the config's storage; results go to `out`, a password
 /// is read from `input`.
 pub async fn run(

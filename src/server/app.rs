@@ -95,12 +95,12 @@ pub struct App {
     config_source: Option<ConfigSource>,
 }
 
-/// Installs the tracing subscriber: `logger.level`, `logger.format` (text or json), and
-/// `RUST_LOG` when set.
+/// Installs the tracing subscriber for every command: `logger.level`, `logger.format` (text or
+/// json), and `RUST_LOG` when set. `lanyard admin`'s audit lines pass whatever the level.
 pub fn init_logging(config: &Config) -> LogFlush {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!(
-            "{},sqlx=warn,hyper=warn,tower_http=warn",
+            "{},lanyard::audit=info,sqlx=warn,hyper=warn,tower_http=warn",
             config.logger.level.as_str()
         ))
     });

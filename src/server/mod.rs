@@ -2,6 +2,7 @@
 
 pub mod app;
 mod conn;
+mod extract;
 pub mod middleware;
 pub mod reload;
 pub mod routes;

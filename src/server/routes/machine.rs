@@ -1,0 +1,113 @@
+//! Endpoints that programs call: discovery, keys, token, userinfo, revocation,
+//! introspection and device authorization. They answer JSON, errors as RFC 6749 §5.2.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::AppState;
+use crate::oidc::OAuthError;
+use crate::server::extract::{ClientAuth, OAuthForm};
+
+pub(super) async fn discovery(State(state): State<AppState>) -> Response {
+    json_bytes(
+        state.provider.discovery().body.clone(),
+        "public, max-age=3600",
+    )
+}
+
+pub(super) async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let keys = &state.provider.keys;
+    let jwks = keys.jwks();
+    let cache = format!("public, max-age={}", keys.jwks_max_age().as_secs());
+    let etag_matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == jwks.etag));
+    let mut response = if etag_matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        json_bytes(jwks.body.to_vec(), &cache)
+    };
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&jwks.etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&cache) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    response
+}
+
+fn json_bytes(body: Vec<u8>, cache_control: &str) -> Response {
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(cache_control) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    response
+}
+
+/// Token responses carry credentials: no cache may keep them (RFC 6749 §5.1).
+fn no_store(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+pub(super) async fn token(
+    State(state): State<AppState>,
+    auth: ClientAuth,
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, OAuthError> {
+    let response = state.provider.token(auth.header(), &form).await?;
+    Ok(no_store(Json(response).into_response()))
+}
+
+pub(super) async fn device_code(
+    State(state): State<AppState>,
+    auth: ClientAuth,
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, OAuthError> {
+    let answer = state
+        .provider
+        .device_authorization(auth.header(), &form)
+        .await?;
+    Ok(no_store(Json(answer).into_response()))
+}
+
+pub(super) async fn revoke(
+    State(state): State<AppState>,
+    auth: ClientAuth,
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, OAuthError> {
+    state.provider.revoke(auth.header(), &form).await?;
+    Ok(no_store(StatusCode::OK.into_response()))
+}
+
+pub(super) async fn introspect(
+    State(state): State<AppState>,
+    auth: ClientAuth,
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, OAuthError> {
+    let answer = state.provider.introspect(auth.header(), &form).await?;
+    Ok(no_store(Json(answer).into_response()))
+}
+
+/// The bearer token arrives in the same header that carries client authentication.
+pub(super) async fn userinfo(
+    State(state): State<AppState>,
+    auth: ClientAuth,
+) -> Result<Response, OAuthError> {
+    let claims = state.provider.userinfo(auth.header()).await?;
+    let mut r = Json(claims).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
