@@ -1108,8 +1108,8 @@ fn resolve_connectors(
         }
         if type_ == Some(ConnectorType::Oidc) {
             let oidc = ctx.de::<lanyard_connectors::OidcConfig>(raw_config.clone(), &config_path);
-            for (key, message) in oidc.map(|o| o.problems()).unwrap_or_default() {
-                ctx.err(key_path(&config_path, &key), message);
+            for issue in oidc.map(|o| o.validate()).unwrap_or_default() {
+                ctx.err(key_path(&config_path, &issue.path), issue.message);
             }
         }
         if type_ == Some(ConnectorType::Github) {
@@ -1147,8 +1147,8 @@ fn check_github(raw: Value, path: &str, ctx: &mut Ctx) {
     let Some(github) = ctx.de::<lanyard_connectors::github::GithubConfig>(raw, path) else {
         return;
     };
-    for issue in github.check() {
-        let at = key_path(path, &issue.key);
+    for issue in github.validate() {
+        let at = key_path(path, &issue.path);
         if issue.warning {
             ctx.warn(at, issue.message);
         } else {
