@@ -6,6 +6,7 @@
 //! validation. Every problem found is reported, each with its YAML path, so that one run of
 //! `lanyard check-config` shows everything that needs fixing.
 
+mod connectors;
 mod de;
 pub mod duration;
 pub mod env;
@@ -23,6 +24,7 @@ use url::Url;
 
 use crate::storage::StorageSettings;
 
+pub use connectors::{ConnectorConfig, ConnectorSettings, ConnectorType};
 pub use duration::{format_duration, parse_go_duration, DurationError};
 pub use resolve::{check_redirect_uri, normalize_pem_certificates};
 
@@ -559,54 +561,6 @@ impl fmt::Debug for StaticPassword {
 pub enum PasswordHashKind {
     Bcrypt,
     Argon2id,
-}
-
-/// An entry of `connectors`. Only the shape is checked here (and `local`'s empty config);
-/// each connector parses its own `config` when it is built.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConnectorConfig {
-    pub type_: ConnectorType,
-    pub id: String,
-    /// The id when the config gives no name.
-    pub name: String,
-    /// The connector's `config` mapping as JSON; an empty object when absent.
-    pub config: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectorType {
-    Local,
-    Ldap,
-    Github,
-    Oidc,
-}
-
-impl ConnectorType {
-    pub const ALL: [ConnectorType; 4] = [
-        ConnectorType::Ldap,
-        ConnectorType::Github,
-        ConnectorType::Oidc,
-        ConnectorType::Local,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectorType::Local => "local",
-            ConnectorType::Ldap => "ldap",
-            ConnectorType::Github => "github",
-            ConnectorType::Oidc => "oidc",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ConnectorType> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-
-    /// Whether the connector checks a username and password itself (password grant,
-    /// `oauth2.passwordConnector`).
-    pub fn checks_passwords(self) -> bool {
-        matches!(self, ConnectorType::Local | ConnectorType::Ldap)
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -199,21 +199,6 @@ pub struct RawStaticPassword {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawConnector {
-    #[serde(rename = "type")]
-    pub type_: Option<String>,
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub config: Option<Value>,
-}
-
-/// The local connector reads the password database and has no settings of its own.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawLocalConnector {}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawFrontend {
     pub dir: Option<String>,
     #[serde(rename = "logoURL")]

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use serde_yaml_ng::Value;
 use url::Url;
 
+use super::connectors::{connector_exists, resolve_connectors, DeclaredConnector};
 use super::de::{deserialize_at, unknown_key};
 use super::duration::{format_duration, parse_go_duration};
 use super::path::{index_path, key_path, key_to_string};
@@ -33,31 +34,28 @@ const MIN_PUBLISH_AHEAD: Duration = Duration::from_secs(4);
 /// warning.
 const RECOMMENDED_PUBLISH_AHEAD: Duration = Duration::from_secs(2 * 60);
 
-/// The id under which the password database appears as a connector, as in Dex.
-const LOCAL_CONNECTOR_ID: &str = "local";
-
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(ConfigError {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn de<T: serde::de::DeserializeOwned + Default>(
+    pub(super) fn de<T: serde::de::DeserializeOwned + Default>(
         &mut self,
         value: Value,
         path: &str,
@@ -169,12 +167,12 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         .de::<Option<LenientBool>>(take("enablePasswordDB"), "enablePasswordDB")
         .flatten()
         .is_some_and(|b| b.0);
-    let connectors = resolve_connectors(take("connectors"), enable_password_db, ctx);
-    let oauth2 = resolve_oauth2(take("oauth2"), &connectors, enable_password_db, ctx);
+    let (connectors, declared) = resolve_connectors(take("connectors"), enable_password_db, ctx);
+    let oauth2 = resolve_oauth2(take("oauth2"), &declared, enable_password_db, ctx);
     let static_clients = resolve_clients(
         take("staticClients"),
         &oauth2,
-        &connectors,
+        &declared,
         enable_password_db,
         ctx,
     );
@@ -992,7 +990,7 @@ fn resolve_keys(value: Value, expiry: &ExpiryConfig, ctx: &mut Ctx) -> KeysConfi
 
 /// The elements of a list section, each deserialised on its own so that every bad entry is
 /// reported. Returns (index, entry) pairs for the entries that parsed.
-fn list_at<T: serde::de::DeserializeOwned + Default>(
+pub(super) fn list_at<T: serde::de::DeserializeOwned + Default>(
     value: Value,
     path: &str,
     ctx: &mut Ctx,
@@ -1018,153 +1016,9 @@ fn list_at<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-fn supported_connector_types() -> String {
-    ConnectorType::ALL
-        .iter()
-        .map(|t| t.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn resolve_connectors(
-    value: Value,
-    enable_password_db: bool,
-    ctx: &mut Ctx,
-) -> Vec<ConnectorConfig> {
-    let mut out: Vec<ConnectorConfig> = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (i, raw) in list_at::<RawConnector>(value, "connectors", ctx) {
-        let path = index_path("connectors", i);
-        let type_ = match raw.type_.as_deref().filter(|t| !t.is_empty()) {
-            None => {
-                ctx.err(
-                    key_path(&path, "type"),
-                    format!(
-                        "missing required key `type` ({})",
-                        supported_connector_types()
-                    ),
-                );
-                None
-            }
-            Some(t) => {
-                let parsed = ConnectorType::parse(t);
-                if parsed.is_none() {
-                    ctx.err(
-                        key_path(&path, "type"),
-                        format!(
-                            "connector type `{t}` is not supported; supported types are {}",
-                            supported_connector_types()
-                        ),
-                    );
-                }
-                parsed
-            }
-        };
-        let id = match raw.id.filter(|id| !id.is_empty()) {
-            Some(id) => {
-                if let Some(first) = seen.get(&id) {
-                    ctx.err(
-                        key_path(&path, "id"),
-                        format!("duplicate connector id `{id}` (also connectors[{first}])"),
-                    );
-                } else {
-                    seen.insert(id.clone(), i);
-                }
-                Some(id)
-            }
-            None => {
-                ctx.err(key_path(&path, "id"), "missing required key `id`");
-                None
-            }
-        };
-        if enable_password_db
-            && id.as_deref() == Some(LOCAL_CONNECTOR_ID)
-            && type_.is_some_and(|t| t != ConnectorType::Local)
-        {
-            ctx.err(
-                key_path(&path, "id"),
-                "connector id `local` is the password database's when enablePasswordDB is true",
-            );
-        }
-
-        let config_path = key_path(&path, "config");
-        let raw_config = raw.config.unwrap_or(Value::Null);
-        let config = match &raw_config {
-            Value::Null => Some(serde_json::Value::Object(serde_json::Map::new())),
-            Value::Mapping(_) => match serde_json::to_value(&raw_config) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    ctx.err(&config_path, format!("cannot be represented as JSON: {e}"));
-                    None
-                }
-            },
-            _ => {
-                ctx.err(&config_path, "expected a mapping");
-                None
-            }
-        };
-        if type_ == Some(ConnectorType::Ldap) {
-            check_ldap_config(raw_config.clone(), &config_path, ctx);
-        }
-        if type_ == Some(ConnectorType::Oidc) {
-            let oidc = ctx.de::<lanyard_connectors::OidcConfig>(raw_config.clone(), &config_path);
-            for issue in oidc.map(|o| o.validate()).unwrap_or_default() {
-                ctx.err(key_path(&config_path, &issue.path), issue.message);
-            }
-        }
-        if type_ == Some(ConnectorType::Github) {
-            check_github(raw_config.clone(), &config_path, ctx);
-        }
-        if type_ == Some(ConnectorType::Local) {
-            let _ = ctx.de::<RawLocalConnector>(raw_config, &config_path);
-        }
-        if let (Some(type_), Some(id), Some(config)) = (type_, id, config) {
-            out.push(ConnectorConfig {
-                type_,
-                name: raw
-                    .name
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| id.clone()),
-                id,
-                config,
-            });
-        }
-    }
-    out
-}
-
-/// The same checks the LDAP connector makes when it is built, so `check-config` reports them.
-fn check_ldap_config(raw: Value, path: &str, ctx: &mut Ctx) {
-    if let Some(ldap) = ctx.de::<lanyard_connectors::LdapConfig>(raw, path) {
-        for issue in ldap.validate() {
-            ctx.err(key_path(path, &issue.path), issue.message);
-        }
-    }
-}
-
-/// A GitHub connector's settings, by the connector's own rules, each issue under its key.
-fn check_github(raw: Value, path: &str, ctx: &mut Ctx) {
-    let Some(github) = ctx.de::<lanyard_connectors::github::GithubConfig>(raw, path) else {
-        return;
-    };
-    for issue in github.validate() {
-        let at = key_path(path, &issue.path);
-        if issue.warning {
-            ctx.warn(at, issue.message);
-        } else {
-            ctx.err(at, issue.message);
-        }
-    }
-}
-
-/// Whether `id` names a connector: a configured one, or the password database.
-fn connector_exists(id: &str, connectors: &[ConnectorConfig], enable_password_db: bool) -> bool {
-    connectors.iter().any(|c| c.id == id) || (enable_password_db && id == LOCAL_CONNECTOR_ID)
-}
-
 fn resolve_oauth2(
     value: Value,
-    connectors: &[ConnectorConfig],
+    connectors: &[DeclaredConnector],
     enable_password_db: bool,
     ctx: &mut Ctx,
 ) -> OAuth2Config {
@@ -1324,7 +1178,7 @@ fn literal_or_env(
 fn resolve_clients(
     value: Value,
     oauth2: &OAuth2Config,
-    connectors: &[ConnectorConfig],
+    connectors: &[DeclaredConnector],
     enable_password_db: bool,
     ctx: &mut Ctx,
 ) -> Vec<StaticClient> {
