@@ -10,11 +10,14 @@ mod connectors;
 mod de;
 pub mod duration;
 pub mod env;
+mod frontend;
+mod housekeeping;
+mod issuer;
 mod path;
 mod raw;
 mod resolve;
+mod sessions;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,10 @@ use crate::storage::StorageSettings;
 
 pub use connectors::{ConnectorConfig, ConnectorSettings, ConnectorType};
 pub use duration::{format_duration, parse_go_duration, DurationError};
+pub use frontend::FrontendConfig;
+pub use housekeeping::HousekeepingConfig;
 pub use resolve::{check_redirect_uri, normalize_pem_certificates};
+pub use sessions::SessionsConfig;
 
 /// The config `lanyard serve` runs with when no `--config` is given.
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.yaml");
@@ -563,17 +569,6 @@ pub enum PasswordHashKind {
     Argon2id,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FrontendConfig {
-    /// The name shown on pages (Dex's `frontend.issuer`).
-    pub issuer: Option<String>,
-    pub logo_url: Option<String>,
-    /// A directory whose templates and static files override the embedded ones.
-    pub dir: Option<PathBuf>,
-    pub theme: Option<String>,
-    pub extra: BTreeMap<String, String>,
-}
-
 /// lanyard's `keys:` section.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeysConfig {
@@ -605,19 +600,6 @@ impl fmt::Debug for KeysConfig {
             )
             .finish()
     }
-}
-
-/// lanyard's `housekeeping:` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HousekeepingConfig {
-    /// How often expired logins, codes, tokens, device requests and sessions are deleted.
-    pub interval: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionsConfig {
-    /// How long a browser stays signed in (SSO across clients); zero turns it off.
-    pub lifetime: Duration,
 }
 
 /// lanyard's `kubernetes:` section: the clusters whose API servers trust lanyard, and the

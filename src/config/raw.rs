@@ -1,7 +1,6 @@
 //! The config as written: Dex's keys, spelled exactly as Dex spells them, every field optional
 //! so that validation (not serde) decides what is required and can report all of it at once.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -195,31 +194,6 @@ pub struct RawStaticPassword {
     #[serde(rename = "userID")]
     pub user_id: Option<String>,
     pub groups: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawFrontend {
-    pub dir: Option<String>,
-    #[serde(rename = "logoURL")]
-    pub logo_url: Option<String>,
-    pub issuer: Option<String>,
-    pub theme: Option<String>,
-    pub extra: Option<BTreeMap<String, String>>,
-}
-
-/// lanyard's `sessions:` section: the browser sign-in session (SSO cookie).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawSessions {
-    pub lifetime: Option<DurationText>,
-}
-
-/// lanyard's `housekeeping:` section: the sweep of expired rows.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawHousekeeping {
-    pub interval: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

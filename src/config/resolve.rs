@@ -12,8 +12,12 @@ use url::Url;
 use super::connectors::{connector_exists, resolve_connectors, DeclaredConnector};
 use super::de::{deserialize_at, unknown_key};
 use super::duration::{format_duration, parse_go_duration};
+use super::frontend::resolve_frontend;
+use super::housekeeping::resolve_housekeeping;
+use super::issuer::resolve_issuer;
 use super::path::{index_path, key_path, key_to_string};
 use super::raw::*;
+use super::sessions::resolve_sessions;
 use super::*;
 use crate::storage::PostgresSettings;
 
@@ -202,88 +206,6 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         housekeeping,
         warnings: Vec::new(),
     })
-}
-
-const DEFAULT_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
-
-fn resolve_housekeeping(value: Value, ctx: &mut Ctx) -> HousekeepingConfig {
-    let raw: RawHousekeeping = ctx.de(value, "housekeeping").unwrap_or_default();
-    HousekeepingConfig {
-        interval: positive_duration(
-            raw.interval,
-            "housekeeping.interval",
-            DEFAULT_HOUSEKEEPING_INTERVAL,
-            ctx,
-        ),
-    }
-}
-
-/// How long a browser stays signed in unless the user signs out; `0s` turns sessions off.
-const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-
-fn resolve_sessions(value: Value, ctx: &mut Ctx) -> SessionsConfig {
-    let raw: RawSessions = ctx.de(value, "sessions").unwrap_or_default();
-    SessionsConfig {
-        lifetime: duration_at(raw.lifetime, "sessions.lifetime", ctx)
-            .unwrap_or(DEFAULT_SESSION_LIFETIME),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// issuer
-
-fn resolve_issuer(value: Value, ctx: &mut Ctx) -> Option<Url> {
-    if value.is_null() {
-        ctx.err(
-            "issuer",
-            "missing required key `issuer` (the URL clients and Kubernetes reach lanyard at, e.g. https://login.example.com)",
-        );
-        return None;
-    }
-    let text: String = ctx.de(value, "issuer")?;
-    match parse_issuer(&text) {
-        Ok(url) => {
-            if url.scheme() == "http" && !is_loopback_host(&url) {
-                ctx.warn(
-                    "issuer",
-                    "plain http on a non-loopback host: logins and tokens travel unencrypted",
-                );
-            }
-            Some(url)
-        }
-        Err(message) => {
-            ctx.err("issuer", message);
-            None
-        }
-    }
-}
-
-fn parse_issuer(text: &str) -> Result<Url, String> {
-    let mut url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
-    if url.scheme() != "https" && url.scheme() != "http" {
-        return Err(format!("`{text}` must be an https (or http) URL"));
-    }
-    if url.query().is_some() {
-        return Err(format!("`{text}` must not have a query (?...)"));
-    }
-    if url.fragment().is_some() {
-        return Err(format!("`{text}` must not have a fragment (#...)"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("the issuer URL must not contain credentials".to_string());
-    }
-    let trimmed = url.path().trim_end_matches('/').to_string();
-    url.set_path(&trimmed);
-    Ok(url)
-}
-
-fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -750,7 +672,11 @@ fn resolve_logger(value: Value, ctx: &mut Ctx) -> LoggerConfig {
 // expiry, keys
 
 /// Parses an optional Go duration; `None` when absent or invalid (the error is recorded).
-fn duration_at(value: Option<DurationText>, path: &str, ctx: &mut Ctx) -> Option<Duration> {
+pub(super) fn duration_at(
+    value: Option<DurationText>,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<Duration> {
     let text = value.map(|v| v.0).filter(|v| !v.is_empty())?;
     match parse_go_duration(&text) {
         Ok(d) => Some(d),
@@ -762,7 +688,7 @@ fn duration_at(value: Option<DurationText>, path: &str, ctx: &mut Ctx) -> Option
 }
 
 /// A duration that must be longer than zero; `default` when absent or invalid.
-fn positive_duration(
+pub(super) fn positive_duration(
     value: Option<DurationText>,
     path: &str,
     default: Duration,
@@ -1464,21 +1390,6 @@ fn resolve_passwords(value: Value, enable_password_db: bool, ctx: &mut Ctx) -> V
 }
 
 // ---------------------------------------------------------------------------------------
-// frontend
-
-fn resolve_frontend(value: Value, ctx: &mut Ctx) -> FrontendConfig {
-    let raw: RawFrontend = ctx.de(value, "frontend").unwrap_or_default();
-    let logo_url = raw.logo_url.filter(|u| !u.is_empty());
-    FrontendConfig {
-        issuer: raw.issuer.filter(|s| !s.is_empty()),
-        logo_url,
-        dir: raw.dir.filter(|s| !s.is_empty()).map(PathBuf::from),
-        theme: raw.theme.filter(|s| !s.is_empty()),
-        extra: raw.extra.unwrap_or_default(),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // kubernetes
 
 const DEFAULT_KUBE_NAMESPACE: &str = "default";
@@ -2091,19 +2002,6 @@ mod tests {
         assert!(listen_addr("host:99999").is_err());
         assert!(listen_addr("::1:5556").is_err());
         assert!(listen_addr("bad host:1").is_err());
-    }
-
-    #[test]
-    fn issuer_parsing() {
-        assert_eq!(
-            parse_issuer("https://a.example/dex/").unwrap().path(),
-            "/dex"
-        );
-        assert!(parse_issuer("ftp://a.example").is_err());
-        assert!(parse_issuer("https://a.example/?x=1").is_err());
-        assert!(parse_issuer("https://a.example/#x").is_err());
-        assert!(parse_issuer("https://u:p@a.example/").is_err());
-        assert!(parse_issuer("a.example").is_err());
     }
 
     #[test]
