@@ -13,6 +13,7 @@ pub mod env;
 mod frontend;
 mod housekeeping;
 mod issuer;
+mod logger;
 mod path;
 mod raw;
 mod resolve;
@@ -31,6 +32,7 @@ pub use connectors::{ConnectorConfig, ConnectorSettings, ConnectorType};
 pub use duration::{format_duration, parse_go_duration, DurationError};
 pub use frontend::FrontendConfig;
 pub use housekeeping::HousekeepingConfig;
+pub use logger::{LogFormat, LogLevel, LoggerConfig};
 pub use resolve::{check_redirect_uri, normalize_pem_certificates};
 pub use sessions::SessionsConfig;
 
@@ -353,39 +355,6 @@ impl IpCidr {
 pub struct TelemetryConfig {
     /// `host:port` for /metrics and health endpoints.
     pub http: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LoggerConfig {
-    pub level: LogLevel,
-    pub format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LogLevel {
-    Debug,
-    #[default]
-    Info,
-    Warn,
-    Error,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -130,13 +130,6 @@ pub struct RawTelemetry {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawLogger {
-    pub level: Option<String>,
-    pub format: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawExpiry {
     pub signing_keys: Option<DurationText>,
     pub id_tokens: Option<DurationText>,

@@ -15,6 +15,7 @@ use super::duration::{format_duration, parse_go_duration};
 use super::frontend::resolve_frontend;
 use super::housekeeping::resolve_housekeeping;
 use super::issuer::resolve_issuer;
+use super::logger::resolve_logger;
 use super::path::{index_path, key_path, key_to_string};
 use super::raw::*;
 use super::sessions::resolve_sessions;
@@ -638,34 +639,6 @@ fn resolve_telemetry(value: Value, web: &WebConfig, ctx: &mut Ctx) -> TelemetryC
         );
     }
     telemetry
-}
-
-fn resolve_logger(value: Value, ctx: &mut Ctx) -> LoggerConfig {
-    let raw: RawLogger = ctx.de(value, "logger").unwrap_or_default();
-    let mut logger = LoggerConfig::default();
-    if let Some(level) = raw.level.filter(|l| !l.is_empty()) {
-        match level.to_ascii_lowercase().as_str() {
-            "debug" => logger.level = LogLevel::Debug,
-            "info" => logger.level = LogLevel::Info,
-            "warn" | "warning" => logger.level = LogLevel::Warn,
-            "error" => logger.level = LogLevel::Error,
-            _ => ctx.err(
-                "logger.level",
-                format!("unknown log level `{level}`; expected one of debug, info, warn, error"),
-            ),
-        }
-    }
-    if let Some(format) = raw.format.filter(|f| !f.is_empty()) {
-        match format.to_ascii_lowercase().as_str() {
-            "text" => logger.format = LogFormat::Text,
-            "json" => logger.format = LogFormat::Json,
-            _ => ctx.err(
-                "logger.format",
-                format!("unknown log format `{format}`; expected text or json"),
-            ),
-        }
-    }
-    logger
 }
 
 // ---------------------------------------------------------------------------------------
