@@ -69,6 +69,55 @@ pub struct Scopes {
     pub groups: bool,
 }
 
+/// One problem (or, with `warning`, merely something worth saying) in a connector's `config`
+/// mapping. `path` is relative to that mapping, e.g. `userSearch.baseDN` or `orgs[1].name`;
+/// the server's config prefixes it with `connectors[i].config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+    /// A warning leaves the config usable.
+    pub warning: bool,
+}
+
+impl ConfigIssue {
+    pub fn error(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+            warning: false,
+        }
+    }
+
+    pub fn warning(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+            warning: true,
+        }
+    }
+
+    /// The errors of `issues` as one [`ConnectorError::Config`], or `Ok` when there are none.
+    pub fn refuse(issues: Vec<ConfigIssue>) -> Result<(), ConnectorError> {
+        let errors: Vec<String> = issues
+            .iter()
+            .filter(|i| !i.warning)
+            .map(ToString::to_string)
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConnectorError::Config(errors.join("; ")))
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
 /// Why a connector could not produce an identity.
 ///
 /// A wrong username or password is not an error (see [`PasswordConnector::login`]).

@@ -6,14 +6,19 @@
 //! validation. Every problem found is reported, each with its YAML path, so that one run of
 //! `lanyard check-config` shows everything that needs fixing.
 
+mod connectors;
 mod de;
 pub mod duration;
 pub mod env;
+mod frontend;
+mod housekeeping;
+mod issuer;
+mod logger;
 mod path;
 mod raw;
 mod resolve;
+mod sessions;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -23,8 +28,13 @@ use url::Url;
 
 use crate::storage::StorageSettings;
 
+pub use connectors::{ConnectorConfig, ConnectorSettings, ConnectorType};
 pub use duration::{format_duration, parse_go_duration, DurationError};
+pub use frontend::FrontendConfig;
+pub use housekeeping::HousekeepingConfig;
+pub use logger::{LogFormat, LogLevel, LoggerConfig};
 pub use resolve::{check_redirect_uri, normalize_pem_certificates};
+pub use sessions::SessionsConfig;
 
 /// The config `lanyard serve` runs with when no `--config` is given.
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.yaml");
@@ -347,39 +357,6 @@ pub struct TelemetryConfig {
     pub http: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LoggerConfig {
-    pub level: LogLevel,
-    pub format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LogLevel {
-    Debug,
-    #[default]
-    Info,
-    Warn,
-    Error,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiryConfig {
     /// How often signing keys rotate (Dex's meaning). `keys.rotation_period` is the value in
@@ -569,65 +546,6 @@ pub enum PasswordHashKind {
     Argon2id,
 }
 
-/// An entry of `connectors`. Only the shape is checked here (and `local`'s empty config);
-/// each connector parses its own `config` when it is built.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConnectorConfig {
-    pub type_: ConnectorType,
-    pub id: String,
-    /// The id when the config gives no name.
-    pub name: String,
-    /// The connector's `config` mapping as JSON; an empty object when absent.
-    pub config: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectorType {
-    Local,
-    Ldap,
-    Github,
-    Oidc,
-}
-
-impl ConnectorType {
-    pub const ALL: [ConnectorType; 4] = [
-        ConnectorType::Ldap,
-        ConnectorType::Github,
-        ConnectorType::Oidc,
-        ConnectorType::Local,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectorType::Local => "local",
-            ConnectorType::Ldap => "ldap",
-            ConnectorType::Github => "github",
-            ConnectorType::Oidc => "oidc",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ConnectorType> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-
-    /// Whether the connector checks a username and password itself (password grant,
-    /// `oauth2.passwordConnector`).
-    pub fn checks_passwords(self) -> bool {
-        matches!(self, ConnectorType::Local | ConnectorType::Ldap)
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FrontendConfig {
-    /// The name shown on pages (Dex's `frontend.issuer`).
-    pub issuer: Option<String>,
-    pub logo_url: Option<String>,
-    /// A directory whose templates and static files override the embedded ones.
-    pub dir: Option<PathBuf>,
-    pub theme: Option<String>,
-    pub extra: BTreeMap<String, String>,
-}
-
 /// lanyard's `keys:` section.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeysConfig {
@@ -659,19 +577,6 @@ impl fmt::Debug for KeysConfig {
             )
             .finish()
     }
-}
-
-/// lanyard's `housekeeping:` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HousekeepingConfig {
-    /// How often expired logins, codes, tokens, device requests and sessions are deleted.
-    pub interval: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionsConfig {
-    /// How long a browser stays signed in (SSO across clients); zero turns it off.
-    pub lifetime: Duration,
 }
 
 /// lanyard's `kubernetes:` section: the clusters whose API servers trust lanyard, and the

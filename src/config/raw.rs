@@ -1,7 +1,6 @@
 //! The config as written: Dex's keys, spelled exactly as Dex spells them, every field optional
 //! so that validation (not serde) decides what is required and can report all of it at once.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -131,13 +130,6 @@ pub struct RawTelemetry {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawLogger {
-    pub level: Option<String>,
-    pub format: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawExpiry {
     pub signing_keys: Option<DurationText>,
     pub id_tokens: Option<DurationText>,
@@ -195,46 +187,6 @@ pub struct RawStaticPassword {
     #[serde(rename = "userID")]
     pub user_id: Option<String>,
     pub groups: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawConnector {
-    #[serde(rename = "type")]
-    pub type_: Option<String>,
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub config: Option<Value>,
-}
-
-/// The local connector reads the password database and has no settings of its own.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawLocalConnector {}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawFrontend {
-    pub dir: Option<String>,
-    #[serde(rename = "logoURL")]
-    pub logo_url: Option<String>,
-    pub issuer: Option<String>,
-    pub theme: Option<String>,
-    pub extra: Option<BTreeMap<String, String>>,
-}
-
-/// lanyard's `sessions:` section: the browser sign-in session (SSO cookie).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawSessions {
-    pub lifetime: Option<DurationText>,
-}
-
-/// lanyard's `housekeeping:` section: the sweep of expired rows.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawHousekeeping {
-    pub interval: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

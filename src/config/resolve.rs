@@ -9,10 +9,16 @@ use base64::Engine as _;
 use serde_yaml_ng::Value;
 use url::Url;
 
+use super::connectors::{connector_exists, resolve_connectors, DeclaredConnector};
 use super::de::{deserialize_at, unknown_key};
 use super::duration::{format_duration, parse_go_duration};
+use super::frontend::resolve_frontend;
+use super::housekeeping::resolve_housekeeping;
+use super::issuer::resolve_issuer;
+use super::logger::resolve_logger;
 use super::path::{index_path, key_path, key_to_string};
 use super::raw::*;
+use super::sessions::resolve_sessions;
 use super::*;
 use crate::storage::PostgresSettings;
 
@@ -33,31 +39,28 @@ const MIN_PUBLISH_AHEAD: Duration = Duration::from_secs(4);
 /// warning.
 const RECOMMENDED_PUBLISH_AHEAD: Duration = Duration::from_secs(2 * 60);
 
-/// The id under which the password database appears as a connector, as in Dex.
-const LOCAL_CONNECTOR_ID: &str = "local";
-
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(ConfigError {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn de<T: serde::de::DeserializeOwned + Default>(
+    pub(super) fn de<T: serde::de::DeserializeOwned + Default>(
         &mut self,
         value: Value,
         path: &str,
@@ -169,12 +172,12 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         .de::<Option<LenientBool>>(take("enablePasswordDB"), "enablePasswordDB")
         .flatten()
         .is_some_and(|b| b.0);
-    let connectors = resolve_connectors(take("connectors"), enable_password_db, ctx);
-    let oauth2 = resolve_oauth2(take("oauth2"), &connectors, enable_password_db, ctx);
+    let (connectors, declared) = resolve_connectors(take("connectors"), enable_password_db, ctx);
+    let oauth2 = resolve_oauth2(take("oauth2"), &declared, enable_password_db, ctx);
     let static_clients = resolve_clients(
         take("staticClients"),
         &oauth2,
-        &connectors,
+        &declared,
         enable_password_db,
         ctx,
     );
@@ -204,88 +207,6 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         housekeeping,
         warnings: Vec::new(),
     })
-}
-
-const DEFAULT_HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
-
-fn resolve_housekeeping(value: Value, ctx: &mut Ctx) -> HousekeepingConfig {
-    let raw: RawHousekeeping = ctx.de(value, "housekeeping").unwrap_or_default();
-    HousekeepingConfig {
-        interval: positive_duration(
-            raw.interval,
-            "housekeeping.interval",
-            DEFAULT_HOUSEKEEPING_INTERVAL,
-            ctx,
-        ),
-    }
-}
-
-/// How long a browser stays signed in unless the user signs out; `0s` turns sessions off.
-const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-
-fn resolve_sessions(value: Value, ctx: &mut Ctx) -> SessionsConfig {
-    let raw: RawSessions = ctx.de(value, "sessions").unwrap_or_default();
-    SessionsConfig {
-        lifetime: duration_at(raw.lifetime, "sessions.lifetime", ctx)
-            .unwrap_or(DEFAULT_SESSION_LIFETIME),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// issuer
-
-fn resolve_issuer(value: Value, ctx: &mut Ctx) -> Option<Url> {
-    if value.is_null() {
-        ctx.err(
-            "issuer",
-            "missing required key `issuer` (the URL clients and Kubernetes reach lanyard at, e.g. https://login.example.com)",
-        );
-        return None;
-    }
-    let text: String = ctx.de(value, "issuer")?;
-    match parse_issuer(&text) {
-        Ok(url) => {
-            if url.scheme() == "http" && !is_loopback_host(&url) {
-                ctx.warn(
-                    "issuer",
-                    "plain http on a non-loopback host: logins and tokens travel unencrypted",
-                );
-            }
-            Some(url)
-        }
-        Err(message) => {
-            ctx.err("issuer", message);
-            None
-        }
-    }
-}
-
-fn parse_issuer(text: &str) -> Result<Url, String> {
-    let mut url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
-    if url.scheme() != "https" && url.scheme() != "http" {
-        return Err(format!("`{text}` must be an https (or http) URL"));
-    }
-    if url.query().is_some() {
-        return Err(format!("`{text}` must not have a query (?...)"));
-    }
-    if url.fragment().is_some() {
-        return Err(format!("`{text}` must not have a fragment (#...)"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("the issuer URL must not contain credentials".to_string());
-    }
-    let trimmed = url.path().trim_end_matches('/').to_string();
-    url.set_path(&trimmed);
-    Ok(url)
-}
-
-fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -720,39 +641,15 @@ fn resolve_telemetry(value: Value, web: &WebConfig, ctx: &mut Ctx) -> TelemetryC
     telemetry
 }
 
-fn resolve_logger(value: Value, ctx: &mut Ctx) -> LoggerConfig {
-    let raw: RawLogger = ctx.de(value, "logger").unwrap_or_default();
-    let mut logger = LoggerConfig::default();
-    if let Some(level) = raw.level.filter(|l| !l.is_empty()) {
-        match level.to_ascii_lowercase().as_str() {
-            "debug" => logger.level = LogLevel::Debug,
-            "info" => logger.level = LogLevel::Info,
-            "warn" | "warning" => logger.level = LogLevel::Warn,
-            "error" => logger.level = LogLevel::Error,
-            _ => ctx.err(
-                "logger.level",
-                format!("unknown log level `{level}`; expected one of debug, info, warn, error"),
-            ),
-        }
-    }
-    if let Some(format) = raw.format.filter(|f| !f.is_empty()) {
-        match format.to_ascii_lowercase().as_str() {
-            "text" => logger.format = LogFormat::Text,
-            "json" => logger.format = LogFormat::Json,
-            _ => ctx.err(
-                "logger.format",
-                format!("unknown log format `{format}`; expected text or json"),
-            ),
-        }
-    }
-    logger
-}
-
 // ---------------------------------------------------------------------------------------
 // expiry, keys
 
 /// Parses an optional Go duration; `None` when absent or invalid (the error is recorded).
-fn duration_at(value: Option<DurationText>, path: &str, ctx: &mut Ctx) -> Option<Duration> {
+pub(super) fn duration_at(
+    value: Option<DurationText>,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<Duration> {
     let text = value.map(|v| v.0).filter(|v| !v.is_empty())?;
     match parse_go_duration(&text) {
         Ok(d) => Some(d),
@@ -764,7 +661,7 @@ fn duration_at(value: Option<DurationText>, path: &str, ctx: &mut Ctx) -> Option
 }
 
 /// A duration that must be longer than zero; `default` when absent or invalid.
-fn positive_duration(
+pub(super) fn positive_duration(
     value: Option<DurationText>,
     path: &str,
     default: Duration,
@@ -992,7 +889,7 @@ fn resolve_keys(value: Value, expiry: &ExpiryConfig, ctx: &mut Ctx) -> KeysConfi
 
 /// The elements of a list section, each deserialised on its own so that every bad entry is
 /// reported. Returns (index, entry) pairs for the entries that parsed.
-fn list_at<T: serde::de::DeserializeOwned + Default>(
+pub(super) fn list_at<T: serde::de::DeserializeOwned + Default>(
     value: Value,
     path: &str,
     ctx: &mut Ctx,
@@ -1018,153 +915,9 @@ fn list_at<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-fn supported_connector_types() -> String {
-    ConnectorType::ALL
-        .iter()
-        .map(|t| t.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn resolve_connectors(
-    value: Value,
-    enable_password_db: bool,
-    ctx: &mut Ctx,
-) -> Vec<ConnectorConfig> {
-    let mut out: Vec<ConnectorConfig> = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (i, raw) in list_at::<RawConnector>(value, "connectors", ctx) {
-        let path = index_path("connectors", i);
-        let type_ = match raw.type_.as_deref().filter(|t| !t.is_empty()) {
-            None => {
-                ctx.err(
-                    key_path(&path, "type"),
-                    format!(
-                        "missing required key `type` ({})",
-                        supported_connector_types()
-                    ),
-                );
-                None
-            }
-            Some(t) => {
-                let parsed = ConnectorType::parse(t);
-                if parsed.is_none() {
-                    ctx.err(
-                        key_path(&path, "type"),
-                        format!(
-                            "connector type `{t}` is not supported; supported types are {}",
-                            supported_connector_types()
-                        ),
-                    );
-                }
-                parsed
-            }
-        };
-        let id = match raw.id.filter(|id| !id.is_empty()) {
-            Some(id) => {
-                if let Some(first) = seen.get(&id) {
-                    ctx.err(
-                        key_path(&path, "id"),
-                        format!("duplicate connector id `{id}` (also connectors[{first}])"),
-                    );
-                } else {
-                    seen.insert(id.clone(), i);
-                }
-                Some(id)
-            }
-            None => {
-                ctx.err(key_path(&path, "id"), "missing required key `id`");
-                None
-            }
-        };
-        if enable_password_db
-            && id.as_deref() == Some(LOCAL_CONNECTOR_ID)
-            && type_.is_some_and(|t| t != ConnectorType::Local)
-        {
-            ctx.err(
-                key_path(&path, "id"),
-                "connector id `local` is the password database's when enablePasswordDB is true",
-            );
-        }
-
-        let config_path = key_path(&path, "config");
-        let raw_config = raw.config.unwrap_or(Value::Null);
-        let config = match &raw_config {
-            Value::Null => Some(serde_json::Value::Object(serde_json::Map::new())),
-            Value::Mapping(_) => match serde_json::to_value(&raw_config) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    ctx.err(&config_path, format!("cannot be represented as JSON: {e}"));
-                    None
-                }
-            },
-            _ => {
-                ctx.err(&config_path, "expected a mapping");
-                None
-            }
-        };
-        if type_ == Some(ConnectorType::Ldap) {
-            check_ldap_config(raw_config.clone(), &config_path, ctx);
-        }
-        if type_ == Some(ConnectorType::Oidc) {
-            let oidc = ctx.de::<lanyard_connectors::OidcConfig>(raw_config.clone(), &config_path);
-            for (key, message) in oidc.map(|o| o.problems()).unwrap_or_default() {
-                ctx.err(key_path(&config_path, &key), message);
-            }
-        }
-        if type_ == Some(ConnectorType::Github) {
-            check_github(raw_config.clone(), &config_path, ctx);
-        }
-        if type_ == Some(ConnectorType::Local) {
-            let _ = ctx.de::<RawLocalConnector>(raw_config, &config_path);
-        }
-        if let (Some(type_), Some(id), Some(config)) = (type_, id, config) {
-            out.push(ConnectorConfig {
-                type_,
-                name: raw
-                    .name
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| id.clone()),
-                id,
-                config,
-            });
-        }
-    }
-    out
-}
-
-/// The same checks the LDAP connector makes when it is built, so `check-config` reports them.
-fn check_ldap_config(raw: Value, path: &str, ctx: &mut Ctx) {
-    if let Some(ldap) = ctx.de::<lanyard_connectors::LdapConfig>(raw, path) {
-        for issue in ldap.validate() {
-            ctx.err(key_path(path, &issue.path), issue.message);
-        }
-    }
-}
-
-/// A GitHub connector's settings, by the connector's own rules, each issue under its key.
-fn check_github(raw: Value, path: &str, ctx: &mut Ctx) {
-    let Some(github) = ctx.de::<lanyard_connectors::github::GithubConfig>(raw, path) else {
-        return;
-    };
-    for issue in github.check() {
-        let at = key_path(path, &issue.key);
-        if issue.warning {
-            ctx.warn(at, issue.message);
-        } else {
-            ctx.err(at, issue.message);
-        }
-    }
-}
-
-/// Whether `id` names a connector: a configured one, or the password database.
-fn connector_exists(id: &str, connectors: &[ConnectorConfig], enable_password_db: bool) -> bool {
-    connectors.iter().any(|c| c.id == id) || (enable_password_db && id == LOCAL_CONNECTOR_ID)
-}
-
 fn resolve_oauth2(
     value: Value,
-    connectors: &[ConnectorConfig],
+    connectors: &[DeclaredConnector],
     enable_password_db: bool,
     ctx: &mut Ctx,
 ) -> OAuth2Config {
@@ -1324,7 +1077,7 @@ fn literal_or_env(
 fn resolve_clients(
     value: Value,
     oauth2: &OAuth2Config,
-    connectors: &[ConnectorConfig],
+    connectors: &[DeclaredConnector],
     enable_password_db: bool,
     ctx: &mut Ctx,
 ) -> Vec<StaticClient> {
@@ -1607,21 +1360,6 @@ fn resolve_passwords(value: Value, enable_password_db: bool, ctx: &mut Ctx) -> V
         });
     }
     out
-}
-
-// ---------------------------------------------------------------------------------------
-// frontend
-
-fn resolve_frontend(value: Value, ctx: &mut Ctx) -> FrontendConfig {
-    let raw: RawFrontend = ctx.de(value, "frontend").unwrap_or_default();
-    let logo_url = raw.logo_url.filter(|u| !u.is_empty());
-    FrontendConfig {
-        issuer: raw.issuer.filter(|s| !s.is_empty()),
-        logo_url,
-        dir: raw.dir.filter(|s| !s.is_empty()).map(PathBuf::from),
-        theme: raw.theme.filter(|s| !s.is_empty()),
-        extra: raw.extra.unwrap_or_default(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2237,19 +1975,6 @@ mod tests {
         assert!(listen_addr("host:99999").is_err());
         assert!(listen_addr("::1:5556").is_err());
         assert!(listen_addr("bad host:1").is_err());
-    }
-
-    #[test]
-    fn issuer_parsing() {
-        assert_eq!(
-            parse_issuer("https://a.example/dex/").unwrap().path(),
-            "/dex"
-        );
-        assert!(parse_issuer("ftp://a.example").is_err());
-        assert!(parse_issuer("https://a.example/?x=1").is_err());
-        assert!(parse_issuer("https://a.example/#x").is_err());
-        assert!(parse_issuer("https://u:p@a.example/").is_err());
-        assert!(parse_issuer("a.example").is_err());
     }
 
     #[test]

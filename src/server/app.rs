@@ -10,15 +10,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use lanyard_connectors::github::{GithubConfig, GithubConnector};
 use lanyard_connectors::{
     ConnectorError, LdapConfig, LdapConnector, LocalConnector, LocalUser, LocalUserDirectory,
-    PasswordHasher,
+    OidcConfig, OidcConnector, PasswordHasher,
 };
 use rand::RngCore;
 use tokio::sync::watch;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, ConnectorConfig, ConnectorType, GrantType, LogFormat};
+use crate::config::{Config, ConnectorConfig, ConnectorSettings, GrantType, LogFormat};
 use crate::keys::{self, KeyManager, KeySettings, KeyStore};
 use crate::oidc::secrets::{random_token, sha256_hex};
 use crate::oidc::{
@@ -573,10 +574,10 @@ fn build_connectors(
     };
     let mut entries = Vec::new();
     for c in &config.connectors {
-        match c.type_ {
-            ConnectorType::Local => entries.push(local(&c.id, &c.name)),
-            ConnectorType::Ldap => {
-                let connector = Arc::new(ldap_connector(config, c)?);
+        match &c.settings {
+            ConnectorSettings::Local => entries.push(local(&c.id, &c.name)),
+            ConnectorSettings::Ldap(settings) => {
+                let connector = Arc::new(ldap_connector(config, c, settings)?);
                 entries.push(ConnectorEntry {
                     id: c.id.clone(),
                     name: c.name.clone(),
@@ -585,8 +586,8 @@ fn build_connectors(
                     token_identity: None,
                 });
             }
-            ConnectorType::Github => {
-                let connector = Arc::new(github_connector(c, config)?);
+            ConnectorSettings::Github(settings) => {
+                let connector = Arc::new(github_connector(config, c, settings)?);
                 entries.push(ConnectorEntry {
                     id: c.id.clone(),
                     name: c.name.clone(),
@@ -595,7 +596,9 @@ fn build_connectors(
                     token_identity: None,
                 });
             }
-            ConnectorType::Oidc => entries.push(oidc_connector(config, c, clock)?),
+            ConnectorSettings::Oidc(settings) => {
+                entries.push(oidc_connector(config, c, settings, clock)?)
+            }
         }
     }
     // Dex adds the password database as connector "local" when enablePasswordDB is set.
@@ -605,29 +608,28 @@ fn build_connectors(
     Ok(entries)
 }
 
-/// An LDAP connector from its `config`; errors name the key path, e.g.
-/// `connectors[1].config.userSearch.baseDN: missing`.
-fn ldap_connector(config: &Config, c: &ConnectorConfig) -> Result<LdapConnector, AppError> {
+fn connector_failed(c: &ConnectorConfig) -> impl Fn(String) -> AppError + '_ {
+    |reason| AppError::Connector {
+        id: c.id.clone(),
+        reason,
+    }
+}
+
+/// An LDAP connector; what fails only now (reading `rootCA`, `clientCert`, ...) names the key
+/// path, e.g. `connectors[1].config.rootCA: cannot read ...`.
+fn ldap_connector(
+    config: &Config,
+    c: &ConnectorConfig,
+    settings: &LdapConfig,
+) -> Result<LdapConnector, AppError> {
     let index = config
         .connectors
         .iter()
         .position(|other| other.id == c.id)
         .unwrap_or_default();
     let path = format!("connectors[{index}].config");
-    let fail = |reason: String| AppError::Connector {
-        id: c.id.clone(),
-        reason,
-    };
-    let ldap = LdapConfig::from_json(&c.config).map_err(|issues| {
-        fail(
-            issues
-                .iter()
-                .map(|i| format!("{path}.{i}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
-    LdapConnector::new(ldap).map_err(|e| match e {
+    let fail = connector_failed(c);
+    LdapConnector::new(settings.clone()).map_err(|e| match e {
         // These start with the key at fault (rootCA, clientCert, ...).
         ConnectorError::Config(key_and_problem) => fail(format!("{path}.{key_and_problem}")),
         other => fail(format!("{path}: {other}")),
@@ -636,34 +638,24 @@ fn ldap_connector(config: &Config, c: &ConnectorConfig) -> Result<LdapConnector,
 
 /// A `type: github` connector; GitHub sends the browser back to the issuer's `/callback`.
 fn github_connector(
-    c: &ConnectorConfig,
     config: &Config,
-) -> Result<lanyard_connectors::github::GithubConnector, AppError> {
-    let fail = |reason: String| AppError::Connector {
-        id: c.id.clone(),
-        reason,
-    };
-    let settings: lanyard_connectors::github::GithubConfig =
-        serde_json::from_value(c.config.clone()).map_err(|e| fail(e.to_string()))?;
+    c: &ConnectorConfig,
+    settings: &GithubConfig,
+) -> Result<GithubConnector, AppError> {
     let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
-    lanyard_connectors::github::GithubConnector::new(&settings, &callback)
-        .map_err(|e| fail(e.to_string()))
+    GithubConnector::new(settings, &callback).map_err(|e| connector_failed(c)(e.to_string()))
 }
 
-/// A `type: oidc` connector. Its settings are checked here (a bad one stops the start with
-/// its id); the upstream is only probed: logins retry discovery, so an upstream that is down
-/// fails its own logins with an error page instead of keeping the server from starting.
+/// A `type: oidc` connector. A bad `redirectURI` stops the start with its id; the upstream is
+/// only probed: logins retry discovery, so an upstream that is down fails its own logins with
+/// an error page instead of keeping the server from starting.
 fn oidc_connector(
     config: &Config,
-    c: &crate::config::ConnectorConfig,
+    c: &ConnectorConfig,
+    settings: &OidcConfig,
     clock: &SharedClock,
 ) -> Result<ConnectorEntry, AppError> {
-    let fail = |reason: String| AppError::Connector {
-        id: c.id.clone(),
-        reason,
-    };
-    let settings: lanyard_connectors::OidcConfig =
-        serde_json::from_value(c.config.clone()).map_err(|e| fail(e.to_string()))?;
+    let fail = connector_failed(c);
     let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
     if !settings.redirect_uri.is_empty() && settings.redirect_uri != callback {
         return Err(fail(format!(
@@ -673,7 +665,7 @@ fn oidc_connector(
     }
     let clock = clock.clone();
     let connector = Arc::new(
-        lanyard_connectors::OidcConnector::new(&c.id, settings, Arc::new(move || clock.now()))
+        OidcConnector::new(&c.id, settings.clone(), Arc::new(move || clock.now()))
             .map_err(|e| fail(e.to_string()))?,
     );
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::ConfigIssue;
+
 /// Dex's GitHub connector settings. Every key is optional to serde so that a missing one is
 /// reported by [`GithubConfig::check`] with its name instead of failing the whole mapping.
 #[derive(Clone, Default, Deserialize)]
@@ -76,34 +78,6 @@ pub enum TeamNameField {
     Both,
 }
 
-/// Something wrong (or merely worth saying) about a GitHub connector's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    /// The key's path under the connector's `config`, e.g. `orgs[1].name`.
-    pub key: String,
-    pub message: String,
-    /// A warning leaves the config usable.
-    pub warning: bool,
-}
-
-impl ConfigIssue {
-    fn error(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-            warning: false,
-        }
-    }
-
-    fn warning(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-            warning: true,
-        }
-    }
-}
-
 fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
@@ -161,7 +135,7 @@ impl GithubConfig {
 
     /// Everything wrong with the settings, each under the key it concerns. Files are not read
     /// here (the config may be checked on another machine); `rootCA` is read at startup.
-    pub fn check(&self) -> Vec<ConfigIssue> {
+    pub fn validate(&self) -> Vec<ConfigIssue> {
         let mut out = Vec::new();
         if given(&self.client_id).is_none() {
             out.push(ConfigIssue::error(
@@ -292,19 +266,19 @@ mod tests {
     }
 
     fn keys(issues: &[ConfigIssue]) -> Vec<&str> {
-        issues.iter().map(|i| i.key.as_str()).collect()
+        issues.iter().map(|i| i.path.as_str()).collect()
     }
 
     #[test]
     fn a_minimal_config_is_fine() {
         let c = parse(serde_json::json!({"clientID": "id", "clientSecret": "s"}));
-        assert!(c.check().is_empty(), "{:?}", c.check());
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
         assert_eq!(c.team_name_field(), Some(TeamNameField::Name));
     }
 
     #[test]
     fn missing_credentials_are_named() {
-        let issues = GithubConfig::default().check();
+        let issues = GithubConfig::default().validate();
         assert_eq!(keys(&issues), vec!["clientID", "clientSecret"]);
         assert!(issues.iter().all(|i| !i.warning));
     }
@@ -335,7 +309,7 @@ mod tests {
             "redirectURI": "/callback",
         }));
         assert_eq!(
-            keys(&c.check()),
+            keys(&c.validate()),
             vec![
                 "redirectURI",
                 "org",
@@ -353,11 +327,11 @@ mod tests {
     fn root_ca_needs_a_host_name_and_host_names_may_have_ports() {
         let c =
             parse(serde_json::json!({"clientID": "i", "clientSecret": "s", "rootCA": "/ca.pem"}));
-        assert_eq!(keys(&c.check()), vec!["rootCA"]);
+        assert_eq!(keys(&c.validate()), vec!["rootCA"]);
         let c = parse(serde_json::json!({
             "clientID": "i", "clientSecret": "s", "rootCA": "/ca.pem", "hostName": "127.0.0.1:8443"
         }));
-        assert!(c.check().is_empty(), "{:?}", c.check());
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
     }
 
     #[test]
@@ -365,7 +339,7 @@ mod tests {
         let c = parse(serde_json::json!({
             "clientID": "i", "clientSecret": "s", "org": "acme", "loadAllGroups": true
         }));
-        let issues = c.check();
+        let issues = c.validate();
         assert_eq!(keys(&issues), vec!["org", "loadAllGroups"]);
         assert!(issues.iter().all(|i| i.warning));
     }

@@ -24,11 +24,12 @@ use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CallbackConnector, ConnectorError, Identity, RefreshConnector, Scopes, UpstreamRedirect,
+    CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
+    UpstreamRedirect,
 };
 
 pub use api::ApiError;
-pub use config::{ConfigIssue, GithubConfig, GithubOrg, TeamNameField};
+pub use config::{GithubConfig, GithubOrg, TeamNameField};
 
 const SCOPE_EMAIL: &str = "user:email";
 const SCOPE_ORGS: &str = "read:org";
@@ -128,15 +129,7 @@ impl GithubConnector {
         callback_url: &str,
         endpoints: GithubEndpoints,
     ) -> Result<Self, ConnectorError> {
-        let errors: Vec<String> = config
-            .check()
-            .into_iter()
-            .filter(|i| !i.warning)
-            .map(|i| format!("{}: {}", i.key, i.message))
-            .collect();
-        if !errors.is_empty() {
-            return Err(ConnectorError::Config(errors.join("; ")));
-        }
+        ConfigIssue::refuse(config.validate())?;
         let redirect_uri = match config.redirect_uri() {
             Some(uri) if uri != callback_url => {
                 return Err(ConnectorError::Config(format!(

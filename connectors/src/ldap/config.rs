@@ -8,6 +8,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::dn::Dn;
+use crate::ConfigIssue;
 
 /// Dex's `ldap` connector config. Unknown keys are errors.
 #[derive(Clone, Default, Deserialize)]
@@ -170,20 +171,6 @@ impl Scope {
     }
 }
 
-/// One problem in an LDAP config; `path` is relative to the connector's `config`
-/// (e.g. `userSearch.baseDN`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigIssue {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
 /// Where to connect: host name (or IP) and port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPort {
@@ -211,10 +198,10 @@ impl LdapConfig {
             LdapConfig::default()
         } else {
             serde_path_to_error::deserialize(value).map_err(|e| {
-                vec![ConfigIssue {
-                    path: e.path().to_string(),
-                    message: e.inner().to_string(),
-                }]
+                vec![ConfigIssue::error(
+                    e.path().to_string(),
+                    e.inner().to_string(),
+                )]
             })?
         };
         let issues = config.validate();
@@ -236,12 +223,8 @@ impl LdapConfig {
     /// The settings to run with, or every problem found.
     pub fn settings(&self) -> Result<Settings, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
-        let mut issue = |path: &str, message: String| {
-            issues.push(ConfigIssue {
-                path: path.to_string(),
-                message,
-            })
-        };
+        let mut issue =
+            |path: &str, message: String| issues.push(ConfigIssue::error(path, message));
 
         if self.insecure_no_ssl && self.start_tls {
             issue(

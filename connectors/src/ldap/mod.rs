@@ -16,7 +16,7 @@ use base64::Engine;
 use ldap3::SearchEntry;
 use serde::{Deserialize, Serialize};
 
-pub use config::{ConfigIssue, GroupSearch, LdapConfig, UserMatcher, UserSearch, UsernameAttrs};
+pub use config::{GroupSearch, LdapConfig, UserMatcher, UserSearch, UsernameAttrs};
 pub use dn::{Dn, DnError};
 pub use escape::{escape_dn_value, escape_filter_value};
 pub use pool::LdapLimits;

@@ -7,6 +7,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::discovery::is_http_url;
+use crate::ConfigIssue;
 
 /// `connectors[].config` of a `type: oidc` connector, key for key as Dex spells it.
 #[derive(Clone, Default, Deserialize)]
@@ -104,10 +105,10 @@ pub(crate) enum PkceSetting {
 }
 
 impl OidcConfig {
-    /// Every problem with the settings, as (key under `config`, message). Empty: usable.
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        let mut bad = |key: &str, msg: String| out.push((key.to_string(), msg));
+    /// Every problem with the settings, each under its key. Empty: usable.
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut out: Vec<ConfigIssue> = Vec::new();
+        let mut bad = |key: &str, msg: String| out.push(ConfigIssue::error(key, msg));
         if self.issuer.is_empty() {
             bad("issuer", "missing required key `issuer`".into());
         } else {
@@ -305,7 +306,7 @@ mod tests {
             "promptType": "login", "basicAuthUnsupported": true, "rootCAs": [], "pkceChallenge": "S256"
         }))
         .unwrap();
-        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
         assert_eq!(c.claim_mapping.groups, "roles");
         assert!(parse(serde_json::json!({"issuer": "x", "clientId": "a"}))
             .unwrap_err()
@@ -320,7 +321,7 @@ mod tests {
             "rootCAs": ["/nonexistent/ca.pem"]
         }))
         .unwrap();
-        let keys: Vec<String> = c.problems().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = c.validate().into_iter().map(|i| i.path).collect();
         assert_eq!(
             keys,
             [
@@ -341,14 +342,14 @@ mod tests {
             "introspectionEndpoint": "https://idp.example.com/oauth2/introspect"
         }))
         .unwrap();
-        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
         let c = parse(serde_json::json!({
             "issuer": "https://idp.example.com", "clientID": "a",
             "accessTokenAudiences": [""], "introspectionEndpoint": "ldap://x"
         }))
         .unwrap();
-        let problems = c.problems();
-        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        let problems = c.validate();
+        let keys: Vec<&str> = problems.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(
             keys,
             [
@@ -359,7 +360,7 @@ mod tests {
             ],
             "{problems:?}"
         );
-        assert!(problems[2].1.contains("getUserInfo"), "{problems:?}");
+        assert!(problems[2].message.contains("getUserInfo"), "{problems:?}");
     }
 
     #[test]

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    CallbackConnector, ConnectorError, Identity, RefreshConnector, Scopes, SubjectIdentity,
-    TokenIdentityConnector, UpstreamRedirect,
+    CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
+    SubjectIdentity, TokenIdentityConnector, UpstreamRedirect,
 };
 use claims::{identity_from_claims, ClaimError};
 use config::PkceSetting;
@@ -151,16 +151,7 @@ impl OidcConnector {
     /// Checks the settings and prepares the HTTP client; contacts nobody (see
     /// [`OidcConnector::discover`]).
     pub fn new(id: &str, config: OidcConfig, now: Now) -> Result<Self, ConnectorError> {
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(ConnectorError::Config(
-                problems
-                    .into_iter()
-                    .map(|(k, m)| format!("{k}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ));
-        }
+        ConfigIssue::refuse(config.validate())?;
         let mut builder = reqwest::Client::builder()
             // Following redirects from token or key endpoints would let them point lanyard
             // anywhere.

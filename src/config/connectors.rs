@@ -1,0 +1,274 @@
+//! `connectors:`: each entry's shape, and its `config` mapping parsed and checked once into the
+//! connectors crate's typed settings, which the server opens as they are.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use lanyard_connectors::github::GithubConfig;
+use lanyard_connectors::{ConfigIssue, LdapConfig, OidcConfig};
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+use super::path::{index_path, key_path};
+use super::resolve::{list_at, Ctx};
+
+/// The id under which the password database appears as a connector, as in Dex.
+pub(super) const LOCAL_CONNECTOR_ID: &str = "local";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConnector {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    id: Option<String>,
+    name: Option<String>,
+    config: Option<Value>,
+}
+
+/// The local connector reads the password database and has no settings of its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLocalConnector {}
+
+/// An entry of `connectors`, its settings checked by the connector's own rules.
+#[derive(Clone)]
+pub struct ConnectorConfig {
+    /// The type `settings` is of.
+    pub type_: ConnectorType,
+    pub id: String,
+    /// The id when the config gives no name.
+    pub name: String,
+    /// The `config` mapping as written (an empty object when absent), for inspection; the
+    /// server opens `settings`.
+    pub config: serde_json::Value,
+    pub settings: ConnectorSettings,
+}
+
+/// A connector's `config`, typed (Dex's `ConnectorConfig`, whose variants the server opens).
+#[derive(Clone, Debug)]
+pub enum ConnectorSettings {
+    /// The password database (static passwords and stored ones).
+    Local,
+    Ldap(Box<LdapConfig>),
+    Github(Box<GithubConfig>),
+    Oidc(Box<OidcConfig>),
+}
+
+impl fmt::Debug for ConnectorConfig {
+    // `config` as written holds secrets in the clear; `settings` prints them redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectorConfig")
+            .field("type_", &self.type_)
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectorType {
+    Local,
+    Ldap,
+    Github,
+    Oidc,
+}
+
+impl ConnectorType {
+    pub const ALL: [ConnectorType; 4] = [
+        ConnectorType::Ldap,
+        ConnectorType::Github,
+        ConnectorType::Oidc,
+        ConnectorType::Local,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorType::Local => "local",
+            ConnectorType::Ldap => "ldap",
+            ConnectorType::Github => "github",
+            ConnectorType::Oidc => "oidc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ConnectorType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Whether the connector checks a username and password itself (password grant,
+    /// `oauth2.passwordConnector`).
+    pub fn checks_passwords(self) -> bool {
+        matches!(self, ConnectorType::Local | ConnectorType::Ldap)
+    }
+}
+
+/// A connector the config declares, whether or not its settings are valid: what `oauth2` and
+/// `staticClients` check their references against, so that one bad setting is reported once.
+pub(super) struct DeclaredConnector {
+    pub id: String,
+    pub type_: ConnectorType,
+}
+
+/// Whether `id` names a connector: a declared one, or the password database.
+pub(super) fn connector_exists(
+    id: &str,
+    declared: &[DeclaredConnector],
+    enable_password_db: bool,
+) -> bool {
+    declared.iter().any(|c| c.id == id) || (enable_password_db && id == LOCAL_CONNECTOR_ID)
+}
+
+fn supported_connector_types() -> String {
+    ConnectorType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The connectors whose settings are valid, and every declared one.
+pub(super) fn resolve_connectors(
+    value: Value,
+    enable_password_db: bool,
+    ctx: &mut Ctx,
+) -> (Vec<ConnectorConfig>, Vec<DeclaredConnector>) {
+    let mut out: Vec<ConnectorConfig> = Vec::new();
+    let mut declared: Vec<DeclaredConnector> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, raw) in list_at::<RawConnector>(value, "connectors", ctx) {
+        let path = index_path("connectors", i);
+        let type_ = match raw.type_.as_deref().filter(|t| !t.is_empty()) {
+            None => {
+                ctx.err(
+                    key_path(&path, "type"),
+                    format!(
+                        "missing required key `type` ({})",
+                        supported_connector_types()
+                    ),
+                );
+                None
+            }
+            Some(t) => {
+                let parsed = ConnectorType::parse(t);
+                if parsed.is_none() {
+                    ctx.err(
+                        key_path(&path, "type"),
+                        format!(
+                            "connector type `{t}` is not supported; supported types are {}",
+                            supported_connector_types()
+                        ),
+                    );
+                }
+                parsed
+            }
+        };
+        let id = match raw.id.filter(|id| !id.is_empty()) {
+            Some(id) => {
+                if let Some(first) = seen.get(&id) {
+                    ctx.err(
+                        key_path(&path, "id"),
+                        format!("duplicate connector id `{id}` (also connectors[{first}])"),
+                    );
+                } else {
+                    seen.insert(id.clone(), i);
+                }
+                Some(id)
+            }
+            None => {
+                ctx.err(key_path(&path, "id"), "missing required key `id`");
+                None
+            }
+        };
+        if enable_password_db
+            && id.as_deref() == Some(LOCAL_CONNECTOR_ID)
+            && type_.is_some_and(|t| t != ConnectorType::Local)
+        {
+            ctx.err(
+                key_path(&path, "id"),
+                "connector id `local` is the password database's when enablePasswordDB is true",
+            );
+        }
+
+        let config_path = key_path(&path, "config");
+        let raw_config = raw.config.unwrap_or(Value::Null);
+        let config = match &raw_config {
+            Value::Null => Some(serde_json::Value::Object(serde_json::Map::new())),
+            Value::Mapping(_) => match serde_json::to_value(&raw_config) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    ctx.err(&config_path, format!("cannot be represented as JSON: {e}"));
+                    None
+                }
+            },
+            _ => {
+                ctx.err(&config_path, "expected a mapping");
+                None
+            }
+        };
+        let settings = type_.and_then(|t| settings(t, raw_config, &config_path, ctx));
+        let (Some(type_), Some(id), Some(config)) = (type_, id, config) else {
+            continue;
+        };
+        let name = raw
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| id.clone());
+        declared.push(DeclaredConnector {
+            id: id.clone(),
+            type_,
+        });
+        if let Some(settings) = settings {
+            out.push(ConnectorConfig {
+                type_,
+                id,
+                name,
+                config,
+                settings,
+            });
+        }
+    }
+    (out, declared)
+}
+
+/// A connector's `config` parsed into its type's settings and checked by the connector's own
+/// rules (the same the connector applies when it is opened), each issue under its key.
+fn settings(
+    type_: ConnectorType,
+    raw: Value,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<ConnectorSettings> {
+    match type_ {
+        ConnectorType::Local => ctx
+            .de::<RawLocalConnector>(raw, path)
+            .map(|_| ConnectorSettings::Local),
+        ConnectorType::Ldap => {
+            let ldap = ctx.de::<LdapConfig>(raw, path)?;
+            report(ldap.validate(), path, ctx).then(|| ConnectorSettings::Ldap(Box::new(ldap)))
+        }
+        ConnectorType::Github => {
+            let github = ctx.de::<GithubConfig>(raw, path)?;
+            report(github.validate(), path, ctx)
+                .then(|| ConnectorSettings::Github(Box::new(github)))
+        }
+        ConnectorType::Oidc => {
+            let oidc = ctx.de::<OidcConfig>(raw, path)?;
+            report(oidc.validate(), path, ctx).then(|| ConnectorSettings::Oidc(Box::new(oidc)))
+        }
+    }
+}
+
+/// Records `issues` under `path`; true when none of them is an error.
+fn report(issues: Vec<ConfigIssue>, path: &str, ctx: &mut Ctx) -> bool {
+    let mut usable = true;
+    for issue in issues {
+        let at = key_path(path, &issue.path);
+        if issue.warning {
+            ctx.warn(at, issue.message);
+        } else {
+            usable = false;
+            ctx.err(at, issue.message);
+        }
+    }
+    usable
+}
