@@ -12,7 +12,10 @@ pub const CLIENT_SECRET: &str = "bench-secret-0123456789";
 /// Nothing listens here: the generator reads the code off the redirect, as kubelogin's
 /// loopback listener would.
 pub const REDIRECT_URI: &str = "http://127.0.0.1:9/callback";
-pub const USER: &str = "bench@example.com";
+/// Logins are spread over this many people (`bench<i>@example.com`), each at an address of
+/// their own: lanyard counts a password attempt against its account and its address until it
+/// is checked, so many simultaneous logins of one person from one address are refused (429).
+pub const USERS: usize = 64;
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct Client {
@@ -152,7 +155,14 @@ pub async fn redeem(
 
 /// A whole password login in a new browser: /auth, the login form, the password (argon2id
 /// on the server), the redirect back, and the code redeemed for tokens.
-pub async fn password_login(conn: &mut Conn, client: &Client) -> anyhow::Result<Session> {
+pub async fn password_login(
+    conn: &mut Conn,
+    client: &Client,
+    person: usize,
+) -> anyhow::Result<Session> {
+    let person = person % USERS;
+    conn.set_client_address(&format!("198.51.100.{person}"))?;
+    let user = format!("bench{person}@example.com");
     let mut jar = Jar::default();
     let (path, verifier) = auth_request();
     let reply = conn.get(&path, None).await?;
@@ -168,7 +178,7 @@ pub async fn password_login(conn: &mut Conn, client: &Client) -> anyhow::Result<
             &form_path,
             jar.header(),
             None,
-            &[("csrf", &csrf), ("login", USER), ("password", PASSWORD)],
+            &[("csrf", &csrf), ("login", &user), ("password", PASSWORD)],
         )
         .await?;
     let code = follow(conn, &mut jar, reply, form_path)

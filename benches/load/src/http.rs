@@ -41,6 +41,9 @@ impl Reply {
 pub struct Conn {
     addr: SocketAddr,
     host: HeaderValue,
+    /// Sent as `X-Forwarded-For` (lanyard trusts it from loopback in the benchmark's config):
+    /// the address of the person this connection stands for.
+    client_address: Option<HeaderValue>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
@@ -50,8 +53,15 @@ impl Conn {
         Self {
             addr,
             host,
+            client_address: None,
             sender: None,
         }
+    }
+
+    /// Makes the following requests come from `address`, as a proxy would forward them.
+    pub fn set_client_address(&mut self, address: &str) -> anyhow::Result<()> {
+        self.client_address = Some(HeaderValue::from_str(address)?);
+        Ok(())
     }
 
     async fn sender(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
@@ -113,6 +123,9 @@ impl Conn {
         }
         if let Some(a) = authorization {
             req = req.header(AUTHORIZATION, a.clone());
+        }
+        if let Some(a) = &self.client_address {
+            req = req.header("x-forwarded-for", a.clone());
         }
         if method == Method::POST {
             req = req.header(CONTENT_TYPE, "application/x-www-form-urlencoded");

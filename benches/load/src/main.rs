@@ -205,23 +205,23 @@ async fn bench_in(
         addr,
         pid,
         (0..opts.login_connections)
-            .map(|_| Vec::<Session>::new())
+            .map(|person| (person, Vec::<Session>::new()))
             .collect(),
         Some(secs),
-        move |mut c, mut done| {
+        move |mut c, (person, mut done)| {
             let cl = cl.clone();
             async move {
-                let r = flows::password_login(&mut c, &cl).await.map(|s| {
+                let r = flows::password_login(&mut c, &cl, person).await.map(|s| {
                     done.push(s);
                     true
                 });
-                (c, done, r)
+                (c, (person, done), r)
             }
         },
     )
     .await;
     rows.push((LOGIN, f));
-    let sessions: Vec<Session> = sessions.into_iter().flatten().collect();
+    let sessions: Vec<Session> = sessions.into_iter().flat_map(|(_, s)| s).collect();
     if sessions.is_empty() {
         bail!(
             "[{name}] no password login succeeded: {}",

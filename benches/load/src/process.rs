@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::flows::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, USER};
+use crate::flows::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, USERS};
 use crate::http::Conn;
 
 pub enum Storage {
@@ -55,10 +55,18 @@ pub fn write_config(dir: &Path, storage: &Storage, password_hash: &str) -> anyho
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(key)
     };
+    let users: String = (0..USERS)
+        .map(|i| {
+            format!(
+                "  - email: bench{i}@example.com\n    hash: \"{password_hash}\"\n    \
+                 username: bench{i}\n    userID: bench-{i}\n    groups: [bench]\n"
+            )
+        })
+        .collect();
     let config = format!(
         "issuer: http://{web}\n\
          storage:\n{storage}\
-         web:\n  http: {web}\n\
+         web:\n  http: {web}\n  clientRemoteIP:\n    header: X-Forwarded-For\n    trustedProxies: ['127.0.0.1/32']\n\
          telemetry:\n  http: {telemetry}\n\
          logger:\n  level: info\n  format: json\n\
          oauth2:\n  skipApprovalScreen: true\n\
@@ -66,8 +74,7 @@ pub fn write_config(dir: &Path, storage: &Storage, password_hash: &str) -> anyho
          redirectURIs: [\"{REDIRECT_URI}\"]\n    \
          grantTypes: [authorization_code, refresh_token, client_credentials]\n\
          enablePasswordDB: true\n\
-         staticPasswords:\n  - email: {USER}\n    hash: \"{password_hash}\"\n    username: bench\n    \
-         userID: 7d3c1a52-2c5e-4c3e-9b1e-5f0f6f7a9b10\n    groups: [bench]\n\
+         staticPasswords:\n{users}\
          keys:\n  algorithm: RS256\n  encryptionKey: \"{key}\"\n"
     );
     let path = dir.join("config.yaml");
