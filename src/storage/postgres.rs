@@ -16,7 +16,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{Executor, Postgres, Row, Transaction};
 
-use super::sql::{self, Dialect, ResultExt, SqlStorage};
+use super::sql::{self, Dialect, IntoModel, ResultExt, SqlStorage};
 use super::*;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");

@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
-use super::sql::{self, Dialect, ResultExt, SqlStorage};
+use super::sql::{self, Dialect, IntoModel, ResultExt, SqlStorage};
 use super::sqlite_writer::{insert_and_commit, BatchWriter};
 use super::*;
 

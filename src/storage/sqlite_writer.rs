@@ -35,7 +35,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{Connection, FromRow, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::{self, ResultExt};
+use super::sql::{self, IntoModel, ResultExt};
 use super::{
     AccessToken, Grant, IssuedTokens, RefreshOutcome, RefreshToken, Result, Rotation, StorageError,
     UnixTime,

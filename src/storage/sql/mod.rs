@@ -15,8 +15,10 @@ pub(in crate::storage) use rows::*;
 
 use async_trait::async_trait;
 use sqlx::error::ErrorKind;
+use sqlx::query::{Query, QueryAs};
 use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction,
+    Type,
 };
 
 use super::*;
@@ -195,6 +197,54 @@ where
     for<'q> bool: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
     for<'q> Vec<u8>: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
 {
+    /// Reads at most one row and decodes it; `subject` names the record in errors.
+    async fn fetch_model<'q, R>(
+        &self,
+        query: QueryAs<'q, D::Db, R, <D::Db as Database>::Arguments<'q>>,
+        subject: &str,
+    ) -> Result<Option<R::Model>>
+    where
+        R: IntoModel + for<'r> FromRow<'r, <D::Db as Database>::Row> + Send + Unpin,
+    {
+        query
+            .fetch_optional(&self.pool)
+            .await
+            .or_storage(subject)?
+            .map(R::into_model)
+            .transpose()
+    }
+
+    /// Reads every row and decodes them.
+    async fn fetch_models<'q, R>(
+        &self,
+        query: QueryAs<'q, D::Db, R, <D::Db as Database>::Arguments<'q>>,
+        subject: &str,
+    ) -> Result<Vec<R::Model>>
+    where
+        R: IntoModel + for<'r> FromRow<'r, <D::Db as Database>::Row> + Send + Unpin,
+    {
+        query
+            .fetch_all(&self.pool)
+            .await
+            .or_storage(subject)?
+            .into_iter()
+            .map(R::into_model)
+            .collect()
+    }
+
+    /// Runs one statement on its own; how many rows it changed.
+    async fn change<'q>(
+        &self,
+        query: Query<'q, D::Db, <D::Db as Database>::Arguments<'q>>,
+        subject: &str,
+    ) -> Result<u64> {
+        Ok(query
+            .execute(&self.pool)
+            .await
+            .or_storage(subject)?
+            .rows_affected())
+    }
+
     pub(in crate::storage) async fn insert_grant(
         conn: &mut Connection<D>,
         grant: &Grant,
@@ -314,159 +364,152 @@ where
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query(PING)
-            .execute(&self.pool)
-            .await
-            .or_storage("ping")?;
+        self.change(sqlx::query(PING), "ping").await?;
         Ok(())
     }
 
     async fn create_client(&self, client: &Client) -> Result<()> {
         let json = ClientJson::new(client)?;
-        sqlx::query(INSERT_CLIENT)
-            .bind(&client.id)
-            .bind(&client.secret_sha256)
-            .bind(&json.redirect_uris)
-            .bind(&json.trusted_peers)
-            .bind(client.public)
-            .bind(&client.name)
-            .bind(&client.logo_url)
-            .bind(&json.grant_types)
-            .bind(&json.post_logout_redirect_uris)
-            .bind(&json.allowed_connectors)
-            .bind(client.created_at)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!("client {:?}", client.id))?;
+        self.change(
+            sqlx::query(INSERT_CLIENT)
+                .bind(&client.id)
+                .bind(&client.secret_sha256)
+                .bind(&json.redirect_uris)
+                .bind(&json.trusted_peers)
+                .bind(client.public)
+                .bind(&client.name)
+                .bind(&client.logo_url)
+                .bind(&json.grant_types)
+                .bind(&json.post_logout_redirect_uris)
+                .bind(&json.allowed_connectors)
+                .bind(client.created_at),
+            &format!("client {:?}", client.id),
+        )
+        .await?;
         Ok(())
     }
 
     async fn get_client(&self, id: &str) -> Result<Option<Client>> {
-        sqlx::query_as::<_, ClientRow>(&select_client())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage(&format!("client {id:?}"))?
-            .map(ClientRow::into_model)
-            .transpose()
+        self.fetch_model(
+            sqlx::query_as::<_, ClientRow>(&select_client()).bind(id),
+            &format!("client {id:?}"),
+        )
+        .await
     }
 
     async fn list_clients(&self) -> Result<Vec<Client>> {
-        sqlx::query_as::<_, ClientRow>(&list_clients())
-            .fetch_all(&self.pool)
+        self.fetch_models(sqlx::query_as::<_, ClientRow>(&list_clients()), "clients")
             .await
-            .or_storage("clients")?
-            .into_iter()
-            .map(ClientRow::into_model)
-            .collect()
     }
 
     async fn update_client(&self, client: &Client) -> Result<()> {
         let json = ClientJson::new(client)?;
         let subject = format!("client {:?}", client.id);
-        let done = sqlx::query(UPDATE_CLIENT)
-            .bind(&client.id)
-            .bind(&client.secret_sha256)
-            .bind(&json.redirect_uris)
-            .bind(&json.trusted_peers)
-            .bind(client.public)
-            .bind(&client.name)
-            .bind(&client.logo_url)
-            .bind(&json.grant_types)
-            .bind(&json.post_logout_redirect_uris)
-            .bind(&json.allowed_connectors)
-            .execute(&self.pool)
-            .await
-            .or_storage(&subject)?;
-        if done.rows_affected() == 0 {
+        let done = self
+            .change(
+                sqlx::query(UPDATE_CLIENT)
+                    .bind(&client.id)
+                    .bind(&client.secret_sha256)
+                    .bind(&json.redirect_uris)
+                    .bind(&json.trusted_peers)
+                    .bind(client.public)
+                    .bind(&client.name)
+                    .bind(&client.logo_url)
+                    .bind(&json.grant_types)
+                    .bind(&json.post_logout_redirect_uris)
+                    .bind(&json.allowed_connectors),
+                &subject,
+            )
+            .await?;
+        if done == 0 {
             return Err(StorageError::NotFound(subject));
         }
         Ok(())
     }
 
     async fn delete_client(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query(DELETE_CLIENT)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!("client {id:?}"))?;
-        Ok(done.rows_affected() > 0)
+        let done = self
+            .change(
+                sqlx::query(DELETE_CLIENT).bind(id),
+                &format!("client {id:?}"),
+            )
+            .await?;
+        Ok(done > 0)
     }
 
     async fn create_password(&self, password: &Password) -> Result<()> {
         let email = normalize_email(&password.email);
-        sqlx::query(INSERT_PASSWORD)
-            .bind(&email)
-            .bind(&password.hash)
-            .bind(&password.username)
-            .bind(&password.user_id)
-            .bind(to_json(&password.groups, "password groups")?)
-            .bind(password.created_at)
-            .bind(password.updated_at)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!(
+        self.change(
+            sqlx::query(INSERT_PASSWORD)
+                .bind(&email)
+                .bind(&password.hash)
+                .bind(&password.username)
+                .bind(&password.user_id)
+                .bind(to_json(&password.groups, "password groups")?)
+                .bind(password.created_at)
+                .bind(password.updated_at),
+            &format!(
                 "user with email {email:?} or username {:?}",
                 password.username
-            ))?;
+            ),
+        )
+        .await?;
         Ok(())
     }
 
     async fn get_password(&self, email: &str) -> Result<Option<Password>> {
-        sqlx::query_as::<_, PasswordRow>(&select_password_by_email())
-            .bind(normalize_email(email))
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("password")?
-            .map(PasswordRow::into_model)
-            .transpose()
+        self.fetch_model(
+            sqlx::query_as::<_, PasswordRow>(&select_password_by_email())
+                .bind(normalize_email(email)),
+            "password",
+        )
+        .await
     }
 
     async fn get_password_by_username(&self, username: &str) -> Result<Option<Password>> {
-        sqlx::query_as::<_, PasswordRow>(&select_password_by_username())
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("password")?
-            .map(PasswordRow::into_model)
-            .transpose()
+        self.fetch_model(
+            sqlx::query_as::<_, PasswordRow>(&select_password_by_username()).bind(username),
+            "password",
+        )
+        .await
     }
 
     async fn list_passwords(&self) -> Result<Vec<Password>> {
-        sqlx::query_as::<_, PasswordRow>(&list_passwords())
-            .fetch_all(&self.pool)
-            .await
-            .or_storage("passwords")?
-            .into_iter()
-            .map(PasswordRow::into_model)
-            .collect()
+        self.fetch_models(
+            sqlx::query_as::<_, PasswordRow>(&list_passwords()),
+            "passwords",
+        )
+        .await
     }
 
     async fn update_password(&self, password: &Password) -> Result<()> {
         let email = normalize_email(&password.email);
-        let done = sqlx::query(UPDATE_PASSWORD)
-            .bind(&email)
-            .bind(&password.hash)
-            .bind(&password.username)
-            .bind(&password.user_id)
-            .bind(to_json(&password.groups, "password groups")?)
-            .bind(password.updated_at)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!("username {:?}", password.username))?;
-        if done.rows_affected() == 0 {
+        let done = self
+            .change(
+                sqlx::query(UPDATE_PASSWORD)
+                    .bind(&email)
+                    .bind(&password.hash)
+                    .bind(&password.username)
+                    .bind(&password.user_id)
+                    .bind(to_json(&password.groups, "password groups")?)
+                    .bind(password.updated_at),
+                &format!("username {:?}", password.username),
+            )
+            .await?;
+        if done == 0 {
             return Err(StorageError::NotFound(format!("user with email {email:?}")));
         }
         Ok(())
     }
 
     async fn delete_password(&self, email: &str) -> Result<bool> {
-        let done = sqlx::query(DELETE_PASSWORD)
-            .bind(normalize_email(email))
-            .execute(&self.pool)
-            .await
-            .or_storage("password")?;
-        Ok(done.rows_affected() > 0)
+        let done = self
+            .change(
+                sqlx::query(DELETE_PASSWORD).bind(normalize_email(email)),
+                "password",
+            )
+            .await?;
+        Ok(done > 0)
     }
 
     async fn reserve_login_attempt(
@@ -497,29 +540,28 @@ where
             .as_ref()
             .map(|l| to_json(l, "auth request login"))
             .transpose()?;
-        sqlx::query(INSERT_AUTH_REQUEST)
-            .bind(&request.id)
-            .bind(&request.client_id)
-            .bind(to_json(&request.params, "auth request params")?)
-            .bind(&request.csrf_token)
-            .bind(&request.browser_binding)
-            .bind(login)
-            .bind(request.created_at)
-            .bind(request.expires_at)
-            .execute(&self.pool)
-            .await
-            .or_storage("auth request")?;
+        self.change(
+            sqlx::query(INSERT_AUTH_REQUEST)
+                .bind(&request.id)
+                .bind(&request.client_id)
+                .bind(to_json(&request.params, "auth request params")?)
+                .bind(&request.csrf_token)
+                .bind(&request.browser_binding)
+                .bind(login)
+                .bind(request.created_at)
+                .bind(request.expires_at),
+            "auth request",
+        )
+        .await?;
         Ok(())
     }
 
     async fn get_auth_request(&self, id: &str) -> Result<Option<AuthRequest>> {
-        sqlx::query_as::<_, AuthRequestRow>(SELECT_AUTH_REQUEST)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("auth request")?
-            .map(AuthRequestRow::into_model)
-            .transpose()
+        self.fetch_model(
+            sqlx::query_as::<_, AuthRequestRow>(SELECT_AUTH_REQUEST).bind(id),
+            "auth request",
+        )
+        .await
     }
 
     async fn complete_auth_request(
@@ -528,14 +570,16 @@ where
         login: &LoginResult,
         now: UnixTime,
     ) -> Result<bool> {
-        let done = sqlx::query(COMPLETE_AUTH_REQUEST)
-            .bind(id)
-            .bind(to_json(login, "auth request login")?)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .or_storage("auth request")?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .change(
+                sqlx::query(COMPLETE_AUTH_REQUEST)
+                    .bind(id)
+                    .bind(to_json(login, "auth request login")?)
+                    .bind(now),
+                "auth request",
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     async fn begin_upstream_login(
@@ -544,23 +588,23 @@ where
         upstream: &UpstreamLogin,
         now: UnixTime,
     ) -> Result<bool> {
-        let done = sqlx::query(BEGIN_UPSTREAM_LOGIN)
-            .bind(id)
-            .bind(to_json(upstream, "auth request upstream")?)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .or_storage("auth request")?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .change(
+                sqlx::query(BEGIN_UPSTREAM_LOGIN)
+                    .bind(id)
+                    .bind(to_json(upstream, "auth request upstream")?)
+                    .bind(now),
+                "auth request",
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     async fn delete_auth_request(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query(DELETE_AUTH_REQUEST)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .or_storage("auth request")?;
-        Ok(done.rows_affected() > 0)
+        let done = self
+            .change(sqlx::query(DELETE_AUTH_REQUEST).bind(id), "auth request")
+            .await?;
+        Ok(done > 0)
     }
 
     async fn exchange_auth_request_for_code(
@@ -599,13 +643,11 @@ where
     }
 
     async fn get_auth_code(&self, code_hash: &str) -> Result<Option<AuthCode>> {
-        sqlx::query_as::<_, AuthCodeRow>(SELECT_AUTH_CODE)
-            .bind(code_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("authorization code")?
-            .map(AuthCodeRow::into_model)
-            .transpose()
+        self.fetch_model(
+            sqlx::query_as::<_, AuthCodeRow>(SELECT_AUTH_CODE).bind(code_hash),
+            "authorization code",
+        )
+        .await
     }
 
     async fn redeem_auth_code(
@@ -620,23 +662,18 @@ where
     }
 
     async fn get_grant(&self, id: &str) -> Result<Option<Grant>> {
-        sqlx::query_as::<_, GrantRow>(SELECT_GRANT)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("grant")?
-            .map(GrantRow::into_model)
-            .transpose()
+        self.fetch_model(
+            sqlx::query_as::<_, GrantRow>(SELECT_GRANT).bind(id),
+            "grant",
+        )
+        .await
     }
 
     async fn revoke_grant(&self, id: &str, now: UnixTime) -> Result<bool> {
-        let done = sqlx::query(REVOKE_GRANT)
-            .bind(id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .or_storage("grant")?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .change(sqlx::query(REVOKE_GRANT).bind(id).bind(now), "grant")
+            .await?;
+        Ok(done == 1)
     }
 
     async fn get_access_token(
@@ -644,48 +681,48 @@ where
         token_hash: &str,
         now: UnixTime,
     ) -> Result<Option<(AccessToken, Grant)>> {
-        sqlx::query_as::<_, AccessTokenWithGrantRow>(SELECT_LIVE_ACCESS_TOKEN)
-            .bind(token_hash)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("access token")?
-            .map(AccessTokenWithGrantRow::into_model)
-            .transpose()
+        self.fetch_model(
+            sqlx::query_as::<_, AccessTokenWithGrantRow>(SELECT_LIVE_ACCESS_TOKEN)
+                .bind(token_hash)
+                .bind(now),
+            "access token",
+        )
+        .await
     }
 
     async fn list_signing_keys(&self) -> Result<Vec<SigningKey>> {
-        Ok(sqlx::query_as::<_, SigningKeyRow>(LIST_SIGNING_KEYS)
-            .fetch_all(&self.pool)
-            .await
-            .or_storage("signing keys")?
-            .into_iter()
-            .map(SigningKeyRow::into_model)
-            .collect())
+        self.fetch_models(
+            sqlx::query_as::<_, SigningKeyRow>(LIST_SIGNING_KEYS),
+            "signing keys",
+        )
+        .await
     }
 
     async fn insert_signing_key(&self, key: &SigningKey) -> Result<bool> {
-        let done = sqlx::query(INSERT_SIGNING_KEY)
-            .bind(&key.kid)
-            .bind(&key.alg)
-            .bind(&key.public_jwk)
-            .bind(&key.private_key_enc)
-            .bind(&key.successor_of)
-            .bind(key.created_at)
-            .bind(key.sign_from)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!("signing key {:?}", key.kid))?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .change(
+                sqlx::query(INSERT_SIGNING_KEY)
+                    .bind(&key.kid)
+                    .bind(&key.alg)
+                    .bind(&key.public_jwk)
+                    .bind(&key.private_key_enc)
+                    .bind(&key.successor_of)
+                    .bind(key.created_at)
+                    .bind(key.sign_from),
+                &format!("signing key {:?}", key.kid),
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     async fn delete_signing_key(&self, kid: &str) -> Result<bool> {
-        let done = sqlx::query(DELETE_SIGNING_KEY)
-            .bind(kid)
-            .execute(&self.pool)
-            .await
-            .or_storage(&format!("signing key {kid:?}"))?;
-        Ok(done.rows_affected() > 0)
+        let done = self
+            .change(
+                sqlx::query(DELETE_SIGNING_KEY).bind(kid),
+                &format!("signing key {kid:?}"),
+            )
+            .await?;
+        Ok(done > 0)
     }
 
     async fn issue_grant(&self, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
@@ -693,12 +730,13 @@ where
     }
 
     async fn revoke_access_token(&self, token_hash: &str) -> Result<bool> {
-        let done = sqlx::query(DELETE_ACCESS_TOKEN)
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await
-            .or_storage("access token")?;
-        Ok(done.rows_affected() > 0)
+        let done = self
+            .change(
+                sqlx::query(DELETE_ACCESS_TOKEN).bind(token_hash),
+                "access token",
+            )
+            .await?;
+        Ok(done > 0)
     }
 
     async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, Grant)>> {
@@ -721,41 +759,39 @@ where
             .as_ref()
             .map(|g| to_json(g, "device request grant"))
             .transpose()?;
-        sqlx::query(INSERT_DEVICE_REQUEST)
-            .bind(&request.user_code)
-            .bind(&request.device_code_hash)
-            .bind(&request.client_id)
-            .bind(to_json(&request.scopes, "device request scopes")?)
-            .bind(request.created_at)
-            .bind(request.expires_at)
-            .bind(request.poll_interval)
-            .bind(request.last_poll_at)
-            .bind(request.status.as_str())
-            .bind(grant)
-            .execute(&self.pool)
-            .await
-            .or_storage("device request with this user code")?;
+        self.change(
+            sqlx::query(INSERT_DEVICE_REQUEST)
+                .bind(&request.user_code)
+                .bind(&request.device_code_hash)
+                .bind(&request.client_id)
+                .bind(to_json(&request.scopes, "device request scopes")?)
+                .bind(request.created_at)
+                .bind(request.expires_at)
+                .bind(request.poll_interval)
+                .bind(request.last_poll_at)
+                .bind(request.status.as_str())
+                .bind(grant),
+            "device request with this user code",
+        )
+        .await?;
         Ok(())
     }
 
     async fn get_device_request(&self, user_code: &str) -> Result<Option<DeviceRequest>> {
-        sqlx::query_as::<_, DeviceRequestRow>(&select_device_request())
-            .bind(user_code)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("device request")?
-            .map(DeviceRequestRow::into_model)
-            .transpose()
+        self.fetch_model(
+            sqlx::query_as::<_, DeviceRequestRow>(&select_device_request()).bind(user_code),
+            "device request",
+        )
+        .await
     }
 
     async fn find_device_request(&self, device_code_hash: &str) -> Result<Option<DeviceRequest>> {
-        sqlx::query_as::<_, DeviceRequestRow>(&select_device_request_by_device_code())
-            .bind(device_code_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("device request")?
-            .map(DeviceRequestRow::into_model)
-            .transpose()
+        self.fetch_model(
+            sqlx::query_as::<_, DeviceRequestRow>(&select_device_request_by_device_code())
+                .bind(device_code_hash),
+            "device request",
+        )
+        .await
     }
 
     async fn complete_device_request(
@@ -771,15 +807,17 @@ where
             ),
             None => (DeviceStatus::Denied, None),
         };
-        let done = sqlx::query(COMPLETE_DEVICE_REQUEST)
-            .bind(user_code)
-            .bind(status.as_str())
-            .bind(grant)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .or_storage("device request")?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .change(
+                sqlx::query(COMPLETE_DEVICE_REQUEST)
+                    .bind(user_code)
+                    .bind(status.as_str())
+                    .bind(grant)
+                    .bind(now),
+                "device request",
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     async fn poll_device_request(
@@ -840,40 +878,39 @@ where
     }
 
     async fn create_session(&self, session: &Session) -> Result<()> {
-        sqlx::query(INSERT_SESSION)
-            .bind(&session.id_hash)
-            .bind(&session.claims.user_id)
-            .bind(&session.connector_id)
-            .bind(to_json(&session.claims, "session claims")?)
-            .bind(&session.connector_data)
-            .bind(session.auth_time)
-            .bind(session.created_at)
-            .bind(session.expires_at)
-            .bind(session.revoked_at)
-            .execute(&self.pool)
-            .await
-            .or_storage("session")?;
+        self.change(
+            sqlx::query(INSERT_SESSION)
+                .bind(&session.id_hash)
+                .bind(&session.claims.user_id)
+                .bind(&session.connector_id)
+                .bind(to_json(&session.claims, "session claims")?)
+                .bind(&session.connector_data)
+                .bind(session.auth_time)
+                .bind(session.created_at)
+                .bind(session.expires_at)
+                .bind(session.revoked_at),
+            "session",
+        )
+        .await?;
         Ok(())
     }
 
     async fn get_session(&self, id_hash: &str) -> Result<Option<Session>> {
-        sqlx::query_as::<_, SessionRow>(SELECT_SESSION)
-            .bind(id_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .or_storage("session")?
-            .map(SessionRow::into_model)
-            .transpose()
+        self.fetch_model(
+            sqlx::query_as::<_, SessionRow>(SELECT_SESSION).bind(id_hash),
+            "session",
+        )
+        .await
     }
 
     async fn revoke_session(&self, id_hash: &str, now: UnixTime) -> Result<bool> {
-        let done = sqlx::query(REVOKE_SESSION)
-            .bind(id_hash)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .or_storage("session")?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .change(
+                sqlx::query(REVOKE_SESSION).bind(id_hash).bind(now),
+                "session",
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>> {

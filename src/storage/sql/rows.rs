@@ -20,6 +20,13 @@ fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T> {
         .map_err(|e| StorageError::Corrupt(format!("{what} is not valid JSON: {e}")))
 }
 
+/// A row as the database returns it, decoded into the model the storage trait speaks.
+pub(in crate::storage) trait IntoModel {
+    type Model;
+
+    fn into_model(self) -> Result<Self::Model>;
+}
+
 /// Emails are stored lower-cased so that the primary key compares them case-insensitively.
 pub(in crate::storage) fn normalize_email(email: &str) -> String {
     email.to_lowercase()
@@ -40,8 +47,10 @@ pub(in crate::storage) struct ClientRow {
     created_at: i64,
 }
 
-impl ClientRow {
-    pub(in crate::storage) fn into_model(self) -> Result<Client> {
+impl IntoModel for ClientRow {
+    type Model = Client;
+
+    fn into_model(self) -> Result<Client> {
         let what = |field: &str| format!("client {:?} {field}", self.id);
         Ok(Client {
             redirect_uris: from_json(&self.redirect_uris, &what("redirect_uris"))?,
@@ -97,8 +106,10 @@ pub(in crate::storage) struct PasswordRow {
     updated_at: i64,
 }
 
-impl PasswordRow {
-    pub(in crate::storage) fn into_model(self) -> Result<Password> {
+impl IntoModel for PasswordRow {
+    type Model = Password;
+
+    fn into_model(self) -> Result<Password> {
         Ok(Password {
             groups: from_json(&self.user_groups, "password groups")?,
             email: self.email,
@@ -124,8 +135,10 @@ pub(in crate::storage) struct AuthRequestRow {
     expires_at: i64,
 }
 
-impl AuthRequestRow {
-    pub(in crate::storage) fn into_model(self) -> Result<AuthRequest> {
+impl IntoModel for AuthRequestRow {
+    type Model = AuthRequest;
+
+    fn into_model(self) -> Result<AuthRequest> {
         Ok(AuthRequest {
             params: from_json(&self.params, "auth request params")?,
             login: self
@@ -160,8 +173,10 @@ pub(in crate::storage) struct AuthCodeRow {
     redeemed_at: Option<i64>,
 }
 
-impl AuthCodeRow {
-    pub(in crate::storage) fn into_model(self) -> Result<AuthCode> {
+impl IntoModel for AuthCodeRow {
+    type Model = AuthCode;
+
+    fn into_model(self) -> Result<AuthCode> {
         Ok(AuthCode {
             grant: from_json(&self.grant_json, "authorization code grant")?,
             code_hash: self.code_hash,
@@ -216,8 +231,10 @@ pub(in crate::storage) struct GrantRow {
     revoked_at: Option<i64>,
 }
 
-impl GrantRow {
-    pub(in crate::storage) fn into_model(self) -> Result<Grant> {
+impl IntoModel for GrantRow {
+    type Model = Grant;
+
+    fn into_model(self) -> Result<Grant> {
         Ok(Grant {
             claims: from_json(&self.claims, "grant claims")?,
             scopes: from_json(&self.scopes, "grant scopes")?,
@@ -269,8 +286,10 @@ pub(in crate::storage) struct AccessTokenWithGrantRow {
     grant: GrantRow,
 }
 
-impl AccessTokenWithGrantRow {
-    pub(in crate::storage) fn into_model(self) -> Result<(AccessToken, Grant)> {
+impl IntoModel for AccessTokenWithGrantRow {
+    type Model = (AccessToken, Grant);
+
+    fn into_model(self) -> Result<(AccessToken, Grant)> {
         let token = AccessToken {
             token_hash: self.token_hash,
             grant_id: self.token_grant_id,
@@ -297,9 +316,11 @@ pub(in crate::storage) struct SigningKeyRow {
     sign_from: i64,
 }
 
-impl SigningKeyRow {
-    pub(in crate::storage) fn into_model(self) -> SigningKey {
-        SigningKey {
+impl IntoModel for SigningKeyRow {
+    type Model = SigningKey;
+
+    fn into_model(self) -> Result<SigningKey> {
+        Ok(SigningKey {
             kid: self.kid,
             alg: self.alg,
             public_jwk: self.public_jwk,
@@ -307,7 +328,7 @@ impl SigningKeyRow {
             successor_of: self.successor_of,
             created_at: self.created_at,
             sign_from: self.sign_from,
-        }
+        })
     }
 }
 
@@ -343,8 +364,10 @@ pub(in crate::storage) struct RefreshTokenWithGrantRow {
     grant: GrantRow,
 }
 
-impl RefreshTokenWithGrantRow {
-    pub(in crate::storage) fn into_model(self) -> Result<(RefreshToken, Grant)> {
+impl IntoModel for RefreshTokenWithGrantRow {
+    type Model = (RefreshToken, Grant);
+
+    fn into_model(self) -> Result<(RefreshToken, Grant)> {
         let token = RefreshToken {
             token_hash: self.token_hash,
             grant_id: self.token_grant_id,
@@ -414,8 +437,10 @@ pub(in crate::storage) struct DeviceRequestRow {
     grant_json: Option<String>,
 }
 
-impl DeviceRequestRow {
-    pub(in crate::storage) fn into_model(self) -> Result<DeviceRequest> {
+impl IntoModel for DeviceRequestRow {
+    type Model = DeviceRequest;
+
+    fn into_model(self) -> Result<DeviceRequest> {
         Ok(DeviceRequest {
             scopes: from_json(&self.scopes, "device request scopes")?,
             status: parse_device_status(&self.status)?,
@@ -522,8 +547,10 @@ pub(in crate::storage) struct SessionRow {
     revoked_at: Option<i64>,
 }
 
-impl SessionRow {
-    pub(in crate::storage) fn into_model(self) -> Result<Session> {
+impl IntoModel for SessionRow {
+    type Model = Session;
+
+    fn into_model(self) -> Result<Session> {
         Ok(Session {
             claims: from_json(&self.claims, "session claims")?,
             id_hash: self.id,
