@@ -65,6 +65,20 @@ pub struct OAuthError {
     pub description: String,
     /// How to answer a 401: client authentication (Basic) or a bearer token (Bearer).
     pub challenge: Option<Challenge>,
+    /// The storage failure behind a 5xx, for the middleware to log and count.
+    pub fault: Option<StorageFault>,
+}
+
+/// A storage failure behind an error response. Errors only carry it: the response holds it
+/// as an extension, and the middleware that observes every request logs it (with the
+/// request's id) and counts it, once, wherever in the protocol it arose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFault(pub String);
+
+impl From<&StorageError> for StorageFault {
+    fn from(err: &StorageError) -> Self {
+        Self(err.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +93,7 @@ impl OAuthError {
             code,
             description: description.into(),
             challenge: None,
+            fault: None,
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -126,12 +141,12 @@ impl OAuthError {
 /// Storage failures never turn into a success or a half-written state: the caller answers 503.
 impl From<StorageError> for OAuthError {
     fn from(err: StorageError) -> Self {
-        crate::metrics::count_storage_error();
-        tracing::error!(error = %err, "storage error while serving a protocol request");
-        match err {
+        let fault = Some(StorageFault::from(&err));
+        let error = match err {
             StorageError::Unavailable(_) => Self::unavailable(),
             _ => Self::new(ErrorCode::ServerError, "internal storage error"),
-        }
+        };
+        Self { fault, ..error }
     }
 }
 
@@ -175,6 +190,9 @@ impl IntoResponse for OAuthError {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(fault) = self.fault {
+            response.extensions_mut().insert(fault);
         }
         response
     }

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::config::ClientRemoteIp;
 use crate::metrics::Metrics;
+use crate::oidc::error::StorageFault;
 
 /// Headers every response gets; HTML pages must never be framed or sniffed.
 #[derive(Clone)]
@@ -160,6 +161,10 @@ pub async fn observe(State(observe): State<Observe>, mut request: Request, next:
     request.extensions_mut().insert(ClientAddr(client));
     async move {
         let response = next.run(request).await;
+        if let Some(StorageFault(fault)) = response.extensions().get::<StorageFault>() {
+            crate::metrics::count_storage_error();
+            tracing::error!(error = %fault, "storage error");
+        }
         let status = response.status().as_u16();
         observe
             .metrics

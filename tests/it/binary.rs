@@ -498,3 +498,115 @@ async fn request_logs_carry_the_client_address_and_trust_forwarding_only_from_pr
         "{log}"
     );
 }
+
+/// A storage failure is logged once, on a line that carries the request's id, and counted
+/// once, whichever layer (the token endpoint's JSON error or the browser flow's page) met it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_failure_is_logged_once_with_its_request_id_and_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, telemetry) = (free_port(), free_port());
+    let issuer = format!("http://127.0.0.1:{port}");
+    let db = dir.path().join("lanyard.db");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer: {issuer}\nstorage:\n  type: sqlite3\n  config:\n    file: {}\n\
+             web:\n  http: 127.0.0.1:{port}\ntelemetry:\n  http: 127.0.0.1:{telemetry}\n\
+             logger:\n  level: info\n  format: json\nstaticClients:\n- id: cli\n  name: CLI\n  \
+             public: true\n  redirectURIs: ['http://127.0.0.1:5555/callback']\nenablePasswordDB: true\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = common::process::Log::capture(&mut child);
+    wait_ready(&format!("{issuer}/healthz")).await;
+
+    // The tables a code redemption and a login start write to are gone.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    for table in ["auth_codes", "auth_requests"] {
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token = http
+        .post(format!("{issuer}/token"))
+        .header("X-Request-Id", "req-storage-token")
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "a-code-that-cannot-be-looked-up"),
+            ("client_id", "cli"),
+            ("redirect_uri", "http://127.0.0.1:5555/callback"),
+            ("code_verifier", &pkce_verifier()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 503);
+    let body: serde_json::Value = token.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+
+    let request = AuthRequest {
+        client_id: "cli".into(),
+        redirect_uri: "http://127.0.0.1:5555/callback".into(),
+        ..AuthRequest::public()
+    };
+    let page = http
+        .get(format!("{issuer}/auth"))
+        .header("X-Request-Id", "req-storage-page")
+        .query(&request.query())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 503, "{:?}", page.headers().get("location"));
+
+    for id in ["req-storage-token", "req-storage-page"] {
+        log.wait_for(id, 2).await;
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{telemetry}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    terminate(&mut child);
+    assert!(
+        metrics.contains("lanyard_storage_errors_total 2\n"),
+        "two failed requests, two storage errors:\n{metrics}"
+    );
+    let text = log.text();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for id in ["req-storage-token", "req-storage-page"] {
+        let faults: Vec<_> = lines
+            .iter()
+            .filter(|l| l["span"]["request_id"] == id && l["level"] == "ERROR")
+            .collect();
+        assert_eq!(faults.len(), 1, "one error line for {id}:\n{text}");
+        assert!(
+            faults[0].to_string().contains("no such table"),
+            "the line says what failed: {}",
+            faults[0]
+        );
+    }
+}

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 
 use crate::storage::{AuthRequest, Session};
 
-use super::error::ErrorCode;
+use super::error::{ErrorCode, StorageFault};
 use super::ratelimit::Retry;
 use super::redirect::append_query;
 use super::secrets::{constant_time_eq, hmac_sha256, random_token, sha256_hex};
@@ -93,6 +93,8 @@ pub enum AuthorizeError {
     Client(ClientResponse),
     /// Too many failed attempts: 429 with Retry-After.
     RateLimited { retry_after_secs: u64 },
+    /// Storage failed: a 503 page, which carries the fault for the middleware to log.
+    Storage(StorageFault),
 }
 
 impl AuthorizeError {
@@ -106,14 +108,6 @@ impl AuthorizeError {
             title,
             message: message.into(),
         }
-    }
-
-    fn unavailable() -> Self {
-        Self::page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Temporarily unavailable",
-            "lanyard cannot reach its storage right now. Try again in a moment.",
-        )
     }
 
     pub(crate) fn login_gone() -> Self {
@@ -133,9 +127,7 @@ impl AuthorizeError {
 
 impl From<crate::storage::StorageError> for AuthorizeError {
     fn from(err: crate::storage::StorageError) -> Self {
-        crate::metrics::count_storage_error();
-        tracing::error!(error = %err, "storage error during login");
-        Self::unavailable()
+        Self::Storage(StorageFault::from(&err))
     }
 }
 

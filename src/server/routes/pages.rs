@@ -45,6 +45,16 @@ pub(super) fn authorize_error(state: &AppState, err: AuthorizeError) -> PageErro
             }
             r
         }
+        AuthorizeError::Storage(fault) => {
+            let mut r = error_page(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "lanyard cannot reach its storage right now. Try again in a moment.",
+            );
+            r.extensions_mut().insert(fault);
+            r
+        }
     };
     PageError::from(response)
 }
