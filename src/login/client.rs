@@ -328,21 +328,29 @@ pub async fn exchange_code(
     redirect_uri: &str,
     verifier: &str,
 ) -> Result<TokenResponse, LoginError> {
-    let url = &provider.token_endpoint;
-    let v = http
-        .post_form(
-            url,
-            client,
-            &[
-                ("grant_type", GrantType::AuthorizationCode.as_str()),
-                ("code", code),
-                ("redirect_uri", redirect_uri),
-                ("code_verifier", verifier),
-            ],
-        )
+    let params = [
+        ("grant_type", GrantType::AuthorizationCode.as_str()),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier),
+    ];
+    token_grant(http, provider, client, &params)
         .await?
-        .map_err(|f| f.into_error("the authorization code"))?;
-    token_response(url, v)
+        .map_err(|f| f.into_error("the authorization code"))
+}
+
+/// Posts one token request; an OAuth refusal is `Ok(Err(_))`, for the caller to judge.
+async fn token_grant(
+    http: &Http,
+    provider: &Provider,
+    client: &ClientCredentials,
+    params: &[(&str, &str)],
+) -> Result<Result<TokenResponse, OAuthFailure>, LoginError> {
+    let url = &provider.token_endpoint;
+    match http.post_form(url, client, params).await? {
+        Ok(v) => token_response(url, v).map(Ok),
+        Err(f) => Ok(Err(f)),
+    }
 }
 
 /// Uses the refresh token; an OAuth refusal (a revoked or expired session) is `Ok(Err(_))`.
@@ -352,21 +360,11 @@ pub async fn refresh(
     client: &ClientCredentials,
     refresh_token: &str,
 ) -> Result<Result<TokenResponse, OAuthFailure>, LoginError> {
-    let url = &provider.token_endpoint;
-    match http
-        .post_form(
-            url,
-            client,
-            &[
-                ("grant_type", GrantType::RefreshToken.as_str()),
-                ("refresh_token", refresh_token),
-            ],
-        )
-        .await?
-    {
-        Ok(v) => token_response(url, v).map(Ok),
-        Err(f) => Ok(Err(f)),
-    }
+    let params = [
+        ("grant_type", GrantType::RefreshToken.as_str()),
+        ("refresh_token", refresh_token),
+    ];
+    token_grant(http, provider, client, &params).await
 }
 
 /// RFC 8628 §3.2.
@@ -409,21 +407,11 @@ pub async fn poll_device(
     client: &ClientCredentials,
     device_code: &str,
 ) -> Result<Result<TokenResponse, OAuthFailure>, LoginError> {
-    let url = &provider.token_endpoint;
-    match http
-        .post_form(
-            url,
-            client,
-            &[
-                ("grant_type", GrantType::DeviceCode.as_str()),
-                ("device_code", device_code),
-            ],
-        )
-        .await?
-    {
-        Ok(v) => token_response(url, v).map(Ok),
-        Err(f) => Ok(Err(f)),
-    }
+    let params = [
+        ("grant_type", GrantType::DeviceCode.as_str()),
+        ("device_code", device_code),
+    ];
+    token_grant(http, provider, client, &params).await
 }
 
 /// A random URL-safe string of `bytes` bytes of entropy.

@@ -17,10 +17,15 @@ pub const AUDIENCE_SCOPE_PREFIX: &str = "audience:server:client_id:";
 
 /// The `sub` of a grant: Dex's encoding for users, the client id for client grants.
 pub fn subject(grant: &Grant) -> String {
-    if grant.connector_id == CLIENT_CONNECTOR {
-        grant.claims.user_id.clone()
+    subject_of(&grant.claims.user_id, &grant.connector_id)
+}
+
+/// The `sub` of a user (or a client, for client grants) signed in through a connector.
+pub fn subject_of(user_id: &str, connector_id: &str) -> String {
+    if connector_id == CLIENT_CONNECTOR {
+        user_id.to_string()
     } else {
-        encode_subject(&grant.claims.user_id, &grant.connector_id)
+        encode_subject(user_id, connector_id)
     }
 }
 

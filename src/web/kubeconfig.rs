@@ -4,8 +4,8 @@ use serde::Serialize;
 
 use crate::config::{KubernetesConfig, RbacRole};
 use crate::kube::{login_commands, view_for_user, LoginCommands};
-use crate::oidc::claims::subject;
-use crate::storage::{Grant, UserClaims};
+use crate::oidc::claims::subject_of;
+use crate::storage::UserClaims;
 
 pub use crate::oidc::clients::KUBECONFIG_CLIENT;
 
@@ -28,21 +28,7 @@ pub struct ClusterView {
 fn claim_value(claims: &UserClaims, connector_id: &str, claim: &str) -> String {
     match claim {
         "email" => claims.email.clone(),
-        "sub" => {
-            let grant = Grant {
-                id: String::new(),
-                client_id: String::new(),
-                connector_id: connector_id.to_string(),
-                claims: claims.clone(),
-                scopes: Vec::new(),
-                nonce: None,
-                auth_time: 0,
-                connector_data: None,
-                created_at: 0,
-                revoked_at: None,
-            };
-            subject(&grant)
-        }
+        "sub" => subject_of(&claims.user_id, connector_id),
         "preferred_username" => claims.preferred_username.clone(),
         "name" => claims.username.clone(),
         _ => claims.email.clone(),

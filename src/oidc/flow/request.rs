@@ -3,10 +3,10 @@
 
 use axum::http::StatusCode;
 
-use crate::storage::{AuthRequest, AuthRequestParams, DeviceStatus, Grant, LoginResult};
+use crate::storage::{AuthRequest, AuthRequestParams, DeviceStatus, LoginResult};
 
 use super::{is_internal_client, AuthorizeError, Outcome, ResponseMode, ResponseType, Step};
-use crate::oidc::claims::subject;
+use crate::oidc::claims::subject_of;
 use crate::oidc::device::{device_form_csrf, normalize_user_code};
 use crate::oidc::error::ErrorCode;
 use crate::oidc::form::{optional, parse_unique_params};
@@ -171,19 +171,7 @@ impl Provider {
         };
         let session = match (&session, &hint_subject) {
             (Some(s), Some(sub)) => {
-                let grant_like = Grant {
-                    id: String::new(),
-                    client_id: client.id.clone(),
-                    connector_id: s.connector_id.clone(),
-                    claims: s.claims.clone(),
-                    scopes: Vec::new(),
-                    nonce: None,
-                    auth_time: s.auth_time,
-                    connector_data: None,
-                    created_at: now,
-                    revoked_at: None,
-                };
-                if subject(&grant_like) == *sub {
+                if subject_of(&s.claims.user_id, &s.connector_id) == *sub {
                     session
                 } else {
                     None
