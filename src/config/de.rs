@@ -267,6 +267,88 @@ mod tests {
         );
     }
 
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Inner {
+        #[serde(rename = "clientID")]
+        client_id: Option<String>,
+    }
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Outer {
+        host: Option<String>,
+        items: Option<Vec<Inner>>,
+        names: Option<Vec<String>>,
+    }
+
+    fn read(yaml: &str) -> (Option<Outer>, Vec<ConfigError>, Vec<ConfigError>) {
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let value: Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let out = deserialize_at::<Outer>(value, "x", &mut errors, &mut warnings);
+        (out, errors, warnings)
+    }
+
+    #[test]
+    fn keys_in_another_case_are_renamed_at_any_depth_with_a_warning() {
+        let (out, errors, warnings) = read(
+            "Host: h
+items:
+- ClientId: a
+- clientid: b
+",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let out = out.unwrap();
+        assert_eq!(out.host.as_deref(), Some("h"));
+        let ids: Vec<_> = out
+            .items
+            .unwrap()
+            .into_iter()
+            .map(|i| i.client_id)
+            .collect();
+        assert_eq!(ids, vec![Some("a".to_string()), Some("b".to_string())]);
+        let at: Vec<_> = warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(
+            at,
+            vec!["x.Host", "x.items[0].ClientId", "x.items[1].clientid"]
+        );
+        assert!(warnings[1].message.contains("read as `clientID`"));
+    }
+
+    #[test]
+    fn a_key_twice_in_different_case_and_unknown_keys_are_errors() {
+        let (out, errors, _) = read(
+            "host: a
+HOST: b
+",
+        );
+        assert!(out.is_none());
+        assert_eq!(errors[0].path, "x.HOST");
+        assert!(errors[0].message.contains("keep only `host`"));
+        let (_, errors, _) = read(
+            "hots: a
+",
+        );
+        assert_eq!(errors[0].path, "x.hots");
+        assert!(errors[0].message.contains("did you mean `host`?"));
+    }
+
+    #[test]
+    fn numbers_and_booleans_become_text_where_text_is_expected() {
+        let (out, errors, warnings) = read(
+            "host: 1.2
+names: [12, true, -3]
+",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let out = out.unwrap();
+        assert_eq!(out.host.as_deref(), Some("1.2"));
+        assert_eq!(out.names.unwrap(), vec!["12", "true", "-3"]);
+        assert_eq!(warnings.len(), 4);
+        assert_eq!(warnings[0].path, "x.host");
+    }
+
     #[test]
     fn backticked_extracts_names() {
         assert_eq!(
