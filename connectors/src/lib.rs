@@ -16,7 +16,7 @@ pub mod oidc;
 pub mod password_hash;
 
 pub use ldap::{LdapConfig, LdapConnector, LdapLimits};
-pub use local::{LocalConnector, LocalUser, LocalUserDirectory, StaticUserDirectory};
+pub use local::{LocalConnector, LocalProfile, LocalUser, LocalUserDirectory, StaticUserDirectory};
 pub use oidc::{OidcConfig, OidcConnector};
 pub use password_hash::{Argon2idParams, HashKind, PasswordHashError, PasswordHasher};
 

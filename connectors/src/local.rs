@@ -23,6 +23,19 @@ pub struct LocalUser {
     /// bcrypt or argon2id hash.
     pub hash: String,
     pub groups: Vec<String>,
+    pub profile: LocalProfile,
+}
+
+/// Dex's optional claims of a static password user (`name`, `preferredUsername`,
+/// `emailVerified`); `None` takes Dex's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalProfile {
+    /// The `name` claim; the username when `None`.
+    pub name: Option<String>,
+    /// The `preferred_username` claim; the username when `None`.
+    pub preferred_username: Option<String>,
+    /// The `email_verified` claim; true when `None`, as in Dex.
+    pub email_verified: Option<bool>,
 }
 
 impl fmt::Debug for LocalUser {
@@ -33,6 +46,7 @@ impl fmt::Debug for LocalUser {
             .field("user_id", &self.user_id)
             .field("hash", &"<redacted>")
             .field("groups", &self.groups)
+            .field("profile", &self.profile)
             .finish()
     }
 }
@@ -136,12 +150,15 @@ impl LocalConnector {
 
     fn identity(user: LocalUser, scopes: &Scopes) -> Identity {
         let fingerprint = hash_fingerprint(&user.hash);
+        let profile = user.profile;
         Identity {
             user_id: user.user_id,
-            preferred_username: user.username.clone(),
-            username: user.username,
+            preferred_username: profile
+                .preferred_username
+                .unwrap_or_else(|| user.username.clone()),
+            username: profile.name.unwrap_or(user.username),
             email: user.email,
-            email_verified: true,
+            email_verified: profile.email_verified.unwrap_or(true),
             groups: if scopes.groups {
                 user.groups
             } else {
@@ -355,6 +372,7 @@ mod tests {
             user_id: "08a8684b-db88-4b73-90a9-3cd1661f5466".into(),
             hash: hasher.hash("hunter22").await.unwrap(),
             groups: vec!["admins".into(), "dev".into()],
+            profile: LocalProfile::default(),
         };
         let dir = Arc::new(MutableDirectory::default());
         dir.set(vec![user.clone()]);
@@ -417,6 +435,7 @@ mod tests {
             user_id: "08a8684b-db88-4b73-90a9-3cd1661f5466".into(),
             hash: "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W".into(),
             groups: vec![],
+            profile: LocalProfile::default(),
         }])
         .unwrap();
         let conn = LocalConnector::new(Arc::new(dir), hasher);
@@ -440,6 +459,7 @@ mod tests {
             user_id: "1".into(),
             hash: String::new(),
             groups: vec![],
+            profile: LocalProfile::default(),
         };
         let mut dup = u.clone();
         dup.email = "A@EXAMPLE.COM".into();
@@ -646,6 +666,7 @@ mod tests {
             user_id: "1".into(),
             hash: "$2a$10$secretsecret".into(),
             groups: vec![],
+            profile: LocalProfile::default(),
         };
         assert!(!format!("{u:?}").contains("secretsecret"));
     }

@@ -190,7 +190,8 @@ pub(super) fn resolve_connectors(
         }
 
         let config_path = key_path(&path, "config");
-        let raw_config = raw.config.unwrap_or(Value::Null);
+        let mut raw_config = raw.config.unwrap_or(Value::Null);
+        ctx.expand(&mut raw_config, &config_path);
         let config = match &raw_config {
             Value::Null => Some(serde_json::Value::Object(serde_json::Map::new())),
             Value::Mapping(_) => match serde_json::to_value(&raw_config) {

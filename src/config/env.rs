@@ -1,25 +1,64 @@
-//! `$VAR` / `${VAR}` expansion, applied to the string scalars of the parsed YAML tree rather
-//! than to the raw text: a variable's value then stays one scalar and cannot inject YAML
-//! structure (a password containing `\n  admin: true` is just a password).
+//! `$VAR` / `${VAR}` expansion where Dex expands: the string values under `storage.config`,
+//! `connectors[].config` and `signer.config` (Dex runs `os.ExpandEnv` over exactly these), and
+//! lanyard's own sections, which Dex never reads. Everywhere else a `$` is a literal `$`, so a
+//! client secret `s3cr$t` or a bcrypt hash is written as it is. `DEX_EXPAND_ENV=false` turns
+//! expansion off, as it does in Dex.
 //!
-//! `$$` is a literal `$`; a `$` followed by something that cannot start a name is literal too.
-//! A missing variable is an error, never "".
+//! Expansion works on the string scalars of the parsed YAML tree rather than on the raw text:
+//! a variable's value then stays one scalar and cannot inject YAML structure (a password
+//! containing `\n  admin: true` is just a password).
 //!
-//! `staticPasswords[*].hash` is never expanded: bcrypt and argon2 hashes are full of `$`
-//! (`$2a$10$...`, `$argon2id$v=19$...`), and Dex configs carry them verbatim. Use
-//! `hashFromEnv` to take a hash from the environment.
+//! The grammar is Go's `os.ExpandEnv`: `$NAME` (letters, digits, `_`), `${ANYTHING}`, and `$`
+//! followed by one of `*#$@!?-` or a digit names a one-character variable; any other `$` is
+//! literal. Two differences, both refusals of what Dex silently turns into "": a variable that
+//! is not set is an error naming it (an empty password or client secret must not be a typo
+//! away; set the variable to the empty string to mean empty), and `$$` is a literal `$` (Dex
+//! reads it as the never-set variable `$`).
 
 use serde_yaml_ng::Value;
 
 use super::path::{index_path, key_path};
 use super::ConfigError;
 
-fn is_name_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_'
+/// The variable that turns expansion on or off, as in Dex.
+pub const EXPAND_ENV_VAR: &str = "DEX_EXPAND_ENV";
+
+/// Whether `DEX_EXPAND_ENV` leaves expansion on (the default). Its values are Go's
+/// `strconv.ParseBool`'s; Dex falls back to "on" for anything else, lanyard refuses it, since
+/// whoever set it meant something.
+pub fn expansion_enabled(env: &dyn Fn(&str) -> Option<String>) -> Result<bool, String> {
+    match env(EXPAND_ENV_VAR).as_deref() {
+        None | Some("") => Ok(true),
+        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
+        Some(other) => Err(format!(
+            "environment variable {EXPAND_ENV_VAR} is `{other}`; expected true or false"
+        )),
+    }
 }
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Go's one-character shell variables (`$1`, `$?`, ...).
+fn is_special(c: char) -> bool {
+    matches!(c, '*' | '#' | '@' | '!' | '?' | '-') || c.is_ascii_digit()
+}
+
+/// Appends the value of `name`, or records that it is not set.
+fn substitute(
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut String,
+    errors: &mut Vec<String>,
+) {
+    match env(name) {
+        Some(v) => out.push_str(&v),
+        None => errors.push(format!(
+            "environment variable `{name}` is not set (write `$$` for a literal `$`)"
+        )),
+    }
 }
 
 /// Expands one string. Errors are messages (the caller adds the path).
@@ -33,8 +72,7 @@ pub fn expand_str(
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
-        let mut chars = after.chars();
-        match chars.next() {
+        match after.chars().next() {
             Some('$') => {
                 out.push('$');
                 rest = &after[1..];
@@ -42,24 +80,14 @@ pub fn expand_str(
             Some('{') => {
                 let body = &after[1..];
                 match body.find('}') {
-                    Some(end)
-                        if body[..end].starts_with(is_name_start)
-                            && body[..end].chars().all(is_name_char) =>
-                    {
-                        let name = &body[..end];
-                        match env(name) {
-                            Some(v) => out.push_str(&v),
-                            None => {
-                                errors.push(format!("environment variable `{name}` is not set"))
-                            }
-                        }
-                        rest = &body[end + 1..];
+                    Some(0) => {
+                        errors.push(
+                            "`${}` names no variable (write `$$` for a literal `$`)".to_string(),
+                        );
+                        rest = &body[1..];
                     }
                     Some(end) => {
-                        errors.push(format!(
-                            "`${{{}}}` is not a valid variable reference (names are letters, digits and _; write `$$` for a literal `$`)",
-                            &body[..end]
-                        ));
+                        substitute(&body[..end], env, &mut out, &mut errors);
                         rest = &body[end + 1..];
                     }
                     None => {
@@ -68,16 +96,16 @@ pub fn expand_str(
                     }
                 }
             }
-            Some(c) if is_name_start(c) => {
+            Some(c) if is_special(c) => {
+                substitute(&after[..1], env, &mut out, &mut errors);
+                rest = &after[1..];
+            }
+            Some(c) if is_name_char(c) => {
                 let len = after
                     .char_indices()
                     .find(|(_, c)| !is_name_char(*c))
                     .map_or(after.len(), |(i, _)| i);
-                let name = &after[..len];
-                match env(name) {
-                    Some(v) => out.push_str(&v),
-                    None => errors.push(format!("environment variable `{name}` is not set")),
-                }
+                substitute(&after[..len], env, &mut out, &mut errors);
                 rest = &after[len..];
             }
             _ => {
@@ -94,14 +122,27 @@ pub fn expand_str(
     }
 }
 
-/// True for `staticPasswords[N].hash`, whose value is never expanded.
-fn is_password_hash(path: &str) -> bool {
-    path.strip_prefix("staticPasswords[")
-        .and_then(|p| p.strip_suffix("].hash"))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+fn expand_scalar(
+    s: &mut String,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    if !s.contains('$') {
+        return;
+    }
+    match expand_str(s, env) {
+        Ok(expanded) => *s = expanded,
+        Err(messages) => errors.extend(messages.into_iter().map(|message| ConfigError {
+            path: path.to_string(),
+            message,
+        })),
+    }
 }
 
-/// Expands every string scalar under `value` in place, collecting every failure.
+/// Expands the string values under `value` in place, collecting every failure. As in Dex, a
+/// list's strings and mappings are expanded but a list directly inside a list is not, and
+/// keys never are.
 pub fn expand_tree(
     value: &mut Value,
     path: &str,
@@ -109,21 +150,12 @@ pub fn expand_tree(
     errors: &mut Vec<ConfigError>,
 ) {
     match value {
-        Value::String(s) => {
-            if !s.contains('$') || is_password_hash(path) {
-                return;
-            }
-            match expand_str(s, env) {
-                Ok(expanded) => *s = expanded,
-                Err(messages) => errors.extend(messages.into_iter().map(|message| ConfigError {
-                    path: path.to_string(),
-                    message,
-                })),
-            }
-        }
+        Value::String(s) => expand_scalar(s, path, env, errors),
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                expand_tree(item, &index_path(path, i), env, errors);
+                if !matches!(item, Value::Sequence(_)) {
+                    expand_tree(item, &index_path(path, i), env, errors);
+                }
             }
         }
         Value::Mapping(map) => {
@@ -176,34 +208,64 @@ mod tests {
     #[test]
     fn dollar_not_followed_by_a_name_is_literal() {
         assert_eq!(expand_str("cost: 5$", &env).unwrap(), "cost: 5$");
-        assert_eq!(expand_str("$1 and $-", &env).unwrap(), "$1 and $-");
         assert_eq!(expand_str("a $ b", &env).unwrap(), "a $ b");
+        assert_eq!(expand_str("$.x $/ $%", &env).unwrap(), "$.x $/ $%");
+    }
+
+    #[test]
+    fn go_special_variables_are_variables_too() {
+        // os.ExpandEnv reads `$1`, `$-` and `${1}` as variables (always "" in Dex).
+        for text in ["$1abc", "a$-", "${1}", "$?"] {
+            let errs = expand_str(text, &env).unwrap_err();
+            assert!(errs[0].contains("is not set"), "{text}: {errs:?}");
+        }
+        let one = |n: &str| (n == "1").then(|| "one".to_string());
+        assert_eq!(expand_str("$1abc", &one).unwrap(), "oneabc");
+    }
+
+    #[test]
+    fn braces_take_any_name_as_go_does() {
+        let spaced = |n: &str| (n == "A B").then(|| "x".to_string());
+        assert_eq!(expand_str("${A B}", &spaced).unwrap(), "x");
     }
 
     #[test]
     fn missing_variables_are_all_reported() {
         let errs = expand_str("$NOPE and ${ALSO_NOPE}", &env).unwrap_err();
-        assert_eq!(
-            errs,
-            vec![
-                "environment variable `NOPE` is not set".to_string(),
-                "environment variable `ALSO_NOPE` is not set".to_string()
-            ]
-        );
+        assert_eq!(errs.len(), 2);
+        assert!(errs[0].starts_with("environment variable `NOPE` is not set"));
+        assert!(errs[1].starts_with("environment variable `ALSO_NOPE` is not set"));
     }
 
     #[test]
     fn malformed_braces_are_errors() {
         assert!(expand_str("${HOST", &env).unwrap_err()[0].contains("unterminated"));
-        assert!(expand_str("${1X}", &env).unwrap_err()[0].contains("not a valid variable"));
+        assert!(expand_str("${}", &env).unwrap_err()[0].contains("names no variable"));
     }
 
     #[test]
-    fn hash_path_detection() {
-        assert!(is_password_hash("staticPasswords[0].hash"));
-        assert!(is_password_hash("staticPasswords[12].hash"));
-        assert!(!is_password_hash("staticPasswords[0].hashFromEnv"));
-        assert!(!is_password_hash("staticPasswords[].hash"));
-        assert!(!is_password_hash("staticClients[0].hash"));
+    fn lists_inside_lists_are_left_alone_as_in_dex() {
+        let mut v: Value =
+            serde_yaml_ng::from_str("a: [$HOST, {b: $PORT}, [$HOST]]\nc: $HOST\n").unwrap();
+        let mut errors = Vec::new();
+        expand_tree(&mut v, "x", &env, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let want: Value =
+            serde_yaml_ng::from_str("a: [db.example, {b: '5432'}, [$HOST]]\nc: db.example\n")
+                .unwrap();
+        assert_eq!(v, want);
+    }
+
+    #[test]
+    fn dex_expand_env_switch() {
+        let with =
+            |value: &'static str| move |n: &str| (n == EXPAND_ENV_VAR).then(|| value.to_string());
+        assert_eq!(expansion_enabled(&|_| None), Ok(true));
+        assert_eq!(expansion_enabled(&with("false")), Ok(false));
+        assert_eq!(expansion_enabled(&with("0")), Ok(false));
+        assert_eq!(expansion_enabled(&with("TRUE")), Ok(true));
+        assert!(expansion_enabled(&with("nope"))
+            .unwrap_err()
+            .contains("DEX_EXPAND_ENV"));
     }
 }

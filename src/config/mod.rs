@@ -1,9 +1,8 @@
 //! The YAML model: Dex v2.x's `config.yaml` schema plus lanyard's own top-level sections (`keys:`,
 //! `sessions:`, `kubernetes:`).
 //!
-//! Loading goes: YAML → tree → `$VAR` expansion on string scalars (see [`env`]) →
-//! section-by-section deserialisation into raw structs that deny unknown keys → semantic
-//! validation. Every problem found is reported, each with its YAML path, so that one run of
+//! Loading goes: YAML → tree → section-by-section deserialisation into raw structs that deny
+//! unknown keys, with `$VAR` expansion where Dex expands (see [`env`]) → semantic validation. Every problem found is reported, each with its YAML path, so that one run of
 //! `lanyard check-config` shows everything that needs fixing.
 
 mod connectors;
@@ -18,6 +17,7 @@ mod path;
 mod raw;
 mod resolve;
 mod sessions;
+mod signer;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -514,6 +514,12 @@ pub struct StaticPassword {
     pub hash: String,
     /// The email when the config gives no username.
     pub username: String,
+    /// Dex's `name`: the `name` claim (the username when `None`).
+    pub name: Option<String>,
+    /// Dex's `preferredUsername`: the `preferred_username` claim (the username when `None`).
+    pub preferred_username: Option<String>,
+    /// Dex's `emailVerified`: the `email_verified` claim (true when `None`, as in Dex).
+    pub email_verified: Option<bool>,
     pub user_id: String,
     pub groups: Vec<String>,
 }
@@ -534,6 +540,9 @@ impl fmt::Debug for StaticPassword {
             .field("email", &self.email)
             .field("hash", &"<redacted>")
             .field("username", &self.username)
+            .field("name", &self.name)
+            .field("preferred_username", &self.preferred_username)
+            .field("email_verified", &self.email_verified)
             .field("user_id", &self.user_id)
             .field("groups", &self.groups)
             .finish()

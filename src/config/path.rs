@@ -27,8 +27,11 @@ pub fn key_to_string(key: &Value) -> String {
     }
 }
 
-/// Appends a serde_path_to_error path to `prefix`.
-pub fn extend(prefix: &str, path: &serde_path_to_error::Path) -> String {
+/// Appends a serde_path_to_error path (or some of its segments) to `prefix`.
+pub fn extend<'a>(
+    prefix: &str,
+    path: impl IntoIterator<Item = &'a serde_path_to_error::Segment>,
+) -> String {
     let mut out = prefix.to_string();
     for segment in path {
         match segment {

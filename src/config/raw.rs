@@ -21,6 +21,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "logger",
     "oauth2",
     "frontend",
+    "signer",
     "staticClients",
     "enablePasswordDB",
     "staticPasswords",
@@ -184,6 +185,9 @@ pub struct RawStaticPassword {
     pub hash: Option<String>,
     pub hash_from_env: Option<String>,
     pub username: Option<String>,
+    pub name: Option<String>,
+    pub preferred_username: Option<String>,
+    pub email_verified: Option<LenientBool>,
     #[serde(rename = "userID")]
     pub user_id: Option<String>,
     pub groups: Option<Vec<String>>,

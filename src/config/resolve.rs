@@ -19,6 +19,7 @@ use super::logger::resolve_logger;
 use super::path::{index_path, key_path, key_to_string};
 use super::raw::*;
 use super::sessions::resolve_sessions;
+use super::signer::resolve_signer;
 use super::*;
 use crate::storage::PostgresSettings;
 
@@ -43,6 +44,10 @@ pub(super) struct Ctx<'a> {
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// `DEX_EXPAND_ENV` is not false.
+    expand_env: bool,
+    /// Failed `$VAR` expansions, kept apart: the values they left behind are not checked.
+    env_errors: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
@@ -65,7 +70,15 @@ impl Ctx<'_> {
         value: Value,
         path: &str,
     ) -> Option<T> {
-        deserialize_at(value, path, &mut self.errors)
+        deserialize_at(value, path, &mut self.errors, &mut self.warnings)
+    }
+
+    /// Expands `$VAR`s in the strings under `value` (found at `path`): called only where Dex
+    /// expands (see [`env`]).
+    pub(super) fn expand(&mut self, value: &mut Value, path: &str) {
+        if self.expand_env {
+            env::expand_tree(value, path, self.env, &mut self.env_errors);
+        }
     }
 
     /// A value read from the environment variable named at `path`.
@@ -93,15 +106,16 @@ pub fn from_yaml_str(
     root.apply_merge()
         .map_err(|e| fail(format!("invalid YAML merge key: {e}")))?;
 
-    let mut env_errors = Vec::new();
-    env::expand_tree(&mut root, "", env, &mut env_errors);
-
+    let expand_env = env::expansion_enabled(env).map_err(fail)?;
     let mut ctx = Ctx {
         errors: Vec::new(),
         warnings: Vec::new(),
         env,
+        expand_env,
+        env_errors: Vec::new(),
     };
     let config = resolve_root(root, &mut ctx);
+    let env_errors = ctx.env_errors;
 
     // A value whose expansion failed still holds its `$VAR` text; whatever validation then
     // said about it is noise next to "variable not set".
@@ -111,7 +125,7 @@ pub fn from_yaml_str(
         .into_iter()
         .filter(|e| !failed.iter().any(|f| is_same_or_under(&e.path, f)))
         .collect();
-    let mut all = env_errors.clone();
+    let mut all = env_errors;
     all.append(&mut errors);
 
     match config {
@@ -146,8 +160,25 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
     let mut sections: HashMap<&'static str, Value> = HashMap::new();
     for (key, value) in mapping {
         let name = key_to_string(&key);
-        match TOP_LEVEL_KEYS.iter().find(|k| **k == name) {
+        let exact = TOP_LEVEL_KEYS.iter().find(|k| **k == name);
+        // Dex reads keys ignoring case, as Go's encoding/json does.
+        let known = exact.or_else(|| {
+            TOP_LEVEL_KEYS
+                .iter()
+                .find(|k| k.to_lowercase() == name.to_lowercase())
+        });
+        match known {
+            Some(known) if sections.contains_key(known) => ctx.err(
+                &name,
+                format!("`{known}` is set twice (keys match ignoring case, as in Dex); keep one `{known}`"),
+            ),
             Some(known) => {
+                if exact.is_none() {
+                    ctx.warn(
+                        &name,
+                        format!("read as `{known}` (Dex matches keys ignoring case); write `{known}`"),
+                    );
+                }
                 sections.insert(known, value);
             }
             None => ctx.errors.push(unknown_key(&name, &name, TOP_LEVEL_KEYS)),
@@ -167,7 +198,10 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
     let web = resolve_web(take("web"), ctx);
     let telemetry = resolve_telemetry(take("telemetry"), &web, ctx);
     let logger = resolve_logger(take("logger"), ctx);
-    let expiry = resolve_expiry(take("expiry"), ctx);
+    let expiry_value = take("expiry");
+    let signing_keys_set = has_key(&expiry_value, "signingKeys");
+    let expiry = resolve_expiry(expiry_value, ctx);
+    let signer_rotation = resolve_signer(take("signer"), signing_keys_set, ctx);
     let enable_password_db = ctx
         .de::<Option<LenientBool>>(take("enablePasswordDB"), "enablePasswordDB")
         .flatten()
@@ -183,10 +217,16 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
     );
     let static_passwords = resolve_passwords(take("staticPasswords"), enable_password_db, ctx);
     let frontend = resolve_frontend(take("frontend"), ctx);
-    let keys = resolve_keys(take("keys"), &expiry, ctx);
-    let sessions = resolve_sessions(take("sessions"), ctx);
-    let kubernetes = resolve_kubernetes(take("kubernetes"), &static_clients, ctx);
-    let housekeeping = resolve_housekeeping(take("housekeeping"), ctx);
+    // lanyard's own sections, which no Dex config holds: `$VAR`s expand in all of them.
+    let mut own = |name: &str, ctx: &mut Ctx| {
+        let mut value = take(name);
+        ctx.expand(&mut value, name);
+        value
+    };
+    let keys = resolve_keys(own("keys", ctx), &expiry, signer_rotation, ctx);
+    let sessions = resolve_sessions(own("sessions", ctx), ctx);
+    let kubernetes = resolve_kubernetes(own("kubernetes", ctx), &static_clients, ctx);
+    let housekeeping = resolve_housekeeping(own("housekeeping", ctx), ctx);
 
     Some(Config {
         issuer: issuer?,
@@ -221,7 +261,8 @@ fn resolve_storage(value: Value, ctx: &mut Ctx) -> Option<StorageSettings> {
         return None;
     }
     let raw: RawStorage = ctx.de(value, "storage")?;
-    let config = raw.config.unwrap_or(Value::Null);
+    let mut config = raw.config.unwrap_or(Value::Null);
+    ctx.expand(&mut config, "storage.config");
     let Some(type_) = raw.type_ else {
         ctx.err(
             "storage.type",
@@ -753,7 +794,22 @@ pub(crate) fn decode_key(text: &str) -> Result<[u8; 32], String> {
     })
 }
 
-fn resolve_keys(value: Value, expiry: &ExpiryConfig, ctx: &mut Ctx) -> KeysConfig {
+/// Whether the mapping `value` sets `key` (compared ignoring case, as Dex reads keys).
+fn has_key(value: &Value, key: &str) -> bool {
+    value.as_mapping().is_some_and(|m| {
+        m.iter()
+            .any(|(k, v)| !v.is_null() && key_to_string(k).eq_ignore_ascii_case(key))
+    })
+}
+
+/// `signer_rotation`: the rotation period of Dex's `signer:` section, which stands in for
+/// `keys.rotationPeriod` (and overrides `expiry.signingKeys`).
+fn resolve_keys(
+    value: Value,
+    expiry: &ExpiryConfig,
+    signer_rotation: Option<Duration>,
+    ctx: &mut Ctx,
+) -> KeysConfig {
     let raw: RawKeys = ctx.de(value, "keys").unwrap_or_default();
     let algorithm = match raw.algorithm.filter(|a| !a.is_empty()).as_deref() {
         None | Some("RS256") => SigningAlg::RS256,
@@ -766,10 +822,16 @@ fn resolve_keys(value: Value, expiry: &ExpiryConfig, ctx: &mut Ctx) -> KeysConfi
             SigningAlg::RS256
         }
     };
+    if signer_rotation.is_some() && raw.rotation_period.is_some() {
+        ctx.err(
+            "keys.rotationPeriod",
+            "set the rotation period once: keys.rotationPeriod or Dex's signer.config.keysRotationPeriod, not both",
+        );
+    }
     let rotation_period = positive_duration(
         raw.rotation_period,
         "keys.rotationPeriod",
-        expiry.signing_keys,
+        signer_rotation.unwrap_or(expiry.signing_keys),
         ctx,
     );
     let publish_ahead = match duration_at(raw.publish_ahead, "keys.publishAhead", ctx) {
@@ -1353,6 +1415,9 @@ fn resolve_passwords(value: Value, enable_password_db: bool, ctx: &mut Ctx) -> V
                 .username
                 .filter(|u| !u.is_empty())
                 .unwrap_or_else(|| email.clone()),
+            name: raw.name.filter(|n| !n.is_empty()),
+            preferred_username: raw.preferred_username.filter(|n| !n.is_empty()),
+            email_verified: raw.email_verified.map(|b| b.0),
             email,
             hash,
             user_id,

@@ -12,8 +12,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lanyard_connectors::github::{GithubConfig, GithubConnector};
 use lanyard_connectors::{
-    ConnectorError, LdapConfig, LdapConnector, LocalConnector, LocalUser, LocalUserDirectory,
-    OidcConfig, OidcConnector, PasswordHasher,
+    ConnectorError, LdapConfig, LdapConnector, LocalConnector, LocalProfile, LocalUser,
+    LocalUserDirectory, OidcConfig, OidcConnector, PasswordHasher,
 };
 use rand::RngCore;
 use tokio::sync::watch;
@@ -513,6 +513,7 @@ fn local_user(p: Password) -> LocalUser {
         user_id: p.user_id,
         hash: p.hash,
         groups: p.groups,
+        profile: LocalProfile::default(),
     }
 }
 
@@ -556,6 +557,11 @@ fn build_connectors(
             user_id: p.user_id.clone(),
             hash: p.hash.clone(),
             groups: p.groups.clone(),
+            profile: LocalProfile {
+                name: p.name.clone(),
+                preferred_username: p.preferred_username.clone(),
+                email_verified: p.email_verified,
+            },
         })
         .collect();
     let local = |id: &str, name: &str| {

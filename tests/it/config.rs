@@ -283,6 +283,53 @@ fn rotation_period_comes_from_keys_then_expiry() {
 }
 
 #[test]
+fn dex_local_signer_sets_the_rotation_period_over_expiry_signing_keys() {
+    let c = parse_with(
+        &with_base("signer:\n  type: local\n  config:\n    keysRotationPeriod: $ROTATE\n"),
+        &[("ROTATE", "2h")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.keys.rotation_period, Duration::from_secs(2 * 3600));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // As in Dex, the signer wins over expiry.signingKeys, with a warning.
+    let c = parse(&with_base(
+        "expiry:\n  signingKeys: 12h\nsigner:\n  type: local\n  config:\n    keysRotationPeriod: 3h\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.keys.rotation_period, Duration::from_secs(3 * 3600));
+    assert!(warning_at(&c, "expiry.signingKeys").contains("signer.config.keysRotationPeriod"));
+}
+
+#[test]
+fn signer_settings_lanyard_cannot_honour_are_refused_naming_the_equivalent() {
+    let e = errors(&with_base(
+        "signer:\n  type: vault\n  config:\n    addr: https://vault:8200\n    keyName: dex\n",
+    ));
+    assert_error(&e, "signer.type", "keys.encryptionKey");
+    let e = errors(&with_base("signer:\n  type: hsm\n"));
+    assert_error(&e, "signer.type", "unknown signer type `hsm`");
+    let e = errors(&with_base("signer:\n  type: local\n"));
+    assert_error(
+        &e,
+        "signer.config.keysRotationPeriod",
+        "missing required key `keysRotationPeriod`",
+    );
+    let e = errors(&with_base(
+        "signer:\n  type: local\n  config:\n    keysRotationPeriod: 1h\n    rotate: true\n",
+    ));
+    assert_error(&e, "signer.config.rotate", "unknown key");
+    let e = errors(&with_base(
+        "signer:\n  type: local\n  config:\n    keysRotationPeriod: soon\n",
+    ));
+    assert_error(&e, "signer.config.keysRotationPeriod", "invalid duration");
+    // Two places for one setting: refused rather than one silently winning.
+    let e = errors(&with_base(
+        "signer:\n  type: local\n  config:\n    keysRotationPeriod: 1h\nkeys:\n  rotationPeriod: 2h\n",
+    ));
+    assert_error(&e, "keys.rotationPeriod", "not both");
+}
+
+#[test]
 fn issuer_trailing_slash_is_trimmed() {
     let c = parse(&BASE.replace("/dex", "/dex/")).unwrap();
     assert_eq!(c.issuer_string(), "http://127.0.0.1:5556/dex");
@@ -297,13 +344,107 @@ fn issuer_trailing_slash_is_trimmed() {
 #[test]
 fn unknown_nested_key_names_path_and_suggests_dex_spelling() {
     let e = errors(&with_base(
-        "staticClients:\n- id: a\n  public: true\n  redirectUris: [http://x/cb]\n",
+        "staticClients:\n- id: a\n  public: true\n  redirectURLs: [http://x/cb]\n",
     ));
     assert_error(
         &e,
-        "staticClients[0].redirectUris",
-        "unknown key `redirectUris`; did you mean `redirectURIs`?",
+        "staticClients[0].redirectURLs",
+        "unknown key `redirectURLs`; did you mean `redirectURIs`?",
     );
+}
+
+/// The warning at `path`, which must be the only one there.
+fn warning_at<'a>(c: &'a Config, path: &str) -> &'a str {
+    let at: Vec<_> = c.warnings.iter().filter(|w| w.path == path).collect();
+    assert!(
+        at.len() == 1,
+        "wanted one warning at `{path}`; got {:?}",
+        c.warnings
+    );
+    &at[0].message
+}
+
+#[test]
+fn keys_matching_ignoring_case_are_read_with_a_warning_naming_the_canonical_key() {
+    // Go's encoding/json matches keys ignoring case, so Dex reads all of these.
+    let c = parse(
+        "Issuer: http://127.0.0.1:5556/dex\nstorage:\n  Type: postgres\n  config:\n    Host: db.internal\n    SSL:\n      Mode: require\nWeb:\n  HTTP: 127.0.0.1:5556\n  headers:\n    x-frame-options: DENY\nstaticClients:\n- ID: app\n  secret: s\n  redirectUris: [https://a.example/cb]\nconnectors:\n- type: oidc\n  id: corp\n  config:\n    issuer: https://idp.example.com\n    clientId: x\n    clientSecret: y\n    redirectURI: http://127.0.0.1:5556/dex/callback\n    ClaimMapping:\n      Preferred_Username: upn\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.issuer_string(), "http://127.0.0.1:5556/dex");
+    let StorageSettings::Postgres(pg) = &c.storage else {
+        panic!("{:?}", c.storage)
+    };
+    assert_eq!(pg.host.as_deref(), Some("db.internal"));
+    assert_eq!(pg.ssl_mode.as_deref(), Some("require"));
+    assert_eq!(c.web.http.as_deref(), Some("127.0.0.1:5556"));
+    assert_eq!(c.web.headers.x_frame_options.as_deref(), Some("DENY"));
+    assert_eq!(
+        c.static_client("app").unwrap().redirect_uris,
+        vec!["https://a.example/cb"]
+    );
+    let lanyard::config::ConnectorSettings::Oidc(oidc) = &c.connector("corp").unwrap().settings
+    else {
+        panic!()
+    };
+    assert_eq!(oidc.client_id, "x");
+    assert_eq!(oidc.claim_mapping.preferred_username, "upn");
+    for (path, canonical) in [
+        ("Issuer", "issuer"),
+        ("storage.Type", "type"),
+        ("storage.config.Host", "host"),
+        ("storage.config.SSL", "ssl"),
+        ("storage.config.ssl.Mode", "mode"),
+        ("Web", "web"),
+        ("web.HTTP", "http"),
+        ("web.headers.x-frame-options", "X-Frame-Options"),
+        ("staticClients[0].ID", "id"),
+        ("staticClients[0].redirectUris", "redirectURIs"),
+        ("connectors[0].config.clientId", "clientID"),
+        ("connectors[0].config.ClaimMapping", "claimMapping"),
+        (
+            "connectors[0].config.claimMapping.Preferred_Username",
+            "preferred_username",
+        ),
+    ] {
+        let w = warning_at(&c, path);
+        assert!(w.contains(&format!("read as `{canonical}`")), "{path}: {w}");
+    }
+}
+
+#[test]
+fn a_key_given_twice_in_different_case_is_an_error() {
+    let e = errors(&with_base(
+        "staticClients:\n- id: app\n  ID: other\n  secret: s\n  redirectURIs: [https://a.example/cb]\n",
+    ));
+    assert_error(&e, "staticClients[0].ID", "keep only `id`");
+    let e = errors(&with_base("Web:\n  http: 127.0.0.1:5557\n"));
+    assert_error(&e, "Web", "`web` is set twice");
+}
+
+#[test]
+fn numbers_and_booleans_where_text_is_expected_are_read_as_text() {
+    // Dex's YAML-to-JSON step turns them into strings for string fields.
+    let c = parse(&format!(
+        "{BASE}  tlsMinVersion: 1.2\n  tlsMaxVersion: 1.3\nstaticClients:\n- id: 42\n  secret: 123456\n  name: true\n  redirectURIs: [https://a.example/cb]\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.web.tls_min_version,
+        Some(lanyard::config::TlsVersion::Tls12)
+    );
+    assert_eq!(
+        c.web.tls_max_version,
+        Some(lanyard::config::TlsVersion::Tls13)
+    );
+    let app = c.static_client("42").unwrap();
+    assert_eq!(app.secret.as_deref(), Some("123456"));
+    assert_eq!(app.name, "true");
+    // The TLS versions are documented unquoted by Dex; elsewhere a number is worth a warning.
+    assert!(!c.warnings.iter().any(|w| w.path.starts_with("web.")));
+    assert!(warning_at(&c, "staticClients[0].secret").contains("quote the value"));
+    let e = errors(&format!("{BASE}  tlsMinVersion: 1.1\n"));
+    assert_error(&e, "web.tlsMinVersion", "unknown TLS version `1.1`");
 }
 
 #[test]
@@ -336,60 +477,151 @@ fn wrong_type_names_the_path() {
 
 // ----- environment ------------------------------------------------------------------------
 
+/// A Dex config with an LDAP connector whose `config` is `ldap_config` (indented by 4).
+fn with_ldap(ldap_config: &str) -> String {
+    with_base(&format!(
+        "connectors:\n- type: ldap\n  id: ldap\n  name: LDAP\n  config:\n    host: ldap.example.com:636\n    bindDN: cn=admin,dc=example,dc=com\n    userSearch:\n      baseDN: ou=people,dc=example,dc=com\n      username: uid\n{ldap_config}"
+    ))
+}
+
+fn ldap_bind_pw(c: &Config) -> String {
+    c.connector("ldap").unwrap().config["bindPW"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn missing_env_var_is_named_with_its_path() {
     let e = parse_with(
-        &with_base("frontend:\n  issuer: ${BRAND}\n  theme: $THEME\n"),
-        &[("THEME", "dark")],
+        &with_ldap("    bindPW: ${LDAP_PW}\n    rootCA: $CA_FILE\n"),
+        &[("CA_FILE", "/etc/ca.pem")],
     )
     .unwrap_err();
     assert_eq!(e.0.len(), 1, "{e}");
     assert_error(
         &e,
-        "frontend.issuer",
-        "environment variable `BRAND` is not set",
+        "connectors[0].config.bindPW",
+        "environment variable `LDAP_PW` is not set",
     );
 }
 
 #[test]
-fn env_vars_expand_in_values() {
-    let c = parse_with(
-        "issuer: https://$HOST/dex\nstorage:\n  type: postgres\n  config:\n    port: $PGPORT\n    password: ${PGPASS}\nweb:\n  http: 127.0.0.1:5556\n",
-        &[("HOST", "login.example.com"), ("PGPORT", "6543"), ("PGPASS", "pw")],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.issuer_string(), "https://login.example.com/dex");
-    let StorageSettings::Postgres(pg) = c.storage else {
-        panic!()
-    };
-    assert_eq!(pg.port, Some(6543));
-    assert_eq!(pg.password.as_deref(), Some("pw"));
+fn unset_env_var_in_an_optional_connector_field_is_an_error_and_empty_is_allowed() {
+    // Dex would substitute "" silently; lanyard refuses, and an empty variable says "empty".
+    let text = with_ldap("    bindPW: pw\n    rootCA: $LDAP_CA\n");
+    let e = parse_with(&text, &[]).unwrap_err();
+    assert_error(
+        &e,
+        "connectors[0].config.rootCA",
+        "environment variable `LDAP_CA` is not set",
+    );
+    let c = parse_with(&text, &[("LDAP_CA", "")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.connector("ldap").unwrap().config["rootCA"], "");
 }
 
 #[test]
-fn double_dollar_is_a_literal_dollar() {
+fn env_vars_expand_in_storage_and_connector_config() {
+    let c = parse_with(
+        "issuer: https://login.example.com/dex\nstorage:\n  type: postgres\n  config:\n    host: $PGHOST\n    port: $PGPORT\n    password: ${PGPASS}\nweb:\n  http: 127.0.0.1:5556\nconnectors:\n- type: github\n  id: github\n  name: GitHub\n  config:\n    clientID: $GH_ID\n    clientSecret: ${GH_SECRET}\n    redirectURI: https://login.example.com/dex/callback\n    orgs:\n    - name: $GH_ORG\n      teams: [$GH_TEAM]\n",
+        &[
+            ("PGHOST", "db.internal"),
+            ("PGPORT", "6543"),
+            ("PGPASS", "pw"),
+            ("GH_ID", "id-1"),
+            ("GH_SECRET", "gh-s3cret"),
+            ("GH_ORG", "acme"),
+            ("GH_TEAM", "platform"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let StorageSettings::Postgres(pg) = &c.storage else {
+        panic!()
+    };
+    assert_eq!(pg.host.as_deref(), Some("db.internal"));
+    assert_eq!(pg.port, Some(6543));
+    assert_eq!(pg.password.as_deref(), Some("pw"));
+    let gh = &c.connector("github").unwrap().config;
+    assert_eq!(gh["clientID"], "id-1");
+    assert_eq!(gh["clientSecret"], "gh-s3cret");
+    assert_eq!(gh["orgs"][0]["name"], "acme");
+    assert_eq!(gh["orgs"][0]["teams"][0], "platform");
+}
+
+#[test]
+fn a_dollar_outside_dex_expansion_places_stays_literal() {
+    // Dex expands only storage, connector and signer configs; everywhere else `$` is text.
+    let c = parse(
+        "issuer: http://127.0.0.1:5556/dex\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\nfrontend:\n  issuer: $BRAND\n  extra:\n    motto: ${MOTTO}\nstaticClients:\n- id: app\n  name: $APP\n  secret: s3cr$t-value\n  redirectURIs: [https://a.example/cb]\nenablePasswordDB: true\nstaticPasswords:\n- email: a@example.com\n  userID: u1\n  username: $USER\n  hash: \"$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let app = c.static_client("app").unwrap();
+    assert_eq!(app.secret.as_deref(), Some("s3cr$t-value"));
+    assert_eq!(app.name, "$APP");
+    assert_eq!(c.frontend.issuer.as_deref(), Some("$BRAND"));
+    assert_eq!(c.frontend.extra["motto"], "${MOTTO}");
+    assert_eq!(c.static_passwords[0].username, "$USER");
+}
+
+#[test]
+fn double_dollar_is_a_literal_dollar_where_expansion_happens() {
+    let c = parse(&with_ldap("    bindPW: pa$$word\n")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ldap_bind_pw(&c), "pa$word");
+    // Where nothing expands, `$$` is two dollars, as in Dex.
     let c = parse(&with_base(
         "staticClients:\n- id: app\n  secret: pa$$word\n  redirectURIs: [https://a.example/cb]\n",
     ))
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         c.static_client("app").unwrap().secret.as_deref(),
-        Some("pa$word")
+        Some("pa$$word")
+    );
+}
+
+#[test]
+fn dex_expand_env_false_turns_expansion_off() {
+    let text = with_ldap("    bindPW: pa$word\n");
+    let e = parse_with(&text, &[]).unwrap_err();
+    assert_error(
+        &e,
+        "connectors[0].config.bindPW",
+        "environment variable `word` is not set",
+    );
+    let c = parse_with(&text, &[("DEX_EXPAND_ENV", "false")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ldap_bind_pw(&c), "pa$word");
+    let c = parse_with(&text, &[("DEX_EXPAND_ENV", "true"), ("word", "ss")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ldap_bind_pw(&c), "pass");
+    let e = parse_with(&text, &[("DEX_EXPAND_ENV", "nope")]).unwrap_err();
+    assert!(e.to_string().contains("DEX_EXPAND_ENV"), "{e}");
+}
+
+#[test]
+fn lanyards_own_sections_expand_env_vars() {
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let c = parse_with(
+        &with_base("keys:\n  encryptionKey: $KEK\n"),
+        &[("KEK", key)],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.keys.encryption_key.unwrap()[1], 1);
+    let e = parse(&with_base("keys:\n  encryptionKey: $KEK\n")).unwrap_err();
+    assert_error(
+        &e,
+        "keys.encryptionKey",
+        "environment variable `KEK` is not set",
     );
 }
 
 #[test]
 fn env_values_cannot_inject_yaml() {
     let c = parse_with(
-        &with_base("frontend:\n  theme: $THEME\n"),
-        &[("THEME", "dark\nissuer: https://evil.example")],
+        &with_ldap("    bindPW: $PW\n"),
+        &[("PW", "pw\nissuer: https://evil.example")],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        c.frontend.theme.as_deref(),
-        Some("dark\nissuer: https://evil.example")
-    );
-    assert_eq!(c.frontend.issuer, None);
+    assert_eq!(ldap_bind_pw(&c), "pw\nissuer: https://evil.example");
+    assert_eq!(c.issuer_string(), "http://127.0.0.1:5556/dex");
 }
 
 #[test]
@@ -551,7 +783,7 @@ idleTimeout: 30s\n  maxConnections: 100\n",
     assert_error(&e, "web.headerReadTimeout", "longer than 0");
     assert_error(&e, "web.tlsHandshakeTimeout", "invalid duration");
     assert_error(&e, "web.maxConnections", "between 1 and");
-    let e = errors(&BASE.replace("web:\n", "web:\n  idleTimeOut: 1s\n"));
+    let e = errors(&BASE.replace("web:\n", "web:\n  idleTimout: 1s\n"));
     assert!(e.to_string().contains("idleTimeout"), "{e}");
 }
 
@@ -652,6 +884,35 @@ fn client_grant_types_and_connectors_must_exist() {
 }
 
 // ----- passwords ----------------------------------------------------------------------------
+
+#[test]
+fn static_password_profile_keys_of_dex_are_read() {
+    let c = parse(&with_base(&format!(
+        "enablePasswordDB: true\nstaticPasswords:\n- email: a@example.com\n  userID: u1\n  hash: \"{BCRYPT}\"\n  username: jane\n  name: Jane Doe\n  preferredUsername: jdoe\n  emailVerified: false\n- email: b@example.com\n  userID: u2\n  hash: \"{BCRYPT}\"\n"
+    )))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let jane = &c.static_passwords[0];
+    assert_eq!(jane.name.as_deref(), Some("Jane Doe"));
+    assert_eq!(jane.preferred_username.as_deref(), Some("jdoe"));
+    assert_eq!(jane.email_verified, Some(false));
+    let b = &c.static_passwords[1];
+    assert_eq!(
+        (
+            b.name.as_deref(),
+            b.preferred_username.as_deref(),
+            b.email_verified
+        ),
+        (None, None, None)
+    );
+    let e = errors(&with_base(&format!(
+        "enablePasswordDB: true\nstaticPasswords:\n- email: a@example.com\n  userID: u1\n  hash: \"{BCRYPT}\"\n  emailVerified: perhaps\n"
+    )));
+    assert_error(
+        &e,
+        "staticPasswords[0].emailVerified",
+        "expected true or false",
+    );
+}
 
 #[test]
 fn bad_password_hash_is_rejected() {
@@ -890,7 +1151,7 @@ staticClients:
 - id: a
 - id: b
   public: true
-  redirectUris: []
+  redirectURLs: []
 keys:
   algorithm: PS256
 "#;
@@ -903,7 +1164,7 @@ keys:
     assert_error(&e, "staticClients[0].secret", "not public");
     assert_error(
         &e,
-        "staticClients[1].redirectUris",
+        "staticClients[1].redirectURLs",
         "did you mean `redirectURIs`?",
     );
     assert_error(&e, "keys.algorithm", "`PS256`");
@@ -1219,10 +1480,10 @@ fn kubernetes_ca_file_must_be_readable_pem() {
 
 #[test]
 fn kubernetes_unknown_cluster_key_suggests_the_closest() {
-    let e = errors(&one_cluster("    clientId: kube\n"));
+    let e = errors(&one_cluster("    clientIdd: kube\n"));
     assert_error(
         &e,
-        "kubernetes.clusters[0].clientId",
+        "kubernetes.clusters[0].clientIdd",
         "did you mean `clientID`?",
     );
     let e = errors(&one_cluster("  rbacs: []\n"));
@@ -1339,4 +1600,190 @@ fn kubernetes_rbac_clusters_must_name_configured_clusters() {
         "kubernetes.rbac[1]",
         "duplicate binding (also kubernetes.rbac[0])",
     );
+}
+
+// ----- a Dex config through the real binary -------------------------------------------------
+
+mod dex_config_runs {
+    use std::process::{Command, Stdio};
+
+    use crate::common::process::{terminate, wait_ready, Log, Running, BIN};
+    use crate::common::server::{
+        claims_of, free_port, query_param, AuthRequest, Site, ALICE_HASH, ALICE_PASSWORD,
+        ENCRYPTION_KEY, WEB_CLIENT, WEB_REDIRECT,
+    };
+
+    /// A client secret with a `$` in it, which Dex never expands.
+    const SECRET: &str = "s3cr$t-value";
+
+    /// Dex spellings lanyard used to refuse: keys in another case, `signer:`, an unquoted
+    /// `tlsMinVersion`, the v2.45 profile keys of static passwords, `$VAR`s in the storage and
+    /// signer configs and a literal `$` in a client secret.
+    fn dex_config(port: u16) -> String {
+        format!(
+            r#"Issuer: http://127.0.0.1:{port}/dex
+storage:
+  type: sqlite3
+  config:
+    file: ${{DATA_DIR}}/dex.db
+web:
+  HTTP: 127.0.0.1:{port}
+  tlsMinVersion: 1.2
+logger:
+  level: warn
+signer:
+  type: local
+  config:
+    keysRotationPeriod: $ROTATION
+keys:
+  encryptionKey: {ENCRYPTION_KEY}
+oauth2:
+  skipApprovalScreen: true
+staticClients:
+- id: {WEB_CLIENT}
+  name: Web
+  secret: {SECRET}
+  redirectURIs: ['{WEB_REDIRECT}']
+enablePasswordDB: true
+staticPasswords:
+- email: jane@example.com
+  hash: "{ALICE_HASH}"
+  username: jane
+  name: Jane Doe
+  preferredUsername: jdoe
+  emailVerified: false
+  userID: u-jane
+- email: bob@example.com
+  hash: "{ALICE_HASH}"
+  username: bob
+  userID: u-bob
+"#
+        )
+    }
+
+    fn command(args: &[&str], config: &std::path::Path, dir: &std::path::Path) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .arg("--config")
+            .arg(config)
+            .env_remove("LANYARD_CONFIG")
+            .env_remove("DEX_EXPAND_ENV")
+            .env("DATA_DIR", dir)
+            .env("ROTATION", "3h");
+        cmd
+    }
+
+    async fn token(site: &Site, form: &[(&str, &str)]) -> serde_json::Value {
+        let resp = reqwest::Client::new()
+            .post(site.url("/token"))
+            .basic_auth(WEB_CLIENT, Some(SECRET))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+        resp.json().await.unwrap()
+    }
+
+    async fn login(site: &Site, email: &str) -> serde_json::Value {
+        let req = AuthRequest::confidential();
+        let browser = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let redirect = site
+            .login_and_approve_as(&browser, &req, email, ALICE_PASSWORD)
+            .await;
+        let code = query_param(&redirect, "code").expect("code");
+        token(
+            site,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", WEB_REDIRECT),
+            ],
+        )
+        .await
+    }
+
+    #[test]
+    fn check_config_accepts_it_and_prints_the_case_warnings() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, dex_config(5556)).unwrap();
+        let out = command(&["check-config"], &config, dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.starts_with("OK"), "{text}");
+        assert!(text.contains("warning: Issuer: read as `issuer`"), "{text}");
+        assert!(text.contains("warning: web.HTTP: read as `http`"), "{text}");
+        assert_eq!(text.matches("warning:").count(), 2, "{text}");
+        // Without the variables the signer and storage name them.
+        let out = command(&["check-config"], &config, dir.path())
+            .env_remove("ROTATION")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success());
+        assert!(
+            text.contains(
+                "signer.config.keysRotationPeriod: environment variable `ROTATION` is not set"
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn it_serves_and_static_password_profiles_reach_the_id_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, dex_config(port)).unwrap();
+        let mut child = command(&["serve"], &config, dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Log::capture(&mut child);
+        let mut lanyard = Running(child);
+        let site = Site::new(format!("http://127.0.0.1:{port}/dex"));
+        wait_ready(&site.url("/.well-known/openid-configuration")).await;
+        // serve logs what check-config prints as warnings.
+        log.wait_for("read as `http`", 1).await;
+
+        // The `$` in the secret is literal: Basic auth with it works.
+        let tokens = login(&site, "jane@example.com").await;
+        let jane = claims_of(tokens["id_token"].as_str().unwrap());
+        assert_eq!(jane["name"], "Jane Doe");
+        assert_eq!(jane["preferred_username"], "jdoe");
+        assert_eq!(jane["email"], "jane@example.com");
+        assert_eq!(jane["email_verified"], false);
+
+        // A refresh re-reads the user, as Dex's password connector does.
+        let refresh = tokens["refresh_token"].as_str().unwrap();
+        let refreshed = token(
+            &site,
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+        )
+        .await;
+        let again = claims_of(refreshed["id_token"].as_str().unwrap());
+        assert_eq!(again["name"], "Jane Doe");
+        assert_eq!(again["preferred_username"], "jdoe");
+        assert_eq!(again["email_verified"], false);
+
+        // Without the keys, Dex's defaults: the username names the user, email verified.
+        let bob = claims_of(
+            login(&site, "bob@example.com").await["id_token"]
+                .as_str()
+                .unwrap(),
+        );
+        assert_eq!(bob["name"], "bob");
+        assert_eq!(bob["preferred_username"], "bob");
+        assert_eq!(bob["email_verified"], true);
+        assert!(terminate(&mut lanyard).success());
+    }
 }

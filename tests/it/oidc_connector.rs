@@ -491,7 +491,7 @@ connectors:
   id: corp
   config:
     issuer: not-a-url
-    clientId: x
+    clientIDD: x
     pkceChallenge: S512
 "#;
     let errors = lanyard::config::Config::from_yaml_str(yaml, &|_| None)
@@ -499,12 +499,12 @@ connectors:
         .to_string();
     assert!(
         errors.contains(
-            "connectors[0].config.clientId: unknown key `clientId`; did you mean `clientID`?"
+            "connectors[0].config.clientIDD: unknown key `clientIDD`; did you mean `clientID`?"
         ),
         "{errors}"
     );
 
-    let yaml = yaml.replace("clientId: x", "clientID: x");
+    let yaml = yaml.replace("clientIDD: x", "clientID: x");
     let errors = lanyard::config::Config::from_yaml_str(&yaml, &|_| None)
         .unwrap_err()
         .to_string();
