@@ -65,6 +65,8 @@ pub struct OAuthError {
     pub description: String,
     /// How to answer a 401: client authentication (Basic) or a bearer token (Bearer).
     pub challenge: Option<Challenge>,
+    /// Too many failed attempts: answered 429 with this `Retry-After` (seconds).
+    pub retry_after_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,7 @@ impl OAuthError {
             code,
             description: description.into(),
             challenge: None,
+            retry_after_secs: None,
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -106,7 +109,21 @@ impl OAuthError {
         )
     }
 
+    /// Too many failed password attempts (the password grant): 429 with `Retry-After`.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(
+                ErrorCode::AccessDenied,
+                format!("too many failed attempts; retry after {retry_after_secs} s"),
+            )
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
+        if self.retry_after_secs.is_some() {
+            return StatusCode::TOO_MANY_REQUESTS;
+        }
         match self.code {
             ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ErrorCode::AccessDenied | ErrorCode::UnauthorizedClient => {
@@ -175,6 +192,9 @@ impl IntoResponse for OAuthError {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

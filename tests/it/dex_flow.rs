@@ -1,0 +1,232 @@
+//! Protocol behaviours Dex configs rely on, against a started lanyard over real HTTP: the
+//! password grant, public clients without redirect URIs (kubelogin's loopback defaults and
+//! the out-of-band page), Dex's device callback redirect URI, `web.allowedHeaders`,
+//! `frontend.extra` and telemetry's `/healthz`.
+
+use crate::common;
+
+use common::server::*;
+use serde_json::Value;
+
+const PASSWORD_CONNECTOR: &str = "oauth2:\n  passwordConnector: local\n";
+
+/// POST /token with the password grant as the confidential web client.
+async fn password_grant(s: &TestServer, username: &str, password: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(s.url("/token"))
+        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+            ("scope", "openid email groups offline_access"),
+            ("nonce", "n-0S6_WzA2Mj"),
+        ])
+        .send()
+        .await
+        .expect("token request")
+}
+
+async fn discovery(s: &TestServer) -> Value {
+    reqwest::get(s.url("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn grant_types_supported(doc: &Value) -> Vec<String> {
+    doc["grant_types_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Verifies an RS256 JWT's signature, issuer and audience against the server's JWKS.
+async fn verify_against_jwks(s: &TestServer, jwt: &str, audience: &str) -> Value {
+    let jwks: Value = reqwest::get(s.url("/keys"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = jsonwebtoken::decode_header(jwt).unwrap().kid.expect("kid");
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("the token's key is published");
+    let key = jsonwebtoken::DecodingKey::from_rsa_components(
+        jwk["n"].as_str().unwrap(),
+        jwk["e"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[s.issuer.as_str()]);
+    jsonwebtoken::decode::<Value>(jwt, &key, &validation)
+        .expect("the ID token verifies against JWKS")
+        .claims
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_grant_issues_an_id_token_that_verifies_and_a_refresh_token_that_works() {
+    let s = TestServer::start(Backend::Sqlite, PASSWORD_CONNECTOR)
+        .await
+        .unwrap();
+    assert!(
+        grant_types_supported(&discovery(&s).await).contains(&"password".to_string()),
+        "discovery advertises the password grant"
+    );
+    let r = password_grant(&s, "alice@example.com", ALICE_PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = verify_against_jwks(&s, t["id_token"].as_str().unwrap(), WEB_CLIENT).await;
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(claims["groups"], serde_json::json!(["devs", "ops"]));
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    assert!(claims["at_hash"].is_string());
+    assert_eq!(t["token_type"], "Bearer");
+
+    let refresh = t["refresh_token"]
+        .as_str()
+        .expect("offline_access gets a refresh token");
+    let r = reqwest::Client::new()
+        .post(s.url("/token"))
+        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let refreshed: Value = r.json().await.unwrap();
+    let again = verify_against_jwks(&s, refreshed["id_token"].as_str().unwrap(), WEB_CLIENT).await;
+    assert_eq!(again["sub"], claims["sub"]);
+
+    // A public client authenticates by its id alone, as in Dex.
+    let r = reqwest::Client::new()
+        .post(s.url("/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", PUBLIC_CLIENT),
+            ("username", "alice@example.com"),
+            ("password", ALICE_PASSWORD),
+            ("scope", "openid"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert!(
+        t.get("refresh_token").is_none(),
+        "no offline_access, no refresh token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_grant_refuses_a_wrong_password_and_a_bad_client() {
+    let s = TestServer::start(Backend::Sqlite, PASSWORD_CONNECTOR)
+        .await
+        .unwrap();
+    let r = password_grant(&s, "alice@example.com", "not-her-password").await;
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "access_denied");
+    let r = password_grant(&s, "nobody@example.com", ALICE_PASSWORD).await;
+    assert_eq!(r.status(), 401, "an unknown user reads as a wrong password");
+
+    let r = reqwest::Client::new()
+        .post(s.url("/token"))
+        .basic_auth(WEB_CLIENT, Some("wrong-secret"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice@example.com"),
+            ("password", ALICE_PASSWORD),
+            ("scope", "openid"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+
+    let r = reqwest::Client::new()
+        .post(s.url("/token"))
+        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice@example.com"),
+            ("password", ALICE_PASSWORD),
+            ("scope", "email"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "openid is required, as in Dex");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_grant_and_login_form_share_one_guessing_budget() {
+    let s = TestServer::start(Backend::Sqlite, PASSWORD_CONNECTOR)
+        .await
+        .unwrap();
+    let browser = TestServer::new_browser();
+    let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
+    for _ in 0..3 {
+        let r = s
+            .submit_login(&browser, &login_url, &html, "alice@example.com", "wrong")
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    for _ in 0..2 {
+        let r = password_grant(&s, "alice@example.com", "wrong").await;
+        assert_eq!(r.status(), 401);
+    }
+    // The budget is spent: even the right password waits, at the grant and at the form.
+    let r = password_grant(&s, "alice@example.com", ALICE_PASSWORD).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    let r = s
+        .submit_login(
+            &browser,
+            &login_url,
+            &html,
+            "alice@example.com",
+            ALICE_PASSWORD,
+        )
+        .await;
+    assert_eq!(r.status(), 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_grant_is_off_without_a_password_connector_or_when_not_listed() {
+    for config in [
+        "",
+        "oauth2:\n  passwordConnector: local\n  grantTypes: [authorization_code, refresh_token, client_credentials]\n",
+    ] {
+        let s = TestServer::start(Backend::Sqlite, config).await.unwrap();
+        assert!(
+            !grant_types_supported(&discovery(&s).await).contains(&"password".to_string()),
+            "{config:?}: discovery does not advertise the password grant"
+        );
+        let r = password_grant(&s, "alice@example.com", ALICE_PASSWORD).await;
+        assert_eq!(r.status(), 400, "{config:?}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "unsupported_grant_type"
+        );
+    }
+}
+
