@@ -230,3 +230,119 @@ async fn password_grant_is_off_without_a_password_connector_or_when_not_listed()
     }
 }
 
+/// Public and confidential clients without redirect URIs, after the base config's clients.
+const NATIVE_CLIENTS: &str = "- id: kubelogin
+  name: kubelogin
+  public: true
+- id: headless
+  name: Headless
+  secret: headless-secret-with-enough-entropy
+";
+
+fn native_request(redirect_uri: &str) -> AuthRequest {
+    AuthRequest {
+        client_id: "kubelogin".into(),
+        redirect_uri: redirect_uri.into(),
+        ..AuthRequest::public()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelogin_default_redirect_uris_reach_the_login_page_and_complete_the_flow() {
+    let s = TestServer::start(Backend::Sqlite, NATIVE_CLIENTS)
+        .await
+        .unwrap();
+    for redirect_uri in ["http://localhost:8000", "http://localhost:18000"] {
+        let req = native_request(redirect_uri);
+        let code = s.code_for(&req).await;
+        let r = s.redeem(&req, &code).await;
+        assert_eq!(r.status(), 200, "{redirect_uri}");
+        let t: Value = r.json().await.unwrap();
+        let claims = verify_against_jwks(&s, t["id_token"].as_str().unwrap(), "kubelogin").await;
+        assert_eq!(claims["email"], "alice@example.com");
+    }
+    // Any loopback address, port and path, as in Dex.
+    let req = native_request("http://127.0.0.1:38000/oauth/done");
+    let code = s.code_for(&req).await;
+    assert_eq!(s.redeem(&req, &code).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_out_of_band_redirect_uri_shows_the_code_on_a_page() {
+    let s = TestServer::start(
+        Backend::Sqlite,
+        &format!("{NATIVE_CLIENTS}oauth2:\n  skipApprovalScreen: true\n"),
+    )
+    .await
+    .unwrap();
+    let req = native_request("urn:ietf:wg:oauth:2.0:oob");
+    let browser = TestServer::new_browser();
+    let (login_url, html) = s.open_login(&browser, &req).await;
+    let r = s
+        .submit_login(
+            &browser,
+            &login_url,
+            &html,
+            "alice@example.com",
+            ALICE_PASSWORD,
+        )
+        .await;
+    assert_eq!(r.status(), 200, "the code is shown, not redirected");
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = r.text().await.unwrap();
+    let marker = "id=\"code\" name=\"code\" value=\"";
+    let start = page.find(marker).expect("the code is on the page") + marker.len();
+    let code = &page[start..start + page[start..].find('"').unwrap()];
+    let r = s.redeem(&req, code).await;
+    assert_eq!(r.status(), 200);
+
+    // Tokens in the front channel have nowhere to go.
+    let mut query = req.query();
+    query.retain(|(k, _)| k != "response_type");
+    query.push(("response_type".into(), "id_token".into()));
+    let r = browser
+        .get(s.url("/auth"))
+        .query(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_with_redirect_uris_and_confidential_clients_still_need_an_exact_match() {
+    let s = TestServer::start(Backend::Sqlite, NATIVE_CLIENTS)
+        .await
+        .unwrap();
+    let browser = TestServer::new_browser();
+    for (client, redirect_uri) in [
+        // kubectl registered http://127.0.0.1:8000/callback.
+        (PUBLIC_CLIENT, "http://localhost:8000"),
+        (PUBLIC_CLIENT, "http://127.0.0.1:8000/other"),
+        (PUBLIC_CLIENT, "urn:ietf:wg:oauth:2.0:oob"),
+        (WEB_CLIENT, "http://localhost:8000"),
+        (WEB_CLIENT, "urn:ietf:wg:oauth:2.0:oob"),
+        ("headless", "http://localhost:8000"),
+        ("headless", "urn:ietf:wg:oauth:2.0:oob"),
+        ("kubelogin", "https://localhost:8000"),
+        ("kubelogin", "http://app.example.com:8000/cb"),
+    ] {
+        let req = AuthRequest {
+            client_id: client.into(),
+            redirect_uri: redirect_uri.into(),
+            ..AuthRequest::public()
+        };
+        let r = browser
+            .get(s.url("/auth"))
+            .query(&req.query())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{client} must not use {redirect_uri}");
+        assert!(r.headers().get("location").is_none());
+    }
+}
+

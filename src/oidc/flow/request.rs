@@ -11,7 +11,7 @@ use crate::oidc::device::{device_form_csrf, normalize_user_code};
 use crate::oidc::error::ErrorCode;
 use crate::oidc::form::{optional, parse_unique_params};
 use crate::oidc::pkce;
-use crate::oidc::redirect::redirect_uri_allowed;
+use crate::oidc::redirect::{redirect_uri_allowed, OOB_REDIRECT_URI};
 use crate::oidc::scopes::Scopes;
 use crate::oidc::secrets::{constant_time_eq, random_token, sha256_hex};
 use crate::oidc::{ConnectorEntry, Provider};
@@ -85,6 +85,12 @@ impl Provider {
             return Err(fail(
                 ErrorCode::UnsupportedResponseType,
                 "this response_type is not enabled in oauth2.responseTypes",
+            ));
+        }
+        if rt.front_channel() && redirect_uri == OOB_REDIRECT_URI {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "tokens cannot be shown for the out-of-band redirect URI: use response_type code",
             ));
         }
         if rt.front_channel() && mode == ResponseMode::Query {

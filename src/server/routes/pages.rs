@@ -21,6 +21,7 @@ use crate::oidc::flow::{
 };
 use crate::oidc::form::parse_unique_params;
 use crate::oidc::logout::Logout;
+use crate::oidc::redirect::OOB_REDIRECT_URI;
 use crate::server::middleware::ClientAddr;
 use crate::web::{COPY_JS, STYLE_CSS};
 
@@ -62,6 +63,9 @@ impl<T> OrPage<T> for Result<T, AuthorizeError> {
 
 /// The answer for the client: a redirect, or for `form_post` a page that posts it.
 fn to_client(state: &AppState, answer: &ClientResponse) -> Response {
+    if answer.redirect_uri == OOB_REDIRECT_URI {
+        return out_of_band(state, answer);
+    }
     if answer.mode != ResponseMode::FormPost {
         return see_other(&answer.url());
     }
@@ -84,6 +88,34 @@ fn to_client(state: &AppState, answer: &ClientResponse) -> Response {
         r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
     }
     r
+}
+
+/// The out-of-band redirect URI goes nowhere: the person is shown the code to copy into the
+/// application, or what went wrong.
+fn out_of_band(state: &AppState, answer: &ClientResponse) -> Response {
+    let param = |name: &str| {
+        answer
+            .params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    match param("code") {
+        Some(code) => page(
+            state,
+            StatusCode::OK,
+            "oob.html",
+            minijinja::context! { code => code },
+        ),
+        None => error_page(
+            state,
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            param("error_description")
+                .or(param("error"))
+                .unwrap_or("The sign-in did not complete."),
+        ),
+    }
 }
 
 /// Sends the browser on, setting the cookies the step produced.
