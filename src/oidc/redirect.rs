@@ -11,7 +11,8 @@ pub const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
 /// Whether `requested` may be used for a client that registered `registered`. A URI that
 /// could not be registered today (a client stored before the rule, say) is never used.
 pub fn redirect_uri_allowed(registered: &[String], requested: &str, public_client: bool) -> bool {
-    if crate::config::check_redirect_uri(requested).is_err() {
+    // Issuer-relative URIs are Dex's device callback, which /auth handles before this.
+    if requested.starts_with('/') || crate::config::check_redirect_uri(requested).is_err() {
         return false;
     }
     if registered.iter().any(|r| r == requested) {

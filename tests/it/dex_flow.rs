@@ -346,3 +346,177 @@ async fn clients_with_redirect_uris_and_confidential_clients_still_need_an_exact
     }
 }
 
+/// The device clients of Dex's example configs (`examples/config-dev.yaml`), under an issuer
+/// at `/dex`.
+const DEX_DEVICE_CLIENTS: &str = "- id: example-app
+  redirectURIs:
+  - 'http://127.0.0.1:5555/callback'
+  - '/dex/device/callback'
+  name: 'Example App'
+  secret: ZXhhbXBsZS1hcHAtc2VjcmV0
+- id: example-device-client
+  redirectURIs:
+    - /device/callback
+  name: 'Static Client for Device Flow'
+  public: true
+";
+
+/// POST /device/code as `client` (with its secret, if any); returns the answer.
+async fn device_code(s: &TestServer, client: &str, secret: Option<&str>) -> Value {
+    let mut post = reqwest::Client::new().post(s.url("/device/code"));
+    let mut form = vec![("scope", "openid email offline_access")];
+    match secret {
+        Some(secret) => post = post.basic_auth(client, Some(secret)),
+        None => form.push(("client_id", client)),
+    }
+    let r = post.form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{client} may use the device flow");
+    r.json().await.unwrap()
+}
+
+/// Polls /token once for the device code.
+async fn poll_device(
+    s: &TestServer,
+    client: &str,
+    secret: Option<&str>,
+    device_code: &str,
+) -> reqwest::Response {
+    let mut post = reqwest::Client::new().post(s.url("/token"));
+    let mut form = vec![
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", device_code),
+    ];
+    match secret {
+        Some(secret) => post = post.basic_auth(client, Some(secret)),
+        None => form.push(("client_id", client)),
+    }
+    post.form(&form).send().await.unwrap()
+}
+
+/// From the answer that starts a device login (/device or /auth): signs alice in, approves,
+/// and checks the "device signed in" page.
+async fn sign_in_device(s: &TestServer, browser: &reqwest::Client, start: &reqwest::Response) {
+    assert_eq!(start.status(), 303, "the device login starts");
+    let r = s.sign_in_from(browser, start).await;
+    assert_eq!(r.status(), 303);
+    let approval = s.absolute(&location(&r));
+    let html = browser
+        .get(&approval)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden_field(&html, "csrf").expect("the device is approved explicitly");
+    let r = browser
+        .post(&approval)
+        .form(&[("csrf", csrf.as_str()), ("approval", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Device signed in"));
+}
+
+const EXAMPLE_APP_SECRET: &str = "ZXhhbXBsZS1hcHAtc2VjcmV0";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dex_example_device_clients_load_and_complete_the_device_flow() {
+    let s = TestServer::start_with_path(Backend::Sqlite, "/dex", DEX_DEVICE_CLIENTS)
+        .await
+        .expect("Dex's issuer-relative device callback URIs are accepted");
+    for (client, secret) in [
+        ("example-app", Some(EXAMPLE_APP_SECRET)),
+        ("example-device-client", None),
+    ] {
+        let auth = device_code(&s, client, secret).await;
+        let browser = TestServer::new_browser();
+        let page = browser.get(s.url("/device")).send().await.unwrap();
+        let csrf = hidden_field(&page.text().await.unwrap(), "csrf").unwrap();
+        let r = browser
+            .post(s.url("/device"))
+            .form(&[
+                ("user_code", auth["user_code"].as_str().unwrap()),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        sign_in_device(&s, &browser, &r).await;
+        let r = poll_device(&s, client, secret, auth["device_code"].as_str().unwrap()).await;
+        assert_eq!(r.status(), 200, "{client}");
+        let t: Value = r.json().await.unwrap();
+        let claims = verify_against_jwks(&s, t["id_token"].as_str().unwrap(), client).await;
+        assert_eq!(claims["email"], "alice@example.com");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dex_device_callback_redirect_uri_signs_the_device_in_through_auth() {
+    let s = TestServer::start_with_path(
+        Backend::Sqlite,
+        "/dex",
+        &format!("{DEX_DEVICE_CLIENTS}{NATIVE_CLIENTS}"),
+    )
+    .await
+    .unwrap();
+    // As Dex's device page sends the browser on: the user code travels as `state`; clients
+    // registered the callback with or without the issuer's path, or (public) none at all.
+    for (client, secret, redirect_uri) in [
+        ("example-device-client", None, "/device/callback"),
+        ("example-app", Some(EXAMPLE_APP_SECRET), "/device/callback"),
+        (
+            "example-app",
+            Some(EXAMPLE_APP_SECRET),
+            "/dex/device/callback",
+        ),
+        ("kubelogin", None, "/device/callback"),
+    ] {
+        let auth = device_code(&s, client, secret).await;
+        let browser = TestServer::new_browser();
+        let r = browser
+            .get(s.url("/auth"))
+            .query(&[
+                ("client_id", client),
+                ("redirect_uri", redirect_uri),
+                ("response_type", "code"),
+                ("scope", "openid email offline_access"),
+                ("state", auth["user_code"].as_str().unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        sign_in_device(&s, &browser, &r).await;
+        let r = poll_device(&s, client, secret, auth["device_code"].as_str().unwrap()).await;
+        assert_eq!(r.status(), 200, "{client} via {redirect_uri}");
+    }
+
+    let auth = device_code(&s, "example-device-client", None).await;
+    let user_code = auth["user_code"].as_str().unwrap();
+    let browser = TestServer::new_browser();
+    for (client, state) in [
+        // Not a pending user code.
+        ("example-device-client", "BCDF-GHJK"),
+        // Someone else's device.
+        ("example-app", user_code),
+        // A client that registered other redirect URIs.
+        (PUBLIC_CLIENT, user_code),
+        (WEB_CLIENT, user_code),
+    ] {
+        let r = browser
+            .get(s.url("/auth"))
+            .query(&[
+                ("client_id", client),
+                ("redirect_uri", "/device/callback"),
+                ("response_type", "code"),
+                ("scope", "openid"),
+                ("state", state),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{client} with {state}");
+        assert!(r.headers().get("location").is_none());
+    }
+}

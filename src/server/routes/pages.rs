@@ -177,6 +177,7 @@ pub(super) async fn copy_js() -> Response {
 pub(super) async fn authorize(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let outcome = state
@@ -185,6 +186,7 @@ pub(super) async fn authorize(
             query.as_deref().unwrap_or(""),
             state.cookie(&headers, LOGIN_COOKIE),
             state.cookie(&headers, SESSION_COOKIE),
+            &addr,
         )
         .await
         .or_page(&state)?;
