@@ -15,5 +15,5 @@ fuzz_target!(|data: &[u8]| {
     let cookie = (!cookie.is_empty()).then_some(cookie);
     let _ = h
         .runtime
-        .block_on(h.provider.start_authorization(query, cookie, cookie));
+        .block_on(h.provider.start_authorization(query, cookie, cookie, "192.0.2.1"));
 });

@@ -15,5 +15,5 @@ fuzz_target!(|data: &[u8]| {
     };
     let h = lanyard_fuzz::harness();
     let authorization = (!authorization.is_empty()).then_some(authorization);
-    let _ = h.runtime.block_on(h.provider.token(authorization, &form));
+    let _ = h.runtime.block_on(h.provider.token(authorization, &form, "192.0.2.1"));
 });

@@ -29,6 +29,8 @@ logger:
 keys:
   encryptionKey: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
 enablePasswordDB: true
+oauth2:
+  passwordConnector: local
 staticPasswords:
 - email: alice@example.com
   hash: "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W"

@@ -1081,14 +1081,37 @@ const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
 /// it on device clients in exactly this relative form.
 const DEVICE_CALLBACK_URI: &str = "/device/callback";
 
+/// `/device/callback` under some path of plain segments (`/dex/device/callback`): which path
+/// is the issuer's is checked where the URI is used.
+fn is_device_callback_path(uri: &str) -> bool {
+    uri.strip_suffix(DEVICE_CALLBACK_URI).is_some_and(|prefix| {
+        prefix.is_empty()
+            || (prefix.starts_with('/')
+                && prefix[1..].split('/').all(|segment| {
+                    !segment.is_empty()
+                        && segment != "."
+                        && segment != ".."
+                        && segment
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+                }))
+    })
+}
+
 /// Whether a client may register `uri` as a redirect (or post-logout redirect) URI: the one
 /// rule for staticClients, `lanyard admin clients` and every redirect lanyard sends.
 /// Browsers run `javascript:`, `data:` and `vbscript:` URLs in lanyard's origin and `file:`
 /// reaches the user's disk, so only http(s) and the private-use schemes of native apps
 /// (RFC 8252 §7.1: a reverse domain name, which has a dot) can be registered.
 pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
-    if uri == OOB_REDIRECT_URI || uri == DEVICE_CALLBACK_URI {
+    if uri == OOB_REDIRECT_URI || is_device_callback_path(uri) {
         return Ok(());
+    }
+    if uri.starts_with('/') {
+        return Err(format!(
+            "`{uri}` is not an absolute URL; the only issuer-relative redirect URI is Dex's \
+             device callback, {DEVICE_CALLBACK_URI} or the issuer's path followed by it"
+        ));
     }
     let url = Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URL: {e}"))?;
     if url.fragment().is_some() {
@@ -2061,6 +2084,18 @@ mod tests {
         assert!(check_redirect_uri("http://127.0.0.1:5555/callback").is_ok());
         assert!(check_redirect_uri("urn:ietf:wg:oauth:2.0:oob").is_ok());
         assert!(check_redirect_uri("/device/callback").is_ok());
+        assert!(check_redirect_uri("/dex/device/callback").is_ok());
+        assert!(check_redirect_uri("/a/b-c/device/callback").is_ok());
+        for refused in [
+            "//evil.example/device/callback",
+            "/\\evil.example/device/callback",
+            "/../device/callback",
+            "/dex//device/callback",
+            "/dex/device/callback/",
+            "dex/device/callback",
+        ] {
+            assert!(check_redirect_uri(refused).is_err(), "{refused}");
+        }
         assert!(check_redirect_uri("/callback").is_err());
         assert!(check_redirect_uri("https://app.example/cb#frag").is_err());
     }

@@ -67,6 +67,8 @@ pub struct OAuthError {
     pub challenge: Option<Challenge>,
     /// The storage failure behind a 5xx, for the middleware to log and count.
     pub fault: Option<StorageFault>,
+    /// Too many failed attempts: answered 429 with this `Retry-After` (seconds).
+    pub retry_after_secs: Option<u64>,
 }
 
 /// A storage failure behind an error response. Errors only carry it: the response holds it
@@ -94,6 +96,7 @@ impl OAuthError {
             description: description.into(),
             challenge: None,
             fault: None,
+            retry_after_secs: None,
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -121,7 +124,21 @@ impl OAuthError {
         )
     }
 
+    /// Too many failed password attempts (the password grant): 429 with `Retry-After`.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(
+                ErrorCode::AccessDenied,
+                format!("too many failed attempts; retry after {retry_after_secs} s"),
+            )
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
+        if self.retry_after_secs.is_some() {
+            return StatusCode::TOO_MANY_REQUESTS;
+        }
         match self.code {
             ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ErrorCode::AccessDenied | ErrorCode::UnauthorizedClient => {
@@ -190,6 +207,9 @@ impl IntoResponse for OAuthError {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Some(fault) = self.fault {
             response.extensions_mut().insert(fault);

@@ -14,6 +14,7 @@ pub mod form;
 pub mod grants;
 pub mod issue;
 pub mod logout;
+pub mod password;
 pub mod pkce;
 pub mod ratelimit;
 pub mod redirect;
@@ -65,6 +66,8 @@ pub struct ProviderSettings {
     pub response_types: Vec<String>,
     /// The grants the token endpoint accepts (`oauth2.grantTypes`, or every supported one).
     pub grant_types: Vec<GrantType>,
+    /// `oauth2.passwordConnector`: the connector the password grant logs people in through.
+    pub password_connector: Option<String>,
     /// Browser cookies get `Secure` when the issuer is https.
     pub secure_cookies: bool,
     pub refresh: RefreshPolicy,
@@ -150,6 +153,17 @@ impl Provider {
             settings
                 .grant_types
                 .retain(|g| *g != GrantType::TokenExchange);
+        }
+        // The password grant needs its connector, and one that checks passwords.
+        let password_connector = settings
+            .password_connector
+            .as_deref()
+            .and_then(|id| connectors.iter().find(|c| c.id == id));
+        if !matches!(
+            password_connector.map(|c| &c.kind),
+            Some(ConnectorKind::Password(_))
+        ) {
+            settings.grant_types.retain(|g| *g != GrantType::Password);
         }
         let discovery = discovery::DiscoveryDocument::build(&settings, keys.algorithm().as_str());
         Self {

@@ -1,16 +1,55 @@
-//! Redirect URI matching: exact string comparison, with one exception from RFC 8252 §7.3 for
-//! public (native) clients: a loopback redirect may use any port.
+//! Redirect URI matching: exact string comparison, with two exceptions for public (native)
+//! clients. A loopback redirect may use any port (RFC 8252 §7.3). A public client that
+//! registered no redirect URI at all may, as in Dex, use any `http` loopback URL (kubelogin's
+//! `http://localhost:8000`) and the out-of-band URI, where lanyard shows the code on a page.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The out-of-band redirect URI: the code is shown to the person, who copies it over.
+pub const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
 
 /// Whether `requested` may be used for a client that registered `registered`. A URI that
 /// could not be registered today (a client stored before the rule, say) is never used.
 pub fn redirect_uri_allowed(registered: &[String], requested: &str, public_client: bool) -> bool {
-    if crate::config::check_redirect_uri(requested).is_err() {
+    // Issuer-relative URIs are Dex's device callback, which /auth handles before this.
+    if requested.starts_with('/') || crate::config::check_redirect_uri(requested).is_err() {
         return false;
     }
     if registered.iter().any(|r| r == requested) {
         return true;
     }
-    public_client && registered.iter().any(|r| loopback_matches(r, requested))
+    if !public_client {
+        return false;
+    }
+    if registered.is_empty() {
+        return requested == OOB_REDIRECT_URI || is_loopback_http(requested);
+    }
+    registered.iter().any(|r| loopback_matches(r, requested))
+}
+
+/// `http://localhost[:port]/…`, `http://127.x.y.z[:port]/…` or `http://[::1][:port]/…`, read
+/// from the raw text like [`loopback_matches`]: no user info, a port only when it is one.
+fn is_loopback_http(requested: &str) -> bool {
+    let Some((host, port, _)) = split_http_authority(requested) else {
+        return false;
+    };
+    let loopback_host = host == "localhost"
+        || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .and_then(|h| h.parse::<Ipv6Addr>().ok())
+            .is_some_and(|ip| ip.is_loopback());
+    let authority_len = "http://".len() + host.len();
+    let has_port = requested[authority_len..].starts_with(':');
+    loopback_host && (!has_port || valid_port(port))
+}
+
+fn valid_port(port: &str) -> bool {
+    !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p))
 }
 
 /// `http://127.0.0.1:<any port>/path` and `http://localhost:<any port>/path` match a registered
@@ -26,12 +65,7 @@ fn loopback_matches(registered: &str, requested: &str) -> bool {
     matches!(reg_host, "127.0.0.1" | "localhost" | "[::1]")
         && reg_host == req_host
         && reg_rest == req_rest
-        && !req_port.is_empty()
-        && req_port.len() <= 5
-        && req_port.bytes().all(|b| b.is_ascii_digit())
-        && req_port
-            .parse::<u32>()
-            .is_ok_and(|p| (1..=65535).contains(&p))
+        && valid_port(req_port)
 }
 
 /// "http://127.0.0.1:8000/cb?x" -> ("127.0.0.1", "8000", "/cb?x").
@@ -156,6 +190,49 @@ mod tests {
         ] {
             assert!(
                 !redirect_uri_allowed(&r, bad, true),
+                "{bad} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn public_clients_without_redirect_uris_may_use_loopback_http_and_oob() {
+        for ok in [
+            "http://localhost:8000",
+            "http://localhost:18000/",
+            "http://localhost/any/path?x=1",
+            "http://127.0.0.1:5555/callback",
+            "http://127.3.2.1/cb",
+            "http://[::1]:8000/cb",
+            OOB_REDIRECT_URI,
+        ] {
+            assert!(redirect_uri_allowed(&[], ok, true), "{ok} must be allowed");
+            assert!(
+                !redirect_uri_allowed(&[], ok, false),
+                "{ok} needs a public client"
+            );
+            assert!(
+                !redirect_uri_allowed(&reg(&["https://app.example.com/cb"]), ok, true),
+                "{ok} is not for clients that registered URIs"
+            );
+        }
+        for bad in [
+            "https://localhost:8000/cb",
+            "http://localhost.evil.com:8000/cb",
+            "http://user@localhost:8000/cb",
+            "http://localhost:0/cb",
+            "http://localhost:65536/cb",
+            "http://localhost:/cb",
+            "http://localhost:80x/cb",
+            "http://10.0.0.1:8000/cb",
+            "http://127.1:8000/cb",
+            "http://[::2]:8000/cb",
+            "http://localhost:8000/cb#f",
+            "/device/callback",
+            "urn:ietf:wg:oauth:2.0:oob:auto",
+        ] {
+            assert!(
+                !redirect_uri_allowed(&[], bad, true),
                 "{bad} must be refused"
             );
         }

@@ -297,6 +297,7 @@ pub(super) fn generation(
             .filter(|g| grants::supported(*g))
             .collect()
     };
+    let password_connector = config.oauth2.password_connector.clone();
     let settings = ProviderSettings {
         issuer: config.issuer.clone(),
         id_token_ttl: config.expiry.id_tokens,
@@ -310,6 +311,7 @@ pub(super) fn generation(
             .map(|t| t.as_str().to_string())
             .collect(),
         grant_types,
+        password_connector,
         secure_cookies: config.issuer.scheme() == "https",
         refresh: RefreshPolicy {
             valid_if_not_used_for: config.expiry.refresh_tokens.valid_if_not_used_for,

@@ -17,6 +17,7 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("templates/device_done.html"),
     ),
     ("form_post.html", include_str!("templates/form_post.html")),
+    ("oob.html", include_str!("templates/oob.html")),
     ("logout.html", include_str!("templates/logout.html")),
     ("signed_out.html", include_str!("templates/signed_out.html")),
     ("kubeconfig.html", include_str!("templates/kubeconfig.html")),

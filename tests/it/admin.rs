@@ -315,7 +315,7 @@ async fn clients_list_update_rotate_and_delete(b: &Backend) {
 
     let err = b.fails(&["clients", "update", "--id", "nope", "--name", "x"]);
     assert!(err.contains("not found"), "{err}");
-    let err = b.fails(&["clients", "create", "--id", "x", "--grant-type", "password"]);
+    let err = b.fails(&["clients", "create", "--id", "x", "--grant-type", "implicit"]);
     assert!(err.contains("unsupported grant type"), "{err}");
 
     let (_, stderr) = b.ok(&["clients", "delete", "--id", "web"], "");

@@ -14,7 +14,7 @@ use super::{
     is_internal_client, AuthorizeError, ConnectorLogin, LoginForm, Outcome, PasswordOutcome, Step,
 };
 use crate::oidc::claims::identity_claims;
-use crate::oidc::ratelimit::PasswordAttempt;
+use crate::oidc::password::{PasswordCheck, PasswordCheckError};
 use crate::oidc::scopes::connector_scopes;
 use crate::oidc::secrets::{random_token, sha256_hex};
 use crate::oidc::{ClientInfo, ConnectorEntry, ConnectorKind, Provider};
@@ -121,52 +121,35 @@ impl Provider {
             ));
         };
 
-        // The connector resolves the name first (no password checked), so that the budget is
-        // per account however it was named; then the attempt counts, per account and per
-        // address, before any hashing is spent.
-        let pending = match password_connector.begin_login(username).await {
-            Ok(pending) => pending,
-            Err(err) => return Err(self.connector_failure(&connector.id, err)),
-        };
-        let account_key = format!("acct:{}:{}", connector.id, pending.account_key());
-        let attempt = match PasswordAttempt::reserve(
-            &self.login_limiter,
-            &self.storage,
-            account_key,
-            format!("addr:{client_addr}"),
-            self.now(),
-        )
-        .await?
-        {
-            Ok(attempt) => attempt,
-            Err(retry) => {
-                pending.abandon().await;
-                self.metrics.record_login(&connector.id, "rate_limited");
-                return Err(AuthorizeError::rate_limited(retry));
-            }
-        };
-
         let scopes = connector_scopes(&request.params.scopes);
-        let identity = match pending.check(&scopes, password).await {
-            Ok(identity) => identity,
-            Err(err) => {
-                attempt
-                    .not_checked(&self.login_limiter, &self.storage)
-                    .await;
-                return Err(self.connector_failure(&connector.id, err));
-            }
-        };
-        let Some(identity) = identity else {
-            self.metrics.record_login(&connector.id, "failure");
-            return Ok(PasswordOutcome::Rejected(Self::form_for(
-                &request,
-                &client,
-                connector,
+        let checked = self
+            .check_password(
+                &connector.id,
                 password_connector,
-            )));
+                &scopes,
+                username,
+                password,
+                client_addr,
+            )
+            .await;
+        let identity = match checked {
+            Ok(PasswordCheck::Accepted(identity)) => identity,
+            Ok(PasswordCheck::Rejected) => {
+                return Ok(PasswordOutcome::Rejected(Self::form_for(
+                    &request,
+                    &client,
+                    connector,
+                    password_connector,
+                )))
+            }
+            Ok(PasswordCheck::RateLimited(retry)) => {
+                return Err(AuthorizeError::rate_limited(retry))
+            }
+            Err(PasswordCheckError::Connector(err)) => {
+                return Err(self.connector_failure(&connector.id, err))
+            }
+            Err(PasswordCheckError::Storage(err)) => return Err(err.into()),
         };
-        attempt.succeeded(&self.login_limiter, &self.storage);
-        self.metrics.record_login(&connector.id, "success");
         Ok(PasswordOutcome::Done(
             self.complete_login(request, connector, identity).await?,
         ))

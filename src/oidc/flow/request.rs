@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 
-use crate::storage::{AuthRequest, AuthRequestParams, DeviceStatus, LoginResult};
+use crate::storage::{AuthRequest, AuthRequestParams, DeviceRequest, DeviceStatus, LoginResult};
 
 use super::{is_internal_client, AuthorizeError, Outcome, ResponseMode, ResponseType, Step};
 use crate::oidc::claims::subject_of;
@@ -11,19 +11,22 @@ use crate::oidc::device::{device_form_csrf, normalize_user_code};
 use crate::oidc::error::ErrorCode;
 use crate::oidc::form::{optional, parse_unique_params};
 use crate::oidc::pkce;
-use crate::oidc::redirect::redirect_uri_allowed;
+use crate::oidc::redirect::{redirect_uri_allowed, OOB_REDIRECT_URI};
 use crate::oidc::scopes::Scopes;
 use crate::oidc::secrets::{constant_time_eq, random_token, sha256_hex};
-use crate::oidc::{ConnectorEntry, Provider};
+use crate::oidc::{ClientInfo, ConnectorEntry, Provider};
 
 impl Provider {
     /// /auth: validates the request and records it. Until the client and redirect URI are
     /// known good, errors are pages; after, they go back to the client.
+    /// `client_addr` is the address wrong device user codes count against (Dex's device
+    /// callback redirect URI carries one in `state`).
     pub async fn start_authorization(
         &self,
         raw_query: &str,
         browser_cookie: Option<&str>,
         session_cookie: Option<&str>,
+        client_addr: &str,
     ) -> Result<Outcome, AuthorizeError> {
         let bad = |m: String| AuthorizeError::page(StatusCode::BAD_REQUEST, "Bad request", m);
         let params = parse_unique_params(raw_query).map_err(bad)?;
@@ -36,6 +39,22 @@ impl Provider {
         })?;
         let redirect_uri =
             get("redirect_uri").ok_or_else(|| bad("The request has no redirect_uri.".into()))?;
+        if is_device_callback(redirect_uri, &self.settings.base_path()) {
+            if !self.device_callback_allowed(&client) {
+                return Err(bad(
+                    "The device callback is not registered for this client.".into(),
+                ));
+            }
+            let user_code = get("state").unwrap_or("");
+            let device = self
+                .pending_device_request(user_code, client_addr)
+                .await?
+                .filter(|d| d.client_id == client.id)
+                .ok_or_else(unknown_user_code)?;
+            return self
+                .start_device_login(device, browser_cookie, session_cookie)
+                .await;
+        }
         if !redirect_uri_allowed(&client.redirect_uris, redirect_uri, client.public) {
             return Err(bad(
                 "The redirect_uri is not registered for this client, so lanyard will not redirect to it."
@@ -85,6 +104,12 @@ impl Provider {
             return Err(fail(
                 ErrorCode::UnsupportedResponseType,
                 "this response_type is not enabled in oauth2.responseTypes",
+            ));
+        }
+        if rt.front_channel() && redirect_uri == OOB_REDIRECT_URI {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "tokens cannot be shown for the out-of-band redirect URI: use response_type code",
             ));
         }
         if rt.front_channel() && mode == ResponseMode::Query {
@@ -287,6 +312,21 @@ impl Provider {
                 "The form's security token does not match. Reload the page and try again.",
             ));
         }
+        let device = self
+            .pending_device_request(input, client_addr)
+            .await?
+            .ok_or_else(unknown_user_code)?;
+        self.start_device_login(device, browser_cookie, session_cookie)
+            .await
+    }
+
+    /// The pending device request a typed user code names. Wrong codes count against the
+    /// address (RFC 8628 §5.1); refused while the address is locked out.
+    async fn pending_device_request(
+        &self,
+        input: &str,
+        client_addr: &str,
+    ) -> Result<Option<DeviceRequest>, AuthorizeError> {
         let key = format!("device-addr:{client_addr}");
         let at = std::time::Instant::now();
         self.user_code_limiter
@@ -301,14 +341,20 @@ impl Provider {
                 .filter(|r| r.status == DeviceStatus::Pending && r.expires_at > now),
             None => None,
         };
-        let Some(device) = request else {
+        if request.is_none() {
             self.user_code_limiter.record_failure(&[key.as_str()], at);
-            return Err(AuthorizeError::page(
-                StatusCode::BAD_REQUEST,
-                "Unknown code",
-                "That code is not valid or has expired. Check the code on your device and try again.",
-            ));
-        };
+        }
+        Ok(request)
+    }
+
+    /// Starts the browser login that approves a waiting device.
+    async fn start_device_login(
+        &self,
+        device: DeviceRequest,
+        browser_cookie: Option<&str>,
+        session_cookie: Option<&str>,
+    ) -> Result<Outcome, AuthorizeError> {
+        let now = self.now();
         let client = self
             .clients
             .find(&device.client_id)
@@ -359,5 +405,38 @@ impl Provider {
             browser_cookie: Some(browser_cookie),
             session_cookie: None,
         })
+    }
+}
+
+/// Dex's device flow sends the browser through /auth with this issuer-relative redirect URI
+/// and the user code as `state`; Dex configs register it with or without the issuer's path.
+pub const DEVICE_CALLBACK_PATH: &str = "/device/callback";
+
+/// `/device/callback`, or the same under the issuer's path (`/dex/device/callback`).
+fn is_device_callback(uri: &str, base_path: &str) -> bool {
+    uri == DEVICE_CALLBACK_PATH
+        || uri
+            .strip_prefix(base_path)
+            .is_some_and(|rest| !base_path.is_empty() && rest == DEVICE_CALLBACK_PATH)
+}
+
+fn unknown_user_code() -> AuthorizeError {
+    AuthorizeError::page(
+        StatusCode::BAD_REQUEST,
+        "Unknown code",
+        "That code is not valid or has expired. Check the code on your device and try again.",
+    )
+}
+
+impl Provider {
+    /// As in Dex: a client that registered the device callback (in either form), or a public
+    /// client that registered no redirect URI at all.
+    fn device_callback_allowed(&self, client: &ClientInfo) -> bool {
+        let base = self.settings.base_path();
+        client
+            .redirect_uris
+            .iter()
+            .any(|r| is_device_callback(r, &base))
+            || (client.public && client.redirect_uris.is_empty())
     }
 }

@@ -5,6 +5,7 @@
 mod authorization_code;
 mod client_credentials;
 mod device_code;
+mod password;
 mod refresh_token;
 mod token_exchange;
 
@@ -21,13 +22,15 @@ use super::issue::TokenResponse;
 use super::scopes::Scopes;
 use super::Provider;
 
-/// The grants this build implements (the password grant is not one of them yet).
-pub const SUPPORTED: [GrantType; 5] = [
+/// The grants this build implements. The password grant is on only with
+/// `oauth2.passwordConnector` (see [`Provider::new`]).
+pub const SUPPORTED: [GrantType; 6] = [
     GrantType::AuthorizationCode,
     GrantType::RefreshToken,
     GrantType::DeviceCode,
     GrantType::ClientCredentials,
     GrantType::TokenExchange,
+    GrantType::Password,
 ];
 
 /// Whether this build implements `grant`.
@@ -64,6 +67,12 @@ pub enum TokenRequest<'a> {
         requested_token_type: &'static str,
         /// `openid` when none are asked for.
         scope: Scopes,
+    },
+    Password {
+        username: &'a str,
+        password: &'a str,
+        scope: Scopes,
+        nonce: Option<&'a str>,
     },
 }
 
@@ -137,7 +146,12 @@ impl<'a> TokenRequest<'a> {
                     scope: Scopes::parse(get("scope").unwrap_or("openid")),
                 }
             }
-            GrantType::Password => return Err(unsupported(grant.as_str())),
+            GrantType::Password => Self::Password {
+                username: required(form, "username")?,
+                password: required(form, "password")?,
+                scope: Scopes::parse(get("scope").unwrap_or("")),
+                nonce: get("nonce"),
+            },
         })
     }
 }
@@ -151,13 +165,15 @@ fn unsupported(grant_type: &str) -> OAuthError {
 
 impl Provider {
     /// POST /token with a form body already checked for duplicates; counted by grant and
-    /// client, or by error code.
+    /// client, or by error code. `client_addr` is the caller's address, which the password
+    /// grant's guessing budget counts against.
     pub async fn token(
         &self,
         authorization: Option<&str>,
         form: &HashMap<String, String>,
+        client_addr: &str,
     ) -> Result<TokenResponse, OAuthError> {
-        let result = self.token_response(authorization, form).await;
+        let result = self.token_response(authorization, form, client_addr).await;
         match &result {
             Ok(issued) => self.metrics.record_token(issued.grant, &issued.client),
             Err(err) => self.metrics.record_token_error(err.code.as_str()),
@@ -170,6 +186,7 @@ impl Provider {
         &self,
         authorization: Option<&str>,
         form: &HashMap<String, String>,
+        client_addr: &str,
     ) -> Result<Issued, OAuthError> {
         let grant = TokenRequest::grant_type(form)?;
         if !self.settings.grant_enabled(grant) {
@@ -220,6 +237,15 @@ impl Provider {
                 )
                 .await
             }
+            TokenRequest::Password {
+                username,
+                password,
+                scope,
+                nonce,
+            } => {
+                self.password_grant(&client, username, password, scope, nonce, client_addr)
+                    .await
+            }
         }?;
         Ok(Issued {
             response,
@@ -260,7 +286,7 @@ mod tests {
 
     #[test]
     fn grants_this_build_lacks_are_unsupported() {
-        for name in ["password", "implicit"] {
+        for name in ["implicit", "client_secret"] {
             let err = TokenRequest::grant_type(&form(&[("grant_type", name)])).unwrap_err();
             assert_eq!(err.code, ErrorCode::UnsupportedGrantType, "{name}");
         }

@@ -4,11 +4,13 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 
 use super::AppState;
 use crate::oidc::OAuthError;
 use crate::server::extract::{ClientAuth, OAuthForm};
+use crate::server::middleware::ClientAddr;
 
 pub(super) async fn discovery(State(state): State<AppState>) -> Response {
     json_bytes(
@@ -63,10 +65,11 @@ fn no_store(mut r: Response) -> Response {
 
 pub(super) async fn token(
     State(state): State<AppState>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
     auth: ClientAuth,
     OAuthForm(form): OAuthForm,
 ) -> Result<Response, OAuthError> {
-    let response = state.provider.token(auth.header(), &form).await?;
+    let response = state.provider.token(auth.header(), &form, &addr).await?;
     Ok(no_store(Json(response).into_response()))
 }
 

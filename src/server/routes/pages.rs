@@ -21,6 +21,7 @@ use crate::oidc::flow::{
 };
 use crate::oidc::form::parse_unique_params;
 use crate::oidc::logout::Logout;
+use crate::oidc::redirect::OOB_REDIRECT_URI;
 use crate::server::middleware::ClientAddr;
 use crate::web::{COPY_JS, STYLE_CSS};
 
@@ -72,6 +73,9 @@ impl<T> OrPage<T> for Result<T, AuthorizeError> {
 
 /// The answer for the client: a redirect, or for `form_post` a page that posts it.
 fn to_client(state: &AppState, answer: &ClientResponse) -> Response {
+    if answer.redirect_uri == OOB_REDIRECT_URI {
+        return out_of_band(state, answer);
+    }
     if answer.mode != ResponseMode::FormPost {
         return see_other(&answer.url());
     }
@@ -94,6 +98,34 @@ fn to_client(state: &AppState, answer: &ClientResponse) -> Response {
         r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
     }
     r
+}
+
+/// The out-of-band redirect URI goes nowhere: the person is shown the code to copy into the
+/// application, or what went wrong.
+fn out_of_band(state: &AppState, answer: &ClientResponse) -> Response {
+    let param = |name: &str| {
+        answer
+            .params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    match param("code") {
+        Some(code) => page(
+            state,
+            StatusCode::OK,
+            "oob.html",
+            minijinja::context! { code => code },
+        ),
+        None => error_page(
+            state,
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            param("error_description")
+                .or(param("error"))
+                .unwrap_or("The sign-in did not complete."),
+        ),
+    }
 }
 
 /// Sends the browser on, setting the cookies the step produced.
@@ -155,6 +187,7 @@ pub(super) async fn copy_js() -> Response {
 pub(super) async fn authorize(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let outcome = state
@@ -163,6 +196,7 @@ pub(super) async fn authorize(
             query.as_deref().unwrap_or(""),
             state.cookie(&headers, LOGIN_COOKIE),
             state.cookie(&headers, SESSION_COOKIE),
+            &addr,
         )
         .await
         .or_page(&state)?;
