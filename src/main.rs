@@ -260,7 +260,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             for warning in &config.warnings {
                 tracing::warn!(%warning, "config");
             }
-            let app = app::build(&config, app::BuildOptions::new(embedded))
+            let app = app::build(&config, app::BuildOptions::from_env(embedded))
                 .await
                 .context("cannot start")?
                 .reload_config_from(ConfigSource {

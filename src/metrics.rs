@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::keys::{KeyManager, KeyState};
 
@@ -38,6 +38,61 @@ pub struct Metrics {
     token_errors: Mutex<BTreeMap<String, u64>>,
     config_reloads_ok: AtomicU64,
     config_reloads_failed: AtomicU64,
+    /// The serving generation's connectors, in config order.
+    connectors: Mutex<Vec<(String, Arc<ConnectorHealth>)>>,
+}
+
+/// Whether a connector can serve: shown on its login button, logged when it changes, and
+/// exported as `lanyard_connector_up`.
+#[derive(Debug, Default)]
+pub struct ConnectorHealth {
+    /// Why it cannot serve; `None` while it can.
+    failure: Mutex<Option<String>>,
+    /// It failed to open: nothing but a reload (or restart) that opens it again brings it back.
+    open_failed: bool,
+}
+
+impl ConnectorHealth {
+    pub fn up() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// A connector that could not be opened (bad settings, unreadable files).
+    pub fn failed_to_open(reason: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            failure: Mutex::new(Some(reason.into())),
+            open_failed: true,
+        })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.failure().is_none()
+    }
+
+    pub fn failed_at_open(&self) -> bool {
+        self.open_failed
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// The upstream answered; a connector that failed to open stays failed.
+    pub fn reached(&self) {
+        if self.open_failed {
+            return;
+        }
+        if let Ok(mut f) = self.failure.lock() {
+            *f = None;
+        }
+    }
+
+    /// The upstream could not be reached; the next use tries again.
+    pub fn unreachable(&self, reason: impl Into<String>) {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(reason.into());
+        }
+    }
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -88,6 +143,13 @@ impl Metrics {
             &self.config_reloads_failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The connectors a new generation serves with (replacing the previous generation's).
+    pub fn track_connectors(&self, connectors: Vec<(String, Arc<ConnectorHealth>)>) {
+        if let Ok(mut c) = self.connectors.lock() {
+            *c = connectors;
+        }
     }
 
     pub fn render(&self, keys: &KeyManager, now: i64) -> String {
@@ -248,6 +310,22 @@ impl Metrics {
                 "lanyard_config_reloads_total{{result=\"{result}\"}} {}",
                 counter.load(Ordering::Relaxed)
             );
+        }
+        header(
+            &mut out,
+            "lanyard_connector_up",
+            "gauge",
+            "1 when the connector can serve, 0 when it failed to open or its upstream was unreachable at last use.",
+        );
+        if let Ok(c) = self.connectors.lock() {
+            for (id, health) in c.iter() {
+                let _ = writeln!(
+                    out,
+                    "lanyard_connector_up{{connector=\"{}\"}} {}",
+                    escape(id),
+                    u8::from(health.is_up())
+                );
+            }
         }
         header(
             &mut out,

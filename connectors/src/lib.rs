@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub mod github;
 pub mod ldap;
 pub mod local;
+pub mod mock;
 pub mod oidc;
 pub mod password_hash;
 

@@ -5,9 +5,13 @@ use std::collections::HashMap;
 use std::fmt;
 
 use lanyard_connectors::github::GithubConfig;
+use lanyard_connectors::mock::{
+    is_loopback_issuer, MockCallbackConfig, MockPasswordConfig, ALLOW_NON_LOOPBACK_KEY,
+};
 use lanyard_connectors::{ConfigIssue, LdapConfig, OidcConfig};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
+use url::Url;
 
 use super::path::{index_path, key_path};
 use super::resolve::{list_at, Ctx};
@@ -52,6 +56,9 @@ pub enum ConnectorSettings {
     Ldap(Box<LdapConfig>),
     Github(Box<GithubConfig>),
     Oidc(Box<OidcConfig>),
+    /// Dex's development connectors (see docs/connectors/mock.md).
+    MockCallback(MockCallbackConfig),
+    MockPassword(Box<MockPasswordConfig>),
 }
 
 impl fmt::Debug for ConnectorConfig {
@@ -72,14 +79,18 @@ pub enum ConnectorType {
     Ldap,
     Github,
     Oidc,
+    MockCallback,
+    MockPassword,
 }
 
 impl ConnectorType {
-    pub const ALL: [ConnectorType; 4] = [
+    pub const ALL: [ConnectorType; 6] = [
         ConnectorType::Ldap,
         ConnectorType::Github,
         ConnectorType::Oidc,
         ConnectorType::Local,
+        ConnectorType::MockCallback,
+        ConnectorType::MockPassword,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +99,8 @@ impl ConnectorType {
             ConnectorType::Ldap => "ldap",
             ConnectorType::Github => "github",
             ConnectorType::Oidc => "oidc",
+            ConnectorType::MockCallback => "mockCallback",
+            ConnectorType::MockPassword => "mockPassword",
         }
     }
 
@@ -98,7 +111,10 @@ impl ConnectorType {
     /// Whether the connector checks a username and password itself (password grant,
     /// `oauth2.passwordConnector`).
     pub fn checks_passwords(self) -> bool {
-        matches!(self, ConnectorType::Local | ConnectorType::Ldap)
+        matches!(
+            self,
+            ConnectorType::Local | ConnectorType::Ldap | ConnectorType::MockPassword
+        )
     }
 }
 
@@ -130,6 +146,7 @@ fn supported_connector_types() -> String {
 pub(super) fn resolve_connectors(
     value: Value,
     enable_password_db: bool,
+    issuer: Option<&Url>,
     ctx: &mut Ctx,
 ) -> (Vec<ConnectorConfig>, Vec<DeclaredConnector>) {
     let mut out: Vec<ConnectorConfig> = Vec::new();
@@ -206,7 +223,9 @@ pub(super) fn resolve_connectors(
                 None
             }
         };
-        let settings = type_.and_then(|t| settings(t, raw_config, &config_path, ctx));
+        let settings = type_
+            .and_then(|t| settings(t, raw_config, &config_path, ctx))
+            .filter(|s| mock_allowed(s, issuer, &config_path, ctx));
         let (Some(type_), Some(id), Some(config)) = (type_, id, config) else {
             continue;
         };
@@ -256,6 +275,53 @@ fn settings(
             let oidc = ctx.de::<OidcConfig>(raw, path)?;
             report(oidc.validate(), path, ctx).then(|| ConnectorSettings::Oidc(Box::new(oidc)))
         }
+        ConnectorType::MockCallback => ctx
+            .de::<MockCallbackConfig>(raw, path)
+            .map(ConnectorSettings::MockCallback),
+        ConnectorType::MockPassword => {
+            let mock = ctx.de::<MockPasswordConfig>(raw, path)?;
+            report(mock.validate(), path, ctx)
+                .then(|| ConnectorSettings::MockPassword(Box::new(mock)))
+        }
+    }
+}
+
+/// Dex's mock connectors sign a fixed user in without checking anyone: allowed, loudly, on a
+/// loopback issuer (Dex's development configs), refused elsewhere unless the connector's
+/// config sets `insecureAllowNonLoopbackIssuer: true`.
+fn mock_allowed(
+    settings: &ConnectorSettings,
+    issuer: Option<&Url>,
+    path: &str,
+    ctx: &mut Ctx,
+) -> bool {
+    let (what, allowed_anywhere) = match settings {
+        ConnectorSettings::MockCallback(c) => (
+            "mockCallback signs anyone who clicks its button in as Kilgore Trout",
+            c.insecure_allow_non_loopback_issuer,
+        ),
+        ConnectorSettings::MockPassword(c) => (
+            "mockPassword signs in as Kilgore Trout with the password written in the config",
+            c.insecure_allow_non_loopback_issuer,
+        ),
+        _ => return true,
+    };
+    // An invalid issuer is reported on its own.
+    let Some(issuer) = issuer else { return true };
+    if is_loopback_issuer(issuer) || allowed_anywhere {
+        ctx.warn(
+            path,
+            format!("DEVELOPMENT CONNECTOR: {what}; never use it where others can reach lanyard"),
+        );
+        true
+    } else {
+        ctx.err(
+            key_path(path, ALLOW_NON_LOOPBACK_KEY),
+            format!(
+                "{what}, so it is refused with a non-loopback issuer ({issuer}); set {ALLOW_NON_LOOPBACK_KEY}: true in this connector's config only if that is really meant"
+            ),
+        );
+        false
     }
 }
 

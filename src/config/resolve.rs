@@ -206,7 +206,8 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         .de::<Option<LenientBool>>(take("enablePasswordDB"), "enablePasswordDB")
         .flatten()
         .is_some_and(|b| b.0);
-    let (connectors, declared) = resolve_connectors(take("connectors"), enable_password_db, ctx);
+    let (connectors, declared) =
+        resolve_connectors(take("connectors"), enable_password_db, issuer.as_ref(), ctx);
     let oauth2 = resolve_oauth2(take("oauth2"), &declared, enable_password_db, ctx);
     let static_clients = resolve_clients(
         take("staticClients"),

@@ -106,6 +106,9 @@ pub enum ConnectorKind {
     Password(Arc<dyn PasswordConnector>),
     /// The browser goes to the upstream and comes back to `/callback`.
     Callback(Arc<dyn CallbackConnector>),
+    /// Nobody logs in through it: it only verifies subject tokens for token exchange (an
+    /// `oidc` connector without `clientID`), so it has no login button.
+    TokenExchangeOnly,
 }
 
 #[derive(Clone)]
@@ -116,6 +119,8 @@ pub struct ConnectorEntry {
     pub refresh: Option<Arc<dyn RefreshConnector>>,
     /// Verifies upstream tokens presented to a token exchange (RFC 8693).
     pub token_identity: Option<Arc<dyn TokenIdentityConnector>>,
+    /// Whether it can serve (it may have failed to open, or its upstream be unreachable).
+    pub health: Arc<crate::metrics::ConnectorHealth>,
 }
 
 /// The identity provider: settings, storage, keys, clients and connectors.

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lanyard_connectors::github::{GithubConfig, GithubConnector};
+use lanyard_connectors::mock::{MockCallbackConnector, MockPasswordConnector};
 use lanyard_connectors::{
     ConnectorError, LdapConfig, LdapConnector, LocalConnector, LocalProfile, LocalUser,
     LocalUserDirectory, OidcConfig, OidcConnector, PasswordHasher,
@@ -19,7 +20,9 @@ use rand::RngCore;
 use tokio::sync::watch;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, ConnectorConfig, ConnectorSettings, GrantType, LogFormat};
+use crate::config::{
+    Config, ConnectorConfig, ConnectorSettings, ConnectorType, GrantType, LogFormat,
+};
 use crate::keys::{self, KeyManager, KeySettings, KeyStore};
 use crate::oidc::secrets::{random_token, sha256_hex};
 use crate::oidc::{
@@ -31,12 +34,13 @@ use crate::storage::{
 };
 use crate::web::{Branding, Templates, WebError};
 
+use super::failed_connector::{ConnectorFailures, FailedConnector, CONTINUE_ENV};
 use super::reload::{watch_config, ConfigSource, Reloader};
 use super::routes::AppState;
 use super::{
     router, serve_http, serve_https, telemetry_router, KubePage, ListenSettings, Live, ServeError,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{ConnectorHealth, Metrics};
 use crate::web::kubeconfig::KUBECONFIG_CLIENT;
 
 /// The user the embedded default creates on first start.
@@ -58,6 +62,12 @@ pub enum AppError {
     Serve(#[from] ServeError),
     #[error("connector {id}: {reason}")]
     Connector { id: String, reason: String },
+    #[error("every connector failed to open ({failed}/{total}): {reasons}")]
+    AllConnectorsFailed {
+        failed: usize,
+        total: usize,
+        reasons: String,
+    },
     #[error("key-encryption key: {0}")]
     EncryptionKey(String),
 }
@@ -68,6 +78,8 @@ pub struct BuildOptions {
     pub clock: SharedClock,
     /// Where a generated key-encryption key is kept when the config names none.
     pub data_dir: PathBuf,
+    /// What a connector that fails to open does to the start and to reloads.
+    pub connector_failures: ConnectorFailures,
 }
 
 impl BuildOptions {
@@ -76,6 +88,21 @@ impl BuildOptions {
             embedded_default,
             clock: Arc::new(SystemClock),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            connector_failures: ConnectorFailures::Continue,
+        }
+    }
+
+    /// [`BuildOptions::new`] with Dex's `DEX_CONTINUE_ON_CONNECTOR_FAILURE` read from the
+    /// environment.
+    pub fn from_env(embedded_default: bool) -> Self {
+        let value = std::env::var(CONTINUE_ENV).ok();
+        let (connector_failures, warning) = ConnectorFailures::from_env_value(value.as_deref());
+        if let Some(warning) = warning {
+            tracing::warn!("{warning}");
+        }
+        Self {
+            connector_failures,
+            ..Self::new(embedded_default)
         }
     }
 }
@@ -166,6 +193,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         &storage,
         &hasher,
         &options.clock,
+        options.connector_failures,
         |settings, clients, connectors| {
             Provider::new(
                 settings,
@@ -205,7 +233,14 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         listen,
         key_poll_interval: config.keys.poll_interval,
         housekeeping_every: config.housekeeping.interval,
-        reloader: Reloader::new(config.clone(), live.clone(), storage, hasher, metrics),
+        reloader: Reloader::new(
+            config.clone(),
+            live.clone(),
+            storage,
+            hasher,
+            metrics,
+            options.connector_failures,
+        ),
         live,
         config_source: None,
     })
@@ -244,9 +279,10 @@ pub(super) fn generation(
     storage: &SharedStorage,
     hasher: &Arc<PasswordHasher>,
     clock: &SharedClock,
+    on_failure: ConnectorFailures,
     provider: impl FnOnce(ProviderSettings, ClientRegistry, Vec<ConnectorEntry>) -> Provider,
 ) -> Result<AppState, AppError> {
-    let connectors = build_connectors(config, storage, hasher, clock)?;
+    let connectors = build_connectors(config, storage, hasher, clock, on_failure)?;
 
     let mut static_clients: Vec<ClientInfo> = config
         .static_clients
@@ -348,6 +384,13 @@ pub(super) fn generation(
             })
             .collect(),
     };
+    provider.metrics.track_connectors(
+        provider
+            .connectors
+            .iter()
+            .map(|c| (c.id.clone(), c.health.clone()))
+            .collect(),
+    );
     Ok(AppState {
         provider,
         templates,
@@ -549,6 +592,7 @@ fn build_connectors(
     storage: &SharedStorage,
     hasher: &Arc<PasswordHasher>,
     clock: &SharedClock,
+    on_failure: ConnectorFailures,
 ) -> Result<Vec<ConnectorEntry>, AppError> {
     let static_users: Vec<LocalUser> = config
         .static_passwords
@@ -578,42 +622,118 @@ fn build_connectors(
             kind: ConnectorKind::Password(connector.clone()),
             refresh: Some(connector),
             token_identity: None,
+            health: ConnectorHealth::up(),
         }
     };
     let mut entries = Vec::new();
     for c in &config.connectors {
-        match &c.settings {
-            ConnectorSettings::Local => entries.push(local(&c.id, &c.name)),
+        let opened = match &c.settings {
+            ConnectorSettings::Local => Ok(local(&c.id, &c.name)),
             ConnectorSettings::Ldap(settings) => {
-                let connector = Arc::new(ldap_connector(config, c, settings)?);
-                entries.push(ConnectorEntry {
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                    kind: ConnectorKind::Password(connector.clone()),
-                    refresh: Some(connector),
-                    token_identity: None,
-                });
+                ldap_connector(config, c, settings).map(|connector| {
+                    let connector = Arc::new(connector);
+                    ConnectorEntry {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                        kind: ConnectorKind::Password(connector.clone()),
+                        refresh: Some(connector),
+                        token_identity: None,
+                        health: ConnectorHealth::up(),
+                    }
+                })
             }
             ConnectorSettings::Github(settings) => {
-                let connector = Arc::new(github_connector(config, c, settings)?);
-                entries.push(ConnectorEntry {
+                github_connector(config, c, settings).map(|connector| {
+                    let connector = Arc::new(connector);
+                    ConnectorEntry {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                        kind: ConnectorKind::Callback(connector.clone()),
+                        refresh: Some(connector),
+                        token_identity: None,
+                        health: ConnectorHealth::up(),
+                    }
+                })
+            }
+            ConnectorSettings::Oidc(settings) => oidc_connector(config, c, settings, clock),
+            ConnectorSettings::MockCallback(_) => {
+                let connector = Arc::new(MockCallbackConnector);
+                Ok(ConnectorEntry {
                     id: c.id.clone(),
                     name: c.name.clone(),
                     kind: ConnectorKind::Callback(connector.clone()),
                     refresh: Some(connector),
                     token_identity: None,
-                });
+                    health: ConnectorHealth::up(),
+                })
             }
-            ConnectorSettings::Oidc(settings) => {
-                entries.push(oidc_connector(config, c, settings, clock)?)
+            ConnectorSettings::MockPassword(settings) => MockPasswordConnector::new(settings)
+                .map_err(|e| connector_failed(c)(e.to_string()))
+                .map(|connector| {
+                    let connector = Arc::new(connector);
+                    ConnectorEntry {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                        kind: ConnectorKind::Password(connector.clone()),
+                        refresh: Some(connector),
+                        token_identity: None,
+                        health: ConnectorHealth::up(),
+                    }
+                }),
+        };
+        if matches!(
+            c.settings,
+            ConnectorSettings::MockCallback(_) | ConnectorSettings::MockPassword(_)
+        ) {
+            tracing::warn!(connector = %c.id, "DEVELOPMENT CONNECTOR {}: it signs in a fixed user (Kilgore Trout); never run it where others can reach lanyard", c.type_.as_str());
+        }
+        match opened {
+            Ok(entry) => entries.push(entry),
+            Err(err) if on_failure == ConnectorFailures::Continue => {
+                tracing::error!(connector = %c.id, error = %err, "failed to open connector; serving without it ({CONTINUE_ENV}=false makes this stop the start)");
+                entries.push(failed_entry(c, err.to_string()));
             }
+            Err(err) => return Err(err),
         }
     }
     // Dex adds the password database as connector "local" when enablePasswordDB is set.
     if config.enable_password_db && !entries.iter().any(|e| e.id == "local") {
         entries.push(local("local", "Email"));
     }
+    let failed = entries.iter().filter(|e| e.health.failed_at_open()).count();
+    if failed > 0 && failed == entries.len() {
+        return Err(AppError::AllConnectorsFailed {
+            failed,
+            total: entries.len(),
+            reasons: entries
+                .iter()
+                .filter_map(|e| e.health.failure())
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
     Ok(entries)
+}
+
+/// What serves in place of a connector that failed to open: its button says it is
+/// unavailable, choosing it answers 503, and refreshing or exchanging through it fails.
+fn failed_entry(c: &ConnectorConfig, reason: String) -> ConnectorEntry {
+    let failed = Arc::new(FailedConnector {
+        reason: reason.clone(),
+    });
+    let kind = if c.type_.checks_passwords() {
+        ConnectorKind::Password(failed.clone())
+    } else {
+        ConnectorKind::Callback(failed.clone())
+    };
+    ConnectorEntry {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        kind,
+        refresh: Some(failed.clone()),
+        token_identity: (c.type_ == ConnectorType::Oidc).then_some(failed as _),
+        health: ConnectorHealth::failed_to_open(reason),
+    }
 }
 
 fn connector_failed(c: &ConnectorConfig) -> impl Fn(String) -> AppError + '_ {
@@ -674,14 +794,29 @@ fn oidc_connector(
     let clock = clock.clone();
     let connector = Arc::new(
         OidcConnector::new(&c.id, settings.clone(), Arc::new(move || clock.now()))
-            .map_err(|e| fail(e.to_string()))?,
+            .map_err(|e| fail(e.to_string()))?
+            .for_token_exchange_only(&config.issuer_string()),
     );
+    let health = ConnectorHealth::up();
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let probe = connector.clone();
+        let health = health.clone();
         runtime.spawn(async move {
             if let Err(err) = probe.discover().await {
                 tracing::warn!(connector = %probe.id(), error = %err, "upstream identity provider unreachable at start; each login retries");
+                health.unreachable(err.to_string());
             }
+        });
+    }
+    if !connector.signs_in() {
+        // Without clientID (as Dex allows) it only verifies token-exchange subject tokens.
+        return Ok(ConnectorEntry {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            kind: ConnectorKind::TokenExchangeOnly,
+            refresh: None,
+            token_identity: Some(connector),
+            health,
         });
     }
     Ok(ConnectorEntry {
@@ -690,6 +825,7 @@ fn oidc_connector(
         kind: ConnectorKind::Callback(connector.clone()),
         refresh: Some(connector.clone()),
         token_identity: Some(connector),
+        health,
     })
 }
 

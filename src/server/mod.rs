@@ -3,6 +3,7 @@
 pub mod app;
 mod conn;
 mod extract;
+pub mod failed_connector;
 pub mod middleware;
 pub mod reload;
 pub mod routes;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Mutex};
 
 use super::app::{generation, learn_hash_kinds, AppError};
+use super::failed_connector::ConnectorFailures;
 use super::Live;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -40,6 +41,7 @@ struct Inner {
     storage: SharedStorage,
     hasher: Arc<PasswordHasher>,
     metrics: Arc<Metrics>,
+    connector_failures: ConnectorFailures,
     /// The config in effect. Held across a whole reload, so reloads never interleave.
     running: Mutex<Config>,
 }
@@ -58,6 +60,7 @@ impl Reloader {
         storage: SharedStorage,
         hasher: Arc<PasswordHasher>,
         metrics: Arc<Metrics>,
+        connector_failures: ConnectorFailures,
     ) -> Self {
         Reloader {
             inner: Arc::new(Inner {
@@ -65,6 +68,7 @@ impl Reloader {
                 storage,
                 hasher,
                 metrics,
+                connector_failures,
                 running: Mutex::new(running),
             }),
         }
@@ -127,9 +131,14 @@ impl Reloader {
         }
         let current = inner.live.current();
         let clock = current.provider.clock.clone();
-        let state = generation(next, &inner.storage, &inner.hasher, &clock, |s, c, k| {
-            current.provider.reconfigured(s, c, k)
-        })?;
+        let state = generation(
+            next,
+            &inner.storage,
+            &inner.hasher,
+            &clock,
+            inner.connector_failures,
+            |s, c, k| current.provider.reconfigured(s, c, k),
+        )?;
         inner.live.replace(state);
         Ok(())
     }

@@ -525,6 +525,7 @@ connectors:
     let mut options = lanyard::server::app::BuildOptions::new(false);
     let dir = tempfile::tempdir().unwrap();
     options.data_dir = dir.path().to_path_buf();
+    options.connector_failures = lanyard::server::failed_connector::ConnectorFailures::Stop;
     let err = lanyard::server::app::build(&config, options)
         .await
         .err()

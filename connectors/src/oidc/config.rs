@@ -124,8 +124,13 @@ impl OidcConfig {
                 _ => bad("issuer", format!("`{}` is not an http(s) URL", self.issuer)),
             }
         }
-        if self.client_id.is_empty() {
-            bad("clientID", "missing required key `clientID`".into());
+        // Without clientID the connector only verifies token-exchange subject tokens, as in
+        // Dex; a secret without a client would be read and never used.
+        if self.client_id.is_empty() && !self.client_secret.is_empty() {
+            bad(
+                "clientSecret",
+                "set without clientID; a connector without clientID signs nobody in and only verifies token-exchange subject tokens".into(),
+            );
         }
         if !self.redirect_uri.is_empty() && url::Url::parse(&self.redirect_uri).is_err() {
             bad(
@@ -326,7 +331,6 @@ mod tests {
             keys,
             [
                 "issuer",
-                "clientID",
                 "pkceChallenge",
                 "rootCAs[0]",
                 "insecureSkipVerify"

@@ -116,6 +116,9 @@ pub struct OidcConnector {
     http: reqwest::Client,
     now: Now,
     upstream: tokio::sync::Mutex<Option<Arc<Upstream>>>,
+    /// The audience subject tokens must name when there is no `clientID` to name (see
+    /// [`OidcConnector::for_token_exchange_only`]).
+    token_exchange_audience: String,
 }
 
 impl std::fmt::Debug for OidcConnector {
@@ -175,7 +178,43 @@ impl OidcConnector {
             http,
             now,
             upstream: tokio::sync::Mutex::new(None),
+            token_exchange_audience: String::new(),
         })
+    }
+
+    /// The audience subject tokens must name if the config has no `clientID` (ignored when
+    /// it has one). A connector without `clientID` only verifies token-exchange subject
+    /// tokens, and Dex then checks no audience at all: any token the upstream issued to
+    /// anyone would do. lanyard requires `audience` instead (the server passes its issuer URL).
+    pub fn for_token_exchange_only(mut self, audience: &str) -> Self {
+        self.token_exchange_audience = audience.to_string();
+        self
+    }
+
+    /// Whether people can sign in through it (it has a client at the upstream).
+    pub fn signs_in(&self) -> bool {
+        !self.config.client_id.is_empty()
+    }
+
+    /// The audience upstream tokens must be issued for: the connector's client, or without
+    /// one the audience given to [`OidcConnector::for_token_exchange_only`].
+    fn audience(&self) -> &str {
+        if self.config.client_id.is_empty() {
+            &self.token_exchange_audience
+        } else {
+            &self.config.client_id
+        }
+    }
+
+    fn needs_client(&self) -> Result<(), ConnectorError> {
+        if self.signs_in() {
+            Ok(())
+        } else {
+            Err(ConnectorError::Config(
+                "this connector has no clientID: it only verifies token-exchange subject tokens"
+                    .into(),
+            ))
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -285,7 +324,7 @@ impl OidcConnector {
         let claims = self.verify_jwt(up, TokenKind::IdToken, raw).await?;
         let expected = id_token::Expected {
             issuer: &self.config.issuer,
-            client_id: &self.config.client_id,
+            client_id: self.audience(),
             now: (self.now)(),
             nonce,
         };
@@ -324,7 +363,7 @@ impl OidcConnector {
     fn access_token_expected(&self) -> access_token::Expected<'_> {
         access_token::Expected {
             issuer: &self.config.issuer,
-            client_id: &self.config.client_id,
+            client_id: self.audience(),
             audiences: &self.config.access_token_audiences,
             now: (self.now)(),
         }
@@ -361,6 +400,11 @@ impl OidcConnector {
         up: &Upstream,
         token: &str,
     ) -> Result<Map<String, Value>, ConnectorError> {
+        if !self.signs_in() {
+            return Err(ConnectorError::InvalidToken(
+                "the access token is not an RFC 9068 JWT access token (typ at+jwt), and without clientID lanyard has no credentials to introspect it".into(),
+            ));
+        }
         let endpoint = if self.config.introspection_endpoint.is_empty() {
             let discovered = up.metadata.introspection_endpoint.as_deref().ok_or_else(|| {
                 ConnectorError::InvalidToken(format!(
@@ -566,6 +610,7 @@ impl CallbackConnector for OidcConnector {
         callback_url: &str,
         state: &str,
     ) -> Result<UpstreamRedirect, ConnectorError> {
+        self.needs_client()?;
         let up = self.upstream().await?;
         let client = self.client(&up, Some(callback_url))?;
         let state = state.to_string();
@@ -624,6 +669,7 @@ impl CallbackConnector for OidcConnector {
         pending: &[u8],
         query: &str,
     ) -> Result<Identity, ConnectorError> {
+        self.needs_client()?;
         let params: std::collections::HashMap<String, String> =
             url::form_urlencoded::parse(query.as_bytes())
                 .into_owned()
@@ -693,6 +739,7 @@ impl RefreshConnector for OidcConnector {
         _scopes: &Scopes,
         identity: &Identity,
     ) -> Result<Identity, ConnectorError> {
+        self.needs_client()?;
         let data: SessionData = identity
             .connector_data
             .as_deref()

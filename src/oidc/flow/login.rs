@@ -11,7 +11,8 @@ use lanyard_connectors::{ConnectorError, Identity, PasswordConnector};
 use crate::storage::{AuthRequest, LoginResult, Session, UpstreamLogin};
 
 use super::{
-    is_internal_client, AuthorizeError, ConnectorLogin, LoginForm, Outcome, PasswordOutcome, Step,
+    is_internal_client, AuthorizeError, ConnectorChoices, ConnectorLogin, LoginForm, Outcome,
+    PasswordOutcome, Step,
 };
 use crate::oidc::claims::identity_claims;
 use crate::oidc::password::{PasswordCheck, PasswordCheckError};
@@ -20,19 +21,27 @@ use crate::oidc::secrets::{random_token, sha256_hex};
 use crate::oidc::{ClientInfo, ConnectorEntry, ConnectorKind, Provider};
 
 impl Provider {
-    /// The connector chooser: the connectors the request's client may use.
+    /// The connector chooser: the connectors the request's client may use, as `(id, name)`,
+    /// and the ids of those among them that cannot serve now.
     pub async fn connector_choices(
         &self,
         req_id: &str,
         browser_cookie: Option<&str>,
-    ) -> Result<Vec<(String, String)>, AuthorizeError> {
+    ) -> Result<ConnectorChoices, AuthorizeError> {
         let request = self.load_request(req_id, browser_cookie).await?;
         let client = self.request_client(&request).await?;
-        Ok(self
-            .connectors_for(&client)
-            .into_iter()
-            .map(|c| (c.id.clone(), c.name.clone()))
-            .collect())
+        let usable = self.connectors_for(&client);
+        Ok(ConnectorChoices {
+            connectors: usable
+                .iter()
+                .map(|c| (c.id.clone(), c.name.clone()))
+                .collect(),
+            unavailable: usable
+                .iter()
+                .filter(|c| !c.health.is_up())
+                .map(|c| c.id.clone())
+                .collect(),
+        })
     }
 
     fn form_for(
@@ -73,14 +82,25 @@ impl Provider {
                 // secret only this login's row knows the hash of.
                 let secret = random_token(32);
                 let state = format!("{}.{}", request.id, secret);
-                let redirect = upstream
+                let redirect = match upstream
                     .login_url(
                         &connector_scopes(&request.params.scopes),
                         &self.settings.endpoint("/callback"),
                         &state,
                     )
                     .await
-                    .map_err(|err| self.connector_failure(&connector.id, err))?;
+                {
+                    Ok(redirect) => {
+                        connector.health.reached();
+                        redirect
+                    }
+                    Err(err) => {
+                        if let ConnectorError::Unavailable(reason) = &err {
+                            connector.health.unreachable(reason.clone());
+                        }
+                        return Err(self.connector_failure(&connector.id, err));
+                    }
+                };
                 let pending = UpstreamLogin {
                     connector_id: connector.id.clone(),
                     state_hash: sha256_hex(&secret),
@@ -95,6 +115,11 @@ impl Provider {
                 }
                 Ok(ConnectorLogin::Upstream(redirect.url))
             }
+            ConnectorKind::TokenExchangeOnly => Err(AuthorizeError::page(
+                StatusCode::NOT_FOUND,
+                "Unknown connector",
+                "This sign-in method does not exist or is not allowed for this application.",
+            )),
         }
     }
 

@@ -153,6 +153,15 @@ pub struct LoginForm {
     pub login_hint: String,
 }
 
+/// What the connector chooser shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorChoices {
+    /// `(id, name)` of each connector the client may use, in config order.
+    pub connectors: Vec<(String, String)>,
+    /// The ids among them that cannot serve now (failed to open, upstream unreachable).
+    pub unavailable: Vec<String>,
+}
+
 /// What `/auth/{connector}` leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectorLogin {
@@ -240,10 +249,12 @@ impl Provider {
         }
     }
 
-    /// The connectors this client may use.
+    /// The connectors this client may sign people in with (those that only verify
+    /// token-exchange subject tokens sign nobody in).
     pub(crate) fn connectors_for(&self, client: &ClientInfo) -> Vec<&ConnectorEntry> {
         self.connectors
             .iter()
+            .filter(|c| !matches!(c.kind, super::ConnectorKind::TokenExchangeOnly))
             .filter(|c| {
                 client.allowed_connectors.is_empty() || client.allowed_connectors.contains(&c.id)
             })
@@ -332,6 +343,18 @@ impl Provider {
                     .is_none_or(|id| id == connector_id)
             });
         match usable {
+            Some(c) if c.health.failed_at_open() => {
+                // Why it failed is in the log; the page need not show file paths or settings.
+                tracing::warn!(connector = %c.id, "login refused: the connector failed to open");
+                Err(AuthorizeError::page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Sign-in method unavailable",
+                    format!(
+                        "{} is unavailable: it could not be started. Choose another sign-in method or contact your administrator.",
+                        c.name
+                    ),
+                ))
+            }
             Some(c) => Ok((client, c)),
             None => Err(AuthorizeError::page(
                 StatusCode::NOT_FOUND,

@@ -213,7 +213,7 @@ pub(super) async fn choose_connector(
     Query(q): Query<ReqQuery>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let connectors = state
+    let choices = state
         .provider
         .connector_choices(&q.req, state.cookie(&headers, LOGIN_COOKIE))
         .await
@@ -222,7 +222,11 @@ pub(super) async fn choose_connector(
         &state,
         StatusCode::OK,
         "choose.html",
-        minijinja::context! { connectors => connectors, req => q.req },
+        minijinja::context! {
+            connectors => choices.connectors,
+            unavailable => choices.unavailable,
+            req => q.req,
+        },
     ))
 }
 
