@@ -195,7 +195,9 @@ mod tests {
     fn a_missing_or_path_like_theme_is_an_error_naming_the_themes_directory() {
         let dir = web_dir();
         for theme in ["dark", "../static", "light/../.."] {
-            let err = DexAssets::load(dir.path(), Some(theme)).unwrap_err().to_string();
+            let err = DexAssets::load(dir.path(), Some(theme))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("themes"), "{err}");
         }
         assert!(DexAssets::load(dir.path(), Some("tectonic")).is_ok());

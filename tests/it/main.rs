@@ -14,6 +14,7 @@ mod browser_login;
 mod config;
 mod connector_swap;
 mod dex_connectors;
+mod dex_frontend;
 mod faults;
 mod github;
 mod hardening;
