@@ -13,6 +13,7 @@ mod binary;
 mod browser_login;
 mod config;
 mod connector_swap;
+mod dex_config;
 mod dex_connectors;
 mod dex_frontend;
 mod faults;
