@@ -59,6 +59,12 @@ impl DexAssets {
         } else {
             None
         };
+        if dir.join("templates").is_dir() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "frontend.dir: Dex's Go templates in templates/ are not executed; lanyard renders its own pages with the theme (override them with minijinja templates directly in frontend.dir)"
+            );
+        }
         let exists = |root: &Option<PathBuf>, file: &str| {
             root.as_ref().is_some_and(|r| r.join(file).is_file())
         };

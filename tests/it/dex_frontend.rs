@@ -7,7 +7,8 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::server::{location, AuthRequest, Backend, TestServer};
+use common::process::{terminate, wait_ready, Log, Running, BIN};
+use common::server::{free_port, location, AuthRequest, Backend, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn fixture() -> PathBuf {
@@ -217,4 +218,36 @@ async fn nothing_outside_the_web_directory_is_served() {
         assert!(!answer.starts_with("HTTP/1.1 200"), "{target}: {answer}");
     }
     server.stop().await;
+}
+
+/// The real binary says at start that Dex's templates are not executed, rather than taking
+/// them silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_says_dexs_templates_are_not_executed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer: http://127.0.0.1:{port}/dex\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:{port}\nlogger:\n  level: info\nenablePasswordDB: true\nfrontend:\n  dir: {}\n",
+            fixture().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Running(
+        std::process::Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = Log::capture(&mut child);
+    wait_ready(&format!("http://127.0.0.1:{port}/dex/healthz")).await;
+    log.wait_for("templates/ are not executed", 1).await;
+    terminate(&mut child);
 }
