@@ -23,7 +23,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("kubeconfig.html", include_str!("templates/kubeconfig.html")),
 ];
 
+pub mod assets;
 pub mod kubeconfig;
+
+use assets::{Asset, DexAssets};
 
 /// The stylesheet served at `/static/style.css` (CSP allows styles from self only).
 pub const STYLE_CSS: &str = include_str!("static/style.css");
@@ -40,6 +43,8 @@ pub enum WebError {
     },
     #[error("frontend.dir {0} is not a readable directory")]
     BadDir(PathBuf),
+    #[error("frontend.theme: `{theme}` is not a directory in {dir} (Dex's themes are `light` and `dark`)")]
+    BadTheme { theme: String, dir: PathBuf },
 }
 
 /// Branding from `frontend:`.
@@ -48,7 +53,8 @@ pub struct Branding {
     /// Shown as the product name (Dex's `frontend.issuer`).
     pub name: String,
     pub logo_url: Option<String>,
-    /// "light" or "dark".
+    /// `frontend.theme`: lanyard's own pages are "light" unless it is "dark"; with a Dex
+    /// `web/` directory as `frontend.dir` it also names the directory under `themes/`.
     pub theme: String,
 }
 
@@ -56,6 +62,8 @@ pub struct Branding {
 pub struct Templates {
     env: Arc<Environment<'static>>,
     branding: Branding,
+    /// The theme and static files of a Dex `web/` directory given as `frontend.dir`.
+    assets: Arc<DexAssets>,
 }
 
 impl Templates {
@@ -63,10 +71,12 @@ impl Templates {
         let mut env = Environment::new();
         // Escaping is on for .html by default; make it explicit so overrides cannot turn it off by name.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+        let mut assets = DexAssets::default();
         if let Some(dir) = override_dir {
             if !dir.is_dir() {
                 return Err(WebError::BadDir(dir.to_path_buf()));
             }
+            assets = DexAssets::load(dir, Some(branding.theme.as_str()))?;
             let dir = dir.to_path_buf();
             env.set_loader(move |name| {
                 let file = dir.join(name);
@@ -85,7 +95,18 @@ impl Templates {
         Ok(Self {
             env: Arc::new(env),
             branding,
+            assets: Arc::new(assets),
         })
+    }
+
+    /// A file of the Dex theme (`/theme/{path}`).
+    pub fn theme_file(&self, path: &str) -> Option<Asset> {
+        self.assets.theme_file(path)
+    }
+
+    /// A file of the Dex `static/` directory (`/static/{path}`).
+    pub fn static_file(&self, path: &str) -> Option<Asset> {
+        self.assets.static_file(path)
     }
 
     /// Renders `name` with `ctx` plus the branding (`brand`, `logo_url`, `theme`) and the
@@ -98,9 +119,18 @@ impl Templates {
                 name: name.to_string(),
                 source,
             })?;
+        // As Dex: the theme's logo unless `frontend.logoURL` names another.
+        let logo_url = self.branding.logo_url.clone().or_else(|| {
+            self.assets
+                .has_logo
+                .then(|| format!("{base}/theme/logo.png"))
+        });
         let full = minijinja::context! {
             brand => if self.branding.name.is_empty() { "lanyard" } else { self.branding.name.as_str() },
-            logo_url => self.branding.logo_url,
+            logo_url => logo_url,
+            dex_main_css => self.assets.has_main_css,
+            theme_css => self.assets.has_theme_styles,
+            favicon => self.assets.has_favicon,
             theme => if self.branding.theme == "dark" { "dark" } else { "light" },
             base => base,
             ..ctx
