@@ -59,6 +59,9 @@ pub struct ListenSettings {
     pub telemetry: Option<String>,
     pub headers: Vec<(String, String)>,
     pub allowed_origins: Vec<String>,
+    /// `web.allowedHeaders`: request headers CORS preflights allow (Dex's default:
+    /// `Authorization`).
+    pub allowed_headers: Vec<String>,
     pub remote_ip: crate::config::ClientRemoteIp,
     pub tls_min_version: Option<crate::config::TlsVersion>,
     pub tls_max_version: Option<crate::config::TlsVersion>,
@@ -130,7 +133,7 @@ pub fn router(
     let machine = if settings.allowed_origins.is_empty() {
         routes::machine_routes()
     } else {
-        cors_routes(&settings.allowed_origins)
+        cors_routes(&settings.allowed_origins, &settings.allowed_headers)
     };
     let issuer = routes::issuer_routes()
         .merge(machine)
@@ -173,19 +176,35 @@ pub fn router(
     Ok(app)
 }
 
-fn cors_routes(origins: &[String]) -> Router<Live> {
+/// Request headers a CORS preflight always allows, whatever `web.allowedHeaders` says (as
+/// Dex's CORS handler does).
+const ALWAYS_ALLOWED_HEADERS: [&str; 4] =
+    ["Accept", "Accept-Language", "Content-Language", "Origin"];
+
+/// `web.allowedHeaders` when the config gives none (Dex's default).
+const DEFAULT_ALLOWED_HEADERS: [&str; 1] = ["Authorization"];
+
+fn cors_routes(origins: &[String], headers: &[String]) -> Router<Live> {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
+    let configured: Vec<&str> = if headers.is_empty() {
+        DEFAULT_ALLOWED_HEADERS.to_vec()
+    } else {
+        headers.iter().map(String::as_str).collect()
+    };
+    // The config checked every name; a name that still does not parse is left out.
+    let allowed: Vec<HeaderName> = ALWAYS_ALLOWED_HEADERS
+        .into_iter()
+        .chain(configured)
+        .filter_map(|h| HeaderName::try_from(h).ok())
+        .collect();
     let cors = CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            axum::http::header::AUTHORIZATION,
-            axum::http::header::CONTENT_TYPE,
-        ]);
+        .allow_headers(allowed);
     routes::machine_routes().layer(cors)
 }
 
