@@ -766,7 +766,7 @@ impl App {
             }
         }
         if let Some(l) = telemetry {
-            tracing::info!(addr = %display_addr(&l), "serving telemetry (/healthz/live, /healthz/ready, /metrics)");
+            tracing::info!(addr = %display_addr(&l), "serving telemetry (/healthz, /healthz/live, /healthz/ready, /metrics)");
             tasks.spawn(serve_http(
                 l,
                 telemetry_router(self.provider.clone(), self.metrics.clone()),

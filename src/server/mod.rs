@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::extract::{DefaultBodyLimit, FromRef, RawQuery, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::sync::watch;
@@ -208,8 +208,8 @@ fn cors_routes(origins: &[String], headers: &[String]) -> Router<Live> {
     routes::machine_routes().layer(cors)
 }
 
-/// The telemetry router: liveness, readiness (a signing key loaded; storage's state in the body)
-/// and Prometheus metrics.
+/// The telemetry router: liveness, readiness (a signing key loaded; storage's state in the body),
+/// Dex's `/healthz` and Prometheus metrics.
 pub fn telemetry_router(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Router {
     #[derive(Clone)]
     struct T {
@@ -218,6 +218,12 @@ pub fn telemetry_router(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Route
     }
     Router::new()
         .route("/healthz/live", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|State(t): State<T>, RawQuery(query): RawQuery| async move {
+                health_checks(&t.provider, query.as_deref()).await
+            }),
+        )
         .route(
             "/healthz/ready",
             get(|State(t): State<T>| async move {
@@ -262,6 +268,61 @@ pub fn telemetry_router(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Route
             }),
         )
         .with_state(T { provider, metrics })
+}
+
+/// Dex's telemetry `/healthz`: a JSON object with one entry per check, 200 when every check
+/// passes, else 503; `?type=short` gives `PASS` or `FAIL` per check. Dex checks its storage;
+/// lanyard also checks that it has a key to sign with. Unlike `/healthz/ready` this fails while
+/// storage is unreachable, as Dex's does: probes belong on `/healthz/live` and `/healthz/ready`.
+async fn health_checks(provider: &Provider, query: Option<&str>) -> Response {
+    let now = provider.now();
+    let storage = match provider.storage.ping().await {
+        Ok(()) => None,
+        Err(err) => {
+            crate::metrics::count_storage_error();
+            tracing::warn!(error = %err, "health check: storage unreachable");
+            Some("storage unreachable")
+        }
+    };
+    let signing_key = provider
+        .keys
+        .signing_kid()
+        .is_none()
+        .then_some("no signing key");
+    let checks = [("storage", storage), ("signingKey", signing_key)];
+    let healthy = checks.iter().all(|(_, failure)| failure.is_none());
+    let short = query.is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "type" && v == "short")
+    });
+    let body: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(name, failure)| {
+            let result = if short {
+                serde_json::json!(if failure.is_none() { "PASS" } else { "FAIL" })
+            } else {
+                let mut result = serde_json::json!({
+                    "timestamp": crate::login::rfc3339(now),
+                    "contiguousFailures": u8::from(failure.is_some()),
+                });
+                if let Some(message) = failure {
+                    result["error"] = serde_json::json!({ "message": message });
+                }
+                result
+            };
+            (name.to_string(), result)
+        })
+        .collect();
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+        .into_response()
 }
 
 /// Resolves when SIGTERM or Ctrl-C arrives.

@@ -610,3 +610,40 @@ async fn frontend_extra_values_reach_the_pages() {
     );
     assert!(html.contains("<p id=\"unset\">[]</p>"), "{html}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_serves_dex_s_healthz_json() {
+    let s = TestServer::builder(Backend::Sqlite)
+        .telemetry()
+        .start()
+        .await
+        .unwrap();
+    let telemetry = s.telemetry.clone().unwrap();
+    let r = reqwest::get(format!("{telemetry}/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let checks: Value = r.json().await.unwrap();
+    assert!(checks["storage"]["timestamp"].is_string(), "{checks}");
+    assert!(checks["storage"].get("error").is_none(), "{checks}");
+    let r = reqwest::get(format!("{telemetry}/healthz?type=short"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"storage": "PASS", "signingKey": "PASS"})
+    );
+    // The Kubernetes-style checks stay as they were.
+    let r = reqwest::get(format!("{telemetry}/healthz/live"))
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok");
+
+    // Before its key may sign, the process has nothing to sign with: a failing check is 503.
+    let now = lanyard::clock::Clock::now(&s.clock);
+    s.clock.set(now - 7 * 24 * 3600);
+    let r = reqwest::get(format!("{telemetry}/healthz?type=short"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.unwrap()["signingKey"], "FAIL");
+}
