@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use minijinja::{Environment, Value};
+use std::collections::BTreeMap;
+
+use minijinja::value::{from_args, Enumerator, Object, ObjectRepr};
+use minijinja::{Environment, State, Value};
 
 const EMBEDDED: &[(&str, &str)] = &[
     ("base.html", include_str!("templates/base.html")),
@@ -56,6 +59,38 @@ pub struct Branding {
     /// `frontend.theme`: lanyard's own pages are "light" unless it is "dark"; with a Dex
     /// `web/` directory as `frontend.dir` it also names the directory under `themes/`.
     pub theme: String,
+    /// `frontend.extra`: free values for templates, as `extra.key` or Dex's `extra("key")`.
+    pub extra: BTreeMap<String, String>,
+}
+
+/// `frontend.extra` in templates: a map (`extra.key`, `extra["key"]`, iteration) that can also
+/// be called like Dex's template function (`extra("key")`, "" for a key that is not set).
+#[derive(Debug)]
+struct Extra(BTreeMap<String, String>);
+
+impl Object for Extra {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0.get(key.as_str()?).map(|v| Value::from(v.as_str()))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.0.keys().map(|k| Value::from(k.as_str())).collect())
+    }
+
+    fn call(
+        self: &Arc<Self>,
+        _: &State<'_, '_>,
+        args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        let (key,): (&str,) = from_args(args)?;
+        Ok(Value::from(
+            self.0.get(key).map(String::as_str).unwrap_or_default(),
+        ))
+    }
 }
 
 #[derive(Clone)]
@@ -64,6 +99,7 @@ pub struct Templates {
     branding: Branding,
     /// The theme and static files of a Dex `web/` directory given as `frontend.dir`.
     assets: Arc<DexAssets>,
+    extra: Value,
 }
 
 impl Templates {
@@ -94,6 +130,7 @@ impl Templates {
         }
         Ok(Self {
             env: Arc::new(env),
+            extra: Value::from_object(Extra(branding.extra.clone())),
             branding,
             assets: Arc::new(assets),
         })
@@ -109,7 +146,7 @@ impl Templates {
         self.assets.static_file(path)
     }
 
-    /// Renders `name` with `ctx` plus the branding (`brand`, `logo_url`, `theme`) and the
+    /// Renders `name` with `ctx` plus the branding (`brand`, `logo_url`, `theme`, `extra`) and the
     /// issuer-relative `base` path for links.
     pub fn render(&self, name: &str, base: &str, ctx: Value) -> Result<String, WebError> {
         let template = self
@@ -133,6 +170,7 @@ impl Templates {
             favicon => self.assets.has_favicon,
             theme => if self.branding.theme == "dark" { "dark" } else { "light" },
             base => base,
+            extra => self.extra.clone(),
             ..ctx
         };
         template.render(full).map_err(|source| WebError::Render {
@@ -187,6 +225,32 @@ mod tests {
                 minijinja::context! { connectors => Vec::<(String, String)>::new(), req => "r" }
             )
             .is_ok());
+    }
+
+    #[test]
+    fn extra_values_read_as_a_map_and_as_dex_s_function_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("error.html"),
+            "{{ extra.support }}|{{ extra(\"support\") }}|{{ extra(\"unset\") }}|{{ extra.unset is defined }}",
+        )
+        .unwrap();
+        let branding = Branding {
+            extra: BTreeMap::from([("support".to_string(), "<a>help</a>".to_string())]),
+            ..Branding::default()
+        };
+        let t = Templates::new(Some(dir.path()), branding).unwrap();
+        let html = t
+            .render(
+                "error.html",
+                "",
+                minijinja::context! { title => "t", message => "m" },
+            )
+            .unwrap();
+        assert_eq!(
+            html,
+            "&lt;a&gt;help&lt;&#x2f;a&gt;|&lt;a&gt;help&lt;&#x2f;a&gt;||False"
+        );
     }
 
     #[test]
