@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use lanyard::config::{
-    check_config_report, Config, ConfigErrors, ConnectorType, GrantType, LogFormat, LogLevel,
-    PasswordHashKind, RbacRole, SigningAlg, DEV_CONFIG,
+    check_config_report, Config, ConfigErrors, ConnectorSettings, ConnectorType, GrantType,
+    LogFormat, LogLevel, PasswordHashKind, RbacRole, SigningAlg, DEV_CONFIG,
 };
 use lanyard::storage::StorageSettings;
+use lanyard_connectors::LdapConfig;
 
 const BCRYPT: &str = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
 
@@ -484,11 +485,15 @@ fn with_ldap(ldap_config: &str) -> String {
     ))
 }
 
+fn ldap_settings(c: &Config) -> &LdapConfig {
+    match &c.connector("ldap").unwrap().settings {
+        ConnectorSettings::Ldap(ldap) => ldap,
+        other => panic!("expected ldap settings, got {other:?}"),
+    }
+}
+
 fn ldap_bind_pw(c: &Config) -> String {
-    c.connector("ldap").unwrap().config["bindPW"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    ldap_settings(c).bind_pw.clone()
 }
 
 #[test]
@@ -517,7 +522,7 @@ fn unset_env_var_in_an_optional_connector_field_is_an_error_and_empty_is_allowed
         "environment variable `LDAP_CA` is not set",
     );
     let c = parse_with(&text, &[("LDAP_CA", "")]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.connector("ldap").unwrap().config["rootCA"], "");
+    assert_eq!(ldap_settings(&c).root_ca, "");
 }
 
 #[test]
@@ -541,11 +546,17 @@ fn env_vars_expand_in_storage_and_connector_config() {
     assert_eq!(pg.host.as_deref(), Some("db.internal"));
     assert_eq!(pg.port, Some(6543));
     assert_eq!(pg.password.as_deref(), Some("pw"));
-    let gh = &c.connector("github").unwrap().config;
-    assert_eq!(gh["clientID"], "id-1");
-    assert_eq!(gh["clientSecret"], "gh-s3cret");
-    assert_eq!(gh["orgs"][0]["name"], "acme");
-    assert_eq!(gh["orgs"][0]["teams"][0], "platform");
+    let ConnectorSettings::Github(gh) = &c.connector("github").unwrap().settings else {
+        panic!("expected github settings")
+    };
+    assert_eq!(gh.client_id.as_deref(), Some("id-1"));
+    assert_eq!(gh.client_secret.as_deref(), Some("gh-s3cret"));
+    let orgs = gh.orgs.as_deref().unwrap_or_default();
+    assert_eq!(orgs[0].name.as_deref(), Some("acme"));
+    assert_eq!(
+        orgs[0].teams.as_deref(),
+        Some(&["platform".to_string()][..])
+    );
 }
 
 #[test]
@@ -993,15 +1004,32 @@ fn unsupported_connector_type_lists_supported_ones() {
 }
 
 #[test]
-fn other_connectors_keep_their_config_for_later() {
+fn connector_config_that_is_not_a_mapping_or_has_a_null_key_is_refused() {
+    let e = errors(&with_base(
+        "connectors:\n- type: github\n  id: github\n  config: [clientID]\n",
+    ));
+    assert!(e.has("connectors[0].config", "expected a mapping"), "{e}");
+    let e = errors(&with_base(
+        "connectors:\n- type: github\n  id: github\n  config:\n    ~: x\n    clientID: abc\n    clientSecret: def\n",
+    ));
+    assert_error(&e, "connectors[0].config", "invalid type");
+}
+
+#[test]
+fn github_connector_config_resolves_into_typed_settings() {
     let c = parse(&with_base(
         "connectors:\n- type: github\n  id: github\n  name: GitHub\n  config:\n    clientID: abc\n    clientSecret: def\n    orgs:\n    - name: acme\n",
     ))
     .unwrap();
     let gh = c.connector("github").unwrap();
     assert_eq!(gh.type_, ConnectorType::Github);
-    assert_eq!(gh.config["clientID"], "abc");
-    assert_eq!(gh.config["orgs"][0]["name"], "acme");
+    let ConnectorSettings::Github(github) = &gh.settings else {
+        panic!("expected github settings, got {:?}", gh.settings)
+    };
+    assert_eq!(github.client_id.as_deref(), Some("abc"));
+    let orgs = github.orgs.as_deref().unwrap_or_default();
+    assert_eq!(orgs.len(), 1);
+    assert_eq!(orgs[0].name.as_deref(), Some("acme"));
 }
 
 #[test]
