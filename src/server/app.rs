@@ -220,6 +220,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         allowed_origins: config.web.allowed_origins.clone(),
+        allowed_headers: config.web.allowed_headers.clone(),
         remote_ip: config.web.client_remote_ip.clone(),
         tls_min_version: config.web.tls_min_version,
         tls_max_version: config.web.tls_max_version,
@@ -369,6 +370,7 @@ pub(super) fn generation(
             name: config.frontend.issuer.clone().unwrap_or_default(),
             logo_url: config.frontend.logo_url.clone(),
             theme: config.frontend.theme.clone().unwrap_or_default(),
+            extra: config.frontend.extra.clone(),
         },
     )?;
     let kube = KubePage {
@@ -906,7 +908,7 @@ impl App {
             }
         }
         if let Some(l) = telemetry {
-            tracing::info!(addr = %display_addr(&l), "serving telemetry (/healthz/live, /healthz/ready, /metrics)");
+            tracing::info!(addr = %display_addr(&l), "serving telemetry (/healthz, /healthz/live, /healthz/ready, /metrics)");
             tasks.spawn(serve_http(
                 l,
                 telemetry_router(self.provider.clone(), self.metrics.clone()),

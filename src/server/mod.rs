@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::extract::{DefaultBodyLimit, FromRef, RawQuery, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::sync::watch;
@@ -60,6 +60,9 @@ pub struct ListenSettings {
     pub telemetry: Option<String>,
     pub headers: Vec<(String, String)>,
     pub allowed_origins: Vec<String>,
+    /// `web.allowedHeaders`: request headers CORS preflights allow (Dex's default:
+    /// `Authorization`).
+    pub allowed_headers: Vec<String>,
     pub remote_ip: crate::config::ClientRemoteIp,
     pub tls_min_version: Option<crate::config::TlsVersion>,
     pub tls_max_version: Option<crate::config::TlsVersion>,
@@ -131,7 +134,7 @@ pub fn router(
     let machine = if settings.allowed_origins.is_empty() {
         routes::machine_routes()
     } else {
-        cors_routes(&settings.allowed_origins)
+        cors_routes(&settings.allowed_origins, &settings.allowed_headers)
     };
     let issuer = routes::issuer_routes()
         .merge(machine)
@@ -174,24 +177,40 @@ pub fn router(
     Ok(app)
 }
 
-fn cors_routes(origins: &[String]) -> Router<Live> {
+/// Request headers a CORS preflight always allows, whatever `web.allowedHeaders` says (as
+/// Dex's CORS handler does).
+const ALWAYS_ALLOWED_HEADERS: [&str; 4] =
+    ["Accept", "Accept-Language", "Content-Language", "Origin"];
+
+/// `web.allowedHeaders` when the config gives none (Dex's default).
+const DEFAULT_ALLOWED_HEADERS: [&str; 1] = ["Authorization"];
+
+fn cors_routes(origins: &[String], headers: &[String]) -> Router<Live> {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
+    let configured: Vec<&str> = if headers.is_empty() {
+        DEFAULT_ALLOWED_HEADERS.to_vec()
+    } else {
+        headers.iter().map(String::as_str).collect()
+    };
+    // The config checked every name; a name that still does not parse is left out.
+    let allowed: Vec<HeaderName> = ALWAYS_ALLOWED_HEADERS
+        .into_iter()
+        .chain(configured)
+        .filter_map(|h| HeaderName::try_from(h).ok())
+        .collect();
     let cors = CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            axum::http::header::AUTHORIZATION,
-            axum::http::header::CONTENT_TYPE,
-        ]);
+        .allow_headers(allowed);
     routes::machine_routes().layer(cors)
 }
 
-/// The telemetry router: liveness, readiness (a signing key loaded; storage's state in the body)
-/// and Prometheus metrics.
+/// The telemetry router: liveness, readiness (a signing key loaded; storage's state in the body),
+/// Dex's `/healthz` and Prometheus metrics.
 pub fn telemetry_router(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Router {
     #[derive(Clone)]
     struct T {
@@ -200,6 +219,12 @@ pub fn telemetry_router(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Route
     }
     Router::new()
         .route("/healthz/live", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|State(t): State<T>, RawQuery(query): RawQuery| async move {
+                health_checks(&t.provider, query.as_deref()).await
+            }),
+        )
         .route(
             "/healthz/ready",
             get(|State(t): State<T>| async move {
@@ -244,6 +269,61 @@ pub fn telemetry_router(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Route
             }),
         )
         .with_state(T { provider, metrics })
+}
+
+/// Dex's telemetry `/healthz`: a JSON object with one entry per check, 200 when every check
+/// passes, else 503; `?type=short` gives `PASS` or `FAIL` per check. Dex checks its storage;
+/// lanyard also checks that it has a key to sign with. Unlike `/healthz/ready` this fails while
+/// storage is unreachable, as Dex's does: probes belong on `/healthz/live` and `/healthz/ready`.
+async fn health_checks(provider: &Provider, query: Option<&str>) -> Response {
+    let now = provider.now();
+    let storage = match provider.storage.ping().await {
+        Ok(()) => None,
+        Err(err) => {
+            crate::metrics::count_storage_error();
+            tracing::warn!(error = %err, "health check: storage unreachable");
+            Some("storage unreachable")
+        }
+    };
+    let signing_key = provider
+        .keys
+        .signing_kid()
+        .is_none()
+        .then_some("no signing key");
+    let checks = [("storage", storage), ("signingKey", signing_key)];
+    let healthy = checks.iter().all(|(_, failure)| failure.is_none());
+    let short = query.is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "type" && v == "short")
+    });
+    let body: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(name, failure)| {
+            let result = if short {
+                serde_json::json!(if failure.is_none() { "PASS" } else { "FAIL" })
+            } else {
+                let mut result = serde_json::json!({
+                    "timestamp": crate::login::rfc3339(now),
+                    "contiguousFailures": u8::from(failure.is_some()),
+                });
+                if let Some(message) = failure {
+                    result["error"] = serde_json::json!({ "message": message });
+                }
+                result
+            };
+            (name.to_string(), result)
+        })
+        .collect();
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+        .into_response()
 }
 
 /// Resolves when SIGTERM or Ctrl-C arrives.

@@ -59,6 +59,12 @@ impl DexAssets {
         } else {
             None
         };
+        if dir.join("templates").is_dir() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "frontend.dir: Dex's Go templates in templates/ are not executed; lanyard renders its own pages with the theme (override them with minijinja templates directly in frontend.dir)"
+            );
+        }
         let exists = |root: &Option<PathBuf>, file: &str| {
             root.as_ref().is_some_and(|r| r.join(file).is_file())
         };
@@ -195,7 +201,9 @@ mod tests {
     fn a_missing_or_path_like_theme_is_an_error_naming_the_themes_directory() {
         let dir = web_dir();
         for theme in ["dark", "../static", "light/../.."] {
-            let err = DexAssets::load(dir.path(), Some(theme)).unwrap_err().to_string();
+            let err = DexAssets::load(dir.path(), Some(theme))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("themes"), "{err}");
         }
         assert!(DexAssets::load(dir.path(), Some("tectonic")).is_ok());

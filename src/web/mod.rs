@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use minijinja::{Environment, Value};
+use std::collections::BTreeMap;
+
+use minijinja::value::{from_args, Enumerator, Object, ObjectRepr};
+use minijinja::{Environment, State, Value};
 
 const EMBEDDED: &[(&str, &str)] = &[
     ("base.html", include_str!("templates/base.html")),
@@ -23,7 +26,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("kubeconfig.html", include_str!("templates/kubeconfig.html")),
 ];
 
+pub mod assets;
 pub mod kubeconfig;
+
+use assets::{Asset, DexAssets};
 
 /// The stylesheet served at `/static/style.css` (CSP allows styles from self only).
 pub const STYLE_CSS: &str = include_str!("static/style.css");
@@ -40,6 +46,8 @@ pub enum WebError {
     },
     #[error("frontend.dir {0} is not a readable directory")]
     BadDir(PathBuf),
+    #[error("frontend.theme: `{theme}` is not a directory in {dir} (Dex's themes are `light` and `dark`)")]
+    BadTheme { theme: String, dir: PathBuf },
 }
 
 /// Branding from `frontend:`.
@@ -48,14 +56,50 @@ pub struct Branding {
     /// Shown as the product name (Dex's `frontend.issuer`).
     pub name: String,
     pub logo_url: Option<String>,
-    /// "light" or "dark".
+    /// `frontend.theme`: lanyard's own pages are "light" unless it is "dark"; with a Dex
+    /// `web/` directory as `frontend.dir` it also names the directory under `themes/`.
     pub theme: String,
+    /// `frontend.extra`: free values for templates, as `extra.key` or Dex's `extra("key")`.
+    pub extra: BTreeMap<String, String>,
+}
+
+/// `frontend.extra` in templates: a map (`extra.key`, `extra["key"]`, iteration) that can also
+/// be called like Dex's template function (`extra("key")`, "" for a key that is not set).
+#[derive(Debug)]
+struct Extra(BTreeMap<String, String>);
+
+impl Object for Extra {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0.get(key.as_str()?).map(|v| Value::from(v.as_str()))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.0.keys().map(|k| Value::from(k.as_str())).collect())
+    }
+
+    fn call(
+        self: &Arc<Self>,
+        _: &State<'_, '_>,
+        args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        let (key,): (&str,) = from_args(args)?;
+        Ok(Value::from(
+            self.0.get(key).map(String::as_str).unwrap_or_default(),
+        ))
+    }
 }
 
 #[derive(Clone)]
 pub struct Templates {
     env: Arc<Environment<'static>>,
     branding: Branding,
+    /// The theme and static files of a Dex `web/` directory given as `frontend.dir`.
+    assets: Arc<DexAssets>,
+    extra: Value,
 }
 
 impl Templates {
@@ -63,10 +107,12 @@ impl Templates {
         let mut env = Environment::new();
         // Escaping is on for .html by default; make it explicit so overrides cannot turn it off by name.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+        let mut assets = DexAssets::default();
         if let Some(dir) = override_dir {
             if !dir.is_dir() {
                 return Err(WebError::BadDir(dir.to_path_buf()));
             }
+            assets = DexAssets::load(dir, Some(branding.theme.as_str()))?;
             let dir = dir.to_path_buf();
             env.set_loader(move |name| {
                 let file = dir.join(name);
@@ -84,11 +130,23 @@ impl Templates {
         }
         Ok(Self {
             env: Arc::new(env),
+            extra: Value::from_object(Extra(branding.extra.clone())),
             branding,
+            assets: Arc::new(assets),
         })
     }
 
-    /// Renders `name` with `ctx` plus the branding (`brand`, `logo_url`, `theme`) and the
+    /// A file of the Dex theme (`/theme/{path}`).
+    pub fn theme_file(&self, path: &str) -> Option<Asset> {
+        self.assets.theme_file(path)
+    }
+
+    /// A file of the Dex `static/` directory (`/static/{path}`).
+    pub fn static_file(&self, path: &str) -> Option<Asset> {
+        self.assets.static_file(path)
+    }
+
+    /// Renders `name` with `ctx` plus the branding (`brand`, `logo_url`, `theme`, `extra`) and the
     /// issuer-relative `base` path for links.
     pub fn render(&self, name: &str, base: &str, ctx: Value) -> Result<String, WebError> {
         let template = self
@@ -98,11 +156,21 @@ impl Templates {
                 name: name.to_string(),
                 source,
             })?;
+        // As Dex: the theme's logo unless `frontend.logoURL` names another.
+        let logo_url = self.branding.logo_url.clone().or_else(|| {
+            self.assets
+                .has_logo
+                .then(|| format!("{base}/theme/logo.png"))
+        });
         let full = minijinja::context! {
             brand => if self.branding.name.is_empty() { "lanyard" } else { self.branding.name.as_str() },
-            logo_url => self.branding.logo_url,
+            logo_url => logo_url,
+            dex_main_css => self.assets.has_main_css,
+            theme_css => self.assets.has_theme_styles,
+            favicon => self.assets.has_favicon,
             theme => if self.branding.theme == "dark" { "dark" } else { "light" },
             base => base,
+            extra => self.extra.clone(),
             ..ctx
         };
         template.render(full).map_err(|source| WebError::Render {
@@ -157,6 +225,32 @@ mod tests {
                 minijinja::context! { connectors => Vec::<(String, String)>::new(), req => "r" }
             )
             .is_ok());
+    }
+
+    #[test]
+    fn extra_values_read_as_a_map_and_as_dex_s_function_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("error.html"),
+            "{{ extra.support }}|{{ extra(\"support\") }}|{{ extra(\"unset\") }}|{{ extra.unset is defined }}",
+        )
+        .unwrap();
+        let branding = Branding {
+            extra: BTreeMap::from([("support".to_string(), "<a>help</a>".to_string())]),
+            ..Branding::default()
+        };
+        let t = Templates::new(Some(dir.path()), branding).unwrap();
+        let html = t
+            .render(
+                "error.html",
+                "",
+                minijinja::context! { title => "t", message => "m" },
+            )
+            .unwrap();
+        assert_eq!(
+            html,
+            "&lt;a&gt;help&lt;&#x2f;a&gt;|&lt;a&gt;help&lt;&#x2f;a&gt;||False"
+        );
     }
 
     #[test]

@@ -309,8 +309,13 @@ async fn a_refresh_token_whose_connector_failed_to_open_gets_an_error_never_a_to
 
 /// An upstream issuer with discovery and keys only: enough to verify subject tokens.
 async fn keys_only_upstream() -> (String, Forger) {
+    let (listener, _) = bind().await;
+    keys_only_upstream_on(listener)
+}
+
+fn keys_only_upstream_on(listener: tokio::net::TcpListener) -> (String, Forger) {
     use axum::routing::get;
-    let (listener, port) = bind().await;
+    let port = listener.local_addr().unwrap().port();
     let issuer = format!("http://127.0.0.1:{port}");
     let forger = Forger::new("ci-key");
     let discovery = json!({
@@ -442,6 +447,83 @@ connectors:
             "{body}"
         );
     }
+    server.stop().await;
+}
+
+/// An `oidc` upstream that cannot be reached at start shows as unavailable (on its button and
+/// in the metric) but is still tried when chosen, and is back once a login reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_oidc_upstream_shows_unavailable_until_a_login_reaches_it() {
+    let port = free_port();
+    let server = TestServer::start(
+        Backend::Sqlite,
+        &format!(
+            "connectors:\n- type: oidc\n  id: corp\n  name: Corp SSO\n  config:\n    issuer: http://127.0.0.1:{port}\n    clientID: lanyard\n    clientSecret: s3cret\n"
+        ),
+    )
+    .await
+    .unwrap();
+    let down = "lanyard_connector_up{connector=\"corp\"} 0";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !metrics(&server).contains(down) {
+        assert!(std::time::Instant::now() < deadline, "{}", metrics(&server));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let req = AuthRequest::public();
+    let resp = server
+        .browser
+        .get(server.url("/auth"))
+        .query(&req.query())
+        .send()
+        .await
+        .unwrap();
+    let chooser = server.site.absolute(&location(&resp));
+    let html = server
+        .browser
+        .get(&chooser)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Corp SSO is unavailable"), "{html}");
+
+    // Still down: choosing it tries the upstream and says it is unavailable.
+    let login = auth_via(&server, &req, "corp").await;
+    assert_eq!(
+        server.browser.get(&login).send().await.unwrap().status(),
+        502
+    );
+
+    // The upstream comes up: the next login reaches it and the connector is up again.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (issuer, _forger) = keys_only_upstream_on(listener);
+    let login = auth_via(&server, &req, "corp").await;
+    let resp = server.browser.get(&login).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert!(
+        location(&resp).starts_with(&format!("{issuer}/auth?")),
+        "{}",
+        location(&resp)
+    );
+    let m = metrics(&server);
+    assert!(
+        m.contains("lanyard_connector_up{connector=\"corp\"} 1"),
+        "{m}"
+    );
+    let html = server
+        .browser
+        .get(&chooser)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("is unavailable"), "{html}");
     server.stop().await;
 }
 

@@ -520,3 +520,130 @@ async fn dex_device_callback_redirect_uri_signs_the_device_in_through_auth() {
         assert!(r.headers().get("location").is_none());
     }
 }
+
+/// A CORS preflight for POST /token from `origin` asking for `headers`; returns the
+/// `Access-Control-Allow-Headers` it got, lowercased.
+async fn preflight_allowed_headers(s: &TestServer, origin: &str, headers: &str) -> String {
+    let r = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, s.url("/token"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", headers)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "preflight answered {}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], origin);
+    r.headers()
+        .get("access-control-allow-headers")
+        .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn lists(allowed: &str, header: &str) -> bool {
+    allowed.split(',').any(|h| h.trim() == header)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_allow_the_configured_headers() {
+    const ORIGIN: &str = "https://dash.example.com";
+    let s = TestServer::start_full(
+        Backend::Sqlite,
+        "",
+        "  allowedOrigins: ['https://dash.example.com']\n  allowedHeaders: ['X-Requested-With', 'X-Tenant']\n",
+        "",
+    )
+    .await
+    .unwrap();
+    let allowed = preflight_allowed_headers(&s, ORIGIN, "x-tenant, x-requested-with").await;
+    assert!(lists(&allowed, "x-tenant"), "{allowed}");
+    assert!(lists(&allowed, "x-requested-with"), "{allowed}");
+    assert!(
+        !lists(&allowed, "authorization"),
+        "the list replaces Dex's default: {allowed}"
+    );
+
+    // Dex's default when none are configured: Authorization.
+    let s = TestServer::start_full(
+        Backend::Sqlite,
+        "",
+        "  allowedOrigins: ['https://dash.example.com']\n",
+        "",
+    )
+    .await
+    .unwrap();
+    let allowed = preflight_allowed_headers(&s, ORIGIN, "authorization").await;
+    assert!(lists(&allowed, "authorization"), "{allowed}");
+    assert!(!lists(&allowed, "x-tenant"), "{allowed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontend_extra_values_reach_the_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("error.html"),
+        "{% extends \"base.html\" %}{% block content %}<p id=\"support\">{{ extra.support }}</p>\
+         <p id=\"dex\">{{ extra(\"motd\") }}</p><p id=\"unset\">[{{ extra(\"unset\") }}]</p>\
+         {% endblock %}",
+    )
+    .unwrap();
+    let s = TestServer::start(
+        Backend::Sqlite,
+        &format!(
+            "frontend:\n  dir: {}\n  extra:\n    support: 'Ask in #platform'\n    motd: '<b>maintenance</b>'\n",
+            dir.path().display()
+        ),
+    )
+    .await
+    .unwrap();
+    // /auth without a client renders the error page.
+    let r = reqwest::get(s.url("/auth")).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("<p id=\"support\">Ask in #platform</p>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<p id=\"dex\">&lt;b&gt;maintenance&lt;&#x2f;b&gt;</p>"),
+        "escaped: {html}"
+    );
+    assert!(html.contains("<p id=\"unset\">[]</p>"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_serves_dex_s_healthz_json() {
+    let s = TestServer::builder(Backend::Sqlite)
+        .telemetry()
+        .start()
+        .await
+        .unwrap();
+    let telemetry = s.telemetry.clone().unwrap();
+    let r = reqwest::get(format!("{telemetry}/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let checks: Value = r.json().await.unwrap();
+    assert!(checks["storage"]["timestamp"].is_string(), "{checks}");
+    assert!(checks["storage"].get("error").is_none(), "{checks}");
+    let r = reqwest::get(format!("{telemetry}/healthz?type=short"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"storage": "PASS", "signingKey": "PASS"})
+    );
+    // The Kubernetes-style checks stay as they were.
+    let r = reqwest::get(format!("{telemetry}/healthz/live"))
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok");
+
+    // Before its key may sign, the process has nothing to sign with: a failing check is 503.
+    let now = lanyard::clock::Clock::now(&s.clock);
+    s.clock.set(now - 7 * 24 * 3600);
+    let r = reqwest::get(format!("{telemetry}/healthz?type=short"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.unwrap()["signingKey"], "FAIL");
+}

@@ -126,11 +126,30 @@ impl OidcConfig {
         }
         // Without clientID the connector only verifies token-exchange subject tokens, as in
         // Dex; a secret without a client would be read and never used.
-        if self.client_id.is_empty() && !self.client_secret.is_empty() {
-            bad(
-                "clientSecret",
-                "set without clientID; a connector without clientID signs nobody in and only verifies token-exchange subject tokens".into(),
-            );
+        if self.client_id.is_empty() {
+            for (key, set) in [
+                ("clientSecret", !self.client_secret.is_empty()),
+                ("redirectURI", !self.redirect_uri.is_empty()),
+                ("promptType", self.prompt_type.is_some()),
+                ("pkceChallenge", !self.pkce_challenge.is_empty()),
+                ("acrValues", !self.acr_values.is_empty()),
+                (
+                    "basicAuthUnsupported",
+                    self.basic_auth_unsupported.is_some(),
+                ),
+                // Introspection authenticates as the client.
+                (
+                    "introspectionEndpoint",
+                    !self.introspection_endpoint.is_empty(),
+                ),
+            ] {
+                if set {
+                    bad(
+                        key,
+                        "set without clientID; a connector without clientID signs nobody in and only verifies token-exchange subject tokens".into(),
+                    );
+                }
+            }
         }
         if !self.redirect_uri.is_empty() && url::Url::parse(&self.redirect_uri).is_err() {
             bad(
@@ -322,7 +341,7 @@ mod tests {
     #[test]
     fn problems_name_the_key() {
         let c = parse(serde_json::json!({
-            "issuer": "ftp://x", "pkceChallenge": "S512", "insecureSkipVerify": true,
+            "issuer": "ftp://x", "clientID": "a", "pkceChallenge": "S512", "insecureSkipVerify": true,
             "rootCAs": ["/nonexistent/ca.pem"]
         }))
         .unwrap();
@@ -334,6 +353,35 @@ mod tests {
                 "pkceChallenge",
                 "rootCAs[0]",
                 "insecureSkipVerify"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_client_id_login_only_settings_are_refused() {
+        let c = parse(serde_json::json!({
+            "issuer": "https://gitlab.example.com", "scopes": ["openid"], "userNameKey": "sub",
+        }))
+        .unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let c = parse(serde_json::json!({
+            "issuer": "https://gitlab.example.com", "clientSecret": "s",
+            "redirectURI": "https://login.example.com/callback", "promptType": "login",
+            "pkceChallenge": "S256", "acrValues": ["x"], "basicAuthUnsupported": true,
+            "getUserInfo": true, "introspectionEndpoint": "https://gitlab.example.com/introspect",
+        }))
+        .unwrap();
+        let keys: Vec<String> = c.validate().into_iter().map(|i| i.path).collect();
+        assert_eq!(
+            keys,
+            [
+                "clientSecret",
+                "redirectURI",
+                "promptType",
+                "pkceChallenge",
+                "acrValues",
+                "basicAuthUnsupported",
+                "introspectionEndpoint"
             ]
         );
     }

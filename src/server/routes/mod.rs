@@ -92,6 +92,9 @@ pub fn issuer_routes() -> Router<Live> {
         .route("/static/copy.js", get(pages::copy_js))
         .route("/healthz", get(|| async { "ok" }))
         .route("/static/style.css", get(pages::stylesheet))
+        // A Dex `web/` directory's files, where Dex serves them (lanyard's own two above win).
+        .route("/static/{*path}", get(pages::dex_static_file))
+        .route("/theme/{*path}", get(pages::dex_theme_file))
 }
 
 /// Endpoints that programs call, and that `web.allowedOrigins` may open to browsers (CORS).

@@ -173,6 +173,36 @@ pub(super) async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// `/static/{path}` from a Dex `web/` directory given as `frontend.dir`.
+pub(super) async fn dex_static_file(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+) -> Response {
+    web_asset(state.templates.static_file(&path))
+}
+
+/// `/theme/{path}` from the chosen theme of a Dex `web/` directory.
+pub(super) async fn dex_theme_file(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+) -> Response {
+    web_asset(state.templates.theme_file(&path))
+}
+
+fn web_asset(asset: Option<crate::web::assets::Asset>) -> Response {
+    match asset {
+        Some(asset) => (
+            [
+                (header::CONTENT_TYPE, asset.content_type),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            asset.bytes,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 pub(super) async fn copy_js() -> Response {
     (
         [

@@ -54,6 +54,8 @@ pub struct TestServer {
     pub clock: ManualClock,
     /// Where to reach the database directly, to check what was (not) written.
     pub database_url: String,
+    /// The telemetry listener's base URL, when the builder asked for one.
+    pub telemetry: Option<String>,
     pub provider: Arc<Provider>,
     /// A client that keeps cookies and does not follow redirects, like a careful browser.
     pub browser: reqwest::Client,
@@ -69,6 +71,7 @@ pub struct TestServer {
 pub struct TestServerBuilder {
     storage: StorageChoice,
     listener: Option<tokio::net::TcpListener>,
+    telemetry: bool,
     issuer_path: String,
     web: String,
     config: String,
@@ -100,6 +103,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// Serves the telemetry endpoints too, on a port of their own ([`TestServer::telemetry`]).
+    pub fn telemetry(mut self) -> Self {
+        self.telemetry = true;
+        self
+    }
+
     /// Serves on a listener bound beforehand, for a server whose URL another server's config
     /// must name before it starts.
     pub fn listener(mut self, listener: tokio::net::TcpListener) -> Self {
@@ -115,6 +124,14 @@ impl TestServerBuilder {
             None => tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind"),
+        };
+        let telemetry = match self.telemetry {
+            true => Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind telemetry"),
+            ),
+            false => None,
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let (storage_yaml, database_url, db) = match self.storage {
@@ -143,7 +160,7 @@ impl TestServerBuilder {
         };
         Some(
             TestServer::launch(
-                listener,
+                (listener, telemetry),
                 dir,
                 (storage_yaml, database_url, db),
                 &self.issuer_path,
@@ -164,6 +181,7 @@ impl TestServer {
         TestServerBuilder {
             storage: StorageChoice::Fresh(backend),
             listener: None,
+            telemetry: false,
             issuer_path: String::new(),
             web: String::new(),
             config: String::new(),
@@ -244,7 +262,7 @@ impl TestServer {
     }
 
     async fn launch(
-        listener: tokio::net::TcpListener,
+        (listener, telemetry): (tokio::net::TcpListener, Option<tokio::net::TcpListener>),
         dir: tempfile::TempDir,
         (storage_yaml, database_url, db): (String, String, Option<TestDatabase>),
         issuer_path: &str,
@@ -297,10 +315,13 @@ staticClients:
         options.clock = Arc::new(clock.clone());
         let built = app::build(&config, options).await.expect("build app");
         let provider = built.provider.clone();
+        let telemetry_url = telemetry
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().expect("telemetry addr")));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = built
-                .run_on(vec![Listener::Http(listener)], None, async {
+                .run_on(vec![Listener::Http(listener)], telemetry, async {
                     let _ = stopped.await;
                 })
                 .await;
@@ -315,6 +336,7 @@ staticClients:
             issuer,
             clock,
             database_url,
+            telemetry: telemetry_url,
             provider,
             browser,
             stop: Some(stop),
