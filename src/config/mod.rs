@@ -50,7 +50,9 @@ pub use sessions::SessionsConfig;
 pub use static_clients::{check_redirect_uri, StaticClient};
 pub use static_passwords::{PasswordHashKind, StaticPassword};
 pub use telemetry::TelemetryConfig;
-pub use web::{ClientRemoteIp, ConnectionLimits, IpCidr, TlsVersion, WebConfig, WebHeaders};
+pub use web::{
+    ClientRemoteIp, ConnectionLimits, CorsOrigin, IpCidr, TlsVersion, WebConfig, WebHeaders,
+};
 
 /// The config `lanyard serve` runs with when no `--config` is given.
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.yaml");

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use http::header::{self, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use url::Url;
@@ -26,9 +27,9 @@ pub struct WebConfig {
     pub tls_max_version: Option<TlsVersion>,
     pub headers: WebHeaders,
     /// CORS origins: `*` or `scheme://host[:port]`.
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: Vec<CorsOrigin>,
     /// Extra request headers CORS allows.
-    pub allowed_headers: Vec<String>,
+    pub allowed_headers: Vec<HeaderName>,
     pub client_remote_ip: ClientRemoteIp,
     pub limits: ConnectionLimits,
 }
@@ -68,28 +69,43 @@ pub enum TlsVersion {
     Tls13,
 }
 
+/// An entry of `web.allowedOrigins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigin {
+    /// `*`: every origin.
+    Any,
+    /// `scheme://host[:port]`, serialized as browsers send it in `Origin`.
+    Exact(HeaderValue),
+}
+
 /// Dex's `web.headers`: values for these security headers on every response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WebHeaders {
-    pub content_security_policy: Option<String>,
-    pub x_frame_options: Option<String>,
-    pub x_content_type_options: Option<String>,
-    pub x_xss_protection: Option<String>,
-    pub strict_transport_security: Option<String>,
+    pub content_security_policy: Option<HeaderValue>,
+    pub x_frame_options: Option<HeaderValue>,
+    pub x_content_type_options: Option<HeaderValue>,
+    pub x_xss_protection: Option<HeaderValue>,
+    pub strict_transport_security: Option<HeaderValue>,
 }
 
 impl WebHeaders {
     /// The configured headers as (name, value) pairs.
-    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
+    pub fn pairs(&self) -> Vec<(HeaderName, HeaderValue)> {
         [
-            ("Content-Security-Policy", &self.content_security_policy),
-            ("X-Frame-Options", &self.x_frame_options),
-            ("X-Content-Type-Options", &self.x_content_type_options),
-            ("X-XSS-Protection", &self.x_xss_protection),
-            ("Strict-Transport-Security", &self.strict_transport_security),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                &self.content_security_policy,
+            ),
+            (header::X_FRAME_OPTIONS, &self.x_frame_options),
+            (header::X_CONTENT_TYPE_OPTIONS, &self.x_content_type_options),
+            (header::X_XSS_PROTECTION, &self.x_xss_protection),
+            (
+                header::STRICT_TRANSPORT_SECURITY,
+                &self.strict_transport_security,
+            ),
         ]
         .into_iter()
-        .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
+        .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
         .collect()
     }
 }
@@ -98,7 +114,7 @@ impl WebHeaders {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientRemoteIp {
     /// A header such as `X-Forwarded-For`, trusted only from `trusted_proxies`.
-    pub header: Option<String>,
+    pub header: Option<HeaderName>,
     pub trusted_proxies: Vec<IpCidr>,
 }
 
@@ -230,14 +246,16 @@ fn parse_tls_version(value: Option<String>, path: &str, ctx: &mut Ctx) -> Option
     }
 }
 
-fn is_header_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+/// A header value as the config may write it: visible ASCII, spaces and tabs (the `http`
+/// crate would also take bytes above ASCII, which some clients mangle).
+fn header_value(v: &str) -> Option<HeaderValue> {
+    let ascii = v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+    ascii.then(|| HeaderValue::from_str(v).ok()).flatten()
 }
 
-fn is_header_name(v: &str) -> bool {
-    !v.is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+/// A header name: a non-empty HTTP token.
+fn header_name(v: &str) -> Option<HeaderName> {
+    HeaderName::try_from(v).ok()
 }
 
 /// Far above what one process can serve; a larger `web.maxConnections` is a typo.
@@ -345,14 +363,14 @@ pub(super) fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
             ("X-XSS-Protection", &h.x_xss_protection),
             ("Strict-Transport-Security", &h.strict_transport_security),
         ] {
-            if value.as_deref().is_some_and(|v| !is_header_value(v)) {
+            if value.as_deref().is_some_and(|v| header_value(v).is_none()) {
                 ctx.err(
                     key_path("web.headers", name),
                     "contains characters not allowed in an HTTP header",
                 );
             }
         }
-        let keep = |v: Option<String>| v.filter(|v| !v.is_empty());
+        let keep = |v: Option<String>| v.filter(|v| !v.is_empty()).and_then(|v| header_value(&v));
         web.headers = WebHeaders {
             content_security_policy: keep(h.content_security_policy),
             x_frame_options: keep(h.x_frame_options),
@@ -370,7 +388,7 @@ pub(super) fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
     {
         let path = index_path("web.allowedOrigins", i);
         if origin == "*" {
-            web.allowed_origins.push(origin);
+            web.allowed_origins.push(CorsOrigin::Any);
             continue;
         }
         match Url::parse(&origin) {
@@ -380,7 +398,15 @@ pub(super) fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
                     && url.query().is_none()
                     && url.fragment().is_none() =>
             {
-                web.allowed_origins.push(url.origin().ascii_serialization());
+                match HeaderValue::try_from(url.origin().ascii_serialization()) {
+                    Ok(value) => web.allowed_origins.push(CorsOrigin::Exact(value)),
+                    Err(_) => ctx.err(
+                        path,
+                        format!(
+                            "`{origin}` is not an origin; expected `*` or scheme://host[:port]"
+                        ),
+                    ),
+                }
             }
             _ => ctx.err(
                 path,
@@ -394,8 +420,8 @@ pub(super) fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
         .into_iter()
         .enumerate()
     {
-        if is_header_name(&header) {
-            web.allowed_headers.push(header);
+        if let Some(name) = header_name(&header) {
+            web.allowed_headers.push(name);
         } else {
             ctx.err(
                 index_path("web.allowedHeaders", i),
@@ -405,8 +431,8 @@ pub(super) fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
     }
     if let Some(rip) = raw.client_remote_ip {
         if let Some(header) = rip.header.filter(|h| !h.is_empty()) {
-            if is_header_name(&header) {
-                web.client_remote_ip.header = Some(header);
+            if let Some(name) = header_name(&header) {
+                web.client_remote_ip.header = Some(name);
             } else {
                 ctx.err(
                     "web.clientRemoteIP.header",

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::http::{HeaderName, HeaderValue};
 use lanyard::config::{
-    check_config_report, Config, ConfigErrors, ConnectorSettings, ConnectorType, GrantType,
-    LogFormat, LogLevel, PasswordHashKind, RbacRole, SigningAlg, DEV_CONFIG,
+    check_config_report, Config, ConfigErrors, ConnectorSettings, ConnectorType, CorsOrigin,
+    GrantType, LogFormat, LogLevel, PasswordHashKind, RbacRole, SigningAlg, DEV_CONFIG,
 };
 use lanyard::storage::StorageSettings;
 use lanyard_connectors::LdapConfig;
@@ -140,7 +141,10 @@ fn dex_v2_example_config_parses_unchanged() {
         }
     );
     assert_eq!(c.web.http.as_deref(), Some("0.0.0.0:5556"));
-    assert_eq!(c.web.headers.x_frame_options.as_deref(), Some("DENY"));
+    assert_eq!(
+        c.web.headers.x_frame_options.as_ref().map(|v| v.as_bytes()),
+        Some(&b"DENY"[..])
+    );
     assert_eq!(c.web.headers.pairs().len(), 5);
     assert_eq!(c.telemetry.http.as_deref(), Some("0.0.0.0:5558"));
     assert_eq!(c.logger.level, LogLevel::Debug);
@@ -379,7 +383,10 @@ fn keys_matching_ignoring_case_are_read_with_a_warning_naming_the_canonical_key(
     assert_eq!(pg.host.as_deref(), Some("db.internal"));
     assert_eq!(pg.ssl_mode.as_deref(), Some("require"));
     assert_eq!(c.web.http.as_deref(), Some("127.0.0.1:5556"));
-    assert_eq!(c.web.headers.x_frame_options.as_deref(), Some("DENY"));
+    assert_eq!(
+        c.web.headers.x_frame_options.as_ref().map(|v| v.as_bytes()),
+        Some(&b"DENY"[..])
+    );
     assert_eq!(
         c.static_client("app").unwrap().redirect_uris,
         vec!["https://a.example/cb"]
@@ -753,6 +760,75 @@ fn bad_enum_values_are_reported() {
         "oauth2:\n  grantTypes: [authorization_code, magic]\n",
     ));
     assert_error(&e, "oauth2.grantTypes[1]", "unknown grant type `magic`");
+}
+
+const WEB_BASE: &str =
+    "issuer: http://127.0.0.1:5556/dex\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\n";
+
+#[test]
+fn web_origins_and_header_names_resolve_typed_and_normalised() {
+    let c = parse(&format!(
+        "{WEB_BASE}  allowedOrigins: ['*', 'https://Dash.Example.com:443/', 'http://127.0.0.1:8000']\n  allowedHeaders: [X-Tenant]\n  clientRemoteIP:\n    header: X-Real-IP\n  headers:\n    X-Frame-Options: DENY\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.web.allowed_origins,
+        vec![
+            CorsOrigin::Any,
+            CorsOrigin::Exact(HeaderValue::from_static("https://dash.example.com")),
+            CorsOrigin::Exact(HeaderValue::from_static("http://127.0.0.1:8000")),
+        ]
+    );
+    assert_eq!(
+        c.web.allowed_headers,
+        vec![HeaderName::from_static("x-tenant")]
+    );
+    assert_eq!(
+        c.web.client_remote_ip.header,
+        Some(HeaderName::from_static("x-real-ip"))
+    );
+    assert_eq!(
+        c.web.headers.pairs(),
+        vec![(
+            HeaderName::from_static("x-frame-options"),
+            HeaderValue::from_static("DENY")
+        )]
+    );
+}
+
+#[test]
+fn bad_web_origins_header_names_and_values_name_their_path() {
+    let e = errors(&format!(
+        "{WEB_BASE}  allowedOrigins: ['https://a.example/path', 'a.example']\n  allowedHeaders: [ok, 'bad header']\n  clientRemoteIP:\n    header: 'X:Y'\n  headers:\n    X-Frame-Options: \"d\\u00e9ny\"\n    Content-Security-Policy: \"a\\nb\"\n"
+    ));
+    assert_error(
+        &e,
+        "web.allowedOrigins[0]",
+        "`https://a.example/path` is not an origin; expected `*` or scheme://host[:port]",
+    );
+    assert_error(&e, "web.allowedOrigins[1]", "`a.example` is not an origin");
+    assert_error(
+        &e,
+        "web.allowedHeaders[1]",
+        "`bad header` is not a valid header name",
+    );
+    assert_error(
+        &e,
+        "web.clientRemoteIP.header",
+        "`X:Y` is not a valid header name",
+    );
+    // Bytes above ASCII would pass the http crate's check; the config refuses them.
+    assert_error(
+        &e,
+        "web.headers.X-Frame-Options",
+        "contains characters not allowed in an HTTP header",
+    );
+    assert_error(
+        &e,
+        "web.headers.Content-Security-Policy",
+        "contains characters not allowed in an HTTP header",
+    );
+    assert_eq!(e.0.len(), 6, "{e}");
 }
 
 #[test]
