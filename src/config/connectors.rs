@@ -2,7 +2,6 @@
 //! connectors crate's typed settings, which the server opens as they are.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use lanyard_connectors::github::GithubConfig;
 use lanyard_connectors::mock::{
@@ -40,16 +39,14 @@ struct RawConnector {
 struct RawLocalConnector {}
 
 /// An entry of `connectors`, its settings checked by the connector's own rules.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ConnectorConfig {
     /// The type `settings` is of.
     pub type_: ConnectorType,
     pub id: String,
     /// The id when the config gives no name.
     pub name: String,
-    /// The `config` mapping as written (an empty object when absent), for inspection; the
-    /// server opens `settings`.
-    pub config: serde_json::Value,
+    /// The `config` mapping, typed; the server opens it. Its Debug output redacts secrets.
     pub settings: ConnectorSettings,
 }
 
@@ -69,18 +66,6 @@ pub enum ConnectorSettings {
     /// serves the other connectors without this one (unless
     /// `DEX_CONTINUE_ON_CONNECTOR_FAILURE=false`) and `check-config` reports them as errors.
     Invalid(Vec<ConfigError>),
-}
-
-impl fmt::Debug for ConnectorConfig {
-    // `config` as written holds secrets in the clear; `settings` prints them redacted.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectorConfig")
-            .field("type_", &self.type_)
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -219,24 +204,17 @@ pub(super) fn resolve_connectors(
         let config_path = key_path(&path, "config");
         let mut raw_config = raw.config.unwrap_or(Value::Null);
         ctx.expand(&mut raw_config, &config_path);
-        let config = match &raw_config {
-            Value::Null => Some(serde_json::Value::Object(serde_json::Map::new())),
-            Value::Mapping(_) => match serde_json::to_value(&raw_config) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    ctx.err(&config_path, format!("cannot be represented as JSON: {e}"));
-                    None
-                }
-            },
+        let is_mapping = match &raw_config {
+            Value::Null | Value::Mapping(_) => true,
             _ => {
                 ctx.err(&config_path, "expected a mapping");
-                None
+                false
             }
         };
         let settings = type_
             .and_then(|t| settings(t, raw_config, &config_path, ctx))
             .filter(|s| mock_allowed(s, issuer, &config_path, ctx));
-        let (Some(type_), Some(id), Some(config)) = (type_, id, config) else {
+        let (Some(type_), Some(id), true) = (type_, id, is_mapping) else {
             continue;
         };
         let name = raw
@@ -252,7 +230,6 @@ pub(super) fn resolve_connectors(
                 type_,
                 id,
                 name,
-                config,
                 settings,
             });
         }

@@ -212,13 +212,7 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
         tls_cert: config.web.tls_cert.clone(),
         tls_key: config.web.tls_key.clone(),
         telemetry: config.telemetry.http.clone(),
-        headers: config
-            .web
-            .headers
-            .pairs()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        headers: config.web.headers.pairs(),
         allowed_origins: config.web.allowed_origins.clone(),
         allowed_headers: config.web.allowed_headers.clone(),
         remote_ip: config.web.client_remote_ip.clone(),

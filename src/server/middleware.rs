@@ -180,6 +180,9 @@ pub async fn observe(State(observe): State<Observe>, mut request: Request, next:
     .await
 }
 
+/// The header proxies name the client in when `web.clientRemoteIP.header` does not say.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The client's address: the TCP peer, or what a trusted proxy says it forwarded for.
 pub fn client_addr(remote: &ClientRemoteIp, peer: Option<IpAddr>, headers: &HeaderMap) -> String {
     let Some(peer) = peer else {
@@ -189,7 +192,7 @@ pub fn client_addr(remote: &ClientRemoteIp, peer: Option<IpAddr>, headers: &Head
     if !trusted(&peer) {
         return peer.to_string();
     }
-    let header = remote.header.as_deref().unwrap_or("x-forwarded-for");
+    let header = remote.header.clone().unwrap_or(X_FORWARDED_FOR);
     // Walk the chain from the nearest hop; the first address no trusted proxy vouches for
     // is the client.
     let hops: Vec<IpAddr> = headers

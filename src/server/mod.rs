@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef, RawQuery, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::config::CorsOrigin;
 use crate::metrics::Metrics;
 use crate::oidc::Provider;
 use middleware::SecurityHeaders;
@@ -44,8 +45,6 @@ pub enum ServeError {
         key: PathBuf,
         reason: String,
     },
-    #[error("web.headers: `{0}` is not a valid header")]
-    Header(String),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -58,11 +57,11 @@ pub struct ListenSettings {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub telemetry: Option<String>,
-    pub headers: Vec<(String, String)>,
-    pub allowed_origins: Vec<String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub allowed_origins: Vec<CorsOrigin>,
     /// `web.allowedHeaders`: request headers CORS preflights allow (Dex's default:
     /// `Authorization`).
-    pub allowed_headers: Vec<String>,
+    pub allowed_headers: Vec<HeaderName>,
     pub remote_ip: crate::config::ClientRemoteIp,
     pub tls_min_version: Option<crate::config::TlsVersion>,
     pub tls_max_version: Option<crate::config::TlsVersion>,
@@ -112,17 +111,7 @@ pub fn router(
 ) -> Result<Router, ServeError> {
     // The issuer needs a restart to change, so every generation has this path.
     let base = live.current().provider.settings.base_path();
-    let extra = settings
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            let name =
-                HeaderName::try_from(k.as_str()).map_err(|_| ServeError::Header(k.clone()))?;
-            let value =
-                HeaderValue::try_from(v.as_str()).map_err(|_| ServeError::Header(k.clone()))?;
-            Ok((name, value))
-        })
-        .collect::<Result<Vec<_>, ServeError>>()?;
+    let extra = settings.headers.clone();
 
     // Over https, browsers are told to keep to https unless `web.headers` says otherwise.
     let hsts = (live.current().provider.settings.issuer.scheme() == "https"
@@ -179,28 +168,33 @@ pub fn router(
 
 /// Request headers a CORS preflight always allows, whatever `web.allowedHeaders` says (as
 /// Dex's CORS handler does).
-const ALWAYS_ALLOWED_HEADERS: [&str; 4] =
-    ["Accept", "Accept-Language", "Content-Language", "Origin"];
+const ALWAYS_ALLOWED_HEADERS: [HeaderName; 4] = [
+    header::ACCEPT,
+    header::ACCEPT_LANGUAGE,
+    header::CONTENT_LANGUAGE,
+    header::ORIGIN,
+];
 
 /// `web.allowedHeaders` when the config gives none (Dex's default).
-const DEFAULT_ALLOWED_HEADERS: [&str; 1] = ["Authorization"];
+const DEFAULT_ALLOWED_HEADERS: [HeaderName; 1] = [header::AUTHORIZATION];
 
-fn cors_routes(origins: &[String], headers: &[String]) -> Router<Live> {
-    let allow = if origins.iter().any(|o| o == "*") {
+fn cors_routes(origins: &[CorsOrigin], headers: &[HeaderName]) -> Router<Live> {
+    let allow = if origins.contains(&CorsOrigin::Any) {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        AllowOrigin::list(origins.iter().filter_map(|o| match o {
+            CorsOrigin::Exact(value) => Some(value.clone()),
+            CorsOrigin::Any => None,
+        }))
     };
-    let configured: Vec<&str> = if headers.is_empty() {
-        DEFAULT_ALLOWED_HEADERS.to_vec()
+    let configured: &[HeaderName] = if headers.is_empty() {
+        &DEFAULT_ALLOWED_HEADERS
     } else {
-        headers.iter().map(String::as_str).collect()
+        headers
     };
-    // The config checked every name; a name that still does not parse is left out.
     let allowed: Vec<HeaderName> = ALWAYS_ALLOWED_HEADERS
         .into_iter()
-        .chain(configured)
-        .filter_map(|h| HeaderName::try_from(h).ok())
+        .chain(configured.iter().cloned())
         .collect();
     let cors = CorsLayer::new()
         .allow_origin(allow)

@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::http::{HeaderName, HeaderValue};
 use lanyard::config::{
-    check_config_report, Config, ConfigErrors, ConnectorType, GrantType, LogFormat, LogLevel,
-    PasswordHashKind, RbacRole, SigningAlg, DEV_CONFIG,
+    check_config_report, Config, ConfigErrors, ConnectorSettings, ConnectorType, CorsOrigin,
+    GrantType, LogFormat, LogLevel, PasswordHashKind, RbacRole, SigningAlg, DEV_CONFIG,
 };
 use lanyard::storage::StorageSettings;
+use lanyard_connectors::LdapConfig;
 
 const BCRYPT: &str = "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W";
 
@@ -144,7 +146,10 @@ fn dex_v2_example_config_parses_unchanged() {
         }
     );
     assert_eq!(c.web.http.as_deref(), Some("0.0.0.0:5556"));
-    assert_eq!(c.web.headers.x_frame_options.as_deref(), Some("DENY"));
+    assert_eq!(
+        c.web.headers.x_frame_options.as_ref().map(|v| v.as_bytes()),
+        Some(&b"DENY"[..])
+    );
     assert_eq!(c.web.headers.pairs().len(), 5);
     assert_eq!(c.telemetry.http.as_deref(), Some("0.0.0.0:5558"));
     assert_eq!(c.logger.level, LogLevel::Debug);
@@ -383,7 +388,10 @@ fn keys_matching_ignoring_case_are_read_with_a_warning_naming_the_canonical_key(
     assert_eq!(pg.host.as_deref(), Some("db.internal"));
     assert_eq!(pg.ssl_mode.as_deref(), Some("require"));
     assert_eq!(c.web.http.as_deref(), Some("127.0.0.1:5556"));
-    assert_eq!(c.web.headers.x_frame_options.as_deref(), Some("DENY"));
+    assert_eq!(
+        c.web.headers.x_frame_options.as_ref().map(|v| v.as_bytes()),
+        Some(&b"DENY"[..])
+    );
     assert_eq!(
         c.static_client("app").unwrap().redirect_uris,
         vec!["https://a.example/cb"]
@@ -489,11 +497,15 @@ fn with_ldap(ldap_config: &str) -> String {
     ))
 }
 
+fn ldap_settings(c: &Config) -> &LdapConfig {
+    match &c.connector("ldap").unwrap().settings {
+        ConnectorSettings::Ldap(ldap) => ldap,
+        other => panic!("expected ldap settings, got {other:?}"),
+    }
+}
+
 fn ldap_bind_pw(c: &Config) -> String {
-    c.connector("ldap").unwrap().config["bindPW"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    ldap_settings(c).bind_pw.clone()
 }
 
 #[test]
@@ -522,7 +534,7 @@ fn unset_env_var_in_an_optional_connector_field_is_an_error_and_empty_is_allowed
         "environment variable `LDAP_CA` is not set",
     );
     let c = parse_with(&text, &[("LDAP_CA", "")]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.connector("ldap").unwrap().config["rootCA"], "");
+    assert_eq!(ldap_settings(&c).root_ca, "");
 }
 
 #[test]
@@ -546,11 +558,17 @@ fn env_vars_expand_in_storage_and_connector_config() {
     assert_eq!(pg.host.as_deref(), Some("db.internal"));
     assert_eq!(pg.port, Some(6543));
     assert_eq!(pg.password.as_deref(), Some("pw"));
-    let gh = &c.connector("github").unwrap().config;
-    assert_eq!(gh["clientID"], "id-1");
-    assert_eq!(gh["clientSecret"], "gh-s3cret");
-    assert_eq!(gh["orgs"][0]["name"], "acme");
-    assert_eq!(gh["orgs"][0]["teams"][0], "platform");
+    let ConnectorSettings::Github(gh) = &c.connector("github").unwrap().settings else {
+        panic!("expected github settings")
+    };
+    assert_eq!(gh.client_id.as_deref(), Some("id-1"));
+    assert_eq!(gh.client_secret.as_deref(), Some("gh-s3cret"));
+    let orgs = gh.orgs.as_deref().unwrap_or_default();
+    assert_eq!(orgs[0].name.as_deref(), Some("acme"));
+    assert_eq!(
+        orgs[0].teams.as_deref(),
+        Some(&["platform".to_string()][..])
+    );
 }
 
 #[test]
@@ -747,6 +765,75 @@ fn bad_enum_values_are_reported() {
         "oauth2:\n  grantTypes: [authorization_code, magic]\n",
     ));
     assert_error(&e, "oauth2.grantTypes[1]", "unknown grant type `magic`");
+}
+
+const WEB_BASE: &str =
+    "issuer: http://127.0.0.1:5556/dex\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\n";
+
+#[test]
+fn web_origins_and_header_names_resolve_typed_and_normalised() {
+    let c = parse(&format!(
+        "{WEB_BASE}  allowedOrigins: ['*', 'https://Dash.Example.com:443/', 'http://127.0.0.1:8000']\n  allowedHeaders: [X-Tenant]\n  clientRemoteIP:\n    header: X-Real-IP\n  headers:\n    X-Frame-Options: DENY\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.web.allowed_origins,
+        vec![
+            CorsOrigin::Any,
+            CorsOrigin::Exact(HeaderValue::from_static("https://dash.example.com")),
+            CorsOrigin::Exact(HeaderValue::from_static("http://127.0.0.1:8000")),
+        ]
+    );
+    assert_eq!(
+        c.web.allowed_headers,
+        vec![HeaderName::from_static("x-tenant")]
+    );
+    assert_eq!(
+        c.web.client_remote_ip.header,
+        Some(HeaderName::from_static("x-real-ip"))
+    );
+    assert_eq!(
+        c.web.headers.pairs(),
+        vec![(
+            HeaderName::from_static("x-frame-options"),
+            HeaderValue::from_static("DENY")
+        )]
+    );
+}
+
+#[test]
+fn bad_web_origins_header_names_and_values_name_their_path() {
+    let e = errors(&format!(
+        "{WEB_BASE}  allowedOrigins: ['https://a.example/path', 'a.example']\n  allowedHeaders: [ok, 'bad header']\n  clientRemoteIP:\n    header: 'X:Y'\n  headers:\n    X-Frame-Options: \"d\\u00e9ny\"\n    Content-Security-Policy: \"a\\nb\"\n"
+    ));
+    assert_error(
+        &e,
+        "web.allowedOrigins[0]",
+        "`https://a.example/path` is not an origin; expected `*` or scheme://host[:port]",
+    );
+    assert_error(&e, "web.allowedOrigins[1]", "`a.example` is not an origin");
+    assert_error(
+        &e,
+        "web.allowedHeaders[1]",
+        "`bad header` is not a valid header name",
+    );
+    assert_error(
+        &e,
+        "web.clientRemoteIP.header",
+        "`X:Y` is not a valid header name",
+    );
+    // Bytes above ASCII would pass the http crate's check; the config refuses them.
+    assert_error(
+        &e,
+        "web.headers.X-Frame-Options",
+        "contains characters not allowed in an HTTP header",
+    );
+    assert_error(
+        &e,
+        "web.headers.Content-Security-Policy",
+        "contains characters not allowed in an HTTP header",
+    );
+    assert_eq!(e.0.len(), 6, "{e}");
 }
 
 #[test]
@@ -998,15 +1085,32 @@ fn unsupported_connector_type_lists_supported_ones() {
 }
 
 #[test]
-fn other_connectors_keep_their_config_for_later() {
+fn connector_config_that_is_not_a_mapping_or_has_a_null_key_is_refused() {
+    let e = errors(&with_base(
+        "connectors:\n- type: github\n  id: github\n  config: [clientID]\n",
+    ));
+    assert!(e.has("connectors[0].config", "expected a mapping"), "{e}");
+    let e = errors(&with_base(
+        "connectors:\n- type: github\n  id: github\n  config:\n    ~: x\n    clientID: abc\n    clientSecret: def\n",
+    ));
+    assert_error(&e, "connectors[0].config", "invalid type");
+}
+
+#[test]
+fn github_connector_config_resolves_into_typed_settings() {
     let c = parse(&with_base(
         "connectors:\n- type: github\n  id: github\n  name: GitHub\n  config:\n    clientID: abc\n    clientSecret: def\n    orgs:\n    - name: acme\n",
     ))
     .unwrap();
     let gh = c.connector("github").unwrap();
     assert_eq!(gh.type_, ConnectorType::Github);
-    assert_eq!(gh.config["clientID"], "abc");
-    assert_eq!(gh.config["orgs"][0]["name"], "acme");
+    let ConnectorSettings::Github(github) = &gh.settings else {
+        panic!("expected github settings, got {:?}", gh.settings)
+    };
+    assert_eq!(github.client_id.as_deref(), Some("abc"));
+    let orgs = github.orgs.as_deref().unwrap_or_default();
+    assert_eq!(orgs.len(), 1);
+    assert_eq!(orgs[0].name.as_deref(), Some("acme"));
 }
 
 #[test]
