@@ -1,6 +1,7 @@
 //! lanyard: an OpenID Connect issuer for Kubernetes, and a drop-in for Dex.
 
 pub mod admin;
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod keys;

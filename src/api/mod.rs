@@ -1,0 +1,3 @@
+//! Dex's gRPC API (`api.Dex`, proto/api.proto), served with tonic.
+
+pub mod proto;
