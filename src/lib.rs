@@ -7,6 +7,7 @@ pub mod config;
 pub mod keys;
 pub mod kube;
 pub mod login;
+pub mod manage;
 pub mod metrics;
 pub mod oidc;
 pub mod server;

@@ -11,6 +11,7 @@ mod de;
 pub mod duration;
 pub mod env;
 mod frontend;
+mod grpc;
 mod housekeeping;
 mod issuer;
 mod logger;
@@ -31,6 +32,7 @@ use crate::storage::StorageSettings;
 pub use connectors::{ConnectorConfig, ConnectorSettings, ConnectorType};
 pub use duration::{format_duration, parse_go_duration, DurationError};
 pub use frontend::FrontendConfig;
+pub use grpc::{is_loopback, GrpcConfig, GrpcTls, CONNECTORS_CRUD_FLAG};
 pub use housekeeping::HousekeepingConfig;
 pub use logger::{LogFormat, LogLevel, LoggerConfig};
 pub use resolve::{check_redirect_uri, normalize_pem_certificates};
@@ -106,6 +108,8 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     /// lanyard's `housekeeping:` section.
     pub housekeeping: HousekeepingConfig,
+    /// Dex's `grpc:` section: the gRPC API.
+    pub grpc: GrpcConfig,
     /// Settings accepted for Dex compatibility that have no effect in lanyard, and other
     /// things worth a log line at startup.
     pub warnings: Vec<ConfigError>,

@@ -42,7 +42,7 @@ const RECOMMENDED_PUBLISH_AHEAD: Duration = Duration::from_secs(2 * 60);
 pub(super) struct Ctx<'a> {
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
-    env: &'a dyn Fn(&str) -> Option<String>,
+    pub(super) env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Ctx<'_> {
@@ -51,6 +51,10 @@ impl Ctx<'_> {
             path: path.into(),
             message: message.into(),
         });
+    }
+
+    pub(super) fn has_error_at(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| e.path == path)
     }
 
     pub(super) fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -155,17 +159,19 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
     }
     let mut take = |name: &str| sections.remove(name).unwrap_or(Value::Null);
 
-    if !take("grpc").is_null() {
-        ctx.err(
-            "grpc",
-            "the gRPC API is not supported; manage clients and passwords with `lanyard admin`",
-        );
-    }
-
     let issuer = resolve_issuer(take("issuer"), ctx);
     let storage = resolve_storage(take("storage"), ctx);
     let web = resolve_web(take("web"), ctx);
     let telemetry = resolve_telemetry(take("telemetry"), &web, ctx);
+    let grpc = super::grpc::resolve_grpc(
+        take("grpc"),
+        &[
+            web.http.as_ref(),
+            web.https.as_ref(),
+            telemetry.http.as_ref(),
+        ],
+        ctx,
+    );
     let logger = resolve_logger(take("logger"), ctx);
     let expiry = resolve_expiry(take("expiry"), ctx);
     let enable_password_db = ctx
@@ -205,6 +211,7 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         sessions,
         kubernetes,
         housekeeping,
+        grpc,
         warnings: Vec::new(),
     })
 }
@@ -375,7 +382,7 @@ fn resolve_postgres(raw: RawPostgres, ctx: &mut Ctx) -> Option<PostgresSettings>
 // web, telemetry, logger
 
 /// Checks a `host:port` listen address; returns it normalised.
-fn listen_addr(text: &str) -> Result<String, String> {
+pub(super) fn listen_addr(text: &str) -> Result<String, String> {
     if text.parse::<SocketAddr>().is_ok() {
         return Ok(text.to_string());
     }
@@ -402,7 +409,11 @@ fn listen_addr(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-fn parse_tls_version(value: Option<String>, path: &str, ctx: &mut Ctx) -> Option<TlsVersion> {
+pub(super) fn parse_tls_version(
+    value: Option<String>,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<TlsVersion> {
     let v = value.filter(|v| !v.is_empty())?;
     match v.as_str() {
         "1.2" => Some(TlsVersion::Tls12),

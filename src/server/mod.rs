@@ -1,7 +1,7 @@
 //! The HTTP server: router, middleware, listeners, background tasks and graceful shutdown.
 
 pub mod app;
-mod conn;
+pub(crate) mod conn;
 mod extract;
 pub mod middleware;
 pub mod reload;
@@ -43,6 +43,8 @@ pub enum ServeError {
         key: PathBuf,
         reason: String,
     },
+    #[error("cannot load the client CA {path}: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
     #[error("web.headers: `{0}` is not a valid header")]
     Header(String),
     #[error("server error: {0}")]

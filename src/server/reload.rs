@@ -70,6 +70,11 @@ impl Reloader {
         }
     }
 
+    /// A copy of the config in effect (it waits for a reload under way).
+    pub async fn running_config(&self) -> Config {
+        self.inner.running.lock().await.clone()
+    }
+
     /// Reads, validates and applies `path`. Every outcome is logged and counted; a file
     /// that does not validate is refused with the errors `check-config` prints, and the
     /// running config stays.
