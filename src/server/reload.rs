@@ -157,6 +157,7 @@ fn keep_restart_only(running: &Config, next: &mut Config) -> Vec<&'static str> {
     keep!("storage", storage);
     keep!("web", web);
     keep!("telemetry", telemetry);
+    keep!("grpc", grpc);
     keep!("logger", logger);
     keep!("keys", keys);
     // Both feed the signing keys' timeline.

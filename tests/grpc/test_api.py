@@ -409,3 +409,16 @@ def test_mutual_tls_refuses_a_client_without_a_trusted_certificate(mtls, pki, ap
         with pytest.raises(grpc.RpcError) as e:
             stub.GetVersion(pb2.VersionReq(), timeout=10)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_reload_that_changes_grpc_names_it_as_needing_a_restart(plaintext, api):
+    import signal
+
+    server, stub = plaintext
+    pb2, _ = api
+    text = server.config.read_text()
+    server.config.write_text(text.replace("reflection: true", "reflection: false"))
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for_log("need a restart", "grpc")
+    # The running API is unchanged.
+    assert stub.GetVersion(pb2.VersionReq()).api == 3
