@@ -23,9 +23,6 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 /// keeps a login from costing the server seconds.
 const API_BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 10..=16;
 
-/// The scope without which a grant has no refresh token.
-const OFFLINE_ACCESS: &str = "offline_access";
-
 #[derive(Debug, thiserror::Error)]
 pub enum ManageError {
     #[error(transparent)]
@@ -544,7 +541,7 @@ impl Directory<'_> {
 
     // --- refresh tokens --------------------------------------------------------------------
 
-    /// The user's active grants that carry a refresh token, one per client (the newest), as
+    /// The user's active grants that have a refresh token, one per client (the newest), as
     /// Dex keeps one refresh token per user and client.
     pub async fn list_refresh(&self, user_id: &str, connector_id: &str) -> Result<Vec<RefreshRef>> {
         let filter = GrantFilter {
@@ -557,14 +554,14 @@ impl Directory<'_> {
         };
         let mut refs: Vec<RefreshRef> = Vec::new();
         for g in self.storage.list_grants(&filter).await? {
-            if !g.scopes.iter().any(|s| s == OFFLINE_ACCESS) {
+            let Some(last_used) = self.storage.refresh_last_used(&g.id).await? else {
                 continue;
-            }
+            };
             let r = RefreshRef {
                 id: g.id,
                 client_id: g.client_id,
                 created_at: g.created_at,
-                last_used: g.created_at,
+                last_used,
             };
             // Grants come oldest first: a later one for the same client replaces it.
             match refs.iter_mut().find(|x| x.client_id == r.client_id) {
@@ -595,7 +592,7 @@ impl Directory<'_> {
         };
         let mut revoked = 0u32;
         for g in self.storage.list_grants(&filter).await? {
-            if g.scopes.iter().any(|s| s == OFFLINE_ACCESS)
+            if self.storage.refresh_last_used(&g.id).await?.is_some()
                 && self.storage.revoke_grant(&g.id, now).await?
             {
                 revoked += 1;
