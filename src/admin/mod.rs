@@ -1,5 +1,6 @@
 //! `lanyard admin`: clients, local passwords, users' sessions and signing keys in the
-//! configured storage.
+//! configured storage. Clients and passwords go through [`crate::manage`], as Dex's gRPC API's
+//! do.
 //!
 //! Entries from the config (`staticClients`, `staticPasswords`) are read-only here: the config
 //! file is their source of truth. Every change is one audit line (target `lanyard::audit`)
@@ -15,35 +16,26 @@ mod keys;
 pub use keys::KeysCommand;
 
 use crate::clock::{Clock, SystemClock, UnixTime};
-use crate::config::{Config, GrantType};
-use crate::oidc::grants;
-use crate::oidc::secrets::{random_token, sha256_hex};
-use crate::storage::{self, Client, GrantFilter, Password, SharedStorage, StorageError};
-
-/// 256 random bits.
-const SECRET_BYTES: usize = 32;
-
-/// The shortest password a user may choose (NIST SP 800-63B §5.1.1.1).
-const MIN_PASSWORD_CHARS: usize = 8;
+use crate::config::Config;
+use crate::manage::{
+    Actor, ClientChanges, ClientView, Directory, ManageError, NewClient, NewPassword, Origin,
+    PasswordChanges, PasswordInput, PasswordView,
+};
+use crate::oidc::secrets::random_token;
+use crate::storage::{self, GrantFilter, SharedStorage, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("client {0:?} comes from staticClients in the config and is read-only here; edit the config file instead")]
-    StaticClient(String),
-    #[error("password entry {0:?} comes from staticPasswords in the config and is read-only here; edit the config file instead")]
-    StaticPassword(String),
-    #[error("{0} not found")]
-    NotFound(String),
+    #[error(transparent)]
+    Manage(#[from] ManageError),
     #[error("{0}")]
     Invalid(String),
     #[error("cannot read the password from stdin: {0}")]
     Stdin(String),
     #[error("cannot write to stdout: {0}")]
     Stdout(String),
-    #[error("cannot hash the password: {0}")]
-    Hash(String),
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
     #[error(transparent)]
@@ -236,151 +228,86 @@ struct Admin<'a> {
 }
 
 impl Admin<'_> {
-    fn audit(&self, action: &str, object: &str, time: UnixTime) {
-        tracing::info!(
-            target: "lanyard::audit",
-            actor = %self.actor,
-            action,
-            object,
-            time,
-            "admin change"
-        );
-    }
-
-    fn ensure_not_static_client(&self, id: &str) -> Result<()> {
-        match self.config.static_client(id) {
-            Some(_) => Err(AdminError::StaticClient(id.to_string())),
-            None => Ok(()),
+    fn actor(&self) -> Actor {
+        Actor {
+            name: self.actor.clone(),
+            via: "admin",
         }
-    }
-
-    fn ensure_not_static_password(&self, email: &str) -> Result<()> {
-        if self
-            .config
-            .static_passwords
-            .iter()
-            .any(|p| p.email.eq_ignore_ascii_case(email))
-        {
-            return Err(AdminError::StaticPassword(email.to_string()));
-        }
-        Ok(())
     }
 
     async fn clients(&self, command: &ClientsCommand) -> Result<String> {
+        let hasher = PasswordHasher::new();
+        let directory = self.directory(&hasher);
+        let actor = self.actor();
         match command {
-            ClientsCommand::List => {
-                let mut out = String::new();
-                for c in &self.config.static_clients {
-                    out.push_str(&client_line(
-                        &c.id,
-                        &c.name,
-                        c.public,
-                        "static",
-                        &c.redirect_uris,
-                    ));
-                }
-                for c in self.storage.list_clients().await? {
-                    out.push_str(&client_line(
-                        &c.id,
-                        &c.name,
-                        c.public,
-                        "stored",
-                        &c.redirect_uris,
-                    ));
-                }
-                Ok(out)
-            }
+            ClientsCommand::List => Ok(directory
+                .list_clients()
+                .await?
+                .iter()
+                .map(client_line)
+                .collect()),
             ClientsCommand::Create(fields) => {
-                self.ensure_not_static_client(&fields.id)?;
-                validate_client_id(&fields.id)?;
-                validate_grant_types(&fields.grant_types)?;
-                validate_redirect_uris(&fields.id, fields)?;
-                if fields.redirect_uris.is_empty()
-                    && !fields.grant_types.is_empty()
-                    && fields
-                        .grant_types
-                        .iter()
-                        .any(|g| g == GrantType::AuthorizationCode.as_str())
-                {
-                    return Err(AdminError::Invalid(
-                        "the authorization_code grant needs at least one --redirect-uri".into(),
-                    ));
-                }
-                let now = self.clock.now();
-                let secret = (!fields.public).then(|| random_token(SECRET_BYTES));
-                let client = Client {
-                    id: fields.id.clone(),
-                    secret_sha256: secret.as_deref().map(sha256_hex),
-                    redirect_uris: fields.redirect_uris.clone(),
-                    trusted_peers: fields.trusted_peers.clone(),
-                    public: fields.public,
-                    name: fields.name.clone().unwrap_or_else(|| fields.id.clone()),
-                    logo_url: None,
-                    grant_types: fields.grant_types.clone(),
-                    post_logout_redirect_uris: fields.post_logout_redirect_uris.clone(),
-                    allowed_connectors: Vec::new(),
-                    created_at: now,
-                };
-                self.storage.create_client(&client).await?;
-                self.audit("client.create", &client.id, now);
-                Ok(secret.map(|s| format!("{s}\n")).unwrap_or_default())
+                let created = directory
+                    .create_client(
+                        &actor,
+                        NewClient {
+                            id: Some(fields.id.clone()),
+                            secret: None,
+                            public: fields.public,
+                            name: fields.name.clone(),
+                            logo_url: None,
+                            redirect_uris: fields.redirect_uris.clone(),
+                            trusted_peers: fields.trusted_peers.clone(),
+                            grant_types: fields.grant_types.clone(),
+                            post_logout_redirect_uris: fields.post_logout_redirect_uris.clone(),
+                        },
+                    )
+                    .await?;
+                Ok(created.secret.map(|s| format!("{s}\n")).unwrap_or_default())
             }
             ClientsCommand::Update {
                 fields,
                 rotate_secret,
             } => {
-                self.ensure_not_static_client(&fields.id)?;
-                validate_grant_types(&fields.grant_types)?;
-                validate_redirect_uris(&fields.id, fields)?;
-                let mut client = self
-                    .storage
-                    .get_client(&fields.id)
-                    .await?
-                    .ok_or_else(|| AdminError::NotFound(format!("client {:?}", fields.id)))?;
-                if fields.public && !client.public {
-                    return Err(AdminError::Invalid(
-                        "--public only applies on create; delete and re-create the client to change its type".into(),
-                    ));
-                }
-                if let Some(name) = &fields.name {
-                    client.name.clone_from(name);
-                }
-                replace_if_given(&mut client.redirect_uris, &fields.redirect_uris);
-                replace_if_given(&mut client.grant_types, &fields.grant_types);
-                replace_if_given(&mut client.trusted_peers, &fields.trusted_peers);
-                replace_if_given(
-                    &mut client.post_logout_redirect_uris,
-                    &fields.post_logout_redirect_uris,
-                );
-                let secret = if *rotate_secret {
-                    if client.public {
-                        return Err(AdminError::Invalid(format!(
-                            "client {:?} is public and has no secret to rotate",
-                            client.id
-                        )));
+                if fields.public {
+                    if let Ok(c) = directory.get_client(&fields.id).await {
+                        if c.origin == Origin::Stored && !c.public {
+                            return Err(AdminError::Invalid(
+                                "--public only applies on create; delete and re-create the client to change its type".into(),
+                            ));
+                        }
                     }
-                    let secret = random_token(SECRET_BYTES);
-                    client.secret_sha256 = Some(sha256_hex(&secret));
-                    Some(secret)
-                } else {
-                    None
-                };
-                self.storage.update_client(&client).await?;
-                let now = self.clock.now();
-                self.audit("client.update", &client.id, now);
-                if secret.is_some() {
-                    self.audit("client.rotate_secret", &client.id, now);
                 }
+                let secret = directory
+                    .update_client(
+                        &actor,
+                        &fields.id,
+                        ClientChanges {
+                            name: fields.name.clone(),
+                            logo_url: None,
+                            redirect_uris: fields.redirect_uris.clone(),
+                            trusted_peers: fields.trusted_peers.clone(),
+                            grant_types: fields.grant_types.clone(),
+                            post_logout_redirect_uris: fields.post_logout_redirect_uris.clone(),
+                            rotate_secret: *rotate_secret,
+                        },
+                    )
+                    .await?;
                 Ok(secret.map(|s| format!("{s}\n")).unwrap_or_default())
             }
             ClientsCommand::Delete { id } => {
-                self.ensure_not_static_client(id)?;
-                if !self.storage.delete_client(id).await? {
-                    return Err(AdminError::NotFound(format!("client {id:?}")));
-                }
-                self.audit("client.delete", id, self.clock.now());
+                directory.delete_client(&actor, id).await?;
                 Ok(String::new())
             }
+        }
+    }
+
+    fn directory<'h>(&'h self, hasher: &'h PasswordHasher) -> Directory<'h> {
+        Directory {
+            storage: &self.storage,
+            config: self.config,
+            clock: &self.clock,
+            hasher,
         }
     }
 
@@ -389,29 +316,16 @@ impl Admin<'_> {
         command: &PasswordsCommand,
         input: &mut dyn BufRead,
     ) -> Result<String> {
+        let hasher = PasswordHasher::new();
+        let directory = self.directory(&hasher);
+        let actor = self.actor();
         match command {
-            PasswordsCommand::List => {
-                let mut out = String::new();
-                for p in &self.config.static_passwords {
-                    out.push_str(&password_line(
-                        &p.email,
-                        &p.username,
-                        &p.user_id,
-                        &p.groups,
-                        "static",
-                    ));
-                }
-                for p in self.storage.list_passwords().await? {
-                    out.push_str(&password_line(
-                        &p.email,
-                        &p.username,
-                        &p.user_id,
-                        &p.groups,
-                        "stored",
-                    ));
-                }
-                Ok(out)
-            }
+            PasswordsCommand::List => Ok(directory
+                .list_passwords()
+                .await?
+                .iter()
+                .map(password_line)
+                .collect()),
             PasswordsCommand::Create {
                 email,
                 username,
@@ -419,21 +333,21 @@ impl Admin<'_> {
                 groups,
                 password_stdin: _,
             } => {
-                self.ensure_not_static_password(email)?;
-                validate_email(email)?;
-                let hash = hash_password(&read_password(input)?).await?;
-                let now = self.clock.now();
-                let password = Password {
-                    email: email.clone(),
-                    hash,
-                    username: username.clone().unwrap_or_else(|| email.clone()),
-                    user_id: user_id.clone().unwrap_or_else(|| random_token(16)),
-                    groups: groups.clone(),
-                    created_at: now,
-                    updated_at: now,
-                };
-                self.storage.create_password(&password).await?;
-                self.audit("password.create", &password.email.to_lowercase(), now);
+                // The cheap refusals come before the password is read.
+                directory.ensure_creatable_password(email)?;
+                let password = read_password(input)?;
+                directory
+                    .create_password(
+                        &actor,
+                        NewPassword {
+                            email: email.clone(),
+                            password: PasswordInput::Plain(password),
+                            username: username.clone().unwrap_or_else(|| email.clone()),
+                            user_id: user_id.clone().unwrap_or_else(|| random_token(16)),
+                            groups: groups.clone(),
+                        },
+                    )
+                    .await?;
                 Ok(String::new())
             }
             PasswordsCommand::Update {
@@ -443,37 +357,33 @@ impl Admin<'_> {
                 clear_groups,
                 password_stdin,
             } => {
-                self.ensure_not_static_password(email)?;
-                let mut password = self
-                    .storage
-                    .get_password(email)
-                    .await?
-                    .ok_or_else(|| AdminError::NotFound(format!("password entry {email:?}")))?;
-                if let Some(username) = username {
-                    password.username.clone_from(username);
-                }
-                if *clear_groups {
-                    password.groups.clear();
-                }
-                replace_if_given(&mut password.groups, groups);
-                if *password_stdin {
-                    password.hash = hash_password(&read_password(input)?).await?;
-                }
-                let now = self.clock.now();
-                password.updated_at = now;
-                self.storage.update_password(&password).await?;
-                self.audit("password.update", &password.email, now);
-                if *password_stdin {
-                    self.audit("password.set", &password.email, now);
-                }
+                let password = if *password_stdin {
+                    Some(PasswordInput::Plain(read_password(input)?))
+                } else {
+                    None
+                };
+                let groups = if *clear_groups {
+                    Some(Vec::new())
+                } else if groups.is_empty() {
+                    None
+                } else {
+                    Some(groups.clone())
+                };
+                directory
+                    .update_password(
+                        &actor,
+                        email,
+                        PasswordChanges {
+                            username: username.clone(),
+                            groups,
+                            password,
+                        },
+                    )
+                    .await?;
                 Ok(String::new())
             }
             PasswordsCommand::Delete { email } => {
-                self.ensure_not_static_password(email)?;
-                if !self.storage.delete_password(email).await? {
-                    return Err(AdminError::NotFound(format!("password entry {email:?}")));
-                }
-                self.audit("password.delete", &email.to_lowercase(), self.clock.now());
+                directory.delete_password(&actor, email).await?;
                 Ok(String::new())
             }
         }
@@ -571,84 +481,26 @@ fn filter(
     }
 }
 
-fn client_line(
-    id: &str,
-    name: &str,
-    public: bool,
-    origin: &str,
-    redirect_uris: &[String],
-) -> String {
+fn client_line(c: &ClientView) -> String {
     format!(
-        "{id}\t{name}\t{}\t{origin}\t{}\n",
-        if public { "public" } else { "confidential" },
-        redirect_uris.join(",")
+        "{}\t{}\t{}\t{}\t{}\n",
+        c.id,
+        c.name,
+        if c.public { "public" } else { "confidential" },
+        c.origin.as_str(),
+        c.redirect_uris.join(",")
     )
 }
 
-fn password_line(
-    email: &str,
-    username: &str,
-    user_id: &str,
-    groups: &[String],
-    origin: &str,
-) -> String {
+fn password_line(p: &PasswordView) -> String {
     format!(
-        "{email}\t{username}\t{user_id}\t{}\t{origin}\n",
-        groups.join(",")
+        "{}\t{}\t{}\t{}\t{}\n",
+        p.email,
+        p.username,
+        p.user_id,
+        p.groups.join(","),
+        p.origin.as_str()
     )
-}
-
-fn replace_if_given(field: &mut Vec<String>, given: &[String]) {
-    if !given.is_empty() {
-        *field = given.to_vec();
-    }
-}
-
-fn validate_client_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(AdminError::Invalid(format!(
-            "client id {id:?} must be non-empty and free of spaces and control characters"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_grant_types(grant_types: &[String]) -> Result<()> {
-    match grant_types
-        .iter()
-        .find(|g| !GrantType::parse(g).is_some_and(grants::supported))
-    {
-        Some(g) => Err(AdminError::Invalid(format!(
-            "unsupported grant type {g:?}; supported: {}",
-            grants::SUPPORTED.map(GrantType::as_str).join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn validate_redirect_uris(client: &str, fields: &ClientFields) -> Result<()> {
-    for uri in fields
-        .redirect_uris
-        .iter()
-        .chain(&fields.post_logout_redirect_uris)
-    {
-        crate::config::check_redirect_uri(uri)
-            .map_err(|e| AdminError::Invalid(format!("client {client:?}: {e}")))?;
-    }
-    Ok(())
-}
-
-fn validate_email(email: &str) -> Result<()> {
-    let valid = email
-        .split_once('@')
-        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !valid {
-        return Err(AdminError::Invalid(format!(
-            "{email:?} is not an email address"
-        )));
-    }
-    Ok(())
 }
 
 /// The first line of `input`, without its line ending.
@@ -663,17 +515,5 @@ fn read_password(input: &mut dyn BufRead) -> Result<String> {
             "no password given (write it as one line on stdin)".into(),
         ));
     }
-    if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(AdminError::Invalid(format!(
-            "the password must be at least {MIN_PASSWORD_CHARS} characters long (NIST SP 800-63B)"
-        )));
-    }
     Ok(password)
-}
-
-async fn hash_password(password: &str) -> Result<String> {
-    PasswordHasher::new()
-        .hash(password)
-        .await
-        .map_err(|e| AdminError::Hash(e.to_string()))
 }

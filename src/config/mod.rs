@@ -11,6 +11,7 @@ pub mod duration;
 pub mod env;
 mod expiry;
 mod frontend;
+mod grpc;
 mod housekeeping;
 mod issuer;
 mod keys;
@@ -41,6 +42,7 @@ pub use connectors::{
 pub use duration::{format_duration, parse_go_duration, DurationError};
 pub use expiry::{ExpiryConfig, RefreshTokenExpiry};
 pub use frontend::FrontendConfig;
+pub use grpc::{is_loopback, GrpcConfig, GrpcTls, CONNECTORS_CRUD_FLAG};
 pub use housekeeping::HousekeepingConfig;
 pub use keys::KeysConfig;
 pub use kubernetes::{
@@ -126,6 +128,8 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     /// lanyard's `housekeeping:` section.
     pub housekeeping: HousekeepingConfig,
+    /// Dex's `grpc:` section: the gRPC API.
+    pub grpc: GrpcConfig,
     /// Settings accepted for Dex compatibility that have no effect in lanyard, and other
     /// things worth a log line at startup.
     pub warnings: Vec<ConfigError>,

@@ -31,7 +31,7 @@ use super::*;
 pub(super) struct Ctx<'a> {
     pub(super) errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
-    env: &'a dyn Fn(&str) -> Option<String>,
+    pub(super) env: &'a dyn Fn(&str) -> Option<String>,
     /// `DEX_EXPAND_ENV` is not false.
     expand_env: bool,
     /// Failed `$VAR` expansions, kept apart: the values they left behind are not checked.
@@ -44,6 +44,10 @@ impl Ctx<'_> {
             path: path.into(),
             message: message.into(),
         });
+    }
+
+    pub(super) fn has_error_at(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| e.path == path)
     }
 
     pub(super) fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -174,17 +178,19 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
     }
     let mut take = |name: &str| sections.remove(name).unwrap_or(Value::Null);
 
-    if !take("grpc").is_null() {
-        ctx.err(
-            "grpc",
-            "the gRPC API is not supported; manage clients and passwords with `lanyard admin`",
-        );
-    }
-
     let issuer = resolve_issuer(take("issuer"), ctx);
     let storage = resolve_storage(take("storage"), ctx);
     let web = resolve_web(take("web"), ctx);
     let telemetry = resolve_telemetry(take("telemetry"), &web, ctx);
+    let grpc = super::grpc::resolve_grpc(
+        take("grpc"),
+        &[
+            web.http.as_ref(),
+            web.https.as_ref(),
+            telemetry.http.as_ref(),
+        ],
+        ctx,
+    );
     let logger = resolve_logger(take("logger"), ctx);
     let expiry_value = take("expiry");
     let signing_keys_set = has_key(&expiry_value, "signingKeys");
@@ -234,6 +240,7 @@ fn resolve_root(root: Value, ctx: &mut Ctx) -> Option<Config> {
         sessions,
         kubernetes,
         housekeeping,
+        grpc,
         warnings: Vec::new(),
     })
 }

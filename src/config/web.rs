@@ -231,7 +231,11 @@ pub(super) fn listen_addr(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-fn parse_tls_version(value: Option<String>, path: &str, ctx: &mut Ctx) -> Option<TlsVersion> {
+pub(super) fn parse_tls_version(
+    value: Option<String>,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<TlsVersion> {
     let v = value.filter(|v| !v.is_empty())?;
     match v.as_str() {
         "1.2" => Some(TlsVersion::Tls12),

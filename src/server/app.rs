@@ -121,6 +121,10 @@ pub struct App {
     live: Live,
     reloader: Reloader,
     config_source: Option<ConfigSource>,
+    hasher: Arc<PasswordHasher>,
+    /// Dex's `grpc:` section, and its listener once [`App::run`] bound it.
+    grpc: crate::config::GrpcConfig,
+    grpc_listener: Option<tokio::net::TcpListener>,
 }
 
 /// Installs the tracing subscriber for every command: `logger.level`, `logger.format` (text or
@@ -232,12 +236,15 @@ pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppErr
             config.clone(),
             live.clone(),
             storage,
-            hasher,
+            hasher.clone(),
             metrics,
             options.connector_failures,
         ),
         live,
         config_source: None,
+        hasher,
+        grpc: config.grpc.clone(),
+        grpc_listener: None,
     })
 }
 
@@ -848,9 +855,12 @@ impl App {
     /// Binds every configured listener, starts the background tasks, and serves until
     /// `shutdown` resolves; then stops accepting and lets in-flight requests finish.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        if let Some(addr) = &self.grpc.addr {
+            self.grpc_listener = Some(bind(addr).await?);
+        }
         let mut listeners = Vec::new();
         if let Some(addr) = &self.listen.http {
             listeners.push(Listener::Http(bind(addr).await?));
@@ -917,6 +927,19 @@ impl App {
                 stop_rx.clone(),
             ));
         }
+        if let Some(l) = self.grpc_listener.take() {
+            self.log_grpc(&l);
+            tasks.spawn(crate::api::serve(
+                l,
+                self.grpc.clone(),
+                Arc::new(RunningServer {
+                    live: self.live.clone(),
+                    reloader: self.reloader.clone(),
+                }),
+                self.hasher.clone(),
+                stop_rx.clone(),
+            ));
+        }
         let rotation = tokio::spawn(keys::run_rotation(
             self.provider.keys.clone(),
             self.key_poll_interval,
@@ -961,6 +984,47 @@ impl App {
             let _ = watcher.await;
         }
         result
+    }
+}
+
+impl App {
+    /// Says at start how the API is protected, so that an open one is never a surprise.
+    fn log_grpc(&self, l: &tokio::net::TcpListener) {
+        let addr = display_addr(l);
+        match &self.grpc.tls {
+            Some(tls) if tls.client_ca.is_some() => tracing::info!(
+                %addr,
+                reflection = self.grpc.reflection,
+                "serving Dex's gRPC API over mutual TLS (clients need a certificate from grpc.tlsClientCA)"
+            ),
+            Some(_) => tracing::warn!(
+                %addr,
+                reflection = self.grpc.reflection,
+                "serving Dex's gRPC API over TLS without client certificates: whoever reaches this address can manage clients and passwords"
+            ),
+            None => tracing::warn!(
+                %addr,
+                reflection = self.grpc.reflection,
+                "serving Dex's gRPC API in plaintext without authentication: whoever reaches this address can manage clients and passwords"
+            ),
+        }
+    }
+}
+
+/// What the gRPC API reads of this server.
+struct RunningServer {
+    live: Live,
+    reloader: Reloader,
+}
+
+#[async_trait]
+impl crate::api::Running for RunningServer {
+    fn provider(&self) -> Arc<Provider> {
+        self.live.current().provider
+    }
+
+    async fn config(&self) -> Config {
+        self.reloader.running_config().await
     }
 }
 

@@ -241,6 +241,20 @@ pub(super) fn tls_acceptor(
     min: Option<TlsVersion>,
     max: Option<TlsVersion>,
 ) -> Result<TlsAcceptor, ServeError> {
+    let mut config = tls_server_config(cert, key, min, max, None)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A rustls server config from PEM files, within the TLS versions `min`..=`max`; with
+/// `client_ca`, clients must present a certificate that CA signed.
+pub(crate) fn tls_server_config(
+    cert: &Path,
+    key: &Path,
+    min: Option<TlsVersion>,
+    max: Option<TlsVersion>,
+    client_ca: Option<&Path>,
+) -> Result<rustls::ServerConfig, ServeError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let fail = |reason: String| ServeError::Tls {
@@ -264,10 +278,33 @@ pub(super) fn tls_acceptor(
     .filter(|(v, _)| in_range(*v))
     .map(|(_, p)| p)
     .collect();
-    let mut config = rustls::ServerConfig::builder_with_protocol_versions(&versions)
-        .with_no_client_auth()
+    let builder = rustls::ServerConfig::builder_with_protocol_versions(&versions);
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let fail_ca = |reason: String| ServeError::ClientCa {
+                path: ca.to_path_buf(),
+                reason,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| fail_ca(e.to_string()))? {
+                roots
+                    .add(c.map_err(|e| fail_ca(e.to_string()))?)
+                    .map_err(|e| fail_ca(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(fail_ca("the file holds no certificate".into()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::new(rustls::crypto::ring::default_provider()),
+            )
+            .build()
+            .map_err(|e| fail_ca(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder
         .with_single_cert(chain, private)
-        .map_err(|e| fail(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .map_err(|e| fail(e.to_string()))
 }

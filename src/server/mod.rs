@@ -1,7 +1,7 @@
 //! The HTTP server: router, middleware, listeners, background tasks and graceful shutdown.
 
 pub mod app;
-mod conn;
+pub(crate) mod conn;
 mod extract;
 pub mod failed_connector;
 pub mod middleware;
@@ -45,6 +45,8 @@ pub enum ServeError {
         key: PathBuf,
         reason: String,
     },
+    #[error("cannot load the client CA {path}: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -74,6 +74,11 @@ impl Reloader {
         }
     }
 
+    /// A copy of the config in effect (it waits for a reload under way).
+    pub async fn running_config(&self) -> Config {
+        self.inner.running.lock().await.clone()
+    }
+
     /// Reads, validates and applies `path`. Every outcome is logged and counted; a file
     /// that does not validate is refused with the errors `check-config` prints, and the
     /// running config stays.
@@ -161,6 +166,7 @@ fn keep_restart_only(running: &Config, next: &mut Config) -> Vec<&'static str> {
     keep!("storage", storage);
     keep!("web", web);
     keep!("telemetry", telemetry);
+    keep!("grpc", grpc);
     keep!("logger", logger);
     keep!("keys", keys);
     // Both feed the signing keys' timeline.

@@ -232,6 +232,9 @@ pub trait Storage: Send + Sync + 'static {
     // Administration (`lanyard admin sessions`).
     /// Grants matching `filter`, oldest first.
     async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>>;
+    /// When a refresh token of the grant was last used (issued, for one never used); `None`
+    /// when the grant has no refresh token (Dex's API lists refresh tokens per user).
+    async fn refresh_last_used(&self, grant_id: &str) -> Result<Option<UnixTime>>;
     /// Sign-in sessions matching `filter` (its `client_id` is ignored: a browser session
     /// belongs to no client), oldest first.
     async fn list_sessions(&self, filter: &GrantFilter) -> Result<Vec<Session>>;

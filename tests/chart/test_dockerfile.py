@@ -300,15 +300,16 @@ env = dict(os.environ, CARGO_TARGET_DIR=target_dir)
 if offline:
     args.append("--offline")
 # What was checked, for the test: the workspace crates' artifacts (their dep-info files list
-# every file rustc read).
+# every file rustc read) and build script runs (their output names the files they read).
 args.append("--message-format=json-render-diagnostics")
 proc = subprocess.Popen([real] + args, env=env, stdout=subprocess.PIPE, text=True)
 with open(record, "a") as out:
     for line in proc.stdout:
         message = json.loads(line)
-        if message.get("reason") == "compiler-artifact" and message["package_id"].startswith(
-            "path+"
-        ):
+        if message.get("reason") in (
+            "compiler-artifact",
+            "build-script-executed",
+        ) and message["package_id"].startswith("path+"):
             out.write(line)
 code = proc.wait()
 if code == 0:
@@ -565,6 +566,8 @@ def test_build_context_holds_only_what_the_build_reads(build):
     allowed = (
         "Cargo.toml",
         "Cargo.lock",
+        "build.rs",
+        "proto/",
         "connectors/Cargo.toml",
         "connectors/src/",
         "benches/load/Cargo.toml",
@@ -588,10 +591,24 @@ def test_every_source_file_in_the_context_is_one_the_build_reads(build):
     read = set()
     for line in (WORK / "artifacts.jsonl").read_text().splitlines():
         artifact = json.loads(line)
-        for rmeta in artifact["filenames"]:
-            depinfo = Path(rmeta).with_suffix(".d")
-            depinfo = depinfo.with_name(depinfo.name.removeprefix("lib"))
-            for entry in depinfo.read_text().splitlines():
+        if artifact.get("reason") == "build-script-executed":
+            # build.rs reads proto/api.proto through protoc, which no dep-info sees; the run's
+            # output names it (rerun-if-changed, relative to the package).
+            output = Path(artifact["out_dir"]).parent / "output"
+            for entry in output.read_text().splitlines() if output.exists() else []:
+                for prefix in ("cargo:rerun-if-changed=", "cargo::rerun-if-changed="):
+                    if entry.startswith(prefix) and entry[len(prefix):] in context_files:
+                        read.add(entry[len(prefix):])
+            continue
+        for built in artifact["filenames"]:
+            if "custom-build" in artifact["target"]["kind"]:
+                # The build script's dep-info sits beside it, named after its hashed copy.
+                depinfos = sorted(Path(built).parent.glob("build_script_build-*.d"))
+            else:
+                depinfo = Path(built).with_suffix(".d")
+                depinfos = [depinfo.with_name(depinfo.name.removeprefix("lib"))]
+            entries = [e for d in depinfos for e in d.read_text().splitlines()]
+            for entry in entries:
                 if ":" not in entry:
                     continue
                 # Workspace crates' files are relative to the workspace; tracked files

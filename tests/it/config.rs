@@ -880,10 +880,69 @@ idleTimeout: 30s\n  maxConnections: 100\n",
 }
 
 #[test]
-fn grpc_section_is_rejected() {
-    let e = errors(&with_base("grpc:\n  addr: 127.0.0.1:5557\n"));
-    assert_error(&e, "grpc", "gRPC API is not supported");
-    assert_error(&e, "grpc", "lanyard admin");
+fn grpc_section_is_dexs() {
+    let c = parse(&with_base(
+        "grpc:\n  addr: 127.0.0.1:5557\n  reflection: true\n  tlsCert: /c.pem\n  tlsKey: /k.pem\n  tlsClientCA: /ca.pem\n  tlsMinVersion: \"1.3\"\n",
+    ))
+    .expect("valid");
+    assert_eq!(c.grpc.addr.as_deref(), Some("127.0.0.1:5557"));
+    assert!(c.grpc.reflection);
+    let tls = c.grpc.tls.expect("tls");
+    assert_eq!(
+        tls.client_ca.as_deref(),
+        Some(std::path::Path::new("/ca.pem"))
+    );
+    assert!(parse(BASE).expect("valid").grpc.addr.is_none());
+}
+
+#[test]
+fn grpc_without_client_certificates_is_refused_beyond_loopback() {
+    let e = errors(&with_base("grpc:\n  addr: 0.0.0.0:5557\n"));
+    assert_error(&e, "grpc.addr", "grpc.tlsClientCA");
+    let e = errors(&with_base(
+        "grpc:\n  addr: 0.0.0.0:5557\n  tlsCert: /c.pem\n  tlsKey: /k.pem\n",
+    ));
+    assert_error(&e, "grpc.addr", "allowInsecureRemote");
+    parse(&with_base(
+        "grpc:\n  addr: 0.0.0.0:5557\n  allowInsecureRemote: true\n",
+    ))
+    .expect("allowed explicitly");
+    parse(&with_base(
+        "grpc:\n  addr: 0.0.0.0:5557\n  tlsCert: /c.pem\n  tlsKey: /k.pem\n  tlsClientCA: /ca.pem\n",
+    ))
+    .expect("mutual TLS");
+}
+
+#[test]
+fn grpc_tls_settings_are_checked_as_dex_checks_them() {
+    let e = errors(&with_base(
+        "grpc:\n  addr: 127.0.0.1:5557\n  tlsCert: /c.pem\n",
+    ));
+    assert_error(&e, "grpc.tlsKey", "required when grpc.tlsCert is set");
+    let e = errors(&with_base(
+        "grpc:\n  addr: 127.0.0.1:5557\n  tlsClientCA: /ca.pem\n",
+    ));
+    assert_error(&e, "grpc.tlsClientCA", "needs grpc.tlsCert");
+    let e = errors(&with_base("grpc:\n  tlsCert: /c.pem\n  tlsKey: /k.pem\n"));
+    assert_error(&e, "grpc.addr", "required");
+    let e = errors(&with_base(
+        "grpc:\n  addr: 127.0.0.1:5557\n  tlsMinVersion: \"1.1\"\n",
+    ));
+    assert_error(&e, "grpc.tlsMinVersion", "");
+    let e = errors(&with_base(
+        "grpc:\n  addr: 127.0.0.1:5557\n  reflecton: true\n",
+    ));
+    assert!(e.to_string().contains("reflection"), "{e}");
+}
+
+#[test]
+fn dex_connector_crud_flag_is_refused_with_the_grpc_api() {
+    let e = parse_with(
+        &with_base("grpc:\n  addr: 127.0.0.1:5557\n"),
+        &[("DEX_API_CONNECTORS_CRUD", "true")],
+    )
+    .expect_err("refused");
+    assert_error(&e, "grpc", "DEX_API_CONNECTORS_CRUD");
 }
 
 // ----- clients ------------------------------------------------------------------------------

@@ -110,6 +110,7 @@ macro_rules! conformance {
 
 conformance!(
     migrate_twice_is_harmless_and_ping_answers,
+    refresh_last_used_follows_rotation_and_is_none_without_a_refresh_token,
     client_crud_round_trips,
     duplicate_client_already_exists,
     update_or_delete_of_missing_client,
@@ -1169,6 +1170,21 @@ async fn sweep_deletes_at_most_batch_rows_of_each_kind(db: &TestDb) {
         Swept::default(),
         "batch 0 deletes nothing"
     );
+}
+
+async fn refresh_last_used_follows_rotation_and_is_none_without_a_refresh_token(db: &TestDb) {
+    let s = db.s();
+    assert_eq!(s.refresh_last_used("g1").await.unwrap(), None);
+    let first = refresh_token("rt0", "g1", Some(NOW + 86400));
+    grant_with_refresh(s, first.clone()).await;
+    assert_eq!(
+        s.refresh_last_used("g1").await.unwrap(),
+        Some(first.last_used_at)
+    );
+    s.rotate_refresh_token(&rotation("rt0", Some("rt1"), "at1", NOW + 10), NOW + 10)
+        .await
+        .unwrap();
+    assert_eq!(s.refresh_last_used("g1").await.unwrap(), Some(NOW + 10));
 }
 
 async fn refresh_rotates_and_the_successor_works(db: &TestDb) {

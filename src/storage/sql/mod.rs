@@ -932,6 +932,16 @@ where
         Ok(grants)
     }
 
+    async fn refresh_last_used(&self, grant_id: &str) -> Result<Option<UnixTime>> {
+        let last = self
+            .fetch_model(
+                sqlx::query_as::<_, LastUsedRow>(REFRESH_LAST_USED).bind(grant_id),
+                "refresh tokens",
+            )
+            .await?;
+        Ok(last.flatten())
+    }
+
     async fn list_sessions(&self, filter: &GrantFilter) -> Result<Vec<Session>> {
         let rows = sqlx::query_as::<_, SessionRow>(LIST_SESSIONS)
             .bind(filter.connector_id.as_deref())

@@ -220,6 +220,8 @@ pub(in crate::storage) const LIST_GRANTS: &str =
      WHERE ($1 IS NULL OR connector_id = $1) AND ($2 IS NULL OR user_id = $2) \
      AND ($3 IS NULL OR client_id = $3) AND ($4 = 0 OR revoked_at IS NULL) \
      ORDER BY created_at, id";
+pub(in crate::storage) const REFRESH_LAST_USED: &str =
+    "SELECT MAX(last_used_at) AS last_used FROM refresh_tokens WHERE grant_id = $1";
 pub(in crate::storage) const LIST_SESSIONS: &str =
     "SELECT id, connector_id, claims, connector_data, \
      auth_time, created_at, expires_at, revoked_at FROM sessions \

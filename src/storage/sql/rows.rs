@@ -32,6 +32,20 @@ pub(in crate::storage) fn normalize_email(email: &str) -> String {
     email.to_lowercase()
 }
 
+/// The latest use of a grant's refresh tokens (`MAX`, so NULL without one).
+#[derive(sqlx::FromRow)]
+pub(in crate::storage) struct LastUsedRow {
+    last_used: Option<i64>,
+}
+
+impl IntoModel for LastUsedRow {
+    type Model = Option<UnixTime>;
+
+    fn into_model(self) -> Result<Option<UnixTime>> {
+        Ok(self.last_used)
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(in crate::storage) struct ClientRow {
     id: String,
