@@ -14,6 +14,11 @@ use url::Url;
 
 use super::path::{index_path, key_path};
 use super::resolve::{list_at, Ctx};
+use super::ConfigError;
+
+/// Dex's switch for what a connector that fails to open does to the start: a Go boolean,
+/// true (serve the others) by default.
+pub const CONTINUE_ON_CONNECTOR_FAILURE_ENV: &str = "DEX_CONTINUE_ON_CONNECTOR_FAILURE";
 
 /// The id under which the password database appears as a connector, as in Dex.
 pub(super) const LOCAL_CONNECTOR_ID: &str = "local";
@@ -56,6 +61,11 @@ pub enum ConnectorSettings {
     /// Dex's development connectors (see docs/connectors/mock.md).
     MockCallback(MockCallbackConfig),
     MockPassword(Box<MockPasswordConfig>),
+    /// Settings the connector's own rules refuse (a missing `baseDN`, an `issuer` that is no
+    /// URL). Dex finds these only when it opens the connector, so, as in Dex, the server
+    /// serves the other connectors without this one (unless
+    /// `DEX_CONTINUE_ON_CONNECTOR_FAILURE=false`) and `check-config` reports them as errors.
+    Invalid(Vec<ConfigError>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -241,24 +251,30 @@ fn settings(
             .map(|_| ConnectorSettings::Local),
         ConnectorType::Ldap => {
             let ldap = ctx.de::<LdapConfig>(raw, path)?;
-            report(ldap.validate(), path, ctx).then(|| ConnectorSettings::Ldap(Box::new(ldap)))
+            checked(ldap.validate(), path, ctx, || {
+                ConnectorSettings::Ldap(Box::new(ldap))
+            })
         }
         ConnectorType::Github => {
             let github = ctx.de::<GithubConfig>(raw, path)?;
-            report(github.validate(), path, ctx)
-                .then(|| ConnectorSettings::Github(Box::new(github)))
+            checked(github.validate(), path, ctx, || {
+                ConnectorSettings::Github(Box::new(github))
+            })
         }
         ConnectorType::Oidc => {
             let oidc = ctx.de::<OidcConfig>(raw, path)?;
-            report(oidc.validate(), path, ctx).then(|| ConnectorSettings::Oidc(Box::new(oidc)))
+            checked(oidc.validate(), path, ctx, || {
+                ConnectorSettings::Oidc(Box::new(oidc))
+            })
         }
         ConnectorType::MockCallback => ctx
             .de::<MockCallbackConfig>(raw, path)
             .map(ConnectorSettings::MockCallback),
         ConnectorType::MockPassword => {
             let mock = ctx.de::<MockPasswordConfig>(raw, path)?;
-            report(mock.validate(), path, ctx)
-                .then(|| ConnectorSettings::MockPassword(Box::new(mock)))
+            checked(mock.validate(), path, ctx, || {
+                ConnectorSettings::MockPassword(Box::new(mock))
+            })
         }
     }
 }
@@ -302,17 +318,29 @@ fn mock_allowed(
     }
 }
 
-/// Records `issues` under `path`; true when none of them is an error.
-fn report(issues: Vec<ConfigIssue>, path: &str, ctx: &mut Ctx) -> bool {
-    let mut usable = true;
+/// The settings, or, when the connector's rules refuse them, [`ConnectorSettings::Invalid`]
+/// with every refusal under its key; warnings go to the config's warnings either way.
+fn checked(
+    issues: Vec<ConfigIssue>,
+    path: &str,
+    ctx: &mut Ctx,
+    settings: impl FnOnce() -> ConnectorSettings,
+) -> Option<ConnectorSettings> {
+    let mut refused = Vec::new();
     for issue in issues {
         let at = key_path(path, &issue.path);
         if issue.warning {
             ctx.warn(at, issue.message);
         } else {
-            usable = false;
-            ctx.err(at, issue.message);
+            refused.push(ConfigError {
+                path: at,
+                message: issue.message,
+            });
         }
     }
-    usable
+    Some(if refused.is_empty() {
+        settings()
+    } else {
+        ConnectorSettings::Invalid(refused)
+    })
 }

@@ -35,7 +35,9 @@ use url::Url;
 
 use crate::storage::StorageSettings;
 
-pub use connectors::{ConnectorConfig, ConnectorSettings, ConnectorType};
+pub use connectors::{
+    ConnectorConfig, ConnectorSettings, ConnectorType, CONTINUE_ON_CONNECTOR_FAILURE_ENV,
+};
 pub use duration::{format_duration, parse_go_duration, DurationError};
 pub use expiry::{ExpiryConfig, RefreshTokenExpiry};
 pub use frontend::FrontendConfig;
@@ -130,6 +132,32 @@ pub struct Config {
 }
 
 impl Config {
+    /// What the connectors' own rules refuse ([`ConnectorSettings::Invalid`]): not errors of
+    /// the config as a whole, since Dex would start without those connectors.
+    pub fn connector_errors(&self) -> Vec<ConfigError> {
+        self.connectors
+            .iter()
+            .filter_map(|c| match &c.settings {
+                ConnectorSettings::Invalid(errors) => Some(errors.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// What `check-config` judges: [`from_yaml_str`](Self::from_yaml_str)'s errors, or, for
+    /// a config that loads, what its connectors' own rules refuse.
+    pub fn check_yaml_str(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let config = Self::from_yaml_str(text, env)?;
+        match config.connector_errors() {
+            refused if refused.is_empty() => Ok(config),
+            refused => Err(ConfigErrors(refused)),
+        }
+    }
+
     /// Expands `$VAR`s through `env`, parses and validates.
     pub fn from_yaml_str(
         text: &str,
@@ -229,6 +257,15 @@ impl fmt::Debug for RedactedStorage<'_> {
 /// error one per line; warnings follow as `warning: ...` lines) and whether the file is valid.
 pub fn check_config_report(path: &Path) -> (String, bool) {
     match Config::load(path) {
+        Ok(config) if !config.connector_errors().is_empty() => {
+            let mut out = ConfigErrors(config.connector_errors()).to_string();
+            out.push_str(&format!(
+                "\n(`lanyard serve` starts without these connectors, as Dex does, unless \
+                 {}=false)",
+                CONTINUE_ON_CONNECTOR_FAILURE_ENV
+            ));
+            (out, false)
+        }
         Ok(config) => {
             let mut out = String::from("OK");
             for w in &config.warnings {

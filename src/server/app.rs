@@ -652,6 +652,13 @@ fn build_connectors(
                 })
             }
             ConnectorSettings::Oidc(settings) => oidc_connector(config, c, settings, clock),
+            ConnectorSettings::Invalid(errors) => Err(connector_failed(c)(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
             ConnectorSettings::MockCallback(_) => {
                 let connector = Arc::new(MockCallbackConnector);
                 Ok(ConnectorEntry {

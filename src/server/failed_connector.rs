@@ -8,7 +8,7 @@ use lanyard_connectors::{
 };
 
 /// The environment variable Dex reads (a Go boolean; unset or unparsable: the default).
-pub const CONTINUE_ENV: &str = "DEX_CONTINUE_ON_CONNECTOR_FAILURE";
+pub use crate::config::CONTINUE_ON_CONNECTOR_FAILURE_ENV as CONTINUE_ENV;
 
 /// What a connector that fails to open does to the start (or the reload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,8 +35,13 @@ fn parse(text: &str) -> Result<Config, ConfigErrors> {
     parse_with(text, &[])
 }
 
+/// The config's errors, or, for a config that loads, what its connectors' own rules refuse
+/// (what `check-config` reports; `serve` starts without those connectors).
 fn errors(text: &str) -> ConfigErrors {
     match parse(text) {
+        Ok(config) if !config.connector_errors().is_empty() => {
+            ConfigErrors(config.connector_errors())
+        }
         Ok(config) => panic!("expected errors, got {config:?}"),
         Err(e) => e,
     }

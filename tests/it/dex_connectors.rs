@@ -530,13 +530,13 @@ async fn an_unreachable_oidc_upstream_shows_unavailable_until_a_login_reaches_it
 #[test]
 fn an_oidc_connector_without_client_id_takes_no_client_secret() {
     let yaml = "issuer: http://127.0.0.1:5556/dex\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\nconnectors:\n- type: oidc\n  id: ci\n  config:\n    issuer: https://gitlab.example.com\n    clientSecret: orphan\n";
-    let errors = lanyard::config::Config::from_yaml_str(yaml, &|_| None).unwrap_err();
+    let errors = lanyard::config::Config::check_yaml_str(yaml, &|_| None).unwrap_err();
     assert!(
         errors.has("connectors[0].config.clientSecret", "without clientID"),
         "{errors}"
     );
     let yaml = yaml.replace("    clientSecret: orphan\n", "");
-    assert!(lanyard::config::Config::from_yaml_str(&yaml, &|_| None).is_ok());
+    assert!(lanyard::config::Config::check_yaml_str(&yaml, &|_| None).is_ok());
 }
 
 /// Dex's mock user.
@@ -679,7 +679,7 @@ fn mock_connectors_are_refused_on_a_non_loopback_issuer_unless_explicitly_allowe
 #[test]
 fn mock_password_needs_a_username_and_a_password_as_in_dex() {
     let yaml = "issuer: http://127.0.0.1:5556/dex\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\nconnectors:\n- type: mockPassword\n  id: pw\n";
-    let errors = lanyard::config::Config::from_yaml_str(yaml, &|_| None).unwrap_err();
+    let errors = lanyard::config::Config::check_yaml_str(yaml, &|_| None).unwrap_err();
     assert!(
         errors.has("connectors[0].config.username", "missing"),
         "{errors}"
@@ -687,5 +687,96 @@ fn mock_password_needs_a_username_and_a_password_as_in_dex() {
     assert!(
         errors.has("connectors[0].config.password", "missing"),
         "{errors}"
+    );
+}
+
+/// Settings a connector's own rules refuse (an LDAP connector without its user search), which
+/// Dex finds only when it opens the connector: `check-config` names them, and `serve` starts
+/// without that connector, as Dex does, unless `DEX_CONTINUE_ON_CONNECTOR_FAILURE=false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_with_settings_its_rules_refuse_fails_alone_as_in_dex() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, telemetry) = (free_port(), free_port());
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer: http://127.0.0.1:{port}\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:{port}\ntelemetry:\n  http: 127.0.0.1:{telemetry}\nlogger:\n  level: info\nenablePasswordDB: true\nconnectors:\n- type: ldap\n  id: corp\n  name: Corp\n  config:\n    host: ldap.example.com:636\n"
+        ),
+    )
+    .unwrap();
+
+    let check = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout).to_string()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "{report}");
+    assert!(
+        report.contains("connectors[0].config.userSearch"),
+        "the refused key is named: {report}"
+    );
+    assert!(
+        report.contains("starts without these connectors"),
+        "{report}"
+    );
+
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("DEX_CONTINUE_ON_CONNECTOR_FAILURE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = Log::capture(&mut child);
+    wait_ready(&format!("http://127.0.0.1:{port}/healthz")).await;
+    log.wait_for("failed to open connector", 1).await;
+    assert!(
+        log.text().contains("connectors[0].config.userSearch"),
+        "{}",
+        log.text()
+    );
+    let m = reqwest::get(format!("http://127.0.0.1:{telemetry}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("lanyard_connector_up{connector=\"corp\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("lanyard_connector_up{connector=\"local\"} 1"),
+        "{m}"
+    );
+    terminate(&mut child);
+
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .env("DEX_CONTINUE_ON_CONNECTOR_FAILURE", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = Log::capture(&mut child);
+    let status = wait_exit(&mut child, Duration::from_secs(30)).expect("it stops by itself");
+    assert!(!status.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        log.text().contains("connectors[0].config.userSearch"),
+        "{}",
+        log.text()
     );
 }

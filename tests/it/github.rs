@@ -671,10 +671,11 @@ const BASE: &str =
 
 fn config_errors(connectors: &str) -> Vec<(String, String)> {
     let yaml = format!("{BASE}connectors:\n{connectors}");
-    match Config::from_yaml_str(&yaml, &|_| None) {
-        Ok(_) => Vec::new(),
-        Err(errors) => errors.0.into_iter().map(|e| (e.path, e.message)).collect(),
-    }
+    let errors = match Config::from_yaml_str(&yaml, &|_| None) {
+        Ok(config) => config.connector_errors(),
+        Err(errors) => errors.0,
+    };
+    errors.into_iter().map(|e| (e.path, e.message)).collect()
 }
 
 fn has_error(errors: &[(String, String)], path: &str, fragment: &str) -> bool {

@@ -494,7 +494,7 @@ connectors:
     clientIDD: x
     pkceChallenge: S512
 "#;
-    let errors = lanyard::config::Config::from_yaml_str(yaml, &|_| None)
+    let errors = lanyard::config::Config::check_yaml_str(yaml, &|_| None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -505,7 +505,7 @@ connectors:
     );
 
     let yaml = yaml.replace("clientIDD: x", "clientID: x");
-    let errors = lanyard::config::Config::from_yaml_str(&yaml, &|_| None)
+    let errors = lanyard::config::Config::check_yaml_str(&yaml, &|_| None)
         .unwrap_err()
         .to_string();
     assert!(errors.contains("connectors[0].config.issuer"), "{errors}");
@@ -521,7 +521,7 @@ connectors:
             "clientID: x",
             "clientID: x\n    redirectURI: https://elsewhere.example.com/callback",
         );
-    let config = lanyard::config::Config::from_yaml_str(&yaml, &|_| None).unwrap();
+    let config = lanyard::config::Config::check_yaml_str(&yaml, &|_| None).unwrap();
     let mut options = lanyard::server::app::BuildOptions::new(false);
     let dir = tempfile::tempdir().unwrap();
     options.data_dir = dir.path().to_path_buf();

@@ -47,9 +47,8 @@ impl Provider {
             }
             let user_code = get("state").unwrap_or("");
             let device = self
-                .pending_device_request(user_code, client_addr)
+                .pending_device_request(user_code, Some(&client.id), client_addr)
                 .await?
-                .filter(|d| d.client_id == client.id)
                 .ok_or_else(unknown_user_code)?;
             return self
                 .start_device_login(device, browser_cookie, session_cookie)
@@ -313,18 +312,20 @@ impl Provider {
             ));
         }
         let device = self
-            .pending_device_request(input, client_addr)
+            .pending_device_request(input, None, client_addr)
             .await?
             .ok_or_else(unknown_user_code)?;
         self.start_device_login(device, browser_cookie, session_cookie)
             .await
     }
 
-    /// The pending device request a typed user code names. Wrong codes count against the
-    /// address (RFC 8628 §5.1); refused while the address is locked out.
+    /// The pending device request a typed user code names (of `client`, when given). Wrong
+    /// codes count against the address (RFC 8628 §5.1); refused while the address is locked
+    /// out.
     async fn pending_device_request(
         &self,
         input: &str,
+        client: Option<&str>,
         client_addr: &str,
     ) -> Result<Option<DeviceRequest>, AuthorizeError> {
         let key = format!("device-addr:{client_addr}");
@@ -334,11 +335,11 @@ impl Provider {
             .map_err(AuthorizeError::rate_limited)?;
         let now = self.now();
         let request = match normalize_user_code(input) {
-            Some(code) => self
-                .storage
-                .get_device_request(&code)
-                .await?
-                .filter(|r| r.status == DeviceStatus::Pending && r.expires_at > now),
+            Some(code) => self.storage.get_device_request(&code).await?.filter(|r| {
+                r.status == DeviceStatus::Pending
+                    && r.expires_at > now
+                    && client.is_none_or(|c| c == r.client_id)
+            }),
             None => None,
         };
         if request.is_none() {
@@ -410,7 +411,7 @@ impl Provider {
 
 /// Dex's device flow sends the browser through /auth with this issuer-relative redirect URI
 /// and the user code as `state`; Dex configs register it with or without the issuer's path.
-pub const DEVICE_CALLBACK_PATH: &str = "/device/callback";
+const DEVICE_CALLBACK_PATH: &str = "/device/callback";
 
 /// `/device/callback`, or the same under the issuer's path (`/dex/device/callback`).
 fn is_device_callback(uri: &str, base_path: &str) -> bool {

@@ -10,6 +10,7 @@ mod refresh_token;
 mod token_exchange;
 
 use std::collections::HashMap;
+use std::fmt;
 
 use lanyard_connectors::oidc::{ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE};
 
@@ -70,10 +71,20 @@ pub enum TokenRequest<'a> {
     },
     Password {
         username: &'a str,
-        password: &'a str,
+        password: Secret<'a>,
         scope: Scopes,
         nonce: Option<&'a str>,
     },
+}
+
+/// A credential from the form, which `Debug` never shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Secret<'a>(pub &'a str);
+
+impl fmt::Debug for Secret<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl<'a> TokenRequest<'a> {
@@ -148,7 +159,7 @@ impl<'a> TokenRequest<'a> {
             }
             GrantType::Password => Self::Password {
                 username: required(form, "username")?,
-                password: required(form, "password")?,
+                password: Secret(required(form, "password")?),
                 scope: Scopes::parse(get("scope").unwrap_or("")),
                 nonce: get("nonce"),
             },
@@ -243,7 +254,7 @@ impl Provider {
                 scope,
                 nonce,
             } => {
-                self.password_grant(&client, username, password, scope, nonce, client_addr)
+                self.password_grant(&client, username, password.0, scope, nonce, client_addr)
                     .await
             }
         }?;
@@ -290,6 +301,28 @@ mod tests {
             let err = TokenRequest::grant_type(&form(&[("grant_type", name)])).unwrap_err();
             assert_eq!(err.code, ErrorCode::UnsupportedGrantType, "{name}");
         }
+    }
+
+    #[test]
+    fn a_password_grant_request_never_shows_the_password() {
+        let f = form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "hunter2"),
+            ("scope", "openid"),
+        ]);
+        let request = TokenRequest::from_form(GrantType::Password, &f).unwrap();
+        assert!(matches!(
+            request,
+            TokenRequest::Password {
+                password: Secret("hunter2"),
+                ..
+            }
+        ));
+        assert!(!format!("{request:?}").contains("hunter2"));
+        let f = form(&[("grant_type", "password"), ("username", "alice")]);
+        let err = TokenRequest::from_form(GrantType::Password, &f).unwrap_err();
+        assert_eq!(err.description, "password is required");
     }
 
     #[test]
