@@ -360,27 +360,26 @@ pub(super) fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
     }
 
     if let Some(h) = raw.headers {
-        for (name, value) in [
-            ("Content-Security-Policy", &h.content_security_policy),
-            ("X-Frame-Options", &h.x_frame_options),
-            ("X-Content-Type-Options", &h.x_content_type_options),
-            ("X-XSS-Protection", &h.x_xss_protection),
-            ("Strict-Transport-Security", &h.strict_transport_security),
-        ] {
-            if value.as_deref().is_some_and(|v| header_value(v).is_none()) {
+        let mut value = |name: &str, v: Option<String>| {
+            let v = v.filter(|v| !v.is_empty())?;
+            let parsed = header_value(&v);
+            if parsed.is_none() {
                 ctx.err(
                     key_path("web.headers", name),
                     "contains characters not allowed in an HTTP header",
                 );
             }
-        }
-        let keep = |v: Option<String>| v.filter(|v| !v.is_empty()).and_then(|v| header_value(&v));
+            parsed
+        };
         web.headers = WebHeaders {
-            content_security_policy: keep(h.content_security_policy),
-            x_frame_options: keep(h.x_frame_options),
-            x_content_type_options: keep(h.x_content_type_options),
-            x_xss_protection: keep(h.x_xss_protection),
-            strict_transport_security: keep(h.strict_transport_security),
+            content_security_policy: value("Content-Security-Policy", h.content_security_policy),
+            x_frame_options: value("X-Frame-Options", h.x_frame_options),
+            x_content_type_options: value("X-Content-Type-Options", h.x_content_type_options),
+            x_xss_protection: value("X-XSS-Protection", h.x_xss_protection),
+            strict_transport_security: value(
+                "Strict-Transport-Security",
+                h.strict_transport_security,
+            ),
         };
     }
 
