@@ -33,10 +33,20 @@ struct RawFrontend {
 pub(super) fn resolve_frontend(value: Value, ctx: &mut Ctx) -> FrontendConfig {
     let raw: RawFrontend = ctx.de(value, "frontend").unwrap_or_default();
     let logo_url = raw.logo_url.filter(|u| !u.is_empty());
+    let dir = raw.dir.filter(|s| !s.is_empty()).map(PathBuf::from);
+    // The server refuses to start without it (as Dex does), so check-config must say so too.
+    if let Some(dir) = &dir {
+        if !dir.is_dir() {
+            ctx.err(
+                "frontend.dir",
+                format!("`{}` is not a readable directory", dir.display()),
+            );
+        }
+    }
     FrontendConfig {
         issuer: raw.issuer.filter(|s| !s.is_empty()),
         logo_url,
-        dir: raw.dir.filter(|s| !s.is_empty()).map(PathBuf::from),
+        dir,
         theme: raw.theme.filter(|s| !s.is_empty()),
         extra: raw.extra.unwrap_or_default(),
     }

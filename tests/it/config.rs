@@ -60,8 +60,11 @@ fn with_base(extra: &str) -> String {
     format!("{BASE}{extra}")
 }
 
-/// Modelled on Dex's examples/config-dev.yaml, with the mock connector replaced by `local`.
-const DEX_CONFIG_DEV: &str = r#"
+/// Modelled on Dex's examples/config-dev.yaml, with the mock connector replaced by `local`, and
+/// its `frontend.dir` (`web/`, relative to Dex's checkout) the copy of Dex's `web/` among the
+/// fixtures: the directory must exist.
+const DEX_CONFIG_DEV: &str = concat!(
+    r#"
 # The base path of dex and the external name of the OpenID Connect service.
 issuer: http://127.0.0.1:5556/dex
 
@@ -82,7 +85,9 @@ web:
 frontend:
   issuer: dex
   logoURL: theme/logo.png
-  dir: web/
+  dir: "#,
+    env!("CARGO_MANIFEST_DIR"),
+    r#"/tests/it/fixtures/dex/web/
   theme: light
 
 telemetry:
@@ -132,7 +137,8 @@ staticPasswords:
   hash: "$2a$10$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W"
   username: "admin"
   userID: "08a8684b-db88-4b73-90a9-3cd1661f5466"
-"#;
+"#
+);
 
 #[test]
 fn dex_v2_example_config_parses_unchanged() {

@@ -15,6 +15,7 @@ mod config;
 mod connector_swap;
 mod dex_config;
 mod dex_connectors;
+mod dex_docs;
 mod dex_flow;
 mod dex_frontend;
 mod faults;
