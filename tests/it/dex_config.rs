@@ -1,8 +1,8 @@
 //! Dex v2.45.1's own example configs (copied unchanged into tests/it/fixtures/dex) pass
 //! `lanyard check-config`, the built binary, with only what a user would change: environment
 //! variables, and for the Kubernetes manifest, taking `config.yaml` out of its ConfigMap.
-//! Configs that need what is not built yet (the gRPC API's `grpc:` section), or a storage type
-//! lanyard refuses, are ignored with the reason, and checked without that one part.
+//! The one config with a storage type lanyard refuses is ignored with the reason, and checked
+//! with PostgreSQL in its place.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,25 +54,8 @@ fn dex_active_directory_kubelogin_example_passes() {
 }
 
 #[test]
-#[ignore = "needs the grpc: section, which belongs to the gRPC API (issue 20)"]
 fn dex_config_dev_yaml_passes() {
     assert_ok("config.dev.yaml", &[]);
-}
-
-/// Everything of Dex's config.dev.yaml but its `grpc:` section (the gRPC API is issue 20).
-#[test]
-fn dex_config_dev_yaml_without_its_grpc_section_passes() {
-    let config = std::fs::read_to_string(fixture("config.dev.yaml")).unwrap();
-    let mut doc: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&config).unwrap();
-    assert!(
-        doc.remove("grpc").is_some(),
-        "the fixture has a grpc: section"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
-    let (ok, text) = check_config(&path, &[]);
-    assert!(ok, "{text}");
 }
 
 #[test]
@@ -81,7 +64,6 @@ fn dex_examples_config_dev_yaml_passes() {
 }
 
 #[test]
-#[ignore = "needs the grpc: section, which belongs to the gRPC API (issue 20)"]
 fn dex_grpc_client_example_passes() {
     assert_ok("examples/grpc-client/config.yaml", &[]);
 }

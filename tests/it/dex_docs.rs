@@ -107,7 +107,6 @@ const GOOGLE_ENV: &[(&str, &str)] = &[
     ("GOOGLE_CLIENT_SECRET", "google-client-secret"),
 ];
 
-const GRPC: &str = "the gRPC API's `grpc:` section (issue 20)";
 const SAML: &str = "the saml connector (issue 21)";
 const NEXT_CONNECTORS: &str =
     "Microsoft, Google, GitLab, OAuth 2.0 and authproxy connectors (issue 22)";
@@ -121,7 +120,7 @@ fn snippets() -> Vec<Snippet> {
     use Around::*;
     vec![
         // configuration/
-        refused("api-1.yaml", GRPC, "grpc: the gRPC API is not supported"),
+        ok("api-1.yaml", Preamble),
         ok("custom-scopes-claims-clients-1.yaml", Preamble),
         Snippet {
             fill_in: Some(("  - ...\n", "  - http://localhost:8000\n")),
