@@ -137,12 +137,23 @@ pub(super) fn resolve_oauth2(
         .into_iter()
         .enumerate()
     {
+        let path = index_path("oauth2.responseTypes", i);
         match ResponseType::parse(&t) {
+            // RFC 9700 §2.1.2: access and ID tokens issued in the front channel leak through
+            // browser history, referrers and injected scripts, and cannot be bound to the
+            // client; the code flow with PKCE does what they did, safely.
+            Some(ResponseType::Token | ResponseType::IdToken) => ctx.err(
+                path,
+                format!(
+                    "response type `{t}` (the implicit and hybrid flows) is refused, as RFC 9700 \
+                     advises: use `code` with PKCE, which every OIDC client library supports"
+                ),
+            ),
             Some(rt) if !response_types.contains(&rt) => response_types.push(rt),
             Some(_) => {}
             None => ctx.err(
-                index_path("oauth2.responseTypes", i),
-                format!("unknown response type `{t}`; expected one of code, token, id_token"),
+                path,
+                format!("unknown response type `{t}`; the one supported is `code`"),
             ),
         }
     }

@@ -112,6 +112,8 @@ const NEXT_CONNECTORS: &str =
     "Microsoft, Google, GitLab, OAuth 2.0 and authproxy connectors (issue 22)";
 const NOT_PLANNED: &str = "a connector type no issue plans yet";
 const STORAGE: &str = "a storage type lanyard refuses (use postgres; issue 19 keeps refusing it)";
+const IMPLICIT: &str =
+    "the implicit and hybrid flows, which RFC 9700 advises against (issue 19 keeps refusing them)";
 const VAULT: &str =
     "the vault signer: lanyard keeps its signing keys in its storage, encrypted (docs/dex.md)";
 
@@ -134,7 +136,11 @@ fn snippets() -> Vec<Snippet> {
             user_keys: "enablePasswordDB: true\n",
             ..ok("oauth2-4.yaml", Preamble)
         },
-        ok("oauth2-5.yaml", Preamble),
+        refused(
+            "oauth2-5.yaml",
+            IMPLICIT,
+            "oauth2.responseTypes[0]: response type `id_token` (the implicit and hybrid flows) is refused",
+        ),
         refused("storage-1.yaml", STORAGE, "storage.type: storage type `etcd`"),
         refused(
             "storage-2.yaml",

@@ -205,7 +205,7 @@ mod hmac_sha256_for_test {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn implicit_and_hybrid_only_when_enabled() {
+async fn implicit_and_hybrid_are_refused_at_auth_and_in_config() {
     let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
     let d: Value = reqwest::get(s.url("/.well-known/openid-configuration"))
         .await
@@ -224,48 +224,27 @@ async fn implicit_and_hybrid_only_when_enabled() {
     let to = location(&r);
     assert!(to.contains("error=unsupported_response_type"), "{to}");
 
-    let s = TestServer::start(
-        Backend::Sqlite,
-        "oauth2:\n  responseTypes: [code, id_token, token]\n  skipApprovalScreen: true\n",
-    )
-    .await
-    .unwrap();
-    let browser = TestServer::new_browser();
-    let q = with(
-        AuthRequest::confidential().query(),
-        "response_type",
-        "id_token token",
-    );
-    let r = browser.get(s.url("/auth")).query(&q).send().await.unwrap();
-    let r = s.sign_in_from(&browser, &r).await;
-    let to = location(&r);
-    let fragment = to.split_once('#').expect("tokens travel in the fragment").1;
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(fragment.as_bytes())
-        .into_owned()
-        .collect();
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    assert!(get("access_token").is_some());
-    let id_token = get("id_token").expect("id_token");
-    let claims: Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(id_token.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(claims["nonce"], "nonce-456");
-    assert!(claims["at_hash"].is_string());
-    // Tokens are never put in a query.
-    let q = with(
-        with(
-            AuthRequest::confidential().query(),
-            "response_type",
-            "id_token",
-        ),
-        "response_mode",
-        "query",
-    );
-    let r = browser.get(s.url("/auth")).query(&q).send().await.unwrap();
-    assert!(location(&r).contains("error=invalid_request"));
+    // RFC 9700: tokens are never issued in the front channel; enabling it is a config error
+    // that says what to use instead.
+    for (types, refused) in [
+        ("[code, id_token, token]", "id_token"),
+        ("[token]", "token"),
+    ] {
+        let yaml = format!(
+            "issuer: http://127.0.0.1:5556\nstorage:\n  type: memory\noauth2:\n  responseTypes: {types}\n"
+        );
+        let errors = lanyard::config::Config::from_yaml_str(&yaml, &|_| None).unwrap_err();
+        let e = errors
+            .0
+            .iter()
+            .find(|e| e.path.starts_with("oauth2.responseTypes["))
+            .unwrap_or_else(|| panic!("{errors}"));
+        assert!(
+            e.message.contains(&format!("`{refused}`"))
+                && e.message.contains("use `code` with PKCE"),
+            "{e}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
