@@ -123,6 +123,42 @@ pub struct ConnectorEntry {
     pub health: Arc<crate::metrics::ConnectorHealth>,
 }
 
+impl ConnectorEntry {
+    /// A connector that checks passwords itself and refreshes its own sessions, up.
+    pub fn password<C: PasswordConnector + RefreshConnector + 'static>(
+        id: &str,
+        name: &str,
+        connector: C,
+    ) -> Self {
+        let connector = Arc::new(connector);
+        Self {
+            id: id.to_string(),
+            name: name.to_string(),
+            kind: ConnectorKind::Password(connector.clone()),
+            refresh: Some(connector),
+            token_identity: None,
+            health: crate::metrics::ConnectorHealth::up(),
+        }
+    }
+
+    /// A connector that signs people in upstream and refreshes its own sessions, up.
+    pub fn callback<C: CallbackConnector + RefreshConnector + 'static>(
+        id: &str,
+        name: &str,
+        connector: C,
+    ) -> Self {
+        let connector = Arc::new(connector);
+        Self {
+            id: id.to_string(),
+            name: name.to_string(),
+            kind: ConnectorKind::Callback(connector.clone()),
+            refresh: Some(connector),
+            token_identity: None,
+            health: crate::metrics::ConnectorHealth::up(),
+        }
+    }
+}
+
 /// The identity provider: settings, storage, keys, clients and connectors.
 pub struct Provider {
     pub settings: ProviderSettings,

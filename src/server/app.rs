@@ -618,46 +618,16 @@ fn build_connectors(
             static_users: static_users.clone(),
             storage: Some(storage.clone()),
         });
-        let connector = Arc::new(LocalConnector::new(directory, hasher.clone()));
-        ConnectorEntry {
-            id: id.to_string(),
-            name: name.to_string(),
-            kind: ConnectorKind::Password(connector.clone()),
-            refresh: Some(connector),
-            token_identity: None,
-            health: ConnectorHealth::up(),
-        }
+        ConnectorEntry::password(id, name, LocalConnector::new(directory, hasher.clone()))
     };
     let mut entries = Vec::new();
     for c in &config.connectors {
         let opened = match &c.settings {
             ConnectorSettings::Local => Ok(local(&c.id, &c.name)),
-            ConnectorSettings::Ldap(settings) => {
-                ldap_connector(config, c, settings).map(|connector| {
-                    let connector = Arc::new(connector);
-                    ConnectorEntry {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                        kind: ConnectorKind::Password(connector.clone()),
-                        refresh: Some(connector),
-                        token_identity: None,
-                        health: ConnectorHealth::up(),
-                    }
-                })
-            }
-            ConnectorSettings::Github(settings) => {
-                github_connector(config, c, settings).map(|connector| {
-                    let connector = Arc::new(connector);
-                    ConnectorEntry {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                        kind: ConnectorKind::Callback(connector.clone()),
-                        refresh: Some(connector),
-                        token_identity: None,
-                        health: ConnectorHealth::up(),
-                    }
-                })
-            }
+            ConnectorSettings::Ldap(settings) => ldap_connector(config, c, settings)
+                .map(|connector| ConnectorEntry::password(&c.id, &c.name, connector)),
+            ConnectorSettings::Github(settings) => github_connector(config, c, settings)
+                .map(|connector| ConnectorEntry::callback(&c.id, &c.name, connector)),
             ConnectorSettings::Oidc(settings) => oidc_connector(config, c, settings, clock),
             ConnectorSettings::Invalid(errors) => Err(connector_failed(c)(
                 errors
@@ -666,30 +636,14 @@ fn build_connectors(
                     .collect::<Vec<_>>()
                     .join("; "),
             )),
-            ConnectorSettings::MockCallback(_) => {
-                let connector = Arc::new(MockCallbackConnector);
-                Ok(ConnectorEntry {
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                    kind: ConnectorKind::Callback(connector.clone()),
-                    refresh: Some(connector),
-                    token_identity: None,
-                    health: ConnectorHealth::up(),
-                })
-            }
+            ConnectorSettings::MockCallback(_) => Ok(ConnectorEntry::callback(
+                &c.id,
+                &c.name,
+                MockCallbackConnector,
+            )),
             ConnectorSettings::MockPassword(settings) => MockPasswordConnector::new(settings)
                 .map_err(|e| connector_failed(c)(e.to_string()))
-                .map(|connector| {
-                    let connector = Arc::new(connector);
-                    ConnectorEntry {
-                        id: c.id.clone(),
-                        name: c.name.clone(),
-                        kind: ConnectorKind::Password(connector.clone()),
-                        refresh: Some(connector),
-                        token_identity: None,
-                        health: ConnectorHealth::up(),
-                    }
-                }),
+                .map(|connector| ConnectorEntry::password(&c.id, &c.name, connector)),
         };
         if matches!(
             c.settings,
