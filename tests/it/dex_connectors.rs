@@ -178,22 +178,45 @@ async fn the_server_logs_and_exports_a_failed_connector_and_stops_only_when_dex_
     let dir = tempfile::tempdir().unwrap();
     let (port, telemetry) = (free_port(), free_port());
     let config = serve_config(dir.path(), port, telemetry);
-    let mut child = Running(
-        Command::new(BIN)
+    serves_without_it_unless_told_to_stop(
+        &config,
+        (port, telemetry),
+        "broken",
+        "connector broken: redirectURI",
+    )
+    .await;
+}
+
+/// `lanyard serve` on `config` (listening on `ports`: web, telemetry), whose connector `id`
+/// fails to open: by default it logs the failure, serves, and exports the connector as down
+/// beside the password database; with `DEX_CONTINUE_ON_CONNECTOR_FAILURE=false` it stops,
+/// logging `reason`.
+async fn serves_without_it_unless_told_to_stop(
+    config: &std::path::Path,
+    (port, telemetry): (u16, u16),
+    id: &str,
+    reason: &str,
+) {
+    let serve = |continue_on_failure: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--config"])
-            .arg(&config)
-            .current_dir(dir.path())
+            .arg(config)
+            .current_dir(config.parent().unwrap())
             .env_remove("RUST_LOG")
             .env_remove("DEX_CONTINUE_ON_CONNECTOR_FAILURE")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+            .stderr(Stdio::piped());
+        if let Some(value) = continue_on_failure {
+            command.env("DEX_CONTINUE_ON_CONNECTOR_FAILURE", value);
+        }
+        Running(command.spawn().unwrap())
+    };
+    let mut child = serve(None);
     let log = Log::capture(&mut child);
     wait_ready(&format!("http://127.0.0.1:{port}/healthz")).await;
     log.wait_for("failed to open connector", 1).await;
-    assert!(log.text().contains("broken"), "{}", log.text());
+    assert!(log.text().contains(reason), "{}", log.text());
     let m = reqwest::get(format!("http://127.0.0.1:{telemetry}/metrics"))
         .await
         .unwrap()
@@ -201,7 +224,7 @@ async fn the_server_logs_and_exports_a_failed_connector_and_stops_only_when_dex_
         .await
         .unwrap();
     assert!(
-        m.contains("lanyard_connector_up{connector=\"broken\"} 0"),
+        m.contains(&format!("lanyard_connector_up{{connector=\"{id}\"}} 0")),
         "{m}"
     );
     assert!(
@@ -210,27 +233,13 @@ async fn the_server_logs_and_exports_a_failed_connector_and_stops_only_when_dex_
     );
     terminate(&mut child);
 
-    let mut child = Running(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .current_dir(dir.path())
-            .env("DEX_CONTINUE_ON_CONNECTOR_FAILURE", "false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = serve(Some("false"));
     let log = Log::capture(&mut child);
     let status = wait_exit(&mut child, Duration::from_secs(30)).expect("it stops by itself");
     assert!(!status.success());
     // The reader thread may still be draining the pipe.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        log.text().contains("connector broken: redirectURI"),
-        "{}",
-        log.text()
-    );
+    assert!(log.text().contains(reason), "{}", log.text());
 }
 
 /// A refresh token whose connector no longer opens gets an error, never a token. Two
@@ -723,60 +732,11 @@ async fn a_connector_with_settings_its_rules_refuse_fails_alone_as_in_dex() {
         "{report}"
     );
 
-    let mut child = Running(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("DEX_CONTINUE_ON_CONNECTOR_FAILURE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let log = Log::capture(&mut child);
-    wait_ready(&format!("http://127.0.0.1:{port}/healthz")).await;
-    log.wait_for("failed to open connector", 1).await;
-    assert!(
-        log.text().contains("connectors[0].config.userSearch"),
-        "{}",
-        log.text()
-    );
-    let m = reqwest::get(format!("http://127.0.0.1:{telemetry}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        m.contains("lanyard_connector_up{connector=\"corp\"} 0"),
-        "{m}"
-    );
-    assert!(
-        m.contains("lanyard_connector_up{connector=\"local\"} 1"),
-        "{m}"
-    );
-    terminate(&mut child);
-
-    let mut child = Running(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .current_dir(dir.path())
-            .env("DEX_CONTINUE_ON_CONNECTOR_FAILURE", "false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let log = Log::capture(&mut child);
-    let status = wait_exit(&mut child, Duration::from_secs(30)).expect("it stops by itself");
-    assert!(!status.success());
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        log.text().contains("connectors[0].config.userSearch"),
-        "{}",
-        log.text()
-    );
+    serves_without_it_unless_told_to_stop(
+        &config,
+        (port, telemetry),
+        "corp",
+        "connectors[0].config.userSearch",
+    )
+    .await;
 }
