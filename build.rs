@@ -1,5 +1,5 @@
 //! Generates Dex's gRPC API (proto/api.proto) for src/api: messages with prost, the service
-//! with tonic, and the descriptor set that server reflection serves. protoc comes from the
+//! with tonic (and a client over any HTTP/2 service), and the descriptor set that server reflection serves. protoc comes from the
 //! protoc-bin-vendored crate, so the build needs no protoc on the machine.
 
 use std::path::PathBuf;
@@ -10,8 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // prost-build runs the protoc that PROTOC names.
     std::env::set_var("PROTOC", protoc);
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // The client (without tonic's transport) serves the integration tests, which drive the API
+    // of one process and sign in through another.
     tonic_prost_build::configure()
-        .build_client(false)
+        .build_client(true)
+        .build_transport(false)
         .file_descriptor_set_path(out.join("dex_api_descriptor.bin"))
         .compile_protos(&["proto/api.proto"], &["proto"])?;
     Ok(())

@@ -1,6 +1,6 @@
-//! `lanyard admin`: clients, local passwords, users' sessions and signing keys in the
-//! configured storage. Clients and passwords go through [`crate::manage`], as Dex's gRPC API's
-//! do.
+//! `lanyard admin`: clients, local passwords, connectors, users' sessions and signing keys in
+//! the configured storage. Clients, passwords and connectors go through [`crate::manage`], as
+//! Dex's gRPC API's do.
 //!
 //! Entries from the config (`staticClients`, `staticPasswords`) are read-only here: the config
 //! file is their source of truth. Every change is one audit line (target `lanyard::audit`)
@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use lanyard_connectors::PasswordHasher;
 
+mod connectors;
 mod keys;
+pub use connectors::ConnectorsCommand;
 pub use keys::KeysCommand;
 
 use crate::clock::{Clock, SystemClock, UnixTime};
@@ -63,6 +65,10 @@ pub enum AdminCommand {
     /// The local password database (staticPasswords are listed, read-only).
     #[command(subcommand)]
     Passwords(PasswordsCommand),
+    /// Connectors kept in storage, as Dex's gRPC API manages them (the config file's are
+    /// listed, read-only).
+    #[command(subcommand)]
+    Connectors(ConnectorsCommand),
     /// Users' grants (their tokens) and sign-in sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
@@ -204,6 +210,7 @@ pub async fn run(
     let text = match &args.command {
         AdminCommand::Clients(c) => admin.clients(c).await?,
         AdminCommand::Passwords(c) => admin.passwords(c, input).await?,
+        AdminCommand::Connectors(c) => admin.connectors(c, input).await?,
         AdminCommand::Sessions(c) => admin.sessions(c).await?,
         AdminCommand::Keys(c) => admin.keys(c).await?,
     };

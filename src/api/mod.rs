@@ -40,7 +40,11 @@ pub async fn serve(
     hasher: Arc<PasswordHasher>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    let api = service::DexApi { running, hasher };
+    let api = service::DexApi {
+        running,
+        hasher,
+        connectors_crud: settings.connectors_crud,
+    };
     let mut router =
         tonic::transport::Server::builder().add_service(proto::dex_server::DexServer::new(api));
     if settings.reflection {

@@ -15,12 +15,13 @@ use super::proto::{self, dex_server::Dex};
 use super::Running;
 use crate::config::Config;
 use crate::manage::{
-    Actor, ClientChanges, ClientView, Directory, ManageError, NewClient, NewPassword,
-    PasswordChanges, PasswordInput,
+    Actor, ClientChanges, ClientView, ConnectorChanges, Directory, ManageError, NewClient,
+    NewConnector, NewPassword, PasswordChanges, PasswordInput,
 };
 use crate::oidc::ratelimit::PasswordAttempt;
 use crate::oidc::subject::decode_subject;
 use crate::oidc::Provider;
+use crate::server::stored_connector::ConnectorOpening;
 
 /// The API version Dex v2.45.1 reports: it counts the calls its API has gained.
 pub const API_VERSION: i32 = 3;
@@ -31,12 +32,16 @@ pub fn server_version() -> String {
     format!("v2.45.1+lanyard.{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Dex's text when connector CRUD through the API is off (its `api_connectors_crud` flag).
+/// Dex's text when connector CRUD through the API is off (`DEX_API_CONNECTORS_CRUD` unset or
+/// false).
 const CONNECTORS_CRUD_OFF: &str = "api_connectors_crud feature flag is not enabled";
 
 pub struct DexApi {
     pub(super) running: Arc<dyn Running>,
     pub(super) hasher: Arc<PasswordHasher>,
+    /// `DEX_API_CONNECTORS_CRUD`: the connector RPCs answer as Dex's do with the flag off
+    /// unless it is true.
+    pub(super) connectors_crud: bool,
 }
 
 /// Who is calling, for the audit log: the subject of the client certificate (mutual TLS),
@@ -73,9 +78,36 @@ fn failed(what: &str, e: ManageError) -> Status {
     }
 }
 
+/// Dex's answers for a connector change: validation and read-only static connectors in
+/// their own words; storage failures as "<what>: storage error".
+fn connector_failed(what: &str, e: ManageError) -> Status {
+    match e {
+        ManageError::StaticConnector(message) => unknown(format!("{what}: {message}")),
+        other => failed(what, other),
+    }
+}
+
 impl DexApi {
     async fn context(&self) -> (Arc<Provider>, Config) {
         (self.running.provider(), self.running.config().await)
+    }
+
+    fn connectors_crud(&self) -> Result<(), Status> {
+        if self.connectors_crud {
+            Ok(())
+        } else {
+            Err(unknown(CONNECTORS_CRUD_OFF))
+        }
+    }
+
+    /// How this server opens connectors, to check one before it is stored.
+    fn opening(&self, provider: &Provider, config: &Config) -> ConnectorOpening {
+        ConnectorOpening {
+            config: config.clone(),
+            storage: provider.storage.clone(),
+            hasher: self.hasher.clone(),
+            clock: provider.clock.clone(),
+        }
     }
 }
 
@@ -373,30 +405,112 @@ impl Dex for DexApi {
 
     async fn create_connector(
         &self,
-        _request: Request<proto::CreateConnectorReq>,
+        request: Request<proto::CreateConnectorReq>,
     ) -> Result<Response<proto::CreateConnectorResp>, Status> {
-        Err(unknown(CONNECTORS_CRUD_OFF))
+        self.connectors_crud()?;
+        let actor = actor(&request);
+        let c = request.into_inner().connector.unwrap_or_default();
+        let (provider, config) = self.context().await;
+        let directory = directory!(provider, config, &self.hasher);
+        let created = directory
+            .create_connector(
+                &actor,
+                provider.keys.encryption_key(),
+                &self.opening(&provider, &config),
+                NewConnector {
+                    id: c.id,
+                    type_: c.r#type,
+                    name: c.name,
+                    config: c.config,
+                },
+            )
+            .await;
+        match created {
+            Ok(()) => Ok(Response::new(proto::CreateConnectorResp {
+                already_exists: false,
+            })),
+            Err(ManageError::AlreadyExists(_)) => Ok(Response::new(proto::CreateConnectorResp {
+                already_exists: true,
+            })),
+            Err(e) => Err(connector_failed("create connector", e)),
+        }
     }
 
     async fn update_connector(
         &self,
-        _request: Request<proto::UpdateConnectorReq>,
+        request: Request<proto::UpdateConnectorReq>,
     ) -> Result<Response<proto::UpdateConnectorResp>, Status> {
-        Err(unknown(CONNECTORS_CRUD_OFF))
+        self.connectors_crud()?;
+        let actor = actor(&request);
+        let req = request.into_inner();
+        let (provider, config) = self.context().await;
+        let directory = directory!(provider, config, &self.hasher);
+        let updated = directory
+            .update_connector(
+                &actor,
+                provider.keys.encryption_key(),
+                &self.opening(&provider, &config),
+                &req.id,
+                ConnectorChanges {
+                    type_: Some(req.new_type),
+                    name: Some(req.new_name),
+                    config: Some(req.new_config),
+                },
+            )
+            .await;
+        match updated {
+            Ok(_) => Ok(Response::new(proto::UpdateConnectorResp {
+                not_found: false,
+            })),
+            Err(ManageError::NotFound(_)) => Ok(Response::new(proto::UpdateConnectorResp {
+                not_found: true,
+            })),
+            Err(e) => Err(connector_failed("update connector", e)),
+        }
     }
 
     async fn delete_connector(
         &self,
-        _request: Request<proto::DeleteConnectorReq>,
+        request: Request<proto::DeleteConnectorReq>,
     ) -> Result<Response<proto::DeleteConnectorResp>, Status> {
-        Err(unknown(CONNECTORS_CRUD_OFF))
+        self.connectors_crud()?;
+        let actor = actor(&request);
+        let (provider, config) = self.context().await;
+        let directory = directory!(provider, config, &self.hasher);
+        match directory
+            .delete_connector(&actor, &request.get_ref().id)
+            .await
+        {
+            Ok(()) => Ok(Response::new(proto::DeleteConnectorResp {
+                not_found: false,
+            })),
+            Err(ManageError::NotFound(_)) => Ok(Response::new(proto::DeleteConnectorResp {
+                not_found: true,
+            })),
+            Err(e) => Err(connector_failed("delete connector", e)),
+        }
     }
 
     async fn list_connectors(
         &self,
         _request: Request<proto::ListConnectorReq>,
     ) -> Result<Response<proto::ListConnectorResp>, Status> {
-        Err(unknown(CONNECTORS_CRUD_OFF))
+        self.connectors_crud()?;
+        let (provider, config) = self.context().await;
+        let directory = directory!(provider, config, &self.hasher);
+        let connectors = directory
+            .list_connectors(provider.keys.encryption_key())
+            .await
+            .map_err(|e| failed("list connectors", e))?
+            .into_iter()
+            .map(|c| proto::Connector {
+                id: c.id,
+                r#type: c.type_,
+                name: c.name,
+                config: c.config,
+            })
+            .collect();
+        Ok(Response::new(proto::ListConnectorResp { connectors }))
     }
 
     async fn get_version(

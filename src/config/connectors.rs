@@ -237,6 +237,64 @@ pub(super) fn resolve_connectors(
     (out, declared)
 }
 
+/// A connector kept in storage (created through Dex's gRPC API or `lanyard admin`), resolved
+/// exactly as an entry of the file's `connectors` is: the same types, the same parsing and
+/// the same checks, with errors under `config.<key>`. Its `config` is the JSON Dex stores and
+/// is not expanded from the environment (Dex expands only the file). Returns the connector
+/// and its warnings, or every error.
+pub fn resolve_stored_connector(
+    type_: &str,
+    id: &str,
+    name: &str,
+    config: &serde_json::Value,
+    issuer: &Url,
+) -> Result<(ConnectorConfig, Vec<ConfigError>), Vec<ConfigError>> {
+    let no_env = |_: &str| None;
+    let mut ctx = Ctx::without_env(&no_env);
+    let path = "config";
+    let Some(parsed_type) = ConnectorType::parse(type_) else {
+        ctx.err(
+            "type",
+            format!(
+                "connector type `{type_}` is not supported; supported types are {}",
+                supported_connector_types()
+            ),
+        );
+        return Err(ctx.finish().0);
+    };
+    let raw = match config {
+        serde_json::Value::Object(_) | serde_json::Value::Null => {
+            serde_yaml_ng::to_value(config).unwrap_or(Value::Null)
+        }
+        _ => {
+            ctx.err(path, "expected a JSON object");
+            return Err(ctx.finish().0);
+        }
+    };
+    let settings = settings(parsed_type, raw, path, &mut ctx)
+        .filter(|s| mock_allowed(s, Some(issuer), path, &mut ctx));
+    let settings = match settings {
+        Some(ConnectorSettings::Invalid(errors)) => {
+            ctx.errors.extend(errors);
+            None
+        }
+        other => other,
+    };
+    let (errors, warnings) = ctx.finish();
+    match settings {
+        Some(settings) if errors.is_empty() => Ok((
+            ConnectorConfig {
+                type_: parsed_type,
+                id: id.to_string(),
+                name: name.to_string(),
+                settings,
+            },
+            warnings,
+        )),
+        _ => Err(errors),
+    }
+}
+
 /// A connector's `config` parsed into its type's settings and checked by the connector's own
 /// rules (the same the connector applies when it is opened), each issue under its key.
 fn settings(

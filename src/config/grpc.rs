@@ -27,6 +27,9 @@ pub struct GrpcConfig {
     pub tls: Option<GrpcTls>,
     /// Serve gRPC server reflection (`grpc.reflection.v1` and `v1alpha`).
     pub reflection: bool,
+    /// `DEX_API_CONNECTORS_CRUD` is true: Create/Update/Delete/ListConnectors work (Dex's
+    /// flag, off by default; read from the environment at start, as Dex reads it).
+    pub connectors_crud: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +123,7 @@ pub(super) fn resolve_grpc(value: Value, taken: &[Option<&String>], ctx: &mut Ct
         }
     };
     let authenticated = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let mut connectors_crud = false;
     let allow_insecure_remote = raw.allow_insecure_remote.is_some_and(|b| b.0);
     if let Some(a) = &addr {
         if !authenticated && !is_loopback(a) && !allow_insecure_remote {
@@ -134,14 +138,17 @@ pub(super) fn resolve_grpc(value: Value, taken: &[Option<&String>], ctx: &mut Ct
                 ),
             );
         }
-        if (ctx.env)(CONNECTORS_CRUD_FLAG).is_some_and(|v| parse_go_bool(&v) == Some(true)) {
-            ctx.err(
-                "grpc",
-                format!(
-                    "{CONNECTORS_CRUD_FLAG} is set, but lanyard does not manage connectors through \
-                     the gRPC API (they come from the config file); unset it"
+        if let Some(value) = (ctx.env)(CONNECTORS_CRUD_FLAG).filter(|v| !v.is_empty()) {
+            match parse_go_bool(&value) {
+                Some(on) => connectors_crud = on,
+                None => ctx.err(
+                    "grpc",
+                    format!(
+                        "{CONNECTORS_CRUD_FLAG}={value:?} is not a boolean (true, false, 1, 0, \
+                         t, f); Dex would quietly read it as false"
+                    ),
                 ),
-            );
+            }
         }
     } else if allow_insecure_remote || raw.reflection.is_some_and(|b| b.0) {
         ctx.err("grpc.addr", "required when the gRPC API is configured");
@@ -150,6 +157,7 @@ pub(super) fn resolve_grpc(value: Value, taken: &[Option<&String>], ctx: &mut Ct
         addr,
         tls,
         reflection: raw.reflection.is_some_and(|b| b.0),
+        connectors_crud,
     }
 }
 

@@ -37,7 +37,8 @@ use url::Url;
 use crate::storage::StorageSettings;
 
 pub use connectors::{
-    ConnectorConfig, ConnectorSettings, ConnectorType, CONTINUE_ON_CONNECTOR_FAILURE_ENV,
+    resolve_stored_connector, ConnectorConfig, ConnectorSettings, ConnectorType,
+    CONTINUE_ON_CONNECTOR_FAILURE_ENV,
 };
 pub use duration::{format_duration, parse_go_duration, DurationError};
 pub use expiry::{ExpiryConfig, RefreshTokenExpiry};

@@ -83,6 +83,25 @@ impl Ctx<'_> {
     }
 }
 
+impl<'a> Ctx<'a> {
+    /// A context for settings that come from storage rather than the file (a connector
+    /// created through Dex's API): nothing is expanded from the environment, as in Dex.
+    pub(super) fn without_env(env: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Ctx {
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            env,
+            expand_env: false,
+            env_errors: Vec::new(),
+        }
+    }
+
+    /// The errors and the warnings.
+    pub(super) fn finish(self) -> (Vec<ConfigError>, Vec<ConfigError>) {
+        (self.errors, self.warnings)
+    }
+}
+
 pub fn from_yaml_str(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,

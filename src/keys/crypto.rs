@@ -86,8 +86,72 @@ pub fn kek_id(kek: &[u8; 32]) -> String {
     URL_SAFE_NO_PAD.encode(&digest[..8])
 }
 
-fn connector_data_aad(connector_id: &str) -> Vec<u8> {
-    [b"connector-data\0".as_slice(), connector_id.as_bytes()].concat()
+/// What a sealed connector blob is for: the label goes into the associated data with the
+/// connector id, so a blob can be moved neither to another connector nor to another column.
+#[derive(Clone, Copy)]
+enum ConnectorBlob {
+    /// What a connector keeps between logins and refreshes (upstream tokens).
+    Data,
+    /// A stored connector's `config` JSON (client secrets, bind passwords).
+    Config,
+}
+
+impl ConnectorBlob {
+    fn aad(self, connector_id: &str) -> Vec<u8> {
+        let label: &[u8] = match self {
+            ConnectorBlob::Data => b"connector-data\0",
+            ConnectorBlob::Config => b"connector-config\0",
+        };
+        [label, connector_id.as_bytes()].concat()
+    }
+}
+
+fn seal_connector_blob(
+    kek: &[u8; 32],
+    blob: ConnectorBlob,
+    connector_id: &str,
+    data: &[u8],
+) -> Result<String, KeyError> {
+    let sealed =
+        seal(kek, &blob.aad(connector_id), data).ok_or_else(|| KeyError::ConnectorData {
+            connector: connector_id.to_string(),
+            reason: "encryption failed".into(),
+        })?;
+    Ok(format!(
+        "{SEALED_CONNECTOR_DATA}{}.{}",
+        kek_id(kek),
+        URL_SAFE_NO_PAD.encode(sealed)
+    ))
+}
+
+/// The inverse of [`seal_connector_blob`]; `None` when `stored` is not in the sealed form.
+fn open_connector_blob(
+    kek: &[u8; 32],
+    blob: ConnectorBlob,
+    connector_id: &str,
+    stored: &str,
+) -> Option<Result<Vec<u8>, KeyError>> {
+    let fail = |reason: String| KeyError::ConnectorData {
+        connector: connector_id.to_string(),
+        reason,
+    };
+    let sealed = stored.strip_prefix(SEALED_CONNECTOR_DATA)?;
+    let Some((id, encoded)) = sealed.split_once('.') else {
+        return Some(Err(fail("no key-encryption key id".into())));
+    };
+    let ours = kek_id(kek);
+    if id != ours {
+        return Some(Err(fail(format!(
+            "sealed under the key-encryption key with id {id}, not the configured one ({ours})"
+        ))));
+    }
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(encoded) else {
+        return Some(Err(fail("the sealed data is not base64url".into())));
+    };
+    Some(
+        open(kek, &blob.aad(connector_id), &bytes)
+            .ok_or_else(|| fail("the sealed data does not decrypt".into())),
+    )
 }
 
 /// Seals what a connector keeps between logins and refreshes (upstream refresh and access
@@ -98,17 +162,7 @@ pub fn seal_connector_data(
     connector_id: &str,
     data: &[u8],
 ) -> Result<String, KeyError> {
-    let blob = seal(kek, &connector_data_aad(connector_id), data).ok_or_else(|| {
-        KeyError::ConnectorData {
-            connector: connector_id.to_string(),
-            reason: "encryption failed".into(),
-        }
-    })?;
-    Ok(format!(
-        "{SEALED_CONNECTOR_DATA}{}.{}",
-        kek_id(kek),
-        URL_SAFE_NO_PAD.encode(blob)
-    ))
+    seal_connector_blob(kek, ConnectorBlob::Data, connector_id, data)
 }
 
 /// The inverse of [`seal_connector_data`], which also reads the plain base64 form rows had
@@ -118,29 +172,37 @@ pub fn open_connector_data(
     connector_id: &str,
     stored: &str,
 ) -> Result<Vec<u8>, KeyError> {
-    let fail = |reason: String| KeyError::ConnectorData {
-        connector: connector_id.to_string(),
-        reason,
-    };
-    let Some(sealed) = stored.strip_prefix(SEALED_CONNECTOR_DATA) else {
-        return STANDARD
+    open_connector_blob(kek, ConnectorBlob::Data, connector_id, stored).unwrap_or_else(|| {
+        STANDARD
             .decode(stored)
-            .map_err(|_| fail("neither sealed nor base64".into()));
-    };
-    let (id, blob) = sealed
-        .split_once('.')
-        .ok_or_else(|| fail("no key-encryption key id".into()))?;
-    let ours = kek_id(kek);
-    if id != ours {
-        return Err(fail(format!(
-            "sealed under the key-encryption key with id {id}, not the configured one ({ours})"
-        )));
-    }
-    let blob = URL_SAFE_NO_PAD
-        .decode(blob)
-        .map_err(|_| fail("the sealed data is not base64url".into()))?;
-    open(kek, &connector_data_aad(connector_id), &blob)
-        .ok_or_else(|| fail("the sealed data does not decrypt".into()))
+            .map_err(|_| KeyError::ConnectorData {
+                connector: connector_id.to_string(),
+                reason: "neither sealed nor base64".into(),
+            })
+    })
+}
+
+/// Seals a stored connector's `config` JSON, bound to the connector's id.
+pub fn seal_connector_config(
+    kek: &[u8; 32],
+    connector_id: &str,
+    config: &[u8],
+) -> Result<String, KeyError> {
+    seal_connector_blob(kek, ConnectorBlob::Config, connector_id, config)
+}
+
+/// The inverse of [`seal_connector_config`]; a config is only ever stored sealed.
+pub fn open_connector_config(
+    kek: &[u8; 32],
+    connector_id: &str,
+    stored: &str,
+) -> Result<Vec<u8>, KeyError> {
+    open_connector_blob(kek, ConnectorBlob::Config, connector_id, stored).unwrap_or_else(|| {
+        Err(KeyError::ConnectorData {
+            connector: connector_id.to_string(),
+            reason: "the stored config is not sealed".into(),
+        })
+    })
 }
 
 /// A way to generate a private key: [`generate`] or [`generate_on_every_core`].
@@ -386,6 +448,26 @@ mod tests {
             open_private_key(&KEK, "k", &[0u8; 20]),
             Err(KeyError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_connector_config_is_sealed_bound_to_its_connector_and_column() {
+        let config = br#"{"bindPW":"SECRET"}"#;
+        let sealed = seal_connector_config(&KEK, "ldap", config).unwrap();
+        assert!(!sealed.contains("SECRET"), "{sealed}");
+        assert_eq!(
+            open_connector_config(&KEK, "ldap", &sealed).unwrap(),
+            config
+        );
+        // Neither another connector's config nor connector data, nor another key.
+        assert!(open_connector_config(&KEK, "okta", &sealed).is_err());
+        assert!(open_connector_data(&KEK, "ldap", &sealed).is_err());
+        assert!(open_connector_config(&[8u8; 32], "ldap", &sealed).is_err());
+        let data = seal_connector_data(&KEK, "ldap", config).unwrap();
+        assert!(open_connector_config(&KEK, "ldap", &data).is_err());
+        // A config is never read in clear.
+        let plain = STANDARD.encode(config);
+        assert!(open_connector_config(&KEK, "ldap", &plain).is_err());
     }
 
     #[test]

@@ -553,6 +553,30 @@ impl KeyManager {
         crypto::open_connector_data(&self.settings.encryption_key, connector_id, stored)
     }
 
+    /// The key-encryption key, for what seals stored connector configs outside the server
+    /// (the API's and `lanyard admin`'s shared service layer).
+    pub(crate) fn encryption_key(&self) -> &[u8; 32] {
+        &self.settings.encryption_key
+    }
+
+    /// Seals a stored connector's config under the key-encryption key.
+    pub fn seal_connector_config(
+        &self,
+        connector_id: &str,
+        config: &[u8],
+    ) -> Result<String, KeyError> {
+        crypto::seal_connector_config(&self.settings.encryption_key, connector_id, config)
+    }
+
+    /// Opens a stored connector's config.
+    pub fn open_connector_config(
+        &self,
+        connector_id: &str,
+        stored: &str,
+    ) -> Result<Vec<u8>, KeyError> {
+        crypto::open_connector_config(&self.settings.encryption_key, connector_id, stored)
+    }
+
     /// How many keys this process created since it started.
     pub fn rotations(&self) -> u64 {
         self.rotations.load(std::sync::atomic::Ordering::Relaxed)

@@ -22,7 +22,8 @@ use std::time::Duration;
 use crate::storage::StorageError;
 
 pub use crypto::{
-    kek_id, open_connector_data, open_private_key, seal_connector_data, seal_private_key,
+    kek_id, open_connector_config, open_connector_data, open_private_key, seal_connector_config,
+    seal_connector_data, seal_private_key,
 };
 pub use manager::{
     key_statuses_of, retire_key, run_rotation, EmergencyRotation, Jwks, KeyManager, KeyState,

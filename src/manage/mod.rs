@@ -1,9 +1,13 @@
-//! The changes an administrator makes to clients, local passwords and users' refresh tokens,
+//! The changes an administrator makes to clients, local passwords, connectors and users' refresh tokens,
 //! shared by `lanyard admin` and Dex's gRPC API so that both validate, hash and audit alike.
 //!
 //! Entries from the config (`staticClients`, `staticPasswords`) are read-only: the config file
 //! is their source of truth. Every change is one audit line (target `lanyard::audit`) naming
 //! who, through what, the action, the object and the time, never a secret.
+
+mod connectors;
+
+pub use connectors::{ConnectorChanges, ConnectorCheck, ConnectorView, NewConnector};
 
 use lanyard_connectors::{password_hash, HashKind, PasswordHasher};
 
@@ -31,6 +35,9 @@ pub enum ManageError {
     StaticClient(String),
     #[error("password entry {0:?} comes from staticPasswords in the config and is read-only here; edit the config file instead")]
     StaticPassword(String),
+    /// A connector from the config file (Dex's static connectors), in Dex's words.
+    #[error("{0}")]
+    StaticConnector(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0} already exists")]
@@ -162,7 +169,7 @@ pub struct PasswordEntry {
     hash: String,
 }
 
-/// One refresh token of a user, as Dex lists them: one per client.
+/// One refresh token of a user (one sign-in's grant).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshRef {
     /// The grant the token belongs to (it stays the same as the token rotates).
@@ -541,8 +548,9 @@ impl Directory<'_> {
 
     // --- refresh tokens --------------------------------------------------------------------
 
-    /// The user's active grants that have a refresh token, one per client (the newest), as
-    /// Dex keeps one refresh token per user and client.
+    /// Every active grant of the user that has a refresh token, oldest first: one per
+    /// sign-in, so a user signed in to one client from two machines has two. (Dex keeps one
+    /// refresh token per user and client, and lists every one it keeps.)
     pub async fn list_refresh(&self, user_id: &str, connector_id: &str) -> Result<Vec<RefreshRef>> {
         let filter = GrantFilter {
             connector_id: Some(connector_id.to_string()),
@@ -557,17 +565,12 @@ impl Directory<'_> {
             let Some(last_used) = self.storage.refresh_last_used(&g.id).await? else {
                 continue;
             };
-            let r = RefreshRef {
+            refs.push(RefreshRef {
                 id: g.id,
                 client_id: g.client_id,
                 created_at: g.created_at,
                 last_used,
-            };
-            // Grants come oldest first: a later one for the same client replaces it.
-            match refs.iter_mut().find(|x| x.client_id == r.client_id) {
-                Some(existing) => *existing = r,
-                None => refs.push(r),
-            }
+            });
         }
         Ok(refs)
     }

@@ -21,6 +21,7 @@ pub mod redirect;
 pub mod revocation;
 pub mod scopes;
 pub mod secrets;
+pub mod stored_connectors;
 pub mod subject;
 pub mod userinfo;
 
@@ -166,7 +167,11 @@ pub struct Provider {
     pub keys: Arc<KeyManager>,
     pub clock: SharedClock,
     pub clients: ClientRegistry,
+    /// The config file's connectors (and the password database's), in config order.
     pub connectors: Vec<ConnectorEntry>,
+    /// Connectors kept in storage, served after the config file's; `None` until the server
+    /// says how to open them.
+    stored_connectors: Option<stored_connectors::StoredConnectors>,
     /// Counters the telemetry port serves.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Failed password logins, per account and per client address, when storage does not
@@ -214,6 +219,7 @@ impl Provider {
             clock,
             clients,
             connectors,
+            stored_connectors: None,
             metrics,
             login_limiter: Arc::new(ratelimit::RateLimiter::new(
                 ratelimit::RateLimitPolicy::login(),
@@ -257,7 +263,43 @@ impl Provider {
         &self.discovery
     }
 
-    pub fn connector(&self, id: &str) -> Option<&ConnectorEntry> {
-        self.connectors.iter().find(|c| c.id == id)
+    /// Serves the connectors kept in storage too, opened with `opener`.
+    pub fn serve_stored_connectors(&mut self, opener: Box<dyn stored_connectors::ConnectorOpener>) {
+        self.stored_connectors = Some(stored_connectors::StoredConnectors::new(opener));
+    }
+
+    /// Every connector: the config file's, in config order, then the stored ones by id. A
+    /// stored connector with the id of a config file's one is not served (the file's wins,
+    /// as Dex's static connectors do).
+    pub async fn all_connectors(
+        &self,
+    ) -> Result<Vec<ConnectorEntry>, crate::storage::StorageError> {
+        let mut all = self.connectors.clone();
+        if let Some(stored) = &self.stored_connectors {
+            for entry in stored.current(&self.storage).await? {
+                if !all.iter().any(|c| c.id == entry.id) {
+                    all.push(entry);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// The connector with this id: the config file's, or a stored one as storage has it now.
+    pub async fn connector(
+        &self,
+        id: &str,
+    ) -> Result<Option<ConnectorEntry>, crate::storage::StorageError> {
+        if let Some(c) = self.connectors.iter().find(|c| c.id == id) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(stored) = &self.stored_connectors else {
+            return Ok(None);
+        };
+        Ok(stored
+            .current(&self.storage)
+            .await?
+            .into_iter()
+            .find(|c| c.id == id))
     }
 }

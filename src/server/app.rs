@@ -37,6 +37,7 @@ use crate::web::{Branding, Templates, WebError};
 use super::failed_connector::{ConnectorFailures, FailedConnector, CONTINUE_ENV};
 use super::reload::{watch_config, ConfigSource, Reloader};
 use super::routes::AppState;
+use super::stored_connector::{ConnectorOpening, StoredConnectorOpener};
 use super::{
     router, serve_http, serve_https, telemetry_router, KubePage, ListenSettings, Live, ServeError,
 };
@@ -360,11 +361,22 @@ pub(super) fn generation(
         device_request_ttl: config.expiry.device_requests,
         session_lifetime: config.sessions.lifetime,
     };
-    let provider = Arc::new(provider(
+    let mut provider = provider(
         settings,
         ClientRegistry::new(static_clients, storage.clone()),
         connectors,
-    ));
+    );
+    let keys = provider.keys.clone();
+    provider.serve_stored_connectors(Box::new(StoredConnectorOpener {
+        opening: ConnectorOpening {
+            config: config.clone(),
+            storage: storage.clone(),
+            hasher: hasher.clone(),
+            clock: clock.clone(),
+        },
+        keys,
+    }));
+    let provider = Arc::new(provider);
     let templates = Templates::new(
         config.frontend.dir.as_deref(),
         Branding {
@@ -597,6 +609,41 @@ fn build_connectors(
     clock: &SharedClock,
     on_failure: ConnectorFailures,
 ) -> Result<Vec<ConnectorEntry>, AppError> {
+    let mut entries = open_connectors(
+        config,
+        &config.connectors,
+        storage,
+        hasher,
+        clock,
+        on_failure,
+    )?;
+    // Dex adds the password database as connector "local" when enablePasswordDB is set.
+    if config.enable_password_db && !entries.iter().any(|e| e.id == "local") {
+        entries.push(local_connector(config, storage, hasher, "local", "Email"));
+    }
+    let failed = entries.iter().filter(|e| e.health.failed_at_open()).count();
+    if failed > 0 && failed == entries.len() {
+        return Err(AppError::AllConnectorsFailed {
+            failed,
+            total: entries.len(),
+            reasons: entries
+                .iter()
+                .filter_map(|e| e.health.failure())
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    Ok(entries)
+}
+
+/// The password database as a connector: `staticPasswords` first, then stored passwords.
+fn local_connector(
+    config: &Config,
+    storage: &SharedStorage,
+    hasher: &Arc<PasswordHasher>,
+    id: &str,
+    name: &str,
+) -> ConnectorEntry {
     let static_users: Vec<LocalUser> = config
         .static_passwords
         .iter()
@@ -613,15 +660,27 @@ fn build_connectors(
             },
         })
         .collect();
-    let local = |id: &str, name: &str| {
-        let directory = Arc::new(PasswordDirectory {
-            static_users: static_users.clone(),
-            storage: Some(storage.clone()),
-        });
-        ConnectorEntry::password(id, name, LocalConnector::new(directory, hasher.clone()))
-    };
+    let directory = Arc::new(PasswordDirectory {
+        static_users,
+        storage: Some(storage.clone()),
+    });
+    ConnectorEntry::password(id, name, LocalConnector::new(directory, hasher.clone()))
+}
+
+/// Opens `connectors` (the config file's, or one stored connector resolved the same way),
+/// each as its type says; one that fails serves as failed ([`failed_entry`]) or, with
+/// [`ConnectorFailures::Stop`], fails the whole.
+pub(super) fn open_connectors(
+    config: &Config,
+    connectors: &[ConnectorConfig],
+    storage: &SharedStorage,
+    hasher: &Arc<PasswordHasher>,
+    clock: &SharedClock,
+    on_failure: ConnectorFailures,
+) -> Result<Vec<ConnectorEntry>, AppError> {
+    let local = |id: &str, name: &str| local_connector(config, storage, hasher, id, name);
     let mut entries = Vec::new();
-    for c in &config.connectors {
+    for c in connectors {
         let opened = match &c.settings {
             ConnectorSettings::Local => Ok(local(&c.id, &c.name)),
             ConnectorSettings::Ldap(settings) => ldap_connector(config, c, settings)
@@ -660,28 +719,12 @@ fn build_connectors(
             Err(err) => return Err(err),
         }
     }
-    // Dex adds the password database as connector "local" when enablePasswordDB is set.
-    if config.enable_password_db && !entries.iter().any(|e| e.id == "local") {
-        entries.push(local("local", "Email"));
-    }
-    let failed = entries.iter().filter(|e| e.health.failed_at_open()).count();
-    if failed > 0 && failed == entries.len() {
-        return Err(AppError::AllConnectorsFailed {
-            failed,
-            total: entries.len(),
-            reasons: entries
-                .iter()
-                .filter_map(|e| e.health.failure())
-                .collect::<Vec<_>>()
-                .join("; "),
-        });
-    }
     Ok(entries)
 }
 
 /// What serves in place of a connector that failed to open: its button says it is
 /// unavailable, choosing it answers 503, and refreshing or exchanging through it fails.
-fn failed_entry(c: &ConnectorConfig, reason: String) -> ConnectorEntry {
+pub(super) fn failed_entry(c: &ConnectorConfig, reason: String) -> ConnectorEntry {
     let failed = Arc::new(FailedConnector {
         reason: reason.clone(),
     });
@@ -714,12 +757,11 @@ fn ldap_connector(
     c: &ConnectorConfig,
     settings: &LdapConfig,
 ) -> Result<LdapConnector, AppError> {
-    let index = config
-        .connectors
-        .iter()
-        .position(|other| other.id == c.id)
-        .unwrap_or_default();
-    let path = format!("connectors[{index}].config");
+    // A stored connector (Dex's API) is not in the file: its settings are its `config`.
+    let path = match config.connectors.iter().position(|other| other.id == c.id) {
+        Some(index) => format!("connectors[{index}].config"),
+        None => "config".to_string(),
+    };
     let fail = connector_failed(c);
     LdapConnector::new(settings.clone()).map_err(|e| match e {
         // These start with the key at fault (rootCA, clientCert, ...).

@@ -7,6 +7,7 @@ pub mod failed_connector;
 pub mod middleware;
 pub mod reload;
 pub mod routes;
+pub mod stored_connector;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -93,6 +93,21 @@ pub trait Storage: Send + Sync + 'static {
     async fn update_password(&self, password: &Password) -> Result<()>;
     async fn delete_password(&self, email: &str) -> Result<bool>;
 
+    // Connectors kept in storage (Dex's API, `lanyard admin connectors`). Every change bumps
+    // the connectors generation in the same transaction.
+    /// `AlreadyExists` when the id is taken. The stored version is 1.
+    async fn create_connector(&self, connector: &StoredConnector) -> Result<()>;
+    async fn get_connector(&self, id: &str) -> Result<Option<StoredConnector>>;
+    /// Ordered by id.
+    async fn list_connectors(&self) -> Result<Vec<StoredConnector>>;
+    /// Replaces type, name and sealed config and counts one version up; `NotFound` when there
+    /// is no such connector. Returns the new version.
+    async fn update_connector(&self, connector: &StoredConnector) -> Result<i64>;
+    async fn delete_connector(&self, id: &str) -> Result<bool>;
+    /// A number that changes whenever a stored connector is created, updated or deleted, so
+    /// that a replica learns in one cheap read whether its opened connectors are current.
+    async fn connectors_generation(&self) -> Result<i64>;
+
     // Password-guessing budgets shared between replicas.
     /// Reserves one password attempt against each of `keys` (digests of the account and the
     /// client address, never raw names) before the password is checked, at `now`: if any key

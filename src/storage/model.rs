@@ -443,3 +443,19 @@ pub struct RevokedAccess {
     pub grants: u64,
     pub sessions: u64,
 }
+
+/// A connector kept in storage (Dex's `storage.Connector`): created through Dex's gRPC API or
+/// `lanyard admin connectors`, served beside the config file's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredConnector {
+    pub id: String,
+    /// The connector type as Dex names it (`ldap`, `oidc`, ...).
+    pub type_: String,
+    pub name: String,
+    /// Dex's `ResourceVersion`: 1 when created, one more on every update (the storage counts).
+    pub resource_version: i64,
+    /// The `config` JSON sealed with the key-encryption key: storage never holds it in clear.
+    pub sealed_config: String,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}

@@ -5,6 +5,7 @@ LANYARD_BIN selects the lanyard binary (default target/debug/lanyard)."""
 
 import importlib
 import os
+import secrets
 import socket
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import bcrypt
 import grpc
@@ -53,13 +55,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def config_yaml(web_port: int, grpc_section: str, data: Path) -> str:
-    return f"""
-issuer: http://127.0.0.1:{web_port}
-storage:
+def storage_yaml(data: Path, postgres_url=None) -> str:
+    if postgres_url:
+        return f"""storage:
+  type: postgres
+  config:
+    connectionString: {postgres_url}
+"""
+    return f"""storage:
   type: sqlite3
   config:
     file: {data}/lanyard.db
+"""
+
+
+def config_yaml(web_port: int, grpc_section: str, data: Path, extra: str = "", postgres_url=None) -> str:
+    return f"""
+issuer: http://127.0.0.1:{web_port}
+{storage_yaml(data, postgres_url)}
 web:
   http: 127.0.0.1:{web_port}
 oauth2:
@@ -75,22 +88,66 @@ staticPasswords:
     hash: "{STATIC_PASSWORD_HASH}"
     username: static
     userID: static-user-id
+{extra}
 {grpc_section}
 """
+
+
+def psql(url: str, sql: str) -> list:
+    """Rows of a query through psql, each a tuple of strings."""
+    out = subprocess.run(
+        ["psql", url, "-v", "ON_ERROR_STOP=1", "-tA", "-F", "\t", "-c", sql],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [tuple(line.split("\t")) for line in out.splitlines() if line]
+
+
+class PostgresDatabase:
+    """A fresh database on the server DATABASE_URL names, dropped when done."""
+
+    def __init__(self, admin_url: str):
+        self.admin_url = admin_url
+        self.name = f"lanyard_grpc_{secrets.token_hex(6)}"
+        psql(admin_url, f"CREATE DATABASE {self.name}")
+        parts = urlsplit(admin_url)
+        self.url = urlunsplit(parts._replace(path=f"/{self.name}"))
+
+    def drop(self):
+        psql(self.admin_url, f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def backend(request):
+    """Every test that starts lanyard runs on SQLite and on PostgreSQL (DATABASE_URL; in CI a
+    missing one fails instead of skipping)."""
+    if request.param == "postgres" and not os.environ.get("DATABASE_URL"):
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but DATABASE_URL is not: the PostgreSQL runs cannot be skipped")
+        pytest.skip("DATABASE_URL is not set")
+    return request.param
 
 
 class Lanyard:
     """A started `lanyard serve`, its issuer URL, its database and its log."""
 
-    def __init__(self, grpc_section_for, env=None):
+    def __init__(self, grpc_section_for, env=None, extra="", backend="sqlite"):
         self.dir = Path(tempfile.mkdtemp(prefix="lanyard-grpc-"))
         self.web_port = free_port()
         self.grpc_port = free_port()
         self.issuer = f"http://127.0.0.1:{self.web_port}"
         self.grpc_addr = f"127.0.0.1:{self.grpc_port}"
         self.config = self.dir / "config.yaml"
+        self.postgres = PostgresDatabase(os.environ["DATABASE_URL"]) if backend == "postgres" else None
         self.config.write_text(
-            config_yaml(self.web_port, grpc_section_for(self.grpc_addr), self.dir)
+            config_yaml(
+                self.web_port,
+                grpc_section_for(self.grpc_addr),
+                self.dir,
+                extra,
+                self.postgres.url if self.postgres else None,
+            )
         )
         self.log_path = self.dir / "lanyard.log"
         self._log = open(self.log_path, "wb")
@@ -138,8 +195,12 @@ class Lanyard:
                 raise AssertionError(f"no log line with {needles}:\n{log}")
             time.sleep(0.1)
 
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.dir / "lanyard.db")
+    def query(self, sql: str) -> list:
+        """Rows of a query on lanyard's database, each a tuple of strings."""
+        if self.postgres:
+            return psql(self.postgres.url, sql)
+        with sqlite3.connect(self.dir / "lanyard.db") as db:
+            return [tuple(str(v) for v in row) for row in db.execute(sql).fetchall()]
 
     def stop(self):
         self.proc.terminate()
@@ -148,6 +209,8 @@ class Lanyard:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._log.close()
+        if self.postgres:
+            self.postgres.drop()
 
 
 def location(resp) -> str:
@@ -161,19 +224,28 @@ def hidden_field(html: str, name: str) -> str:
     return html[start : html.index('"', start)]
 
 
-def browser_login(issuer: str, client_id: str, redirect_uri: str, login: str, password: str):
-    """The browser flow through the password form; returns the code, or the response that
-    ended the flow early."""
+def auth_params(client_id: str, redirect_uri: str, connector_id=None) -> dict:
+    params = {
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "response_type": "code",
+        "scope": "openid email offline_access",
+        "state": "s1",
+    }
+    if connector_id:
+        params["connector_id"] = connector_id
+    return params
+
+
+def browser_login(
+    issuer: str, client_id: str, redirect_uri: str, login: str, password: str, connector_id=None
+):
+    """The browser flow through the password form (of `connector_id` when given); returns the
+    code, or the response that ended the flow early."""
     browser = requests.Session()
     resp = browser.get(
         f"{issuer}/auth",
-        params={
-            "client_id": client_id,
-            "redirect_uri": redirect_uri,
-            "response_type": "code",
-            "scope": "openid email offline_access",
-            "state": "s1",
-        },
+        params=auth_params(client_id, redirect_uri, connector_id),
         allow_redirects=False,
     )
     if resp.status_code not in (302, 303):
@@ -205,9 +277,32 @@ def browser_login(issuer: str, client_id: str, redirect_uri: str, login: str, pa
 
 
 @pytest.fixture
-def plaintext(api):
+def plaintext(api, backend):
     """lanyard with the API on plaintext loopback, and a stub for it."""
-    server = Lanyard(lambda addr: f"grpc:\n  addr: {addr}\n  reflection: true\n")
+    server = Lanyard(lambda addr: f"grpc:\n  addr: {addr}\n  reflection: true\n", backend=backend)
+    channel = grpc.insecure_channel(server.grpc_addr)
+    _, pb2_grpc = api
+    yield server, pb2_grpc.DexStub(channel)
+    channel.close()
+    server.stop()
+
+
+STATIC_CONNECTOR = """connectors:
+  - type: mockCallback
+    id: static-mock
+    name: Static Mock
+"""
+
+
+@pytest.fixture
+def connectors_crud(api, backend):
+    """lanyard with DEX_API_CONNECTORS_CRUD=true, a connector in its config file, and a stub."""
+    server = Lanyard(
+        lambda addr: f"grpc:\n  addr: {addr}\n",
+        env={"DEX_API_CONNECTORS_CRUD": "true"},
+        extra=STATIC_CONNECTOR,
+        backend=backend,
+    )
     channel = grpc.insecure_channel(server.grpc_addr)
     _, pb2_grpc = api
     yield server, pb2_grpc.DexStub(channel)

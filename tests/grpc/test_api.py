@@ -81,9 +81,9 @@ def test_created_client_signs_in_through_the_browser_flow_and_its_secret_is_stor
     secret = resp.client.secret
     assert len(secret) >= 32, "a secret is drawn for a confidential client"
     # Only the hash is stored, and the secret is never shown again.
-    row = server.db().execute("SELECT secret_sha256 FROM clients WHERE id = 'portal'").fetchone()
+    row = server.query("SELECT secret_sha256 FROM clients WHERE id = 'portal'")[0]
     assert row[0] == hashlib.sha256(secret.encode()).hexdigest()
-    assert secret not in server.db().execute("SELECT * FROM clients").fetchall().__repr__()
+    assert secret not in repr(server.query("SELECT * FROM clients"))
     got = stub.GetClient(pb2.GetClientReq(id="portal")).client
     assert got.secret == "" and got.name == "Portal" and list(got.redirect_uris) == [REDIRECT]
     assert "portal" in [c.id for c in stub.ListClients(pb2.ListClientReq()).clients]
@@ -260,6 +260,35 @@ def test_list_and_revoke_refresh_then_the_refresh_token_fails(plaintext, api):
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant", resp.text
 
 
+def test_list_refresh_lists_every_refresh_token_of_the_user(plaintext, api):
+    server, stub = plaintext
+    pb2, _ = api
+    secrets = {}
+    for client_id in ["laptop-app", "other-app"]:
+        secrets[client_id] = stub.CreateClient(
+            pb2.CreateClientReq(client=pb2.Client(id=client_id, redirect_uris=[REDIRECT]))
+        ).client.secret
+    # Two sign-ins to one client (two machines) and one to another: three refresh tokens.
+    issued = []
+    for client_id in ["laptop-app", "laptop-app", "other-app"]:
+        code = browser_login(server.issuer, client_id, REDIRECT, "static@example.com", STATIC_PASSWORD)
+        issued.append(redeem(server.issuer, client_id, secrets[client_id], code).json())
+    sub = claims(issued[0]["id_token"])["sub"]
+
+    refs = stub.ListRefresh(pb2.ListRefreshReq(user_id=sub)).refresh_tokens
+    assert sorted(r.client_id for r in refs) == ["laptop-app", "laptop-app", "other-app"]
+    assert len({r.id for r in refs}) == 3
+
+    # Revoking a client's refresh tokens ends both sign-ins to it and leaves the other.
+    assert not stub.RevokeRefresh(pb2.RevokeRefreshReq(user_id=sub, client_id="laptop-app")).not_found
+    refs = stub.ListRefresh(pb2.ListRefreshReq(user_id=sub)).refresh_tokens
+    assert [r.client_id for r in refs] == ["other-app"]
+    for tokens in issued[:2]:
+        resp = refresh(server.issuer, "laptop-app", secrets["laptop-app"], tokens["refresh_token"])
+        assert resp.status_code == 400, resp.text
+    assert refresh(server.issuer, "other-app", secrets["other-app"], issued[2]["refresh_token"]).ok
+
+
 def test_connector_crud_answers_as_dex_does_with_its_feature_flag_off(plaintext, api):
     _, stub = plaintext
     pb2, _ = api
@@ -318,7 +347,7 @@ def test_non_loopback_addr_without_client_certificates_is_refused_at_start(tmp_p
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_connectors_crud_flag_is_refused_at_start(tmp_path):
+def test_connectors_crud_flag_that_is_no_boolean_is_refused_at_start(tmp_path):
     config = tmp_path / "config.yaml"
     from conftest import config_yaml
 
@@ -327,7 +356,7 @@ def test_connectors_crud_flag_is_refused_at_start(tmp_path):
         [BIN, "check-config", "--config", str(config)],
         capture_output=True,
         text=True,
-        env={"DEX_API_CONNECTORS_CRUD": "true", "PATH": "/usr/bin:/bin"},
+        env={"DEX_API_CONNECTORS_CRUD": "yes", "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode != 0
     assert "DEX_API_CONNECTORS_CRUD" in out.stdout + out.stderr
@@ -365,12 +394,13 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture
-def mtls(pki):
+def mtls(pki, backend):
     server = Lanyard(
         lambda addr: (
             f"grpc:\n  addr: {addr}\n  tlsCert: {pki}/server.pem\n  tlsKey: {pki}/server.key\n"
             f"  tlsClientCA: {pki}/ca.pem\n"
-        )
+        ),
+        backend=backend,
     )
     yield server
     server.stop()

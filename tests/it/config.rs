@@ -942,12 +942,20 @@ fn grpc_tls_settings_are_checked_as_dex_checks_them() {
 }
 
 #[test]
-fn dex_connector_crud_flag_is_refused_with_the_grpc_api() {
-    let e = parse_with(
-        &with_base("grpc:\n  addr: 127.0.0.1:5557\n"),
-        &[("DEX_API_CONNECTORS_CRUD", "true")],
-    )
-    .expect_err("refused");
+fn dex_connector_crud_flag_is_read_as_dex_reads_it_and_refused_when_not_a_boolean() {
+    let base = with_base("grpc:\n  addr: 127.0.0.1:5557\n");
+    for (value, on) in [
+        ("true", true),
+        ("1", true),
+        ("T", true),
+        ("false", false),
+        ("", false),
+    ] {
+        let config = parse_with(&base, &[("DEX_API_CONNECTORS_CRUD", value)]).expect("loads");
+        assert_eq!(config.grpc.connectors_crud, on, "{value:?}");
+    }
+    assert!(!parse_with(&base, &[]).expect("loads").grpc.connectors_crud);
+    let e = parse_with(&base, &[("DEX_API_CONNECTORS_CRUD", "yes")]).expect_err("refused");
     assert_error(&e, "grpc", "DEX_API_CONNECTORS_CRUD");
 }
 

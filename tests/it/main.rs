@@ -20,6 +20,7 @@ mod dex_flow;
 mod dex_frontend;
 mod faults;
 mod github;
+mod grpc_connectors;
 mod hardening;
 mod key_rotation;
 mod keys;

@@ -12,7 +12,7 @@ use lanyard::storage::{
     self, AccessToken, AuthCode, AuthRequest, AuthRequestParams, Client, DevicePoll, DeviceRequest,
     DeviceStatus, Grant, IssuedTokens, LoginResult, Password, PostgresSettings, Redemption,
     RefreshOutcome, RefreshToken, Rotation, Session, SharedStorage, SigningKey, Storage,
-    StorageError, StorageSettings, SweepCutoffs, Swept, UserClaims,
+    StorageError, StorageSettings, StoredConnector, SweepCutoffs, Swept, UserClaims,
 };
 use lanyard::storage::{AttemptDecision, AttemptPolicy, GrantFilter, RevokedAccess, UpstreamLogin};
 use tempfile::TempDir;
@@ -166,6 +166,8 @@ conformance!(
     grants_and_sessions_are_listed_by_user_client_and_state,
     revoking_a_users_access_revokes_their_grants_tokens_and_sessions,
     login_attempts_are_reserved_atomically_across_pools,
+    stored_connectors_round_trip_and_count_versions,
+    connector_changes_through_one_pool_move_the_generation_another_reads,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2697,6 +2699,7 @@ mod memory {
         )+};
     }
     on_memory!(
+        stored_connectors_round_trip_and_count_versions,
         refresh_rotates_and_the_successor_works,
         failed_rotation_writes_nothing_and_the_next_one_succeeds,
         concurrent_rotations_and_grants_settle_each_on_its_own,
@@ -3129,4 +3132,105 @@ async fn postgres_rotation_loses_to_a_revocation_that_commits_first() {
     assert_eq!(s.get_access_token("at2", NOW).await.unwrap(), None);
     let (old, _) = s.get_refresh_token("rt1").await.unwrap().unwrap();
     assert_eq!(old.rotated_at, None, "the old token was not marked");
+}
+
+fn stored_connector(id: &str, name: &str) -> StoredConnector {
+    StoredConnector {
+        id: id.into(),
+        type_: "ldap".into(),
+        name: name.into(),
+        resource_version: 1,
+        sealed_config: format!("kek1.sealed-for-{id}"),
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+async fn stored_connectors_round_trip_and_count_versions(db: &TestDb) {
+    let s = db.s();
+    let start = s.connectors_generation().await.unwrap();
+    assert_eq!(s.get_connector("ldap").await.unwrap(), None);
+    s.create_connector(&stored_connector("ldap", "LDAP"))
+        .await
+        .unwrap();
+    s.create_connector(&stored_connector("corp", "Corp"))
+        .await
+        .unwrap();
+    let after_creates = s.connectors_generation().await.unwrap();
+    assert!(after_creates > start, "{after_creates} after {start}");
+    assert_eq!(
+        s.get_connector("ldap").await.unwrap(),
+        Some(stored_connector("ldap", "LDAP"))
+    );
+    assert_eq!(
+        s.list_connectors().await.unwrap(),
+        vec![
+            stored_connector("corp", "Corp"),
+            stored_connector("ldap", "LDAP")
+        ]
+    );
+
+    // A taken id changes nothing, not even the generation.
+    let err = s
+        .create_connector(&stored_connector("ldap", "Impostor"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists(_)), "got {err:?}");
+    assert_eq!(s.connectors_generation().await.unwrap(), after_creates);
+
+    let mut changed = stored_connector("ldap", "Directory");
+    changed.type_ = "oidc".into();
+    changed.sealed_config = "kek1.other".into();
+    changed.updated_at = NOW + 60;
+    // The storage counts versions; what the caller passes is ignored.
+    changed.resource_version = 41;
+    assert_eq!(s.update_connector(&changed).await.unwrap(), 2);
+    assert_eq!(s.update_connector(&changed).await.unwrap(), 3);
+    let read = s.get_connector("ldap").await.unwrap().unwrap();
+    assert_eq!(
+        read,
+        StoredConnector {
+            resource_version: 3,
+            ..changed.clone()
+        }
+    );
+    assert_eq!(read.created_at, NOW);
+    let after_updates = s.connectors_generation().await.unwrap();
+    assert!(after_updates > after_creates);
+
+    let err = s
+        .update_connector(&stored_connector("ghost", "Ghost"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::NotFound(_)), "got {err:?}");
+    assert!(!s.delete_connector("ghost").await.unwrap());
+    assert_eq!(s.connectors_generation().await.unwrap(), after_updates);
+
+    assert!(s.delete_connector("ldap").await.unwrap());
+    assert!(s.connectors_generation().await.unwrap() > after_updates);
+    assert_eq!(s.get_connector("ldap").await.unwrap(), None);
+    assert_eq!(
+        s.list_connectors().await.unwrap(),
+        vec![stored_connector("corp", "Corp")]
+    );
+}
+
+/// What lets every replica serve the same connectors: a change through one pool moves the
+/// generation another pool reads, and that pool then reads the change.
+async fn connector_changes_through_one_pool_move_the_generation_another_reads(db: &TestDb) {
+    let other = db.open_another().await;
+    let seen = db.s().connectors_generation().await.unwrap();
+    other
+        .create_connector(&stored_connector("ldap", "LDAP"))
+        .await
+        .unwrap();
+    let moved = db.s().connectors_generation().await.unwrap();
+    assert_ne!(moved, seen);
+    assert_eq!(
+        db.s().get_connector("ldap").await.unwrap(),
+        Some(stored_connector("ldap", "LDAP"))
+    );
+    assert!(other.delete_connector("ldap").await.unwrap());
+    assert_ne!(db.s().connectors_generation().await.unwrap(), moved);
+    assert_eq!(db.s().list_connectors().await.unwrap(), vec![]);
 }

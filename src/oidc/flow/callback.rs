@@ -53,6 +53,6 @@ impl Provider {
             Err(err) => return Err(self.connector_failure(&connector.id, err)),
         };
         self.metrics.record_login(&connector.id, "success");
-        self.complete_login(request, connector, identity).await
+        self.complete_login(request, &connector, identity).await
     }
 }

@@ -30,7 +30,7 @@ impl Provider {
     ) -> Result<ConnectorChoices, AuthorizeError> {
         let request = self.load_request(req_id, browser_cookie).await?;
         let client = self.request_client(&request).await?;
-        let usable = self.connectors_for(&client);
+        let usable = self.connectors_for(&client).await?;
         Ok(ConnectorChoices {
             connectors: usable
                 .iter()
@@ -72,7 +72,7 @@ impl Provider {
         let (client, connector) = self.usable_connector(&request, connector_id).await?;
         match &connector.kind {
             ConnectorKind::Password(password) => Ok(ConnectorLogin::Form(Self::form_for(
-                &request, &client, connector, password,
+                &request, &client, &connector, password,
             ))),
             ConnectorKind::Callback(upstream) => {
                 if request.login.is_some() {
@@ -163,7 +163,7 @@ impl Provider {
                 return Ok(PasswordOutcome::Rejected(Self::form_for(
                     &request,
                     &client,
-                    connector,
+                    &connector,
                     password_connector,
                 )))
             }
@@ -176,7 +176,7 @@ impl Provider {
             Err(PasswordCheckError::Storage(err)) => return Err(err.into()),
         };
         Ok(PasswordOutcome::Done(
-            self.complete_login(request, connector, identity).await?,
+            self.complete_login(request, &connector, identity).await?,
         ))
     }
 

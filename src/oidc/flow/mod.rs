@@ -251,14 +251,19 @@ impl Provider {
 
     /// The connectors this client may sign people in with (those that only verify
     /// token-exchange subject tokens sign nobody in).
-    pub(crate) fn connectors_for(&self, client: &ClientInfo) -> Vec<&ConnectorEntry> {
-        self.connectors
-            .iter()
+    pub(crate) async fn connectors_for(
+        &self,
+        client: &ClientInfo,
+    ) -> Result<Vec<ConnectorEntry>, crate::storage::StorageError> {
+        Ok(self
+            .all_connectors()
+            .await?
+            .into_iter()
             .filter(|c| !matches!(c.kind, super::ConnectorKind::TokenExchangeOnly))
             .filter(|c| {
                 client.allowed_connectors.is_empty() || client.allowed_connectors.contains(&c.id)
             })
-            .collect()
+            .collect())
     }
 
     /// A live sign-in session from its cookie.
@@ -329,10 +334,11 @@ impl Provider {
         &self,
         request: &AuthRequest,
         connector_id: &str,
-    ) -> Result<(ClientInfo, &ConnectorEntry), AuthorizeError> {
+    ) -> Result<(ClientInfo, ConnectorEntry), AuthorizeError> {
         let client = self.request_client(request).await?;
         let usable = self
             .connectors_for(&client)
+            .await?
             .into_iter()
             .find(|c| c.id == connector_id)
             .filter(|_| {

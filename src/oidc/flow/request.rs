@@ -136,7 +136,7 @@ impl Provider {
             return Err(fail(ErrorCode::InvalidRequest, problem));
         }
 
-        let allowed = self.connectors_for(&client);
+        let allowed = self.connectors_for(&client).await?;
         let connector_id = get("connector_id");
         if let Some(id) = connector_id {
             if !allowed.iter().any(|c| c.id == id) {
@@ -269,7 +269,7 @@ impl Provider {
     async fn after_create(
         &self,
         request: &AuthRequest,
-        allowed: &[&ConnectorEntry],
+        allowed: &[ConnectorEntry],
         needs_consent: bool,
     ) -> Result<Step, AuthorizeError> {
         if request.login.is_some() {
@@ -361,7 +361,7 @@ impl Provider {
             .find(&device.client_id)
             .await?
             .ok_or_else(AuthorizeError::login_gone)?;
-        let allowed = self.connectors_for(&client);
+        let allowed = self.connectors_for(&client).await?;
         if allowed.is_empty() {
             return Err(AuthorizeError::login_gone());
         }

@@ -29,17 +29,16 @@ impl Provider {
         self.check_scopes_for(client, &scopes)
             .await
             .map_err(OAuthError::invalid_request)?;
-        let connector = self
-            .settings
-            .password_connector
-            .as_deref()
-            .and_then(|id| self.connector(id))
-            .ok_or_else(|| {
-                OAuthError::new(
-                    ErrorCode::UnsupportedGrantType,
-                    "the password grant has no connector",
-                )
-            })?;
+        let connector = match self.settings.password_connector.as_deref() {
+            Some(id) => self.connector(id).await?,
+            None => None,
+        };
+        let connector = connector.ok_or_else(|| {
+            OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "the password grant has no connector",
+            )
+        })?;
         let ConnectorKind::Password(checker) = &connector.kind else {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,

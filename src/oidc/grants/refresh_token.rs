@@ -128,7 +128,7 @@ impl Provider {
         &self,
         grant: &Grant,
     ) -> Result<(UserClaims, Option<String>), OAuthError> {
-        let Some(connector) = self.connector(&grant.connector_id) else {
+        let Some(connector) = self.connector(&grant.connector_id).await? else {
             // A connector removed from the config takes its users' sessions with
             // it, since nothing can vouch for them any more (putting it back revives them).
             tracing::info!(connector = %grant.connector_id, "refresh refused: the grant's connector is no longer configured");

@@ -27,7 +27,8 @@ impl Provider {
     ) -> Result<TokenResponse, OAuthError> {
         let Some(verifier) = self
             .connector(connector_id)
-            .and_then(|c| c.token_identity.clone())
+            .await?
+            .and_then(|c| c.token_identity)
         else {
             return Err(OAuthError::invalid_request(
                 "connector_id names no connector that takes subject tokens",

@@ -245,6 +245,15 @@ where
             .rows_affected())
     }
 
+    /// Counts one change to the stored connectors, inside the change's transaction.
+    async fn bump_connectors_generation(conn: &mut Connection<D>, subject: &str) -> Result<()> {
+        sqlx::query(BUMP_CONNECTORS_GENERATION)
+            .execute(&mut *conn)
+            .await
+            .or_storage(subject)?;
+        Ok(())
+    }
+
     pub(in crate::storage) async fn insert_grant(
         conn: &mut Connection<D>,
         grant: &Grant,
@@ -510,6 +519,91 @@ where
             )
             .await?;
         Ok(done > 0)
+    }
+
+    async fn create_connector(&self, connector: &StoredConnector) -> Result<()> {
+        let subject = format!("connector {:?}", connector.id);
+        let mut tx = D::begin_write(&self.pool).await?;
+        sqlx::query(INSERT_CONNECTOR)
+            .bind(&connector.id)
+            .bind(&connector.type_)
+            .bind(&connector.name)
+            .bind(&connector.sealed_config)
+            .bind(connector.created_at)
+            .execute(&mut *tx)
+            .await
+            .or_storage(&subject)?;
+        Self::bump_connectors_generation(&mut tx, &subject).await?;
+        tx.commit().await.or_storage(&subject)
+    }
+
+    async fn get_connector(&self, id: &str) -> Result<Option<StoredConnector>> {
+        self.fetch_model(
+            sqlx::query_as::<_, ConnectorRow>(&select_connector()).bind(id),
+            &format!("connector {id:?}"),
+        )
+        .await
+    }
+
+    async fn list_connectors(&self) -> Result<Vec<StoredConnector>> {
+        self.fetch_models(
+            sqlx::query_as::<_, ConnectorRow>(&list_connectors()),
+            "connectors",
+        )
+        .await
+    }
+
+    async fn update_connector(&self, connector: &StoredConnector) -> Result<i64> {
+        let subject = format!("connector {:?}", connector.id);
+        let mut tx = D::begin_write(&self.pool).await?;
+        let done = sqlx::query(UPDATE_CONNECTOR)
+            .bind(&connector.id)
+            .bind(&connector.type_)
+            .bind(&connector.name)
+            .bind(&connector.sealed_config)
+            .bind(connector.updated_at)
+            .execute(&mut *tx)
+            .await
+            .or_storage(&subject)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(subject));
+        }
+        let version = sqlx::query_as::<_, ConnectorRow>(&select_connector())
+            .bind(&connector.id)
+            .fetch_one(&mut *tx)
+            .await
+            .or_storage(&subject)?
+            .into_model()?
+            .resource_version;
+        Self::bump_connectors_generation(&mut tx, &subject).await?;
+        tx.commit().await.or_storage(&subject)?;
+        Ok(version)
+    }
+
+    async fn delete_connector(&self, id: &str) -> Result<bool> {
+        let subject = format!("connector {id:?}");
+        let mut tx = D::begin_write(&self.pool).await?;
+        let done = sqlx::query(DELETE_CONNECTOR)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .or_storage(&subject)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        Self::bump_connectors_generation(&mut tx, &subject).await?;
+        tx.commit().await.or_storage(&subject)?;
+        Ok(true)
+    }
+
+    async fn connectors_generation(&self) -> Result<i64> {
+        Ok(self
+            .fetch_model(
+                sqlx::query_as::<_, GenerationRow>(SELECT_CONNECTORS_GENERATION),
+                "connectors generation",
+            )
+            .await?
+            .unwrap_or_default())
     }
 
     async fn reserve_login_attempt(

@@ -336,3 +336,24 @@ pub(in crate::storage) fn sweep_counts(swept: &mut Swept) -> [&mut u64; 7] {
         &mut swept.sessions,
     ]
 }
+
+pub(in crate::storage) const INSERT_CONNECTOR: &str =
+    "INSERT INTO connectors (id, connector_type, name, resource_version, config, created_at, \
+     updated_at) VALUES ($1, $2, $3, 1, $4, $5, $5)";
+/// The storage counts versions, so two concurrent updates get two.
+pub(in crate::storage) const UPDATE_CONNECTOR: &str =
+    "UPDATE connectors SET connector_type = $2, name = $3, config = $4, updated_at = $5, \
+     resource_version = resource_version + 1 WHERE id = $1";
+const CONNECTOR_SELECT: &str = "SELECT id, connector_type, name, resource_version, config, \
+     created_at, updated_at FROM connectors";
+pub(in crate::storage) fn select_connector() -> String {
+    format!("{CONNECTOR_SELECT} WHERE id = $1")
+}
+pub(in crate::storage) fn list_connectors() -> String {
+    format!("{CONNECTOR_SELECT} ORDER BY id")
+}
+pub(in crate::storage) const DELETE_CONNECTOR: &str = "DELETE FROM connectors WHERE id = $1";
+pub(in crate::storage) const BUMP_CONNECTORS_GENERATION: &str =
+    "UPDATE connectors_generation SET generation = generation + 1 WHERE id = 1";
+pub(in crate::storage) const SELECT_CONNECTORS_GENERATION: &str =
+    "SELECT generation FROM connectors_generation WHERE id = 1";

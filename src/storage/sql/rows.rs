@@ -582,3 +582,43 @@ impl IntoModel for SessionRow {
 pub(in crate::storage) fn batch_limit(rows: u64) -> i64 {
     i64::try_from(rows).unwrap_or(i64::MAX)
 }
+
+#[derive(sqlx::FromRow)]
+pub(in crate::storage) struct ConnectorRow {
+    id: String,
+    connector_type: String,
+    name: String,
+    resource_version: i64,
+    config: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl IntoModel for ConnectorRow {
+    type Model = StoredConnector;
+
+    fn into_model(self) -> Result<StoredConnector> {
+        Ok(StoredConnector {
+            id: self.id,
+            type_: self.connector_type,
+            name: self.name,
+            resource_version: self.resource_version,
+            sealed_config: self.config,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(in crate::storage) struct GenerationRow {
+    generation: i64,
+}
+
+impl IntoModel for GenerationRow {
+    type Model = i64;
+
+    fn into_model(self) -> Result<i64> {
+        Ok(self.generation)
+    }
+}
