@@ -213,6 +213,7 @@ on_both!(
     a_running_server_drops_a_retired_key_and_signs_with_the_new_one,
     clients_with_script_or_file_redirect_uris_are_refused,
     passwords_shorter_than_eight_characters_are_refused,
+    connectors_are_created_checked_sealed_listed_and_deleted,
 );
 
 const DIGEST_SQL: &str = "SELECT secret_sha256 FROM clients WHERE id = $1";
@@ -883,4 +884,76 @@ async fn a_running_server_drops_a_retired_key_and_signs_with_the_new_one(b: &Bac
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(id_token_kid(&site).await, d);
+}
+
+const CONNECTOR_CONFIG_SQL: &str = "SELECT config FROM connectors WHERE id = $1";
+
+async fn connectors_are_created_checked_sealed_listed_and_deleted(b: &Backend) {
+    let ldap = r#"{"host": "ldap.example.com:636", "bindDN": "cn=reader", "bindPW": "bind-SECRET",
+        "userSearch": {"baseDN": "ou=people,dc=example,dc=org", "username": "uid"}}"#;
+    // The config comes on stdin, so its secret never is on a command line.
+    let (_, stderr) = b.ok(
+        &[
+            "connectors",
+            "create",
+            "--id",
+            "corp",
+            "--type",
+            "ldap",
+            "--name",
+            "Corp",
+            "--config-file",
+            "-",
+        ],
+        ldap,
+    );
+    assert_audited(&stderr, "connector.create", "connector:corp type:ldap");
+    assert!(!stderr.contains("bind-SECRET"), "{stderr}");
+    let sealed = b.column(CONNECTOR_CONFIG_SQL, "corp").await.unwrap();
+    assert!(
+        sealed.starts_with("kek1.") && !sealed.contains("bind-SECRET"),
+        "{sealed}"
+    );
+
+    // Listed with the password database (static) and never with its config.
+    let (stdout, _) = b.ok(&["connectors", "list"], "");
+    assert_eq!(
+        stdout,
+        "corp\tldap\tCorp\tstored\t1\nlocal\tlocal\tEmail\tstatic\t0\n"
+    );
+
+    // Checked as the config file's connectors are: nothing changes on a refusal.
+    let out = b.admin(
+        &["connectors", "update", "--id", "corp", "--config-file", "-"],
+        r#"{"host": "ldap.example.com:636"}"#,
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("invalid config supplied") && stderr.contains("config.userSearch.baseDN"),
+        "{stderr}"
+    );
+    let (stdout, stderr) = b.ok(
+        &[
+            "connectors",
+            "update",
+            "--id",
+            "corp",
+            "--name",
+            "Corporate",
+        ],
+        "",
+    );
+    assert_eq!(stdout, "corp\tversion 2\n");
+    assert_audited(&stderr, "connector.update", "connector:corp");
+    let err = b.fails(&["connectors", "delete", "--id", "local"]);
+    assert!(err.contains("read-only"), "{err}");
+
+    let (_, stderr) = b.ok(&["connectors", "delete", "--id", "corp"], "");
+    assert_audited(&stderr, "connector.delete", "connector:corp");
+    let (stdout, _) = b.ok(&["connectors", "list"], "");
+    assert_eq!(stdout, "local\tlocal\tEmail\tstatic\t0\n");
+    assert!(b
+        .fails(&["connectors", "delete", "--id", "corp"])
+        .contains("not found"));
 }

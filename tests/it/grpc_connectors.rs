@@ -100,14 +100,7 @@ connectors:
         let browser = TestServer::new_browser();
         let resp = browser
             .get(format!("{}/auth", self.issuer))
-            .query(&[
-                ("client_id", CLIENT),
-                ("redirect_uri", REDIRECT),
-                ("response_type", "code"),
-                ("scope", "openid"),
-                ("state", "s"),
-                ("connector_id", connector),
-            ])
+            .query(&auth_query(Some(connector)))
             .send()
             .await
             .unwrap();
@@ -146,12 +139,7 @@ connectors:
         let browser = TestServer::new_browser();
         let resp = browser
             .get(format!("{}/auth", self.issuer))
-            .query(&[
-                ("client_id", CLIENT),
-                ("redirect_uri", REDIRECT),
-                ("response_type", "code"),
-                ("scope", "openid"),
-            ])
+            .query(&auth_query(None))
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -185,6 +173,19 @@ connectors:
         assert_eq!(resp.status(), 200);
         resp.json().await.unwrap()
     }
+}
+
+/// The /auth parameters of the static client, naming `connector` if given.
+fn auth_query(connector: Option<&str>) -> Vec<(&'static str, &str)> {
+    let mut query = vec![
+        ("client_id", CLIENT),
+        ("redirect_uri", REDIRECT),
+        ("response_type", "code"),
+        ("scope", "openid"),
+        ("state", "s"),
+    ];
+    query.extend(connector.map(|c| ("connector_id", c)));
+    query
 }
 
 fn mock_password(password: &str) -> Vec<u8> {
