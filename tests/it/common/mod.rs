@@ -5,6 +5,7 @@
 mod macros;
 pub mod browser;
 pub mod fake_github;
+pub mod fake_oauth;
 pub mod federation;
 pub mod postgres;
 pub mod process;
