@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::upstream::{
-    filter_groups, read_root_ca, FetchError, OAuthUpstream, UpstreamSettings, REQUEST_TIMEOUT,
+    filter_groups, read_root_ca, FetchError, OAuthUpstream, Tokens, UpstreamSettings,
+    REQUEST_TIMEOUT,
 };
 use crate::{
     CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
@@ -148,7 +149,6 @@ struct GitlabUser {
 pub struct GitlabConnector {
     upstream: OAuthUpstream,
     base_url: String,
-    redirect_uri: String,
     groups: Vec<String>,
     use_login_as_id: bool,
     get_groups_permission: bool,
@@ -200,7 +200,6 @@ impl GitlabConnector {
         Ok(Self {
             upstream,
             base_url,
-            redirect_uri: callback_url.to_string(),
             groups: config.groups.clone(),
             use_login_as_id: config.use_login_as_id,
             get_groups_permission: config.get_groups_permission,
@@ -222,25 +221,10 @@ impl GitlabConnector {
         out
     }
 
-    fn check_callback(&self, callback_url: &str) -> Result<(), ConnectorError> {
-        if callback_url == self.redirect_uri {
-            Ok(())
-        } else {
-            Err(ConnectorError::Config(format!(
-                "the callback URL `{callback_url}` is not the connector's redirectURI `{}`",
-                self.redirect_uri
-            )))
-        }
-    }
-
     /// Who the token's user is, with groups under the connector's rules. `Denied` when
     /// `groups` keeps the user out.
-    async fn identity(
-        &self,
-        scopes: &Scopes,
-        access_token: &str,
-        refresh_token: Option<&str>,
-    ) -> Result<Identity, Lookup> {
+    async fn identity(&self, scopes: &Scopes, tokens: &Tokens) -> Result<Identity, Lookup> {
+        let access_token = tokens.access_token.as_str();
         let user: GitlabUser = serde_json::from_value(
             self.upstream
                 .get_json(&format!("{}/api/v4/user", self.base_url), access_token)
@@ -277,7 +261,7 @@ impl GitlabConnector {
             Some(
                 serde_json::to_vec(&ConnectorData {
                     access_token: access_token.to_string(),
-                    refresh_token: refresh_token.unwrap_or_default().to_string(),
+                    refresh_token: tokens.refresh_token.clone().unwrap_or_default(),
                 })
                 .map_err(|e| Lookup::Internal(e.to_string()))?,
             )
@@ -367,7 +351,7 @@ impl CallbackConnector for GitlabConnector {
         callback_url: &str,
         state: &str,
     ) -> Result<UpstreamRedirect, ConnectorError> {
-        self.check_callback(callback_url)?;
+        self.upstream.check_callback(callback_url)?;
         Ok(UpstreamRedirect {
             url: self
                 .upstream
@@ -383,16 +367,11 @@ impl CallbackConnector for GitlabConnector {
         _pending: &[u8],
         query: &str,
     ) -> Result<Identity, ConnectorError> {
-        self.check_callback(callback_url)?;
-        let code = self.upstream.callback_code(query)?;
-        let tokens = self.upstream.exchange(&code).await?;
-        self.identity(
-            scopes,
-            &tokens.access_token,
-            tokens.refresh_token.as_deref(),
-        )
-        .await
-        .map_err(|e| match e {
+        let tokens = self
+            .upstream
+            .tokens_from_callback(callback_url, query)
+            .await?;
+        self.identity(scopes, &tokens).await.map_err(|e| match e {
             Lookup::Fetch(e) => e.at_login(),
             Lookup::Denied(reason) => ConnectorError::AccessDenied(reason),
             Lookup::Internal(reason) => ConnectorError::Internal(reason),
@@ -414,25 +393,15 @@ impl RefreshConnector for GitlabConnector {
             .as_deref()
             .and_then(|d| serde_json::from_slice(d).ok())
             .unwrap_or_default();
-        let (access_token, refresh_token) = if !data.refresh_token.is_empty() {
-            let tokens = self.upstream.refresh(&data.refresh_token).await?;
-            // GitLab rotates refresh tokens; keep the old one if it sent none.
-            let refresh = tokens.refresh_token.unwrap_or(data.refresh_token);
-            (tokens.access_token, refresh)
-        } else if !data.access_token.is_empty() {
-            (data.access_token, String::new())
-        } else {
-            return Err(ConnectorError::SessionEnded(
-                "no GitLab token is stored with this session".into(),
-            ));
-        };
-        self.identity(scopes, &access_token, Some(&refresh_token))
-            .await
-            .map_err(|e| match e {
-                Lookup::Fetch(e) => e.at_refresh(),
-                Lookup::Denied(reason) => ConnectorError::SessionEnded(reason),
-                Lookup::Internal(reason) => ConnectorError::Internal(reason),
-            })
+        let tokens = self
+            .upstream
+            .tokens_for_refresh(data.access_token, data.refresh_token)
+            .await?;
+        self.identity(scopes, &tokens).await.map_err(|e| match e {
+            Lookup::Fetch(e) => e.at_refresh(),
+            Lookup::Denied(reason) => ConnectorError::SessionEnded(reason),
+            Lookup::Internal(reason) => ConnectorError::Internal(reason),
+        })
     }
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::upstream::{
-    read_root_ca, truthy, FetchError, OAuthUpstream, UpstreamSettings, REQUEST_TIMEOUT,
+    read_root_ca, truthy, FetchError, OAuthUpstream, Tokens, UpstreamSettings, REQUEST_TIMEOUT,
 };
 use crate::{
     CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
@@ -179,7 +179,6 @@ struct ConnectorData {
 
 pub struct OAuthConnector {
     upstream: OAuthUpstream,
-    redirect_uri: String,
     user_info_url: String,
     scopes: Vec<String>,
     keys: ClaimKeys,
@@ -218,31 +217,15 @@ impl OAuthConnector {
         )?;
         Ok(Self {
             upstream,
-            redirect_uri: callback_url.to_string(),
             user_info_url: config.user_info_url.clone(),
             scopes: config.scopes.clone(),
             keys: config.keys(),
         })
     }
 
-    fn check_callback(&self, callback_url: &str) -> Result<(), ConnectorError> {
-        if callback_url == self.redirect_uri {
-            Ok(())
-        } else {
-            Err(ConnectorError::Config(format!(
-                "the callback URL `{callback_url}` is not the connector's redirectURI `{}`",
-                self.redirect_uri
-            )))
-        }
-    }
-
     /// Reads userinfo with the token and maps it (see [`identity_from_userinfo`]).
-    async fn identity(
-        &self,
-        scopes: &Scopes,
-        access_token: &str,
-        refresh_token: Option<&str>,
-    ) -> Result<Identity, Lookup> {
+    async fn identity(&self, scopes: &Scopes, tokens: &Tokens) -> Result<Identity, Lookup> {
+        let access_token = tokens.access_token.as_str();
         let info = match self
             .upstream
             .get_json(&self.user_info_url, access_token)
@@ -261,7 +244,7 @@ impl OAuthConnector {
             identity.connector_data = Some(
                 serde_json::to_vec(&ConnectorData {
                     access_token: access_token.to_string(),
-                    refresh_token: refresh_token.unwrap_or_default().to_string(),
+                    refresh_token: tokens.refresh_token.clone().unwrap_or_default(),
                 })
                 .map_err(|e| Lookup::Unusable(e.to_string()))?,
             );
@@ -381,7 +364,7 @@ impl CallbackConnector for OAuthConnector {
         callback_url: &str,
         state: &str,
     ) -> Result<UpstreamRedirect, ConnectorError> {
-        self.check_callback(callback_url)?;
+        self.upstream.check_callback(callback_url)?;
         Ok(UpstreamRedirect {
             url: self.upstream.authorize_url(state, &self.scopes),
             pending: Vec::new(),
@@ -395,16 +378,11 @@ impl CallbackConnector for OAuthConnector {
         _pending: &[u8],
         query: &str,
     ) -> Result<Identity, ConnectorError> {
-        self.check_callback(callback_url)?;
-        let code = self.upstream.callback_code(query)?;
-        let tokens = self.upstream.exchange(&code).await?;
-        self.identity(
-            scopes,
-            &tokens.access_token,
-            tokens.refresh_token.as_deref(),
-        )
-        .await
-        .map_err(|e| match e {
+        let tokens = self
+            .upstream
+            .tokens_from_callback(callback_url, query)
+            .await?;
+        self.identity(scopes, &tokens).await.map_err(|e| match e {
             Lookup::Fetch(e) => e.at_login(),
             Lookup::Unusable(reason) => ConnectorError::Config(reason),
         })
@@ -423,24 +401,14 @@ impl RefreshConnector for OAuthConnector {
             .as_deref()
             .and_then(|d| serde_json::from_slice(d).ok())
             .unwrap_or_default();
-        let (access_token, refresh_token) = if !data.refresh_token.is_empty() {
-            let tokens = self.upstream.refresh(&data.refresh_token).await?;
-            let refresh = tokens.refresh_token.unwrap_or(data.refresh_token);
-            (tokens.access_token, refresh)
-        } else if !data.access_token.is_empty() {
-            (data.access_token, String::new())
-        } else {
-            return Err(ConnectorError::SessionEnded(
-                "no token of the OAuth provider is stored with this session".into(),
-            ));
-        };
-        let fresh = self
-            .identity(scopes, &access_token, Some(&refresh_token))
-            .await
-            .map_err(|e| match e {
-                Lookup::Fetch(e) => e.at_refresh(),
-                Lookup::Unusable(reason) => ConnectorError::SessionEnded(reason),
-            })?;
+        let tokens = self
+            .upstream
+            .tokens_for_refresh(data.access_token, data.refresh_token)
+            .await?;
+        let fresh = self.identity(scopes, &tokens).await.map_err(|e| match e {
+            Lookup::Fetch(e) => e.at_refresh(),
+            Lookup::Unusable(reason) => ConnectorError::SessionEnded(reason),
+        })?;
         if fresh.user_id != identity.user_id {
             return Err(ConnectorError::SessionEnded(
                 "the provider's userinfo now names another user".into(),

@@ -118,6 +118,7 @@ pub(crate) struct OAuthUpstream {
     name: &'static str,
     oauth: OAuthClient,
     http: reqwest::Client,
+    redirect_uri: String,
 }
 
 impl OAuthUpstream {
@@ -157,7 +158,61 @@ impl OAuthUpstream {
         let http = builder
             .build()
             .map_err(|e| ConnectorError::Internal(format!("HTTP client for {name}: {e}")))?;
-        Ok(Self { name, oauth, http })
+        Ok(Self {
+            name,
+            oauth,
+            http,
+            redirect_uri: settings.redirect_uri.to_string(),
+        })
+    }
+
+    /// The callback URL must be the one the upstream was told (`redirectURI`).
+    pub fn check_callback(&self, callback_url: &str) -> Result<(), ConnectorError> {
+        if callback_url == self.redirect_uri {
+            Ok(())
+        } else {
+            Err(ConnectorError::Config(format!(
+                "the callback URL `{callback_url}` is not the connector's redirectURI `{}`",
+                self.redirect_uri
+            )))
+        }
+    }
+
+    /// The browser came back to `callback_url` with `query`: the tokens its code is worth.
+    pub async fn tokens_from_callback(
+        &self,
+        callback_url: &str,
+        query: &str,
+    ) -> Result<Tokens, ConnectorError> {
+        self.check_callback(callback_url)?;
+        let code = self.callback_code(query)?;
+        self.exchange(&code).await
+    }
+
+    /// The tokens to re-read the user with at refresh: fresh ones for the kept refresh token
+    /// (the old one stays when none comes back), else, as Dex does, the kept access token.
+    pub async fn tokens_for_refresh(
+        &self,
+        kept_access_token: String,
+        kept_refresh_token: String,
+    ) -> Result<Tokens, ConnectorError> {
+        if !kept_refresh_token.is_empty() {
+            let tokens = self.refresh(&kept_refresh_token).await?;
+            Ok(Tokens {
+                access_token: tokens.access_token,
+                refresh_token: Some(tokens.refresh_token.unwrap_or(kept_refresh_token)),
+            })
+        } else if !kept_access_token.is_empty() {
+            Ok(Tokens {
+                access_token: kept_access_token,
+                refresh_token: None,
+            })
+        } else {
+            Err(ConnectorError::SessionEnded(format!(
+                "no token of {} is stored with this session",
+                self.name
+            )))
+        }
     }
 
     /// Where to send the browser.

@@ -6,9 +6,9 @@ use crate::common;
 
 use std::net::IpAddr;
 
+use common::config_check::connector_errors;
 use common::fake_oauth::id_claims;
 use common::server::{location, query_param, AuthRequest, Backend, TestServer};
-use lanyard::config::Config;
 use lanyard::oidc::subject::encode_subject;
 use serde_json::json;
 
@@ -125,22 +125,9 @@ async fn headers_on_the_shared_callback_are_not_believed() {
     assert_eq!(resp.status(), 400);
 }
 
-const BASE: &str =
-    "issuer: http://127.0.0.1:5556\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\n";
-
 #[test]
 fn trusted_proxies_is_required_and_named_by_path() {
-    let config = |c: &str| {
-        let yaml = format!("{BASE}connectors:\n- type: authproxy\n  id: p\n  config:\n{c}");
-        let errors = match Config::from_yaml_str(&yaml, &|_| None) {
-            Ok(config) => config.connector_errors(),
-            Err(errors) => errors.0,
-        };
-        errors
-            .into_iter()
-            .map(|e| (e.path, e.message))
-            .collect::<Vec<_>>()
-    };
+    let config = |c: &str| connector_errors(&format!("- type: authproxy\n  id: p\n  config:\n{c}"));
     let errors = config("    userHeader: X-Forwarded-User\n");
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].0, "connectors[0].config.trustedProxies");

@@ -7,11 +7,11 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::config_check::{assert_example_passes_check_config, connector_errors, indented_config};
 use common::fake_oauth::{
     id_claims, refresh, Failure, FakeAccount, FakeOAuth, CLIENT_ID, CLIENT_SECRET,
 };
 use common::server::{location, AuthRequest, Backend, TestServer};
-use lanyard::config::Config;
 use lanyard::oidc::subject::encode_subject;
 use lanyard_connectors::gitlab::{GitlabConfig, GitlabConnector};
 use lanyard_connectors::{CallbackConnector, ConnectorError, Scopes};
@@ -30,11 +30,7 @@ fn connector_yaml(fake: &FakeOAuth, extra: &str) -> String {
         fake.base,
         fake.ca_base64()
     );
-    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
-        yaml.push_str("    ");
-        yaml.push_str(line);
-        yaml.push('\n');
-    }
+    yaml.push_str(&indented_config(extra));
     yaml
 }
 
@@ -261,21 +257,9 @@ async fn without_the_ca_gitlab_is_not_trusted() {
 
 // ----- configuration --------------------------------------------------------------------------
 
-const BASE: &str =
-    "issuer: http://127.0.0.1:5556\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\n";
-
-fn config_errors(connectors: &str) -> Vec<(String, String)> {
-    let yaml = format!("{BASE}connectors:\n{connectors}");
-    let errors = match Config::from_yaml_str(&yaml, &|_| None) {
-        Ok(config) => config.connector_errors(),
-        Err(errors) => errors.0,
-    };
-    errors.into_iter().map(|e| (e.path, e.message)).collect()
-}
-
 #[test]
 fn check_config_names_each_bad_gitlab_setting_by_path() {
-    let errors = config_errors("- type: gitlab\n  id: gl\n  config:\n    clientSecert: x\n");
+    let errors = connector_errors("- type: gitlab\n  id: gl\n  config:\n    clientSecert: x\n");
     assert!(
         errors
             .iter()
@@ -283,7 +267,7 @@ fn check_config_names_each_bad_gitlab_setting_by_path() {
                 && m.contains("did you mean `clientSecret`")),
         "{errors:?}"
     );
-    let errors = config_errors(
+    let errors = connector_errors(
         "- type: gitlab\n  id: gl\n  config:\n    baseURL: gitlab.example.com\n    rootCAData: bm90IGEgY2VydA==\n",
     );
     let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
@@ -301,21 +285,11 @@ fn check_config_names_each_bad_gitlab_setting_by_path() {
 
 #[test]
 fn the_gitlab_example_passes_check_config() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lanyard"))
-        .args(["check-config", "--config", "config/examples/gitlab.yaml"])
-        .env("GITLAB_CLIENT_ID", "0123456789abcdef")
-        .env("GITLAB_CLIENT_SECRET", "gloas-0123456789abcdef")
-        .env(
-            "LANYARD_ENCRYPTION_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_example_passes_check_config(
+        "config/examples/gitlab.yaml",
+        &[
+            ("GITLAB_CLIENT_ID", "0123456789abcdef"),
+            ("GITLAB_CLIENT_SECRET", "gloas-0123456789abcdef"),
+        ],
     );
-    assert_eq!(stdout.trim(), "OK", "no warnings either");
 }

@@ -7,11 +7,11 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::config_check::{assert_example_passes_check_config, connector_errors, indented_config};
 use common::fake_oauth::{
     id_claims, refresh, Failure, FakeAccount, FakeOAuth, CLIENT_ID, CLIENT_SECRET,
 };
 use common::server::{location, AuthRequest, Backend, TestServer};
-use lanyard::config::Config;
 use lanyard::oidc::subject::encode_subject;
 use lanyard_connectors::oauth::{OAuthConfig, OAuthConnector};
 use lanyard_connectors::{CallbackConnector, ConnectorError, Scopes};
@@ -29,11 +29,7 @@ fn connector_yaml(fake: &FakeOAuth, extra: &str) -> String {
         base = fake.base,
         ca = fake.ca_file.display()
     );
-    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
-        yaml.push_str("    ");
-        yaml.push_str(line);
-        yaml.push('\n');
-    }
+    yaml.push_str(&indented_config(extra));
     yaml
 }
 
@@ -156,21 +152,9 @@ async fn a_provider_that_does_not_answer_in_time_is_unavailable() {
 
 // ----- configuration --------------------------------------------------------------------------
 
-const BASE: &str =
-    "issuer: http://127.0.0.1:5556\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\n";
-
-fn config_errors(connectors: &str) -> Vec<(String, String)> {
-    let yaml = format!("{BASE}connectors:\n{connectors}");
-    let errors = match Config::from_yaml_str(&yaml, &|_| None) {
-        Ok(config) => config.connector_errors(),
-        Err(errors) => errors.0,
-    };
-    errors.into_iter().map(|e| (e.path, e.message)).collect()
-}
-
 #[test]
 fn check_config_refuses_insecure_skip_verify_and_names_paths() {
-    let errors = config_errors(
+    let errors = connector_errors(
         "- type: oauth\n  id: o\n  config:\n    clientID: a\n    authorizationURL: https://p.example/auth\n    tokenURL: https://p.example/token\n    userInfoURL: https://p.example/me\n    insecureSkipVerify: true\n",
     );
     let got: Vec<(&str, bool)> = errors
@@ -182,7 +166,7 @@ fn check_config_refuses_insecure_skip_verify_and_names_paths() {
         "{errors:?}"
     );
     // Dex has userIDKey at the top level, not under claimMapping.
-    let errors = config_errors(
+    let errors = connector_errors(
         "- type: oauth\n  id: o\n  config:\n    claimMapping:\n      userIDKey: sub\n",
     );
     assert!(
@@ -191,7 +175,7 @@ fn check_config_refuses_insecure_skip_verify_and_names_paths() {
             .any(|(p, _)| p == "connectors[0].config.claimMapping.userIDKey"),
         "{errors:?}"
     );
-    let errors = config_errors("- type: oauth\n  id: o\n  config:\n    clientID: a\n");
+    let errors = connector_errors("- type: oauth\n  id: o\n  config:\n    clientID: a\n");
     let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         paths,
@@ -205,21 +189,11 @@ fn check_config_refuses_insecure_skip_verify_and_names_paths() {
 
 #[test]
 fn the_oauth_example_passes_check_config() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lanyard"))
-        .args(["check-config", "--config", "config/examples/oauth.yaml"])
-        .env("OAUTH_CLIENT_ID", "lanyard")
-        .env("OAUTH_CLIENT_SECRET", "0123456789abcdef")
-        .env(
-            "LANYARD_ENCRYPTION_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_example_passes_check_config(
+        "config/examples/oauth.yaml",
+        &[
+            ("OAUTH_CLIENT_ID", "lanyard"),
+            ("OAUTH_CLIENT_SECRET", "0123456789abcdef"),
+        ],
     );
-    assert_eq!(stdout.trim(), "OK", "no warnings either");
 }

@@ -4,6 +4,7 @@
 #[macro_use]
 mod macros;
 pub mod browser;
+pub mod config_check;
 pub mod fake_github;
 pub mod fake_oauth;
 pub mod federation;
