@@ -11,7 +11,7 @@ use common::config_check::{assert_example_passes_check_config, connector_errors,
 use common::fake_oauth::{
     id_claims, refresh, Failure, FakeAccount, FakeOAuth, CLIENT_ID, CLIENT_SECRET,
 };
-use common::server::{location, AuthRequest, Backend, TestServer};
+use common::server::{location, AuthRequest, TestServer};
 use lanyard::oidc::subject::encode_subject;
 use lanyard_connectors::gitlab::{GitlabConfig, GitlabConnector};
 use lanyard_connectors::{CallbackConnector, ConnectorError, Scopes};
@@ -36,15 +36,7 @@ fn connector_yaml(fake: &FakeOAuth, extra: &str) -> String {
 
 /// A fake GitLab where `account` is signed in, and a lanyard server using it.
 async fn gitlab_with(account: FakeAccount, extra: &str) -> (FakeOAuth, TestServer) {
-    let fake = FakeOAuth::start().await;
-    fake.sign_in(account);
-    let s = TestServer::start(
-        Backend::Sqlite,
-        &format!("connectors:\n{}", connector_yaml(&fake, extra)),
-    )
-    .await
-    .expect("SQLite server");
-    (fake, s)
+    FakeOAuth::with_lanyard(account, |fake| connector_yaml(fake, extra)).await
 }
 
 // ----- end to end -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use common::config_check::{assert_example_passes_check_config, connector_errors,
 use common::fake_oauth::{
     id_claims, refresh, Failure, FakeAccount, FakeOAuth, CLIENT_ID, CLIENT_SECRET,
 };
-use common::server::{location, AuthRequest, Backend, TestServer};
+use common::server::{location, AuthRequest, TestServer};
 use lanyard::oidc::subject::encode_subject;
 use lanyard_connectors::oauth::{OAuthConfig, OAuthConnector};
 use lanyard_connectors::{CallbackConnector, ConnectorError, Scopes};
@@ -34,15 +34,7 @@ fn connector_yaml(fake: &FakeOAuth, extra: &str) -> String {
 }
 
 async fn provider_with(account: FakeAccount, extra: &str) -> (FakeOAuth, TestServer) {
-    let fake = FakeOAuth::start().await;
-    fake.sign_in(account);
-    let s = TestServer::start(
-        Backend::Sqlite,
-        &format!("connectors:\n{}", connector_yaml(&fake, extra)),
-    )
-    .await
-    .expect("SQLite server");
-    (fake, s)
+    FakeOAuth::with_lanyard(account, |fake| connector_yaml(fake, extra)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -404,9 +404,26 @@ async fn generic_userinfo(State(state): State<Shared>, headers: HeaderMap) -> Re
     }
 }
 
-use super::server::{location, query_param, AuthRequest, TestServer, PUBLIC_CLIENT};
+use super::server::{location, query_param, AuthRequest, Backend, TestServer, PUBLIC_CLIENT};
 
 impl FakeOAuth {
+    /// A fake where `account` is signed in, and a lanyard server (SQLite) whose `connectors:`
+    /// are what `connectors` writes for the fake.
+    pub async fn with_lanyard(
+        account: FakeAccount,
+        connectors: impl FnOnce(&FakeOAuth) -> String,
+    ) -> (FakeOAuth, TestServer) {
+        let fake = FakeOAuth::start().await;
+        fake.sign_in(account);
+        let s = TestServer::start(
+            Backend::Sqlite,
+            &format!("connectors:\n{}", connectors(&fake)),
+        )
+        .await
+        .expect("SQLite server");
+        (fake, s)
+    }
+
     /// lanyard's /auth naming `connector` → the provider's authorize page → back to lanyard's
     /// /callback; returns that callback URL (with code and state).
     pub async fn to_provider(
