@@ -14,7 +14,7 @@ use common::fake_oauth::{
 use common::server::{location, AuthRequest, TestServer};
 use lanyard::oidc::subject::encode_subject;
 use lanyard_connectors::gitlab::{GitlabConfig, GitlabConnector};
-use lanyard_connectors::{CallbackConnector, ConnectorError, Scopes};
+use lanyard_connectors::{CallbackConnector, ConnectorError, RefreshConnector, Scopes};
 use serde_json::{json, Value};
 
 const JANE_ID: u64 = 4242;
@@ -243,6 +243,43 @@ async fn without_the_ca_gitlab_is_not_trusted() {
         .unwrap_err();
     assert!(
         matches!(&err, ConnectorError::Unavailable(m) if m.contains("cannot reach GitLab's token endpoint")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_only_an_access_token_refreshes_with_it_as_in_dex() {
+    let fake = FakeOAuth::start().await;
+    fake.sign_in(jane());
+    let connector = GitlabConnector::new(&config(&fake, json!({})), CALLBACK).unwrap();
+    let query = callback_query(&fake, &connector).await;
+    let mut identity = connector
+        .handle_callback(&SCOPES, CALLBACK, &[], &query)
+        .await
+        .unwrap();
+    let access_token = fake
+        .live_tokens()
+        .into_iter()
+        .find(|t| t.starts_with("gl-access-"))
+        .unwrap();
+    identity.connector_data = Some(
+        json!({ "accessToken": access_token })
+            .to_string()
+            .into_bytes(),
+    );
+
+    fake.set_groups("jane", &["widgets"]);
+    let fresh = connector.refresh(&SCOPES, &identity).await.unwrap();
+    assert_eq!(fresh.groups, vec!["widgets"]);
+    assert_eq!(fresh.user_id, JANE_ID.to_string());
+
+    fake.revoke_all_tokens();
+    let err = connector.refresh(&SCOPES, &identity).await.unwrap_err();
+    assert!(matches!(err, ConnectorError::SessionEnded(_)), "{err:?}");
+    identity.connector_data = None;
+    let err = connector.refresh(&SCOPES, &identity).await.unwrap_err();
+    assert!(
+        matches!(&err, ConnectorError::SessionEnded(m) if m.contains("no token of GitLab")),
         "{err:?}"
     );
 }
