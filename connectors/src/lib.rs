@@ -5,16 +5,22 @@
 //! exist from config; this crate knows nothing about the server.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod authproxy;
+pub mod cidr;
 pub mod github;
+pub mod gitlab;
 pub mod ldap;
 pub mod local;
 pub mod mock;
+pub mod oauth;
 pub mod oidc;
 pub mod password_hash;
+mod upstream;
 
 pub use ldap::{LdapConfig, LdapConnector, LdapLimits};
 pub use local::{LocalConnector, LocalProfile, LocalUser, LocalUserDirectory, StaticUserDirectory};
@@ -249,6 +255,21 @@ pub trait CallbackConnector: Send + Sync {
         pending: &[u8],
         query: &str,
     ) -> Result<Identity, ConnectorError>;
+
+    /// For a connector whose upstream is in front of lanyard (`authproxy`): the identity the
+    /// request to `/callback/<connector id>` carries in its `headers`, which arrived from the
+    /// address `peer` (the connection's, never a forwarded-for header). Other connectors
+    /// take no such request.
+    async fn handle_proxied_callback(
+        &self,
+        _scopes: &Scopes,
+        _peer: IpAddr,
+        _headers: &http::HeaderMap,
+    ) -> Result<Identity, ConnectorError> {
+        Err(ConnectorError::BadCallback(
+            "this sign-in method does not return to /callback/<connector id>".into(),
+        ))
+    }
 }
 
 /// Who a verified subject token names, and until when the upstream vouches for it.

@@ -3,10 +3,13 @@
 
 use std::collections::HashMap;
 
+use lanyard_connectors::authproxy::AuthProxyConfig;
 use lanyard_connectors::github::GithubConfig;
+use lanyard_connectors::gitlab::GitlabConfig;
 use lanyard_connectors::mock::{
     is_loopback_issuer, MockCallbackConfig, MockPasswordConfig, ALLOW_NON_LOOPBACK_KEY,
 };
+use lanyard_connectors::oauth::OAuthConfig;
 use lanyard_connectors::{ConfigIssue, LdapConfig, OidcConfig};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -58,6 +61,11 @@ pub enum ConnectorSettings {
     Ldap(Box<LdapConfig>),
     Github(Box<GithubConfig>),
     Oidc(Box<OidcConfig>),
+    Gitlab(Box<GitlabConfig>),
+    /// A plain OAuth 2.0 provider with a userinfo endpoint.
+    OAuth(Box<OAuthConfig>),
+    /// An authenticating reverse proxy in front of lanyard.
+    AuthProxy(Box<AuthProxyConfig>),
     /// Dex's development connectors (see docs/connectors/mock.md).
     MockCallback(MockCallbackConfig),
     MockPassword(Box<MockPasswordConfig>),
@@ -74,15 +82,21 @@ pub enum ConnectorType {
     Ldap,
     Github,
     Oidc,
+    Gitlab,
+    OAuth,
+    AuthProxy,
     MockCallback,
     MockPassword,
 }
 
 impl ConnectorType {
-    pub const ALL: [ConnectorType; 6] = [
+    pub const ALL: [ConnectorType; 9] = [
         ConnectorType::Ldap,
         ConnectorType::Github,
         ConnectorType::Oidc,
+        ConnectorType::Gitlab,
+        ConnectorType::OAuth,
+        ConnectorType::AuthProxy,
         ConnectorType::Local,
         ConnectorType::MockCallback,
         ConnectorType::MockPassword,
@@ -94,6 +108,9 @@ impl ConnectorType {
             ConnectorType::Ldap => "ldap",
             ConnectorType::Github => "github",
             ConnectorType::Oidc => "oidc",
+            ConnectorType::Gitlab => "gitlab",
+            ConnectorType::OAuth => "oauth",
+            ConnectorType::AuthProxy => "authproxy",
             ConnectorType::MockCallback => "mockCallback",
             ConnectorType::MockPassword => "mockPassword",
         }
@@ -323,6 +340,24 @@ fn settings(
             let oidc = ctx.de::<OidcConfig>(raw, path)?;
             checked(oidc.validate(), path, ctx, || {
                 ConnectorSettings::Oidc(Box::new(oidc))
+            })
+        }
+        ConnectorType::Gitlab => {
+            let gitlab = ctx.de::<GitlabConfig>(raw, path)?;
+            checked(gitlab.validate(), path, ctx, || {
+                ConnectorSettings::Gitlab(Box::new(gitlab))
+            })
+        }
+        ConnectorType::OAuth => {
+            let oauth = ctx.de::<OAuthConfig>(raw, path)?;
+            checked(oauth.validate(), path, ctx, || {
+                ConnectorSettings::OAuth(Box::new(oauth))
+            })
+        }
+        ConnectorType::AuthProxy => {
+            let proxy = ctx.de::<AuthProxyConfig>(raw, path)?;
+            checked(proxy.validate(), path, ctx, || {
+                ConnectorSettings::AuthProxy(Box::new(proxy))
             })
         }
         ConnectorType::MockCallback => ctx

@@ -10,8 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use lanyard_connectors::authproxy::{AuthProxyConfig, AuthProxyConnector};
 use lanyard_connectors::github::{GithubConfig, GithubConnector};
+use lanyard_connectors::gitlab::GitlabConnector;
 use lanyard_connectors::mock::{MockCallbackConnector, MockPasswordConnector};
+use lanyard_connectors::oauth::OAuthConnector;
 use lanyard_connectors::{
     ConnectorError, LdapConfig, LdapConnector, LocalConnector, LocalProfile, LocalUser,
     LocalUserDirectory, OidcConfig, OidcConnector, PasswordHasher,
@@ -688,6 +691,17 @@ pub(super) fn open_connectors(
             ConnectorSettings::Github(settings) => github_connector(config, c, settings)
                 .map(|connector| ConnectorEntry::callback(&c.id, &c.name, connector)),
             ConnectorSettings::Oidc(settings) => oidc_connector(config, c, settings, clock),
+            ConnectorSettings::Gitlab(settings) => {
+                GitlabConnector::new(settings, &callback_url(config))
+                    .map_err(|e| connector_failed(c)(e.to_string()))
+                    .map(|connector| ConnectorEntry::callback(&c.id, &c.name, connector))
+            }
+            ConnectorSettings::OAuth(settings) => {
+                OAuthConnector::new(settings, &callback_url(config))
+                    .map_err(|e| connector_failed(c)(e.to_string()))
+                    .map(|connector| ConnectorEntry::callback(&c.id, &c.name, connector))
+            }
+            ConnectorSettings::AuthProxy(settings) => authproxy_connector(c, settings),
             ConnectorSettings::Invalid(errors) => Err(connector_failed(c)(
                 errors
                     .iter()
@@ -767,6 +781,29 @@ fn ldap_connector(
         // These start with the key at fault (rootCA, clientCert, ...).
         ConnectorError::Config(key_and_problem) => fail(format!("{path}.{key_and_problem}")),
         other => fail(format!("{path}: {other}")),
+    })
+}
+
+/// The issuer's `/callback`, where upstreams send the browser back.
+fn callback_url(config: &Config) -> String {
+    format!("{}/callback", config.issuer.as_str().trim_end_matches('/'))
+}
+
+/// A `type: authproxy` connector: the login goes to `/callback/<id>` behind the proxy, which
+/// has nothing to re-check at refresh (as in Dex, a refresh keeps what the login said).
+fn authproxy_connector(
+    c: &ConnectorConfig,
+    settings: &AuthProxyConfig,
+) -> Result<ConnectorEntry, AppError> {
+    let connector =
+        AuthProxyConnector::new(&c.id, settings).map_err(|e| connector_failed(c)(e.to_string()))?;
+    Ok(ConnectorEntry {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        kind: ConnectorKind::Callback(Arc::new(connector)),
+        refresh: None,
+        token_identity: None,
+        health: ConnectorHealth::up(),
     })
 }
 

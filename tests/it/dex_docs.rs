@@ -107,6 +107,17 @@ const GOOGLE_ENV: &[(&str, &str)] = &[
     ("GOOGLE_CLIENT_SECRET", "google-client-secret"),
 ];
 
+const GITLAB_ENV: &[(&str, &str)] = &[
+    ("GITLAB_APPLICATION_ID", "0123456789abcdef"),
+    ("GITLAB_CLIENT_SECRET", "gitlab-client-secret"),
+];
+const REDDIT_ENV: &[(&str, &str)] = &[
+    ("REDDIT_CLIENT_ID", "reddit-client"),
+    ("REDDIT_CLIENT_SECRET", "reddit-client-secret"),
+];
+
+const AUTHPROXY_ALLOW_LIST: &str =
+    "authproxy believes identity headers only from the proxy's addresses, which lanyard requires in trustedProxies (docs/connectors/authproxy.md)";
 const SAML: &str = "the saml connector (issue 21)";
 const NEXT_CONNECTORS: &str =
     "Microsoft, Google, GitLab, OAuth 2.0 and authproxy connectors (issue 22)";
@@ -218,25 +229,23 @@ fn snippets() -> Vec<Snippet> {
             NEXT_CONNECTORS,
             "connector type `google` is not supported",
         ),
-        refused(
-            "gitlab-1.yaml",
-            NEXT_CONNECTORS,
-            "connector type `gitlab` is not supported",
-        ),
-        refused(
-            "oauth-1.yaml",
-            NEXT_CONNECTORS,
-            "connector type `oauth` is not supported",
-        ),
+        Snippet {
+            env: GITLAB_ENV,
+            ..ok("gitlab-1.yaml", Preamble)
+        },
+        Snippet {
+            env: REDDIT_ENV,
+            ..ok("oauth-1.yaml", Preamble)
+        },
         refused(
             "authproxy-1.yaml",
-            NEXT_CONNECTORS,
-            "connector type `authproxy` is not supported",
+            AUTHPROXY_ALLOW_LIST,
+            "connectors[0].config.trustedProxies: missing required key `trustedProxies`",
         ),
         refused(
             "authproxy-2.yaml",
-            NEXT_CONNECTORS,
-            "connector type `authproxy` is not supported",
+            AUTHPROXY_ALLOW_LIST,
+            "connectors[0].config.trustedProxies: missing required key `trustedProxies`",
         ),
         refused(
             "atlassian-crowd-1.yaml",

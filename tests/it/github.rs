@@ -8,7 +8,8 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::fake_github::{FakeGithub, FakeUser, RateLimit, CLIENT_ID};
-use common::server::{location, query_param, AuthRequest, Backend, TestServer, PUBLIC_CLIENT};
+use common::fake_oauth::refresh;
+use common::server::{location, query_param, AuthRequest, Backend, TestServer};
 use lanyard::config::Config;
 use lanyard::oidc::subject::encode_subject;
 use lanyard_connectors::github::{GithubConfig, GithubConnector, GithubEndpoints};
@@ -96,20 +97,6 @@ async fn callback_page(s: &TestServer, fake: &FakeGithub) -> (u16, String) {
     let callback = to_github(s, fake, &b, &AuthRequest::public()).await;
     let resp = b.get(&callback).send().await.unwrap();
     (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-async fn refresh(s: &TestServer, refresh_token: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(s.url("/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", PUBLIC_CLIENT),
-        ])
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
 fn claims_of(tokens: &Value) -> Value {

@@ -9,6 +9,7 @@
 mod common;
 
 mod admin;
+mod authproxy;
 mod binary;
 mod browser_login;
 mod config;
@@ -20,6 +21,7 @@ mod dex_flow;
 mod dex_frontend;
 mod faults;
 mod github;
+mod gitlab;
 mod grpc_connectors;
 mod hardening;
 mod key_rotation;
@@ -28,6 +30,7 @@ mod kube;
 mod kubeconfig_page;
 mod ldap;
 mod login;
+mod oauth_connector;
 mod oauth_surface;
 mod oidc_connector;
 mod oidc_flow;

@@ -23,6 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
+use crate::upstream::{describe, error_chain};
 use crate::{
     CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
     UpstreamRedirect,
@@ -35,8 +36,6 @@ const SCOPE_EMAIL: &str = "user:email";
 const SCOPE_ORGS: &str = "read:org";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Enough of an upstream's error description to explain it, not enough to fill a page.
-const MAX_DESCRIPTION: usize = 200;
 
 /// Where a GitHub lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,35 +534,6 @@ fn callback_error(code: &str, description: Option<&str>) -> ConnectorError {
         }
         _ => ConnectorError::BadCallback(format!("GitHub refused the sign-in: {text}")),
     }
-}
-
-/// `code: description`, with the upstream's text bounded and stripped of control characters.
-fn describe(code: &str, description: Option<&str>) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .filter(|c| !c.is_control())
-            .take(MAX_DESCRIPTION)
-            .collect()
-    };
-    match description.map(clean).filter(|d| !d.is_empty()) {
-        Some(d) => format!("{}: {d}", clean(code)),
-        None => clean(code),
-    }
-}
-
-/// An error and its causes on one line ("client error (Connect): tcp connect error: ...").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 /// The public web roots plus the `rootCA` file's certificates (a GitHub Enterprise behind a

@@ -2,11 +2,11 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use serde::Deserialize;
 
 use super::discovery::is_http_url;
+pub(crate) use crate::upstream::read_root_ca;
+use crate::upstream::truthy;
 use crate::ConfigIssue;
 
 /// `connectors[].config` of a `type: oidc` connector, key for key as Dex spells it.
@@ -274,41 +274,6 @@ impl OidcConfig {
                 })
         })
     }
-}
-
-/// A key set to something other than false, null or empty.
-fn truthy(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::Null => false,
-        serde_json::Value::Bool(b) => *b,
-        serde_json::Value::String(s) => !s.is_empty(),
-        serde_json::Value::Array(a) => !a.is_empty(),
-        serde_json::Value::Object(o) => !o.is_empty(),
-        serde_json::Value::Number(_) => true,
-    }
-}
-
-/// A `rootCAs` entry as Dex reads it: a file, else base64 of PEM, else PEM itself.
-pub(crate) fn read_root_ca(entry: &str) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem = match std::fs::read(entry) {
-        Ok(bytes) => bytes,
-        Err(_) => STANDARD
-            .decode(entry.trim())
-            .unwrap_or_else(|_| entry.as_bytes().to_vec()),
-    };
-    let text = String::from_utf8_lossy(&pem);
-    if !text.contains("-----BEGIN CERTIFICATE-----") {
-        return Err("not a readable PEM file, base64 of PEM, or PEM certificate".to_string());
-    }
-    reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("not a valid PEM certificate: {e}"))
-        .and_then(|certs| {
-            if certs.is_empty() {
-                Err("holds no certificate".to_string())
-            } else {
-                Ok(certs)
-            }
-        })
 }
 
 #[cfg(test)]

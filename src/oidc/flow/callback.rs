@@ -1,6 +1,8 @@
 //! The callback step: the upstream sends the browser back to /callback.
 
-use axum::http::StatusCode;
+use std::net::IpAddr;
+
+use axum::http::{HeaderMap, StatusCode};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
@@ -16,6 +18,38 @@ impl Provider {
         query: &str,
         browser_cookie: Option<&str>,
     ) -> Result<Outcome, AuthorizeError> {
+        self.callback(query, browser_cookie, None).await
+    }
+
+    /// The browser came back to `/callback/<connector_id>` through an authenticating proxy
+    /// (`authproxy`): the identity is in `headers`, believed only as the connector allows for
+    /// a connection from `peer`.
+    pub async fn proxied_callback(
+        &self,
+        connector_id: &str,
+        query: &str,
+        browser_cookie: Option<&str>,
+        peer: IpAddr,
+        headers: &HeaderMap,
+    ) -> Result<Outcome, AuthorizeError> {
+        self.callback(
+            query,
+            browser_cookie,
+            Some(ProxiedRequest {
+                connector_id,
+                peer,
+                headers,
+            }),
+        )
+        .await
+    }
+
+    async fn callback(
+        &self,
+        query: &str,
+        browser_cookie: Option<&str>,
+        proxied: Option<ProxiedRequest<'_>>,
+    ) -> Result<Outcome, AuthorizeError> {
         let state = url::form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "state")
             .map(|(_, v)| v.into_owned())
@@ -29,7 +63,11 @@ impl Provider {
         };
         let request = self.load_request(req_id, browser_cookie).await?;
         let Some(upstream) = request.upstream.clone().filter(|u| {
-            request.login.is_none() && constant_time_eq(&sha256_hex(secret), &u.state_hash)
+            request.login.is_none()
+                && constant_time_eq(&sha256_hex(secret), &u.state_hash)
+                && proxied
+                    .as_ref()
+                    .is_none_or(|p| p.connector_id == u.connector_id)
         }) else {
             return Err(AuthorizeError::login_gone());
         };
@@ -40,19 +78,37 @@ impl Provider {
             return Err(AuthorizeError::login_gone());
         };
         let pending = STANDARD.decode(&upstream.pending).unwrap_or_default();
-        let identity = match callback
-            .handle_callback(
-                &connector_scopes(&request.params.scopes),
-                &self.settings.endpoint("/callback"),
-                &pending,
-                query,
-            )
-            .await
-        {
+        let scopes = connector_scopes(&request.params.scopes);
+        let answer = match proxied {
+            Some(p) => {
+                callback
+                    .handle_proxied_callback(&scopes, p.peer, p.headers)
+                    .await
+            }
+            None => {
+                callback
+                    .handle_callback(
+                        &scopes,
+                        &self.settings.endpoint("/callback"),
+                        &pending,
+                        query,
+                    )
+                    .await
+            }
+        };
+        let identity = match answer {
             Ok(identity) => identity,
             Err(err) => return Err(self.connector_failure(&connector.id, err)),
         };
         self.metrics.record_login(&connector.id, "success");
         self.complete_login(request, &connector, identity).await
     }
+}
+
+/// A callback to `/callback/<connector id>`: which connector it names, and the request's
+/// headers and peer address.
+struct ProxiedRequest<'a> {
+    connector_id: &'a str,
+    peer: IpAddr,
+    headers: &'a HeaderMap,
 }

@@ -74,6 +74,7 @@ pub fn issuer_routes() -> Router<Live> {
             get(pages::login_page).post(pages::login_submit),
         )
         .route("/callback", get(pages::upstream_callback))
+        .route("/callback/{connector}", get(pages::proxied_callback))
         .route(
             "/approval",
             get(pages::approval_page).post(pages::approval_submit),

@@ -2,9 +2,10 @@
 //! approval, device verification and logout, plus their static assets.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -291,6 +292,30 @@ pub(super) async fn upstream_callback(
         .upstream_callback(
             query.as_deref().unwrap_or(""),
             state.cookie(&headers, LOGIN_COOKIE),
+        )
+        .await
+        .or_page(&state)?;
+    Ok(proceed(&state, outcome))
+}
+
+/// Where an `authproxy` login arrives, through the authenticating proxy: the identity is in
+/// the request's headers, believed only from the proxy's address (the connection's peer, not
+/// a forwarded-for header, which anyone can write).
+pub(super) async fn proxied_callback(
+    State(state): State<AppState>,
+    Path(connector): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let outcome = state
+        .provider
+        .proxied_callback(
+            &connector,
+            query.as_deref().unwrap_or(""),
+            state.cookie(&headers, LOGIN_COOKIE),
+            peer.ip(),
+            &headers,
         )
         .await
         .or_page(&state)?;

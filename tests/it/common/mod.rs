@@ -4,7 +4,9 @@
 #[macro_use]
 mod macros;
 pub mod browser;
+pub mod config_check;
 pub mod fake_github;
+pub mod fake_oauth;
 pub mod federation;
 pub mod postgres;
 pub mod process;
