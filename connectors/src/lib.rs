@@ -10,11 +10,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub mod github;
+pub mod google;
 pub mod ldap;
 pub mod local;
+pub mod microsoft;
 pub mod mock;
 pub mod oidc;
 pub mod password_hash;
+mod upstream_http;
 
 pub use ldap::{LdapConfig, LdapConnector, LdapLimits};
 pub use local::{LocalConnector, LocalProfile, LocalUser, LocalUserDirectory, StaticUserDirectory};

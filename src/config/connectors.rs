@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use lanyard_connectors::github::GithubConfig;
+use lanyard_connectors::google::GoogleConfig;
+use lanyard_connectors::microsoft::MicrosoftConfig;
 use lanyard_connectors::mock::{
     is_loopback_issuer, MockCallbackConfig, MockPasswordConfig, ALLOW_NON_LOOPBACK_KEY,
 };
@@ -58,6 +60,8 @@ pub enum ConnectorSettings {
     Ldap(Box<LdapConfig>),
     Github(Box<GithubConfig>),
     Oidc(Box<OidcConfig>),
+    Microsoft(Box<MicrosoftConfig>),
+    Google(Box<GoogleConfig>),
     /// Dex's development connectors (see docs/connectors/mock.md).
     MockCallback(MockCallbackConfig),
     MockPassword(Box<MockPasswordConfig>),
@@ -74,15 +78,19 @@ pub enum ConnectorType {
     Ldap,
     Github,
     Oidc,
+    Microsoft,
+    Google,
     MockCallback,
     MockPassword,
 }
 
 impl ConnectorType {
-    pub const ALL: [ConnectorType; 6] = [
+    pub const ALL: [ConnectorType; 8] = [
         ConnectorType::Ldap,
         ConnectorType::Github,
         ConnectorType::Oidc,
+        ConnectorType::Microsoft,
+        ConnectorType::Google,
         ConnectorType::Local,
         ConnectorType::MockCallback,
         ConnectorType::MockPassword,
@@ -94,6 +102,8 @@ impl ConnectorType {
             ConnectorType::Ldap => "ldap",
             ConnectorType::Github => "github",
             ConnectorType::Oidc => "oidc",
+            ConnectorType::Microsoft => "microsoft",
+            ConnectorType::Google => "google",
             ConnectorType::MockCallback => "mockCallback",
             ConnectorType::MockPassword => "mockPassword",
         }
@@ -265,6 +275,18 @@ fn settings(
             let oidc = ctx.de::<OidcConfig>(raw, path)?;
             checked(oidc.validate(), path, ctx, || {
                 ConnectorSettings::Oidc(Box::new(oidc))
+            })
+        }
+        ConnectorType::Microsoft => {
+            let microsoft = ctx.de::<MicrosoftConfig>(raw, path)?;
+            checked(microsoft.validate(), path, ctx, || {
+                ConnectorSettings::Microsoft(Box::new(microsoft))
+            })
+        }
+        ConnectorType::Google => {
+            let google = ctx.de::<GoogleConfig>(raw, path)?;
+            checked(google.validate(), path, ctx, || {
+                ConnectorSettings::Google(Box::new(google))
             })
         }
         ConnectorType::MockCallback => ctx

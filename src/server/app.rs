@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lanyard_connectors::github::{GithubConfig, GithubConnector};
+use lanyard_connectors::google::{GoogleConfig, GoogleConnector};
+use lanyard_connectors::microsoft::{MicrosoftConfig, MicrosoftConnector};
 use lanyard_connectors::mock::{MockCallbackConnector, MockPasswordConnector};
 use lanyard_connectors::{
     ConnectorError, LdapConfig, LdapConnector, LocalConnector, LocalProfile, LocalUser,
@@ -629,6 +631,11 @@ fn build_connectors(
             ConnectorSettings::Github(settings) => github_connector(config, c, settings)
                 .map(|connector| ConnectorEntry::callback(&c.id, &c.name, connector)),
             ConnectorSettings::Oidc(settings) => oidc_connector(config, c, settings, clock),
+            ConnectorSettings::Google(settings) => google_connector(config, c, settings, clock),
+            ConnectorSettings::Microsoft(settings) => {
+                microsoft_connector(config, c, settings, clock)
+                    .map(|connector| ConnectorEntry::callback(&c.id, &c.name, connector))
+            }
             ConnectorSettings::Invalid(errors) => Err(connector_failed(c)(
                 errors
                     .iter()
@@ -736,6 +743,61 @@ fn github_connector(
 ) -> Result<GithubConnector, AppError> {
     let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
     GithubConnector::new(settings, &callback).map_err(|e| connector_failed(c)(e.to_string()))
+}
+
+/// A `type: microsoft` connector; Microsoft sends the browser back to the issuer's `/callback`.
+fn microsoft_connector(
+    config: &Config,
+    c: &ConnectorConfig,
+    settings: &MicrosoftConfig,
+    clock: &SharedClock,
+) -> Result<MicrosoftConnector, AppError> {
+    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
+    let clock = clock.clone();
+    MicrosoftConnector::new(settings, &callback, Arc::new(move || clock.now()))
+        .map_err(|e| connector_failed(c)(e.to_string()))
+}
+
+/// A `type: google` connector. As with `oidc`, Google's discovery is only probed at start: an
+/// unreachable Google fails its own logins with an error page.
+fn google_connector(
+    config: &Config,
+    c: &ConnectorConfig,
+    settings: &GoogleConfig,
+    clock: &SharedClock,
+) -> Result<ConnectorEntry, AppError> {
+    let fail = connector_failed(c);
+    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
+    if !settings.redirect_uri.is_empty() && settings.redirect_uri != callback {
+        return Err(fail(format!(
+            "redirectURI {} must be lanyard's callback URL {callback}",
+            settings.redirect_uri
+        )));
+    }
+    let clock = clock.clone();
+    let connector = Arc::new(
+        GoogleConnector::new(&c.id, settings, Arc::new(move || clock.now()))
+            .map_err(|e| fail(e.to_string()))?,
+    );
+    let health = ConnectorHealth::up();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let probe = connector.clone();
+        let health = health.clone();
+        runtime.spawn(async move {
+            if let Err(err) = probe.discover().await {
+                tracing::warn!(connector = %probe.id(), error = %err, "Google unreachable at start; each login retries");
+                health.unreachable(err.to_string());
+            }
+        });
+    }
+    Ok(ConnectorEntry {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        kind: ConnectorKind::Callback(connector.clone()),
+        refresh: Some(connector),
+        token_identity: None,
+        health,
+    })
 }
 
 /// A `type: oidc` connector. A bad `redirectURI` stops the start with its id; the upstream is

@@ -5,9 +5,13 @@
 mod macros;
 pub mod browser;
 pub mod fake_github;
+pub mod fake_google;
+pub mod fake_microsoft;
 pub mod federation;
+pub mod https_fake;
 pub mod postgres;
 pub mod process;
 pub mod server;
 pub mod slapd;
 pub mod tls;
+pub mod upstream_login;
