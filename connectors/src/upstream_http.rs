@@ -42,6 +42,13 @@ pub(crate) fn client(
         .map_err(|e| ConnectorError::Internal(format!("HTTP client: {}", chain(&e))))
 }
 
+/// Whether `value` is an absolute http(s) URL with a host (a setting naming an endpoint).
+pub(crate) fn is_http_url(value: &str) -> bool {
+    url::Url::parse(value)
+        .ok()
+        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
 /// Why an API call gave no answer. `api` names the provider's API ("Microsoft Graph").
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {

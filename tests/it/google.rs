@@ -8,6 +8,7 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::connector_config::{assert_example_passes_check_config, connector_config_errors};
 use common::fake_google::{DirectoryFault, FakeGoogle, GROUP_SCOPE, SERVICE_ACCOUNT};
 use common::server::{claims_of, AuthRequest, Backend, TestServer};
 use common::upstream_login::{callback_page, login, refresh};
@@ -291,14 +292,7 @@ async fn each_directory_refusal_says_what_happened() {
 // ----- config -----------------------------------------------------------------------------
 
 fn config_errors(connector_config: &str) -> Vec<(String, String)> {
-    let yaml = format!(
-        "issuer: http://127.0.0.1:5556\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\nconnectors:\n- type: google\n  id: g\n  config:\n{connector_config}"
-    );
-    let errors = match lanyard::config::Config::from_yaml_str(&yaml, &|_| None) {
-        Ok(config) => config.connector_errors(),
-        Err(errors) => errors.0,
-    };
-    errors.into_iter().map(|e| (e.path, e.message)).collect()
+    connector_config_errors("google", connector_config)
 }
 
 #[test]
@@ -346,21 +340,11 @@ async fn an_unreadable_service_account_key_stops_the_connector_naming_the_key() 
 
 #[test]
 fn the_google_example_passes_check_config() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lanyard"))
-        .args(["check-config", "--config", "config/examples/google.yaml"])
-        .env("GOOGLE_CLIENT_ID", "1234.apps.googleusercontent.com")
-        .env("GOOGLE_CLIENT_SECRET", "google-secret")
-        .env(
-            "LANYARD_ENCRYPTION_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        )
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_example_passes_check_config(
+        "config/examples/google.yaml",
+        &[
+            ("GOOGLE_CLIENT_ID", "1234.apps.googleusercontent.com"),
+            ("GOOGLE_CLIENT_SECRET", "google-secret"),
+        ],
     );
-    assert_eq!(stdout.trim(), "OK", "no warnings either");
 }

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::upstream_http::is_http_url;
 use crate::ConfigIssue;
 
 /// Google's OpenID Connect issuer, as Dex fixes it.
@@ -204,12 +205,6 @@ impl GoogleConfig {
         }
         out
     }
-}
-
-fn is_http_url(value: &str) -> bool {
-    url::Url::parse(value)
-        .ok()
-        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 #[cfg(test)]

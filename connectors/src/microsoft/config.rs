@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::upstream_http::is_http_url;
 use crate::ConfigIssue;
 
 /// Microsoft's sign-in service and Graph, as Dex defaults them.
@@ -230,12 +231,6 @@ impl MicrosoftConfig {
         }
         out
     }
-}
-
-fn is_http_url(value: &str) -> bool {
-    url::Url::parse(value)
-        .ok()
-        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use josekit::jws::{JwsHeader, RS256};
 use josekit::jwt::JwtPayload;
 use serde_json::{json, Value};
 
+use super::connector_config::{connector_entry_yaml, merged};
 use super::https_fake::HttpsHost;
 
 pub const CLIENT_ID: &str = "fake-google-client.apps.googleusercontent.com";
@@ -158,7 +159,7 @@ impl FakeGoogle {
     }
 
     pub fn connector_config(&self, extra: Value) -> Value {
-        let mut config = json!({
+        let config = json!({
             "clientID": CLIENT_ID,
             "clientSecret": CLIENT_SECRET,
             "issuer": self.https.base,
@@ -167,18 +168,11 @@ impl FakeGoogle {
             "serviceAccountFilePath": self.key_file.display().to_string(),
             "domainToAdminEmail": {"*": "admin@example.com"},
         });
-        if let (Some(map), Value::Object(extra)) = (config.as_object_mut(), extra) {
-            map.extend(extra);
-        }
-        config
+        merged(config, extra)
     }
 
     pub fn connector_yaml(&self, id: &str, extra: Value) -> String {
-        let entry = json!([{
-            "type": "google", "id": id, "name": "Google",
-            "config": self.connector_config(extra),
-        }]);
-        serde_yaml_ng::to_string(&entry).expect("yaml")
+        connector_entry_yaml("google", id, "Google", self.connector_config(extra))
     }
 }
 

@@ -26,6 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::connector_config::{connector_entry_yaml, merged};
 use super::https_fake::HttpsHost;
 
 pub const CLIENT_ID: &str = "fake-entra-app";
@@ -135,7 +136,7 @@ impl FakeMicrosoft {
 
     /// The connector's `config:` as JSON, pointing at the fake.
     pub fn connector_config(&self, extra: Value) -> Value {
-        let mut config = json!({
+        let config = json!({
             "clientID": CLIENT_ID,
             "clientSecret": CLIENT_SECRET,
             "tenant": TENANT,
@@ -143,19 +144,12 @@ impl FakeMicrosoft {
             "graphURL": self.https.base,
             "rootCAs": [self.https.ca_file.display().to_string()],
         });
-        if let (Some(map), Value::Object(extra)) = (config.as_object_mut(), extra) {
-            map.extend(extra);
-        }
-        config
+        merged(config, extra)
     }
 
     /// A connector entry (YAML, for `connectors:`) pointing at the fake.
     pub fn connector_yaml(&self, id: &str, extra: Value) -> String {
-        let entry = json!([{
-            "type": "microsoft", "id": id, "name": "Microsoft",
-            "config": self.connector_config(extra),
-        }]);
-        serde_yaml_ng::to_string(&entry).expect("yaml")
+        connector_entry_yaml("microsoft", id, "Microsoft", self.connector_config(extra))
     }
 }
 

@@ -4,6 +4,7 @@
 #[macro_use]
 mod macros;
 pub mod browser;
+pub mod connector_config;
 pub mod fake_github;
 pub mod fake_google;
 pub mod fake_microsoft;
