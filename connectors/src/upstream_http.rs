@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::oidc::read_root_ca;
-use crate::ConnectorError;
+use crate::{ConfigIssue, ConnectorError};
 
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -47,6 +47,51 @@ pub(crate) fn is_http_url(value: &str) -> bool {
     url::Url::parse(value)
         .ok()
         .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// The settings every connector of an OAuth app at a provider's API has, checked alike:
+/// `clientID` and `clientSecret` (the app's, described by `app`) present, `redirectURI` and
+/// the endpoint settings `urls` (key, value; empty means the provider's default) absolute
+/// http(s) URLs, each `rootCAs` entry a readable certificate.
+pub(crate) fn check_client_settings(
+    app: &str,
+    (client_id, client_secret): (&str, &str),
+    redirect_uri: &str,
+    urls: &[(&str, &str)],
+    root_cas: &[String],
+) -> Vec<ConfigIssue> {
+    let mut out = Vec::new();
+    for (key, value, what) in [
+        ("clientID", client_id, "ID"),
+        ("clientSecret", client_secret, "secret"),
+    ] {
+        if value.is_empty() {
+            out.push(ConfigIssue::error(
+                key,
+                format!("missing required key `{key}` (the {app}'s client {what})"),
+            ));
+        }
+    }
+    if !redirect_uri.is_empty() && !is_http_url(redirect_uri) {
+        out.push(ConfigIssue::error(
+            "redirectURI",
+            format!("`{redirect_uri}` is not an absolute http(s) URL; it should be the issuer's URL followed by /callback"),
+        ));
+    }
+    for (key, value) in urls {
+        if !value.is_empty() && !is_http_url(value) {
+            out.push(ConfigIssue::error(
+                *key,
+                format!("`{value}` is not an http(s) URL"),
+            ));
+        }
+    }
+    for (i, ca) in root_cas.iter().enumerate() {
+        if let Err(e) = read_root_ca(ca) {
+            out.push(ConfigIssue::error(format!("rootCAs[{i}]"), e));
+        }
+    }
+    out
 }
 
 /// Why an API call gave no answer. `api` names the provider's API ("Microsoft Graph").

@@ -361,8 +361,8 @@ fn check_config_names_each_bad_microsoft_setting_by_path() {
         paths,
         [
             "connectors[0].config.clientSecret",
-            "connectors[0].config.groupNameFormat",
             "connectors[0].config.graphURL",
+            "connectors[0].config.groupNameFormat",
             "connectors[0].config.groups",
             "connectors[0].config.groupNameFormat",
         ],

@@ -250,7 +250,7 @@ impl GithubConnector {
             }
             Err(RequestTokenError::Request(err)) => Err(ConnectorError::Unavailable(format!(
                 "cannot reach GitHub's token endpoint: {}",
-                error_chain(&err)
+                crate::upstream_http::chain(&err)
             ))),
             Err(RequestTokenError::Other(reason)) => Err(ConnectorError::Unavailable(format!(
                 "GitHub's token endpoint: {reason}"
@@ -549,21 +549,6 @@ fn describe(code: &str, description: Option<&str>) -> String {
         Some(d) => format!("{}: {d}", clean(code)),
         None => clean(code),
     }
-}
-
-/// An error and its causes on one line ("client error (Connect): tcp connect error: ...").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 /// The public web roots plus the `rootCA` file's certificates (a GitHub Enterprise behind a

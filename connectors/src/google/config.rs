@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::upstream_http::is_http_url;
+use crate::upstream_http::check_client_settings;
 use crate::ConfigIssue;
 
 /// Google's OpenID Connect issuer, as Dex fixes it.
@@ -108,29 +108,17 @@ impl GoogleConfig {
 
     /// Everything wrong with the settings, each under its key. Files are read at startup.
     pub fn validate(&self) -> Vec<ConfigIssue> {
-        let mut out = Vec::new();
+        let mut out = check_client_settings(
+            "OAuth client",
+            (&self.client_id, &self.client_secret),
+            &self.redirect_uri,
+            &[
+                ("issuer", &self.issuer),
+                ("directoryURL", &self.directory_url),
+            ],
+            &self.root_cas,
+        );
         let mut bad = |key: &str, msg: String| out.push(ConfigIssue::error(key, msg));
-        if self.client_id.is_empty() {
-            bad(
-                "clientID",
-                "missing required key `clientID` (the OAuth client's ID)".into(),
-            );
-        }
-        if self.client_secret.is_empty() {
-            bad(
-                "clientSecret",
-                "missing required key `clientSecret` (the OAuth client's secret)".into(),
-            );
-        }
-        if !self.redirect_uri.is_empty() && !is_http_url(&self.redirect_uri) {
-            bad(
-                "redirectURI",
-                format!(
-                    "`{}` is not an absolute http(s) URL; it should be the issuer's URL followed by /callback",
-                    self.redirect_uri
-                ),
-            );
-        }
         for (i, domain) in self.hosted_domains.iter().enumerate() {
             if domain.is_empty() || domain.contains(['@', '/', ' ']) {
                 bad(
@@ -188,19 +176,6 @@ impl GoogleConfig {
         if let Some(prompt) = &self.prompt_type {
             if prompt.chars().any(char::is_control) {
                 bad("promptType", "must not contain control characters".into());
-            }
-        }
-        for (key, value) in [
-            ("issuer", &self.issuer),
-            ("directoryURL", &self.directory_url),
-        ] {
-            if !value.is_empty() && !is_http_url(value) {
-                bad(key, format!("`{value}` is not an http(s) URL"));
-            }
-        }
-        for (i, ca) in self.root_cas.iter().enumerate() {
-            if let Err(e) = crate::oidc::read_root_ca(ca) {
-                bad(&format!("rootCAs[{i}]"), e);
             }
         }
         out

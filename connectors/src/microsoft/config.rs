@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::upstream_http::is_http_url;
+use crate::upstream_http::check_client_settings;
 use crate::ConfigIssue;
 
 /// Microsoft's sign-in service and Graph, as Dex defaults them.
@@ -123,30 +123,14 @@ impl MicrosoftConfig {
 
     /// Everything wrong with the settings, each under its key. Files are not read here.
     pub fn validate(&self) -> Vec<ConfigIssue> {
-        let mut out = Vec::new();
+        let mut out = check_client_settings(
+            "app registration",
+            (&self.client_id, &self.client_secret),
+            &self.redirect_uri,
+            &[("apiURL", &self.api_url), ("graphURL", &self.graph_url)],
+            &self.root_cas,
+        );
         let mut bad = |key: &str, msg: String| out.push(ConfigIssue::error(key, msg));
-        if self.client_id.is_empty() {
-            bad(
-                "clientID",
-                "missing required key `clientID` (the app registration's application id)".into(),
-            );
-        }
-        if self.client_secret.is_empty() {
-            bad(
-                "clientSecret",
-                "missing required key `clientSecret` (a client secret of the app registration)"
-                    .into(),
-            );
-        }
-        if !self.redirect_uri.is_empty() && !is_http_url(&self.redirect_uri) {
-            bad(
-                "redirectURI",
-                format!(
-                    "`{}` is not an absolute http(s) URL; it should be the issuer's URL followed by /callback",
-                    self.redirect_uri
-                ),
-            );
-        }
         let tenant_ok = self
             .tenant()
             .chars()
@@ -168,11 +152,6 @@ impl MicrosoftConfig {
                     self.group_name_format
                 ),
             );
-        }
-        for (key, value) in [("apiURL", &self.api_url), ("graphURL", &self.graph_url)] {
-            if !value.is_empty() && !is_http_url(value) {
-                bad(key, format!("`{value}` is not an http(s) URL"));
-            }
         }
         // Dex reads groups only for a single tenant and otherwise drops these settings without
         // a word, so that a `groups` allow-list would let everyone in: refused instead.
@@ -222,11 +201,6 @@ impl MicrosoftConfig {
                     &format!("scopes[{i}]"),
                     format!("`{scope}` is not a scope (one word, no spaces)"),
                 );
-            }
-        }
-        for (i, ca) in self.root_cas.iter().enumerate() {
-            if let Err(e) = crate::oidc::read_root_ca(ca) {
-                bad(&format!("rootCAs[{i}]"), e);
             }
         }
         out
@@ -281,9 +255,9 @@ mod tests {
             [
                 "clientID",
                 "clientSecret",
+                "graphURL",
                 "tenant",
                 "groupNameFormat",
-                "graphURL",
                 "useGroupsAsWhitelist",
                 "scopes[0]"
             ]
