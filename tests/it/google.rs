@@ -176,6 +176,8 @@ async fn directory_failures_give_a_clear_page() {
         DirectoryFault::Status(403),
         DirectoryFault::Throttle(30),
         DirectoryFault::Status(500),
+        // Beyond the connector's 15-second timeout.
+        DirectoryFault::Hang(Duration::from_secs(17)),
     ] {
         fake.state().fault = Some(fault);
         let (status, body) = page(&s, &fake).await;

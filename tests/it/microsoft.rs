@@ -191,6 +191,8 @@ async fn graph_failures_give_a_clear_page() {
         GraphFault::Throttle(30),
         GraphFault::Status(500),
         GraphFault::Status(503),
+        // Beyond the connector's 15-second timeout.
+        GraphFault::Hang(Duration::from_secs(17)),
     ] {
         fake.state().fault = Some(fault);
         let (status, body) = page(&s, &fake).await;
