@@ -14,13 +14,16 @@ pub mod authproxy;
 pub mod cidr;
 pub mod github;
 pub mod gitlab;
+pub mod google;
 pub mod ldap;
 pub mod local;
+pub mod microsoft;
 pub mod mock;
 pub mod oauth;
 pub mod oidc;
 pub mod password_hash;
 mod upstream;
+mod upstream_http;
 
 pub use ldap::{LdapConfig, LdapConnector, LdapLimits};
 pub use local::{LocalConnector, LocalProfile, LocalUser, LocalUserDirectory, StaticUserDirectory};

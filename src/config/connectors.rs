@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use lanyard_connectors::authproxy::AuthProxyConfig;
 use lanyard_connectors::github::GithubConfig;
 use lanyard_connectors::gitlab::GitlabConfig;
+use lanyard_connectors::google::GoogleConfig;
+use lanyard_connectors::microsoft::MicrosoftConfig;
 use lanyard_connectors::mock::{
     is_loopback_issuer, MockCallbackConfig, MockPasswordConfig, ALLOW_NON_LOOPBACK_KEY,
 };
@@ -66,6 +68,8 @@ pub enum ConnectorSettings {
     OAuth(Box<OAuthConfig>),
     /// An authenticating reverse proxy in front of lanyard.
     AuthProxy(Box<AuthProxyConfig>),
+    Microsoft(Box<MicrosoftConfig>),
+    Google(Box<GoogleConfig>),
     /// Dex's development connectors (see docs/connectors/mock.md).
     MockCallback(MockCallbackConfig),
     MockPassword(Box<MockPasswordConfig>),
@@ -85,18 +89,22 @@ pub enum ConnectorType {
     Gitlab,
     OAuth,
     AuthProxy,
+    Microsoft,
+    Google,
     MockCallback,
     MockPassword,
 }
 
 impl ConnectorType {
-    pub const ALL: [ConnectorType; 9] = [
+    pub const ALL: [ConnectorType; 11] = [
         ConnectorType::Ldap,
         ConnectorType::Github,
         ConnectorType::Oidc,
         ConnectorType::Gitlab,
         ConnectorType::OAuth,
         ConnectorType::AuthProxy,
+        ConnectorType::Microsoft,
+        ConnectorType::Google,
         ConnectorType::Local,
         ConnectorType::MockCallback,
         ConnectorType::MockPassword,
@@ -111,6 +119,8 @@ impl ConnectorType {
             ConnectorType::Gitlab => "gitlab",
             ConnectorType::OAuth => "oauth",
             ConnectorType::AuthProxy => "authproxy",
+            ConnectorType::Microsoft => "microsoft",
+            ConnectorType::Google => "google",
             ConnectorType::MockCallback => "mockCallback",
             ConnectorType::MockPassword => "mockPassword",
         }
@@ -358,6 +368,18 @@ fn settings(
             let proxy = ctx.de::<AuthProxyConfig>(raw, path)?;
             checked(proxy.validate(), path, ctx, || {
                 ConnectorSettings::AuthProxy(Box::new(proxy))
+            })
+        }
+        ConnectorType::Microsoft => {
+            let microsoft = ctx.de::<MicrosoftConfig>(raw, path)?;
+            checked(microsoft.validate(), path, ctx, || {
+                ConnectorSettings::Microsoft(Box::new(microsoft))
+            })
+        }
+        ConnectorType::Google => {
+            let google = ctx.de::<GoogleConfig>(raw, path)?;
+            checked(google.validate(), path, ctx, || {
+                ConnectorSettings::Google(Box::new(google))
             })
         }
         ConnectorType::MockCallback => ctx

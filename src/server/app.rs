@@ -13,6 +13,8 @@ use base64::Engine;
 use lanyard_connectors::authproxy::{AuthProxyConfig, AuthProxyConnector};
 use lanyard_connectors::github::{GithubConfig, GithubConnector};
 use lanyard_connectors::gitlab::GitlabConnector;
+use lanyard_connectors::google::{GoogleConfig, GoogleConnector};
+use lanyard_connectors::microsoft::{MicrosoftConfig, MicrosoftConnector};
 use lanyard_connectors::mock::{MockCallbackConnector, MockPasswordConnector};
 use lanyard_connectors::oauth::OAuthConnector;
 use lanyard_connectors::{
@@ -702,6 +704,11 @@ pub(super) fn open_connectors(
                     .map(|connector| ConnectorEntry::callback(&c.id, &c.name, connector))
             }
             ConnectorSettings::AuthProxy(settings) => authproxy_connector(c, settings),
+            ConnectorSettings::Google(settings) => google_connector(config, c, settings, clock),
+            ConnectorSettings::Microsoft(settings) => {
+                microsoft_connector(config, c, settings, clock)
+                    .map(|connector| ConnectorEntry::callback(&c.id, &c.name, connector))
+            }
             ConnectorSettings::Invalid(errors) => Err(connector_failed(c)(
                 errors
                     .iter()
@@ -817,6 +824,81 @@ fn github_connector(
     GithubConnector::new(settings, &callback).map_err(|e| connector_failed(c)(e.to_string()))
 }
 
+/// A `type: microsoft` connector; Microsoft sends the browser back to the issuer's `/callback`.
+fn microsoft_connector(
+    config: &Config,
+    c: &ConnectorConfig,
+    settings: &MicrosoftConfig,
+    clock: &SharedClock,
+) -> Result<MicrosoftConnector, AppError> {
+    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
+    let clock = clock.clone();
+    MicrosoftConnector::new(settings, &callback, Arc::new(move || clock.now()))
+        .map_err(|e| connector_failed(c)(e.to_string()))
+}
+
+/// A connector's `redirectURI`, when given, must be lanyard's callback URL.
+fn check_redirect_uri(
+    config: &Config,
+    c: &ConnectorConfig,
+    redirect_uri: &str,
+) -> Result<(), AppError> {
+    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
+    if !redirect_uri.is_empty() && redirect_uri != callback {
+        return Err(connector_failed(c)(format!(
+            "redirectURI {redirect_uri} must be lanyard's callback URL {callback}"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `discover` (an upstream's discovery) in the background without waiting for it; the
+/// health it returns says "unreachable" if it fails. Logins retry discovery themselves.
+fn probe_upstream(
+    connector_id: &str,
+    discover: impl std::future::Future<Output = Result<(), ConnectorError>> + Send + 'static,
+) -> Arc<ConnectorHealth> {
+    let health = ConnectorHealth::up();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let id = connector_id.to_string();
+        let health = health.clone();
+        runtime.spawn(async move {
+            if let Err(err) = discover.await {
+                tracing::warn!(connector = %id, error = %err, "upstream identity provider unreachable at start; each login retries");
+                health.unreachable(err.to_string());
+            }
+        });
+    }
+    health
+}
+
+/// A `type: google` connector. As with `oidc`, Google's discovery is only probed at start: an
+/// unreachable Google fails its own logins with an error page.
+fn google_connector(
+    config: &Config,
+    c: &ConnectorConfig,
+    settings: &GoogleConfig,
+    clock: &SharedClock,
+) -> Result<ConnectorEntry, AppError> {
+    let fail = connector_failed(c);
+    check_redirect_uri(config, c, &settings.redirect_uri)?;
+    let clock = clock.clone();
+    let connector = Arc::new(
+        GoogleConnector::new(&c.id, settings, Arc::new(move || clock.now()))
+            .map_err(|e| fail(e.to_string()))?,
+    );
+    let probe = connector.clone();
+    let health = probe_upstream(&c.id, async move { probe.discover().await });
+    Ok(ConnectorEntry {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        kind: ConnectorKind::Callback(connector.clone()),
+        refresh: Some(connector),
+        token_identity: None,
+        health,
+    })
+}
+
 /// A `type: oidc` connector. A bad `redirectURI` stops the start with its id; the upstream is
 /// only probed: logins retry discovery, so an upstream that is down fails its own logins with
 /// an error page instead of keeping the server from starting.
@@ -827,30 +909,15 @@ fn oidc_connector(
     clock: &SharedClock,
 ) -> Result<ConnectorEntry, AppError> {
     let fail = connector_failed(c);
-    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
-    if !settings.redirect_uri.is_empty() && settings.redirect_uri != callback {
-        return Err(fail(format!(
-            "redirectURI {} must be lanyard's callback URL {callback}",
-            settings.redirect_uri
-        )));
-    }
+    check_redirect_uri(config, c, &settings.redirect_uri)?;
     let clock = clock.clone();
     let connector = Arc::new(
         OidcConnector::new(&c.id, settings.clone(), Arc::new(move || clock.now()))
             .map_err(|e| fail(e.to_string()))?
             .for_token_exchange_only(&config.issuer_string()),
     );
-    let health = ConnectorHealth::up();
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        let probe = connector.clone();
-        let health = health.clone();
-        runtime.spawn(async move {
-            if let Err(err) = probe.discover().await {
-                tracing::warn!(connector = %probe.id(), error = %err, "upstream identity provider unreachable at start; each login retries");
-                health.unreachable(err.to_string());
-            }
-        });
-    }
+    let probe = connector.clone();
+    let health = probe_upstream(&c.id, async move { probe.discover().await });
     if !connector.signs_in() {
         // Without clientID (as Dex allows) it only verifies token-exchange subject tokens.
         return Ok(ConnectorEntry {

@@ -1153,7 +1153,7 @@ fn unsupported_connector_type_lists_supported_ones() {
     assert_error(
         &e,
         "connectors[0].type",
-        "connector type `saml` is not supported; supported types are ldap, github, oidc, gitlab, oauth, authproxy, local",
+        "connector type `saml` is not supported; supported types are ldap, github, oidc, gitlab, oauth, authproxy, microsoft, google, local",
     );
 }
 

@@ -118,9 +118,16 @@ const REDDIT_ENV: &[(&str, &str)] = &[
 
 const AUTHPROXY_ALLOW_LIST: &str =
     "authproxy believes identity headers only from the proxy's addresses, which lanyard requires in trustedProxies (docs/connectors/authproxy.md)";
+
+const MICROSOFT_ENV: &[(&str, &str)] = &[
+    (
+        "MICROSOFT_APPLICATION_ID",
+        "00000000-0000-0000-0000-000000000001",
+    ),
+    ("MICROSOFT_CLIENT_SECRET", "microsoft-client-secret"),
+];
+
 const SAML: &str = "the saml connector (issue 21)";
-const NEXT_CONNECTORS: &str =
-    "Microsoft, Google, GitLab, OAuth 2.0 and authproxy connectors (issue 22)";
 const NOT_PLANNED: &str = "a connector type no issue plans yet";
 const STORAGE: &str = "a storage type lanyard refuses (use postgres; issue 19 keeps refusing it)";
 const IMPLICIT: &str =
@@ -196,39 +203,33 @@ fn snippets() -> Vec<Snippet> {
             env: GOOGLE_ENV,
             ..ok("oidc-1.yaml", Preamble)
         },
-        // connectors/ lanyard does not have yet
+        // connectors/: saml is the one lanyard does not have yet
         refused("saml-1.yaml", SAML, "connector type `saml` is not supported"),
         refused("saml-2.yaml", SAML, "connector type `saml` is not supported"),
-        refused(
-            "microsoft-1.yaml",
-            NEXT_CONNECTORS,
-            "connector type `microsoft` is not supported",
-        ),
-        refused(
-            "microsoft-2.yaml",
-            NEXT_CONNECTORS,
-            "connector type `microsoft` is not supported",
-        ),
-        refused(
-            "microsoft-3.yaml",
-            NEXT_CONNECTORS,
-            "connector type `microsoft` is not supported",
-        ),
-        refused(
-            "microsoft-4.yaml",
-            NEXT_CONNECTORS,
-            "connector type `microsoft` is not supported",
-        ),
-        refused(
-            "microsoft-5.yaml",
-            NEXT_CONNECTORS,
-            "connector type `microsoft` is not supported",
-        ),
-        refused(
-            "google-1.yaml",
-            NEXT_CONNECTORS,
-            "connector type `google` is not supported",
-        ),
+        Snippet {
+            env: MICROSOFT_ENV,
+            ..ok("microsoft-1.yaml", Preamble)
+        },
+        Snippet {
+            env: MICROSOFT_ENV,
+            ..ok("microsoft-2.yaml", Preamble)
+        },
+        Snippet {
+            env: MICROSOFT_ENV,
+            ..ok("microsoft-3.yaml", Preamble)
+        },
+        Snippet {
+            env: MICROSOFT_ENV,
+            ..ok("microsoft-4.yaml", Preamble)
+        },
+        Snippet {
+            env: MICROSOFT_ENV,
+            ..ok("microsoft-5.yaml", Preamble)
+        },
+        Snippet {
+            env: GOOGLE_ENV,
+            ..ok("google-1.yaml", Preamble)
+        },
         Snippet {
             env: GITLAB_ENV,
             ..ok("gitlab-1.yaml", Preamble)

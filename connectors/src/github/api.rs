@@ -315,7 +315,7 @@ fn classify(endpoint: &str, err: octocrab::Error) -> ApiError {
         },
         other => ApiError::Transport {
             endpoint,
-            reason: super::error_chain(&other),
+            reason: crate::upstream_http::chain(&other),
         },
     }
 }

@@ -37,6 +37,7 @@ use crate::{
     SubjectIdentity, TokenIdentityConnector, UpstreamRedirect,
 };
 use claims::{identity_from_claims, ClaimError};
+pub(crate) use config::read_root_ca;
 use config::PkceSetting;
 pub use config::{ClaimMapping, OidcConfig};
 use discovery::Metadata;
@@ -59,13 +60,13 @@ const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The token endpoint's answer: OAuth 2.0's, plus the ID token.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-struct IdTokenField {
+pub(crate) struct IdTokenField {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id_token: Option<String>,
 }
 impl oauth2::ExtraTokenFields for IdTokenField {}
 
-type UpstreamTokens = StandardTokenResponse<IdTokenField, BasicTokenType>;
+pub(crate) type UpstreamTokens = StandardTokenResponse<IdTokenField, BasicTokenType>;
 
 /// An OAuth 2.0 client with an authorization endpoint and, if discovery names one, a token
 /// endpoint.
@@ -119,6 +120,9 @@ pub struct OidcConnector {
     /// The audience subject tokens must name when there is no `clientID` to name (see
     /// [`OidcConnector::for_token_exchange_only`]).
     token_exchange_audience: String,
+    /// Parameters a provider-specific connector adds to the authorization request (Google's
+    /// `hd`).
+    extra_auth_params: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for OidcConnector {
@@ -179,7 +183,14 @@ impl OidcConnector {
             now,
             upstream: tokio::sync::Mutex::new(None),
             token_exchange_audience: String::new(),
+            extra_auth_params: Vec::new(),
         })
+    }
+
+    /// Adds `params` to every authorization request (for connectors built on this one).
+    pub(crate) fn with_auth_params(mut self, params: Vec<(String, String)>) -> Self {
+        self.extra_auth_params = params;
+        self
     }
 
     /// The audience subject tokens must name if the config has no `clientID` (ignored when
@@ -621,6 +632,9 @@ impl CallbackConnector for OidcConnector {
             .add_scope(Scope::new("openid".into()))
             .add_scopes(self.config.upstream_scopes().into_iter().map(Scope::new))
             .add_extra_param("nonce", nonce.clone());
+        for (name, value) in &self.extra_auth_params {
+            request = request.add_extra_param(name.clone(), value.clone());
+        }
         if !self.config.acr_values.is_empty() {
             request = request.add_extra_param("acr_values", self.config.acr_values.join(" "));
         }
@@ -669,6 +683,27 @@ impl CallbackConnector for OidcConnector {
         pending: &[u8],
         query: &str,
     ) -> Result<Identity, ConnectorError> {
+        let (up, claims, token) = self.verified_callback(callback_url, pending, query).await?;
+        let claims = self
+            .with_userinfo(&up, claims, token.access_token().secret())
+            .await?;
+        let mut identity =
+            identity_from_claims(&self.config, &claims).map_err(claim_error_at_login)?;
+        identity.connector_data = Self::session_data(&claims, &token);
+        Ok(identity)
+    }
+}
+
+impl OidcConnector {
+    /// The callback's code redeemed and the ID token verified (signature, issuer, audience,
+    /// lifetime, nonce): its claims and the upstream's tokens, for connectors built on this
+    /// one to read as they need.
+    async fn verified_callback(
+        &self,
+        callback_url: &str,
+        pending: &[u8],
+        query: &str,
+    ) -> Result<(Arc<Upstream>, Map<String, Value>, UpstreamTokens), ConnectorError> {
         self.needs_client()?;
         let params: std::collections::HashMap<String, String> =
             url::form_urlencoded::parse(query.as_bytes())
@@ -722,13 +757,73 @@ impl CallbackConnector for OidcConnector {
                 }
                 VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
             })?;
-        let claims = self
-            .with_userinfo(&up, claims, token.access_token().secret())
-            .await?;
-        let mut identity =
-            identity_from_claims(&self.config, &claims).map_err(claim_error_at_login)?;
-        identity.connector_data = Self::session_data(&claims, &token);
-        Ok(identity)
+        Ok((up, claims, token))
+    }
+
+    /// Like [`CallbackConnector::handle_callback`] but returns the verified ID token's claims
+    /// and the upstream's refresh token instead of an identity.
+    pub(crate) async fn callback_claims(
+        &self,
+        callback_url: &str,
+        pending: &[u8],
+        query: &str,
+    ) -> Result<(Map<String, Value>, Option<String>), ConnectorError> {
+        let (_, claims, token) = self.verified_callback(callback_url, pending, query).await?;
+        Ok((claims, token.refresh_token().map(|r| r.secret().clone())))
+    }
+
+    /// Redeems `refresh_token`; returns the upstream's new tokens and, when it sent an ID
+    /// token, its verified claims. A refresh token the upstream refuses ends the session.
+    async fn redeem_refresh_token(
+        &self,
+        refresh_token: &RefreshToken,
+    ) -> Result<(Arc<Upstream>, Option<Map<String, Value>>, UpstreamTokens), ConnectorError> {
+        let up = self.upstream().await?;
+        let client = self.client(&up, None)?;
+        let token: UpstreamTokens = client
+            .exchange_refresh_token(refresh_token)
+            .map_err(|e| ConnectorError::Config(format!("token endpoint: {e}")))?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match token_error(&e) {
+                (Some(BasicErrorResponseType::InvalidGrant), msg) => {
+                    ConnectorError::SessionEnded(format!("{msg} to the refresh token"))
+                }
+                (Some(_), msg) => ConnectorError::Unavailable(format!("refresh: {msg}")),
+                (None, msg) => ConnectorError::Unavailable(format!("token endpoint: {msg}")),
+            })?;
+        let claims = match token.extra_fields().id_token.as_deref() {
+            Some(id_token) => Some(self.verify_id_token(&up, id_token, None).await.map_err(
+                |e| match e {
+                    VerifyError::Invalid(m) => ConnectorError::SessionEnded(format!(
+                        "the refreshed ID token is invalid: {m}"
+                    )),
+                    VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
+                },
+            )?),
+            None => None,
+        };
+        Ok((up, claims, token))
+    }
+
+    /// The claims of a fresh ID token for `refresh_token` (one is required), and the refresh
+    /// token to keep (the upstream's new one, or the same when it does not rotate them).
+    pub(crate) async fn refresh_claims(
+        &self,
+        refresh_token: &str,
+    ) -> Result<(Map<String, Value>, String), ConnectorError> {
+        self.needs_client()?;
+        let refresh_token = RefreshToken::new(refresh_token.to_string());
+        let (_, claims, token) = self.redeem_refresh_token(&refresh_token).await?;
+        let claims = claims.ok_or_else(|| {
+            ConnectorError::Unavailable("the upstream's refresh answer has no ID token".into())
+        })?;
+        let kept = token
+            .refresh_token()
+            .unwrap_or(&refresh_token)
+            .secret()
+            .clone();
+        Ok((claims, kept))
     }
 }
 
@@ -750,34 +845,9 @@ impl RefreshConnector for OidcConnector {
                 "the upstream gave no refresh token at login (add offline_access to the connector's scopes?)".into(),
             ));
         };
-        let up = self.upstream().await?;
-        let client = self.client(&up, None)?;
         let refresh_token = RefreshToken::new(refresh_token);
-        let token: UpstreamTokens = client
-            .exchange_refresh_token(&refresh_token)
-            .map_err(|e| ConnectorError::Config(format!("token endpoint: {e}")))?
-            .request_async(&self.http)
-            .await
-            .map_err(|e| match token_error(&e) {
-                (Some(BasicErrorResponseType::InvalidGrant), msg) => {
-                    ConnectorError::SessionEnded(format!("{msg} to the refresh token"))
-                }
-                (Some(_), msg) => ConnectorError::Unavailable(format!("refresh: {msg}")),
-                (None, msg) => ConnectorError::Unavailable(format!("token endpoint: {msg}")),
-            })?;
-        let mut claims = match token.extra_fields().id_token.as_deref() {
-            Some(id_token) => {
-                self.verify_id_token(&up, id_token, None)
-                    .await
-                    .map_err(|e| match e {
-                        VerifyError::Invalid(m) => ConnectorError::SessionEnded(format!(
-                            "the refreshed ID token is invalid: {m}"
-                        )),
-                        VerifyError::Unavailable(m) => ConnectorError::Unavailable(m),
-                    })?
-            }
-            None => Map::new(),
-        };
+        let (up, claims, token) = self.redeem_refresh_token(&refresh_token).await?;
+        let mut claims = claims.unwrap_or_default();
         if self.config.get_user_info {
             if claims.is_empty() {
                 claims.insert("sub".into(), Value::String(data.sub.clone()));

@@ -7,7 +7,6 @@
 //! exactly as an operator would for GitHub Enterprise.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+
+use super::https_fake::HttpsHost;
 
 pub const CLIENT_ID: &str = "fake-github-client";
 pub const CLIENT_SECRET: &str = "fake-github-secret";
@@ -140,35 +141,24 @@ pub struct FakeGithub {
     pub ca_file: PathBuf,
     pub ca_pem: String,
     state: Arc<Mutex<FakeState>>,
-    handle: axum_server::Handle,
-    _dir: tempfile::TempDir,
+    _https: HttpsHost,
 }
 
 impl FakeGithub {
     pub async fn start() -> FakeGithub {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = super::tls::PrivateCa::new("Fake GitHub Enterprise CA");
-        let ca_pem = ca.ca_pem.clone();
-        let ca_file = dir.path().join("github-ca.pem");
-        std::fs::write(&ca_file, &ca_pem).expect("write CA");
-
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
-        let host = format!("127.0.0.1:{}", addr.port());
         let state = Arc::new(Mutex::new(FakeState::default()));
-        let app = router(Shared {
-            state: state.clone(),
-            base: format!("https://{host}"),
+        let https = HttpsHost::start("Fake GitHub Enterprise CA", |base| {
+            router(Shared {
+                state: state.clone(),
+                base: base.to_string(),
+            })
         });
-
-        let handle = ca.serve(listener, app);
         FakeGithub {
-            host,
-            ca_file,
-            ca_pem,
+            host: https.host.clone(),
+            ca_file: https.ca_file.clone(),
+            ca_pem: https.ca_pem.clone(),
             state,
-            handle,
-            _dir: dir,
+            _https: https,
         }
     }
 
@@ -245,12 +235,6 @@ impl FakeGithub {
             map.extend(extra);
         }
         config
-    }
-}
-
-impl Drop for FakeGithub {
-    fn drop(&mut self) {
-        self.handle.shutdown();
     }
 }
 

@@ -5,11 +5,16 @@
 mod macros;
 pub mod browser;
 pub mod config_check;
+pub mod connector_config;
 pub mod fake_github;
+pub mod fake_google;
+pub mod fake_microsoft;
 pub mod fake_oauth;
 pub mod federation;
+pub mod https_fake;
 pub mod postgres;
 pub mod process;
 pub mod server;
 pub mod slapd;
 pub mod tls;
+pub mod upstream_login;

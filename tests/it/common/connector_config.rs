@@ -1,0 +1,51 @@
+//! A connector's config as tests write it: errors `check-config` finds in one entry, examples
+//! run through the real binary's `check-config`, and entries pointing at a fake upstream.
+
+use serde_json::{json, Value};
+
+/// The errors (path, message) of a config whose only connector is `type_` with the `config:`
+/// mapping `config_yaml` (indented four spaces).
+pub fn connector_config_errors(type_: &str, config_yaml: &str) -> Vec<(String, String)> {
+    let yaml = format!(
+        "issuer: http://127.0.0.1:5556\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\nconnectors:\n- type: {type_}\n  id: upstream\n  config:\n{config_yaml}"
+    );
+    let errors = match lanyard::config::Config::from_yaml_str(&yaml, &|_| None) {
+        Ok(config) => config.connector_errors(),
+        Err(errors) => errors.0,
+    };
+    errors.into_iter().map(|e| (e.path, e.message)).collect()
+}
+
+/// `lanyard check-config` accepts the example at `path` with `env` set, without warnings.
+pub fn assert_example_passes_check_config(path: &str, env: &[(&str, &str)]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lanyard"))
+        .args(["check-config", "--config", path])
+        .env(
+            "LANYARD_ENCRYPTION_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "OK", "no warnings either");
+}
+
+/// `base` with the keys of `extra` added or replaced.
+pub fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(map), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        map.extend(extra);
+    }
+    base
+}
+
+/// A `connectors:` list (YAML) with one entry.
+pub fn connector_entry_yaml(type_: &str, id: &str, name: &str, config: Value) -> String {
+    let entry = json!([{"type": type_, "id": id, "name": name, "config": config}]);
+    serde_yaml_ng::to_string(&entry).expect("yaml")
+}
