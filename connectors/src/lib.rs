@@ -15,11 +15,13 @@ pub mod local;
 pub mod mock;
 pub mod oidc;
 pub mod password_hash;
+pub mod saml;
 
 pub use ldap::{LdapConfig, LdapConnector, LdapLimits};
 pub use local::{LocalConnector, LocalProfile, LocalUser, LocalUserDirectory, StaticUserDirectory};
 pub use oidc::{OidcConfig, OidcConnector};
 pub use password_hash::{Argon2idParams, HashKind, PasswordHashError, PasswordHasher};
+pub use saml::{SamlConfig, SamlConnector};
 
 /// Who the upstream says the user is.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,6 +251,12 @@ pub trait CallbackConnector: Send + Sync {
         pending: &[u8],
         query: &str,
     ) -> Result<Identity, ConnectorError>;
+
+    /// SAML service provider metadata for an IdP administrator to import; `None` for
+    /// connectors that are no SAML service provider.
+    fn service_provider_metadata(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Who a verified subject token names, and until when the upstream vouches for it.

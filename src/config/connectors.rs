@@ -7,7 +7,7 @@ use lanyard_connectors::github::GithubConfig;
 use lanyard_connectors::mock::{
     is_loopback_issuer, MockCallbackConfig, MockPasswordConfig, ALLOW_NON_LOOPBACK_KEY,
 };
-use lanyard_connectors::{ConfigIssue, LdapConfig, OidcConfig};
+use lanyard_connectors::{ConfigIssue, LdapConfig, OidcConfig, SamlConfig};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use url::Url;
@@ -58,6 +58,7 @@ pub enum ConnectorSettings {
     Ldap(Box<LdapConfig>),
     Github(Box<GithubConfig>),
     Oidc(Box<OidcConfig>),
+    Saml(Box<SamlConfig>),
     /// Dex's development connectors (see docs/connectors/mock.md).
     MockCallback(MockCallbackConfig),
     MockPassword(Box<MockPasswordConfig>),
@@ -74,15 +75,17 @@ pub enum ConnectorType {
     Ldap,
     Github,
     Oidc,
+    Saml,
     MockCallback,
     MockPassword,
 }
 
 impl ConnectorType {
-    pub const ALL: [ConnectorType; 6] = [
+    pub const ALL: [ConnectorType; 7] = [
         ConnectorType::Ldap,
         ConnectorType::Github,
         ConnectorType::Oidc,
+        ConnectorType::Saml,
         ConnectorType::Local,
         ConnectorType::MockCallback,
         ConnectorType::MockPassword,
@@ -94,6 +97,7 @@ impl ConnectorType {
             ConnectorType::Ldap => "ldap",
             ConnectorType::Github => "github",
             ConnectorType::Oidc => "oidc",
+            ConnectorType::Saml => "saml",
             ConnectorType::MockCallback => "mockCallback",
             ConnectorType::MockPassword => "mockPassword",
         }
@@ -265,6 +269,12 @@ fn settings(
             let oidc = ctx.de::<OidcConfig>(raw, path)?;
             checked(oidc.validate(), path, ctx, || {
                 ConnectorSettings::Oidc(Box::new(oidc))
+            })
+        }
+        ConnectorType::Saml => {
+            let saml = ctx.de::<SamlConfig>(raw, path)?;
+            checked(saml.validate(), path, ctx, || {
+                ConnectorSettings::Saml(Box::new(saml))
             })
         }
         ConnectorType::MockCallback => ctx

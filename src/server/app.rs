@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lanyard_connectors::github::{GithubConfig, GithubConnector};
 use lanyard_connectors::mock::{MockCallbackConnector, MockPasswordConnector};
+use lanyard_connectors::saml::{SamlConfig, SamlConnector};
 use lanyard_connectors::{
     ConnectorError, LdapConfig, LdapConnector, LocalConnector, LocalProfile, LocalUser,
     LocalUserDirectory, OidcConfig, OidcConnector, PasswordHasher,
@@ -629,6 +630,11 @@ fn build_connectors(
             ConnectorSettings::Github(settings) => github_connector(config, c, settings)
                 .map(|connector| ConnectorEntry::callback(&c.id, &c.name, connector)),
             ConnectorSettings::Oidc(settings) => oidc_connector(config, c, settings, clock),
+            ConnectorSettings::Saml(settings) => {
+                saml_connector(config, c, settings, clock).map(|connector| {
+                    ConnectorEntry::callback_without_refresh(&c.id, &c.name, connector)
+                })
+            }
             ConnectorSettings::Invalid(errors) => Err(connector_failed(c)(
                 errors
                     .iter()
@@ -736,6 +742,26 @@ fn github_connector(
 ) -> Result<GithubConnector, AppError> {
     let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
     GithubConnector::new(settings, &callback).map_err(|e| connector_failed(c)(e.to_string()))
+}
+
+/// A `type: saml` connector. The IdP posts its response to `redirectURI`, which must be
+/// lanyard's `/callback` (the ACS URL); `ca` is read now.
+fn saml_connector(
+    config: &Config,
+    c: &ConnectorConfig,
+    settings: &SamlConfig,
+    clock: &SharedClock,
+) -> Result<SamlConnector, AppError> {
+    let fail = connector_failed(c);
+    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
+    if settings.redirect_uri() != Some(callback.as_str()) {
+        return Err(fail(format!(
+            "redirectURI {} must be lanyard's callback URL {callback}, where the IdP posts its response",
+            settings.redirect_uri().unwrap_or_default()
+        )));
+    }
+    let clock = clock.clone();
+    SamlConnector::new(settings, Arc::new(move || clock.now())).map_err(|e| fail(e.to_string()))
 }
 
 /// A `type: oidc` connector. A bad `redirectURI` stops the start with its id; the upstream is

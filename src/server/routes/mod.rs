@@ -73,7 +73,11 @@ pub fn issuer_routes() -> Router<Live> {
             "/auth/{connector}",
             get(pages::login_page).post(pages::login_submit),
         )
-        .route("/callback", get(pages::upstream_callback))
+        .route(
+            "/callback",
+            get(pages::upstream_callback).post(pages::saml_acs),
+        )
+        .route("/saml/{connector}/metadata", get(pages::saml_metadata))
         .route(
             "/approval",
             get(pages::approval_page).post(pages::approval_submit),

@@ -8,6 +8,7 @@ pub mod fake_github;
 pub mod federation;
 pub mod postgres;
 pub mod process;
+pub mod saml_idp;
 pub mod server;
 pub mod slapd;
 pub mod tls;
