@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
-use samael::crypto::CertificateDer;
+pub use samael::crypto::CertificateDer;
 
 pub use config::SamlConfig;
 use response::{Expected, VerifiedAssertion};
