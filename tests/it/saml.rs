@@ -586,3 +586,52 @@ async fn a_cross_site_post_without_the_login_cookie_is_posted_again_from_lanyard
         .unwrap();
     assert_eq!(resp.status(), 403);
 }
+
+// ----- config ---------------------------------------------------------------------------------
+
+/// config/examples/saml.yaml (ADFS-shaped) is a valid config once its variables are set.
+#[test]
+fn the_saml_example_passes_check_config() {
+    let out = std::process::Command::new(common::process::BIN)
+        .args(["check-config", "--config", "config/examples/saml.yaml"])
+        .env("POSTGRES_PASSWORD", "pw")
+        .env("LANYARD_ENCRYPTION_KEY", common::server::ENCRYPTION_KEY)
+        .env("KUBERNETES_CLIENT_SECRET", "kubernetes-secret")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.trim(), "OK");
+}
+
+/// Dex's insecureSkipSignatureValidation is refused by check-config, under its key.
+#[test]
+fn skipping_signature_validation_is_refused_by_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string("config/examples/saml.yaml")
+        .unwrap()
+        .replace(
+            "      nameIDPolicyFormat: persistent\n",
+            "      nameIDPolicyFormat: persistent\n      insecureSkipSignatureValidation: true\n",
+        );
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(common::process::BIN)
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .env("POSTGRES_PASSWORD", "pw")
+        .env("LANYARD_ENCRYPTION_KEY", common::server::ENCRYPTION_KEY)
+        .env("KUBERNETES_CLIENT_SECRET", "kubernetes-secret")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("connectors[0].config.insecureSkipSignatureValidation")
+            && text.contains("sign in as them"),
+        "{text}"
+    );
+}
