@@ -161,6 +161,19 @@ fn refusal(result: Result<Identity, ConnectorError>) -> String {
     }
 }
 
+/// Why the connector refuses the IdP's response, unchanged, when the IdP signs with `key` and
+/// `overrides` and the connector is configured with `edit`.
+async fn refusal_of_signed_response(
+    setup: &Setup,
+    key: &SigningKey,
+    overrides: Value,
+    edit: impl FnOnce(&mut SamlConfig),
+) -> String {
+    let d = Direct::start(setup, key, overrides, edit);
+    let (id, posted) = d.login().await;
+    refusal(d.submit(&id, &posted, groups_scope()).await)
+}
+
 /// Removes every `<ns2:Signature>` element (pysaml2's prefix for XML-DSig).
 fn strip_signatures(xml: &str) -> String {
     let mut out = xml.to_string();
@@ -263,9 +276,7 @@ async fn an_unsigned_response_is_refused() {
 #[tokio::test]
 async fn a_response_signed_by_another_key_is_refused() {
     let Some(setup) = Setup::new() else { return };
-    let d = Direct::start(&setup, &setup.other_key, json!({}), |_| {});
-    let (id, posted) = d.login().await;
-    let reason = refusal(d.submit(&id, &posted, groups_scope()).await);
+    let reason = refusal_of_signed_response(&setup, &setup.other_key, json!({}), |_| {}).await;
     assert!(reason.contains("signature check failed"), "{reason}");
 }
 
@@ -282,9 +293,8 @@ async fn a_changed_signed_assertion_is_refused() {
 #[tokio::test]
 async fn sha1_signatures_are_refused() {
     let Some(setup) = Setup::new() else { return };
-    let d = Direct::start(&setup, &setup.idp_key, json!({"sign_alg": "sha1"}), |_| {});
-    let (id, posted) = d.login().await;
-    let reason = refusal(d.submit(&id, &posted, groups_scope()).await);
+    let overrides = json!({"sign_alg": "sha1"});
+    let reason = refusal_of_signed_response(&setup, &setup.idp_key, overrides, |_| {}).await;
     assert!(reason.contains("SHA-256 or stronger"), "{reason}");
 }
 
@@ -359,14 +369,8 @@ async fn expired_and_not_yet_valid_responses_are_refused() {
 #[tokio::test]
 async fn a_response_for_another_audience_is_refused() {
     let Some(setup) = Setup::new() else { return };
-    let d = Direct::start(
-        &setup,
-        &setup.idp_key,
-        json!({"audience": "https://other-sp.test/saml"}),
-        |_| {},
-    );
-    let (id, posted) = d.login().await;
-    let reason = refusal(d.submit(&id, &posted, groups_scope()).await);
+    let overrides = json!({"audience": "https://other-sp.test/saml"});
+    let reason = refusal_of_signed_response(&setup, &setup.idp_key, overrides, |_| {}).await;
     assert!(reason.contains("Audience"), "{reason}");
 }
 
@@ -374,14 +378,9 @@ async fn a_response_for_another_audience_is_refused() {
 async fn a_response_for_another_destination_is_refused() {
     let Some(setup) = Setup::new() else { return };
     for (sign_response, check) in [(true, "Destination"), (false, "Recipient")] {
-        let d = Direct::start(
-            &setup,
-            &setup.idp_key,
-            json!({"destination": "https://other-sp.test/acs", "sign_response": sign_response}),
-            |_| {},
-        );
-        let (id, posted) = d.login().await;
-        let reason = refusal(d.submit(&id, &posted, groups_scope()).await);
+        let overrides =
+            json!({"destination": "https://other-sp.test/acs", "sign_response": sign_response});
+        let reason = refusal_of_signed_response(&setup, &setup.idp_key, overrides, |_| {}).await;
         assert!(reason.contains(check), "{reason}");
     }
 }
@@ -406,11 +405,10 @@ async fn a_response_to_another_request_is_refused() {
 #[tokio::test]
 async fn a_response_from_another_issuer_is_refused() {
     let Some(setup) = Setup::new() else { return };
-    let d = Direct::start(&setup, &setup.idp_key, json!({}), |c| {
+    let reason = refusal_of_signed_response(&setup, &setup.idp_key, json!({}), |c| {
         c.sso_issuer = Some("https://another-idp.test/saml".into());
-    });
-    let (id, posted) = d.login().await;
-    let reason = refusal(d.submit(&id, &posted, groups_scope()).await);
+    })
+    .await;
     assert!(reason.contains("Issuer"), "{reason}");
 }
 
@@ -589,11 +587,12 @@ async fn a_cross_site_post_without_the_login_cookie_is_posted_again_from_lanyard
 
 // ----- config ---------------------------------------------------------------------------------
 
-/// config/examples/saml.yaml (ADFS-shaped) is a valid config once its variables are set.
-#[test]
-fn the_saml_example_passes_check_config() {
+/// `lanyard check-config` on `path` with the example's variables set: success and output.
+fn check_config(path: &std::path::Path) -> (bool, String) {
     let out = std::process::Command::new(common::process::BIN)
-        .args(["check-config", "--config", "config/examples/saml.yaml"])
+        .arg("check-config")
+        .arg("--config")
+        .arg(path)
         .env("POSTGRES_PASSWORD", "pw")
         .env("LANYARD_ENCRYPTION_KEY", common::server::ENCRYPTION_KEY)
         .env("KUBERNETES_CLIENT_SECRET", "kubernetes-secret")
@@ -601,7 +600,14 @@ fn the_saml_example_passes_check_config() {
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    (out.status.success(), text)
+}
+
+/// config/examples/saml.yaml (ADFS-shaped) is a valid config once its variables are set.
+#[test]
+fn the_saml_example_passes_check_config() {
+    let (ok, text) = check_config(std::path::Path::new("config/examples/saml.yaml"));
+    assert!(ok, "{text}");
     assert_eq!(text.trim(), "OK");
 }
 
@@ -617,18 +623,8 @@ fn skipping_signature_validation_is_refused_by_check_config() {
         );
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(common::process::BIN)
-        .arg("check-config")
-        .arg("--config")
-        .arg(&path)
-        .env("POSTGRES_PASSWORD", "pw")
-        .env("LANYARD_ENCRYPTION_KEY", common::server::ENCRYPTION_KEY)
-        .env("KUBERNETES_CLIENT_SECRET", "kubernetes-secret")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = check_config(&path);
+    assert!(!ok, "{text}");
     assert!(
         text.contains("connectors[0].config.insecureSkipSignatureValidation")
             && text.contains("sign in as them"),
