@@ -5,10 +5,16 @@
 # (josekit signs and verifies with it), and distroless/cc ships no libssl; copying libssl.so.3
 # and libcrypto.so.3 out of the builder would pin an architecture-specific path and leave
 # OpenSSL outside Debian's security updates. bookworm-slim installs libssl3 from Debian, the
-# same release the builder linked against, and runs as the unprivileged uid 65532.
+# same release the builder linked against, and runs as the unprivileged uid 65532. The SAML
+# connector links libxml2 and libxmlsec1 (with its OpenSSL backend) the same way.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
+# The SAML connector verifies XML signatures with libxmlsec1 (samael's xmlsec feature), whose
+# bindings bindgen generates at build time, hence clang. Unpinned for the reason given below.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libxml2-dev libxmlsec1-dev libclang-dev clang pkg-config
 # The context is only what the build reads (see .dockerignore): manifests, sources, migrations
 # and the embedded default config.
 COPY . .
@@ -26,6 +32,7 @@ FROM debian:bookworm-slim
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+       libxml2 libxmlsec1 libxmlsec1-openssl \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 65532 nonroot \
     && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \

@@ -22,6 +22,7 @@ pub mod mock;
 pub mod oauth;
 pub mod oidc;
 pub mod password_hash;
+pub mod saml;
 mod upstream;
 mod upstream_http;
 
@@ -29,6 +30,7 @@ pub use ldap::{LdapConfig, LdapConnector, LdapLimits};
 pub use local::{LocalConnector, LocalProfile, LocalUser, LocalUserDirectory, StaticUserDirectory};
 pub use oidc::{OidcConfig, OidcConnector};
 pub use password_hash::{Argon2idParams, HashKind, PasswordHashError, PasswordHasher};
+pub use saml::{SamlConfig, SamlConnector};
 
 /// Who the upstream says the user is.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +274,12 @@ pub trait CallbackConnector: Send + Sync {
         Err(ConnectorError::BadCallback(
             "this sign-in method does not return to /callback/<connector id>".into(),
         ))
+    }
+
+    /// SAML service provider metadata for an IdP administrator to import; `None` for
+    /// connectors that are no SAML service provider.
+    fn service_provider_metadata(&self) -> Option<String> {
+        None
     }
 }
 

@@ -12,7 +12,7 @@ use lanyard_connectors::mock::{
     is_loopback_issuer, MockCallbackConfig, MockPasswordConfig, ALLOW_NON_LOOPBACK_KEY,
 };
 use lanyard_connectors::oauth::OAuthConfig;
-use lanyard_connectors::{ConfigIssue, LdapConfig, OidcConfig};
+use lanyard_connectors::{ConfigIssue, LdapConfig, OidcConfig, SamlConfig};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use url::Url;
@@ -70,6 +70,7 @@ pub enum ConnectorSettings {
     AuthProxy(Box<AuthProxyConfig>),
     Microsoft(Box<MicrosoftConfig>),
     Google(Box<GoogleConfig>),
+    Saml(Box<SamlConfig>),
     /// Dex's development connectors (see docs/connectors/mock.md).
     MockCallback(MockCallbackConfig),
     MockPassword(Box<MockPasswordConfig>),
@@ -91,12 +92,13 @@ pub enum ConnectorType {
     AuthProxy,
     Microsoft,
     Google,
+    Saml,
     MockCallback,
     MockPassword,
 }
 
 impl ConnectorType {
-    pub const ALL: [ConnectorType; 11] = [
+    pub const ALL: [ConnectorType; 12] = [
         ConnectorType::Ldap,
         ConnectorType::Github,
         ConnectorType::Oidc,
@@ -105,6 +107,7 @@ impl ConnectorType {
         ConnectorType::AuthProxy,
         ConnectorType::Microsoft,
         ConnectorType::Google,
+        ConnectorType::Saml,
         ConnectorType::Local,
         ConnectorType::MockCallback,
         ConnectorType::MockPassword,
@@ -121,6 +124,7 @@ impl ConnectorType {
             ConnectorType::AuthProxy => "authproxy",
             ConnectorType::Microsoft => "microsoft",
             ConnectorType::Google => "google",
+            ConnectorType::Saml => "saml",
             ConnectorType::MockCallback => "mockCallback",
             ConnectorType::MockPassword => "mockPassword",
         }
@@ -380,6 +384,12 @@ fn settings(
             let google = ctx.de::<GoogleConfig>(raw, path)?;
             checked(google.validate(), path, ctx, || {
                 ConnectorSettings::Google(Box::new(google))
+            })
+        }
+        ConnectorType::Saml => {
+            let saml = ctx.de::<SamlConfig>(raw, path)?;
+            checked(saml.validate(), path, ctx, || {
+                ConnectorSettings::Saml(Box::new(saml))
             })
         }
         ConnectorType::MockCallback => ctx

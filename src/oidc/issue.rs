@@ -80,10 +80,23 @@ impl Provider {
 
     /// Whether a grant gets a refresh token: it asked for offline_access, and the client may
     /// use the refresh grant.
-    pub(crate) fn wants_refresh(&self, grant: &Grant, client: &ClientInfo) -> bool {
-        grant.scopes.iter().any(|s| s == OFFLINE_ACCESS)
+    /// A refresh token is issued for `offline_access` when the grant type is on and the
+    /// login's connector can refresh: Dex issues none for connectors without refresh (SAML).
+    pub(crate) async fn wants_refresh(
+        &self,
+        grant: &Grant,
+        client: &ClientInfo,
+    ) -> Result<bool, crate::storage::StorageError> {
+        if !(grant.scopes.iter().any(|s| s == OFFLINE_ACCESS)
             && self.settings.grant_enabled(GrantType::RefreshToken)
-            && client.allows_grant(GrantType::RefreshToken)
+            && client.allows_grant(GrantType::RefreshToken))
+        {
+            return Ok(false);
+        }
+        Ok(self
+            .connector(&grant.connector_id)
+            .await?
+            .is_none_or(|c| c.refresh.is_some()))
     }
 
     pub(crate) async fn respond(

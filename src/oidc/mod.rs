@@ -160,6 +160,25 @@ impl ConnectorEntry {
     }
 }
 
+impl ConnectorEntry {
+    /// A connector that signs people in upstream but cannot re-check them later (SAML): as
+    /// in Dex, its logins get no refresh token.
+    pub fn callback_without_refresh<C: CallbackConnector + 'static>(
+        id: &str,
+        name: &str,
+        connector: C,
+    ) -> Self {
+        Self {
+            id: id.to_string(),
+            name: name.to_string(),
+            kind: ConnectorKind::Callback(Arc::new(connector)),
+            refresh: None,
+            token_identity: None,
+            health: crate::metrics::ConnectorHealth::up(),
+        }
+    }
+}
+
 /// The identity provider: settings, storage, keys, clients and connectors.
 pub struct Provider {
     pub settings: ProviderSettings,

@@ -17,6 +17,7 @@ use lanyard_connectors::google::{GoogleConfig, GoogleConnector};
 use lanyard_connectors::microsoft::{MicrosoftConfig, MicrosoftConnector};
 use lanyard_connectors::mock::{MockCallbackConnector, MockPasswordConnector};
 use lanyard_connectors::oauth::OAuthConnector;
+use lanyard_connectors::saml::{SamlConfig, SamlConnector};
 use lanyard_connectors::{
     ConnectorError, LdapConfig, LdapConnector, LocalConnector, LocalProfile, LocalUser,
     LocalUserDirectory, OidcConfig, OidcConnector, PasswordHasher,
@@ -709,6 +710,11 @@ pub(super) fn open_connectors(
                 microsoft_connector(config, c, settings, clock)
                     .map(|connector| ConnectorEntry::callback(&c.id, &c.name, connector))
             }
+            ConnectorSettings::Saml(settings) => {
+                saml_connector(config, c, settings, clock).map(|connector| {
+                    ConnectorEntry::callback_without_refresh(&c.id, &c.name, connector)
+                })
+            }
             ConnectorSettings::Invalid(errors) => Err(connector_failed(c)(
                 errors
                     .iter()
@@ -897,6 +903,26 @@ fn google_connector(
         token_identity: None,
         health,
     })
+}
+
+/// A `type: saml` connector. The IdP posts its response to `redirectURI`, which must be
+/// lanyard's `/callback` (the ACS URL); `ca` is read now.
+fn saml_connector(
+    config: &Config,
+    c: &ConnectorConfig,
+    settings: &SamlConfig,
+    clock: &SharedClock,
+) -> Result<SamlConnector, AppError> {
+    let fail = connector_failed(c);
+    let callback = format!("{}/callback", config.issuer.as_str().trim_end_matches('/'));
+    if settings.redirect_uri() != Some(callback.as_str()) {
+        return Err(fail(format!(
+            "redirectURI {} must be lanyard's callback URL {callback}, where the IdP posts its response",
+            settings.redirect_uri().unwrap_or_default()
+        )));
+    }
+    let clock = clock.clone();
+    SamlConnector::new(settings, Arc::new(move || clock.now())).map_err(|e| fail(e.to_string()))
 }
 
 /// A `type: oidc` connector. A bad `redirectURI` stops the start with its id; the upstream is

@@ -1148,12 +1148,12 @@ fn static_passwords_need_the_password_db() {
 #[test]
 fn unsupported_connector_type_lists_supported_ones() {
     let e = errors(&with_base(
-        "connectors:\n- type: saml\n  id: corp\n  name: Corp\n",
+        "connectors:\n- type: keystone\n  id: corp\n  name: Corp\n",
     ));
     assert_error(
         &e,
         "connectors[0].type",
-        "connector type `saml` is not supported; supported types are ldap, github, oidc, gitlab, oauth, authproxy, microsoft, google, local",
+        "connector type `keystone` is not supported; supported types are ldap, github, oidc, gitlab, oauth, authproxy, microsoft, google, saml, local",
     );
 }
 

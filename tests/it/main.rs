@@ -37,6 +37,7 @@ mod oauth_surface;
 mod oidc_connector;
 mod oidc_flow;
 mod reload;
+mod saml;
 mod server_behaviour;
 mod storage_conformance;
 mod token_exchange;

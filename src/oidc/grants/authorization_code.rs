@@ -63,11 +63,8 @@ impl Provider {
             (None, None) => {}
         }
 
-        let (tokens, records) = self.new_tokens(
-            &stored.grant,
-            now,
-            self.wants_refresh(&stored.grant, client),
-        );
+        let refresh = self.wants_refresh(&stored.grant, client).await?;
+        let (tokens, records) = self.new_tokens(&stored.grant, now, refresh);
         let grant = match self
             .storage
             .redeem_auth_code(&code_hash, &records, now)

@@ -39,7 +39,8 @@ impl Provider {
             created_at: now,
             revoked_at: None,
         };
-        let (tokens, records) = self.new_tokens(&shape, now, self.wants_refresh(&shape, client));
+        let refresh = self.wants_refresh(&shape, client).await?;
+        let (tokens, records) = self.new_tokens(&shape, now, refresh);
         let err = |code, d: &str| OAuthError::new(code, d);
         match self
             .storage

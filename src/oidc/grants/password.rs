@@ -107,7 +107,7 @@ impl Provider {
             revoked_at: None,
         };
         // As in Dex: a refresh token only when the connector can re-check the user later.
-        let refresh = self.wants_refresh(&grant, client) && connector.refresh.is_some();
+        let refresh = self.wants_refresh(&grant, client).await? && connector.refresh.is_some();
         let (tokens, records) = self.new_tokens(&grant, now, refresh);
         self.storage.issue_grant(&grant, &records).await?;
         self.respond(&grant, tokens, now, true).await

@@ -73,8 +73,12 @@ pub fn issuer_routes() -> Router<Live> {
             "/auth/{connector}",
             get(pages::login_page).post(pages::login_submit),
         )
-        .route("/callback", get(pages::upstream_callback))
+        .route(
+            "/callback",
+            get(pages::upstream_callback).post(pages::saml_acs),
+        )
         .route("/callback/{connector}", get(pages::proxied_callback))
+        .route("/saml/{connector}/metadata", get(pages::saml_metadata))
         .route(
             "/approval",
             get(pages::approval_page).post(pages::approval_submit),

@@ -80,6 +80,11 @@ fn to_client(state: &AppState, answer: &ClientResponse) -> Response {
     if answer.mode != ResponseMode::FormPost {
         return see_other(&answer.url());
     }
+    auto_post(state, &answer.redirect_uri, &answer.params)
+}
+
+/// A page that posts `fields` to `action` at once.
+fn auto_post(state: &AppState, action: &str, fields: &[(String, String)]) -> Response {
     // The only script lanyard ever serves: it submits the form, allowed by a per-response nonce.
     let nonce = crate::oidc::secrets::random_token(16);
     let mut r = page(
@@ -87,8 +92,8 @@ fn to_client(state: &AppState, answer: &ClientResponse) -> Response {
         StatusCode::OK,
         "form_post.html",
         minijinja::context! {
-            action => answer.redirect_uri,
-            fields => answer.params,
+            action => action,
+            fields => fields,
             nonce => nonce,
         },
     );
@@ -320,6 +325,101 @@ pub(super) async fn proxied_callback(
         .await
         .or_page(&state)?;
     Ok(proceed(&state, outcome))
+}
+
+/// The field a re-posted SAML response carries, so that it is re-posted once at most.
+const SAML_REPOSTED: &str = "lanyard_reposted";
+
+/// The SAML assertion consumer service: the IdP's page posts `SAMLResponse` and `RelayState`
+/// (lanyard's login state) here (HTTP-POST binding). It goes through the same callback step
+/// as an OAuth redirect back, with `RelayState` as the `state`.
+///
+/// The post comes from the IdP's site, so the browser leaves out lanyard's `SameSite=Lax`
+/// login cookie; lanyard then answers with a page that posts the same fields again from its
+/// own origin, which carries the cookie.
+pub(super) async fn saml_acs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (Some(relay_state), Some(saml_response)) = (field("RelayState"), field("SAMLResponse"))
+    else {
+        tracing::warn!("POST to /callback without SAMLResponse and RelayState");
+        return Err(PageError::from(error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The identity provider sent the browser back without a SAML response for this login. Go back to the application and sign in again.",
+        )));
+    };
+    let cookie = state.cookie(&headers, LOGIN_COOKIE);
+    if cookie.is_none() && field(SAML_REPOSTED).is_none() {
+        let again = vec![
+            ("SAMLResponse".to_string(), saml_response.to_string()),
+            ("RelayState".to_string(), relay_state.to_string()),
+            (SAML_REPOSTED.to_string(), "1".to_string()),
+        ];
+        return Ok(auto_post(
+            &state,
+            &state.provider.settings.endpoint("/callback"),
+            &again,
+        ));
+    }
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("state", relay_state)
+        .append_pair(lanyard_connectors::saml::SAML_RESPONSE_PARAM, saml_response)
+        .finish();
+    let outcome = state
+        .provider
+        .upstream_callback(&query, cookie)
+        .await
+        .or_page(&state)?;
+    Ok(proceed(&state, outcome))
+}
+
+/// A SAML connector's service provider metadata, for the IdP administrator to import.
+pub(super) async fn saml_metadata(
+    State(state): State<AppState>,
+    Path(connector): Path<String>,
+) -> Response {
+    let entry = match state.provider.connector(&connector).await {
+        Ok(entry) => entry,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the stored connectors");
+            return error_page(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "lanyard cannot read its connectors right now. Try again shortly.",
+            );
+        }
+    };
+    let metadata = entry.and_then(|c| match &c.kind {
+        crate::oidc::ConnectorKind::Callback(callback) => callback.service_provider_metadata(),
+        _ => None,
+    });
+    match metadata {
+        Some(xml) => (
+            [(header::CONTENT_TYPE, "application/samlmetadata+xml")],
+            xml,
+        )
+            .into_response(),
+        None => error_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "No SAML connector has this id.",
+        ),
+    }
 }
 
 fn render_login(

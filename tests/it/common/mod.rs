@@ -14,6 +14,7 @@ pub mod federation;
 pub mod https_fake;
 pub mod postgres;
 pub mod process;
+pub mod saml_idp;
 pub mod server;
 pub mod slapd;
 pub mod tls;
