@@ -13,39 +13,16 @@ impl DiscoveryDocument {
     pub fn build(settings: &ProviderSettings, signing_alg: &str) -> Self {
         let mut grant_types: Vec<&str> = settings.grant_types.iter().map(|g| g.as_str()).collect();
         grant_types.sort_unstable();
-        let enabled = |t: &str| settings.response_types.iter().any(|r| r == t);
-        // Every combination of the enabled parts: code, id_token, token.
-        let mut response_types: Vec<String> = Vec::new();
-        for (c, i, t) in [
-            (true, false, false),
-            (false, true, false),
-            (false, true, true),
-            (false, false, true),
-            (true, true, false),
-            (true, false, true),
-            (true, true, true),
-        ] {
-            if (!c || enabled("code")) && (!i || enabled("id_token")) && (!t || enabled("token")) {
-                let parts: Vec<&str> = [(c, "code"), (i, "id_token"), (t, "token")]
-                    .iter()
-                    .filter(|(on, _)| *on)
-                    .map(|(_, n)| *n)
-                    .collect();
-                response_types.push(parts.join(" "));
-            }
-        }
-        let mut response_modes = vec!["query", "form_post"];
-        if enabled("id_token") || enabled("token") {
-            response_modes.push("fragment");
-        }
         let mut doc = json!({
             "issuer": settings.issuer_str(),
             "authorization_endpoint": settings.endpoint("/auth"),
             "token_endpoint": settings.endpoint("/token"),
             "jwks_uri": settings.endpoint("/keys"),
             "userinfo_endpoint": settings.endpoint("/userinfo"),
-            "response_types_supported": response_types,
-            "response_modes_supported": response_modes,
+            // Config refuses the implicit and hybrid types (RFC 9700). The fragment mode
+            // works for codes too, but only the modes clients need are advertised.
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query", "form_post"],
             "revocation_endpoint": settings.endpoint("/token/revoke"),
             "introspection_endpoint": settings.endpoint("/token/introspect"),
             "end_session_endpoint": settings.endpoint("/logout"),
@@ -58,7 +35,7 @@ impl DiscoveryDocument {
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "grant_types_supported": grant_types,
             "claims_supported": [
-                "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash", "c_hash",
+                "iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash",
                 "email", "email_verified", "name", "preferred_username", "groups"
             ],
             "code_challenge_methods_supported": [super::pkce::S256],

@@ -120,22 +120,6 @@ impl Provider {
         })
     }
 
-    /// An ID token returned from /auth (implicit or hybrid): `nonce` always, `at_hash` and
-    /// `c_hash` for what travels beside it.
-    pub async fn mint_front_channel_id_token(
-        &self,
-        grant: &Grant,
-        access_token: Option<&str>,
-        code: Option<&str>,
-        now: i64,
-    ) -> Result<String, OAuthError> {
-        let mut claims = self.id_token_claims(grant, access_token, now, true);
-        if let Some(code) = code {
-            claims.insert("c_hash".into(), Value::String(at_hash(code)));
-        }
-        self.sign(claims).await
-    }
-
     /// An ID token and refresh token for a signed-in browser's user, addressed to `client_id`:
     /// what kubectl's legacy oidc auth provider is configured with on the kubeconfig page.
     pub async fn issue_for_session(

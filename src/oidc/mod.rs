@@ -63,8 +63,6 @@ pub struct ProviderSettings {
     pub skip_approval_screen: bool,
     /// Show the connector chooser even when only one connector applies (Dex's setting).
     pub always_show_login_screen: bool,
-    /// `oauth2.responseTypes`.
-    pub response_types: Vec<String>,
     /// The grants the token endpoint accepts (`oauth2.grantTypes`, or every supported one).
     pub grant_types: Vec<GrantType>,
     /// `oauth2.passwordConnector`: the connector the password grant logs people in through.

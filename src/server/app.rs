@@ -349,12 +349,6 @@ pub(super) fn generation(
         auth_request_ttl: config.expiry.auth_requests,
         skip_approval_screen: config.oauth2.skip_approval_screen,
         always_show_login_screen: config.oauth2.always_show_login_screen,
-        response_types: config
-            .oauth2
-            .response_types
-            .iter()
-            .map(|t| t.as_str().to_string())
-            .collect(),
         grant_types,
         password_connector,
         secure_cookies: config.issuer.scheme() == "https",

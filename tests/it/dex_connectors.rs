@@ -12,7 +12,6 @@ use common::federation::{bind, jwt_claims, Forger};
 use common::process::{terminate, wait_exit, wait_ready, Log, Running, BIN};
 use common::server::{
     free_port, hidden_field, location, query_param, AuthRequest, Backend, TestServer,
-    ALICE_PASSWORD,
 };
 use lanyard::clock::Clock;
 use serde_json::{json, Value};
@@ -59,25 +58,11 @@ async fn a_connector_that_fails_to_open_is_marked_unavailable_answers_503_and_th
     let req = AuthRequest::public();
 
     // The chooser lists both; the broken one says it is unavailable.
-    let resp = server
-        .browser
-        .get(server.url("/auth"))
-        .query(&req.query())
-        .send()
-        .await
-        .unwrap();
+    let resp = server.site.authorize(&server.browser, &req).await;
     assert_eq!(resp.status(), 303);
     let chooser = server.site.absolute(&location(&resp));
     assert!(chooser.contains("/login?req="), "{chooser}");
-    let html = server
-        .browser
-        .get(&chooser)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = server.site.page_html(&server.browser, &chooser).await;
     assert!(html.contains("Broken SSO is unavailable"), "{html}");
     assert!(html.contains("Sign in with Email"), "{html}");
     assert!(!html.contains("Email is unavailable"), "{html}");
@@ -100,24 +85,10 @@ async fn a_connector_that_fails_to_open_is_marked_unavailable_answers_503_and_th
 
     // The password database still signs alice in.
     let login_url = auth_via(&server, &req, "local").await;
-    let html = server
-        .browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = server.site.page_html(&server.browser, &login_url).await;
     let resp = server
         .site
-        .submit_login(
-            &server.browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
+        .submit_alice(&server.browser, &login_url, &html)
         .await;
     let redirect = server
         .site
@@ -253,15 +224,7 @@ async fn a_refresh_token_whose_connector_failed_to_open_gets_an_error_never_a_to
     };
     let req = AuthRequest::public();
     let login_url = auth_via(&first, &req, "dev").await;
-    let html = first
-        .browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = first.site.page_html(&first.browser, &login_url).await;
     let resp = first
         .site
         .submit_login(&first.browser, &login_url, &html, "admin", "dev-password")
@@ -276,8 +239,11 @@ async fn a_refresh_token_whose_connector_failed_to_open_gets_an_error_never_a_to
 
     let broken = BROKEN_OIDC.replace("id: broken", "id: dev");
     let second = first
-        .start_replica("", &format!("connectors:\n{broken}"))
-        .await;
+        .replica()
+        .config(&format!("connectors:\n{broken}"))
+        .start()
+        .await
+        .expect("a replica needs no database of its own");
     let resp = reqwest::Client::new()
         .post(second.url("/token"))
         .form(&[
@@ -376,13 +342,7 @@ connectors:
 
     // No login button: the password database is the only way in, so /auth goes straight there.
     let req = AuthRequest::public();
-    let resp = server
-        .browser
-        .get(server.url("/auth"))
-        .query(&req.query())
-        .send()
-        .await
-        .unwrap();
+    let resp = server.site.authorize(&server.browser, &req).await;
     assert_eq!(resp.status(), 303);
     let next = location(&resp);
     assert!(next.contains("/auth/local?req="), "{next}");
@@ -479,23 +439,9 @@ async fn an_unreachable_oidc_upstream_shows_unavailable_until_a_login_reaches_it
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let req = AuthRequest::public();
-    let resp = server
-        .browser
-        .get(server.url("/auth"))
-        .query(&req.query())
-        .send()
-        .await
-        .unwrap();
+    let resp = server.site.authorize(&server.browser, &req).await;
     let chooser = server.site.absolute(&location(&resp));
-    let html = server
-        .browser
-        .get(&chooser)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = server.site.page_html(&server.browser, &chooser).await;
     assert!(html.contains("Corp SSO is unavailable"), "{html}");
 
     // Still down: choosing it tries the upstream and says it is unavailable.
@@ -523,15 +469,7 @@ async fn an_unreachable_oidc_upstream_shows_unavailable_until_a_login_reaches_it
         m.contains("lanyard_connector_up{connector=\"corp\"} 1"),
         "{m}"
     );
-    let html = server
-        .browser
-        .get(&chooser)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = server.site.page_html(&server.browser, &chooser).await;
     assert!(!html.contains("is unavailable"), "{html}");
     server.stop().await;
 }
@@ -603,15 +541,7 @@ async fn mock_password_signs_in_kilgore_trout_with_its_configured_password_only(
     .unwrap();
     let req = AuthRequest::public();
     let login_url = auth_via(&server, &req, "mockpw").await;
-    let html = server
-        .browser
-        .get(&login_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = server.site.page_html(&server.browser, &login_url).await;
     assert!(hidden_field(&html, "csrf").is_some(), "{html}");
     let wrong = server
         .site

@@ -198,15 +198,7 @@ async fn password_grant_and_login_form_share_one_guessing_budget() {
         .unwrap();
     assert!(retry >= 1);
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
-    let r = s
-        .submit_login(
-            &browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
-        .await;
+    let r = s.submit_alice(&browser, &login_url, &html).await;
     assert_eq!(r.status(), 429);
 }
 
@@ -278,15 +270,7 @@ async fn the_out_of_band_redirect_uri_shows_the_code_on_a_page() {
     let req = native_request("urn:ietf:wg:oauth:2.0:oob");
     let browser = TestServer::new_browser();
     let (login_url, html) = s.open_login(&browser, &req).await;
-    let r = s
-        .submit_login(
-            &browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
-        .await;
+    let r = s.submit_alice(&browser, &login_url, &html).await;
     assert_eq!(r.status(), 200, "the code is shown, not redirected");
     assert!(r.headers()["content-type"]
         .to_str()
@@ -335,12 +319,7 @@ async fn clients_with_redirect_uris_and_confidential_clients_still_need_an_exact
             redirect_uri: redirect_uri.into(),
             ..AuthRequest::public()
         };
-        let r = browser
-            .get(s.url("/auth"))
-            .query(&req.query())
-            .send()
-            .await
-            .unwrap();
+        let r = s.authorize(&browser, &req).await;
         assert_eq!(r.status(), 400, "{client} must not use {redirect_uri}");
         assert!(r.headers().get("location").is_none());
     }
@@ -400,21 +379,7 @@ async fn sign_in_device(s: &TestServer, browser: &reqwest::Client, start: &reqwe
     let r = s.sign_in_from(browser, start).await;
     assert_eq!(r.status(), 303);
     let approval = s.absolute(&location(&r));
-    let html = browser
-        .get(&approval)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = hidden_field(&html, "csrf").expect("the device is approved explicitly");
-    let r = browser
-        .post(&approval)
-        .form(&[("csrf", csrf.as_str()), ("approval", "approve")])
-        .send()
-        .await
-        .unwrap();
+    let r = s.approve(browser, &approval).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Device signed in"));
 }
@@ -423,7 +388,10 @@ const EXAMPLE_APP_SECRET: &str = "ZXhhbXBsZS1hcHAtc2VjcmV0";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dex_example_device_clients_load_and_complete_the_device_flow() {
-    let s = TestServer::start_with_path(Backend::Sqlite, "/dex", DEX_DEVICE_CLIENTS)
+    let s = TestServer::builder(Backend::Sqlite)
+        .issuer_path("/dex")
+        .config(DEX_DEVICE_CLIENTS)
+        .start()
         .await
         .expect("Dex's issuer-relative device callback URIs are accepted");
     for (client, secret) in [
@@ -454,13 +422,12 @@ async fn dex_example_device_clients_load_and_complete_the_device_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dex_device_callback_redirect_uri_signs_the_device_in_through_auth() {
-    let s = TestServer::start_with_path(
-        Backend::Sqlite,
-        "/dex",
-        &format!("{DEX_DEVICE_CLIENTS}{NATIVE_CLIENTS}"),
-    )
-    .await
-    .unwrap();
+    let s = TestServer::builder(Backend::Sqlite)
+        .issuer_path("/dex")
+        .config(&format!("{DEX_DEVICE_CLIENTS}{NATIVE_CLIENTS}"))
+        .start()
+        .await
+        .unwrap();
     // As Dex's device page sends the browser on: the user code travels as `state`; clients
     // registered the callback with or without the issuer's path, or (public) none at all.
     for (client, secret, redirect_uri) in [
@@ -547,12 +514,7 @@ fn lists(allowed: &str, header: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflights_allow_the_configured_headers() {
     const ORIGIN: &str = "https://dash.example.com";
-    let s = TestServer::start_full(
-        Backend::Sqlite,
-        "",
-        "  allowedOrigins: ['https://dash.example.com']\n  allowedHeaders: ['X-Requested-With', 'X-Tenant']\n",
-        "",
-    )
+    let s = TestServer::builder(Backend::Sqlite).web("  allowedOrigins: ['https://dash.example.com']\n  allowedHeaders: ['X-Requested-With', 'X-Tenant']\n").start()
     .await
     .unwrap();
     let allowed = preflight_allowed_headers(&s, ORIGIN, "x-tenant, x-requested-with").await;
@@ -564,14 +526,11 @@ async fn cors_preflights_allow_the_configured_headers() {
     );
 
     // Dex's default when none are configured: Authorization.
-    let s = TestServer::start_full(
-        Backend::Sqlite,
-        "",
-        "  allowedOrigins: ['https://dash.example.com']\n",
-        "",
-    )
-    .await
-    .unwrap();
+    let s = TestServer::builder(Backend::Sqlite)
+        .web("  allowedOrigins: ['https://dash.example.com']\n")
+        .start()
+        .await
+        .unwrap();
     let allowed = preflight_allowed_headers(&s, ORIGIN, "authorization").await;
     assert!(lists(&allowed, "authorization"), "{allowed}");
     assert!(!lists(&allowed, "x-tenant"), "{allowed}");

@@ -37,28 +37,17 @@ async fn password_guessing_is_rate_limited_with_retry_after() {
     assert_eq!(&statuses[..5], &[401; 5]);
     assert_eq!(statuses[5], 429, "the sixth guess is refused: {statuses:?}");
     // Even the right password waits out the lockout.
-    let r = s
-        .submit_login(
-            &browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
-        .await;
+    let r = s.submit_alice(&browser, &login_url, &html).await;
     assert_eq!(r.status(), 429);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_only_for_allowed_origins_and_never_on_auth() {
-    let s = TestServer::start_full(
-        Backend::Sqlite,
-        "",
-        "  allowedOrigins: ['https://dash.example.com']\n",
-        "",
-    )
-    .await
-    .unwrap();
+    let s = TestServer::builder(Backend::Sqlite)
+        .web("  allowedOrigins: ['https://dash.example.com']\n")
+        .start()
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     let r = http
         .get(s.url("/keys"))
@@ -483,7 +472,9 @@ async fn simultaneous_guesses_check_no_more_passwords_than_the_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_account_stays_locked_however_its_name_is_typed() {
-    let s = TestServer::start_full(Backend::Sqlite, "", TRUST_LOCAL_PROXY, "")
+    let s = TestServer::builder(Backend::Sqlite)
+        .web(TRUST_LOCAL_PROXY)
+        .start()
         .await
         .unwrap();
     let browser = TestServer::new_browser();
@@ -528,11 +519,19 @@ async fn a_locked_account_stays_locked_however_its_name_is_typed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_database_share_one_budget_per_account_and_per_address() {
-    let Some(first) = TestServer::start_full(Backend::Postgres, "", TRUST_LOCAL_PROXY, "").await
+    let Some(first) = TestServer::builder(Backend::Postgres)
+        .web(TRUST_LOCAL_PROXY)
+        .start()
+        .await
     else {
         return;
     };
-    let second = first.start_replica(TRUST_LOCAL_PROXY, "").await;
+    let second = first
+        .replica()
+        .web(TRUST_LOCAL_PROXY)
+        .start()
+        .await
+        .expect("a replica needs no database of its own");
     let mut forms = Vec::new();
     for s in [&first, &second] {
         let browser = TestServer::new_browser();
@@ -576,7 +575,9 @@ fn median(mut times: Vec<std::time::Duration>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusing_an_unknown_name_takes_as_long_as_refusing_a_user_of_any_hash_kind() {
-    let s = TestServer::start_full(Backend::Sqlite, "", TRUST_LOCAL_PROXY, "")
+    let s = TestServer::builder(Backend::Sqlite)
+        .web(TRUST_LOCAL_PROXY)
+        .start()
         .await
         .unwrap();
     // In the password database: argon2id as `lanyard admin passwords create` makes it, and
@@ -658,7 +659,11 @@ async fn guesses_checked_alternating_names(s: &TestServer, names: [&str; 2]) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_username_and_email_share_one_budget() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let Some(s) = TestServer::start_full(backend, "", TRUST_LOCAL_PROXY, "").await else {
+        let Some(s) = TestServer::builder(backend)
+            .web(TRUST_LOCAL_PROXY)
+            .start()
+            .await
+        else {
             continue;
         };
         // alice is in `staticPasswords`; bob is in the password database.

@@ -299,11 +299,7 @@ async fn the_page_works_without_javascript() {
         .unwrap();
     let browser = TestServer::new_browser();
     // Plain HTTP client, no JavaScript: the redirect chain and the page itself work.
-    let r = browser.get(s.url("/kubeconfig")).send().await.unwrap();
-    assert_eq!(r.status(), 303);
-    let auth = location(&r);
-    let r = browser.get(&auth).send().await.unwrap();
-    let r = s.sign_in_from(&browser, &r).await;
+    let r = sign_in_through_the_page(&s, &browser).await;
     assert_eq!(r.status(), 303, "no approval page for lanyard's own page");
     let page = browser.get(s.absolute(&location(&r))).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -340,17 +336,8 @@ async fn the_page_and_the_download_carry_the_issuers_private_ca() {
     );
     let s = TestServer::start(Backend::Sqlite, &yaml).await.unwrap();
     let browser = TestServer::new_browser();
-    let r = browser.get(s.url("/kubeconfig")).send().await.unwrap();
-    let r = browser.get(location(&r)).send().await.unwrap();
-    let r = s.sign_in_from(&browser, &r).await;
-    let html = browser
-        .get(s.absolute(&location(&r)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let r = sign_in_through_the_page(&s, &browser).await;
+    let html = s.page_html(&browser, &s.absolute(&location(&r))).await;
     for (method, setting) in [
         (
             "lanyard",
@@ -391,4 +378,13 @@ async fn the_page_and_the_download_carry_the_issuers_private_ca() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert_eq!(args[5..7], ["--certificate-authority-data", data.as_str()]);
+}
+
+/// A browser without JavaScript opens /kubeconfig, is sent to /auth and signs alice in;
+/// returns the answer to the login form.
+async fn sign_in_through_the_page(s: &TestServer, browser: &reqwest::Client) -> reqwest::Response {
+    let r = browser.get(s.url("/kubeconfig")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let r = browser.get(location(&r)).send().await.unwrap();
+    s.sign_in_from(browser, &r).await
 }

@@ -148,21 +148,7 @@ async fn approve_if_asked(s: &TestServer, browser: &reqwest::Client, next: Strin
     if !next.starts_with(&s.issuer) {
         return next;
     }
-    let html = browser
-        .get(&next)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = hidden_field(&html, "csrf").expect("csrf on the approval page");
-    let r = browser
-        .post(&next)
-        .form(&[("csrf", csrf.as_str()), ("approval", "approve")])
-        .send()
-        .await
-        .unwrap();
+    let r = s.approve(browser, &next).await;
     assert_eq!(r.status(), 303);
     location(&r)
 }
@@ -337,21 +323,7 @@ async fn device_login_prints_the_credential_once_the_code_is_approved() {
     let r = s.sign_in_from(&browser, &r).await;
     assert_eq!(r.status(), 303);
     let approval = s.absolute(&location(&r));
-    let html = browser
-        .get(&approval)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = hidden_field(&html, "csrf").unwrap();
-    let r = browser
-        .post(&approval)
-        .form(&[("csrf", csrf.as_str()), ("approval", "approve")])
-        .send()
-        .await
-        .unwrap();
+    let r = s.approve(&browser, &approval).await;
     assert_eq!(r.status(), 200);
 
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())

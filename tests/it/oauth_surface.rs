@@ -366,21 +366,7 @@ async fn device_flow_from_code_to_tokens(b: Backend) {
     // Case and dash do not matter.
     let typed = user_code.replace('-', "").to_lowercase();
     let (browser, approval) = enter_user_code(&s, &typed).await;
-    let html = browser
-        .get(&approval)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = hidden_field(&html, "csrf").unwrap();
-    let r = browser
-        .post(&approval)
-        .form(&[("csrf", csrf.as_str()), ("approval", "approve")])
-        .send()
-        .await
-        .unwrap();
+    let r = s.approve(&browser, &approval).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Device signed in"));
 
@@ -407,14 +393,7 @@ async fn device_flow_denied_and_expired(b: Backend) {
     let Some(s) = server(b).await else { return };
     let auth = device_authorize(&s, "openid").await;
     let (browser, approval) = enter_user_code(&s, auth["user_code"].as_str().unwrap()).await;
-    let html = browser
-        .get(&approval)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = s.page_html(&browser, &approval).await;
     let csrf = hidden_field(&html, "csrf").unwrap();
     browser
         .post(&approval)
@@ -716,15 +695,7 @@ async fn a_sign_in_session_spares_the_password_for_a_second_client(b: Backend) {
     let Some(s) = server(b).await else { return };
     let browser = TestServer::new_browser();
     let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
-    let r = s
-        .submit_login(
-            &browser,
-            &login_url,
-            &html,
-            "alice@example.com",
-            ALICE_PASSWORD,
-        )
-        .await;
+    let r = s.submit_alice(&browser, &login_url, &html).await;
     let cookies: Vec<String> = r
         .headers()
         .get_all("set-cookie")

@@ -1,11 +1,11 @@
-//! The last step: a logged-in, approved request becomes a code (and front-channel tokens), or
-//! the approval of a waiting device.
+//! The last step: a logged-in, approved request becomes a code, or the approval of a waiting
+//! device.
 
 use axum::http::StatusCode;
 
-use crate::storage::{AuthCode, AuthRequest, Grant, IssuedTokens, LoginResult};
+use crate::storage::{AuthCode, AuthRequest, Grant, LoginResult};
 
-use super::{request_mode, AuthorizeError, ClientResponse, ResponseType, Step};
+use super::{request_mode, AuthorizeError, ClientResponse, Step};
 use crate::oidc::device::device_grant_id;
 use crate::oidc::secrets::{random_token, sha256_hex};
 use crate::oidc::{Provider, AUTH_CODE_TTL_SECS};
@@ -27,8 +27,8 @@ impl Provider {
         }
     }
 
-    /// A logged-in, approved request: a code (one transaction), front-channel tokens when
-    /// the response type asks for them, or the approval of a waiting device.
+    /// A logged-in, approved request: a code (one transaction), or the approval of a waiting
+    /// device.
     pub(crate) async fn finish(&self, request: &AuthRequest) -> Result<Step, AuthorizeError> {
         let Some(login) = &request.login else {
             return Err(AuthorizeError::login_gone());
@@ -37,84 +37,25 @@ impl Provider {
         if let Some(user_code) = &request.params.device_user_code {
             return self.approve_device(request, login, user_code, now).await;
         }
-        let rt = ResponseType::parse(&request.params.response_type).unwrap_or(ResponseType {
-            code: true,
-            id_token: false,
-            token: false,
-        });
-        let mut params: Vec<(String, String)> = Vec::new();
-        let mut code_plain = None;
-        if rt.code {
-            let code = random_token(32);
-            let auth_code = AuthCode {
-                code_hash: sha256_hex(&code),
-                redirect_uri: request.params.redirect_uri.clone(),
-                code_challenge: request.params.code_challenge.clone(),
-                code_challenge_method: request.params.code_challenge_method.clone(),
-                grant: self.grant_for(request, login, random_token(16), now),
-                created_at: now,
-                expires_at: now + AUTH_CODE_TTL_SECS,
-                redeemed_at: None,
-            };
-            if !self
-                .storage
-                .exchange_auth_request_for_code(&request.id, &auth_code, now)
-                .await?
-            {
-                return Err(AuthorizeError::login_gone());
-            }
-            params.push(("code".into(), code.clone()));
-            code_plain = Some(code);
-        } else if !self.storage.delete_auth_request(&request.id).await? {
+        let code = random_token(32);
+        let auth_code = AuthCode {
+            code_hash: sha256_hex(&code),
+            redirect_uri: request.params.redirect_uri.clone(),
+            code_challenge: request.params.code_challenge.clone(),
+            code_challenge_method: request.params.code_challenge_method.clone(),
+            grant: self.grant_for(request, login, random_token(16), now),
+            created_at: now,
+            expires_at: now + AUTH_CODE_TTL_SECS,
+            redeemed_at: None,
+        };
+        if !self
+            .storage
+            .exchange_auth_request_for_code(&request.id, &auth_code, now)
+            .await?
+        {
             return Err(AuthorizeError::login_gone());
         }
-        if rt.front_channel() {
-            // Front-channel tokens get a grant of their own, so that the code's grant
-            // (created at redemption) stays separate.
-            let grant = self.grant_for(request, login, random_token(16), now);
-            let access = if rt.token {
-                let token = random_token(32);
-                let tokens = IssuedTokens {
-                    access: crate::storage::AccessToken {
-                        token_hash: sha256_hex(&token),
-                        grant_id: grant.id.clone(),
-                        client_id: grant.client_id.clone(),
-                        created_at: now,
-                        expires_at: now + self.settings.id_token_ttl.as_secs() as i64,
-                        scopes: None,
-                    },
-                    refresh: None,
-                };
-                self.storage.issue_grant(&grant, &tokens).await?;
-                params.push(("access_token".into(), token.clone()));
-                params.push(("token_type".into(), "Bearer".into()));
-                params.push((
-                    "expires_in".into(),
-                    self.settings.id_token_ttl.as_secs().to_string(),
-                ));
-                Some(token)
-            } else {
-                None
-            };
-            if rt.id_token {
-                let id_token = self
-                    .mint_front_channel_id_token(
-                        &grant,
-                        access.as_deref(),
-                        code_plain.as_deref(),
-                        now,
-                    )
-                    .await
-                    .map_err(|_| {
-                        AuthorizeError::page(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "Signing failed",
-                            "lanyard could not sign the token. Try again.",
-                        )
-                    })?;
-                params.push(("id_token".into(), id_token));
-            }
-        }
+        let mut params = vec![("code".to_string(), code)];
         if let Some(state) = &request.params.state {
             params.push(("state".into(), state.clone()));
         }

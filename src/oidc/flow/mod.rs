@@ -188,42 +188,6 @@ pub struct ApprovalView {
     pub scopes: Vec<String>,
 }
 
-/// The parsed `response_type`: which artefacts go back through the browser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ResponseType {
-    code: bool,
-    id_token: bool,
-    token: bool,
-}
-
-impl ResponseType {
-    fn parse(s: &str) -> Option<Self> {
-        let mut rt = Self {
-            code: false,
-            id_token: false,
-            token: false,
-        };
-        for part in s.split(' ').filter(|p| !p.is_empty()) {
-            let slot = match part {
-                "code" => &mut rt.code,
-                "id_token" => &mut rt.id_token,
-                "token" => &mut rt.token,
-                _ => return None,
-            };
-            if *slot {
-                return None;
-            }
-            *slot = true;
-        }
-        (rt.code || rt.id_token || rt.token).then_some(rt)
-    }
-
-    /// Tokens in the front channel: implicit or hybrid.
-    fn front_channel(self) -> bool {
-        self.id_token || self.token
-    }
-}
-
 impl Provider {
     /// An error for the client at a validated redirect URI, carrying `state` and `iss`.
     pub(crate) fn client_error(

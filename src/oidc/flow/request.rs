@@ -5,13 +5,13 @@ use axum::http::StatusCode;
 
 use crate::storage::{AuthRequest, AuthRequestParams, DeviceRequest, DeviceStatus, LoginResult};
 
-use super::{is_internal_client, AuthorizeError, Outcome, ResponseMode, ResponseType, Step};
+use super::{is_internal_client, AuthorizeError, Outcome, ResponseMode, Step};
 use crate::oidc::claims::subject_of;
 use crate::oidc::device::{device_form_csrf, normalize_user_code};
 use crate::oidc::error::ErrorCode;
 use crate::oidc::form::{optional, parse_unique_params};
 use crate::oidc::pkce;
-use crate::oidc::redirect::{redirect_uri_allowed, OOB_REDIRECT_URI};
+use crate::oidc::redirect::redirect_uri_allowed;
 use crate::oidc::scopes::Scopes;
 use crate::oidc::secrets::{constant_time_eq, random_token, sha256_hex};
 use crate::oidc::{ClientInfo, ConnectorEntry, Provider};
@@ -63,15 +63,10 @@ impl Provider {
 
         // From here on the redirect URI is trusted.
         let state = get("state");
-        let response_type = get("response_type").and_then(ResponseType::parse);
-        let default_mode = match response_type {
-            Some(rt) if rt.front_channel() => ResponseMode::Fragment,
-            _ => ResponseMode::Query,
-        };
         let requested_mode = get("response_mode").map(|m| ResponseMode::parse(m).ok_or(m));
         let mode = match requested_mode {
             Some(Ok(m)) => m,
-            _ => default_mode,
+            _ => ResponseMode::Query,
         };
         let fail = |code, d: &str| {
             AuthorizeError::Client(self.client_error(redirect_uri, mode, state, code, d))
@@ -85,43 +80,20 @@ impl Provider {
                 "request objects are not supported",
             ));
         }
-        let Some(rt) = response_type else {
-            return Err(fail(
-                if get("response_type").is_some() {
-                    ErrorCode::UnsupportedResponseType
-                } else {
-                    ErrorCode::InvalidRequest
-                },
-                "response_type must be code (or an enabled implicit or hybrid type)",
-            ));
-        };
-        let enabled = |t: &str| self.settings.response_types.iter().any(|e| e == t);
-        if (rt.code && !enabled("code"))
-            || (rt.id_token && !enabled("id_token"))
-            || (rt.token && !enabled("token"))
-        {
-            return Err(fail(
-                ErrorCode::UnsupportedResponseType,
-                "this response_type is not enabled in oauth2.responseTypes",
-            ));
-        }
-        if rt.front_channel() && redirect_uri == OOB_REDIRECT_URI {
-            return Err(fail(
-                ErrorCode::InvalidRequest,
-                "tokens cannot be shown for the out-of-band redirect URI: use response_type code",
-            ));
-        }
-        if rt.front_channel() && mode == ResponseMode::Query {
-            return Err(fail(
-                ErrorCode::InvalidRequest,
-                "tokens are never sent in the query: use fragment or form_post",
-            ));
-        }
-        if rt.id_token && get("nonce").is_none() {
-            return Err(fail(
-                ErrorCode::InvalidRequest,
-                "nonce is required when an ID token is returned from /auth",
-            ));
+        // The code flow is the only one: config refuses the implicit and hybrid response
+        // types (RFC 9700), so tokens never travel through the browser.
+        match get("response_type") {
+            Some(rt) if is_code(rt) => {}
+            given => {
+                return Err(fail(
+                    if given.is_some() {
+                        ErrorCode::UnsupportedResponseType
+                    } else {
+                        ErrorCode::InvalidRequest
+                    },
+                    "response_type must be code",
+                ))
+            }
         }
 
         let scopes = Scopes::parse(get("scope").unwrap_or(""));
@@ -131,8 +103,7 @@ impl Provider {
 
         let code_challenge = get("code_challenge");
         let method = get("code_challenge_method");
-        if let Err(problem) = pkce::check_request(code_challenge, method, client.public && rt.code)
-        {
+        if let Err(problem) = pkce::check_request(code_challenge, method, client.public) {
             return Err(fail(ErrorCode::InvalidRequest, problem));
         }
 
@@ -223,7 +194,7 @@ impl Provider {
             client_id: client.id.clone(),
             params: AuthRequestParams {
                 redirect_uri: redirect_uri.to_string(),
-                response_type: get("response_type").unwrap_or("code").to_string(),
+                response_type: "code".into(),
                 response_mode: Some(
                     match mode {
                         ResponseMode::Query => "query",
@@ -419,6 +390,14 @@ fn is_device_callback(uri: &str, base_path: &str) -> bool {
         || uri
             .strip_prefix(base_path)
             .is_some_and(|rest| !base_path.is_empty() && rest == DEVICE_CALLBACK_PATH)
+}
+
+/// `code`, the one response type, spaces around it allowed as in a space-separated list.
+fn is_code(response_type: &str) -> bool {
+    response_type
+        .split(' ')
+        .filter(|part| !part.is_empty())
+        .eq(["code"])
 }
 
 fn unknown_user_code() -> AuthorizeError {

@@ -510,18 +510,39 @@ impl Site {
         }
     }
 
+    /// GET /auth with the request's query, in `browser`; the answer is not followed.
+    pub async fn authorize(
+        &self,
+        browser: &reqwest::Client,
+        req: &AuthRequest,
+    ) -> reqwest::Response {
+        browser
+            .get(self.url("/auth"))
+            .query(&req.query())
+            .send()
+            .await
+            .expect("auth")
+    }
+
+    /// The HTML of the page at `url` (absolute), fetched in `browser`.
+    pub async fn page_html(&self, browser: &reqwest::Client, url: &str) -> String {
+        browser
+            .get(url)
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html")
+    }
+
     /// GET /auth and follow to the login form; returns the form page URL and its HTML.
     pub async fn open_login(
         &self,
         browser: &reqwest::Client,
         req: &AuthRequest,
     ) -> (String, String) {
-        let resp = browser
-            .get(self.url("/auth"))
-            .query(&req.query())
-            .send()
-            .await
-            .expect("auth");
+        let resp = self.authorize(browser, req).await;
         assert_eq!(
             resp.status(),
             303,
@@ -542,17 +563,7 @@ impl Site {
         login: &str,
         password: &str,
     ) -> reqwest::Response {
-        let csrf = hidden_field(html, "csrf").expect("csrf field");
-        browser
-            .post(login_url)
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("login", login),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .expect("post login")
+        post_login_form(browser.post(login_url), html, login, password).await
     }
 
     /// [`Site::submit_login`] as if from `client_addr`, forwarded by a proxy on 127.0.0.1
@@ -567,18 +578,10 @@ impl Site {
         password: &str,
         client_addr: &str,
     ) -> reqwest::Response {
-        let csrf = hidden_field(html, "csrf").expect("csrf field");
-        browser
+        let post = browser
             .post(login_url)
-            .header("x-forwarded-for", client_addr)
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("login", login),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .expect("post login")
+            .header("x-forwarded-for", client_addr);
+        post_login_form(post, html, login, password).await
     }
 
     /// Follows `redirect` (an answer from /auth or /device) to the login form and signs alice
@@ -589,22 +592,40 @@ impl Site {
         redirect: &reqwest::Response,
     ) -> reqwest::Response {
         let login_url = self.absolute(&location(redirect));
-        let html = browser
-            .get(&login_url)
-            .send()
-            .await
-            .expect("login page")
-            .text()
-            .await
-            .expect("html");
+        let html = self.page_html(browser, &login_url).await;
+        self.submit_alice(browser, &login_url, &html).await
+    }
+
+    /// [`Site::submit_login`] with alice's email and password.
+    pub async fn submit_alice(
+        &self,
+        browser: &reqwest::Client,
+        login_url: &str,
+        html: &str,
+    ) -> reqwest::Response {
         self.submit_login(
             browser,
-            &login_url,
-            &html,
+            login_url,
+            html,
             "alice@example.com",
             ALICE_PASSWORD,
         )
         .await
+    }
+
+    /// Approves on the approval page at `url` (absolute): reads its form's CSRF token and
+    /// posts `approve`; returns the answer (303 to the client, or 200 for a device).
+    pub async fn approve(&self, browser: &reqwest::Client, url: &str) -> reqwest::Response {
+        let page = browser.get(url).send().await.expect("approval page");
+        assert_eq!(page.status(), 200, "the approval page is shown");
+        let html = page.text().await.expect("html");
+        let csrf = hidden_field(&html, "csrf").expect("csrf on the approval page");
+        browser
+            .post(url)
+            .form(&[("csrf", csrf.as_str()), ("approval", "approve")])
+            .send()
+            .await
+            .expect("approve")
     }
 
     /// Logs alice in and approves; returns the final redirect to the client.
@@ -642,16 +663,7 @@ impl Site {
         if next.starts_with(&req.redirect_uri) {
             return next;
         }
-        let approval = browser.get(&next).send().await.expect("approval page");
-        assert_eq!(approval.status(), 200);
-        let html = approval.text().await.expect("html");
-        let csrf = hidden_field(&html, "csrf").expect("csrf on approval");
-        let resp = browser
-            .post(&next)
-            .form(&[("csrf", csrf.as_str()), ("approval", "approve")])
-            .send()
-            .await
-            .expect("approve");
+        let resp = self.approve(browser, &next).await;
         assert_eq!(resp.status(), 303);
         location(&resp)
     }
@@ -693,6 +705,24 @@ impl Site {
         }
         post.form(&form).send().await.expect("token request")
     }
+}
+
+/// Posts the password form `html` showed, with its CSRF token.
+async fn post_login_form(
+    post: reqwest::RequestBuilder,
+    html: &str,
+    login: &str,
+    password: &str,
+) -> reqwest::Response {
+    let csrf = hidden_field(html, "csrf").expect("csrf field");
+    post.form(&[
+        ("csrf", csrf.as_str()),
+        ("login", login),
+        ("password", password),
+    ])
+    .send()
+    .await
+    .expect("post login")
 }
 
 impl TestServer {
