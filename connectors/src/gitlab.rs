@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::upstream::oauth_client::REQUEST_TIMEOUT;
 use crate::upstream::{
     filter_groups, read_root_ca, FetchError, OAuthUpstream, Tokens, UpstreamSettings,
-    REQUEST_TIMEOUT,
 };
 use crate::{
     CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,

@@ -23,7 +23,6 @@ pub mod oauth;
 pub mod oidc;
 pub mod password_hash;
 mod upstream;
-mod upstream_http;
 
 pub use ldap::{LdapConfig, LdapConnector, LdapLimits};
 pub use local::{LocalConnector, LocalProfile, LocalUser, LocalUserDirectory, StaticUserDirectory};

@@ -16,9 +16,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::upstream::{
-    read_root_ca, truthy, FetchError, OAuthUpstream, Tokens, UpstreamSettings, REQUEST_TIMEOUT,
-};
+use crate::upstream::oauth_client::REQUEST_TIMEOUT;
+use crate::upstream::{read_root_ca, truthy, FetchError, OAuthUpstream, Tokens, UpstreamSettings};
 use crate::{
     CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
     UpstreamRedirect,
