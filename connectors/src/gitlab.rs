@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::upstream::oauth_client::REQUEST_TIMEOUT;
 use crate::upstream::{
-    filter_groups, read_root_ca, FetchError, OAuthUpstream, Tokens, UpstreamSettings,
-    REQUEST_TIMEOUT,
+    filter_groups, is_http_url, read_root_ca, FetchError, OAuthUpstream, Tokens, UpstreamSettings,
 };
 use crate::{
     CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
@@ -97,17 +97,14 @@ impl GitlabConfig {
                 ));
             }
         }
-        if !self.base_url.is_empty() {
-            match url::Url::parse(&self.base_url) {
-                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {}
-                _ => out.push(ConfigIssue::error(
-                    "baseURL",
-                    format!(
-                        "`{}` is not an http(s) URL such as https://gitlab.example.com",
-                        self.base_url
-                    ),
-                )),
-            }
+        if !self.base_url.is_empty() && !is_http_url(&self.base_url) {
+            out.push(ConfigIssue::error(
+                "baseURL",
+                format!(
+                    "`{}` is not an http(s) URL such as https://gitlab.example.com",
+                    self.base_url
+                ),
+            ));
         }
         if !self.root_ca_data.is_empty() {
             if let Err(e) = read_root_ca(&self.root_ca_data) {

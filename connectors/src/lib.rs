@@ -24,7 +24,6 @@ pub mod oidc;
 pub mod password_hash;
 pub mod saml;
 mod upstream;
-mod upstream_http;
 
 pub use ldap::{LdapConfig, LdapConnector, LdapLimits};
 pub use local::{LocalConnector, LocalProfile, LocalUser, LocalUserDirectory, StaticUserDirectory};

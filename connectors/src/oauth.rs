@@ -16,8 +16,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::upstream::oauth_client::REQUEST_TIMEOUT;
 use crate::upstream::{
-    read_root_ca, truthy, FetchError, OAuthUpstream, Tokens, UpstreamSettings, REQUEST_TIMEOUT,
+    is_http_url, read_root_ca, truthy, FetchError, OAuthUpstream, Tokens, UpstreamSettings,
 };
 use crate::{
     CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
@@ -118,12 +119,11 @@ impl OAuthConfig {
                 ));
                 continue;
             }
-            match url::Url::parse(value) {
-                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {}
-                _ => out.push(ConfigIssue::error(
+            if !is_http_url(value) {
+                out.push(ConfigIssue::error(
                     key,
                     format!("`{value}` is not an http(s) URL"),
-                )),
+                ));
             }
         }
         for (i, ca) in self.root_cas.iter().enumerate() {

@@ -6,9 +6,10 @@ use crate::common;
 
 use std::net::IpAddr;
 
-use common::config_check::connector_errors;
+use common::connector_config::connector_errors;
 use common::fake_oauth::id_claims;
-use common::server::{location, query_param, AuthRequest, Backend, TestServer};
+use common::server::{query_param, AuthRequest, Backend, TestServer};
+use common::upstream_login;
 use lanyard::oidc::subject::encode_subject;
 use serde_json::json;
 
@@ -33,22 +34,7 @@ fn browser_from(source: &str) -> reqwest::Client {
 
 /// /auth naming the proxy connector → /auth/proxy → lanyard's /callback/proxy; returns that URL.
 async fn to_callback(s: &TestServer, browser: &reqwest::Client, req: &AuthRequest) -> String {
-    let mut query = req.query();
-    query.push(("connector_id".into(), "proxy".into()));
-    let resp = browser
-        .get(s.url("/auth"))
-        .query(&query)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
-    let resp = browser
-        .get(s.absolute(&location(&resp)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
-    let callback = s.absolute(&location(&resp));
+    let callback = s.absolute(&upstream_login::start(s, browser, req, "proxy").await);
     assert!(
         callback.starts_with(&s.url("/callback/proxy?state=")),
         "{callback}"

@@ -7,27 +7,17 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
+use common::connector_config::{connector_errors, MINIMAL_CONFIG};
 use common::fake_github::{FakeGithub, FakeUser, RateLimit, CLIENT_ID};
-use common::fake_oauth::refresh;
-use common::server::{location, query_param, AuthRequest, Backend, TestServer};
+use common::server::{query_param, AuthRequest, Backend, TestServer};
+use common::upstream_login::{self, refresh};
 use lanyard::config::Config;
 use lanyard::oidc::subject::encode_subject;
 use lanyard_connectors::github::{GithubConfig, GithubConnector, GithubEndpoints};
 use lanyard_connectors::{CallbackConnector, ConnectorError, Identity, RefreshConnector, Scopes};
-use reqwest::redirect::Policy;
 use serde_json::{json, Value};
 
 const JANE_ID: u64 = 4242;
-
-/// A browser that trusts the fake GitHub's CA, keeps cookies and follows no redirect itself.
-fn browser(fake: &FakeGithub) -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(Policy::none())
-        .add_root_certificate(reqwest::Certificate::from_pem(fake.ca_pem.as_bytes()).unwrap())
-        .build()
-        .unwrap()
-}
 
 /// A lanyard server whose connector `github` points at the fake; `extra` is more connector
 /// config (YAML at the level of `clientID`).
@@ -40,6 +30,11 @@ async fn server_with(fake: &FakeGithub, extra: &str) -> TestServer {
     .expect("SQLite server")
 }
 
+/// Where lanyard must send the browser: the fake's authorize page.
+fn authorize_page(fake: &FakeGithub) -> String {
+    format!("https://{}/login/oauth/authorize?", fake.host)
+}
+
 /// lanyard's /auth (naming the github connector) → /auth/github → GitHub's authorize page;
 /// returns where GitHub sends the browser back (lanyard's /callback with code and state).
 async fn to_github(
@@ -48,55 +43,19 @@ async fn to_github(
     browser: &reqwest::Client,
     req: &AuthRequest,
 ) -> String {
-    let mut query = req.query();
-    query.push(("connector_id".into(), "github".into()));
-    let resp = browser
-        .get(s.url("/auth"))
-        .query(&query)
-        .send()
+    upstream_login::to_upstream(s, browser, req, "github", &authorize_page(fake))
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
-    let resp = browser
-        .get(s.absolute(&location(&resp)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        303,
-        "/auth/github sends the browser to GitHub"
-    );
-    let authorize = location(&resp);
-    assert!(
-        authorize.starts_with(&format!("https://{}/login/oauth/authorize?", fake.host)),
-        "{authorize}"
-    );
-    let resp = browser.get(&authorize).send().await.unwrap();
-    assert_eq!(resp.status(), 302, "GitHub sends the browser back");
-    let callback = location(&resp);
-    assert!(callback.starts_with(&s.url("/callback?")), "{callback}");
-    callback
+        .0
 }
 
 /// The whole login through GitHub, then the code redeemed: the token response.
 async fn login(s: &TestServer, fake: &FakeGithub, req: &AuthRequest) -> Value {
-    let b = browser(fake);
-    let callback = to_github(s, fake, &b, req).await;
-    let resp = b.get(&callback).send().await.unwrap();
-    let redirect = s.approve_if_asked(&b, req, &resp).await;
-    let code = query_param(&redirect, "code").expect("code");
-    let resp = s.redeem(req, &code).await;
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    upstream_login::login(s, &fake.browser(), req, "github", &authorize_page(fake)).await
 }
 
 /// The login through GitHub up to lanyard's answer to the callback: (status, page).
 async fn callback_page(s: &TestServer, fake: &FakeGithub) -> (u16, String) {
-    let b = browser(fake);
-    let callback = to_github(s, fake, &b, &AuthRequest::public()).await;
-    let resp = b.get(&callback).send().await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+    upstream_login::callback_page(s, &fake.browser(), "github", &authorize_page(fake)).await
 }
 
 fn claims_of(tokens: &Value) -> Value {
@@ -307,7 +266,7 @@ async fn a_user_without_a_primary_email_is_refused_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_github_gives_a_sign_in_unavailable_page_at_once() {
     let (fake, s) = jane_at_github(jane().in_org("acme"), "orgs:\n- name: acme\n").await;
-    let b = browser(&fake);
+    let b = fake.browser();
     let callback = to_github(&s, &fake, &b, &AuthRequest::public()).await;
     fake.state().rate_limit = Some(RateLimit::Primary);
     let started = Instant::now();
@@ -330,7 +289,7 @@ async fn a_rate_limited_github_gives_a_sign_in_unavailable_page_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_or_foreign_state_on_the_callback_is_refused() {
     let (fake, s) = jane_at_github(jane().in_org("acme"), "orgs:\n- name: acme\n").await;
-    let b = browser(&fake);
+    let b = fake.browser();
     let req = AuthRequest::public();
     let callback = to_github(&s, &fake, &b, &req).await;
     let state = query_param(&callback, "state").expect("state");
@@ -351,7 +310,7 @@ async fn a_forged_or_foreign_state_on_the_callback_is_refused() {
         assert_eq!(resp.status(), 400, "{query}");
     }
     // The real state from a browser that did not start the login.
-    let resp = browser(&fake).get(&callback).send().await.unwrap();
+    let resp = fake.browser().get(&callback).send().await.unwrap();
     assert_eq!(
         resp.status(),
         403,
@@ -374,7 +333,7 @@ async fn a_forged_or_foreign_state_on_the_callback_is_refused() {
 async fn declining_at_github_shows_why() {
     let (fake, s) = jane_at_github(jane().in_org("acme"), "orgs:\n- name: acme\n").await;
     fake.state().deny = true;
-    let b = browser(&fake);
+    let b = fake.browser();
     let callback = to_github(&s, &fake, &b, &AuthRequest::public()).await;
     assert!(callback.contains("error=access_denied"), "{callback}");
     let resp = b.get(&callback).send().await.unwrap();
@@ -503,14 +462,7 @@ const SCOPES: Scopes = Scopes {
 
 /// Sends a "browser" to the connector's login URL at the fake; returns the callback's query.
 async fn callback_query(fake: &FakeGithub, connector: &GithubConnector) -> String {
-    let redirect = connector
-        .login_url(&SCOPES, CALLBACK, "the-state")
-        .await
-        .unwrap();
-    let resp = browser(fake).get(&redirect.url).send().await.unwrap();
-    let back = location(&resp);
-    assert!(back.starts_with(CALLBACK), "{back}");
-    back.split_once('?').unwrap().1.to_string()
+    upstream_login::callback_query(connector, &SCOPES, &fake.browser(), CALLBACK).await
 }
 
 async fn sign_in(
@@ -653,18 +605,6 @@ async fn the_callback_must_be_the_configured_redirect_uri() {
 
 // ----- configuration --------------------------------------------------------------------------
 
-const BASE: &str =
-    "issuer: http://127.0.0.1:5556\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:5556\n";
-
-fn config_errors(connectors: &str) -> Vec<(String, String)> {
-    let yaml = format!("{BASE}connectors:\n{connectors}");
-    let errors = match Config::from_yaml_str(&yaml, &|_| None) {
-        Ok(config) => config.connector_errors(),
-        Err(errors) => errors.0,
-    };
-    errors.into_iter().map(|e| (e.path, e.message)).collect()
-}
-
 fn has_error(errors: &[(String, String)], path: &str, fragment: &str) -> bool {
     errors
         .iter()
@@ -673,7 +613,7 @@ fn has_error(errors: &[(String, String)], path: &str, fragment: &str) -> bool {
 
 #[test]
 fn check_config_names_each_bad_github_setting_by_path() {
-    let errors = config_errors("- type: github\n  id: gh\n  config:\n    clientSecert: x\n");
+    let errors = connector_errors("- type: github\n  id: gh\n  config:\n    clientSecert: x\n");
     assert!(
         has_error(
             &errors,
@@ -683,7 +623,7 @@ fn check_config_names_each_bad_github_setting_by_path() {
         "{errors:?}"
     );
 
-    let errors = config_errors(
+    let errors = connector_errors(
         "- type: github\n  id: gh\n  config:\n    orgs:\n    - teams: [a]\n    teamNameField: login\n    hostName: https://github.example.com\n    rootCA: /ca.pem\n",
     );
     for (path, fragment) in [
@@ -713,7 +653,7 @@ fn check_config_names_each_bad_github_setting_by_path() {
 #[test]
 fn check_config_warns_about_the_legacy_org() {
     let yaml = format!(
-        "{BASE}connectors:\n- type: github\n  id: gh\n  config:\n    clientID: a\n    clientSecret: b\n    org: acme\n"
+        "{MINIMAL_CONFIG}connectors:\n- type: github\n  id: gh\n  config:\n    clientID: a\n    clientSecret: b\n    org: acme\n"
     );
     let config = Config::from_yaml_str(&yaml, &|_| None).unwrap();
     assert!(
@@ -754,7 +694,7 @@ fn the_github_example_passes_check_config() {
 async fn an_unreadable_root_ca_stops_the_server_at_start_naming_the_connector() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "{BASE}connectors:\n- type: github\n  id: corp-github\n  config:\n    clientID: a\n    clientSecret: b\n    hostName: github.example.com\n    rootCA: {}\n",
+        "{MINIMAL_CONFIG}connectors:\n- type: github\n  id: corp-github\n  config:\n    clientID: a\n    clientSecret: b\n    hostName: github.example.com\n    rootCA: {}\n",
         dir.path().join("missing.pem").display()
     );
     let config = Config::from_yaml_str(&yaml, &|_| None).unwrap();

@@ -7,11 +7,12 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::config_check::{assert_example_passes_check_config, connector_errors, indented_config};
-use common::fake_oauth::{
-    id_claims, refresh, Failure, FakeAccount, FakeOAuth, CLIENT_ID, CLIENT_SECRET,
+use common::connector_config::{
+    assert_example_passes_check_config, connector_errors, indented_config,
 };
-use common::server::{location, AuthRequest, TestServer};
+use common::fake_oauth::{id_claims, Failure, FakeAccount, FakeOAuth, CLIENT_ID, CLIENT_SECRET};
+use common::server::{AuthRequest, TestServer};
+use common::upstream_login::{self, refresh};
 use lanyard::oidc::subject::encode_subject;
 use lanyard_connectors::gitlab::{GitlabConfig, GitlabConnector};
 use lanyard_connectors::{CallbackConnector, ConnectorError, RefreshConnector, Scopes};
@@ -182,15 +183,7 @@ fn config(fake: &FakeOAuth, extra: Value) -> GitlabConfig {
 
 /// Sends a "browser" to the connector's login URL at the fake; returns the callback's query.
 async fn callback_query(fake: &FakeOAuth, connector: &GitlabConnector) -> String {
-    let redirect = connector
-        .login_url(&SCOPES, CALLBACK, "the-state")
-        .await
-        .unwrap();
-    let resp = fake.browser().get(&redirect.url).send().await.unwrap();
-    location(&resp)
-        .split_once('?')
-        .map(|(_, q)| q.to_string())
-        .unwrap()
+    upstream_login::callback_query(connector, &SCOPES, &fake.browser(), CALLBACK).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

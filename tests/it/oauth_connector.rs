@@ -7,11 +7,12 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::config_check::{assert_example_passes_check_config, connector_errors, indented_config};
-use common::fake_oauth::{
-    id_claims, refresh, Failure, FakeAccount, FakeOAuth, CLIENT_ID, CLIENT_SECRET,
+use common::connector_config::{
+    assert_example_passes_check_config, connector_errors, indented_config,
 };
-use common::server::{location, AuthRequest, TestServer};
+use common::fake_oauth::{id_claims, Failure, FakeAccount, FakeOAuth, CLIENT_ID, CLIENT_SECRET};
+use common::server::{AuthRequest, TestServer};
+use common::upstream_login::{self, refresh};
 use lanyard::oidc::subject::encode_subject;
 use lanyard_connectors::oauth::{OAuthConfig, OAuthConnector};
 use lanyard_connectors::{CallbackConnector, ConnectorError, Scopes};
@@ -128,9 +129,8 @@ async fn a_provider_that_does_not_answer_in_time_is_unavailable() {
         offline_access: true,
         groups: true,
     };
-    let redirect = connector.login_url(&scopes, CALLBACK, "s").await.unwrap();
-    let resp = fake.browser().get(&redirect.url).send().await.unwrap();
-    let query = location(&resp).split_once('?').unwrap().1.to_string();
+    let query =
+        upstream_login::callback_query(&connector, &scopes, &fake.browser(), CALLBACK).await;
     fake.fail_api(Some(Failure::Hang(Duration::from_secs(5))));
     let err = connector
         .handle_callback(&scopes, CALLBACK, &[], &query)

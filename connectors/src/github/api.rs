@@ -315,7 +315,7 @@ fn classify(endpoint: &str, err: octocrab::Error) -> ApiError {
         },
         other => ApiError::Transport {
             endpoint,
-            reason: crate::upstream_http::chain(&other),
+            reason: crate::upstream::error_chain(&other),
         },
     }
 }

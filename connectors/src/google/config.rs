@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::upstream_http::check_client_settings;
+use crate::upstream::check_client_settings;
 use crate::ConfigIssue;
 
 /// Google's OpenID Connect issuer, as Dex fixes it.

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use super::config::ANY_DOMAIN;
 use crate::oidc::Now;
-use crate::upstream_http::{printable, Api, ApiError};
+use crate::upstream::{error_chain, printable, Api, ApiError};
 use crate::ConnectorError;
 
 /// Read-only access to groups, the scope Dex asks for.
@@ -181,7 +181,7 @@ impl Directory {
                 } else {
                     format!(
                         "cannot reach the service account's token endpoint: {}",
-                        crate::upstream_http::chain(&e.without_url())
+                        error_chain(&e.without_url())
                     )
                 })
             })?;

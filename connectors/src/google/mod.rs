@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::oidc::{Now, OidcConfig, OidcConnector};
-use crate::upstream_http::{self, REQUEST_TIMEOUT};
+use crate::upstream::api::{self, REQUEST_TIMEOUT};
 use crate::{
     CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
     UpstreamRedirect,
@@ -89,7 +89,7 @@ impl GoogleConnector {
                 config.directory_url(),
                 config.admin_emails(),
                 config.fetch_transitive_group_membership,
-                upstream_http::client(&config.root_cas, timeout)?,
+                api::client(&config.root_cas, timeout)?,
                 timeout,
                 now,
             )?)

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::upstream_http::check_client_settings;
+use crate::upstream::check_client_settings;
 use crate::ConfigIssue;
 
 /// Microsoft's sign-in service and Graph, as Dex defaults them.

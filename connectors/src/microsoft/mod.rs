@@ -11,8 +11,6 @@
 
 mod config;
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
@@ -23,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::oidc::Now;
-use crate::upstream_http::{self, printable, Api, ApiError, REQUEST_TIMEOUT};
+use crate::upstream::api::{self, REQUEST_TIMEOUT};
+use crate::upstream::{self, describe, error_chain, Api, ApiError};
 use crate::{
     CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
     UpstreamRedirect,
@@ -163,7 +162,7 @@ impl MicrosoftConnector {
             redirect_uri: callback_url.to_string(),
             config: config.clone(),
             group_name_format,
-            http: upstream_http::client(&config.root_cas, timeout)?,
+            http: api::client(&config.root_cas, timeout)?,
             timeout,
             now,
         })
@@ -188,17 +187,6 @@ impl MicrosoftConnector {
             out.push(SCOPE_OFFLINE.into());
         }
         out
-    }
-
-    fn check_callback(&self, callback_url: &str) -> Result<(), ConnectorError> {
-        if callback_url == self.redirect_uri {
-            Ok(())
-        } else {
-            Err(ConnectorError::Config(format!(
-                "the callback URL `{callback_url}` is not the connector's redirectURI `{}`",
-                self.redirect_uri
-            )))
-        }
     }
 
     fn api(&self) -> Api {
@@ -392,10 +380,7 @@ fn token_error<RE: std::error::Error + 'static>(
     match err {
         RequestTokenError::ServerResponse(r) => {
             let code = r.error().as_ref().to_string();
-            let text = match r.error_description() {
-                Some(d) => format!("{}: {}", printable(&code), printable(d)),
-                None => printable(&code),
-            };
+            let text = describe(&code, r.error_description().map(String::as_str));
             match r.error() {
                 BasicErrorResponseType::InvalidGrant => ConnectorError::BadCallback(format!(
                     "Microsoft refused the authorization grant: {text}"
@@ -411,7 +396,7 @@ fn token_error<RE: std::error::Error + 'static>(
         }
         other => ConnectorError::Unavailable(format!(
             "Microsoft's token endpoint: {}",
-            upstream_http::chain(&other)
+            error_chain(&other)
         )),
     }
 }
@@ -424,7 +409,7 @@ impl CallbackConnector for MicrosoftConnector {
         callback_url: &str,
         state: &str,
     ) -> Result<UpstreamRedirect, ConnectorError> {
-        self.check_callback(callback_url)?;
+        upstream::check_callback(&self.redirect_uri, callback_url)?;
         let state = state.to_string();
         let mut request = self
             .oauth
@@ -450,31 +435,11 @@ impl CallbackConnector for MicrosoftConnector {
         _pending: &[u8],
         query: &str,
     ) -> Result<Identity, ConnectorError> {
-        self.check_callback(callback_url)?;
-        let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
-        if let Some(error) = params.get("error") {
-            let text = printable(error);
-            return Err(if error == "access_denied" {
-                ConnectorError::AccessDenied(format!(
-                    "Microsoft did not authorize the sign-in ({text})"
-                ))
-            } else {
-                ConnectorError::BadCallback(format!("Microsoft refused the sign-in: {text}"))
-            });
-        }
-        let code = params
-            .get("code")
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| {
-                ConnectorError::BadCallback(
-                    "Microsoft sent the browser back without an authorization code".into(),
-                )
-            })?;
+        upstream::check_callback(&self.redirect_uri, callback_url)?;
+        let code = upstream::callback_code("Microsoft", query, &[])?;
         let token = self
             .oauth
-            .exchange_code(AuthorizationCode::new(code.clone()))
+            .exchange_code(AuthorizationCode::new(code))
             .request_async(&self.http)
             .await
             .map_err(token_error)?;

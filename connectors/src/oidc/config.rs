@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::discovery::is_http_url;
-pub(crate) use crate::upstream::read_root_ca;
+use crate::upstream::read_root_ca;
 use crate::upstream::truthy;
 use crate::ConfigIssue;
 

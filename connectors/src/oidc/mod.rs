@@ -32,12 +32,12 @@ use oauth2::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::upstream::{self, error_chain};
 use crate::{
     CallbackConnector, ConfigIssue, ConnectorError, Identity, RefreshConnector, Scopes,
     SubjectIdentity, TokenIdentityConnector, UpstreamRedirect,
 };
 use claims::{identity_from_claims, ClaimError};
-pub(crate) use config::read_root_ca;
 use config::PkceSetting;
 pub use config::{ClaimMapping, OidcConfig};
 use discovery::Metadata;
@@ -142,40 +142,12 @@ enum VerifyError {
     Unavailable(String),
 }
 
-/// An error and its causes, for logs and error messages (never contains tokens).
-fn chain(err: &dyn StdError) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 impl OidcConnector {
     /// Checks the settings and prepares the HTTP client; contacts nobody (see
     /// [`OidcConnector::discover`]).
     pub fn new(id: &str, config: OidcConfig, now: Now) -> Result<Self, ConnectorError> {
         ConfigIssue::refuse(config.validate())?;
-        let mut builder = reqwest::Client::builder()
-            // Following redirects from token or key endpoints would let them point lanyard
-            // anywhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("lanyard/", env!("CARGO_PKG_VERSION")));
-        for (i, ca) in config.root_cas.iter().enumerate() {
-            for cert in config::read_root_ca(ca)
-                .map_err(|e| ConnectorError::Config(format!("rootCAs[{i}]: {e}")))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ConnectorError::Config(format!("HTTP client: {}", chain(&e))))?;
+        let http = upstream::http_client(&config.root_cas, CONNECT_TIMEOUT, REQUEST_TIMEOUT)?;
         Ok(Self {
             id: id.to_string(),
             config,
@@ -247,7 +219,7 @@ impl OidcConnector {
             ConnectorError::Unavailable(format!(
                 "discovery of {} failed: {}",
                 self.config.issuer,
-                chain(&e)
+                error_chain(&e)
             ))
         };
         let metadata = discovery::discover(&self.http, &self.config.issuer)
@@ -468,7 +440,9 @@ impl OidcConnector {
             .body(body)
             .send()
             .await
-            .map_err(|e| ConnectorError::Unavailable(format!("introspection: {}", chain(&e))))?;
+            .map_err(|e| {
+                ConnectorError::Unavailable(format!("introspection: {}", error_chain(&e)))
+            })?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(ConnectorError::Config(format!(
@@ -484,7 +458,7 @@ impl OidcConnector {
         response
             .json::<Map<String, Value>>()
             .await
-            .map_err(|e| ConnectorError::Unavailable(format!("introspection: {}", chain(&e))))
+            .map_err(|e| ConnectorError::Unavailable(format!("introspection: {}", error_chain(&e))))
     }
 
     /// Refetches the upstream's keys; `false` when a refetch happened too recently.
@@ -500,7 +474,7 @@ impl OidcConnector {
                 VerifyError::Unavailable(format!(
                     "fetching the keys of {} failed: {}",
                     self.config.issuer,
-                    chain(&e)
+                    error_chain(&e)
                 ))
             })?;
         tracing::info!(connector = %self.id, keys = keys.len(), "refetched the upstream's signing keys");
@@ -530,7 +504,7 @@ impl OidcConnector {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| ConnectorError::Unavailable(format!("userinfo: {}", chain(&e))))?;
+            .map_err(|e| ConnectorError::Unavailable(format!("userinfo: {}", error_chain(&e))))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Ok(None);
@@ -554,7 +528,7 @@ impl OidcConnector {
             .json::<Map<String, Value>>()
             .await
             .map(Some)
-            .map_err(|e| ConnectorError::Unavailable(format!("userinfo: {}", chain(&e))))
+            .map_err(|e| ConnectorError::Unavailable(format!("userinfo: {}", error_chain(&e))))
     }
 
     /// Adds userinfo claims (when configured) to the ID token's; userinfo must speak of the
@@ -602,7 +576,7 @@ fn token_error<RE: StdError + 'static>(
             Some(r.error().clone()),
             format!("the upstream answered {}", r.error().as_ref()),
         ),
-        other => (None, chain(other)),
+        other => (None, error_chain(other)),
     }
 }
 

@@ -141,7 +141,7 @@ pub struct FakeGithub {
     pub ca_file: PathBuf,
     pub ca_pem: String,
     state: Arc<Mutex<FakeState>>,
-    _https: HttpsHost,
+    https: HttpsHost,
 }
 
 impl FakeGithub {
@@ -158,8 +158,13 @@ impl FakeGithub {
             ca_file: https.ca_file.clone(),
             ca_pem: https.ca_pem.clone(),
             state,
-            _https: https,
+            https,
         }
+    }
+
+    /// A browser that trusts the fake's CA, keeps cookies and follows no redirect itself.
+    pub fn browser(&self) -> reqwest::Client {
+        self.https.browser()
     }
 
     pub fn add_user(&self, user: FakeUser) {

@@ -32,7 +32,7 @@ use josekit::jwt::JwtPayload;
 use serde_json::{json, Value};
 
 use super::connector_config::{connector_entry_yaml, merged};
-use super::https_fake::HttpsHost;
+use super::https_fake::{client_authenticated, oauth_error, HttpsHost};
 
 pub const CLIENT_ID: &str = "fake-google-client.apps.googleusercontent.com";
 pub const CLIENT_SECRET: &str = "fake-google-secret";
@@ -269,36 +269,6 @@ async fn authorize(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
     (StatusCode::FOUND, [("location", target.to_string())]).into_response()
 }
 
-fn oauth_error(error: &str, description: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response()
-}
-
-/// Client credentials from Basic auth or the form.
-fn client_ok(headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
-    use base64::Engine;
-    let basic = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .map(|b| String::from_utf8_lossy(&b).to_string());
-    match basic {
-        Some(pair) => pair == format!("{}:{}", urlencode(CLIENT_ID), urlencode(CLIENT_SECRET)),
-        None => {
-            form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
-                && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
-        }
-    }
-}
-
-fn urlencode(v: &str) -> String {
-    url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
-}
-
 async fn token(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -309,7 +279,7 @@ async fn token(
     {
         return service_account_token(&s, &form);
     }
-    if !client_ok(&headers, &form) {
+    if !client_authenticated(&headers, &form, CLIENT_ID, CLIENT_SECRET) {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "invalid_client", "error_description": "The OAuth client was not found."})),

@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::connector_config::{connector_entry_yaml, merged};
-use super::https_fake::HttpsHost;
+use super::https_fake::{oauth_error, HttpsHost};
 
 pub const CLIENT_ID: &str = "fake-entra-app";
 pub const CLIENT_SECRET: &str = "fake-entra-secret";
@@ -208,14 +208,6 @@ async fn authorize(
             .append_pair("state", &oauth_state);
     }
     (StatusCode::FOUND, [("location", target.to_string())]).into_response()
-}
-
-fn oauth_error(error: &str, description: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response()
 }
 
 async fn token(State(s): State<Shared>, Form(form): Form<HashMap<String, String>>) -> Response {

@@ -1,5 +1,5 @@
 //! A stand-in for a self-managed GitLab, which is also a plain OAuth 2.0 provider with a
-//! userinfo endpoint, over HTTPS with its own CA (tests/it/common/tls.rs).
+//! userinfo endpoint, over HTTPS with its own CA (tests/it/common/https_fake.rs).
 //!
 //! What it answers follows public documentation:
 //! - OAuth 2.0 authorization-code and refresh grants, GitLab's shapes
@@ -23,7 +23,6 @@
 //! `Retry-After` (https://docs.gitlab.com/security/rate_limits/), or a hang.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -102,27 +101,20 @@ pub struct FakeOAuth {
     pub ca_file: PathBuf,
     pub ca_pem: String,
     state: Arc<Mutex<FakeState>>,
-    handle: axum_server::Handle,
-    _dir: tempfile::TempDir,
+    /// Serves until the fake is dropped.
+    https: HttpsHost,
 }
 
 impl FakeOAuth {
     pub async fn start() -> FakeOAuth {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = super::tls::PrivateCa::new("Fake GitLab CA");
-        let ca_file = dir.path().join("gitlab-ca.pem");
-        std::fs::write(&ca_file, &ca.ca_pem).expect("write CA");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(FakeState::default()));
-        let handle = ca.serve(listener, router(state.clone()));
+        let https = HttpsHost::start("Fake GitLab CA", |_| router(state.clone()));
         FakeOAuth {
-            base: format!("https://127.0.0.1:{}", addr.port()),
-            ca_file,
-            ca_pem: ca.ca_pem.clone(),
+            base: https.base.clone(),
+            ca_file: https.ca_file.clone(),
+            ca_pem: https.ca_pem.clone(),
             state,
-            handle,
-            _dir: dir,
+            https,
         }
     }
 
@@ -172,20 +164,7 @@ impl FakeOAuth {
 
     /// A browser that trusts the fake's CA, keeps cookies and follows no redirect itself.
     pub fn browser(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("CA"),
-            )
-            .build()
-            .expect("browser")
-    }
-}
-
-impl Drop for FakeOAuth {
-    fn drop(&mut self) {
-        self.handle.shutdown();
+        self.https.browser()
     }
 }
 
@@ -235,38 +214,12 @@ async fn authorize(
     .into_response()
 }
 
-/// The client authenticates with Basic auth or in the body (RFC 6749 section 2.3.1).
-fn client_ok(headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
-    use base64::Engine;
-    let basic = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .map(|b| String::from_utf8_lossy(&b).to_string());
-    match basic {
-        Some(pair) => pair == format!("{CLIENT_ID}:{CLIENT_SECRET}"),
-        None => {
-            form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
-                && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
-        }
-    }
-}
-
-fn invalid_grant(description: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": "invalid_grant", "error_description": description})),
-    )
-        .into_response()
-}
-
 async fn token(
     State(state): State<Shared>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if !client_ok(&headers, &form) {
+    if !client_authenticated(&headers, &form, CLIENT_ID, CLIENT_SECRET) {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "invalid_client", "error_description": "Client authentication failed."})),
@@ -278,13 +231,13 @@ async fn token(
         Some("authorization_code") => {
             match form.get("code").and_then(|c| s.codes.remove(c)) {
                 Some(user) => user,
-                None => return invalid_grant("The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client."),
+                None => return oauth_error("invalid_grant", "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client."),
             }
         }
         Some("refresh_token") => {
             match form.get("refresh_token").and_then(|t| s.refresh_tokens.remove(t)) {
                 Some(user) => user,
-                None => return invalid_grant("The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client."),
+                None => return oauth_error("invalid_grant", "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client."),
             }
         }
         _ => {
@@ -404,7 +357,9 @@ async fn generic_userinfo(State(state): State<Shared>, headers: HeaderMap) -> Re
     }
 }
 
-use super::server::{location, query_param, AuthRequest, Backend, TestServer, PUBLIC_CLIENT};
+use super::https_fake::{client_authenticated, oauth_error, HttpsHost};
+use super::server::{AuthRequest, Backend, TestServer};
+use super::upstream_login;
 
 impl FakeOAuth {
     /// A fake where `account` is signed in, and a lanyard server (SQLite) whose `connectors:`
@@ -433,69 +388,20 @@ impl FakeOAuth {
         req: &AuthRequest,
         connector: &str,
     ) -> String {
-        let mut query = req.query();
-        query.push(("connector_id".into(), connector.into()));
-        let resp = browser
-            .get(s.url("/auth"))
-            .query(&query)
-            .send()
+        upstream_login::to_upstream(s, browser, req, connector, &self.base)
             .await
-            .expect("/auth");
-        assert_eq!(resp.status(), 303);
-        let resp = browser
-            .get(s.absolute(&location(&resp)))
-            .send()
-            .await
-            .expect("/auth/{connector}");
-        assert_eq!(resp.status(), 303, "lanyard sends the browser upstream");
-        let authorize = location(&resp);
-        assert!(authorize.starts_with(&self.base), "{authorize}");
-        let resp = browser.get(&authorize).send().await.expect("authorize");
-        assert!(
-            resp.status().is_redirection(),
-            "the provider sends the browser back"
-        );
-        let callback = location(&resp);
-        assert!(callback.starts_with(&s.url("/callback?")), "{callback}");
-        callback
+            .0
     }
 
     /// The whole login through the provider, then the code redeemed: the token response.
     pub async fn login(&self, s: &TestServer, req: &AuthRequest, connector: &str) -> Value {
-        let b = self.browser();
-        let callback = self.to_provider(s, &b, req, connector).await;
-        let resp = b.get(&callback).send().await.expect("callback");
-        let redirect = s.approve_if_asked(&b, req, &resp).await;
-        let code = query_param(&redirect, "code").expect("code");
-        let resp = s.redeem(req, &code).await;
-        assert_eq!(resp.status(), 200);
-        resp.json().await.expect("tokens")
+        upstream_login::login(s, &self.browser(), req, connector, &self.base).await
     }
 
     /// The login up to lanyard's answer to the callback: (status, page).
     pub async fn callback_page(&self, s: &TestServer, connector: &str) -> (u16, String) {
-        let b = self.browser();
-        let callback = self
-            .to_provider(s, &b, &AuthRequest::public(), connector)
-            .await;
-        let resp = b.get(&callback).send().await.expect("callback");
-        (resp.status().as_u16(), resp.text().await.expect("page"))
+        upstream_login::callback_page(s, &self.browser(), connector, &self.base).await
     }
-}
-
-/// A refresh-token grant for the public client: (status, body).
-pub async fn refresh(s: &TestServer, refresh_token: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(s.url("/token"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", PUBLIC_CLIENT),
-        ])
-        .send()
-        .await
-        .expect("token request");
-    (resp.status().as_u16(), resp.json().await.expect("json"))
 }
 
 /// The claims of a token response's ID token.

@@ -1,11 +1,17 @@
 //! The HTTPS host under every fake upstream (GitHub, Microsoft, Google): a private CA, a
 //! server certificate it signed for 127.0.0.1, the CA as a PEM file for the connector's
-//! `rootCA`/`rootCAs`, and an axum router served on a free port until the host is dropped.
+//! `rootCA`/`rootCAs`, and an axum router served on a free port until the host is dropped;
+//! and what every fake's OAuth 2.0 token endpoint does alike (RFC 6749).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use axum::Router;
+use std::collections::HashMap;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
 
 pub struct HttpsHost {
     /// `127.0.0.1:port`.
@@ -63,5 +69,40 @@ impl HttpsHost {
 impl Drop for HttpsHost {
     fn drop(&mut self) {
         self.handle.shutdown();
+    }
+}
+
+/// An OAuth 2.0 error answer (RFC 6749 section 5.2): 400 with `error` and `error_description`.
+pub fn oauth_error(error: &str, description: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// Whether the request authenticates as the client `id` with `secret`, by Basic auth (the
+/// form-urlencoded id and secret) or in the body (RFC 6749 section 2.3.1).
+pub fn client_authenticated(
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    id: &str,
+    secret: &str,
+) -> bool {
+    use base64::Engine;
+    let urlencode =
+        |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let basic = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .map(|b| String::from_utf8_lossy(&b).to_string());
+    match basic {
+        Some(pair) => pair == format!("{}:{}", urlencode(id), urlencode(secret)),
+        None => {
+            form.get("client_id").map(String::as_str) == Some(id)
+                && form.get("client_secret").map(String::as_str) == Some(secret)
+        }
     }
 }

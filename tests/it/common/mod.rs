@@ -4,7 +4,6 @@
 #[macro_use]
 mod macros;
 pub mod browser;
-pub mod config_check;
 pub mod connector_config;
 pub mod fake_github;
 pub mod fake_google;

@@ -1,15 +1,10 @@
 //! What the plain OAuth 2.0 connectors (`gitlab`, `oauth`) share: the authorization-code
 //! flow through the `oauth2` crate, refresh, and bearer-authenticated JSON reads, over one
-//! reqwest client (rustls, the configured root CAs, timeouts, no redirects followed).
-//!
-//! Errors name the upstream and the endpoint, never a token.
+//! [`http_client`].
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
@@ -17,12 +12,11 @@ use oauth2::{
 };
 use serde_json::Value;
 
+use super::{callback_code, check_callback, describe, error_chain, http_client};
 use crate::ConnectorError;
 
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Enough of an upstream's error text to explain it, not enough to fill a log line.
-const MAX_DESCRIPTION: usize = 200;
 
 type OAuthClient =
     BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
@@ -141,23 +135,7 @@ impl OAuthUpstream {
                 RedirectUrl::new(settings.redirect_uri.to_string())
                     .map_err(|e| bad_url("redirect URI", &e))?,
             );
-        let mut builder = reqwest::Client::builder()
-            // A redirect from the token endpoint would carry the code (or the bearer token)
-            // somewhere unexpected.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-            .timeout(timeout)
-            .user_agent(concat!("lanyard/", env!("CARGO_PKG_VERSION")));
-        for (i, ca) in settings.root_cas.iter().enumerate() {
-            for cert in read_root_ca(ca)
-                .map_err(|e| ConnectorError::Config(format!("rootCAs[{i}]: {e}")))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ConnectorError::Internal(format!("HTTP client for {name}: {e}")))?;
+        let http = http_client(settings.root_cas, CONNECT_TIMEOUT, timeout)?;
         Ok(Self {
             name,
             oauth,
@@ -168,14 +146,7 @@ impl OAuthUpstream {
 
     /// The callback URL must be the one the upstream was told (`redirectURI`).
     pub fn check_callback(&self, callback_url: &str) -> Result<(), ConnectorError> {
-        if callback_url == self.redirect_uri {
-            Ok(())
-        } else {
-            Err(ConnectorError::Config(format!(
-                "the callback URL `{callback_url}` is not the connector's redirectURI `{}`",
-                self.redirect_uri
-            )))
-        }
+        check_callback(&self.redirect_uri, callback_url)
     }
 
     /// The browser came back to `callback_url` with `query`: the tokens its code is worth.
@@ -228,30 +199,7 @@ impl OAuthUpstream {
 
     /// The code from the browser's return (`query` without `?`), or why there is none.
     pub fn callback_code(&self, query: &str) -> Result<String, ConnectorError> {
-        let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
-        if let Some(error) = params.get("error") {
-            let text = describe(error, params.get("error_description").map(String::as_str));
-            return Err(if error == "access_denied" {
-                ConnectorError::AccessDenied(format!(
-                    "{} did not authorize the sign-in ({text})",
-                    self.name
-                ))
-            } else {
-                ConnectorError::BadCallback(format!("{} refused the sign-in: {text}", self.name))
-            });
-        }
-        params
-            .get("code")
-            .filter(|c| !c.is_empty())
-            .cloned()
-            .ok_or_else(|| {
-                ConnectorError::BadCallback(format!(
-                    "{} sent the browser back without an authorization code",
-                    self.name
-                ))
-            })
+        callback_code(self.name, query, &[])
     }
 
     /// Trades the authorization code for tokens.
@@ -403,90 +351,9 @@ impl OAuthUpstream {
     }
 }
 
-/// `code: description`, with the upstream's text bounded and stripped of control characters.
-pub(crate) fn describe(code: &str, description: Option<&str>) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .filter(|c| !c.is_control())
-            .take(MAX_DESCRIPTION)
-            .collect()
-    };
-    match description.map(clean).filter(|d| !d.is_empty()) {
-        Some(d) => format!("{}: {d}", clean(code)),
-        None => clean(code),
-    }
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(err: &dyn StdError) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
-
-/// A key set to something other than false, null or empty.
-pub(crate) fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-        Value::Number(_) => true,
-    }
-}
-
-/// A `rootCAs` entry as Dex reads it: a file, else base64 of PEM, else PEM itself.
-pub(crate) fn read_root_ca(entry: &str) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem = match std::fs::read(entry) {
-        Ok(bytes) => bytes,
-        Err(_) => STANDARD
-            .decode(entry.trim())
-            .unwrap_or_else(|_| entry.as_bytes().to_vec()),
-    };
-    let text = String::from_utf8_lossy(&pem);
-    if !text.contains("-----BEGIN CERTIFICATE-----") {
-        return Err("not a readable PEM file, base64 of PEM, or PEM certificate".to_string());
-    }
-    reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("not a valid PEM certificate: {e}"))
-        .and_then(|certs| {
-            if certs.is_empty() {
-                Err("holds no certificate".to_string())
-            } else {
-                Ok(certs)
-            }
-        })
-}
-
-/// Dex's `groups` filter: the user's groups that are in `allowed`, in the user's order.
-pub(crate) fn filter_groups(groups: &[String], allowed: &[String]) -> Vec<String> {
-    groups
-        .iter()
-        .filter(|g| allowed.contains(g))
-        .cloned()
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstream_text_is_bounded_and_printable() {
-        let long = "x".repeat(500);
-        let text = describe("access_denied", Some(&format!("a\u{7}b{long}")));
-        assert!(text.starts_with("access_denied: ab"));
-        assert!(text.len() < 230, "{}", text.len());
-    }
 
     #[test]
     fn refusals_end_sessions_only_at_refresh() {
@@ -513,14 +380,5 @@ mod tests {
             limited.at_refresh(),
             ConnectorError::Unavailable(_)
         ));
-    }
-
-    #[test]
-    fn the_groups_filter_keeps_the_users_order() {
-        let groups = ["b".to_string(), "a".into(), "c".into()];
-        assert_eq!(
-            filter_groups(&groups, &["a".into(), "b".into()]),
-            vec!["b", "a"]
-        );
     }
 }

@@ -1,8 +1,7 @@
-//! The HTTP client and JSON API calls of connectors that read a provider's own REST API with a
-//! bearer token (Microsoft Graph, Google's Admin SDK): one place that sets TLS roots and
-//! timeouts, never follows redirects, and turns every refusal (401, 403, 429 with
-//! `Retry-After`, 5xx, a timeout) into an error that says what happened without repeating the
-//! token.
+//! The JSON API calls of connectors that read a provider's own REST API with a bearer token
+//! (Microsoft Graph, Google's Admin SDK), over one [`client`]: every refusal (401, 403, 429 with
+//! `Retry-After`, 5xx, a timeout) becomes an error that says what happened without repeating
+//! the token.
 
 use std::time::Duration;
 
@@ -10,43 +9,18 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::oidc::read_root_ca;
+use super::{error_chain, http_client, is_http_url, printable, read_root_ca};
 use crate::{ConfigIssue, ConnectorError};
 
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Enough of an upstream's error message to explain it, not enough to fill a page or a log.
-const MAX_MESSAGE: usize = 200;
 
-/// A client for one connector: the public web roots (reqwest's built-in set) plus the
-/// `rootCAs` entries, read as the `oidc` connector reads them.
+/// A client for one connector of a provider's API.
 pub(crate) fn client(
     root_cas: &[String],
     timeout: Duration,
 ) -> Result<reqwest::Client, ConnectorError> {
-    let mut builder = reqwest::Client::builder()
-        // A redirect would carry the bearer token or the code somewhere unexpected.
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-        .timeout(timeout)
-        .user_agent(concat!("lanyard/", env!("CARGO_PKG_VERSION")));
-    for (i, ca) in root_cas.iter().enumerate() {
-        for cert in
-            read_root_ca(ca).map_err(|e| ConnectorError::Config(format!("rootCAs[{i}]: {e}")))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| ConnectorError::Internal(format!("HTTP client: {}", chain(&e))))
-}
-
-/// Whether `value` is an absolute http(s) URL with a host (a setting naming an endpoint).
-pub(crate) fn is_http_url(value: &str) -> bool {
-    url::Url::parse(value)
-        .ok()
-        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+    http_client(root_cas, CONNECT_TIMEOUT, timeout)
 }
 
 /// The settings every connector of an OAuth app at a provider's API has, checked alike:
@@ -206,7 +180,7 @@ impl Api {
                 api: self.name,
                 endpoint: endpoint.to_string(),
                 // reqwest's errors name the URL without its query; no token is in either.
-                reason: chain(&err.without_url()),
+                reason: error_chain(&err.without_url()),
             }
         }
     }
@@ -275,35 +249,6 @@ fn error_message(body: &str) -> String {
     printable(&text)
 }
 
-/// `text` stripped of control characters and cut to a bounded length.
-pub(crate) fn printable(text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_MESSAGE)
-        .collect();
-    if clean.is_empty() {
-        "(no message)".into()
-    } else {
-        clean
-    }
-}
-
-/// An error and its causes on one line.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +267,6 @@ mod tests {
         );
         assert_eq!(error_message("plain\u{7} text"), "plain text");
         assert_eq!(error_message(""), "(no message)");
-        assert!(error_message(&"x".repeat(1000)).len() <= MAX_MESSAGE);
+        assert!(error_message(&"x".repeat(1000)).len() <= 200);
     }
 }
