@@ -127,7 +127,8 @@ const MICROSOFT_ENV: &[(&str, &str)] = &[
     ("MICROSOFT_CLIENT_SECRET", "microsoft-client-secret"),
 ];
 
-const SAML: &str = "the saml connector (issue 21)";
+const SAML_PLACEHOLDERS: &str =
+    "Dex's page leaves ssoURL and caData as placeholders to fill in from the IdP";
 const NOT_PLANNED: &str = "a connector type no issue plans yet";
 const STORAGE: &str = "a storage type lanyard refuses (use postgres; issue 19 keeps refusing it)";
 const IMPLICIT: &str =
@@ -203,9 +204,9 @@ fn snippets() -> Vec<Snippet> {
             env: GOOGLE_ENV,
             ..ok("oidc-1.yaml", Preamble)
         },
-        // connectors/: saml is the one lanyard does not have yet
-        refused("saml-1.yaml", SAML, "connector type `saml` is not supported"),
-        refused("saml-2.yaml", SAML, "connector type `saml` is not supported"),
+        // connectors/
+        ok("saml-1.yaml", Preamble),
+        ok("saml-2.yaml", Preamble),
         Snippet {
             env: MICROSOFT_ENV,
             ..ok("microsoft-1.yaml", Preamble)
@@ -301,10 +302,11 @@ fn snippets() -> Vec<Snippet> {
              insecureAllowNonLoopbackIssuer (docs/connectors/mock.md; tested below)",
             "connectors[0].config.insecureAllowNonLoopbackIssuer: mockCallback signs anyone",
         ),
-        Snippet {
-            around: Around::Nothing,
-            ..refused("integration-tests-1.yaml", SAML, "connector type `saml`")
-        },
+        refused(
+            "integration-tests-1.yaml",
+            SAML_PLACEHOLDERS,
+            "connectors[0].config.ssoURL: `( \"Identity Provider Single Sign-On URL\" )` is not an absolute http(s) URL",
+        ),
     ]
 }
 
