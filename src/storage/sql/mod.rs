@@ -273,7 +273,7 @@ where
             .bind(grant.revoked_at)
             .execute(&mut *conn)
             .await
-            .or_storage(&format!("grant {:?}", grant.id))?;
+            .map_err(|e| storage_error(e, &format!("grant {:?}", grant.id)))?;
         Ok(())
     }
 
