@@ -278,16 +278,12 @@ fn bind_rotation<'q, O>(
     let claims = sql::to_json(&rotation.claims, "grant claims")?;
     let mut query = query.bind(&rotation.old_hash).bind(now);
     if let Some(successor) = &rotation.successor {
-        query = query
-            .bind(&successor.token_hash)
-            .bind(&rotation.successor_sealed)
-            .bind(&successor.grant_id)
-            .bind(&successor.client_id)
-            .bind(successor.created_at)
-            .bind(successor.last_used_at)
-            .bind(successor.expires_at)
-            .bind(successor.rotated_at)
-            .bind(&successor.successor_hash);
+        query = sql::bind_refresh_after_hash!(
+            query
+                .bind(&successor.token_hash)
+                .bind(&rotation.successor_sealed),
+            successor
+        );
     }
     let access = &rotation.access;
     Ok(query
@@ -525,18 +521,7 @@ impl Dialect for PostgresDialect {
             Some(_) => ISSUE_GRANT_WITH_REFRESH,
             None => ISSUE_GRANT,
         };
-        let query = sqlx::query(text)
-            .bind(&grant.id)
-            .bind(&grant.client_id)
-            .bind(&grant.connector_id)
-            .bind(&grant.claims.user_id)
-            .bind(&json.claims)
-            .bind(&json.scopes)
-            .bind(&grant.nonce)
-            .bind(grant.auth_time)
-            .bind(&grant.connector_data)
-            .bind(grant.created_at)
-            .bind(grant.revoked_at)
+        let query = sql::bind_grant!(sqlx::query(text), grant, json)
             .bind(&access.token_hash)
             .bind(&access.grant_id)
             .bind(&access.client_id)
@@ -544,15 +529,9 @@ impl Dialect for PostgresDialect {
             .bind(access.expires_at)
             .bind(sql::access_token_scopes(access)?);
         let query = match &tokens.refresh {
-            Some(refresh) => query
-                .bind(&refresh.token_hash)
-                .bind(&refresh.grant_id)
-                .bind(&refresh.client_id)
-                .bind(refresh.created_at)
-                .bind(refresh.last_used_at)
-                .bind(refresh.expires_at)
-                .bind(refresh.rotated_at)
-                .bind(&refresh.successor_hash),
+            Some(refresh) => {
+                sql::bind_refresh_after_hash!(query.bind(&refresh.token_hash), refresh)
+            }
             None => query,
         };
         query
