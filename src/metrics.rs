@@ -29,12 +29,22 @@ struct Histogram {
     sum: f64,
 }
 
+/// One route's requests by (method, status), and its latency histogram. A route sees few
+/// methods and statuses, so a list searched in place beats a map keyed by owned strings,
+/// which would allocate on every request.
+#[derive(Default)]
+struct RouteStats {
+    requests: Vec<(String, u16, u64)>,
+    latency: Histogram,
+}
+
 #[derive(Default)]
 pub struct Metrics {
-    http_requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    http_durations: Mutex<BTreeMap<String, Histogram>>,
+    /// By matched route; one lock for both of a request's counts.
+    http: Mutex<BTreeMap<String, RouteStats>>,
     logins: Mutex<BTreeMap<(String, String), u64>>,
-    tokens_issued: Mutex<BTreeMap<(String, String), u64>>,
+    /// By grant, then client: looked up by `&str`, without allocating per token.
+    tokens_issued: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     token_errors: Mutex<BTreeMap<String, u64>>,
     config_reloads_ok: AtomicU64,
     config_reloads_failed: AtomicU64,
@@ -103,20 +113,31 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
 
 impl Metrics {
     pub fn record_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        bump(
-            &self.http_requests,
-            (route.to_string(), method.to_string(), status),
-        );
-        if let Ok(mut m) = self.http_durations.lock() {
-            let h = m.entry(route.to_string()).or_default();
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if seconds <= *bound {
-                    h.buckets[i] += 1;
-                }
-            }
-            h.count += 1;
-            h.sum += seconds;
+        let Ok(mut m) = self.http.lock() else {
+            return;
+        };
+        if !m.contains_key(route) {
+            m.insert(route.to_string(), RouteStats::default());
         }
+        let Some(stats) = m.get_mut(route) else {
+            return;
+        };
+        match stats
+            .requests
+            .iter_mut()
+            .find(|(m, s, _)| m == method && *s == status)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => stats.requests.push((method.to_string(), status, 1)),
+        }
+        let h = &mut stats.latency;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.buckets[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
     }
 
     /// A password login: `success`, `failure` (wrong credentials), `rate_limited` or `error`.
@@ -125,10 +146,22 @@ impl Metrics {
     }
 
     pub fn record_token(&self, grant: crate::config::GrantType, client: &str) {
-        bump(
-            &self.tokens_issued,
-            (grant.metrics_label().to_string(), client.to_string()),
-        );
+        let Ok(mut m) = self.tokens_issued.lock() else {
+            return;
+        };
+        let grant = grant.metrics_label();
+        if !m.contains_key(grant) {
+            m.insert(grant.to_string(), BTreeMap::new());
+        }
+        let Some(clients) = m.get_mut(grant) else {
+            return;
+        };
+        match clients.get_mut(client) {
+            Some(n) => *n += 1,
+            None => {
+                clients.insert(client.to_string(), 1);
+            }
+        }
     }
 
     pub fn record_token_error(&self, error: &str) {
@@ -171,16 +204,20 @@ impl Metrics {
             "counter",
             "HTTP requests by matched route, method and status.",
         );
-        if let Ok(m) = self.http_requests.lock() {
-            for ((route, method, status), n) in m.iter() {
-                let _ = writeln!(
+        if let Ok(m) = self.http.lock() {
+            for (route, stats) in m.iter() {
+                let mut requests: Vec<_> = stats.requests.iter().collect();
+                requests.sort();
+                for (method, status, n) in requests {
+                    let _ = writeln!(
                     out,
-                    "lanyard_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}",
-                    escape(route),
-                    escape(method),
-                    status,
-                    n
-                );
+                        "lanyard_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}",
+                        escape(route),
+                        escape(method),
+                        status,
+                        n
+                    );
+                }
             }
         }
         header(
@@ -189,8 +226,9 @@ impl Metrics {
             "histogram",
             "HTTP request latency by matched route.",
         );
-        if let Ok(m) = self.http_durations.lock() {
-            for (route, h) in m.iter() {
+        if let Ok(m) = self.http.lock() {
+            for (route, stats) in m.iter() {
+                let h = &stats.latency;
                 let route = escape(route);
                 for (bound, n) in BUCKETS.iter().zip(h.buckets.iter()) {
                     let _ = writeln!(
@@ -238,13 +276,15 @@ impl Metrics {
             "Token responses by grant type and client.",
         );
         if let Ok(m) = self.tokens_issued.lock() {
-            for ((grant, client), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "lanyard_tokens_issued_total{{grant=\"{}\",client=\"{}\"}} {n}",
-                    escape(grant),
-                    escape(client)
-                );
+            for (grant, clients) in m.iter() {
+                for (client, n) in clients {
+                    let _ = writeln!(
+                        out,
+                        "lanyard_tokens_issued_total{{grant=\"{}\",client=\"{}\"}} {n}",
+                        escape(grant),
+                        escape(client)
+                    );
+                }
             }
         }
         header(

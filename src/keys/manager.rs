@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::http::HeaderValue;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -21,10 +23,12 @@ use crate::storage::SigningKey;
 /// The JWKS document, serialised once per key-set change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Jwks {
-    /// `{"keys":[...]}` as served.
-    pub body: Vec<u8>,
+    /// `{"keys":[...]}` as served; shared by every response, not copied.
+    pub body: Bytes,
     /// A strong ETag: the quoted base64url SHA-256 of `body`.
     pub etag: String,
+    /// `etag` as a response header, checked once per key-set change instead of per response.
+    pub etag_header: HeaderValue,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -230,6 +234,8 @@ fn build_jwks(entries: &[Entry], now: UnixTime) -> Result<(Jwks, UnixTime, UnixT
     let body = serde_json::to_vec(&serde_json::json!({ "keys": keys }))
         .map_err(|e| KeyError::Crypto(format!("cannot serialise JWKS: {e}")))?;
     let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(Sha256::digest(&body)));
+    let etag_header = HeaderValue::from_str(&etag)
+        .map_err(|e| KeyError::Crypto(format!("cannot make the JWKS ETag a header: {e}")))?;
     // The published set only changes when a key appears or its window ends.
     let boundaries = entries
         .iter()
@@ -243,7 +249,15 @@ fn build_jwks(entries: &[Entry], now: UnixTime) -> Result<(Jwks, UnixTime, UnixT
             until = until.min(b);
         }
     }
-    Ok((Jwks { body, etag }, from, until))
+    Ok((
+        Jwks {
+            body: Bytes::from(body),
+            etag,
+            etag_header,
+        },
+        from,
+        until,
+    ))
 }
 
 /// When each stored key stops being published: when the next key on the timeline (by
@@ -275,6 +289,8 @@ pub struct KeyManager {
     rotations: std::sync::atomic::AtomicU64,
     /// The threads [`Self::sign_async`] signs on.
     signers: Signers,
+    /// `Cache-Control` of the JWKS response, from [`Self::jwks_max_age`].
+    jwks_cache_control: HeaderValue,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -319,7 +335,12 @@ impl KeyManager {
         settings.validate()?;
         let now = clock.now();
         let empty = Snapshot::new(Arc::from(Vec::new()), now)?;
+        let max_age = Self::max_age_for(&settings).as_secs();
         let manager = KeyManager {
+            jwks_cache_control: HeaderValue::from_str(&format!("public, max-age={max_age}"))
+                .map_err(|e| {
+                    KeyError::Crypto(format!("cannot make Cache-Control a header: {e}"))
+                })?,
             store,
             clock,
             settings,
@@ -532,7 +553,16 @@ impl KeyManager {
     /// The JWKS Cache-Control max-age. kube-apiserver does not refetch keys before it runs
     /// out, so it is kept well below publish-ahead: a key is then in every cache before it signs.
     pub fn jwks_max_age(&self) -> Duration {
-        (self.settings.publish_ahead / 4).min(Duration::from_secs(300))
+        Self::max_age_for(&self.settings)
+    }
+
+    fn max_age_for(settings: &KeySettings) -> Duration {
+        (settings.publish_ahead / 4).min(Duration::from_secs(300))
+    }
+
+    /// `Cache-Control: public, max-age=` [`Self::jwks_max_age`], built once.
+    pub fn jwks_cache_control(&self) -> &HeaderValue {
+        &self.jwks_cache_control
     }
 
     pub fn algorithm(&self) -> SigningAlg {

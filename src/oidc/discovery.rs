@@ -1,12 +1,14 @@
 //! The discovery document (`/.well-known/openid-configuration`), built once at start.
 
+use axum::body::Bytes;
 use serde_json::json;
 
 use super::scopes::SUPPORTED_SCOPES;
 use super::ProviderSettings;
 
 pub struct DiscoveryDocument {
-    pub body: Vec<u8>,
+    /// Serialised once; every response shares it.
+    pub body: Bytes,
 }
 
 impl DiscoveryDocument {
@@ -47,7 +49,7 @@ impl DiscoveryDocument {
             doc["device_authorization_endpoint"] = json!(settings.endpoint("/device/code"));
         }
         Self {
-            body: serde_json::to_vec(&doc).unwrap_or_default(),
+            body: Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()),
         }
     }
 }

@@ -158,9 +158,8 @@ pub fn init_logging(config: &Config) -> LogFlush {
         // `span` carries the request's id and client address; the list of every enclosing
         // span would repeat it on each line.
         builder
-            .json()
-            .flatten_event(true)
-            .with_span_list(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(super::json_log::JsonLines::default())
             .try_init()
     } else {
         builder.try_init()

@@ -29,46 +29,44 @@ pub const DEFAULT_HSTS: &str = "max-age=31536000";
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: data:; \
 frame-ancestors 'none'; base-uri 'none'";
 
-pub async fn security_headers(
-    State(config): State<SecurityHeaders>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    let h = response.headers_mut();
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    // A page that needs its own policy (the form_post page's script nonce) sets it; every
-    // other response gets the strict default.
-    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+impl SecurityHeaders {
+    fn apply(&self, h: &mut HeaderMap) {
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        // A page that needs its own policy (the form_post page's script nonce) sets it; every
+        // other response gets the strict default.
+        if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            );
+        }
+        if let Some(hsts) = &self.hsts {
+            h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+        for (name, value) in self.extra.iter() {
+            h.insert(name.clone(), value.clone());
+        }
     }
-    if let Some(hsts) = &config.hsts {
-        h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-    }
-    for (name, value) in config.extra.iter() {
-        h.insert(name.clone(), value.clone());
-    }
-    response
 }
 
 /// Longest client-supplied `X-Request-Id` that is kept.
 const MAX_REQUEST_ID: usize = 128;
 
-/// Drops a client's `X-Request-Id` unless it is short and made of `[A-Za-z0-9._:-]`, so
-/// that a new id is generated instead: the id is written into every log line of the
-/// request, where spaces, quotes, braces or control characters could forge fields.
-pub async fn safe_request_id(mut request: Request, next: Next) -> Response {
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id: the client's `X-Request-Id` when it sent exactly one that is short and
+/// made of `[A-Za-z0-9._:-]`, else a new random UUID, which replaces whatever it sent. The id
+/// is written into every log line of the request, where spaces, quotes, braces or control
+/// characters could forge fields.
+fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     let safe = |v: &HeaderValue| {
         let b = v.as_bytes();
         !b.is_empty()
@@ -76,13 +74,37 @@ pub async fn safe_request_id(mut request: Request, next: Next) -> Response {
             && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c))
     };
-    let headers = request.headers_mut();
-    if !headers.get_all("x-request-id").iter().all(safe)
-        || headers.get_all("x-request-id").iter().count() > 1
-    {
-        headers.remove("x-request-id");
+    let mut sent = headers.get_all(&X_REQUEST_ID).iter();
+    if let (Some(id), None) = (sent.next(), sent.next()) {
+        if safe(id) {
+            return id.clone();
+        }
     }
-    next.run(request).await
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+/// A random (version 4) UUID, hyphenated as tower-http's `MakeRequestUuid` writes it, from
+/// the thread's generator: asking the kernel for every request's id costs a system call.
+fn new_request_id() -> HeaderValue {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 36];
+    let mut at = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text[at] = b'-';
+            at += 1;
+        }
+        text[at] = HEX[usize::from(b >> 4)];
+        text[at + 1] = HEX[usize::from(b & 0x0f)];
+        at += 2;
+    }
+    // Hex digits and hyphens are always a valid header value.
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Reads the whole request body within `web.requestBodyTimeout` before the handler runs:
@@ -91,6 +113,10 @@ pub async fn safe_request_id(mut request: Request, next: Next) -> Response {
 /// [`super::MAX_BODY_BYTES`]), so buffering them costs nothing the handlers did not.
 pub async fn read_body(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
     use http_body_util::{BodyExt, LengthLimitError, Limited};
+    // A request without a body (most GETs) has nothing to wait for.
+    if hyper::body::Body::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let closing = |status: StatusCode, message: &'static str| {
         let mut r = (status, message).into_response();
@@ -116,68 +142,85 @@ pub async fn read_body(State(timeout): State<Duration>, request: Request, next: 
         .await
 }
 
-/// What [`observe`] needs: the counters, and which proxies may name the client.
+/// What [`front`] needs: the response headers, the counters, which proxies may name the
+/// client, and which routes are logged at debug only.
 #[derive(Clone)]
-pub struct Observe {
+pub struct Front {
+    pub headers: SecurityHeaders,
     pub metrics: Arc<Metrics>,
     /// `web.clientRemoteIP`.
     pub remote_ip: Arc<ClientRemoteIp>,
+    /// Matched routes whose request line is logged at debug instead of info: discovery and
+    /// JWKS, which kube-apiserver and every relying party poll and which answer from memory
+    /// (Dex does not log them at all). They are counted in the metrics like every route.
+    pub quiet: Arc<[String]>,
 }
 
-/// The client's address as [`observe`] resolved it, for handlers that rate limit by it.
+/// The client's address as [`front`] resolved it, for handlers that rate limit by it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddr(pub String);
 
-/// Logs one line per request (method, matched route, status, latency; never the query
-/// string, which can carry state and codes) and counts it. Every line logged while serving
-/// the request carries its request id and client address, which handlers also get as a
-/// [`ClientAddr`] extension.
-pub async fn observe(State(observe): State<Observe>, mut request: Request, next: Next) -> Response {
+/// The outermost layer, one for what every request gets, since each layer costs a boxed
+/// future and a clone of its state per request: the request id (kept from the client when
+/// safe, else new, and returned in the response), the security headers, and one log line per
+/// request (method, matched route, status, latency; never the query string, which can carry
+/// state and codes), which it counts. Every line logged while serving the request carries its
+/// request id and client address, which handlers also get as a [`ClientAddr`] extension.
+pub async fn front(State(front): State<Arc<Front>>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let client = client_addr(&observe.remote_ip, peer, request.headers());
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        client_addr = %client,
-        method = %method,
-        route = %route
-    );
-    request.extensions_mut().insert(ClientAddr(client));
-    async move {
-        let response = next.run(request).await;
-        if let Some(StorageFault(fault)) = response.extensions().get::<StorageFault>() {
-            crate::metrics::count_storage_error();
-            tracing::error!(error = %fault, "storage error");
+    let request_id = request_id(request.headers_mut());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let quiet = front.quiet.iter().any(|q| q == route);
+    let mut response = if quiet && !tracing::level_enabled!(tracing::Level::DEBUG) {
+        // Nothing of this request is logged: no span, and no client address to resolve
+        // (the quiet routes do not read it).
+        next.run(request).await
+    } else {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let client = client_addr(&front.remote_ip, peer, request.headers());
+        let id = request_id.to_str().unwrap_or("");
+        // The span's level is its callsite's, so each level has its own macro call.
+        let span = if quiet {
+            tracing::debug_span!("request", request_id = %id, client_addr = %client, method = %method, route = %route)
+        } else {
+            tracing::info_span!("request", request_id = %id, client_addr = %client, method = %method, route = %route)
+        };
+        request.extensions_mut().insert(ClientAddr(client));
+        async {
+            let response = next.run(request).await;
+            if let Some(StorageFault(fault)) = response.extensions().get::<StorageFault>() {
+                crate::metrics::count_storage_error();
+                tracing::error!(error = %fault, "storage error");
+            }
+            let status = response.status().as_u16();
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            if quiet {
+                tracing::debug!(status, latency_ms, "request");
+            } else {
+                tracing::info!(status, latency_ms, "request");
+            }
+            response
         }
-        let status = response.status().as_u16();
-        observe
-            .metrics
-            .record_request(&route, &method, status, started.elapsed().as_secs_f64());
-        tracing::info!(
-            status,
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
-        response
+        .instrument(span)
+        .await
+    };
+    front.metrics.record_request(
+        route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    let h = response.headers_mut();
+    front.headers.apply(h);
+    if !h.contains_key(&X_REQUEST_ID) {
+        h.insert(X_REQUEST_ID, request_id);
     }
-    .instrument(span)
-    .await
+    response
 }
 
 /// The header proxies name the client in when `web.clientRemoteIP.header` does not say.

@@ -4,6 +4,7 @@ pub mod app;
 pub(crate) mod conn;
 mod extract;
 pub mod failed_connector;
+mod json_log;
 pub mod middleware;
 pub mod reload;
 pub mod routes;
@@ -21,7 +22,6 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::config::CorsOrigin;
 use crate::metrics::Metrics;
@@ -142,30 +142,29 @@ pub fn router(
             .route(&format!("{base}/"), home.clone())
             .route("/", home)
     };
+    let quiet: Arc<[String]> = ["/keys", "/.well-known/openid-configuration"]
+        .iter()
+        .map(|route| format!("{base}{route}"))
+        .collect();
     let app = app
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(axum::middleware::from_fn_with_state(
             settings.limits.request_body,
             middleware::read_body,
         ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
-            middleware::Observe {
+            Arc::new(middleware::Front {
+                headers: SecurityHeaders {
+                    extra: Arc::new(extra),
+                    hsts,
+                },
                 metrics,
                 remote_ip: Arc::new(settings.remote_ip.clone()),
-            },
-            middleware::observe,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            SecurityHeaders {
-                extra: Arc::new(extra),
-                hsts,
-            },
-            middleware::security_headers,
-        ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(axum::middleware::from_fn(middleware::safe_request_id));
+                quiet,
+            }),
+            middleware::front,
+        ));
     Ok(app)
 }
 

@@ -78,6 +78,24 @@ const SWEEP_LOGIN_ATTEMPTS: &str = "DELETE FROM login_attempts WHERE key_hash IN
 const DEFAULT_CONN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
+/// A new grant ($1-$11) and its access token ($12-$17) as one statement, which is its own
+/// transaction: both rows or neither, in one round trip instead of four (`BEGIN`, two
+/// inserts, `COMMIT`). The token's insert reads the grant's, so it runs after it.
+const ISSUE_GRANT: &str = "WITH g AS (INSERT INTO grants (id, client_id, connector_id, user_id, \
+     claims, scopes, nonce, auth_time, connector_data, created_at, revoked_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id) \
+     INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at, scopes) \
+     SELECT $12, $13, $14, $15, $16, $17 FROM g";
+/// [`ISSUE_GRANT`] with a refresh token ($18-$25) too.
+const ISSUE_GRANT_WITH_REFRESH: &str = "WITH g AS (INSERT INTO grants (id, client_id, \
+     connector_id, user_id, claims, scopes, nonce, auth_time, connector_data, created_at, \
+     revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id), \
+     r AS (INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, \
+     last_used_at, expires_at, rotated_at, successor_hash) \
+     SELECT $18, $19, $20, $21, $22, $23, $24, $25 FROM g) \
+     INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at, scopes) \
+     SELECT $12, $13, $14, $15, $16, $17 FROM g";
+
 /// A rotation's writes as one statement: mark the old token rotated ($1-$4), insert its
 /// successor ($3, $5-$11), write what the connector said about the user to the grant
 /// ($12-$15) and insert the new access token ($16-$21). Returns the token rows written and
@@ -260,16 +278,12 @@ fn bind_rotation<'q, O>(
     let claims = sql::to_json(&rotation.claims, "grant claims")?;
     let mut query = query.bind(&rotation.old_hash).bind(now);
     if let Some(successor) = &rotation.successor {
-        query = query
-            .bind(&successor.token_hash)
-            .bind(&rotation.successor_sealed)
-            .bind(&successor.grant_id)
-            .bind(&successor.client_id)
-            .bind(successor.created_at)
-            .bind(successor.last_used_at)
-            .bind(successor.expires_at)
-            .bind(successor.rotated_at)
-            .bind(&successor.successor_hash);
+        query = sql::bind_refresh_after_hash!(
+            query
+                .bind(&successor.token_hash)
+                .bind(&rotation.successor_sealed),
+            successor
+        );
     }
     let access = &rotation.access;
     Ok(query
@@ -501,10 +515,30 @@ impl Dialect for PostgresDialect {
     }
 
     async fn issue_grant(&self, pool: &PgPool, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
-        let mut tx = Self::begin_write(pool).await?;
-        Sql::insert_grant(&mut tx, grant).await?;
-        Sql::insert_tokens(&mut tx, tokens).await?;
-        tx.commit().await.or_storage("grant")
+        let json = sql::GrantJson::new(grant)?;
+        let access = &tokens.access;
+        let text = match tokens.refresh {
+            Some(_) => ISSUE_GRANT_WITH_REFRESH,
+            None => ISSUE_GRANT,
+        };
+        let query = sql::bind_grant!(sqlx::query(text), grant, json)
+            .bind(&access.token_hash)
+            .bind(&access.grant_id)
+            .bind(&access.client_id)
+            .bind(access.created_at)
+            .bind(access.expires_at)
+            .bind(sql::access_token_scopes(access)?);
+        let query = match &tokens.refresh {
+            Some(refresh) => {
+                sql::bind_refresh_after_hash!(query.bind(&refresh.token_hash), refresh)
+            }
+            None => query,
+        };
+        query
+            .execute(pool)
+            .await
+            .map_err(|e| sql::storage_error(e, &format!("grant {:?} or its tokens", grant.id)))?;
+        Ok(())
     }
 
     async fn get_refresh_token(

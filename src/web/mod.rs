@@ -96,7 +96,8 @@ impl Object for Extra {
 #[derive(Clone)]
 pub struct Templates {
     env: Arc<Environment<'static>>,
-    branding: Branding,
+    /// Shared: the state handlers read per request clones the templates.
+    branding: Arc<Branding>,
     /// The theme and static files of a Dex `web/` directory given as `frontend.dir`.
     assets: Arc<DexAssets>,
     extra: Value,
@@ -131,7 +132,7 @@ impl Templates {
         Ok(Self {
             env: Arc::new(env),
             extra: Value::from_object(Extra(branding.extra.clone())),
-            branding,
+            branding: Arc::new(branding),
             assets: Arc::new(assets),
         })
     }

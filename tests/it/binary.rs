@@ -432,13 +432,12 @@ async fn serves_https_with_the_configured_certificate() {
     assert!(terminate(&mut child).success());
 }
 
-/// The JSON request line of one request to a server run with `trusted_proxies` under
-/// `web.clientRemoteIP`: its `span` object (where every line of the request has its
-/// fields), and the whole log.
-async fn request_span_behind(
+/// A server on memory storage logging JSON at `level`, with the proxies it trusts for
+/// `X-Forwarded-For`; its issuer and log.
+async fn logging_server(
+    level: &str,
     trusted_proxies: &str,
-    request_id: &str,
-) -> (serde_json::Value, String) {
+) -> (String, Running, common::process::Log, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let issuer = format!("http://127.0.0.1:{port}");
@@ -446,7 +445,7 @@ async fn request_span_behind(
     std::fs::write(
         &config,
         format!(
-            "issuer: {issuer}\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:{port}\n  clientRemoteIP:\n    header: X-Forwarded-For\n    trustedProxies: [{trusted_proxies}]\nlogger:\n  level: info\n  format: json\n"
+            "issuer: {issuer}\nstorage:\n  type: memory\nweb:\n  http: 127.0.0.1:{port}\n  clientRemoteIP:\n    header: X-Forwarded-For\n    trustedProxies: [{trusted_proxies}]\nlogger:\n  level: {level}\n  format: json\n"
         ),
     )
     .unwrap();
@@ -462,8 +461,26 @@ async fn request_span_behind(
     );
     let log = common::process::Log::capture(&mut child);
     wait_ready(&format!("{issuer}/healthz")).await;
+    (issuer, child, log, dir)
+}
+
+/// The JSON log lines of a server's whole log.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect()
+}
+
+/// The JSON request line of one request to a server run with `trusted_proxies` under
+/// `web.clientRemoteIP`: its `span` object (where every line of the request has its
+/// fields), and the whole log.
+async fn request_span_behind(
+    trusted_proxies: &str,
+    request_id: &str,
+) -> (serde_json::Value, String) {
+    let (issuer, mut child, log, _dir) = logging_server("info", trusted_proxies).await;
     let r = reqwest::Client::new()
-        .get(format!("{issuer}/keys"))
+        .get(format!("{issuer}/userinfo"))
         .header("X-Request-Id", request_id)
         // A client that claims to be someone else, behind a proxy that adds 203.0.113.7.
         .header("X-Forwarded-For", "198.51.100.66, 203.0.113.7")
@@ -474,9 +491,8 @@ async fn request_span_behind(
     log.wait_for(request_id, 1).await;
     terminate(&mut child);
     let text = log.text();
-    let line = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let line = json_lines(&text)
+        .into_iter()
         .find(|l| l["message"] == "request" && l["span"]["request_id"] == request_id)
         .unwrap_or_else(|| panic!("no request line for {request_id}:\n{text}"));
     (line["span"].clone(), text)
@@ -489,7 +505,7 @@ async fn request_span_behind(
 async fn request_logs_carry_the_client_address_and_trust_forwarding_only_from_proxies() {
     let (span, _) = request_span_behind("127.0.0.1/32", "req-via-proxy").await;
     assert_eq!(span["client_addr"], "203.0.113.7", "{span}");
-    assert_eq!(span["route"], "/keys");
+    assert_eq!(span["route"], "/userinfo");
 
     let (span, log) = request_span_behind("10.0.0.0/8", "req-direct").await;
     assert_eq!(span["client_addr"], "127.0.0.1", "{span}");
@@ -497,6 +513,64 @@ async fn request_logs_carry_the_client_address_and_trust_forwarding_only_from_pr
         !log.contains("203.0.113.7") && !log.contains("198.51.100.66"),
         "{log}"
     );
+}
+
+/// Discovery and JWKS, which kube-apiserver and every relying party poll, get their request
+/// line at debug, not info; the token endpoint's is at info. Both keep their request ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_jwks_are_logged_at_debug_and_the_token_endpoint_at_info() {
+    for level in ["info", "debug"] {
+        let (issuer, mut child, log, _dir) = logging_server(level, "127.0.0.1/32").await;
+        let http = reqwest::Client::new();
+        for (path, id) in [
+            ("/keys", format!("keys-{level}")),
+            (
+                "/.well-known/openid-configuration",
+                format!("discovery-{level}"),
+            ),
+        ] {
+            let r = http
+                .get(format!("{issuer}{path}"))
+                .header("X-Request-Id", &id)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            assert_eq!(r.headers()["x-request-id"], id.as_str());
+        }
+        // Without a request id, one is made and sent back.
+        let r = http.get(format!("{issuer}/keys")).send().await.unwrap();
+        let made = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(made.len(), 36, "{made}");
+        let token_id = format!("token-{level}");
+        let r = http
+            .post(format!("{issuer}/token"))
+            .header("X-Request-Id", &token_id)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(status >= 400, "{status}");
+        log.wait_for(&token_id, 1).await;
+        terminate(&mut child);
+        let text = log.text();
+        let request_line = |id: &str| {
+            json_lines(&text)
+                .into_iter()
+                .find(|l| l["message"] == "request" && l["span"]["request_id"] == id)
+        };
+        let token = request_line(&token_id).unwrap_or_else(|| panic!("no /token line:\n{text}"));
+        assert_eq!(token["level"], "INFO", "{token}");
+        assert_eq!(token["status"], status, "{token}");
+        for id in [format!("keys-{level}"), format!("discovery-{level}"), made] {
+            match (level, request_line(&id)) {
+                ("info", None) => {}
+                ("debug", Some(line)) => assert_eq!(line["level"], "DEBUG", "{line}"),
+                (_, line) => panic!("at {level}, the line of {id}: {line:?}\n{text}"),
+            }
+        }
+    }
 }
 
 /// A storage failure is logged once, on a line that carries the request's id, and counted

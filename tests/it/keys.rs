@@ -477,7 +477,7 @@ async fn verify_rejects_hs256_signed_with_the_public_key() {
     let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
     let secrets: Vec<Vec<u8>> = vec![
         serde_json::to_vec(&jwk).unwrap(),
-        m.jwks().body.clone(),
+        m.jwks().body.to_vec(),
         n,
         jwk["n"].as_str().unwrap().as_bytes().to_vec(),
     ];

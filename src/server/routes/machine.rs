@@ -1,6 +1,7 @@
 //! Endpoints that programs call: discovery, keys, token, userinfo, revocation,
 //! introspection and device authorization. They answer JSON, errors as RFC 6749 §5.2.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,46 +13,44 @@ use crate::oidc::OAuthError;
 use crate::server::extract::{ClientAuth, OAuthForm};
 use crate::server::middleware::ClientAddr;
 
+/// Served from memory: the body is shared, the headers are static.
 pub(super) async fn discovery(State(state): State<AppState>) -> Response {
     json_bytes(
         state.provider.discovery().body.clone(),
-        "public, max-age=3600",
+        HeaderValue::from_static("public, max-age=3600"),
     )
 }
 
+/// Served from memory: the body and its ETag are made once per key-set change.
 pub(super) async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let keys = &state.provider.keys;
     let jwks = keys.jwks();
-    let cache = format!("public, max-age={}", keys.jwks_max_age().as_secs());
+    let cache = keys.jwks_cache_control().clone();
     let etag_matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == jwks.etag));
     let mut response = if etag_matches {
-        StatusCode::NOT_MODIFIED.into_response()
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        r.headers_mut().insert(header::CACHE_CONTROL, cache);
+        r
     } else {
-        json_bytes(jwks.body.to_vec(), &cache)
+        json_bytes(jwks.body.clone(), cache)
     };
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&jwks.etag) {
-        h.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&cache) {
-        h.insert(header::CACHE_CONTROL, v);
-    }
+    response
+        .headers_mut()
+        .insert(header::ETAG, jwks.etag_header.clone());
     response
 }
 
-fn json_bytes(body: Vec<u8>, cache_control: &str) -> Response {
-    let mut response = body.into_response();
+fn json_bytes(body: Bytes, cache_control: HeaderValue) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Ok(v) = HeaderValue::from_str(cache_control) {
-        h.insert(header::CACHE_CONTROL, v);
-    }
+    h.insert(header::CACHE_CONTROL, cache_control);
     response
 }
 

@@ -13,6 +13,41 @@ mod rows;
 pub(in crate::storage) use queries::*;
 pub(in crate::storage) use rows::*;
 
+/// Binds a grant's columns in `INSERT_GRANT`'s order: id, client, connector, user, claims,
+/// scopes, nonce, auth_time, connector_data, created_at, revoked_at.
+macro_rules! bind_grant {
+    ($query:expr, $grant:expr, $json:expr) => {
+        $query
+            .bind(&$grant.id)
+            .bind(&$grant.client_id)
+            .bind(&$grant.connector_id)
+            .bind(&$grant.claims.user_id)
+            .bind(&$json.claims)
+            .bind(&$json.scopes)
+            .bind(&$grant.nonce)
+            .bind($grant.auth_time)
+            .bind(&$grant.connector_data)
+            .bind($grant.created_at)
+            .bind($grant.revoked_at)
+    };
+}
+pub(in crate::storage) use bind_grant;
+
+/// Binds a refresh token's columns after its hash, in `INSERT_REFRESH_TOKEN`'s order.
+macro_rules! bind_refresh_after_hash {
+    ($query:expr, $token:expr) => {
+        $query
+            .bind(&$token.grant_id)
+            .bind(&$token.client_id)
+            .bind($token.created_at)
+            .bind($token.last_used_at)
+            .bind($token.expires_at)
+            .bind($token.rotated_at)
+            .bind(&$token.successor_hash)
+    };
+}
+pub(in crate::storage) use bind_refresh_after_hash;
+
 use async_trait::async_trait;
 use sqlx::error::ErrorKind;
 use sqlx::query::{Query, QueryAs};
@@ -259,21 +294,10 @@ where
         grant: &Grant,
     ) -> Result<()> {
         let json = GrantJson::new(grant)?;
-        sqlx::query(INSERT_GRANT)
-            .bind(&grant.id)
-            .bind(&grant.client_id)
-            .bind(&grant.connector_id)
-            .bind(&grant.claims.user_id)
-            .bind(&json.claims)
-            .bind(&json.scopes)
-            .bind(&grant.nonce)
-            .bind(grant.auth_time)
-            .bind(&grant.connector_data)
-            .bind(grant.created_at)
-            .bind(grant.revoked_at)
+        bind_grant!(sqlx::query(INSERT_GRANT), grant, json)
             .execute(&mut *conn)
             .await
-            .or_storage(&format!("grant {:?}", grant.id))?;
+            .map_err(|e| storage_error(e, &format!("grant {:?}", grant.id)))?;
         Ok(())
     }
 
@@ -295,18 +319,13 @@ where
     }
 
     async fn insert_refresh_token(conn: &mut Connection<D>, token: &RefreshToken) -> Result<()> {
-        sqlx::query(INSERT_REFRESH_TOKEN)
-            .bind(&token.token_hash)
-            .bind(&token.grant_id)
-            .bind(&token.client_id)
-            .bind(token.created_at)
-            .bind(token.last_used_at)
-            .bind(token.expires_at)
-            .bind(token.rotated_at)
-            .bind(&token.successor_hash)
-            .execute(&mut *conn)
-            .await
-            .or_storage("refresh token")?;
+        bind_refresh_after_hash!(
+            sqlx::query(INSERT_REFRESH_TOKEN).bind(&token.token_hash),
+            token
+        )
+        .execute(&mut *conn)
+        .await
+        .or_storage("refresh token")?;
         Ok(())
     }
 
