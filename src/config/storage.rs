@@ -142,6 +142,8 @@ fn resolve_postgres(raw: RawPostgres, ctx: &mut Ctx) -> Option<PostgresSettings>
         ssl_ca_file: None,
         max_open_conns: None,
         conn_timeout: raw.connection_timeout.map(|s| s.0).filter(|d| !d.is_zero()),
+        // Dex treats 0 as "not set".
+        conn_max_lifetime: raw.conn_max_lifetime.map(|s| s.0).filter(|d| !d.is_zero()),
     };
     if let Some(LenientU64(port)) = raw.port {
         match u16::try_from(port) {
@@ -180,12 +182,6 @@ fn resolve_postgres(raw: RawPostgres, ctx: &mut Ctx) -> Option<PostgresSettings>
         ctx.warn(
             key_path(base, "maxIdleConns"),
             "ignored: lanyard's pool keeps idle connections up to maxOpenConns",
-        );
-    }
-    if raw.conn_max_lifetime.is_some() {
-        ctx.warn(
-            key_path(base, "connMaxLifetime"),
-            "ignored by lanyard's connection pool",
         );
     }
     if let Some(ssl) = raw.ssl {

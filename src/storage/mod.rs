@@ -65,6 +65,9 @@ pub struct PostgresSettings {
     pub ssl_ca_file: Option<PathBuf>,
     pub max_open_conns: Option<u32>,
     pub conn_timeout: Option<Duration>,
+    /// `connMaxLifetime`: a pooled connection older than this is closed instead of reused
+    /// (for a server or proxy that drops long-lived sessions). Unset: sqlx's 30 minutes.
+    pub conn_max_lifetime: Option<Duration>,
 }
 
 #[async_trait]

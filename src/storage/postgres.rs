@@ -76,6 +76,8 @@ const SWEEP_LOGIN_ATTEMPTS: &str = "DELETE FROM login_attempts WHERE key_hash IN
      (SELECT key_hash FROM login_attempts WHERE forget_at <= $1 LIMIT $2)";
 
 const DEFAULT_CONN_TIMEOUT: Duration = Duration::from_secs(5);
+/// sqlx's own default, kept when `connMaxLifetime` is not set.
+const DEFAULT_CONN_MAX_LIFETIME: Option<Duration> = Some(Duration::from_secs(30 * 60));
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
 /// A new grant ($1-$11) and its access token ($12-$17) as one statement, which is its own
@@ -177,6 +179,7 @@ impl PostgresStorage {
                     .max(1),
             )
             .acquire_timeout(settings.conn_timeout.unwrap_or(DEFAULT_CONN_TIMEOUT))
+            .max_lifetime(settings.conn_max_lifetime.or(DEFAULT_CONN_MAX_LIFETIME))
             // In place of sqlx's ping, the same round trip also asks whether the session is
             // inside a transaction. sqlx 0.8's `Pool::begin` is not cancel-safe on PostgreSQL:
             // a request dropped (a client hanging up) while its BEGIN is on the wire returns

@@ -2891,6 +2891,31 @@ async fn postgres_pool_respects_max_open_conns() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
+/// `connMaxLifetime` (Dex's key, in seconds) is honoured: a connection older than it is
+/// closed instead of reused, so the next query runs on a new server session.
+#[tokio::test]
+async fn postgres_pool_closes_connections_past_conn_max_lifetime() {
+    let Some(db) = common::postgres::fresh_database().await else {
+        return;
+    };
+    let settings = PostgresSettings {
+        url: Some(db.url().to_string()),
+        max_open_conns: Some(1),
+        conn_max_lifetime: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let storage = PostgresStorage::connect(&settings).await.unwrap();
+    let backend = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(storage.pool())
+            .await
+            .unwrap()
+    };
+    let first = backend().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_ne!(backend().await, first, "the old session was replaced");
+}
+
 // ---------------------------------------------------------------------------------------
 // Administration
 
