@@ -5,15 +5,15 @@
 //! loopback interface only to clients holding a certificate signed by `tlsClientCA`, unless
 //! `allowInsecureRemote` (lanyard's own key) says the network in front of it decides who connects.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
+use super::listen::{self, ListenAddr};
 use super::raw::LenientBool;
 use super::resolve::Ctx;
-use super::web::{listen_addr, parse_tls_version};
+use super::web::parse_tls_version;
 use super::TlsVersion;
 
 /// Dex's feature flag for connector CRUD through the API (`DEX_API_CONNECTORS_CRUD`).
@@ -22,7 +22,7 @@ pub const CONNECTORS_CRUD_FLAG: &str = "DEX_API_CONNECTORS_CRUD";
 /// The `grpc:` section; `addr` is `None` when the API is off.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GrpcConfig {
-    pub addr: Option<String>,
+    pub addr: Option<ListenAddr>,
     /// Certificate and key, both or neither.
     pub tls: Option<GrpcTls>,
     /// Serve gRPC server reflection (`grpc.reflection.v1` and `v1alpha`).
@@ -45,7 +45,8 @@ pub struct GrpcTls {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawGrpc {
-    addr: Option<String>,
+    #[serde(default, deserialize_with = "listen::optional")]
+    addr: Option<ListenAddr>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
     #[serde(rename = "tlsClientCA")]
@@ -57,27 +58,24 @@ struct RawGrpc {
     allow_insecure_remote: Option<LenientBool>,
 }
 
-pub(super) fn resolve_grpc(value: Value, taken: &[Option<&String>], ctx: &mut Ctx) -> GrpcConfig {
+pub(super) fn resolve_grpc(
+    value: Value,
+    taken: &[Option<&ListenAddr>],
+    ctx: &mut Ctx,
+) -> GrpcConfig {
     let Some(raw) = ctx.de::<Option<RawGrpc>>(value, "grpc").flatten() else {
         return GrpcConfig::default();
     };
     let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
-    let addr = match nonempty(raw.addr) {
-        Some(a) => match listen_addr(&a) {
-            Ok(a) if taken.contains(&Some(&a)) => {
-                ctx.err(
-                    "grpc.addr",
-                    "must differ from the web and telemetry addresses",
-                );
-                None
-            }
-            Ok(a) => Some(a),
-            Err(e) => {
-                ctx.err("grpc.addr", e);
-                None
-            }
-        },
-        None => None,
+    let addr = match raw.addr {
+        Some(a) if taken.contains(&Some(&a)) => {
+            ctx.err(
+                "grpc.addr",
+                "must differ from the web and telemetry addresses",
+            );
+            None
+        }
+        a => a,
     };
     let cert = nonempty(raw.tls_cert).map(PathBuf::from);
     let key = nonempty(raw.tls_key).map(PathBuf::from);
@@ -126,7 +124,7 @@ pub(super) fn resolve_grpc(value: Value, taken: &[Option<&String>], ctx: &mut Ct
     let mut connectors_crud = false;
     let allow_insecure_remote = raw.allow_insecure_remote.is_some_and(|b| b.0);
     if let Some(a) = &addr {
-        if !authenticated && !is_loopback(a) && !allow_insecure_remote {
+        if !authenticated && !a.is_loopback() && !allow_insecure_remote {
             ctx.err(
                 "grpc.addr",
                 format!(
@@ -161,39 +159,11 @@ pub(super) fn resolve_grpc(value: Value, taken: &[Option<&String>], ctx: &mut Ct
     }
 }
 
-/// Whether `addr` (a resolved listen address) can only be reached from this machine.
-pub fn is_loopback(addr: &str) -> bool {
-    let host = addr
-        .rsplit_once(':')
-        .map_or(addr, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    match host.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
-}
-
 /// Go's strconv.ParseBool, which Dex's feature flags use.
 fn parse_go_bool(text: &str) -> Option<bool> {
     match text {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_addresses() {
-        assert!(is_loopback("127.0.0.1:5557"));
-        assert!(is_loopback("[::1]:5557"));
-        assert!(is_loopback("localhost:5557"));
-        assert!(!is_loopback("0.0.0.0:5557"));
-        assert!(!is_loopback("10.0.0.1:5557"));
-        assert!(!is_loopback("dex.example:5557"));
     }
 }

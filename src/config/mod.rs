@@ -16,6 +16,7 @@ mod housekeeping;
 mod issuer;
 mod keys;
 mod kubernetes;
+mod listen;
 mod logger;
 mod oauth2;
 mod path;
@@ -43,12 +44,13 @@ pub use connectors::{
 pub use duration::{format_duration, parse_go_duration, DurationError};
 pub use expiry::{ExpiryConfig, RefreshTokenExpiry};
 pub use frontend::FrontendConfig;
-pub use grpc::{is_loopback, GrpcConfig, GrpcTls, CONNECTORS_CRUD_FLAG};
+pub use grpc::{GrpcConfig, GrpcTls, CONNECTORS_CRUD_FLAG};
 pub use housekeeping::HousekeepingConfig;
 pub use keys::KeysConfig;
 pub use kubernetes::{
     normalize_pem_certificates, IssuerCa, KubeCluster, KubernetesConfig, RbacBinding, RbacRole,
 };
+pub use listen::ListenAddr;
 pub use logger::{LogFormat, LogLevel, LoggerConfig};
 pub use oauth2::{GrantType, OAuth2Config, ResponseType};
 pub use sessions::SessionsConfig;

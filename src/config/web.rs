@@ -1,7 +1,6 @@
 //! `web:`: the listeners, TLS, security headers, CORS, the client's address behind proxies,
 //! and lanyard's connection limits.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,17 +9,17 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 use url::Url;
 
+use super::listen::{self, ListenAddr};
 use super::path::{index_path, key_path};
 use super::raw::DurationText;
 use super::resolve::{positive_duration, Ctx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebConfig {
-    /// `host:port` to serve plain HTTP on. A bare `:port` (Go's "all interfaces") is
-    /// normalised to `0.0.0.0:port`.
-    pub http: Option<String>,
-    /// `host:port` to serve HTTPS on, with `tls_cert` and `tls_key`.
-    pub https: Option<String>,
+    /// Where to serve plain HTTP.
+    pub http: Option<ListenAddr>,
+    /// Where to serve HTTPS, with `tls_cert` and `tls_key`.
+    pub https: Option<ListenAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_min_version: Option<TlsVersion>,
@@ -123,8 +122,10 @@ pub use lanyard_connectors::cidr::IpCidr;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawWeb {
-    pub http: Option<String>,
-    pub https: Option<String>,
+    #[serde(default, deserialize_with = "listen::optional")]
+    pub http: Option<ListenAddr>,
+    #[serde(default, deserialize_with = "listen::optional")]
+    pub https: Option<ListenAddr>,
     pub headers: Option<RawHeaders>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
@@ -163,34 +164,6 @@ pub struct RawHeaders {
 pub struct RawClientRemoteIp {
     pub header: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
-}
-
-/// Checks a `host:port` listen address; returns it normalised.
-pub(super) fn listen_addr(text: &str) -> Result<String, String> {
-    if text.parse::<SocketAddr>().is_ok() {
-        return Ok(text.to_string());
-    }
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("`{text}` is not a host:port address"));
-    };
-    if port.parse::<u16>().is_err() {
-        return Err(format!("`{text}` has an invalid port"));
-    }
-    if host.is_empty() {
-        return Ok(format!("0.0.0.0:{port}"));
-    }
-    if host.contains(':') {
-        return Err(format!(
-            "`{text}` is not a host:port address (put IPv6 addresses in brackets: [::1]:5556)"
-        ));
-    }
-    let valid_host = host.split('.').all(|label| {
-        !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    });
-    if !valid_host {
-        return Err(format!("`{text}` has an invalid host"));
-    }
-    Ok(text.to_string())
 }
 
 pub(super) fn parse_tls_version(
@@ -247,21 +220,9 @@ pub(super) fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
         return web;
     };
 
-    for (key, addr, slot) in [
-        ("http", raw.http, &mut web.http),
-        ("https", raw.https, &mut web.https),
-    ] {
-        if let Some(addr) = addr.filter(|a| !a.is_empty()) {
-            match listen_addr(&addr) {
-                Ok(a) => *slot = Some(a),
-                Err(e) => ctx.err(key_path("web", key), e),
-            }
-        }
-    }
-    if web.http.is_none()
-        && web.https.is_none()
-        && !ctx.errors.iter().any(|e| e.path.starts_with("web.http"))
-    {
+    web.http = raw.http;
+    web.https = raw.https;
+    if web.http.is_none() && web.https.is_none() {
         ctx.err(
             "web",
             "set `web.http` or `web.https` (a host:port to listen on, e.g. 0.0.0.0:5556)",
@@ -421,21 +382,4 @@ pub(super) fn resolve_web(value: Value, ctx: &mut Ctx) -> WebConfig {
         }
     }
     web
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(listen_addr("127.0.0.1:5556").unwrap(), "127.0.0.1:5556");
-        assert_eq!(listen_addr("[::1]:5556").unwrap(), "[::1]:5556");
-        assert_eq!(listen_addr(":5556").unwrap(), "0.0.0.0:5556");
-        assert_eq!(listen_addr("localhost:80").unwrap(), "localhost:80");
-        assert!(listen_addr("5556").is_err());
-        assert!(listen_addr("host:99999").is_err());
-        assert!(listen_addr("::1:5556").is_err());
-        assert!(listen_addr("bad host:1").is_err());
-    }
 }

@@ -179,12 +179,7 @@ impl Directory<'_> {
                 updated_at: now,
             })
             .await
-            .map_err(|e| match e {
-                StorageError::AlreadyExists(_) => {
-                    ManageError::AlreadyExists(format!("connector {:?}", new.id))
-                }
-                other => ManageError::Storage(other),
-            })?;
+            .map_err(ManageError::conflict_on(format!("connector {:?}", new.id)))?;
         self.audit(
             actor,
             "connector.create",

@@ -57,6 +57,17 @@ impl From<StorageError> for ManageError {
     }
 }
 
+impl ManageError {
+    /// For a create: a conflict is about `subject` as the caller names it, whichever unique
+    /// column the database found taken.
+    fn conflict_on(subject: String) -> impl FnOnce(StorageError) -> ManageError {
+        move |e| match e {
+            StorageError::AlreadyExists(_) => ManageError::AlreadyExists(subject),
+            other => other.into(),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, ManageError>;
 
 /// Who makes a change, for the audit log.
@@ -299,12 +310,7 @@ impl Directory<'_> {
         self.storage
             .create_client(&client)
             .await
-            .map_err(|e| match e {
-                StorageError::AlreadyExists(_) => {
-                    ManageError::AlreadyExists(format!("client {:?}", client.id))
-                }
-                other => other.into(),
-            })?;
+            .map_err(ManageError::conflict_on(format!("client {:?}", client.id)))?;
         self.audit(actor, "client.create", &client.id, now);
         Ok(CreatedClient {
             view: stored_client_view(client),
@@ -435,12 +441,10 @@ impl Directory<'_> {
         self.storage
             .create_password(&password)
             .await
-            .map_err(|e| match e {
-                StorageError::AlreadyExists(_) => {
-                    ManageError::AlreadyExists(format!("password entry {:?}", password.email))
-                }
-                other => other.into(),
-            })?;
+            .map_err(ManageError::conflict_on(format!(
+                "password entry {:?}",
+                password.email
+            )))?;
         self.audit(actor, "password.create", &password.email, now);
         Ok(())
     }

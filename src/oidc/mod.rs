@@ -130,14 +130,12 @@ impl ConnectorEntry {
         connector: C,
     ) -> Self {
         let connector = Arc::new(connector);
-        Self {
-            id: id.to_string(),
-            name: name.to_string(),
-            kind: ConnectorKind::Password(connector.clone()),
-            refresh: Some(connector),
-            token_identity: None,
-            health: crate::metrics::ConnectorHealth::up(),
-        }
+        Self::up(
+            id,
+            name,
+            ConnectorKind::Password(connector.clone()),
+            connector,
+        )
     }
 
     /// A connector that signs people in upstream and refreshes its own sessions, up.
@@ -147,11 +145,20 @@ impl ConnectorEntry {
         connector: C,
     ) -> Self {
         let connector = Arc::new(connector);
+        Self::up(
+            id,
+            name,
+            ConnectorKind::Callback(connector.clone()),
+            connector,
+        )
+    }
+
+    fn up(id: &str, name: &str, kind: ConnectorKind, refresh: Arc<dyn RefreshConnector>) -> Self {
         Self {
             id: id.to_string(),
             name: name.to_string(),
-            kind: ConnectorKind::Callback(connector.clone()),
-            refresh: Some(connector),
+            kind,
+            refresh: Some(refresh),
             token_identity: None,
             health: crate::metrics::ConnectorHealth::up(),
         }

@@ -2,7 +2,6 @@
 //! and the background tasks (key rotation, housekeeping).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{
-    Config, ConnectorConfig, ConnectorSettings, ConnectorType, GrantType, LogFormat,
+    Config, ConnectorConfig, ConnectorSettings, ConnectorType, GrantType, ListenAddr, LogFormat,
 };
 use crate::keys::{self, KeyManager, KeySettings, KeyStore};
 use crate::oidc::secrets::{random_token, sha256_hex};
@@ -45,7 +44,8 @@ use super::reload::{watch_config, ConfigSource, Reloader};
 use super::routes::AppState;
 use super::stored_connector::{ConnectorOpening, StoredConnectorOpener};
 use super::{
-    router, serve_http, serve_https, telemetry_router, KubePage, ListenSettings, Live, ServeError,
+    bind, router, serve_http, serve_https, telemetry_router, KubePage, ListenSettings, Live,
+    ServeError,
 };
 use crate::metrics::{ConnectorHealth, Metrics};
 use crate::web::kubeconfig::KUBECONFIG_CLIENT;
@@ -1005,15 +1005,8 @@ impl App {
             &self.listen.tls_cert,
             &self.listen.tls_key,
         ) {
-            let addr: SocketAddr = addr.parse().map_err(|_| ServeError::Bind {
-                addr: addr.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "not an IP address and port",
-                ),
-            })?;
             listeners.push(Listener::Https {
-                addr,
+                addr: addr.clone(),
                 cert: cert.clone(),
                 key: key.clone(),
             });
@@ -1150,19 +1143,10 @@ impl crate::api::Running for RunningServer {
 pub enum Listener {
     Http(tokio::net::TcpListener),
     Https {
-        addr: SocketAddr,
+        addr: ListenAddr,
         cert: PathBuf,
         key: PathBuf,
     },
-}
-
-async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServeError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: addr.to_string(),
-            source,
-        })
 }
 
 fn display_addr(l: &tokio::net::TcpListener) -> String {

@@ -10,7 +10,6 @@ pub mod reload;
 pub mod routes;
 pub mod stored_connector;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -23,7 +22,7 @@ use axum::Router;
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::config::CorsOrigin;
+use crate::config::{CorsOrigin, ListenAddr};
 use crate::metrics::Metrics;
 use crate::oidc::Provider;
 use middleware::SecurityHeaders;
@@ -36,7 +35,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        addr: String,
+        addr: ListenAddr,
         #[source]
         source: std::io::Error,
     },
@@ -55,11 +54,11 @@ pub enum ServeError {
 /// How the server listens, from the config's `web` and `telemetry` sections.
 #[derive(Debug, Clone, Default)]
 pub struct ListenSettings {
-    pub http: Option<String>,
-    pub https: Option<String>,
+    pub http: Option<ListenAddr>,
+    pub https: Option<ListenAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    pub telemetry: Option<String>,
+    pub telemetry: Option<ListenAddr>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub allowed_origins: Vec<CorsOrigin>,
     /// `web.allowedHeaders`: request headers CORS preflights allow (Dex's default:
@@ -359,7 +358,7 @@ pub async fn serve_http(
 
 /// Serves `app` over TLS (rustls) until `shutdown` flips to true.
 pub async fn serve_https(
-    addr: SocketAddr,
+    addr: ListenAddr,
     settings: &ListenSettings,
     cert: PathBuf,
     key: PathBuf,
@@ -372,11 +371,20 @@ pub async fn serve_https(
         settings.tls_min_version,
         settings.tls_max_version,
     )?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
+    let listener = bind(&addr).await?;
     conn::serve(listener, Some(tls), app, settings.limits, shutdown).await
+}
+
+/// Listens on `addr`; a host name is resolved now, as Go's `net.Listen` resolves it for Dex.
+pub async fn bind(addr: &ListenAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    let bound = match addr {
+        ListenAddr::Ip(ip) => tokio::net::TcpListener::bind(ip).await,
+        ListenAddr::Host { name, port } => {
+            tokio::net::TcpListener::bind((name.as_str(), *port)).await
+        }
+    };
+    bound.map_err(|source| ServeError::Bind {
+        addr: addr.clone(),
+        source,
+    })
 }

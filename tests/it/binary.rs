@@ -369,7 +369,7 @@ fn check_config_prints_ok_or_every_error() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        "issuer: not a url\nstorage:\n  type: mysql\nweb:\n  htp: 127.0.0.1:5556\n",
+        "issuer: not a url\nstorage:\n  type: mysql\nweb:\n  htp: 127.0.0.1:5556\ntelemetry:\n  http: 127.0.0.1:65536\n",
     )
     .unwrap();
     let out = Command::new(BIN)
@@ -381,9 +381,14 @@ fn check_config_prints_ok_or_every_error() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("storage.type"), "{text}");
     assert!(text.contains("postgres"), "{text}");
+    assert!(
+        text.contains("telemetry.http: `127.0.0.1:65536` has an invalid port"),
+        "{text}"
+    );
 }
 
-/// `web.https` with a certificate: the issuer answers over TLS (rustls).
+/// `web.https` with a certificate: the issuer answers over TLS (rustls), on a host name as Dex
+/// listens on one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_https_with_the_configured_certificate() {
     let dir = tempfile::tempdir().unwrap();
@@ -399,7 +404,7 @@ async fn serves_https_with_the_configured_certificate() {
     std::fs::write(
         &config,
         format!(
-            "issuer: https://localhost:{port}\nstorage:\n  type: memory\nweb:\n  https: 127.0.0.1:{port}\n  tlsCert: {}\n  tlsKey: {}\n",
+            "issuer: https://localhost:{port}\nstorage:\n  type: memory\nweb:\n  https: localhost:{port}\n  tlsCert: {}\n  tlsKey: {}\n",
             cert_file.display(),
             key_file.display()
         ),

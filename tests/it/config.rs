@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue};
 use lanyard::config::{
     check_config_report, Config, ConfigErrors, ConnectorSettings, ConnectorType, CorsOrigin,
-    GrantType, LogFormat, LogLevel, PasswordHashKind, RbacRole, SigningAlg, DEV_CONFIG,
+    GrantType, ListenAddr, LogFormat, LogLevel, PasswordHashKind, RbacRole, SigningAlg, DEV_CONFIG,
 };
 use lanyard::storage::StorageSettings;
 use lanyard_connectors::LdapConfig;
@@ -54,6 +54,11 @@ fn assert_error(errors: &ConfigErrors, path: &str, needle: &str) {
         at.len() == 1 && at[0].message.contains(needle),
         "wanted one error at `{path}` containing {needle:?}; got:\n{errors}"
     );
+}
+
+/// A listen address as it is logged and reported.
+fn shown(addr: &Option<ListenAddr>) -> Option<String> {
+    addr.as_ref().map(ToString::to_string)
 }
 
 fn with_base(extra: &str) -> String {
@@ -151,13 +156,13 @@ fn dex_v2_example_config_parses_unchanged() {
             file: "var/sqlite/dex.db".into()
         }
     );
-    assert_eq!(c.web.http.as_deref(), Some("0.0.0.0:5556"));
+    assert_eq!(shown(&c.web.http).as_deref(), Some("0.0.0.0:5556"));
     assert_eq!(
         c.web.headers.x_frame_options.as_ref().map(|v| v.as_bytes()),
         Some(&b"DENY"[..])
     );
     assert_eq!(c.web.headers.pairs().len(), 5);
-    assert_eq!(c.telemetry.http.as_deref(), Some("0.0.0.0:5558"));
+    assert_eq!(shown(&c.telemetry.http).as_deref(), Some("0.0.0.0:5558"));
     assert_eq!(c.logger.level, LogLevel::Debug);
     assert_eq!(c.logger.format, LogFormat::Text);
     assert_eq!(c.sessions.lifetime, Duration::from_secs(24 * 3600));
@@ -211,8 +216,8 @@ fn embedded_dev_config_has_the_documented_values() {
             file: "lanyard-data/lanyard.db".into()
         }
     );
-    assert_eq!(c.web.http.as_deref(), Some("127.0.0.1:5556"));
-    assert_eq!(c.telemetry.http.as_deref(), Some("127.0.0.1:5558"));
+    assert_eq!(shown(&c.web.http).as_deref(), Some("127.0.0.1:5556"));
+    assert_eq!(shown(&c.telemetry.http).as_deref(), Some("127.0.0.1:5558"));
     assert!(c.enable_password_db);
     assert!(c.static_passwords.is_empty());
     assert!(!c.oauth2.skip_approval_screen);
@@ -393,7 +398,7 @@ fn keys_matching_ignoring_case_are_read_with_a_warning_naming_the_canonical_key(
     };
     assert_eq!(pg.host.as_deref(), Some("db.internal"));
     assert_eq!(pg.ssl_mode.as_deref(), Some("require"));
-    assert_eq!(c.web.http.as_deref(), Some("127.0.0.1:5556"));
+    assert_eq!(shown(&c.web.http).as_deref(), Some("127.0.0.1:5556"));
     assert_eq!(
         c.web.headers.x_frame_options.as_ref().map(|v| v.as_bytes()),
         Some(&b"DENY"[..])
@@ -853,6 +858,51 @@ fn web_needs_a_listen_address_and_https_needs_certs() {
     assert_error(&e, "web.http", "not a host:port");
 }
 
+/// Every listen address is read as Dex's `net.Listen` reads it, and one it would not bind is
+/// refused at load, named by its key, with nothing else reported about its section.
+#[test]
+fn listen_addresses_are_typed_at_load_and_bad_ones_name_their_key() {
+    for (written, read) in [
+        (":5556", "0.0.0.0:5556"),
+        ("localhost:5556", "localhost:5556"),
+        ("\"[::1]:5556\"", "[::1]:5556"),
+        ("0.0.0.0:5556", "0.0.0.0:5556"),
+    ] {
+        let c = parse(&BASE.replace("127.0.0.1:5556\n", &format!("{written}\n")))
+            .unwrap_or_else(|e| panic!("{written}: {e}"));
+        assert_eq!(shown(&c.web.http).as_deref(), Some(read));
+    }
+    let c = parse(&BASE.replace("web:\n", "web:\n  https: \"\"\n")).expect("empty is absent");
+    assert!(c.web.https.is_none());
+
+    for (yaml, path, needle) in [
+        (
+            BASE.replace("127.0.0.1:5556\n", "5556\n"),
+            "web.http",
+            "not a host:port",
+        ),
+        (
+            BASE.replace("web:\n", "web:\n  https: 127.0.0.1:99999\n"),
+            "web.https",
+            "invalid port",
+        ),
+        (
+            with_base("telemetry:\n  http: metrics host:5558\n"),
+            "telemetry.http",
+            "invalid host",
+        ),
+        (
+            with_base("grpc:\n  addr: ::1:5557\n"),
+            "grpc.addr",
+            "put IPv6 addresses in brackets",
+        ),
+    ] {
+        let e = errors(&yaml);
+        assert_error(&e, path, needle);
+        assert_eq!(e.0.len(), 1, "{e}");
+    }
+}
+
 #[test]
 fn connection_limits_default_and_bad_values_name_their_path() {
     let limits = parse(BASE).unwrap().web.limits;
@@ -891,7 +941,7 @@ fn grpc_section_is_dexs() {
         "grpc:\n  addr: 127.0.0.1:5557\n  reflection: true\n  tlsCert: /c.pem\n  tlsKey: /k.pem\n  tlsClientCA: /ca.pem\n  tlsMinVersion: \"1.3\"\n",
     ))
     .expect("valid");
-    assert_eq!(c.grpc.addr.as_deref(), Some("127.0.0.1:5557"));
+    assert_eq!(shown(&c.grpc.addr).as_deref(), Some("127.0.0.1:5557"));
     assert!(c.grpc.reflection);
     let tls = c.grpc.tls.expect("tls");
     assert_eq!(

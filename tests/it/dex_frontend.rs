@@ -30,13 +30,12 @@ fn copy_dir(from: &Path, to: &Path) {
 
 async fn start(dir: &Path, theme: Option<&str>) -> TestServer {
     let theme = theme.map(|t| format!("  theme: {t}\n")).unwrap_or_default();
-    TestServer::start_with_path(
-        Backend::Sqlite,
-        "/dex",
-        &format!("frontend:\n  dir: {}\n{theme}", dir.display()),
-    )
-    .await
-    .unwrap()
+    TestServer::builder(Backend::Sqlite)
+        .issuer_path("/dex")
+        .config(&format!("frontend:\n  dir: {}\n{theme}", dir.display()))
+        .start()
+        .await
+        .unwrap()
 }
 
 async fn get(server: &TestServer, path: &str) -> (u16, String, Vec<u8>) {

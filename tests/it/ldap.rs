@@ -856,13 +856,11 @@ async fn a_connector_whose_files_are_unreadable_fails_at_start_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_ldap_account_stays_locked_however_its_name_is_typed() {
     let Some(slapd) = Slapd::start() else { return };
-    let Some(s) = TestServer::start_full(
-        Backend::Sqlite,
-        "",
-        TRUST_LOCAL_PROXY,
-        &server_yaml(&slapd, ""),
-    )
-    .await
+    let Some(s) = TestServer::builder(Backend::Sqlite)
+        .web(TRUST_LOCAL_PROXY)
+        .config(&server_yaml(&slapd, ""))
+        .start()
+        .await
     else {
         return;
     };
@@ -917,13 +915,11 @@ async fn a_locked_ldap_account_stays_locked_however_its_name_is_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_name_of_one_ldap_entry_shares_one_budget() {
     let Some(slapd) = Slapd::start() else { return };
-    let Some(s) = TestServer::start_full(
-        Backend::Sqlite,
-        "",
-        TRUST_LOCAL_PROXY,
-        &server_yaml(&slapd, "").replace("username: uid", "username: [uid, mail]"),
-    )
-    .await
+    let Some(s) = TestServer::builder(Backend::Sqlite)
+        .web(TRUST_LOCAL_PROXY)
+        .config(&server_yaml(&slapd, "").replace("username: uid", "username: [uid, mail]"))
+        .start()
+        .await
     else {
         return;
     };

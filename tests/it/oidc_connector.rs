@@ -165,15 +165,13 @@ async fn an_upstream_that_is_down_fails_its_logins_quickly_and_nothing_else() {
     drop(up_listener);
     let down_issuer = issuer(down_port, DOWNSTREAM_PATH);
     let up_issuer = issuer(up_port, UPSTREAM_PATH);
-    let downstream = TestServer::start_on(
-        down_listener,
-        Backend::Sqlite,
-        DOWNSTREAM_PATH,
-        "",
-        &downstream_yaml(&up_issuer, &down_issuer, Setup::default()),
-    )
-    .await
-    .expect("the server starts although its upstream is down");
+    let downstream = TestServer::builder(Backend::Sqlite)
+        .listener(down_listener)
+        .issuer_path(DOWNSTREAM_PATH)
+        .config(&downstream_yaml(&up_issuer, &down_issuer, Setup::default()))
+        .start()
+        .await
+        .expect("the server starts although its upstream is down");
 
     let browser = TestServer::new_browser();
     let mut query = AuthRequest::confidential().query();
@@ -221,15 +219,13 @@ async fn an_upstream_that_is_down_fails_its_logins_quickly_and_nothing_else() {
     let up_listener = tokio::net::TcpListener::bind(("127.0.0.1", up_port))
         .await
         .expect("rebind the upstream's port");
-    let upstream = TestServer::start_on(
-        up_listener,
-        Backend::Sqlite,
-        UPSTREAM_PATH,
-        "",
-        &upstream_yaml(&down_issuer),
-    )
-    .await
-    .unwrap();
+    let upstream = TestServer::builder(Backend::Sqlite)
+        .listener(up_listener)
+        .issuer_path(UPSTREAM_PATH)
+        .config(&upstream_yaml(&down_issuer))
+        .start()
+        .await
+        .unwrap();
     let f = Federation {
         upstream,
         downstream,

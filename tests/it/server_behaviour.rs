@@ -6,7 +6,9 @@ use common::server::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_live_under_the_issuer_path_like_dex() {
-    let s = TestServer::start_with_path(Backend::Sqlite, "/dex", "")
+    let s = TestServer::builder(Backend::Sqlite)
+        .issuer_path("/dex")
+        .start()
         .await
         .unwrap();
     assert!(s.issuer.ends_with("/dex"));
@@ -42,7 +44,10 @@ async fn issuer_with_or_without_trailing_slash_and_the_host_root_lead_to_the_kub
          certificateAuthorityData: {}\n    clientID: {PUBLIC_CLIENT}\n",
         base64::engine::general_purpose::STANDARD.encode(ca)
     );
-    let s = TestServer::start_with_path(Backend::Sqlite, "/dex", &kube)
+    let s = TestServer::builder(Backend::Sqlite)
+        .issuer_path("/dex")
+        .config(&kube)
+        .start()
         .await
         .unwrap();
     let root = s.issuer.trim_end_matches("/dex").to_string();
@@ -359,14 +364,11 @@ async fn closed_within(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_headers_sent_slowly_are_cut_off() {
-    let s = TestServer::start_full(
-        Backend::Sqlite,
-        "",
-        "  headerReadTimeout: 1s\n  idleTimeout: 1m\n",
-        "",
-    )
-    .await
-    .unwrap();
+    let s = TestServer::builder(Backend::Sqlite)
+        .web("  headerReadTimeout: 1s\n  idleTimeout: 1m\n")
+        .start()
+        .await
+        .unwrap();
     let mut c = TcpStream::connect(addr_of(&s)).await.unwrap();
     c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -382,14 +384,11 @@ async fn request_headers_sent_slowly_are_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connections_are_closed_on_http1_and_http2() {
-    let s = TestServer::start_full(
-        Backend::Sqlite,
-        "",
-        "  idleTimeout: 1s\n  headerReadTimeout: 1m\n",
-        "",
-    )
-    .await
-    .unwrap();
+    let s = TestServer::builder(Backend::Sqlite)
+        .web("  idleTimeout: 1s\n  headerReadTimeout: 1m\n")
+        .start()
+        .await
+        .unwrap();
     // HTTP/1.1: one request, then nothing.
     let mut c = TcpStream::connect(addr_of(&s)).await.unwrap();
     c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -450,7 +449,9 @@ async fn idle_keep_alive_connections_are_closed_on_http1_and_http2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_request_body_gets_408_and_its_connection_closed() {
-    let s = TestServer::start_full(Backend::Sqlite, "", "  requestBodyTimeout: 1s\n", "")
+    let s = TestServer::builder(Backend::Sqlite)
+        .web("  requestBodyTimeout: 1s\n")
+        .start()
         .await
         .unwrap();
     let mut c = TcpStream::connect(addr_of(&s)).await.unwrap();
@@ -478,7 +479,9 @@ Content-Length: 100\r\n\r\ngrant_type=",
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
-    let s = TestServer::start_full(Backend::Sqlite, "", "  maxConnections: 2\n", "")
+    let s = TestServer::builder(Backend::Sqlite)
+        .web("  maxConnections: 2\n")
+        .start()
         .await
         .unwrap();
     let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";

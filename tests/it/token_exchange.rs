@@ -663,25 +663,21 @@ async fn federation_introspecting_at(introspection: &str) -> Federation {
     } else {
         format!("{up_issuer}{introspection}")
     };
-    let upstream = TestServer::start_on(
-        up_listener,
-        Backend::Sqlite,
-        common::federation::UPSTREAM_PATH,
-        "",
-        &format!(
+    let upstream = TestServer::builder(Backend::Sqlite)
+        .listener(up_listener)
+        .issuer_path(common::federation::UPSTREAM_PATH)
+        .config(&format!(
             "{}{UPSTREAM_WITH_PARTNER}",
             common::federation::upstream_yaml(&down_issuer)
-        ),
-    )
-    .await
-    .unwrap();
+        ))
+        .start()
+        .await
+        .unwrap();
     let connector = format!("    getUserInfo: true\n    introspectionEndpoint: {endpoint}\n");
-    let downstream = TestServer::start_on(
-        down_listener,
-        Backend::Sqlite,
-        common::federation::DOWNSTREAM_PATH,
-        "",
-        &common::federation::downstream_yaml(
+    let downstream = TestServer::builder(Backend::Sqlite)
+        .listener(down_listener)
+        .issuer_path(common::federation::DOWNSTREAM_PATH)
+        .config(&common::federation::downstream_yaml(
             &up_issuer,
             &down_issuer,
             Setup {
@@ -689,10 +685,10 @@ async fn federation_introspecting_at(introspection: &str) -> Federation {
                 connector: &connector,
                 ..Setup::default()
             },
-        ),
-    )
-    .await
-    .unwrap();
+        ))
+        .start()
+        .await
+        .unwrap();
     Federation {
         upstream,
         downstream,

@@ -267,26 +267,32 @@ where
             .collect()
     }
 
-    /// Runs one statement on its own; how many rows it changed.
+    /// Runs one statement on its own; whether it changed its row. Each statement run this way
+    /// names one row by its primary key, so it changes one or none.
     async fn change<'q>(
         &self,
         query: Query<'q, D::Db, <D::Db as Database>::Arguments<'q>>,
         subject: &str,
-    ) -> Result<u64> {
+    ) -> Result<bool> {
         Ok(query
             .execute(&self.pool)
             .await
             .or_storage(subject)?
-            .rows_affected())
+            .rows_affected()
+            > 0)
     }
 
-    /// Counts one change to the stored connectors, inside the change's transaction.
-    async fn bump_connectors_generation(conn: &mut Connection<D>, subject: &str) -> Result<()> {
+    /// Counts one change to the stored connectors in the change's transaction, and commits
+    /// both: readers see the change and the new generation together.
+    async fn commit_connectors_change(
+        mut tx: Transaction<'static, D::Db>,
+        subject: &str,
+    ) -> Result<()> {
         sqlx::query(BUMP_CONNECTORS_GENERATION)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await
             .or_storage(subject)?;
-        Ok(())
+        tx.commit().await.or_storage(subject)
     }
 
     pub(in crate::storage) async fn insert_grant(
@@ -433,7 +439,7 @@ where
     async fn update_client(&self, client: &Client) -> Result<()> {
         let json = ClientJson::new(client)?;
         let subject = format!("client {:?}", client.id);
-        let done = self
+        let found = self
             .change(
                 sqlx::query(UPDATE_CLIENT)
                     .bind(&client.id)
@@ -449,20 +455,18 @@ where
                 &subject,
             )
             .await?;
-        if done == 0 {
+        if !found {
             return Err(StorageError::NotFound(subject));
         }
         Ok(())
     }
 
     async fn delete_client(&self, id: &str) -> Result<bool> {
-        let done = self
-            .change(
-                sqlx::query(DELETE_CLIENT).bind(id),
-                &format!("client {id:?}"),
-            )
-            .await?;
-        Ok(done > 0)
+        self.change(
+            sqlx::query(DELETE_CLIENT).bind(id),
+            &format!("client {id:?}"),
+        )
+        .await
     }
 
     async fn create_password(&self, password: &Password) -> Result<()> {
@@ -512,7 +516,7 @@ where
 
     async fn update_password(&self, password: &Password) -> Result<()> {
         let email = normalize_email(&password.email);
-        let done = self
+        let found = self
             .change(
                 sqlx::query(UPDATE_PASSWORD)
                     .bind(&email)
@@ -524,20 +528,18 @@ where
                 &format!("username {:?}", password.username),
             )
             .await?;
-        if done == 0 {
+        if !found {
             return Err(StorageError::NotFound(format!("user with email {email:?}")));
         }
         Ok(())
     }
 
     async fn delete_password(&self, email: &str) -> Result<bool> {
-        let done = self
-            .change(
-                sqlx::query(DELETE_PASSWORD).bind(normalize_email(email)),
-                "password",
-            )
-            .await?;
-        Ok(done > 0)
+        self.change(
+            sqlx::query(DELETE_PASSWORD).bind(normalize_email(email)),
+            "password",
+        )
+        .await
     }
 
     async fn create_connector(&self, connector: &StoredConnector) -> Result<()> {
@@ -552,8 +554,7 @@ where
             .execute(&mut *tx)
             .await
             .or_storage(&subject)?;
-        Self::bump_connectors_generation(&mut tx, &subject).await?;
-        tx.commit().await.or_storage(&subject)
+        Self::commit_connectors_change(tx, &subject).await
     }
 
     async fn get_connector(&self, id: &str) -> Result<Option<StoredConnector>> {
@@ -594,8 +595,7 @@ where
             .or_storage(&subject)?
             .into_model()?
             .resource_version;
-        Self::bump_connectors_generation(&mut tx, &subject).await?;
-        tx.commit().await.or_storage(&subject)?;
+        Self::commit_connectors_change(tx, &subject).await?;
         Ok(version)
     }
 
@@ -610,8 +610,7 @@ where
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        Self::bump_connectors_generation(&mut tx, &subject).await?;
-        tx.commit().await.or_storage(&subject)?;
+        Self::commit_connectors_change(tx, &subject).await?;
         Ok(true)
     }
 
@@ -683,16 +682,14 @@ where
         login: &LoginResult,
         now: UnixTime,
     ) -> Result<bool> {
-        let done = self
-            .change(
-                sqlx::query(COMPLETE_AUTH_REQUEST)
-                    .bind(id)
-                    .bind(to_json(login, "auth request login")?)
-                    .bind(now),
-                "auth request",
-            )
-            .await?;
-        Ok(done == 1)
+        self.change(
+            sqlx::query(COMPLETE_AUTH_REQUEST)
+                .bind(id)
+                .bind(to_json(login, "auth request login")?)
+                .bind(now),
+            "auth request",
+        )
+        .await
     }
 
     async fn begin_upstream_login(
@@ -701,23 +698,19 @@ where
         upstream: &UpstreamLogin,
         now: UnixTime,
     ) -> Result<bool> {
-        let done = self
-            .change(
-                sqlx::query(BEGIN_UPSTREAM_LOGIN)
-                    .bind(id)
-                    .bind(to_json(upstream, "auth request upstream")?)
-                    .bind(now),
-                "auth request",
-            )
-            .await?;
-        Ok(done == 1)
+        self.change(
+            sqlx::query(BEGIN_UPSTREAM_LOGIN)
+                .bind(id)
+                .bind(to_json(upstream, "auth request upstream")?)
+                .bind(now),
+            "auth request",
+        )
+        .await
     }
 
     async fn delete_auth_request(&self, id: &str) -> Result<bool> {
-        let done = self
-            .change(sqlx::query(DELETE_AUTH_REQUEST).bind(id), "auth request")
-            .await?;
-        Ok(done > 0)
+        self.change(sqlx::query(DELETE_AUTH_REQUEST).bind(id), "auth request")
+            .await
     }
 
     async fn exchange_auth_request_for_code(
@@ -783,10 +776,8 @@ where
     }
 
     async fn revoke_grant(&self, id: &str, now: UnixTime) -> Result<bool> {
-        let done = self
-            .change(sqlx::query(REVOKE_GRANT).bind(id).bind(now), "grant")
-            .await?;
-        Ok(done == 1)
+        self.change(sqlx::query(REVOKE_GRANT).bind(id).bind(now), "grant")
+            .await
     }
 
     async fn get_access_token(
@@ -812,30 +803,26 @@ where
     }
 
     async fn insert_signing_key(&self, key: &SigningKey) -> Result<bool> {
-        let done = self
-            .change(
-                sqlx::query(INSERT_SIGNING_KEY)
-                    .bind(&key.kid)
-                    .bind(&key.alg)
-                    .bind(&key.public_jwk)
-                    .bind(&key.private_key_enc)
-                    .bind(&key.successor_of)
-                    .bind(key.created_at)
-                    .bind(key.sign_from),
-                &format!("signing key {:?}", key.kid),
-            )
-            .await?;
-        Ok(done == 1)
+        self.change(
+            sqlx::query(INSERT_SIGNING_KEY)
+                .bind(&key.kid)
+                .bind(&key.alg)
+                .bind(&key.public_jwk)
+                .bind(&key.private_key_enc)
+                .bind(&key.successor_of)
+                .bind(key.created_at)
+                .bind(key.sign_from),
+            &format!("signing key {:?}", key.kid),
+        )
+        .await
     }
 
     async fn delete_signing_key(&self, kid: &str) -> Result<bool> {
-        let done = self
-            .change(
-                sqlx::query(DELETE_SIGNING_KEY).bind(kid),
-                &format!("signing key {kid:?}"),
-            )
-            .await?;
-        Ok(done > 0)
+        self.change(
+            sqlx::query(DELETE_SIGNING_KEY).bind(kid),
+            &format!("signing key {kid:?}"),
+        )
+        .await
     }
 
     async fn issue_grant(&self, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
@@ -843,13 +830,11 @@ where
     }
 
     async fn revoke_access_token(&self, token_hash: &str) -> Result<bool> {
-        let done = self
-            .change(
-                sqlx::query(DELETE_ACCESS_TOKEN).bind(token_hash),
-                "access token",
-            )
-            .await?;
-        Ok(done > 0)
+        self.change(
+            sqlx::query(DELETE_ACCESS_TOKEN).bind(token_hash),
+            "access token",
+        )
+        .await
     }
 
     async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, Grant)>> {
@@ -920,17 +905,15 @@ where
             ),
             None => (DeviceStatus::Denied, None),
         };
-        let done = self
-            .change(
-                sqlx::query(COMPLETE_DEVICE_REQUEST)
-                    .bind(user_code)
-                    .bind(status.as_str())
-                    .bind(grant)
-                    .bind(now),
-                "device request",
-            )
-            .await?;
-        Ok(done == 1)
+        self.change(
+            sqlx::query(COMPLETE_DEVICE_REQUEST)
+                .bind(user_code)
+                .bind(status.as_str())
+                .bind(grant)
+                .bind(now),
+            "device request",
+        )
+        .await
     }
 
     async fn poll_device_request(
@@ -1017,31 +1000,25 @@ where
     }
 
     async fn revoke_session(&self, id_hash: &str, now: UnixTime) -> Result<bool> {
-        let done = self
-            .change(
-                sqlx::query(REVOKE_SESSION).bind(id_hash).bind(now),
-                "session",
-            )
-            .await?;
-        Ok(done == 1)
+        self.change(
+            sqlx::query(REVOKE_SESSION).bind(id_hash).bind(now),
+            "session",
+        )
+        .await
     }
 
     async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>> {
-        let rows = sqlx::query_as::<_, GrantRow>(LIST_GRANTS)
-            .bind(filter.connector_id.as_deref())
-            .bind(filter.user_id.as_deref())
-            .bind(filter.client_id.as_deref())
-            .bind(i64::from(filter.active_only))
-            .fetch_all(&self.pool)
-            .await
-            .or_storage("grants")?;
-        let mut grants = Vec::with_capacity(rows.len());
-        for row in rows {
-            let grant = row.into_model()?;
-            if filter.matches_claims(&grant.claims) {
-                grants.push(grant);
-            }
-        }
+        let mut grants = self
+            .fetch_models(
+                sqlx::query_as::<_, GrantRow>(LIST_GRANTS)
+                    .bind(filter.connector_id.as_deref())
+                    .bind(filter.user_id.as_deref())
+                    .bind(filter.client_id.as_deref())
+                    .bind(i64::from(filter.active_only)),
+                "grants",
+            )
+            .await?;
+        grants.retain(|grant| filter.matches_claims(&grant.claims));
         Ok(grants)
     }
 
@@ -1056,21 +1033,17 @@ where
     }
 
     async fn list_sessions(&self, filter: &GrantFilter) -> Result<Vec<Session>> {
-        let rows = sqlx::query_as::<_, SessionRow>(LIST_SESSIONS)
-            .bind(filter.connector_id.as_deref())
-            .bind(filter.user_id.as_deref())
-            .bind(i64::from(filter.active_only))
-            .bind(filter.now)
-            .fetch_all(&self.pool)
-            .await
-            .or_storage("sessions")?;
-        let mut sessions = Vec::with_capacity(rows.len());
-        for row in rows {
-            let session = row.into_model()?;
-            if filter.matches_claims(&session.claims) {
-                sessions.push(session);
-            }
-        }
+        let mut sessions = self
+            .fetch_models(
+                sqlx::query_as::<_, SessionRow>(LIST_SESSIONS)
+                    .bind(filter.connector_id.as_deref())
+                    .bind(filter.user_id.as_deref())
+                    .bind(i64::from(filter.active_only))
+                    .bind(filter.now),
+                "sessions",
+            )
+            .await?;
+        sessions.retain(|session| filter.matches_claims(&session.claims));
         Ok(sessions)
     }
 

@@ -207,60 +207,6 @@ impl TestServer {
         Self::builder(backend).config(extra_yaml).start().await
     }
 
-    pub async fn start_with_path(
-        backend: Backend,
-        issuer_path: &str,
-        extra_yaml: &str,
-    ) -> Option<TestServer> {
-        Self::builder(backend)
-            .issuer_path(issuer_path)
-            .config(extra_yaml)
-            .start()
-            .await
-    }
-
-    /// `web_extra` is YAML indented under `web:`.
-    pub async fn start_full(
-        backend: Backend,
-        issuer_path: &str,
-        web_extra: &str,
-        extra_yaml: &str,
-    ) -> Option<TestServer> {
-        Self::builder(backend)
-            .issuer_path(issuer_path)
-            .web(web_extra)
-            .config(extra_yaml)
-            .start()
-            .await
-    }
-
-    /// Like [`TestServer::start_full`] on a listener bound beforehand.
-    pub async fn start_on(
-        listener: tokio::net::TcpListener,
-        backend: Backend,
-        issuer_path: &str,
-        web_extra: &str,
-        extra_yaml: &str,
-    ) -> Option<TestServer> {
-        Self::builder(backend)
-            .listener(listener)
-            .issuer_path(issuer_path)
-            .web(web_extra)
-            .config(extra_yaml)
-            .start()
-            .await
-    }
-
-    /// Another server on this one's PostgreSQL database: a second replica of the deployment.
-    pub async fn start_replica(&self, web_extra: &str, extra_yaml: &str) -> TestServer {
-        self.replica()
-            .web(web_extra)
-            .config(extra_yaml)
-            .start()
-            .await
-            .expect("a replica needs no database of its own")
-    }
-
     async fn launch(
         (listener, telemetry): (tokio::net::TcpListener, Option<tokio::net::TcpListener>),
         dir: tempfile::TempDir,
