@@ -552,7 +552,6 @@ async fn replicas_only(opts: &Options) -> anyhow::Result<()> {
         connections: opts.connections,
         backlog: opts.replica_backlog,
         logins: opts.login_connections,
-        settle: Duration::from_millis(1100),
     };
     let password_hash = limits::argon2id_hash(flows::PASSWORD)?;
     replicas::run_and_print(&opts.lanyard, url, &password_hash, &plan, false).await

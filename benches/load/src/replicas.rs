@@ -5,7 +5,7 @@
 //! every connection pinned to one replica and the connections spread evenly. Meanwhile a
 //! sampler reads pg_stat_activity and pg_locks ten times a second: a hot row that every
 //! request updates shows as backends waiting on `Lock` events. After each scenario it reads
-//! what PostgreSQL wrote (WAL bytes, rows, commits) and its CPU time, and after the last
+//! what PostgreSQL wrote (WAL bytes) and its CPU time, and after the last
 //! replica count the bytes per row of each table and index, for the capacity plan in
 //! docs/scaling.md.
 
@@ -33,9 +33,6 @@ pub struct Plan {
     pub backlog: u64,
     /// Password logins timed for their writes (each costs an argon2id hash).
     pub logins: usize,
-    /// How long to wait after a scenario for PostgreSQL's counters: backends report them
-    /// when idle, at most once a second. Zero (a smoke run) leaves them approximate.
-    pub settle: Duration,
 }
 
 impl Plan {
@@ -47,7 +44,6 @@ impl Plan {
             connections: 4,
             backlog: 100,
             logins: 1,
-            settle: Duration::ZERO,
         }
     }
 }
@@ -147,7 +143,7 @@ async fn run_count(
     // the database), counting what each kind of login writes.
     let mut logins = Vec::new();
     let mut conn = crate::http::Conn::new(addrs[0]);
-    let before = DbStats::read(&url, Duration::ZERO)?;
+    let before = DbStats::read(&url)?;
     let mut sessions: Vec<Session> = Vec::new();
     for person in 0..plan.logins.max(1) {
         sessions.push(flows::password_login(&mut conn, &client, person).await?);
@@ -155,9 +151,9 @@ async fn run_count(
     logins.push((
         "password login",
         sessions.len() as u64,
-        before.delta_to(&url, plan.settle)?,
+        before.delta_to(&url)?,
     ));
-    let before = DbStats::read(&url, Duration::ZERO)?;
+    let before = DbStats::read(&url)?;
     let mut tokens: Vec<String> = sessions.iter().map(|s| s.refresh_token.clone()).collect();
     let made = connections.saturating_sub(tokens.len());
     for i in 0..made {
@@ -174,7 +170,7 @@ async fn run_count(
     logins.push((
         "code login (signed in)",
         made as u64,
-        before.delta_to(&url, plan.settle)?,
+        before.delta_to(&url)?,
     ));
 
     let mut scenarios = Vec::new();
@@ -192,7 +188,7 @@ async fn run_count(
         }
         eprintln!("[{n} replicas] {name}");
         let sampler = Sampler::start(&url, &dir.join(format!("waits-{name}.txt")))?;
-        let before = DbStats::read(&url, Duration::ZERO)?;
+        let before = DbStats::read(&url)?;
         let mut handles = Vec::new();
         for (replica, (&addr, &pid)) in addrs.iter().zip(&pids).enumerate() {
             let pinned = (replica..connections).step_by(n.max(1));
@@ -232,7 +228,7 @@ async fn run_count(
         for h in handles {
             per_replica.push(h.await.context("a replica's load task")?);
         }
-        let db = before.delta_to(&url, plan.settle)?;
+        let db = before.delta_to(&url)?;
         let waits = sampler.stop()?;
         scenarios.push(Scenario {
             name,
@@ -335,59 +331,37 @@ fn postgres_cpu() -> Duration {
         .sum()
 }
 
-/// What PostgreSQL has written so far: WAL position and the database's counters.
+/// What PostgreSQL has written so far, and its CPU time. (Its row and transaction counters
+/// are not used: an idle backend reports them seconds later.)
 struct DbStats {
     wal: u64,
-    commits: u64,
-    rows: u64,
     cpu: Duration,
 }
 
 #[derive(Clone, Copy, Default)]
 pub struct DbDelta {
     pub wal_bytes: u64,
-    pub commits: u64,
-    /// Rows inserted, updated and deleted.
-    pub rows: u64,
     pub cpu: Duration,
 }
 
 impl DbStats {
-    fn read(url: &str, settle: Duration) -> anyhow::Result<Self> {
-        // Nothing else runs meanwhile: the lanyards are processes of their own.
-        std::thread::sleep(settle);
-        let out = psql(
-            url,
-            "SELECT pg_current_wal_lsn() - '0/0', xact_commit, \
-             tup_inserted + tup_updated + tup_deleted \
-             FROM pg_stat_database WHERE datname = current_database()",
-        )?;
-        let f: Vec<u64> = out
+    fn read(url: &str) -> anyhow::Result<Self> {
+        let out = psql(url, "SELECT pg_current_wal_lsn() - '0/0'")?;
+        let wal = out
             .trim()
-            .split('|')
-            .map(|v| v.parse::<f64>().map(|v| v as u64))
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("pg_stat_database said {out:?}"))?;
-        let [wal, commits, rows] = f[..] else {
-            bail!("pg_stat_database said {out:?}");
-        };
+            .parse::<f64>()
+            .with_context(|| format!("pg_current_wal_lsn said {out:?}"))?;
         Ok(Self {
-            wal,
-            commits,
-            rows,
+            wal: wal as u64,
             cpu: postgres_cpu(),
         })
     }
 
-    /// The CPU time is read before the settling wait, so that it is the load's.
-    fn delta_to(&self, url: &str, settle: Duration) -> anyhow::Result<DbDelta> {
-        let cpu = postgres_cpu();
-        let after = Self::read(url, settle)?;
+    fn delta_to(&self, url: &str) -> anyhow::Result<DbDelta> {
+        let after = Self::read(url)?;
         Ok(DbDelta {
             wal_bytes: after.wal.saturating_sub(self.wal),
-            commits: after.commits.saturating_sub(self.commits),
-            rows: after.rows.saturating_sub(self.rows),
-            cpu: cpu.saturating_sub(self.cpu),
+            cpu: after.cpu.saturating_sub(self.cpu),
         })
     }
 }
@@ -561,19 +535,10 @@ fn print(plan: &Plan, reports: &[CountReport]) {
     );
     println!();
     println!(
-        "{:<19} {:>8} {:>8} {:>7} {:>7} {:>8} | {:>9} {:>9} {:>8} {:>7}",
-        "scenario",
-        "replicas",
-        "req/s",
-        "p50",
-        "p99",
-        "cpu/req",
-        "pg cpu/req",
-        "WAL B/req",
-        "rows/req",
-        "tx/req"
+        "{:<19} {:>8} {:>8} {:>7} {:>7} {:>8} | {:>10} {:>9}",
+        "scenario", "replicas", "req/s", "p50", "p99", "cpu/req", "pg cpu/req", "WAL B/req"
     );
-    println!("{}", "-".repeat(106));
+    println!("{}", "-".repeat(86));
     for name in [CLIENT_CREDENTIALS, REFRESH] {
         for r in reports {
             let Some(s) = r.scenarios.iter().find(|s| s.name == name) else {
@@ -599,7 +564,7 @@ fn print(plan: &Plan, reports: &[CountReport]) {
                 .max()
                 .unwrap_or_default();
             println!(
-                "{:<19} {:>8} {:>8.0} {:>7} {:>7} {:>8} | {:>9} {:>9.0} {:>8.1} {:>7.2}",
+                "{:<19} {:>8} {:>8.0} {:>7} {:>7} {:>8} | {:>10} {:>9.0}",
                 "",
                 "total",
                 s.rate(),
@@ -608,8 +573,6 @@ fn print(plan: &Plan, reports: &[CountReport]) {
                 us(lanyard_cpu / u32::try_from(ok.max(1)).unwrap_or(u32::MAX)),
                 us(s.db.cpu / u32::try_from(ok.max(1)).unwrap_or(u32::MAX)),
                 per(s.db.wal_bytes, ok),
-                per(s.db.rows, ok),
-                per(s.db.commits, ok),
             );
         }
     }
@@ -643,10 +606,8 @@ fn print(plan: &Plan, reports: &[CountReport]) {
     if let Some(r) = reports.first() {
         for (what, n, d) in &r.logins {
             println!(
-                "  {what:<24} {n:>4} logins: {:>6.0} WAL bytes, {:>5.1} rows, {:>4.1} transactions each",
-                per(d.wal_bytes, *n),
-                per(d.rows, *n),
-                per(d.commits, *n)
+                "  {what:<24} {n:>4} logins: {:>6.0} WAL bytes each",
+                per(d.wal_bytes, *n)
             );
         }
     }
