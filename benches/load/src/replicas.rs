@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 
 use crate::flows::{self, Client, Session};
 use crate::load::{self, Figures};
-use crate::process::{self, Database, Server, Setup, Storage};
+use crate::process::{self, free_port, psql, Database, Server, Setup, Storage};
 
 pub struct Plan {
     /// How many lanyards to run at once, one run each.
@@ -295,24 +295,6 @@ fn replica_setups(
         });
     }
     Ok(setups)
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
-    let out = Command::new("psql")
-        .args([url, "-qAtX", "-F", "|", "-c", sql])
-        .output()
-        .context("running psql")?;
-    if !out.status.success() {
-        bail!(
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// CPU time of every PostgreSQL process on this machine (the server is local; its backends,
