@@ -6,6 +6,7 @@
 #   benches/run.sh                       # PostgreSQL from DATABASE_URL, else the local server
 #   benches/run.sh --no-postgres         # SQLite only
 #   benches/run.sh --seconds 10          # longer scenarios
+#   benches/run.sh --replicas 1,2,3      # replicas on one PostgreSQL database (docs/scaling.md)
 #
 # The micro-benchmarks (signing, token minting, password verification) are
 # `cargo bench --bench micro`.

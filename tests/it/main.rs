@@ -37,6 +37,7 @@ mod oauth_surface;
 mod oidc_connector;
 mod oidc_flow;
 mod reload;
+mod replicas;
 mod saml;
 mod server_behaviour;
 mod storage_conformance;

@@ -7,6 +7,7 @@ mod http;
 mod limits;
 mod load;
 mod process;
+mod replicas;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +20,10 @@ use load::Figures;
 use process::{Database, Server, Storage};
 
 const USAGE: &str = "usage: lanyard-load [--lanyard PATH] [--postgres URL | --no-postgres] \
-[--seconds N] [--connections N] [--login-connections N] [--smoke]\n\
+[--seconds N] [--connections N] [--login-connections N] [--smoke] \
+[--replicas 1,2,3 [--replica-backlog ROWS]]\n\
+  --replicas  instead of the table, 1, 2 and 3 lanyards on one PostgreSQL database \
+(see docs/scaling.md); --replica-backlog writes expired rows for their housekeeping to sweep\n\
   --smoke  one second per scenario and per limit; exit 1 if any request failed (for CI: \
 it proves the command works, its figures mean nothing)";
 
@@ -33,6 +37,9 @@ struct Options {
     limit_seconds: u32,
     /// Fail when a request failed.
     smoke: bool,
+    /// Replica counts for `replicas::run`; empty: the usual table.
+    replicas: Vec<usize>,
+    replica_backlog: u64,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -45,6 +52,8 @@ fn options() -> anyhow::Result<Options> {
     let mut connections = 32;
     let mut login_connections = 8;
     let mut smoke = false;
+    let mut replicas = Vec::new();
+    let mut replica_backlog = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -64,6 +73,18 @@ fn options() -> anyhow::Result<Options> {
                 login_connections = value("--login-connections")?
                     .parse()
                     .context("--login-connections")?;
+            }
+            "--replicas" => {
+                replicas = value("--replicas")?
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>().map(|n| n.max(1)))
+                    .collect::<Result<_, _>>()
+                    .context("--replicas takes counts such as 1,2,3")?;
+            }
+            "--replica-backlog" => {
+                replica_backlog = value("--replica-backlog")?
+                    .parse()
+                    .context("--replica-backlog")?;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -87,6 +108,8 @@ fn options() -> anyhow::Result<Options> {
         login_connections: login_connections.max(1),
         limit_seconds: if smoke { 1 } else { 3 },
         smoke,
+        replicas,
+        replica_backlog,
     })
 }
 
@@ -491,6 +514,9 @@ fn print(opts: &Options, rsa: f64, argon: (f64, f64), cores: usize, reports: &[R
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let opts = options()?;
+    if !opts.replicas.is_empty() && !opts.smoke {
+        return replicas_only(&opts).await;
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!("measuring this machine's limits (openssl speed rsa2048, argon2id)");
     let limit_time = Duration::from_secs(u64::from(opts.limit_seconds));
@@ -523,6 +549,26 @@ async fn main() -> anyhow::Result<()> {
         if !failed.is_empty() {
             bail!("requests failed: {}", failed.join("; "));
         }
+        if let Some(url) = &opts.postgres {
+            let plan = replicas::Plan::smoke();
+            replicas::run_and_print(&opts.lanyard, url, &password_hash, &plan, true).await?;
+        }
     }
     Ok(())
+}
+
+async fn replicas_only(opts: &Options) -> anyhow::Result<()> {
+    let url = opts
+        .postgres
+        .as_deref()
+        .context("--replicas needs PostgreSQL: DATABASE_URL or --postgres")?;
+    let plan = replicas::Plan {
+        counts: opts.replicas.clone(),
+        seconds: Duration::from_secs(opts.seconds),
+        connections: opts.connections,
+        backlog: opts.replica_backlog,
+        logins: opts.login_connections,
+    };
+    let password_hash = limits::argon2id_hash(flows::PASSWORD)?;
+    replicas::run_and_print(&opts.lanyard, url, &password_hash, &plan, false).await
 }

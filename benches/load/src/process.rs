@@ -32,7 +32,7 @@ pub struct Setup {
     pub telemetry: SocketAddr,
 }
 
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
@@ -236,7 +236,8 @@ impl Drop for Database {
     }
 }
 
-fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+/// Runs `sql`; returns its rows, one a line, fields separated by `|`.
+pub fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     let out = Command::new("psql")
         .arg(url)
         .arg("-qAtc")
@@ -249,5 +250,5 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

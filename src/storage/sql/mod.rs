@@ -130,6 +130,10 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// Deletes shared password-attempt counters past `forget_at` ($1), at most $2 of them;
     /// `None` where no counters are shared.
     const SWEEP_LOGIN_ATTEMPTS: Option<&'static str> = None;
+    /// Appended to each sweep's bounded sub-select (see [`sweep_statement`]): PostgreSQL's
+    /// `FOR UPDATE SKIP LOCKED`, so that replicas sweeping at once take disjoint rows instead
+    /// of queueing on each other's. SQLite has one writer and no row locks.
+    const SWEEP_ROW_LOCK: &'static str = "";
 
     /// Applies this database's migrations.
     async fn migrate(pool: &Pool<Self::Db>) -> Result<()>;
@@ -1048,6 +1052,10 @@ where
     }
 
     async fn sweep(&self, cutoffs: &SweepCutoffs) -> Result<Swept> {
+        // Each replica sweeps on its own timer. Without a row lock in the sub-select, two
+        // sweeps pick the same oldest rows: the second waits on the first's row locks until it
+        // commits, then finds them gone, deletes fewer than its batch and ends its pass early;
+        // and as each DELETE locks its rows in its own plan's order, two can deadlock.
         let mut swept = Swept::default();
         if let Some(statement) = D::SWEEP_LOGIN_ATTEMPTS {
             swept.login_attempts = sqlx::query(statement)
@@ -1068,7 +1076,8 @@ where
                 if budget == 0 {
                     break;
                 }
-                *count += sqlx::query(statement)
+                let statement = sweep_statement::<D>(statement);
+                *count += sqlx::query(&statement)
                     .bind(cutoff)
                     .bind(batch_limit(budget))
                     .execute(&self.pool)
@@ -1078,5 +1087,57 @@ where
             }
         }
         Ok(swept)
+    }
+}
+
+/// `statement` (one of `sweep_plan`'s, whose bounded sub-select ends with `LIMIT $2)`) with
+/// the dialect's [`Dialect::SWEEP_ROW_LOCK`] after the LIMIT.
+pub(in crate::storage) fn sweep_statement<D: Dialect>(
+    statement: &'static str,
+) -> std::borrow::Cow<'static, str> {
+    if D::SWEEP_ROW_LOCK.is_empty() {
+        return statement.into();
+    }
+    statement
+        .replacen("LIMIT $2)", &format!("LIMIT $2{})", D::SWEEP_ROW_LOCK), 1)
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::postgres::PostgresDialect;
+    use crate::storage::sqlite::SqliteDialect;
+
+    fn every_sweep_statement() -> Vec<&'static str> {
+        let cutoffs = SweepCutoffs {
+            now: 0,
+            code_cutoff: 0,
+            grant_cutoff: 0,
+            refresh_idle_cutoff: Some(0),
+            rotated_cutoff: 0,
+            batch: 1,
+        };
+        sweep_plan(&cutoffs)
+            .into_iter()
+            .flat_map(|kind| kind.steps.into_iter().map(|(statement, _)| statement))
+            .collect()
+    }
+
+    // The lock is spliced in after the sub-select's LIMIT: a sweep statement written another
+    // way would silently lose it.
+    #[test]
+    fn every_postgres_sweep_skips_rows_another_sweep_holds() {
+        for statement in every_sweep_statement() {
+            let locked = sweep_statement::<PostgresDialect>(statement);
+            assert_eq!(
+                locked.matches("LIMIT $2 FOR UPDATE SKIP LOCKED)").count(),
+                1,
+                "{locked}"
+            );
+            assert_eq!(sweep_statement::<SqliteDialect>(statement), statement);
+        }
+        let logins = PostgresDialect::SWEEP_LOGIN_ATTEMPTS.unwrap_or_default();
+        assert!(logins.contains("FOR UPDATE SKIP LOCKED"), "{logins}");
     }
 }
