@@ -73,7 +73,7 @@ const LOGIN_LOCKED_UNTIL: &str =
 
 /// Counters past `forget_at` ($1), at most $2 of them.
 const SWEEP_LOGIN_ATTEMPTS: &str = "DELETE FROM login_attempts WHERE key_hash IN \
-     (SELECT key_hash FROM login_attempts WHERE forget_at <= $1 LIMIT $2)";
+     (SELECT key_hash FROM login_attempts WHERE forget_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 const DEFAULT_CONN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
@@ -450,6 +450,9 @@ impl Dialect for PostgresDialect {
 
     const KIND: &'static str = "postgres";
     const SWEEP_LOGIN_ATTEMPTS: Option<&'static str> = Some(SWEEP_LOGIN_ATTEMPTS);
+    /// Replicas sweep at once: each takes rows no other sweep holds, instead of waiting for
+    /// another's batch to commit and then finding its rows gone.
+    const SWEEP_SKIP_LOCKED: bool = true;
 
     async fn migrate(pool: &PgPool) -> Result<()> {
         MIGRATOR

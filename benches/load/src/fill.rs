@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::flows::{self, Client};
 use crate::load::{self, Figures};
-use crate::process::{self, Database, Server, Setup, Storage};
+use crate::process::{self, Server, Setup, Storage};
 use crate::{mib, ms, Options, Report, LOGIN, REFRESH};
 
 /// The secret of every filled client (stored, as lanyard does, as its hex SHA-256).
@@ -616,14 +616,7 @@ async fn housekeeping_in(
     password_hash: &str,
 ) -> anyhow::Result<Sweeping> {
     let name = storage.name();
-    let database = match &storage {
-        Storage::Postgres(server) => Some(Database::create(server)?),
-        Storage::Sqlite => None,
-    };
-    let storage = match &database {
-        Some(db) => Storage::Postgres(db.url.clone()),
-        None => Storage::Sqlite,
-    };
+    let (_database, storage) = process::own_database(&storage)?;
     let setup = process::write_config(dir, &storage, password_hash)?;
     let mut config = std::fs::read_to_string(&setup.config)?;
     let _ = writeln!(
@@ -872,6 +865,19 @@ impl Extra {
 mod tests {
     use super::*;
 
+    /// Every table a fill writes, tokens after the grants they reference.
+    const TABLES: [&str; 9] = [
+        "clients",
+        "passwords",
+        "grants",
+        "refresh_tokens",
+        "access_tokens",
+        "sessions",
+        "auth_requests",
+        "auth_codes",
+        "device_requests",
+    ];
+
     #[test]
     fn steady_fill_has_the_sizes_the_issue_asks_for() {
         let c = Fill::Steady { rows: 1_000_000 }.counts();
@@ -907,17 +913,7 @@ mod tests {
             .collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let sql = |text: &str| run_sql(shell, &args, text).unwrap();
-        let tables = [
-            "clients",
-            "passwords",
-            "grants",
-            "refresh_tokens",
-            "access_tokens",
-            "sessions",
-            "auth_requests",
-            "auth_codes",
-            "device_requests",
-        ];
+        let tables = TABLES;
         let json = if postgres {
             "SELECT count(*) FROM grants WHERE (claims::json->>'email') IS NULL \
              OR json_array_length(scopes::json) = 0; \
@@ -992,7 +988,7 @@ mod tests {
             assert!(std::env::var("CI").is_err(), "CI sets DATABASE_URL");
             return;
         };
-        let db = Database::create(&url).unwrap();
+        let db = process::Database::create(&url).unwrap();
         fill_on_schema(
             true,
             "psql",
@@ -1009,17 +1005,7 @@ mod tests {
     fn both_dialects_write_every_statement() {
         for postgres in [false, true] {
             let sql = Fill::Steady { rows: 2000 }.statements(Sql { postgres }, 1_700_000_000, "h");
-            for table in [
-                "clients",
-                "passwords",
-                "grants",
-                "refresh_tokens",
-                "access_tokens",
-                "sessions",
-                "auth_requests",
-                "auth_codes",
-                "device_requests",
-            ] {
+            for table in TABLES {
                 assert!(sql.contains(&format!("INSERT INTO {table} ")), "{table}");
             }
         }

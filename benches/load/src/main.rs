@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 
 use flows::{Client, Session};
 use load::Figures;
-use process::{Database, Server, Storage};
+use process::{Server, Storage};
 
 const USAGE: &str = "usage: lanyard-load [--lanyard PATH] [--postgres URL | --no-postgres] \
 [--seconds N] [--connections N] [--login-connections N] [--fill] [--fill-rows N] \
@@ -167,14 +167,7 @@ async fn bench_in(
 ) -> anyhow::Result<Report> {
     let name = storage.name();
     // Dropped (with the database) when the run ends.
-    let database = match &storage {
-        Storage::Postgres(server) => Some(Database::create(server)?),
-        Storage::Sqlite => None,
-    };
-    let storage = match &database {
-        Some(db) => Storage::Postgres(db.url.clone()),
-        None => Storage::Sqlite,
-    };
+    let (_database, storage) = process::own_database(&storage)?;
     let setup = process::write_config(dir, &storage, password_hash)?;
     eprintln!("[{name}] first start (creates the schema and the first key)");
     let first = Server::start(&opts.lanyard, &setup).await?;

@@ -95,6 +95,15 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// Deletes shared password-attempt counters past `forget_at` ($1), at most $2 of them;
     /// `None` where no counters are shared.
     const SWEEP_LOGIN_ATTEMPTS: Option<&'static str> = None;
+    /// Whether a sweep skips rows another transaction has locked (another replica's sweep)
+    /// instead of waiting for them.
+    const SWEEP_SKIP_LOCKED: bool = false;
+    /// The most rows one sweep statement deletes (a batch may take several).
+    const SWEEP_STATEMENT_ROWS: u32 = u32::MAX;
+
+    /// Called after a sweep statement that deleted rows and took `took`, before the next:
+    /// where the database has one write lock, a pause here lets waiting writers in.
+    async fn after_sweep_statement(_took: std::time::Duration) {}
 
     /// Applies this database's migrations.
     async fn migrate(pool: &Pool<Self::Db>) -> Result<()>;
@@ -481,6 +490,18 @@ where
             "password",
         )
         .await
+    }
+
+    async fn each_password_hash(
+        &self,
+        each: &mut (dyn for<'h> FnMut(&'h str) + Send),
+    ) -> Result<()> {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query_as::<_, HashRow>(SELECT_PASSWORD_HASHES).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.or_storage("password hashes")? {
+            each(&row.hash);
+        }
+        Ok(())
     }
 
     async fn list_passwords(&self) -> Result<Vec<Password>> {
@@ -1070,19 +1091,32 @@ where
             .into_iter()
             .zip(sweep_counts(&mut swept))
         {
-            // The reasons to delete one kind share its batch.
-            for (statement, cutoff) in kind.steps {
-                let budget = u64::from(cutoffs.batch).saturating_sub(*count);
-                if budget == 0 {
-                    break;
+            // The reasons to delete one kind share its batch, which the dialect may split
+            // into shorter statements with pauses between them.
+            for step in kind.steps {
+                let sql = step.sql(D::SWEEP_SKIP_LOCKED);
+                loop {
+                    let budget = u64::from(cutoffs.batch).saturating_sub(*count);
+                    if budget == 0 {
+                        break;
+                    }
+                    let rows = budget.min(u64::from(D::SWEEP_STATEMENT_ROWS));
+                    let started = std::time::Instant::now();
+                    let deleted = sqlx::query(&sql)
+                        .bind(step.cutoff)
+                        .bind(batch_limit(rows))
+                        .execute(&self.pool)
+                        .await
+                        .or_storage(kind.subject)?
+                        .rows_affected();
+                    *count += deleted;
+                    if deleted > 0 {
+                        D::after_sweep_statement(started.elapsed()).await;
+                    }
+                    if deleted < rows {
+                        break;
+                    }
                 }
-                *count += sqlx::query(statement)
-                    .bind(cutoff)
-                    .bind(batch_limit(budget))
-                    .execute(&self.pool)
-                    .await
-                    .or_storage(kind.subject)?
-                    .rows_affected();
             }
         }
         Ok(swept)
