@@ -105,8 +105,11 @@ impl Sql {
 
     /// An upper-case letter from a number below 26.
     fn letter(self, n: &str) -> String {
-        let f = if self.postgres { "chr" } else { "char" };
-        format!("{f}(65 + ({n}))")
+        if self.postgres {
+            format!("chr(CAST(65 + ({n}) AS integer))")
+        } else {
+            format!("char(65 + ({n}))")
+        }
     }
 }
 
