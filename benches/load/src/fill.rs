@@ -385,8 +385,8 @@ fn auth_codes(out: &mut String, sql: Sql, n: u64, prefix: &str, expired: i64) {
     );
 }
 
-/// Rows past every cutoff of housekeeping (`sweep_once`): their keys start with `x`, which no
-/// hex key does, so that what is left of them can be counted.
+/// Rows past every cutoff of housekeeping (`sweep_once`): their keys start with `x~`, which no
+/// key lanyard makes does (hex, or base64url), so that what is left of them can be counted.
 fn expired(out: &mut String, sql: Sql, c: Counts, rows: u64, now: i64) {
     let part = |percent: u64| rows * percent / 100;
     let live = live_grants(rows);
@@ -410,10 +410,10 @@ fn expired(out: &mut String, sql: Sql, c: Counts, rows: u64, now: i64) {
     // Grants revoked two days ago, each with the token it had.
     let _ = writeln!(
         out,
-        "{grant_columns} SELECT 'xg-' || i, 'fill-client-' || (i % 10), 'local', \
+        "{grant_columns} SELECT 'x~g-' || i, 'fill-client-' || (i % 10), 'local', \
          'fill-' || (i % 1000), {claims}, '{SCOPES}', NULL, {now} - 3 * {DAY}, {sealed}, \
          {now} - 3 * {DAY}, {now} - 2 * {DAY} FROM {series};\n\
-         {token_columns} SELECT 'x' || {hex32}, 'xg-' || i, 'fill-client-' || (i % 10), \
+         {token_columns} SELECT 'x~' || {hex32}, 'x~g-' || i, 'fill-client-' || (i % 10), \
          {now} - 3 * {DAY}, {now} - 2 * {DAY}, NULL, NULL, NULL, NULL FROM {series};",
         claims = claims("i % 1000"),
         sealed = sealed_text(sql),
@@ -423,10 +423,10 @@ fn expired(out: &mut String, sql: Sql, c: Counts, rows: u64, now: i64) {
     // absolute lifetime.
     let _ = writeln!(
         out,
-        "{token_columns} SELECT 'x' || {hex32}, 'live-g-' || (i % {live} + 1), \
+        "{token_columns} SELECT 'x~' || {hex32}, 'live-g-' || (i % {live} + 1), \
          'fill-client-' || (i % 10), {now} - 9 * {DAY}, {now} - 8 * {DAY}, NULL, \
          {now} - 8 * {DAY}, {hex32}, {blob} FROM {rotated};\n\
-         {token_columns} SELECT 'x' || {hex32}, 'live-g-' || (i % {live} + 1), \
+         {token_columns} SELECT 'x~' || {hex32}, 'live-g-' || (i % {live} + 1), \
          'fill-client-' || (i % 10), {now} - 40 * {DAY}, {now} - {DAY}, {now} - 60 - i % 3600, \
          NULL, NULL, NULL FROM {ended};",
         blob = sql.blob(60),
@@ -436,7 +436,7 @@ fn expired(out: &mut String, sql: Sql, c: Counts, rows: u64, now: i64) {
     let _ = writeln!(
         out,
         "INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at, scopes) \
-         SELECT 'x' || {hex32}, 'live-g-' || (i % {live} + 1), 'fill-client-' || (i % 10), \
+         SELECT 'x~' || {hex32}, 'live-g-' || (i % {live} + 1), 'fill-client-' || (i % 10), \
          {now} - 2 * {DAY}, {now} - {DAY} - i % 3600, NULL FROM {series};",
         series = sql.series(c.access_tokens),
     );
@@ -444,14 +444,14 @@ fn expired(out: &mut String, sql: Sql, c: Counts, rows: u64, now: i64) {
         out,
         "INSERT INTO sessions (id, user_id, connector_id, claims, connector_data, auth_time, \
          created_at, expires_at, revoked_at) \
-         SELECT 'x' || {hex32}, 'fill-' || (i % 1000), 'local', {claims}, {sealed}, \
+         SELECT 'x~' || {hex32}, 'fill-' || (i % 1000), 'local', {claims}, {sealed}, \
          {now} - 2 * {DAY}, {now} - 2 * {DAY}, {now} - 60 - i % 3600, NULL FROM {series};",
         claims = claims("i % 1000"),
         sealed = sealed_text(sql),
         series = sql.series(c.sessions),
     );
-    auth_requests(out, sql, c.auth_requests, "x", now - 60);
-    auth_codes(out, sql, c.auth_codes, "x", now - 2 * DAY);
+    auth_requests(out, sql, c.auth_requests, "x~", now - 60);
+    auth_codes(out, sql, c.auth_codes, "x~", now - 2 * DAY);
 }
 
 /// Rows of an `Expired` fill that housekeeping has not deleted yet.
@@ -462,7 +462,7 @@ pub fn expired_left(storage: &Storage, setup: &Setup) -> anyhow::Result<u64> {
 
 fn count_expired(shell: &str, args: &[String]) -> anyhow::Result<u64> {
     let count = |table: &str, key: &str| {
-        format!("(SELECT count(*) FROM {table} WHERE {key} >= 'x' AND {key} < 'y')")
+        format!("(SELECT count(*) FROM {table} WHERE {key} >= 'x~' AND {key} < 'x~~')")
     };
     let query = format!(
         "SELECT {} + {} + {} + {} + {} + {};",
