@@ -1,6 +1,7 @@
 //! Building a running lanyard from a validated config: storage, keys, connectors, clients,
 //! and the background tasks (key rotation, housekeeping).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,9 +17,10 @@ use lanyard_connectors::google::{GoogleConfig, GoogleConnector};
 use lanyard_connectors::microsoft::{MicrosoftConfig, MicrosoftConnector};
 use lanyard_connectors::mock::{MockCallbackConnector, MockPasswordConnector};
 use lanyard_connectors::oauth::OAuthConnector;
+use lanyard_connectors::password_hash::inspect as inspect_hash;
 use lanyard_connectors::saml::{SamlConfig, SamlConnector};
 use lanyard_connectors::{
-    ConnectorError, LdapConfig, LdapConnector, LocalConnector, LocalProfile, LocalUser,
+    ConnectorError, HashKind, LdapConfig, LdapConnector, LocalConnector, LocalProfile, LocalUser,
     LocalUserDirectory, OidcConfig, OidcConnector, PasswordHasher,
 };
 use rand::RngCore;
@@ -263,13 +265,17 @@ pub(super) async fn learn_hash_kinds(
     config: &Config,
     storage: &SharedStorage,
 ) -> Result<(), AppError> {
-    let stored = storage.list_passwords().await?;
-    let hashes = config
-        .static_passwords
-        .iter()
-        .map(|p| p.hash.as_str())
-        .chain(stored.iter().map(|p| p.hash.as_str()));
-    let learned = match hasher.learn_kinds(hashes).await {
+    // One hash of each kind: the password database may hold many users, and holding all
+    // their rows at once would make resident memory grow with it.
+    let mut kinds: HashMap<HashKind, String> = HashMap::new();
+    let mut keep = |hash: &str| {
+        if let Ok(kind) = inspect_hash(hash) {
+            kinds.entry(kind).or_insert_with(|| hash.to_string());
+        }
+    };
+    config.static_passwords.iter().for_each(|p| keep(&p.hash));
+    storage.each_password_hash(&mut keep).await?;
+    let learned = match hasher.learn_kinds(kinds.values().map(String::as_str)).await {
         Ok(()) => hasher.warm_up().await,
         Err(e) => Err(e),
     };

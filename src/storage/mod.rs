@@ -93,6 +93,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn get_password(&self, email: &str) -> Result<Option<Password>>;
     async fn get_password_by_username(&self, username: &str) -> Result<Option<Password>>;
     async fn list_passwords(&self) -> Result<Vec<Password>>;
+    /// Calls `each` with every stored password hash, one row at a time, so that reading them
+    /// all takes memory for one row however many users there are.
+    async fn each_password_hash(
+        &self,
+        each: &mut (dyn for<'h> FnMut(&'h str) + Send),
+    ) -> Result<()>;
     async fn update_password(&self, password: &Password) -> Result<()>;
     async fn delete_password(&self, email: &str) -> Result<bool>;
 

@@ -72,10 +72,9 @@ const LOGIN_LOCKED_UNTIL: &str =
     "SELECT max(locked_until) FROM login_attempts WHERE key_hash = ANY($1) AND locked_until > $2";
 
 /// Counters past `forget_at` ($1), at most $2 of them; rows another replica's sweep (or a
-/// login attempt) holds are skipped, not waited for (see [`Dialect::SWEEP_ROW_LOCK`]).
+/// login attempt) holds are skipped, not waited for (see [`Dialect::SWEEP_SKIP_LOCKED`]).
 const SWEEP_LOGIN_ATTEMPTS: &str = "DELETE FROM login_attempts WHERE key_hash IN \
      (SELECT key_hash FROM login_attempts WHERE forget_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
-const SWEEP_ROW_LOCK: &str = " FOR UPDATE SKIP LOCKED";
 
 const DEFAULT_CONN_TIMEOUT: Duration = Duration::from_secs(5);
 /// sqlx's own default, kept when `connMaxLifetime` is not set.
@@ -469,7 +468,9 @@ impl Dialect for PostgresDialect {
 
     const KIND: &'static str = "postgres";
     const SWEEP_LOGIN_ATTEMPTS: Option<&'static str> = Some(SWEEP_LOGIN_ATTEMPTS);
-    const SWEEP_ROW_LOCK: &'static str = SWEEP_ROW_LOCK;
+    /// Replicas sweep at once: each takes rows no other sweep holds, instead of waiting for
+    /// another's batch to commit and then finding its rows gone.
+    const SWEEP_SKIP_LOCKED: bool = true;
 
     async fn migrate(pool: &PgPool) -> Result<()> {
         MIGRATOR

@@ -29,6 +29,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// One writer at a time anyway; a few connections let reads proceed alongside it.
 const FILE_POOL_SIZE: u32 = 4;
+/// Rows per sweep statement; a batch of housekeeping takes several statements.
+const SWEEP_STATEMENT_ROWS: u32 = 200;
+/// The least pause between two sweep statements.
+const SWEEP_PAUSE: Duration = Duration::from_millis(10);
 /// Bytes per page of a new database file.
 const SQLITE_PAGE_SIZE: u32 = 1024;
 /// Page cache per connection: negative means KiB (SQLite's `cache_size` convention).
@@ -255,6 +259,15 @@ impl Dialect for SqliteDialect {
     type Db = Sqlite;
 
     const KIND: &'static str = "sqlite";
+    /// A few milliseconds of the write lock per statement, even on a large table.
+    const SWEEP_STATEMENT_ROWS: u32 = SWEEP_STATEMENT_ROWS;
+
+    /// A writer that found the lock taken polls it (SQLite's busy handler sleeps 1, 2, 5,
+    /// 10 ms and longer between tries), so a sweep that took the lock again at once would
+    /// shut it out for the whole backlog: the pause outlasts the first polls' gaps.
+    async fn after_sweep_statement(took: Duration) {
+        tokio::time::sleep((took * 2).max(SWEEP_PAUSE)).await;
+    }
 
     async fn migrate(pool: &SqlitePool) -> Result<()> {
         MIGRATOR

@@ -168,6 +168,8 @@ conformance!(
     login_attempts_are_reserved_atomically_across_pools,
     stored_connectors_round_trip_and_count_versions,
     connector_changes_through_one_pool_move_the_generation_another_reads,
+    sweep_clears_a_large_backlog_in_one_call,
+    password_hashes_are_read_one_by_one,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -3258,4 +3260,115 @@ async fn connector_changes_through_one_pool_move_the_generation_another_reads(db
     assert!(other.delete_connector("ldap").await.unwrap());
     assert_ne!(db.s().connectors_generation().await.unwrap(), moved);
     assert_eq!(db.s().list_connectors().await.unwrap(), vec![]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Housekeeping of a large backlog
+
+/// Sessions that expired before `NOW`, with ids in insertion order.
+async fn expired_sessions(s: &dyn Storage, n: usize) {
+    for i in 0..n {
+        s.create_session(&session(&format!("old-{i:05}"), NOW - 10))
+            .await
+            .unwrap();
+    }
+}
+
+async fn sweep_clears_a_large_backlog_in_one_call(db: &TestDb) {
+    let s = db.s();
+    expired_sessions(s, 1200).await;
+    s.create_session(&session("live", NOW + 3600))
+        .await
+        .unwrap();
+    let swept = s.sweep(&cutoffs(NOW - 300, NOW - 500, 5000)).await.unwrap();
+    assert_eq!(swept.sessions, 1200, "every expired session, in one call");
+    assert!(s.get_session("live").await.unwrap().is_some());
+    assert_eq!(
+        s.sweep(&cutoffs(NOW - 300, NOW - 500, 5000)).await.unwrap(),
+        Swept::default()
+    );
+    // A batch smaller than the backlog stops at the batch, however the dialect splits it.
+    expired_sessions(s, 700).await;
+    let swept = s.sweep(&cutoffs(NOW - 300, NOW - 500, 450)).await.unwrap();
+    assert_eq!(swept.sessions, 450);
+}
+
+async fn password_hashes_are_read_one_by_one(db: &TestDb) {
+    let s = db.s();
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        let mut p = password(&format!("u{i}@example.com"), &format!("u{i}"));
+        p.hash = format!("$2a$1{i}$abcdefghijklmnopqrstuv0123456789012345678901234567890");
+        expected.push(p.hash.clone());
+        s.create_password(&p).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    s.each_password_hash(&mut |h| seen.push(h.to_string()))
+        .await
+        .unwrap();
+    seen.sort();
+    assert_eq!(seen, expected);
+}
+
+/// SQLite has one write lock: a sweep of a backlog larger than one statement's rows pauses
+/// between statements, so a write from another connection (the batch writer, another
+/// request) gets in while the sweep is still going instead of after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_sweep_of_a_backlog_lets_another_writer_in_before_it_ends() {
+    let db = TestDb::sqlite().await;
+    expired_sessions(db.s(), 4000).await;
+    let other = db.open_another().await;
+    let sweeper = db.storage.clone();
+    let sweep =
+        tokio::spawn(async move { sweeper.sweep(&cutoffs(NOW - 300, NOW - 500, 10_000)).await });
+    // The sweep has begun once the first session is gone.
+    while other.get_session("old-00000").await.unwrap().is_some() {
+        assert!(!sweep.is_finished(), "the sweep ended before it was seen");
+        tokio::task::yield_now().await;
+    }
+    other
+        .create_session(&session("new", NOW + 3600))
+        .await
+        .unwrap();
+    assert!(
+        !sweep.is_finished(),
+        "the write waited for the whole sweep to end"
+    );
+    assert_eq!(sweep.await.unwrap().unwrap().sessions, 4000);
+    assert!(db.s().get_session("new").await.unwrap().is_some());
+}
+
+/// On PostgreSQL replicas sweep at once: a sweep skips rows another transaction holds (an
+/// overlapping sweep) instead of waiting for it, and deletes them in a later pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_sweep_skips_rows_another_transaction_holds() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    expired_sessions(db.s(), 10).await;
+    let url = db._postgres.as_ref().map(|p| p.url().to_string()).unwrap();
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::query("SELECT id FROM sessions WHERE id = 'old-00003' FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // Not a speed limit: a sweep that queued on the held row would wait for as long as the
+    // transaction stays open, which is until after this.
+    let swept = tokio::time::timeout(
+        Duration::from_secs(60),
+        db.s().sweep(&cutoffs(NOW - 300, NOW - 500, 100)),
+    )
+    .await
+    .expect("the sweep waited for the held row")
+    .unwrap();
+    assert_eq!(swept.sessions, 9);
+    tx.rollback().await.unwrap();
+    let swept = db
+        .s()
+        .sweep(&cutoffs(NOW - 300, NOW - 500, 100))
+        .await
+        .unwrap();
+    assert_eq!(swept.sessions, 1);
 }

@@ -2,6 +2,7 @@
 //! from a closed loop of keep-alive connections, measures the machine's own RSA and argon2id
 //! limits in the same run, and prints one table. `benches/run.sh` builds and calls it.
 
+mod fill;
 mod flows;
 mod http;
 mod limits;
@@ -17,15 +18,22 @@ use anyhow::{bail, Context};
 
 use flows::{Client, Session};
 use load::Figures;
-use process::{Database, Server, Storage};
+use process::{Server, Storage};
 
 const USAGE: &str = "usage: lanyard-load [--lanyard PATH] [--postgres URL | --no-postgres] \
-[--seconds N] [--connections N] [--login-connections N] [--smoke] \
-[--replicas 1,2,3 [--replica-backlog ROWS]]\n\
-  --replicas  instead of the table, 1, 2 and 3 lanyards on one PostgreSQL database \
+[--seconds N] [--connections N] [--login-connections N] [--fill] [--fill-rows N] \
+[--housekeeping] [--replicas 1,2,3 [--replica-backlog ROWS]] [--smoke]\n\
+  --fill          also run every scenario on a database filled to a realistic size first, \
+and print filled against fresh\n\
+  --fill-rows N   grants and refresh tokens in the filled database (default 1000000; a tenth \
+as many users, a hundredth as many clients); also the expired rows of --housekeeping\n\
+  --housekeeping  p99 of logins and refreshes while housekeeping deletes --fill-rows expired \
+rows, beside the same load once it is done\n\
+  --replicas      instead of the table, 1, 2 and 3 lanyards on one PostgreSQL database \
 (see docs/scaling.md); --replica-backlog writes expired rows for their housekeeping to sweep\n\
-  --smoke  one second per scenario and per limit; exit 1 if any request failed (for CI: \
-it proves the command works, its figures mean nothing)";
+  --smoke  one second per scenario and per limit, --fill and --housekeeping with 2000 rows, \
+2 replicas; exit 1 if any request failed (for CI: it proves the command works, its figures \
+mean nothing)";
 
 struct Options {
     lanyard: PathBuf,
@@ -40,6 +48,10 @@ struct Options {
     /// Replica counts for `replicas::run`; empty: the usual table.
     replicas: Vec<usize>,
     replica_backlog: u64,
+    /// Rows of `--fill` and `--housekeeping`.
+    fill_rows: u64,
+    fill: bool,
+    housekeeping: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -54,6 +66,7 @@ fn options() -> anyhow::Result<Options> {
     let mut smoke = false;
     let mut replicas = Vec::new();
     let mut replica_backlog = 0;
+    let (mut fill, mut housekeeping, mut fill_rows) = (false, false, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -64,6 +77,11 @@ fn options() -> anyhow::Result<Options> {
             "--smoke" => {
                 smoke = true;
                 seconds = 1;
+            }
+            "--fill" => fill = true,
+            "--housekeeping" => housekeeping = true,
+            "--fill-rows" => {
+                fill_rows = Some(value("--fill-rows")?.parse().context("--fill-rows")?)
             }
             "--seconds" => seconds = value("--seconds")?.parse().context("--seconds")?,
             "--connections" => {
@@ -110,6 +128,9 @@ fn options() -> anyhow::Result<Options> {
         smoke,
         replicas,
         replica_backlog,
+        fill_rows: fill_rows.unwrap_or(if smoke { 2000 } else { 1_000_000 }),
+        fill: fill || smoke,
+        housekeeping: housekeeping || smoke,
     })
 }
 
@@ -121,6 +142,8 @@ struct Report {
     end_rss_kib: u64,
     peak_rss_kib: u64,
     rows: Vec<(&'static str, Figures)>,
+    /// How long filling the database took, on a filled run.
+    filled_in: Option<Duration>,
 }
 
 impl Report {
@@ -150,11 +173,16 @@ const LOGIN: &str = "password login";
 const CODE: &str = "authorization_code";
 const REFRESH: &str = "refresh_token";
 
-async fn bench(opts: &Options, storage: Storage, password_hash: &str) -> anyhow::Result<Report> {
+async fn bench(
+    opts: &Options,
+    storage: Storage,
+    password_hash: &str,
+    fill: Option<fill::Fill>,
+) -> anyhow::Result<Report> {
     let name = storage.name();
     let dir = std::env::temp_dir().join(format!("lanyard-bench-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = bench_in(opts, &dir, storage, password_hash).await;
+    let result = bench_in(opts, &dir, storage, password_hash, fill).await;
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -166,22 +194,26 @@ async fn bench_in(
     dir: &std::path::Path,
     storage: Storage,
     password_hash: &str,
+    fill: Option<fill::Fill>,
 ) -> anyhow::Result<Report> {
     let name = storage.name();
     // Dropped (with the database) when the run ends.
-    let database = match &storage {
-        Storage::Postgres(server) => Some(Database::create(server)?),
-        Storage::Sqlite => None,
-    };
-    let storage = match &database {
-        Some(db) => Storage::Postgres(db.url.clone()),
-        None => Storage::Sqlite,
-    };
+    let (_database, storage) = process::own_database(&storage)?;
     let setup = process::write_config(dir, &storage, password_hash)?;
     eprintln!("[{name}] first start (creates the schema and the first key)");
     let first = Server::start(&opts.lanyard, &setup).await?;
     let ready_fresh = first.ready_after;
     first.stop()?;
+    let filled_in = match fill {
+        Some(f) => {
+            eprintln!(
+                "[{name}] filling the database ({} rows)",
+                f.counts().total()
+            );
+            Some(f.apply(&opts.lanyard, &setup, &storage, password_hash)?)
+        }
+        None => None,
+    };
     let server = Server::start(&opts.lanyard, &setup).await?;
     let ready_restart = server.ready_after;
     let pid = server.pid();
@@ -354,6 +386,7 @@ async fn bench_in(
         end_rss_kib,
         peak_rss_kib,
         rows,
+        filled_in,
     })
 }
 
@@ -525,18 +558,21 @@ async fn main() -> anyhow::Result<()> {
     let argon_parallel = limits::argon2id_parallel(cores, limit_time)?;
     let password_hash = limits::argon2id_hash(flows::PASSWORD)?;
 
-    let mut reports = vec![bench(&opts, Storage::Sqlite, &password_hash).await?];
+    let mut reports = vec![bench(&opts, Storage::Sqlite, &password_hash, None).await?];
     match &opts.postgres {
         Some(url) => {
-            reports.push(bench(&opts, Storage::Postgres(url.clone()), &password_hash).await?)
+            reports.push(bench(&opts, Storage::Postgres(url.clone()), &password_hash, None).await?)
         }
         None => eprintln!("no DATABASE_URL or --postgres: PostgreSQL skipped"),
     }
+    let more = fill::extra_runs(&opts, &password_hash).await?;
     print(&opts, rsa, (argon_core, argon_parallel), cores, &reports);
+    more.print(&reports);
     if opts.smoke {
         println!("(a smoke run: it checks that every request succeeded, not the figures)");
-        let failed: Vec<String> = reports
+        let mut failed: Vec<String> = reports
             .iter()
+            .chain(&more.filled)
             .flat_map(|r| {
                 r.rows
                     .iter()
@@ -546,6 +582,7 @@ async fn main() -> anyhow::Result<()> {
                     })
             })
             .collect();
+        failed.extend(more.failures());
         if !failed.is_empty() {
             bail!("requests failed: {}", failed.join("; "));
         }

@@ -227,6 +227,19 @@ impl Database {
     }
 }
 
+/// The storage a run uses: on PostgreSQL a database of its own, created now and dropped with
+/// the returned [`Database`].
+pub fn own_database(storage: &Storage) -> anyhow::Result<(Option<Database>, Storage)> {
+    Ok(match storage {
+        Storage::Postgres(server) => {
+            let db = Database::create(server)?;
+            let url = db.url.clone();
+            (Some(db), Storage::Postgres(url))
+        }
+        Storage::Sqlite => (None, Storage::Sqlite),
+    })
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
         let _ = psql(

@@ -130,10 +130,15 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// Deletes shared password-attempt counters past `forget_at` ($1), at most $2 of them;
     /// `None` where no counters are shared.
     const SWEEP_LOGIN_ATTEMPTS: Option<&'static str> = None;
-    /// Appended to each sweep's bounded sub-select (see [`sweep_statement`]): PostgreSQL's
-    /// `FOR UPDATE SKIP LOCKED`, so that replicas sweeping at once take disjoint rows instead
-    /// of queueing on each other's. SQLite has one writer and no row locks.
-    const SWEEP_ROW_LOCK: &'static str = "";
+    /// Whether a sweep skips rows another transaction has locked (another replica's sweep)
+    /// instead of waiting for them.
+    const SWEEP_SKIP_LOCKED: bool = false;
+    /// The most rows one sweep statement deletes (a batch may take several).
+    const SWEEP_STATEMENT_ROWS: u32 = u32::MAX;
+
+    /// Called after a sweep statement that deleted rows and took `took`, before the next:
+    /// where the database has one write lock, a pause here lets waiting writers in.
+    async fn after_sweep_statement(_took: std::time::Duration) {}
 
     /// Applies this database's migrations.
     async fn migrate(pool: &Pool<Self::Db>) -> Result<()>;
@@ -508,6 +513,18 @@ where
             "password",
         )
         .await
+    }
+
+    async fn each_password_hash(
+        &self,
+        each: &mut (dyn for<'h> FnMut(&'h str) + Send),
+    ) -> Result<()> {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query_as::<_, HashRow>(SELECT_PASSWORD_HASHES).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.or_storage("password hashes")? {
+            each(&row.hash);
+        }
+        Ok(())
     }
 
     async fn list_passwords(&self) -> Result<Vec<Password>> {
@@ -1070,37 +1087,36 @@ where
             .into_iter()
             .zip(sweep_counts(&mut swept))
         {
-            // The reasons to delete one kind share its batch.
-            for (statement, cutoff) in kind.steps {
-                let budget = u64::from(cutoffs.batch).saturating_sub(*count);
-                if budget == 0 {
-                    break;
+            // The reasons to delete one kind share its batch, which the dialect may split
+            // into shorter statements with pauses between them.
+            for step in kind.steps {
+                let sql = step.sql(D::SWEEP_SKIP_LOCKED);
+                loop {
+                    let budget = u64::from(cutoffs.batch).saturating_sub(*count);
+                    if budget == 0 {
+                        break;
+                    }
+                    let rows = budget.min(u64::from(D::SWEEP_STATEMENT_ROWS));
+                    let started = std::time::Instant::now();
+                    let deleted = sqlx::query(&sql)
+                        .bind(step.cutoff)
+                        .bind(batch_limit(rows))
+                        .execute(&self.pool)
+                        .await
+                        .or_storage(kind.subject)?
+                        .rows_affected();
+                    *count += deleted;
+                    if deleted > 0 {
+                        D::after_sweep_statement(started.elapsed()).await;
+                    }
+                    if deleted < rows {
+                        break;
+                    }
                 }
-                let statement = sweep_statement::<D>(statement);
-                *count += sqlx::query(&statement)
-                    .bind(cutoff)
-                    .bind(batch_limit(budget))
-                    .execute(&self.pool)
-                    .await
-                    .or_storage(kind.subject)?
-                    .rows_affected();
             }
         }
         Ok(swept)
     }
-}
-
-/// `statement` (one of `sweep_plan`'s, whose bounded sub-select ends with `LIMIT $2)`) with
-/// the dialect's [`Dialect::SWEEP_ROW_LOCK`] after the LIMIT.
-pub(in crate::storage) fn sweep_statement<D: Dialect>(
-    statement: &'static str,
-) -> std::borrow::Cow<'static, str> {
-    if D::SWEEP_ROW_LOCK.is_empty() {
-        return statement.into();
-    }
-    statement
-        .replacen("LIMIT $2)", &format!("LIMIT $2{})", D::SWEEP_ROW_LOCK), 1)
-        .into()
 }
 
 #[cfg(test)]
@@ -1109,7 +1125,7 @@ mod tests {
     use crate::storage::postgres::PostgresDialect;
     use crate::storage::sqlite::SqliteDialect;
 
-    fn every_sweep_statement() -> Vec<&'static str> {
+    fn every_sweep_step() -> Vec<SweepStep> {
         let cutoffs = SweepCutoffs {
             now: 0,
             code_cutoff: 0,
@@ -1120,22 +1136,19 @@ mod tests {
         };
         sweep_plan(&cutoffs)
             .into_iter()
-            .flat_map(|kind| kind.steps.into_iter().map(|(statement, _)| statement))
+            .flat_map(|kind| kind.steps)
             .collect()
     }
 
-    // The lock is spliced in after the sub-select's LIMIT: a sweep statement written another
-    // way would silently lose it.
+    // Replicas sweep at once on PostgreSQL: a sweep statement without the lock would queue
+    // on another replica's rows.
     #[test]
     fn every_postgres_sweep_skips_rows_another_sweep_holds() {
-        for statement in every_sweep_statement() {
-            let locked = sweep_statement::<PostgresDialect>(statement);
-            assert_eq!(
-                locked.matches("LIMIT $2 FOR UPDATE SKIP LOCKED)").count(),
-                1,
-                "{locked}"
-            );
-            assert_eq!(sweep_statement::<SqliteDialect>(statement), statement);
+        for step in every_sweep_step() {
+            let locked = step.sql(PostgresDialect::SWEEP_SKIP_LOCKED);
+            assert_eq!(locked.matches("SKIP LOCKED)").count(), 1, "{locked}");
+            let plain = step.sql(SqliteDialect::SWEEP_SKIP_LOCKED);
+            assert!(!plain.contains("FOR UPDATE"), "{plain}");
         }
         let logins = PostgresDialect::SWEEP_LOGIN_ATTEMPTS.unwrap_or_default();
         assert!(logins.contains("FOR UPDATE SKIP LOCKED"), "{logins}");

@@ -45,6 +45,7 @@ pub(in crate::storage) fn select_password_by_username() -> String {
 pub(in crate::storage) fn list_passwords() -> String {
     format!("{PASSWORD_SELECT} ORDER BY email")
 }
+pub(in crate::storage) const SELECT_PASSWORD_HASHES: &str = "SELECT hash FROM passwords";
 pub(in crate::storage) const DELETE_PASSWORD: &str = "DELETE FROM passwords WHERE email = $1";
 
 pub(in crate::storage) const INSERT_AUTH_REQUEST: &str =
@@ -232,74 +233,144 @@ pub(in crate::storage) const LIST_SESSIONS: &str =
 // Sweeps delete through a bounded sub-select so that one call holds locks for a short time.
 // Every statement takes the cutoff as $1 and the row limit as $2, and each reason for
 // deleting a kind is its own statement so that each can use its index.
-pub(in crate::storage) const SWEEP_AUTH_REQUESTS: &str = "DELETE FROM auth_requests WHERE id IN \
-     (SELECT id FROM auth_requests WHERE expires_at < $1 LIMIT $2)";
-pub(in crate::storage) const SWEEP_AUTH_CODES: &str = "DELETE FROM auth_codes WHERE code_hash IN \
-     (SELECT code_hash FROM auth_codes WHERE expires_at < $1 LIMIT $2)";
-pub(in crate::storage) const SWEEP_ACCESS_TOKENS: &str =
-    "DELETE FROM access_tokens WHERE token_hash IN \
-     (SELECT token_hash FROM access_tokens WHERE expires_at < $1 LIMIT $2)";
-pub(in crate::storage) const SWEEP_ACCESS_TOKENS_OF_REVOKED_GRANTS: &str =
-    "DELETE FROM access_tokens \
-     WHERE token_hash IN (SELECT token_hash FROM access_tokens WHERE grant_id IN \
-     (SELECT id FROM grants WHERE revoked_at IS NOT NULL AND revoked_at < $1) LIMIT $2)";
-pub(in crate::storage) const SWEEP_EXPIRED_REFRESH_TOKENS: &str = "DELETE FROM refresh_tokens \
-     WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
-     WHERE expires_at IS NOT NULL AND expires_at < $1 LIMIT $2)";
-pub(in crate::storage) const SWEEP_IDLE_REFRESH_TOKENS: &str = "DELETE FROM refresh_tokens \
-     WHERE token_hash IN (SELECT token_hash FROM refresh_tokens WHERE last_used_at < $1 LIMIT $2)";
-/// Only rotated tokens: the family's current token stays until it expires or idles.
-pub(in crate::storage) const SWEEP_ROTATED_REFRESH_TOKENS: &str = "DELETE FROM refresh_tokens \
-     WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
-     WHERE rotated_at IS NOT NULL AND rotated_at < $1 LIMIT $2)";
-pub(in crate::storage) const SWEEP_REFRESH_TOKENS_OF_REVOKED_GRANTS: &str =
-    "DELETE FROM refresh_tokens \
-     WHERE token_hash IN (SELECT token_hash FROM refresh_tokens WHERE grant_id IN \
-     (SELECT id FROM grants WHERE revoked_at IS NOT NULL AND revoked_at < $1) LIMIT $2)";
-/// Grants whose tokens the statements above have all deleted; the rest go in a later sweep.
-pub(in crate::storage) const SWEEP_GRANTS: &str = "DELETE FROM grants WHERE id IN \
-     (SELECT g.id FROM grants g WHERE g.revoked_at IS NOT NULL AND g.revoked_at < $1 \
-      AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = g.id) \
-      AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id) \
-      LIMIT $2)";
-pub(in crate::storage) const SWEEP_DEVICE_REQUESTS: &str =
-    "DELETE FROM device_requests WHERE user_code IN \
-     (SELECT user_code FROM device_requests WHERE expires_at < $1 LIMIT $2)";
-pub(in crate::storage) const SWEEP_EXPIRED_SESSIONS: &str = "DELETE FROM sessions WHERE id IN \
-     (SELECT id FROM sessions WHERE expires_at < $1 LIMIT $2)";
-pub(in crate::storage) const SWEEP_REVOKED_SESSIONS: &str = "DELETE FROM sessions WHERE id IN \
-     (SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at < $1 LIMIT $2)";
+
+/// One statement of a sweep: `DELETE FROM table WHERE key IN (select LIMIT $2)`, where the
+/// dialect may lock the selected rows of `alias` (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so
+/// that replicas sweeping at once take different rows instead of queueing on the same ones).
+pub(in crate::storage) struct SweepStep {
+    table: &'static str,
+    key: &'static str,
+    alias: &'static str,
+    select: &'static str,
+    pub cutoff: UnixTime,
+}
+
+impl SweepStep {
+    pub(in crate::storage) fn sql(&self, skip_locked: bool) -> String {
+        let lock = if skip_locked {
+            format!(" FOR UPDATE OF {} SKIP LOCKED", self.alias)
+        } else {
+            String::new()
+        };
+        format!(
+            "DELETE FROM {} WHERE {} IN ({} LIMIT $2{lock})",
+            self.table, self.key, self.select
+        )
+    }
+}
+
+const fn step(
+    table: &'static str,
+    key: &'static str,
+    select: &'static str,
+    cutoff: UnixTime,
+) -> SweepStep {
+    SweepStep {
+        table,
+        key,
+        alias: table,
+        select,
+        cutoff,
+    }
+}
+
+/// The tokens of grants revoked before $1, found from the grants' side (in the order of
+/// their revocation): the grants these free are the first `SWEEP_GRANTS` finds, where a
+/// search from the tokens' side would leave them anywhere and make that sweep read past
+/// every revoked grant that still has tokens, in every batch.
+const fn tokens_of_revoked_grants(
+    table: &'static str,
+    select: &'static str,
+    cutoff: UnixTime,
+) -> SweepStep {
+    SweepStep {
+        table,
+        key: "token_hash",
+        alias: "t",
+        select,
+        cutoff,
+    }
+}
+
+macro_rules! tokens_of_revoked_grants {
+    ($table:literal) => {
+        concat!(
+            "SELECT t.token_hash FROM grants g JOIN ",
+            $table,
+            " t ON t.grant_id = g.id WHERE g.revoked_at IS NOT NULL AND g.revoked_at < $1"
+        )
+    };
+}
 
 /// One kind of row housekeeping deletes: the statements (with their cutoffs) that share the
 /// kind's batch, in order.
 pub(in crate::storage) struct SweepKind {
     pub subject: &'static str,
-    pub steps: Vec<(&'static str, UnixTime)>,
+    pub steps: Vec<SweepStep>,
 }
 
 /// What `sweep` runs, in order. Tokens go before grants, so that a revoked grant whose
 /// tokens fit in this batch is deleted in the same call.
 pub(in crate::storage) fn sweep_plan(c: &SweepCutoffs) -> [SweepKind; 7] {
-    let mut refresh = vec![(SWEEP_EXPIRED_REFRESH_TOKENS, c.now)];
+    let mut refresh = vec![step(
+        "refresh_tokens",
+        "token_hash",
+        "SELECT token_hash FROM refresh_tokens WHERE expires_at IS NOT NULL AND expires_at < $1",
+        c.now,
+    )];
     if let Some(idle) = c.refresh_idle_cutoff {
-        refresh.push((SWEEP_IDLE_REFRESH_TOKENS, idle));
+        refresh.push(step(
+            "refresh_tokens",
+            "token_hash",
+            "SELECT token_hash FROM refresh_tokens WHERE last_used_at < $1",
+            idle,
+        ));
     }
-    refresh.push((SWEEP_ROTATED_REFRESH_TOKENS, c.rotated_cutoff));
-    refresh.push((SWEEP_REFRESH_TOKENS_OF_REVOKED_GRANTS, c.grant_cutoff));
+    // Only rotated tokens: the family's current token stays until it expires or idles.
+    refresh.push(step(
+        "refresh_tokens",
+        "token_hash",
+        "SELECT token_hash FROM refresh_tokens WHERE rotated_at IS NOT NULL AND rotated_at < $1",
+        c.rotated_cutoff,
+    ));
+    refresh.push(tokens_of_revoked_grants(
+        "refresh_tokens",
+        tokens_of_revoked_grants!("refresh_tokens"),
+        c.grant_cutoff,
+    ));
     [
         SweepKind {
             subject: "expired auth requests",
-            steps: vec![(SWEEP_AUTH_REQUESTS, c.now)],
+            steps: vec![step(
+                "auth_requests",
+                "id",
+                "SELECT id FROM auth_requests WHERE expires_at < $1",
+                c.now,
+            )],
         },
         SweepKind {
             subject: "expired authorization codes",
-            steps: vec![(SWEEP_AUTH_CODES, c.code_cutoff)],
+            steps: vec![step(
+                "auth_codes",
+                "code_hash",
+                "SELECT code_hash FROM auth_codes WHERE expires_at < $1",
+                c.code_cutoff,
+            )],
         },
         SweepKind {
             subject: "expired access tokens",
             steps: vec![
-                (SWEEP_ACCESS_TOKENS, c.now),
-                (SWEEP_ACCESS_TOKENS_OF_REVOKED_GRANTS, c.grant_cutoff),
+                step(
+                    "access_tokens",
+                    "token_hash",
+                    "SELECT token_hash FROM access_tokens WHERE expires_at < $1",
+                    c.now,
+                ),
+                tokens_of_revoked_grants(
+                    "access_tokens",
+                    tokens_of_revoked_grants!("access_tokens"),
+                    c.grant_cutoff,
+                ),
             ],
         },
         SweepKind {
@@ -308,17 +379,42 @@ pub(in crate::storage) fn sweep_plan(c: &SweepCutoffs) -> [SweepKind; 7] {
         },
         SweepKind {
             subject: "revoked grants",
-            steps: vec![(SWEEP_GRANTS, c.grant_cutoff)],
+            // Grants whose tokens the statements above have all deleted; the rest go in a
+            // later sweep.
+            steps: vec![SweepStep {
+                table: "grants",
+                key: "id",
+                alias: "g",
+                select: "SELECT g.id FROM grants g WHERE g.revoked_at IS NOT NULL AND g.revoked_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = g.id) \
+                 AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)",
+                cutoff: c.grant_cutoff,
+            }],
         },
         SweepKind {
             subject: "expired device requests",
-            steps: vec![(SWEEP_DEVICE_REQUESTS, c.now)],
+            steps: vec![step(
+                "device_requests",
+                "user_code",
+                "SELECT user_code FROM device_requests WHERE expires_at < $1",
+                c.now,
+            )],
         },
         SweepKind {
             subject: "expired or revoked sessions",
             steps: vec![
-                (SWEEP_EXPIRED_SESSIONS, c.now),
-                (SWEEP_REVOKED_SESSIONS, c.now),
+                step(
+                    "sessions",
+                    "id",
+                    "SELECT id FROM sessions WHERE expires_at < $1",
+                    c.now,
+                ),
+                step(
+                    "sessions",
+                    "id",
+                    "SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at < $1",
+                    c.now,
+                ),
             ],
         },
     ]

@@ -109,6 +109,12 @@ impl ClientJson {
     }
 }
 
+/// A stored password hash alone.
+#[derive(sqlx::FromRow)]
+pub(in crate::storage) struct HashRow {
+    pub hash: String,
+}
+
 #[derive(sqlx::FromRow)]
 pub(in crate::storage) struct PasswordRow {
     email: String,
