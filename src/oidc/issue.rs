@@ -11,7 +11,7 @@ use crate::storage::{AccessToken, Grant, IssuedTokens, RefreshToken};
 use super::claims::{audiences, user_claims};
 use super::error::{ErrorCode, OAuthError};
 use super::scopes::OFFLINE_ACCESS;
-use super::secrets::{at_hash, random_token, sha256_hex};
+use super::secrets::{at_hash, new_grant_id, random_token, sha256_hex};
 use super::{ClientInfo, Provider};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,7 +129,7 @@ impl Provider {
     ) -> Result<(String, String), OAuthError> {
         let now = self.now();
         let grant = Grant {
-            id: random_token(16),
+            id: new_grant_id(),
             client_id: client_id.to_string(),
             connector_id: session.connector_id.clone(),
             claims: session.claims.clone(),

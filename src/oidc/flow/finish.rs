@@ -7,7 +7,7 @@ use crate::storage::{AuthCode, AuthRequest, Grant, LoginResult};
 
 use super::{request_mode, AuthorizeError, ClientResponse, Step};
 use crate::oidc::device::device_grant_id;
-use crate::oidc::secrets::{random_token, sha256_hex};
+use crate::oidc::secrets::{new_grant_id, random_token, sha256_hex};
 use crate::oidc::{Provider, AUTH_CODE_TTL_SECS};
 
 impl Provider {
@@ -43,7 +43,7 @@ impl Provider {
             redirect_uri: request.params.redirect_uri.clone(),
             code_challenge: request.params.code_challenge.clone(),
             code_challenge_method: request.params.code_challenge_method.clone(),
-            grant: self.grant_for(request, login, random_token(16), now),
+            grant: self.grant_for(request, login, new_grant_id(), now),
             created_at: now,
             expires_at: now + AUTH_CODE_TTL_SECS,
             redeemed_at: None,

@@ -6,7 +6,7 @@ use crate::oidc::claims::CLIENT_CONNECTOR;
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::issue::TokenResponse;
 use crate::oidc::scopes::{scope_supported, Scopes, OFFLINE_ACCESS};
-use crate::oidc::secrets::random_token;
+use crate::oidc::secrets::new_grant_id;
 use crate::oidc::{ClientInfo, Provider};
 
 impl Provider {
@@ -26,7 +26,7 @@ impl Provider {
         }
         let now = self.now();
         let grant = Grant {
-            id: random_token(16),
+            id: new_grant_id(),
             client_id: client.id.clone(),
             connector_id: CLIENT_CONNECTOR.to_string(),
             claims: UserClaims {

@@ -11,7 +11,7 @@ use crate::oidc::error::{Challenge, ErrorCode, OAuthError};
 use crate::oidc::issue::TokenResponse;
 use crate::oidc::password::{PasswordCheck, PasswordCheckError};
 use crate::oidc::scopes::{connector_scopes, Scopes};
-use crate::oidc::secrets::random_token;
+use crate::oidc::secrets::new_grant_id;
 use crate::oidc::{ClientInfo, ConnectorKind, Provider};
 
 impl Provider {
@@ -95,7 +95,7 @@ impl Provider {
             None => None,
         };
         let grant = Grant {
-            id: random_token(16),
+            id: new_grant_id(),
             client_id: client.id.clone(),
             connector_id: connector.id.clone(),
             claims: identity_claims(&identity),

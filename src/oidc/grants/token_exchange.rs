@@ -9,7 +9,7 @@ use crate::oidc::claims::identity_claims;
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::issue::TokenResponse;
 use crate::oidc::scopes::{connector_scopes, Scopes, OFFLINE_ACCESS, OPENID};
-use crate::oidc::secrets::random_token;
+use crate::oidc::secrets::new_grant_id;
 use crate::oidc::{ClientInfo, Provider};
 
 impl Provider {
@@ -90,7 +90,7 @@ impl Provider {
             ));
         }
         let grant = Grant {
-            id: random_token(16),
+            id: new_grant_id(),
             client_id: client.id.clone(),
             connector_id: connector_id.to_string(),
             claims: identity_claims(&subject.identity),
