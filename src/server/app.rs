@@ -1194,6 +1194,7 @@ pub async fn sweep_once(provider: &Provider, batch: u32) -> Result<Swept, Storag
                 .valid_if_not_used_for
                 .map(|d| now - d.as_secs() as i64),
             rotated_cutoff: now - 7 * DAY,
+            client_grant_cutoff: now - provider.settings.id_token_ttl.as_secs() as i64 - DAY,
             batch,
         };
         let swept = provider.storage.sweep(&cutoffs).await?;

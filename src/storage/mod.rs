@@ -290,7 +290,8 @@ pub trait Storage: Send + Sync + 'static {
     /// requests, codes expired before `code_cutoff`, expired access tokens, refresh tokens
     /// past `expires_at`, idle past `refresh_idle_cutoff`, or rotated before
     /// `rotated_cutoff` (the family keeps its current token), grants revoked before `grant_cutoff` (with
-    /// their tokens), expired device requests, sessions expired or revoked before `now`, and
+    /// their tokens), client_credentials grants made before `client_grant_cutoff` whose
+    /// token is gone, expired device requests, sessions expired or revoked before `now`, and
     /// shared password-attempt counters that have nothing left to remember.
     async fn sweep(&self, cutoffs: &SweepCutoffs) -> Result<Swept>;
 }

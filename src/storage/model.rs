@@ -411,6 +411,10 @@ pub struct SweepCutoffs {
     /// Rotated refresh tokens rotated before this go; until then a replay of one still
     /// revokes its family.
     pub rotated_cutoff: UnixTime,
+    /// Grants of `client_credentials` (which never have a refresh token) created before this
+    /// go once their access tokens are gone; it lies past the longest access token's life, so
+    /// a sweep does not read the grants of live tokens again and again.
+    pub client_grant_cutoff: UnixTime,
     pub batch: u32,
 }
 

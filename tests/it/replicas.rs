@@ -26,6 +26,7 @@ fn cutoffs(batch: u32) -> SweepCutoffs {
         grant_cutoff: NOW,
         refresh_idle_cutoff: None,
         rotated_cutoff: NOW,
+        client_grant_cutoff: NOW,
         batch,
     }
 }

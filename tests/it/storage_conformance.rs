@@ -110,6 +110,7 @@ macro_rules! conformance {
 
 conformance!(
     migrate_twice_is_harmless_and_ping_answers,
+    sweep_deletes_client_credentials_grants_once_their_token_is_gone,
     refresh_last_used_follows_rotation_and_is_none_without_a_refresh_token,
     client_crud_round_trips,
     duplicate_client_already_exists,
@@ -328,7 +329,63 @@ fn cutoffs(code_cutoff: i64, grant_cutoff: i64, batch: u32) -> SweepCutoffs {
         grant_cutoff,
         refresh_idle_cutoff: None,
         rotated_cutoff: NOW - 7 * 86400,
+        client_grant_cutoff: grant_cutoff,
         batch,
+    }
+}
+
+/// Every client_credentials request leaves a grant (connector `""`) with one access token and
+/// never a refresh token: once the token is gone and the grant is older than
+/// `client_grant_cutoff`, the grant goes too, so such grants do not pile up forever. A user's
+/// grant whose tokens are gone stays (it is not the client's), as does a client grant whose
+/// token lives on or that is younger than the cutoff.
+async fn sweep_deletes_client_credentials_grants_once_their_token_is_gone(db: &TestDb) {
+    let s = &db.storage;
+    let client_grant = |id: &str, created_at: i64| Grant {
+        connector_id: String::new(),
+        created_at,
+        ..grant(id)
+    };
+    let old = NOW - 3 * 86400;
+    s.issue_grant(
+        &client_grant("cc-dead", old),
+        &only(access_token("at-dead", "cc-dead", NOW - 10)),
+    )
+    .await
+    .unwrap();
+    s.issue_grant(
+        &client_grant("cc-live", old),
+        &only(access_token("at-live", "cc-live", NOW + 10)),
+    )
+    .await
+    .unwrap();
+    s.issue_grant(
+        &client_grant("cc-young", NOW - 20),
+        &only(access_token("at-young", "cc-young", NOW - 10)),
+    )
+    .await
+    .unwrap();
+    s.issue_grant(
+        &Grant {
+            created_at: old,
+            ..grant("user-grant")
+        },
+        &only(access_token("at-user", "user-grant", NOW - 10)),
+    )
+    .await
+    .unwrap();
+
+    let swept = s
+        .sweep(&SweepCutoffs {
+            client_grant_cutoff: NOW - 86400,
+            ..cutoffs(NOW, NOW - 86400, 100)
+        })
+        .await
+        .unwrap();
+    assert_eq!((swept.access_tokens, swept.grants), (3, 1), "{swept:?}");
+    assert_eq!(s.get_grant("cc-dead").await.unwrap(), None);
+    for kept in ["cc-live", "cc-young", "user-grant"] {
+        assert!(s.get_grant(kept).await.unwrap().is_some(), "{kept}");
     }
 }
 

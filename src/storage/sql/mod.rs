@@ -1132,6 +1132,7 @@ mod tests {
             grant_cutoff: 0,
             refresh_idle_cutoff: Some(0),
             rotated_cutoff: 0,
+            client_grant_cutoff: 0,
             batch: 1,
         };
         sweep_plan(&cutoffs)

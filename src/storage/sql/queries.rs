@@ -378,18 +378,32 @@ pub(in crate::storage) fn sweep_plan(c: &SweepCutoffs) -> [SweepKind; 7] {
             steps: refresh,
         },
         SweepKind {
-            subject: "revoked grants",
+            subject: "dead grants",
             // Grants whose tokens the statements above have all deleted; the rest go in a
             // later sweep.
-            steps: vec![SweepStep {
-                table: "grants",
-                key: "id",
-                alias: "g",
-                select: "SELECT g.id FROM grants g WHERE g.revoked_at IS NOT NULL AND g.revoked_at < $1 \
-                 AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = g.id) \
-                 AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)",
-                cutoff: c.grant_cutoff,
-            }],
+            steps: vec![
+                SweepStep {
+                    table: "grants",
+                    key: "id",
+                    alias: "g",
+                    select: "SELECT g.id FROM grants g WHERE g.revoked_at IS NOT NULL AND g.revoked_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = g.id) \
+                     AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)",
+                    cutoff: c.grant_cutoff,
+                },
+                // One grant per client_credentials request, dead when its access token is
+                // (it never has a refresh token): found oldest first through the partial
+                // index `grants_of_clients_created_at`.
+                SweepStep {
+                    table: "grants",
+                    key: "id",
+                    alias: "g",
+                    select: "SELECT g.id FROM grants g WHERE g.connector_id = '' AND g.created_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = g.id) \
+                     AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)",
+                    cutoff: c.client_grant_cutoff,
+                },
+            ],
         },
         SweepKind {
             subject: "expired device requests",
