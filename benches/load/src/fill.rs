@@ -676,7 +676,7 @@ async fn housekeeping_in(
     let poll = tokio::task::spawn_blocking(move || -> anyhow::Result<Instant> {
         let give_up = Instant::now() + Duration::from_secs(1800);
         loop {
-            if count_expired(&shell, &args)? == 0 {
+            if count_expired(shell, &args)? == 0 {
                 return Ok(Instant::now());
             }
             if Instant::now() > give_up {

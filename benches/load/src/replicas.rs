@@ -430,7 +430,7 @@ impl Sampler {
         }
         let most_first = |m: std::collections::BTreeMap<String, u64>| {
             let mut v: Vec<_> = m.into_iter().collect();
-            v.sort_by(|a, b| b.1.cmp(&a.1));
+            v.sort_by_key(|entry| std::cmp::Reverse(entry.1));
             v
         };
         waits.events = most_first(events);
