@@ -145,14 +145,15 @@ pub fn init_logging(config: &Config) -> LogFlush {
             config.logger.level.as_str()
         ))
     });
-    // One line per request: written from a thread of its own through a buffer that is
-    // flushed whenever the queue runs dry, so a burst costs a few writes instead of one
-    // system call per line on the request path. Never lossy: a full queue waits.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("lanyard-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    // One line per request, written out by a thread of its own in gathered bursts, so the
+    // request path makes no system call for it (see `log_writer`). Never lossy.
+    let (writer, flush) = match super::log_writer::start(std::io::stderr()) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("cannot start the log writer thread: {e}");
+            std::process::exit(1);
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -166,19 +167,10 @@ pub fn init_logging(config: &Config) -> LogFlush {
     } else {
         builder.try_init()
     };
-    LogFlush { _writer: guard }
+    flush
 }
 
-/// Keeps the log writer running; dropping it writes out what is queued. Hold it for as
-/// long as the process logs.
-#[must_use = "dropping it stops the log writer"]
-pub struct LogFlush {
-    _writer: tracing_appender::non_blocking::WorkerGuard,
-}
-
-/// Lines queued for the log writer before request threads wait for it; the queue is
-/// allocated up front, so its size is resident memory.
-const LOG_QUEUE_LINES: usize = 4096;
+pub use super::log_writer::LogFlush;
 
 pub async fn build(config: &Config, options: BuildOptions) -> Result<App, AppError> {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -5,6 +5,7 @@ pub(crate) mod conn;
 mod extract;
 pub mod failed_connector;
 mod json_log;
+pub mod log_writer;
 pub mod middleware;
 pub mod reload;
 pub mod routes;
