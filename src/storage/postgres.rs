@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
-use sqlx::{Executor, Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use super::sql::{self, Dialect, IntoModel, ResultExt, SqlStorage};
 use super::*;
@@ -160,13 +160,6 @@ pub struct PostgresDialect;
 /// [`Storage`] on PostgreSQL.
 pub type PostgresStorage = SqlStorage<PostgresDialect>;
 
-/// True in a statement that is its own transaction: `now()` is when the transaction began,
-/// `statement_timestamp()` when this statement did, and they are equal only for a
-/// transaction's first statement. Sent as a simple query (one message): with a prepared
-/// statement, the Execute message would start the statement after the Bind that started the
-/// transaction, and the two would differ every time.
-const OUTSIDE_A_TRANSACTION: &str = "SELECT now() = statement_timestamp()";
-
 impl PostgresStorage {
     /// Connects (one connection, to fail early when the server is unreachable) and builds the
     /// pool. An unreachable server is [`StorageError::Unavailable`] after `conn_timeout`.
@@ -181,25 +174,9 @@ impl PostgresStorage {
             )
             .acquire_timeout(settings.conn_timeout.unwrap_or(DEFAULT_CONN_TIMEOUT))
             .max_lifetime(settings.conn_max_lifetime.or(DEFAULT_CONN_MAX_LIFETIME))
-            // In place of sqlx's ping, the same round trip also asks whether the session is
-            // inside a transaction. sqlx 0.8's `Pool::begin` is not cancel-safe on PostgreSQL:
-            // a request dropped (a client hanging up) while its BEGIN is on the wire returns
-            // the connection to the pool inside a transaction that nothing will end, and the
-            // next borrower's writes would join it, be reported done, and be lost when the
-            // connection closes. Such a connection is closed instead, which rolls it back.
+            // No check before each use: the one way sqlx leaves a pooled connection inside a
+            // transaction is closed in `begin_write`, and a check is a round trip per request.
             .test_before_acquire(false)
-            .before_acquire(|conn, _| {
-                Box::pin(async move {
-                    // A bare `&str` goes as a simple query.
-                    let outside: bool = conn.fetch_one(OUTSIDE_A_TRANSACTION).await?.try_get(0)?;
-                    if !outside {
-                        tracing::warn!(
-                            "a pooled PostgreSQL connection was left inside a transaction; closing it"
-                        );
-                    }
-                    Ok(outside)
-                })
-            })
             .connect_with(options)
             .await
             .map_err(|e| match e {
@@ -479,8 +456,19 @@ impl Dialect for PostgresDialect {
             .map_err(|e| StorageError::Migration(format!("postgres: {e}")))
     }
 
+    /// sqlx 0.8's `Pool::begin` is not cancel-safe on PostgreSQL (its issue 4393): a request
+    /// dropped (a client hanging up) while its BEGIN is on the wire returns the connection to
+    /// the pool inside a transaction that nothing will end, and the next borrower's
+    /// single-statement writes would join it, be reported done, and be lost when the
+    /// connection closes. Begun on a task of its own, BEGIN always runs to its answer: when the
+    /// caller has gone, the finished `Transaction` is dropped there, which rolls it back
+    /// before the connection goes back to the pool.
     async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
-        pool.begin().await.or_storage("write transaction")
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.begin().await })
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("write transaction: {e}")))?
+            .or_storage("write transaction")
     }
 
     /// Concurrent polls of one device code queue on its row lock.
