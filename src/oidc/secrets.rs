@@ -6,10 +6,15 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// `bytes` random bytes from the OS CSPRNG, base64url without padding.
+/// `bytes` random bytes, base64url without padding, from the thread's CSPRNG: rand's
+/// `ThreadRng`, ChaCha12 seeded from the operating system's generator and reseeded from it
+/// every 64 KiB of output and after a fork. Tokens, codes and ids are made on every request;
+/// asking the kernel for each (a `getrandom` system call) cost more than the rest of making
+/// one, and the unpredictability is the same. Keys, which are made rarely and live long, come
+/// from the operating system directly (`keys::crypto`).
 pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut buf);
+    rand::thread_rng().fill_bytes(&mut buf);
     URL_SAFE_NO_PAD.encode(buf)
 }
 
