@@ -448,6 +448,7 @@ impl Dialect for PostgresDialect {
     /// Replicas sweep at once: each takes rows no other sweep holds, instead of waiting for
     /// another's batch to commit and then finding its rows gone.
     const SWEEP_SKIP_LOCKED: bool = true;
+    const JSON_TEXTS: &'static str = "json_array_elements_text($1::JSON)";
 
     async fn migrate(pool: &PgPool) -> Result<()> {
         MIGRATOR

@@ -261,6 +261,7 @@ impl Dialect for SqliteDialect {
     const KIND: &'static str = "sqlite";
     /// A few milliseconds of the write lock per statement, even on a large table.
     const SWEEP_STATEMENT_ROWS: u32 = SWEEP_STATEMENT_ROWS;
+    const JSON_TEXTS: &'static str = "json_each($1)";
 
     /// A writer that found the lock taken polls it (SQLite's busy handler sleeps 1, 2, 5,
     /// 10 ms and longer between tries), so a sweep that took the lock again at once would

@@ -686,3 +686,64 @@ async fn a_users_username_and_email_share_one_budget() {
         }
     }
 }
+
+/// A pass repeats while any kind's batch came back full, also when the grants that went with
+/// their last token (not part of any kind's batch) push the grants' count past the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_of_grants_repeats_the_pass_beside_grants_freed_by_their_tokens() {
+    use lanyard::storage::{AccessToken, Grant, IssuedTokens, UserClaims};
+    let s = TestServer::start(Backend::Sqlite, "").await.unwrap();
+    let storage = &s.provider.storage;
+    let now = s.provider.now();
+    let grant = |id: &str| Grant {
+        id: id.into(),
+        client_id: "kubectl".into(),
+        connector_id: "local".into(),
+        claims: UserClaims {
+            user_id: "u".into(),
+            ..Default::default()
+        },
+        scopes: vec!["openid".into()],
+        nonce: None,
+        auth_time: now - 3 * 86400,
+        connector_data: None,
+        created_at: now - 3 * 86400,
+        revoked_at: None,
+    };
+    let token = |id: &str, expires_at| IssuedTokens {
+        access: AccessToken {
+            token_hash: format!("at-{id}"),
+            grant_id: id.into(),
+            client_id: "kubectl".into(),
+            created_at: now - 3 * 86400,
+            expires_at,
+            scopes: None,
+        },
+        refresh: None,
+    };
+    // Three grants revoked two days ago whose token is gone already, and one live grant
+    // whose token has just expired.
+    for id in ["revoked-1", "revoked-2", "revoked-3"] {
+        storage
+            .issue_grant(&grant(id), &token(id, now + 600))
+            .await
+            .unwrap();
+        assert!(storage
+            .revoke_access_token(&format!("at-{id}"))
+            .await
+            .unwrap());
+        assert!(storage.revoke_grant(id, now - 2 * 86400).await.unwrap());
+    }
+    storage
+        .issue_grant(&grant("ended"), &token("ended", now - 10))
+        .await
+        .unwrap();
+
+    let swept = lanyard::server::app::sweep_once(&s.provider, 2)
+        .await
+        .unwrap();
+    assert_eq!((swept.access_tokens, swept.grants), (1, 4), "{swept:?}");
+    for id in ["revoked-1", "revoked-2", "revoked-3", "ended"] {
+        assert_eq!(storage.get_grant(id).await.unwrap(), None, "{id}");
+    }
+}

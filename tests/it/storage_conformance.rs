@@ -111,6 +111,8 @@ macro_rules! conformance {
 conformance!(
     migrate_twice_is_harmless_and_ping_answers,
     sweep_deletes_client_credentials_grants_once_their_token_is_gone,
+    sweep_deletes_an_unrevoked_grant_with_its_last_token,
+    sweep_keeps_the_grant_a_concurrent_rotation_gives_a_token_to,
     refresh_last_used_follows_rotation_and_is_none_without_a_refresh_token,
     client_crud_round_trips,
     duplicate_client_already_exists,
@@ -336,9 +338,10 @@ fn cutoffs(code_cutoff: i64, grant_cutoff: i64, batch: u32) -> SweepCutoffs {
 
 /// Every client_credentials request leaves a grant (connector `""`) with one access token and
 /// never a refresh token: once the token is gone and the grant is older than
-/// `client_grant_cutoff`, the grant goes too, so such grants do not pile up forever. A user's
-/// grant whose tokens are gone stays (it is not the client's), as does a client grant whose
-/// token lives on or that is younger than the cutoff.
+/// `client_grant_cutoff`, the grant goes too, so such grants do not pile up forever, also when
+/// the token went another way than a sweep (revoked by the client). A client grant whose
+/// token lives on or that is younger than the cutoff stays, and so does a user's grant whose
+/// token was revoked (it is not the client's).
 async fn sweep_deletes_client_credentials_grants_once_their_token_is_gone(db: &TestDb) {
     let s = &db.storage;
     let client_grant = |id: &str, created_at: i64| Grant {
@@ -347,33 +350,28 @@ async fn sweep_deletes_client_credentials_grants_once_their_token_is_gone(db: &T
         ..grant(id)
     };
     let old = NOW - 3 * 86400;
-    s.issue_grant(
-        &client_grant("cc-dead", old),
-        &only(access_token("at-dead", "cc-dead", NOW - 10)),
-    )
-    .await
-    .unwrap();
-    s.issue_grant(
-        &client_grant("cc-live", old),
-        &only(access_token("at-live", "cc-live", NOW + 10)),
-    )
-    .await
-    .unwrap();
-    s.issue_grant(
-        &client_grant("cc-young", NOW - 20),
-        &only(access_token("at-young", "cc-young", NOW - 10)),
-    )
-    .await
-    .unwrap();
+    for (id, created_at) in [
+        ("cc-revoked", old),
+        ("cc-live", old),
+        ("cc-young", NOW - 20),
+    ] {
+        let token = access_token(&format!("at-{id}"), id, NOW + 10);
+        s.issue_grant(&client_grant(id, created_at), &only(token))
+            .await
+            .unwrap();
+    }
     s.issue_grant(
         &Grant {
             created_at: old,
             ..grant("user-grant")
         },
-        &only(access_token("at-user", "user-grant", NOW - 10)),
+        &only(access_token("at-user-grant", "user-grant", NOW + 10)),
     )
     .await
     .unwrap();
+    for revoked in ["at-cc-revoked", "at-cc-young", "at-user-grant"] {
+        assert!(s.revoke_access_token(revoked).await.unwrap(), "{revoked}");
+    }
 
     let swept = s
         .sweep(&SweepCutoffs {
@@ -382,11 +380,156 @@ async fn sweep_deletes_client_credentials_grants_once_their_token_is_gone(db: &T
         })
         .await
         .unwrap();
-    assert_eq!((swept.access_tokens, swept.grants), (3, 1), "{swept:?}");
-    assert_eq!(s.get_grant("cc-dead").await.unwrap(), None);
+    assert_eq!((swept.access_tokens, swept.grants), (0, 1), "{swept:?}");
+    assert_eq!(s.get_grant("cc-revoked").await.unwrap(), None);
     for kept in ["cc-live", "cc-young", "user-grant"] {
         assert!(s.get_grant(kept).await.unwrap().is_some(), "{kept}");
     }
+}
+
+/// A grant that is not revoked is dead once its tokens are: a login without
+/// `offline_access` (an access token only) once the token expired, a refresh family once it
+/// expired or idled. The sweep that deletes the last token deletes the grant, however many
+/// sweeps its tokens took. A grant with a live access or refresh token stays, and a revoked
+/// one keeps its own cutoff.
+async fn sweep_deletes_an_unrevoked_grant_with_its_last_token(db: &TestDb) {
+    let s = db.s();
+    grant_via_code(s, "login-only", NOW - 10).await;
+    grant_via_code(s, "live-access", NOW + 600).await;
+    grant_via_code(s, "revoked", NOW - 10).await;
+    assert!(s.revoke_grant("revoked", NOW - 100).await.unwrap());
+    let families = [
+        ("live-refresh", Some(NOW + 1000), NOW),
+        ("expired-family", Some(NOW - 1), NOW - 100),
+        ("idle-family", None, NOW - 2000),
+    ];
+    for (id, expires_at, last_used_at) in families {
+        let issued = IssuedTokens {
+            access: access_token(&format!("at-{id}"), id, NOW - 10),
+            refresh: Some(RefreshToken {
+                last_used_at,
+                ..refresh_token(&format!("rt-{id}"), id, expires_at)
+            }),
+        };
+        s.issue_grant(&grant(id), &issued).await.unwrap();
+    }
+
+    let without_idle_limit = cutoffs(NOW - 300, NOW - 500, 100);
+    assert_eq!(
+        s.sweep(&without_idle_limit).await.unwrap(),
+        Swept {
+            access_tokens: 5,
+            refresh_tokens: 1,
+            grants: 2,
+            ..Swept::default()
+        }
+    );
+    for gone in ["login-only", "expired-family"] {
+        assert_eq!(s.get_grant(gone).await.unwrap(), None, "{gone}");
+    }
+    for kept in ["live-access", "live-refresh", "idle-family", "revoked"] {
+        assert!(s.get_grant(kept).await.unwrap().is_some(), "{kept}");
+    }
+
+    // The idle family's refresh token goes, and its grant with it; the revoked grant goes at
+    // its cutoff.
+    let with_idle_limit = SweepCutoffs {
+        refresh_idle_cutoff: Some(NOW - 1000),
+        ..cutoffs(NOW - 300, NOW - 50, 100)
+    };
+    assert_eq!(
+        s.sweep(&with_idle_limit).await.unwrap(),
+        Swept {
+            refresh_tokens: 1,
+            grants: 2,
+            ..Swept::default()
+        }
+    );
+    for gone in ["idle-family", "revoked"] {
+        assert_eq!(s.get_grant(gone).await.unwrap(), None, "{gone}");
+    }
+    for kept in ["live-access", "live-refresh"] {
+        assert!(s.get_grant(kept).await.unwrap().is_some(), "{kept}");
+    }
+    assert!(s
+        .get_refresh_token("rt-live-refresh")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(s.sweep(&with_idle_limit).await.unwrap(), Swept::default());
+}
+
+/// A sweep that deletes a refresh token as idle races a rotation of it that does not look at
+/// idleness (its own limit may differ): whichever wins, the other sees it. Either the sweep
+/// deleted the family and its grant, and the rotation finds nothing, or the rotation gave
+/// the grant its new tokens, and the grant stays with them; neither fails.
+async fn sweep_keeps_the_grant_a_concurrent_rotation_gives_a_token_to(db: &TestDb) {
+    const ROUNDS: usize = 30;
+    let mut outcomes = [0; 2];
+    for round in 0..ROUNDS {
+        let id = format!("g{round}");
+        let issued = IssuedTokens {
+            access: access_token(&format!("at-{id}"), &id, NOW - 10),
+            refresh: Some(RefreshToken {
+                last_used_at: NOW - 2000,
+                ..refresh_token(&format!("rt-{id}"), &id, None)
+            }),
+        };
+        db.s().issue_grant(&grant(&id), &issued).await.unwrap();
+        let rotation = Rotation {
+            successor: Some(RefreshToken {
+                last_used_at: NOW,
+                ..refresh_token(&format!("rt2-{id}"), &id, None)
+            }),
+            access: access_token(&format!("at2-{id}"), &id, NOW + 600),
+            ..rotation(&format!("rt-{id}"), Some("unused"), "unused", NOW)
+        };
+        let barrier = Arc::new(Barrier::new(2));
+        let (rotator, sweeper) = (db.storage.clone(), db.storage.clone());
+        let start = barrier.clone();
+        // Later and later, so that some rounds' sweeps reach the refresh token first.
+        let delay = Duration::from_micros(500 * round as u64);
+        let rotate = tokio::spawn(async move {
+            start.wait().await;
+            tokio::time::sleep(delay).await;
+            rotator.rotate_refresh_token(&rotation, NOW).await
+        });
+        let sweep = tokio::spawn(async move {
+            barrier.wait().await;
+            sweeper
+                .sweep(&SweepCutoffs {
+                    refresh_idle_cutoff: Some(NOW - 1000),
+                    ..cutoffs(NOW - 300, NOW - 500, 100)
+                })
+                .await
+        });
+        let rotated = rotate.await.unwrap().expect("the rotation failed");
+        let swept = sweep.await.unwrap().expect("the sweep failed");
+        let s = db.s();
+        match rotated {
+            RefreshOutcome::Rotated(_) => {
+                outcomes[0] += 1;
+                assert!(s.get_grant(&id).await.unwrap().is_some(), "{id}: {swept:?}");
+                assert!(s
+                    .get_refresh_token(&format!("rt2-{id}"))
+                    .await
+                    .unwrap()
+                    .is_some());
+                assert!(s
+                    .get_access_token(&format!("at2-{id}"), NOW)
+                    .await
+                    .unwrap()
+                    .is_some());
+            }
+            RefreshOutcome::NotFound => {
+                outcomes[1] += 1;
+                assert_eq!(s.get_grant(&id).await.unwrap(), None, "{id}: {swept:?}");
+            }
+            other => panic!("{id}: unexpected {other:?}"),
+        }
+    }
+    // Either order is correct; which one a round takes depends on the machine.
+    eprintln!("rotated first {}, swept first {}", outcomes[0], outcomes[1]);
 }
 
 /// What the connector reports on a refresh: the user changed their name and groups.
@@ -1162,7 +1305,7 @@ async fn sweep_removes_expired_and_keeps_live(db: &TestDb) {
             auth_requests: 3,
             auth_codes: 1,
             access_tokens: 4,
-            grants: 2,
+            grants: 3,
             ..Swept::default()
         }
     );
@@ -1178,7 +1321,11 @@ async fn sweep_removes_expired_and_keeps_live(db: &TestDb) {
         .await
         .unwrap()
         .is_none());
-    for kept in ["revoked-recent", "unrevoked", "unrevoked-live"] {
+    assert!(
+        s.get_grant("unrevoked").await.unwrap().is_none(),
+        "an unrevoked grant goes with its last token"
+    );
+    for kept in ["revoked-recent", "unrevoked-live"] {
         assert!(s.get_grant(kept).await.unwrap().is_some(), "{kept}");
     }
     assert!(s

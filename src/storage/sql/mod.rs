@@ -48,12 +48,14 @@ macro_rules! bind_refresh_after_hash {
 }
 pub(in crate::storage) use bind_refresh_after_hash;
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use sqlx::error::ErrorKind;
 use sqlx::query::{Query, QueryAs};
 use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction,
-    Type,
+    ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Row,
+    Transaction, Type,
 };
 
 use super::*;
@@ -135,6 +137,8 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     const SWEEP_SKIP_LOCKED: bool = false;
     /// The most rows one sweep statement deletes (a batch may take several).
     const SWEEP_STATEMENT_ROWS: u32 = u32::MAX;
+    /// A table whose column `value` holds the texts of the JSON array bound to $1.
+    const JSON_TEXTS: &'static str;
 
     /// Called after a sweep statement that deleted rows and took `took`, before the next:
     /// where the database has one write lock, a pause here lets waiting writers in.
@@ -379,6 +383,66 @@ where
                     .or_storage("grant")?;
                 Redemption::Replayed { grant_id }
             }
+        })
+    }
+
+    /// Runs `sql`, one of `sweep`'s statements, with its cutoff and at most `rows` rows.
+    /// With `free`, the statement returns the grant ids of the tokens it deleted, and the
+    /// grants it left without a token are deleted in the same transaction: a crash cannot
+    /// keep a grant whose tokens are gone, which no later sweep would find without reading
+    /// every live grant.
+    async fn sweep_statement(
+        &self,
+        sql: &str,
+        cutoff: UnixTime,
+        rows: u64,
+        free: Option<&GrantFreeing<'_>>,
+        subject: &str,
+    ) -> Result<SweepDone> {
+        let statement = sqlx::query(sql).bind(cutoff).bind(batch_limit(rows));
+        let Some(free) = free else {
+            let rows = statement
+                .execute(&self.pool)
+                .await
+                .or_storage(subject)?
+                .rows_affected();
+            return Ok(SweepDone { rows, grants: 0 });
+        };
+        let mut tx = D::begin_write(&self.pool).await?;
+        let deleted = statement.fetch_all(&mut *tx).await.or_storage(subject)?;
+        let mut grant_ids = deleted
+            .iter()
+            .map(|row| row.try_get::<String, _>("grant_id"))
+            .collect::<std::result::Result<BTreeSet<_>, _>>()
+            .or_storage(subject)?;
+        if let Some(lock) = free.lock.as_deref().filter(|_| !grant_ids.is_empty()) {
+            let c = free.cutoffs;
+            grant_ids = sqlx::query(lock)
+                .bind(to_json(&grant_ids, "swept grant ids")?)
+                .bind(c.now)
+                .bind(c.refresh_idle_cutoff)
+                .bind(c.rotated_cutoff)
+                .fetch_all(&mut *tx)
+                .await
+                .or_storage("grants without live tokens")?
+                .iter()
+                .map(|row| row.try_get::<String, _>("id"))
+                .collect::<std::result::Result<_, _>>()
+                .or_storage("grants without live tokens")?;
+        }
+        let mut grants = 0;
+        if !grant_ids.is_empty() {
+            grants = sqlx::query(&free.delete)
+                .bind(to_json(&grant_ids, "swept grant ids")?)
+                .execute(&mut *tx)
+                .await
+                .or_storage("grants without tokens")?
+                .rows_affected();
+        }
+        tx.commit().await.or_storage(subject)?;
+        Ok(SweepDone {
+            rows: deleted.len() as u64,
+            grants,
         })
     }
 }
@@ -1083,6 +1147,15 @@ where
                 .or_storage("login attempts")?
                 .rows_affected();
         }
+        let free = GrantFreeing {
+            delete: delete_freed_grants(D::JSON_TEXTS, D::SWEEP_SKIP_LOCKED),
+            // Only where others sweep at once (see `lock_dying_grants`).
+            lock: D::SWEEP_SKIP_LOCKED.then(|| lock_dying_grants(D::JSON_TEXTS)),
+            cutoffs,
+        };
+        // Grants that went with their last token: not part of any kind's batch, as each
+        // statement's tokens bound them.
+        let mut freed = 0;
         for (kind, count) in sweep_plan(cutoffs)
             .into_iter()
             .zip(sweep_counts(&mut swept))
@@ -1091,6 +1164,7 @@ where
             // into shorter statements with pauses between them.
             for step in kind.steps {
                 let sql = step.sql(D::SWEEP_SKIP_LOCKED);
+                let free = step.frees_grants.then_some(&free);
                 loop {
                     let budget = u64::from(cutoffs.batch).saturating_sub(*count);
                     if budget == 0 {
@@ -1098,14 +1172,12 @@ where
                     }
                     let rows = budget.min(u64::from(D::SWEEP_STATEMENT_ROWS));
                     let started = std::time::Instant::now();
-                    let deleted = sqlx::query(&sql)
-                        .bind(step.cutoff)
-                        .bind(batch_limit(rows))
-                        .execute(&self.pool)
-                        .await
-                        .or_storage(kind.subject)?
-                        .rows_affected();
+                    let done = self
+                        .sweep_statement(&sql, step.cutoff, rows, free, kind.subject)
+                        .await?;
+                    let deleted = done.rows;
                     *count += deleted;
+                    freed += done.grants;
                     if deleted > 0 {
                         D::after_sweep_statement(started.elapsed()).await;
                     }
@@ -1115,8 +1187,25 @@ where
                 }
             }
         }
+        swept.grants += freed;
         Ok(swept)
     }
+}
+
+/// How a sweep statement that `frees_grants` deletes the grants it left without a token.
+struct GrantFreeing<'a> {
+    /// [`delete_freed_grants`].
+    delete: String,
+    /// [`lock_dying_grants`], where other sweeps may run at once.
+    lock: Option<String>,
+    cutoffs: &'a SweepCutoffs,
+}
+
+/// What one of `sweep`'s statements deleted.
+struct SweepDone {
+    rows: u64,
+    /// Grants that went with their last token.
+    grants: u64,
 }
 
 #[cfg(test)]
@@ -1151,6 +1240,10 @@ mod tests {
             let plain = step.sql(SqliteDialect::SWEEP_SKIP_LOCKED);
             assert!(!plain.contains("FOR UPDATE"), "{plain}");
         }
+        let freed = delete_freed_grants(PostgresDialect::JSON_TEXTS, true);
+        assert_eq!(freed.matches("SKIP LOCKED)").count(), 1, "{freed}");
+        let plain = delete_freed_grants(SqliteDialect::JSON_TEXTS, false);
+        assert!(!plain.contains("FOR UPDATE"), "{plain}");
         let logins = PostgresDialect::SWEEP_LOGIN_ATTEMPTS.unwrap_or_default();
         assert!(logins.contains("FOR UPDATE SKIP LOCKED"), "{logins}");
     }

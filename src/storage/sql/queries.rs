@@ -243,17 +243,30 @@ pub(in crate::storage) struct SweepStep {
     alias: &'static str,
     select: &'static str,
     pub cutoff: UnixTime,
+    /// The statement deletes tokens of grants that may not be revoked, and returns their
+    /// grant ids: the grants it took the last token of go with it ([`delete_freed_grants`]).
+    pub frees_grants: bool,
+}
+
+/// The row lock of a sweep's sub-select; see [`SweepStep`].
+fn sweep_lock(alias: &str, skip_locked: bool) -> String {
+    if skip_locked {
+        format!(" FOR UPDATE OF {alias} SKIP LOCKED")
+    } else {
+        String::new()
+    }
 }
 
 impl SweepStep {
     pub(in crate::storage) fn sql(&self, skip_locked: bool) -> String {
-        let lock = if skip_locked {
-            format!(" FOR UPDATE OF {} SKIP LOCKED", self.alias)
+        let lock = sweep_lock(self.alias, skip_locked);
+        let returning = if self.frees_grants {
+            " RETURNING grant_id"
         } else {
-            String::new()
+            ""
         };
         format!(
-            "DELETE FROM {} WHERE {} IN ({} LIMIT $2{lock})",
+            "DELETE FROM {} WHERE {} IN ({} LIMIT $2{lock}){returning}",
             self.table, self.key, self.select
         )
     }
@@ -271,7 +284,61 @@ const fn step(
         alias: table,
         select,
         cutoff,
+        frees_grants: false,
     }
+}
+
+/// A step that deletes the tokens of any grant, revoked or not: a grant whose last token it
+/// deletes is dead, and only here is it found without reading every live grant.
+const fn tokens_step(table: &'static str, select: &'static str, cutoff: UnixTime) -> SweepStep {
+    SweepStep {
+        frees_grants: true,
+        ..step(table, "token_hash", select, cutoff)
+    }
+}
+
+/// The condition that grant `g` has no token left.
+macro_rules! without_tokens {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = g.id) \
+         AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)"
+    };
+}
+
+/// PostgreSQL: locks, in the order of their ids (so that two sweeps cannot deadlock), the
+/// unrevoked grants among `ids` (as in [`delete_freed_grants`]) that have no token a sweep at
+/// `$2` (now), `$3` (idle cutoff, or NULL) and `$4` (rotated cutoff) would keep. Another
+/// replica may be deleting their last tokens at once, and a statement's snapshot still shows
+/// a token another transaction is deleting: without the lock each would see the other's token
+/// and keep the grant. With it, the second waits for the first to commit, and its
+/// [`delete_freed_grants`] (a new statement, so a new snapshot) sees both deletions. A grant
+/// with a live token is not locked: it stays anyway, and most grants the sweep meets are such.
+pub(in crate::storage) fn lock_dying_grants(ids: &str) -> String {
+    format!(
+        "SELECT g.id FROM grants g WHERE g.id IN (SELECT value FROM {ids}) \
+         AND g.revoked_at IS NULL \
+         AND NOT EXISTS (SELECT 1 FROM access_tokens t \
+         WHERE t.grant_id = g.id AND t.expires_at >= $2) \
+         AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id \
+         AND (r.expires_at IS NULL OR r.expires_at >= $2) \
+         AND ($3::BIGINT IS NULL OR r.last_used_at >= $3) \
+         AND (r.rotated_at IS NULL OR r.rotated_at >= $4)) \
+         ORDER BY g.id FOR UPDATE OF g"
+    )
+}
+
+/// Deletes the unrevoked grants among those whose ids are the texts of `ids` (the dialect's
+/// table of the JSON array $1) that have no token left: run after a [`SweepStep`] that
+/// `frees_grants`, in its transaction, with the grant ids it returned. A revoked grant keeps
+/// its own cutoff (`grant_cutoff`). Every path that gives a token to an existing grant
+/// (refresh rotation) holds a live refresh token of it, so a grant without tokens gets none.
+pub(in crate::storage) fn delete_freed_grants(ids: &str, skip_locked: bool) -> String {
+    let lock = sweep_lock("g", skip_locked);
+    format!(
+        "DELETE FROM grants WHERE id IN (SELECT g.id FROM grants g \
+         WHERE g.id IN (SELECT value FROM {ids}) AND g.revoked_at IS NULL AND {}{lock})",
+        without_tokens!()
+    )
 }
 
 /// The tokens of grants revoked before $1, found from the grants' side (in the order of
@@ -289,6 +356,8 @@ const fn tokens_of_revoked_grants(
         alias: "t",
         select,
         cutoff,
+        // Their grants are revoked, and go at `grant_cutoff`.
+        frees_grants: false,
     }
 }
 
@@ -310,26 +379,24 @@ pub(in crate::storage) struct SweepKind {
 }
 
 /// What `sweep` runs, in order. Tokens go before grants, so that a revoked grant whose
-/// tokens fit in this batch is deleted in the same call.
+/// tokens fit in this batch is deleted in the same call; an unrevoked grant goes in the
+/// statement that deletes its last token (`frees_grants`).
 pub(in crate::storage) fn sweep_plan(c: &SweepCutoffs) -> [SweepKind; 7] {
-    let mut refresh = vec![step(
+    let mut refresh = vec![tokens_step(
         "refresh_tokens",
-        "token_hash",
         "SELECT token_hash FROM refresh_tokens WHERE expires_at IS NOT NULL AND expires_at < $1",
         c.now,
     )];
     if let Some(idle) = c.refresh_idle_cutoff {
-        refresh.push(step(
+        refresh.push(tokens_step(
             "refresh_tokens",
-            "token_hash",
             "SELECT token_hash FROM refresh_tokens WHERE last_used_at < $1",
             idle,
         ));
     }
     // Only rotated tokens: the family's current token stays until it expires or idles.
-    refresh.push(step(
+    refresh.push(tokens_step(
         "refresh_tokens",
-        "token_hash",
         "SELECT token_hash FROM refresh_tokens WHERE rotated_at IS NOT NULL AND rotated_at < $1",
         c.rotated_cutoff,
     ));
@@ -360,9 +427,8 @@ pub(in crate::storage) fn sweep_plan(c: &SweepCutoffs) -> [SweepKind; 7] {
         SweepKind {
             subject: "expired access tokens",
             steps: vec![
-                step(
+                tokens_step(
                     "access_tokens",
-                    "token_hash",
                     "SELECT token_hash FROM access_tokens WHERE expires_at < $1",
                     c.now,
                 ),
@@ -379,29 +445,38 @@ pub(in crate::storage) fn sweep_plan(c: &SweepCutoffs) -> [SweepKind; 7] {
         },
         SweepKind {
             subject: "dead grants",
-            // Grants whose tokens the statements above have all deleted; the rest go in a
-            // later sweep.
+            // Revoked grants whose tokens the statements above have all deleted; the rest go
+            // in a later sweep. (Unrevoked grants go with their last token, in the statement
+            // that deletes it.)
             steps: vec![
                 SweepStep {
                     table: "grants",
                     key: "id",
                     alias: "g",
-                    select: "SELECT g.id FROM grants g WHERE g.revoked_at IS NOT NULL AND g.revoked_at < $1 \
-                     AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = g.id) \
-                     AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)",
+                    select: concat!(
+                        "SELECT g.id FROM grants g \
+                         WHERE g.revoked_at IS NOT NULL AND g.revoked_at < $1 AND ",
+                        without_tokens!()
+                    ),
                     cutoff: c.grant_cutoff,
+                    frees_grants: false,
                 },
                 // One grant per client_credentials request, dead when its access token is
                 // (it never has a refresh token): found oldest first through the partial
-                // index `grants_of_clients_created_at`.
+                // index `grants_of_clients_created_at`. Those whose token a sweep deleted are
+                // gone with it; this finds the rest (token revoked by the client, or deleted
+                // by a version before that).
                 SweepStep {
                     table: "grants",
                     key: "id",
                     alias: "g",
-                    select: "SELECT g.id FROM grants g WHERE g.connector_id = '' AND g.created_at < $1 \
-                     AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = g.id) \
-                     AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = g.id)",
+                    select: concat!(
+                        "SELECT g.id FROM grants g \
+                         WHERE g.connector_id = '' AND g.created_at < $1 AND ",
+                        without_tokens!()
+                    ),
                     cutoff: c.client_grant_cutoff,
+                    frees_grants: false,
                 },
             ],
         },
