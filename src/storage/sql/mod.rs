@@ -136,9 +136,17 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// The most rows one sweep statement deletes (a batch may take several).
     const SWEEP_STATEMENT_ROWS: u32 = u32::MAX;
 
-    /// Called after a sweep statement that deleted rows and took `took`, before the next:
-    /// where the database has one write lock, a pause here lets waiting writers in.
-    async fn after_sweep_statement(_took: std::time::Duration) {}
+    /// Runs one sweep statement (`$1` the cutoff, `$2` the row limit) that deletes `subject`
+    /// the dialect's own way and says how many rows it deleted; `None`: it runs on the pool.
+    async fn sweep_statement(
+        &self,
+        _subject: &'static str,
+        _sql: &str,
+        _cutoff: UnixTime,
+        _rows: i64,
+    ) -> Option<Result<u64>> {
+        None
+    }
 
     /// Applies this database's migrations.
     async fn migrate(pool: &Pool<Self::Db>) -> Result<()>;
@@ -1088,7 +1096,7 @@ where
             .zip(sweep_counts(&mut swept))
         {
             // The reasons to delete one kind share its batch, which the dialect may split
-            // into shorter statements with pauses between them.
+            // into shorter statements.
             for step in kind.steps {
                 let sql = step.sql(D::SWEEP_SKIP_LOCKED);
                 loop {
@@ -1097,18 +1105,22 @@ where
                         break;
                     }
                     let rows = budget.min(u64::from(D::SWEEP_STATEMENT_ROWS));
-                    let started = std::time::Instant::now();
-                    let deleted = sqlx::query(&sql)
-                        .bind(step.cutoff)
-                        .bind(batch_limit(rows))
-                        .execute(&self.pool)
+                    let limit = batch_limit(rows);
+                    let deleted = match self
+                        .dialect
+                        .sweep_statement(kind.subject, &sql, step.cutoff, limit)
                         .await
-                        .or_storage(kind.subject)?
-                        .rows_affected();
+                    {
+                        Some(deleted) => deleted?,
+                        None => sqlx::query(&sql)
+                            .bind(step.cutoff)
+                            .bind(limit)
+                            .execute(&self.pool)
+                            .await
+                            .or_storage(kind.subject)?
+                            .rows_affected(),
+                    };
                     *count += deleted;
-                    if deleted > 0 {
-                        D::after_sweep_statement(started.elapsed()).await;
-                    }
                     if deleted < rows {
                         break;
                     }
