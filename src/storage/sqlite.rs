@@ -27,12 +27,13 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a statement waits for another connection's (or process's) write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection sleeps between two tries for a write lock another connection holds.
+const BUSY_POLL: Duration = Duration::from_micros(500);
 /// One writer at a time anyway; a few connections let reads proceed alongside it.
 const FILE_POOL_SIZE: u32 = 4;
-/// Rows per sweep statement; a batch of housekeeping takes several statements.
+/// Rows per sweep statement (a few milliseconds of the writer, which grants and rotations
+/// queue behind); a batch of housekeeping takes several statements.
 const SWEEP_STATEMENT_ROWS: u32 = 200;
-/// The least pause between two sweep statements.
-const SWEEP_PAUSE: Duration = Duration::from_millis(10);
 /// Bytes per page of a new database file.
 const SQLITE_PAGE_SIZE: u32 = 1024;
 /// Page cache per connection: negative means KiB (SQLite's `cache_size` convention).
@@ -72,6 +73,7 @@ impl SqliteStorage {
             .pragma("cache_size", SQLITE_CACHE_KIB);
         let pool = SqlitePoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
+            .after_connect(|conn, _| Box::pin(poll_lock_promptly(conn)))
             // sqlx pings a pooled connection before handing it out, a hand-off to the
             // connection's thread and back; a connection inside this process cannot have
             // died in between.
@@ -101,6 +103,7 @@ impl SqliteStorage {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .min_connections(1)
+            .after_connect(|conn, _| Box::pin(poll_lock_promptly(conn)))
             .max_connections(1)
             .test_before_acquire(false)
             .idle_timeout(None)
@@ -116,6 +119,55 @@ impl SqliteStorage {
         let writer = BatchWriter::start(pool.clone(), writer);
         Self::new(pool, SqliteDialect { writer })
     }
+}
+
+std::thread_local! {
+    /// When this connection's thread (sqlx runs each SQLite connection on a thread of its
+    /// own) began waiting for the write lock it is waiting for.
+    static BUSY_SINCE: std::cell::Cell<Option<std::time::Instant>> = const {
+        std::cell::Cell::new(None)
+    };
+}
+
+/// SQLite's own busy handler sleeps 1, 2, 5, 10 and then up to 100 ms between tries, so a
+/// writer that found the lock taken misses every short gap between another connection's
+/// transactions (the batch writer's come one after another under load) and waits for a long
+/// one. This one tries every [`BUSY_POLL`], for at most [`BUSY_TIMEOUT`] in all.
+pub(super) async fn poll_lock_promptly(conn: &mut SqliteConnection) -> sqlx::Result<()> {
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: the handle is locked, so no statement runs on the connection meanwhile, and the
+    // callback keeps no pointer (its state is its thread's).
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_busy_handler(
+            handle.as_raw_handle().as_ptr(),
+            Some(retry_soon),
+            std::ptr::null_mut(),
+        )
+    };
+    if rc == libsqlite3_sys::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Configuration(
+            format!("cannot set the SQLite busy handler (error {rc})").into(),
+        ))
+    }
+}
+
+/// Called by SQLite on the connection's thread with the number of tries so far; nonzero
+/// means try again.
+extern "C" fn retry_soon(_: *mut std::ffi::c_void, tries: std::ffi::c_int) -> std::ffi::c_int {
+    let now = std::time::Instant::now();
+    let since = BUSY_SINCE.with(|since| {
+        if tries == 0 {
+            since.set(Some(now));
+        }
+        since.get().unwrap_or(now)
+    });
+    if now.duration_since(since) >= BUSY_TIMEOUT {
+        return 0;
+    }
+    std::thread::sleep(BUSY_POLL);
+    1
 }
 
 /// Creates `dir` and its missing parents readable by the owner only: they hold the database
@@ -263,11 +315,22 @@ impl Dialect for SqliteDialect {
     const SWEEP_STATEMENT_ROWS: u32 = SWEEP_STATEMENT_ROWS;
     const JSON_TEXTS: &'static str = "json_each($1)";
 
-    /// A writer that found the lock taken polls it (SQLite's busy handler sleeps 1, 2, 5,
-    /// 10 ms and longer between tries), so a sweep that took the lock again at once would
-    /// shut it out for the whole backlog: the pause outlasts the first polls' gaps.
-    async fn after_sweep_statement(took: Duration) {
-        tokio::time::sleep((took * 2).max(SWEEP_PAUSE)).await;
+    /// Through the batch writer: grants and rotations then wait for one statement in a queue
+    /// instead of polling SQLite's busy handler against a sweep that takes the lock again as
+    /// soon as it let it go.
+    async fn sweep_statement(
+        &self,
+        subject: &'static str,
+        statement: &str,
+        cutoff: UnixTime,
+        rows: i64,
+        frees: Option<&str>,
+    ) -> Option<Result<sql::SweepDone>> {
+        Some(
+            self.writer
+                .sweep(subject, statement, cutoff, rows, frees)
+                .await,
+        )
     }
 
     async fn migrate(pool: &SqlitePool) -> Result<()> {

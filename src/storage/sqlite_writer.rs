@@ -19,6 +19,12 @@
 //! uses of one token, or of one grant, in the same batch would each be decided without the
 //! other's writes, so the later one waits for the next batch.
 //!
+//! Housekeeping's deletions queue here too, one bounded statement per job, each in a
+//! transaction of its own between batches: a sweep of a large backlog then holds up a rotation
+//! or a grant for at most one statement instead of making it poll the lock against the sweep.
+//! Batches come first: a sweep statement waits until the writer has had twice its time for
+//! them.
+//!
 //! Copying the WAL into the database file (a checkpoint) is kept out of the writer's commits,
 //! where SQLite would do it once the WAL passes 1,000 pages, holding up every caller of the
 //! batch. A task beside the writer copies the bulk on a pool connection after commits; the
@@ -26,16 +32,18 @@
 //! left, so that its next write can start the WAL over from the beginning (a WAL that is
 //! still being copied from keeps growing).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
-use sqlx::{Connection, FromRow, Row, SqliteConnection, SqlitePool};
+use sqlx::{Connection, Executor, FromRow, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::{self, IntoModel, ResultExt};
+use super::sql::{self, IntoModel, ResultExt, SweepDone};
+use super::sqlite::poll_lock_promptly;
 use super::{
     AccessToken, Grant, IssuedTokens, RefreshOutcome, RefreshToken, Result, Rotation, StorageError,
     UnixTime,
@@ -43,6 +51,12 @@ use super::{
 
 /// The most requests one transaction settles; more wait for the next one.
 const MAX_BATCH: usize = 256;
+/// After a sweep statement the writer settles batches (or waits for some) for this many
+/// times as long as the statement took before it runs the next, so that a sweep takes at most
+/// a third of the writer's time. Without the turn, a sweep kept up under steady load (where
+/// some request is always about to queue) took half of it, and refreshes ran at a third of
+/// their quiet rate.
+const SWEEP_GAP: u32 = 2;
 /// The least time between two checkpoints; the WAL grows by what is committed meanwhile.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
 
@@ -295,6 +309,21 @@ enum Request {
     Rotate(Box<Rotation>, UnixTime),
     /// A refresh token's hash.
     Read(String),
+    /// One housekeeping statement, always settled alone.
+    Sweep(SweepStatement),
+}
+
+/// A `DELETE` that takes the cutoff as `$1` and the most rows it deletes as `$2`.
+struct SweepStatement {
+    subject: &'static str,
+    /// `BEGIN IMMEDIATE; <the delete>; COMMIT`, one round trip.
+    transaction: String,
+    /// The delete alone, where it returns the grant ids of the tokens it deleted.
+    delete: String,
+    /// Deletes the grants among the JSON array of ids `$1` that have no token left.
+    frees: Option<String>,
+    cutoff: UnixTime,
+    rows: i64,
 }
 
 /// What a committed batch did for one request.
@@ -304,6 +333,7 @@ enum Settled {
     Granted,
     Rotated(RefreshOutcome),
     Read(Option<(RefreshToken, Grant)>),
+    Swept(SweepDone),
     /// This request alone could not be written (its stored grant did not parse).
     Failed(StorageError),
     /// Another request of the batch uses the same token or grant: next batch.
@@ -315,6 +345,7 @@ enum Done {
     Granted,
     Rotated(RefreshOutcome),
     Read(Option<(RefreshToken, Grant)>),
+    Swept(SweepDone),
 }
 
 struct Job {
@@ -330,6 +361,7 @@ impl Job {
             Settled::Granted => Ok(Done::Granted),
             Settled::Rotated(outcome) => Ok(Done::Rotated(outcome)),
             Settled::Read(found) => Ok(Done::Read(found)),
+            Settled::Swept(done) => Ok(Done::Swept(done)),
             Settled::Failed(err) => Err(err),
         };
         // A caller that gave up (a client hanging up) no longer listens.
@@ -362,7 +394,7 @@ impl BatchWriter {
         let rows = Rows::new(grant, tokens)?;
         match self.submit(Request::Grant(rows)).await? {
             Done::Granted => Ok(()),
-            Done::Rotated(_) | Done::Read(_) => Err(mixed_up()),
+            Done::Rotated(_) | Done::Read(_) | Done::Swept(_) => Err(mixed_up()),
         }
     }
 
@@ -377,7 +409,7 @@ impl BatchWriter {
             .await?
         {
             Done::Rotated(outcome) => Ok(outcome),
-            Done::Granted | Done::Read(_) => Err(mixed_up()),
+            Done::Granted | Done::Read(_) | Done::Swept(_) => Err(mixed_up()),
         }
     }
 
@@ -388,7 +420,31 @@ impl BatchWriter {
     ) -> Result<Option<(RefreshToken, Grant)>> {
         match self.submit(Request::Read(token_hash.to_string())).await? {
             Done::Read(found) => Ok(found),
-            Done::Granted | Done::Rotated(_) => Err(mixed_up()),
+            Done::Granted | Done::Rotated(_) | Done::Swept(_) => Err(mixed_up()),
+        }
+    }
+
+    /// Runs one housekeeping `DELETE` (`$1` the cutoff, `$2` the row limit) in a transaction
+    /// of its own between two batches; returns the rows it deleted, once committed.
+    pub(super) async fn sweep(
+        &self,
+        subject: &'static str,
+        statement: &str,
+        cutoff: UnixTime,
+        rows: i64,
+        frees: Option<&str>,
+    ) -> Result<SweepDone> {
+        let sweep = SweepStatement {
+            subject,
+            transaction: format!("BEGIN IMMEDIATE; {statement}; COMMIT"),
+            delete: statement.to_string(),
+            frees: frees.map(str::to_string),
+            cutoff,
+            rows,
+        };
+        match self.submit(Request::Sweep(sweep)).await? {
+            Done::Swept(done) => Ok(done),
+            Done::Granted | Done::Rotated(_) | Done::Read(_) => Err(mixed_up()),
         }
     }
 
@@ -409,20 +465,49 @@ fn mixed_up() -> StorageError {
 
 async fn write_batches(mut writer: Writer, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut deferred: Vec<Job> = Vec::new();
+    let mut sweeps: VecDeque<Job> = VecDeque::new();
+    // The earliest start of the next sweep statement (see [`SWEEP_GAP`]).
+    let mut sweep_turn = Instant::now();
     loop {
         // Deferred jobs go first, so each batch settles at least its first job.
         let mut batch = std::mem::take(&mut deferred);
         if batch.is_empty() {
-            let Some(first) = jobs.recv().await else {
-                return;
+            let next = if sweeps.is_empty() {
+                jobs.recv().await.map_or(Next::Closed, Next::Job)
+            } else if Instant::now() >= sweep_turn {
+                Next::Sweep
+            } else {
+                tokio::select! {
+                    job = jobs.recv() => job.map_or(Next::Sweep, Next::Job),
+                    () = tokio::time::sleep_until(sweep_turn.into()) => Next::Sweep,
+                }
             };
-            // Requests parsed in the same wake-up as this one are about to queue theirs:
-            // let them, so that one commit covers them all.
-            tokio::task::yield_now().await;
-            batch.push(first);
+            match next {
+                Next::Closed => return,
+                Next::Sweep => {
+                    if let Some(job) = sweeps.pop_front() {
+                        let started = Instant::now();
+                        deferred = writer.settle(vec![job]).await;
+                        sweep_turn = Instant::now() + started.elapsed() * SWEEP_GAP;
+                        writer.checkpoint_if_due().await;
+                    }
+                    continue;
+                }
+                Next::Job(job) if matches!(job.request, Request::Sweep(_)) => {
+                    sweeps.push_back(job);
+                    continue;
+                }
+                Next::Job(job) => {
+                    // Requests parsed in the same wake-up as this one are about to queue
+                    // theirs: let them, so that one commit covers them all.
+                    tokio::task::yield_now().await;
+                    batch.push(job);
+                }
+            }
         }
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
+                Ok(next) if matches!(next.request, Request::Sweep(_)) => sweeps.push_back(next),
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
@@ -430,6 +515,15 @@ async fn write_batches(mut writer: Writer, mut jobs: mpsc::UnboundedReceiver<Job
         deferred = writer.settle(batch).await;
         writer.checkpoint_if_due().await;
     }
+}
+
+/// What the writer does next when it has no deferred jobs.
+enum Next {
+    Job(Job),
+    /// A sweep statement's turn has come.
+    Sweep,
+    /// The queue was dropped.
+    Closed,
 }
 
 /// Where batches are written. A connection of its own keeps its page cache: SQLite empties
@@ -537,11 +631,15 @@ impl Writer {
             Some(own) => {
                 let conn = match &mut own.conn {
                     Some(conn) => conn,
-                    None => own.conn.insert(
-                        SqliteConnection::connect_with(&own.options)
+                    None => {
+                        let mut conn = SqliteConnection::connect_with(&own.options)
                             .await
-                            .or_storage("write connection")?,
-                    ),
+                            .or_storage("write connection")?;
+                        poll_lock_promptly(&mut conn)
+                            .await
+                            .or_storage("write connection")?;
+                        own.conn.insert(conn)
+                    }
                 };
                 let (written, usable) = write(conn, requests).await;
                 if !usable {
@@ -598,6 +696,9 @@ async fn decide_and_write(
     conn: &mut SqliteConnection,
     requests: &[&Request],
 ) -> Result<Vec<Settled>> {
+    if let [Request::Sweep(sweep)] = requests {
+        return Ok(vec![Settled::Swept(delete(conn, sweep).await?)]);
+    }
     let mut reading: Vec<&str> = Vec::new();
     let mut writing = false;
     for request in requests {
@@ -608,6 +709,7 @@ async fn decide_and_write(
             }
             Request::Read(token_hash) => reading.push(token_hash),
             Request::Grant(_) => writing = true,
+            Request::Sweep(_) => {}
         }
     }
     let began = writing && !reading.is_empty();
@@ -652,6 +754,11 @@ async fn decide_and_write(
                 Some(Ok(found)) => Settled::Read(Some(found)),
                 Some(Err(err)) => Settled::Failed(err),
             },
+            // `write_batches` settles each sweep statement alone.
+            Request::Sweep(sweep) => Settled::Failed(StorageError::Unavailable(format!(
+                "a sweep of {} was batched with other writes",
+                sweep.subject
+            ))),
         })
         .collect();
     if writing {
@@ -663,6 +770,80 @@ async fn decide_and_write(
         writes.commit(conn, query).await?;
     }
     Ok(settled)
+}
+
+/// Runs a sweep statement in its own transaction; returns what it deleted.
+async fn delete(conn: &mut SqliteConnection, sweep: &SweepStatement) -> Result<SweepDone> {
+    let Some(frees) = &sweep.frees else {
+        return Ok(SweepDone {
+            rows: delete_alone(conn, sweep).await?,
+            grants: 0,
+        });
+    };
+    conn.execute("BEGIN IMMEDIATE")
+        .await
+        .or_storage(sweep.subject)?;
+    // On an error `write` rolls the transaction back.
+    let done = delete_and_free(conn, sweep, frees).await?;
+    conn.execute("COMMIT").await.or_storage(sweep.subject)?;
+    Ok(done)
+}
+
+/// The tokens, then the grants they left without a token, inside the caller's transaction.
+async fn delete_and_free(
+    conn: &mut SqliteConnection,
+    sweep: &SweepStatement,
+    frees: &str,
+) -> Result<SweepDone> {
+    let deleted = sqlx::query(&sweep.delete)
+        .bind(sweep.cutoff)
+        .bind(sweep.rows)
+        .fetch_all(&mut *conn)
+        .await
+        .or_storage(sweep.subject)?;
+    let grant_ids = deleted
+        .iter()
+        .map(|row| row.try_get::<String, _>("grant_id"))
+        .collect::<std::result::Result<std::collections::BTreeSet<_>, _>>()
+        .or_storage(sweep.subject)?;
+    let mut grants = 0;
+    if !grant_ids.is_empty() {
+        let ids = serde_json::to_string(&grant_ids)
+            .map_err(|e| StorageError::Corrupt(format!("swept grant ids: {e}")))?;
+        grants = sqlx::query(frees)
+            .bind(ids)
+            .execute(&mut *conn)
+            .await
+            .or_storage("grants without tokens")?
+            .rows_affected();
+    }
+    Ok(SweepDone {
+        rows: deleted.len() as u64,
+        grants,
+    })
+}
+
+/// Runs a sweep statement that frees no grants as one round trip; returns the rows it deleted.
+async fn delete_alone(conn: &mut SqliteConnection, sweep: &SweepStatement) -> Result<u64> {
+    let query = sqlx::query(&sweep.transaction)
+        .bind(sweep.cutoff)
+        .bind(sweep.rows);
+    // SQLite reports the last `DELETE`'s count again for `BEGIN` and `COMMIT`: only the
+    // second statement's result is the sweep's.
+    let results: Vec<u64> = conn
+        .fetch_many(query)
+        .try_filter_map(|step| async move { Ok(step.left().map(|done| done.rows_affected())) })
+        .try_collect()
+        .await
+        .or_storage(sweep.subject)?;
+    match results[..] {
+        [_, deleted, _] => Ok(deleted),
+        _ => Err(StorageError::Unavailable(format!(
+            "a sweep of {} ran {} statements instead of 3",
+            sweep.subject,
+            results.len()
+        ))),
+    }
 }
 
 /// A refresh token and its grant, from a row of `sql::READ_REFRESH_TOKENS`.

@@ -140,9 +140,21 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// A table whose column `value` holds the texts of the JSON array bound to $1.
     const JSON_TEXTS: &'static str;
 
-    /// Called after a sweep statement that deleted rows and took `took`, before the next:
-    /// where the database has one write lock, a pause here lets waiting writers in.
-    async fn after_sweep_statement(_took: std::time::Duration) {}
+    /// Runs one sweep statement (`$1` the cutoff, `$2` the row limit) that deletes `subject`
+    /// the dialect's own way and says what it deleted; `None`: it runs on the pool. With
+    /// `frees`, the statement returns the grant ids of the tokens it deleted, and `frees`
+    /// (their JSON array as `$1`) deletes the grants left without a token, in the same
+    /// transaction.
+    async fn sweep_statement(
+        &self,
+        _subject: &'static str,
+        _sql: &str,
+        _cutoff: UnixTime,
+        _rows: i64,
+        _frees: Option<&str>,
+    ) -> Option<Result<SweepDone>> {
+        None
+    }
 
     /// Applies this database's migrations.
     async fn migrate(pool: &Pool<Self::Db>) -> Result<()>;
@@ -397,8 +409,21 @@ where
         cutoff: UnixTime,
         rows: u64,
         free: Option<&GrantFreeing<'_>>,
-        subject: &str,
+        subject: &'static str,
     ) -> Result<SweepDone> {
+        if let Some(done) = self
+            .dialect
+            .sweep_statement(
+                subject,
+                sql,
+                cutoff,
+                batch_limit(rows),
+                free.map(|f| f.delete.as_str()),
+            )
+            .await
+        {
+            return done;
+        }
         let statement = sqlx::query(sql).bind(cutoff).bind(batch_limit(rows));
         let Some(free) = free else {
             let rows = statement
@@ -1161,7 +1186,7 @@ where
             .zip(sweep_counts(&mut swept))
         {
             // The reasons to delete one kind share its batch, which the dialect may split
-            // into shorter statements with pauses between them.
+            // into shorter statements.
             for step in kind.steps {
                 let sql = step.sql(D::SWEEP_SKIP_LOCKED);
                 let free = step.frees_grants.then_some(&free);
@@ -1171,16 +1196,12 @@ where
                         break;
                     }
                     let rows = budget.min(u64::from(D::SWEEP_STATEMENT_ROWS));
-                    let started = std::time::Instant::now();
                     let done = self
                         .sweep_statement(&sql, step.cutoff, rows, free, kind.subject)
                         .await?;
                     let deleted = done.rows;
                     *count += deleted;
                     freed += done.grants;
-                    if deleted > 0 {
-                        D::after_sweep_statement(started.elapsed()).await;
-                    }
                     if deleted < rows {
                         break;
                     }
@@ -1202,10 +1223,10 @@ struct GrantFreeing<'a> {
 }
 
 /// What one of `sweep`'s statements deleted.
-struct SweepDone {
-    rows: u64,
+pub struct SweepDone {
+    pub rows: u64,
     /// Grants that went with their last token.
-    grants: u64,
+    pub grants: u64,
 }
 
 #[cfg(test)]
