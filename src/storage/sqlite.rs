@@ -38,6 +38,8 @@ const SWEEP_STATEMENT_ROWS: u32 = 200;
 const SQLITE_PAGE_SIZE: u32 = 1024;
 /// Page cache per connection: negative means KiB (SQLite's `cache_size` convention).
 const SQLITE_CACHE_KIB: &str = "-256";
+/// The batch writer's connection's page cache (see `open`).
+const WRITER_CACHE_KIB: &str = "-2048";
 
 /// SQLite: what it does its own way (see the module's comment).
 pub struct SqliteDialect {
@@ -88,9 +90,18 @@ impl SqliteStorage {
                 ))
             })?;
         // The writer checkpoints after answering, not in its commits (see `sqlite_writer`).
+        // Its cache is larger: every grant and rotation inserts into indexes keyed by random
+        // hashes, and with a million tokens such an index is five levels of 1 KiB pages, of
+        // which 256 KiB held not even the upper three, so each insert read them from the
+        // kernel again. The cache fills only as far as pages are read, and stops at this
+        // (8 MiB cut no more CPU than 2 and added 11 MiB to the peak).
         Ok(Self::with_writer(
             pool,
-            Some(options.pragma("wal_autocheckpoint", "0")),
+            Some(
+                options
+                    .pragma("wal_autocheckpoint", "0")
+                    .pragma("cache_size", WRITER_CACHE_KIB),
+            ),
         ))
     }
 
