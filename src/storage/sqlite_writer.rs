@@ -801,17 +801,11 @@ async fn delete_and_free(
         .fetch_all(&mut *conn)
         .await
         .or_storage(sweep.subject)?;
-    let grant_ids = deleted
-        .iter()
-        .map(|row| row.try_get::<String, _>("grant_id"))
-        .collect::<std::result::Result<std::collections::BTreeSet<_>, _>>()
-        .or_storage(sweep.subject)?;
+    let grant_ids = sql::swept_grant_ids(&deleted, sweep.subject)?;
     let mut grants = 0;
     if !grant_ids.is_empty() {
-        let ids = serde_json::to_string(&grant_ids)
-            .map_err(|e| StorageError::Corrupt(format!("swept grant ids: {e}")))?;
         grants = sqlx::query(frees)
-            .bind(ids)
+            .bind(sql::to_json(&grant_ids, "swept grant ids")?)
             .execute(&mut *conn)
             .await
             .or_storage("grants without tokens")?

@@ -435,11 +435,7 @@ where
         };
         let mut tx = D::begin_write(&self.pool).await?;
         let deleted = statement.fetch_all(&mut *tx).await.or_storage(subject)?;
-        let mut grant_ids = deleted
-            .iter()
-            .map(|row| row.try_get::<String, _>("grant_id"))
-            .collect::<std::result::Result<BTreeSet<_>, _>>()
-            .or_storage(subject)?;
+        let mut grant_ids = swept_grant_ids(&deleted, subject)?;
         if let Some(lock) = free.lock.as_deref().filter(|_| !grant_ids.is_empty()) {
             let c = free.cutoffs;
             grant_ids = sqlx::query(lock)
@@ -1211,6 +1207,22 @@ where
         swept.grants += freed;
         Ok(swept)
     }
+}
+
+/// The grant ids a sweep statement that `frees_grants` returned, once each.
+pub(in crate::storage) fn swept_grant_ids<R: Row>(
+    deleted: &[R],
+    subject: &str,
+) -> Result<BTreeSet<String>>
+where
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    deleted
+        .iter()
+        .map(|row| row.try_get::<String, _>("grant_id"))
+        .collect::<std::result::Result<BTreeSet<_>, _>>()
+        .or_storage(subject)
 }
 
 /// How a sweep statement that `frees_grants` deletes the grants it left without a token.
