@@ -284,7 +284,12 @@ impl Demand {
 
 impl Drop for Demand {
     fn drop(&mut self) {
-        self.0.demand.fetch_sub(1, Ordering::SeqCst);
+        // The last one out frees every kept buffer. Deciding this here, rather than when a
+        // verification hands its buffer back, matters when two finish together: each would
+        // still count the other and keep its buffer, and nobody would be left to free them.
+        if self.0.demand.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.lock().clear();
+        }
     }
 }
 
@@ -301,10 +306,8 @@ impl WorkingMemory {
     fn with<T>(&self, work: impl FnOnce(&mut Vec<Block>) -> T) -> T {
         let mut blocks = self.lock().pop().unwrap_or_default();
         let out = work(&mut blocks);
-        // The caller's own demand still counts: more than one means somebody is next.
-        if self.demand.load(Ordering::SeqCst) <= 1 {
-            self.lock().clear();
-        } else if blocks.len() <= self.keep_blocks {
+        // Kept until the last `Demand` is dropped, which frees them all.
+        if blocks.len() <= self.keep_blocks {
             self.lock().push(blocks);
         }
         out
@@ -738,6 +741,22 @@ pub(crate) mod tests {
             "the last one out frees every buffer"
         );
         assert_eq!(memory.demand.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn working_memory_is_freed_when_two_verifications_finish_together() {
+        let memory = Arc::new(WorkingMemory::new(FAST));
+        let pool_blocks = FAST.to_argon2().unwrap().block_count();
+        let (first, second) = (Demand::new(&memory), Demand::new(&memory));
+        // Both hand their buffers back while the other still counts as running.
+        memory.with(|a| {
+            memory.with(|b| b.resize(pool_blocks, Block::new()));
+            a.resize(pool_blocks, Block::new());
+        });
+        assert_eq!(memory.lock().len(), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(memory.lock().len(), 0, "nothing is kept after the last one");
     }
 
     /// Through the pool: a burst of verifications keeps one buffer per permit at most, and
