@@ -6,6 +6,7 @@
 
 pub mod model;
 pub mod postgres;
+mod postgres_grants;
 mod sql;
 pub mod sqlite;
 mod sqlite_writer;

@@ -16,6 +16,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{Postgres, Transaction};
 
+use super::postgres_grants::GrantQueue;
 use super::sql::{self, Dialect, IntoModel, ResultExt, SqlStorage};
 use super::*;
 
@@ -81,24 +82,6 @@ const DEFAULT_CONN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONN_MAX_LIFETIME: Option<Duration> = Some(Duration::from_secs(30 * 60));
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
-/// A new grant ($1-$11) and its access token ($12-$17) as one statement, which is its own
-/// transaction: both rows or neither, in one round trip instead of four (`BEGIN`, two
-/// inserts, `COMMIT`). The token's insert reads the grant's, so it runs after it.
-const ISSUE_GRANT: &str = "WITH g AS (INSERT INTO grants (id, client_id, connector_id, user_id, \
-     claims, scopes, nonce, auth_time, connector_data, created_at, revoked_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id) \
-     INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at, scopes) \
-     SELECT $12, $13, $14, $15, $16, $17 FROM g";
-/// [`ISSUE_GRANT`] with a refresh token ($18-$25) too.
-const ISSUE_GRANT_WITH_REFRESH: &str = "WITH g AS (INSERT INTO grants (id, client_id, \
-     connector_id, user_id, claims, scopes, nonce, auth_time, connector_data, created_at, \
-     revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id), \
-     r AS (INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, \
-     last_used_at, expires_at, rotated_at, successor_hash) \
-     SELECT $18, $19, $20, $21, $22, $23, $24, $25 FROM g) \
-     INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at, scopes) \
-     SELECT $12, $13, $14, $15, $16, $17 FROM g";
-
 /// A rotation's writes as one statement: mark the old token rotated ($1-$4), insert its
 /// successor ($3, $5-$11), write what the connector said about the user to the grant
 /// ($12-$15) and insert the new access token ($16-$21). Returns the token rows written and
@@ -155,7 +138,9 @@ const TOUCH_AND_ISSUE: &str = "WITH touched AS (UPDATE refresh_tokens SET last_u
      (SELECT count(*) FROM updated)";
 
 /// PostgreSQL: what it does its own way (see the module's comment).
-pub struct PostgresDialect;
+pub struct PostgresDialect {
+    grants: GrantQueue,
+}
 
 /// [`Storage`] on PostgreSQL.
 pub type PostgresStorage = SqlStorage<PostgresDialect>;
@@ -185,7 +170,8 @@ impl PostgresStorage {
                 }
                 e => StorageError::Unavailable(format!("cannot connect to PostgreSQL: {e}")),
             })?;
-        Ok(Self::new(pool, PostgresDialect))
+        let grants = GrantQueue::start(pool.clone());
+        Ok(Self::new(pool, PostgresDialect { grants }))
     }
 }
 
@@ -510,31 +496,10 @@ impl Dialect for PostgresDialect {
         Ok(Redemption::Issued(grant))
     }
 
-    async fn issue_grant(&self, pool: &PgPool, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
-        let json = sql::GrantJson::new(grant)?;
-        let access = &tokens.access;
-        let text = match tokens.refresh {
-            Some(_) => ISSUE_GRANT_WITH_REFRESH,
-            None => ISSUE_GRANT,
-        };
-        let query = sql::bind_grant!(sqlx::query(text), grant, json)
-            .bind(&access.token_hash)
-            .bind(&access.grant_id)
-            .bind(&access.client_id)
-            .bind(access.created_at)
-            .bind(access.expires_at)
-            .bind(sql::access_token_scopes(access)?);
-        let query = match &tokens.refresh {
-            Some(refresh) => {
-                sql::bind_refresh_after_hash!(query.bind(&refresh.token_hash), refresh)
-            }
-            None => query,
-        };
-        query
-            .execute(pool)
-            .await
-            .map_err(|e| sql::storage_error(e, &format!("grant {:?} or its tokens", grant.id)))?;
-        Ok(())
+    /// Queued, so that grants issued together share one statement (see
+    /// [`super::postgres_grants`]).
+    async fn issue_grant(&self, _: &PgPool, grant: &Grant, tokens: &IssuedTokens) -> Result<()> {
+        self.grants.issue(grant, tokens).await
     }
 
     async fn get_refresh_token(

@@ -33,7 +33,6 @@
 //! still being copied from keeps growing).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
@@ -42,11 +41,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{Connection, Executor, FromRow, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::{self, IntoModel, ResultExt, SweepDone};
+use super::sql::{
+    self, access_json, refresh_json, IntoModel, JsonArray, ResultExt, Rows, SweepDone,
+};
 use super::sqlite::poll_lock_promptly;
 use super::{
-    AccessToken, Grant, IssuedTokens, RefreshOutcome, RefreshToken, Result, Rotation, StorageError,
-    UnixTime,
+    Grant, IssuedTokens, RefreshOutcome, RefreshToken, Result, Rotation, StorageError, UnixTime,
 };
 
 /// The most requests one transaction settles; more wait for the next one.
@@ -122,104 +122,6 @@ const WRITE_AND_COMMIT: &str = concat!(update_rows!(), "; ", insert_rows!(), "; 
 /// One grant's rows and the commit of a transaction begun before (a code redemption's).
 const INSERT_AND_COMMIT: &str = concat!(insert_rows!(), "; COMMIT");
 
-/// A row as JSON text, serialised straight from the model (a `serde_json::Value` built first
-/// would cost an allocation per field).
-fn row_text<T: serde::Serialize>(row: &T) -> Result<String> {
-    serde_json::to_string(row)
-        .map_err(|e| StorageError::Corrupt(format!("cannot encode a row for the writer: {e}")))
-}
-
-#[derive(serde::Serialize)]
-struct AccessRow<'a> {
-    token_hash: &'a str,
-    grant_id: &'a str,
-    client_id: &'a str,
-    created_at: UnixTime,
-    expires_at: UnixTime,
-    scopes: Option<String>,
-}
-
-fn access_json(access: &AccessToken) -> Result<String> {
-    row_text(&AccessRow {
-        token_hash: &access.token_hash,
-        grant_id: &access.grant_id,
-        client_id: &access.client_id,
-        created_at: access.created_at,
-        expires_at: access.expires_at,
-        scopes: sql::access_token_scopes(access)?,
-    })
-}
-
-#[derive(serde::Serialize)]
-struct RefreshRow<'a> {
-    token_hash: &'a str,
-    grant_id: &'a str,
-    client_id: &'a str,
-    created_at: UnixTime,
-    last_used_at: UnixTime,
-    expires_at: Option<UnixTime>,
-    rotated_at: Option<UnixTime>,
-    successor_hash: Option<&'a str>,
-}
-
-fn refresh_json(refresh: &RefreshToken) -> Result<String> {
-    row_text(&RefreshRow {
-        token_hash: &refresh.token_hash,
-        grant_id: &refresh.grant_id,
-        client_id: &refresh.client_id,
-        created_at: refresh.created_at,
-        last_used_at: refresh.last_used_at,
-        expires_at: refresh.expires_at,
-        rotated_at: refresh.rotated_at,
-        successor_hash: refresh.successor_hash.as_deref(),
-    })
-}
-
-#[derive(serde::Serialize)]
-struct GrantRow<'a> {
-    id: &'a str,
-    client_id: &'a str,
-    connector_id: &'a str,
-    user_id: &'a str,
-    claims: &'a str,
-    scopes: &'a str,
-    nonce: Option<&'a str>,
-    auth_time: UnixTime,
-    connector_data: Option<&'a str>,
-    created_at: UnixTime,
-    revoked_at: Option<UnixTime>,
-}
-
-/// The rows of one grant, ready to insert.
-struct Rows {
-    grant: String,
-    access: String,
-    refresh: Option<String>,
-}
-
-impl Rows {
-    fn new(grant: &Grant, tokens: &IssuedTokens) -> Result<Self> {
-        let json = sql::GrantJson::new(grant)?;
-        Ok(Self {
-            grant: row_text(&GrantRow {
-                id: &grant.id,
-                client_id: &grant.client_id,
-                connector_id: &grant.connector_id,
-                user_id: &grant.claims.user_id,
-                claims: &json.claims,
-                scopes: &json.scopes,
-                nonce: grant.nonce.as_deref(),
-                auth_time: grant.auth_time,
-                connector_data: grant.connector_data.as_deref(),
-                created_at: grant.created_at,
-                revoked_at: grant.revoked_at,
-            })?,
-            access: access_json(&tokens.access)?,
-            refresh: tokens.refresh.as_ref().map(refresh_json).transpose()?,
-        })
-    }
-}
-
 /// Everything a batch writes, as the JSON arrays its statements read.
 #[derive(Default)]
 struct Writes {
@@ -292,11 +194,11 @@ impl Writes {
             ("revoked", &self.revoked),
         ] {
             let count = changed.iter().filter(|c| *c == what).count();
-            if count != rows.len {
+            if count != rows.len() {
                 // Committed, but not as decided: hand out nothing.
                 return Err(StorageError::Unavailable(format!(
                     "a batched write changed {count} rows of {what} instead of {}",
-                    rows.len
+                    rows.len()
                 )));
             }
         }
@@ -920,44 +822,4 @@ pub(super) async fn insert_and_commit(
         .await
         .map(drop)
         .or_storage("grant")
-}
-
-/// Rows as one JSON array, for `json_each`, written as they are added.
-#[derive(Default)]
-struct JsonArray {
-    text: String,
-    len: usize,
-}
-
-impl JsonArray {
-    /// An array of rows already written as JSON text.
-    fn of<'a>(rows: impl IntoIterator<Item = &'a String>) -> Self {
-        let mut array = Self::default();
-        for row in rows {
-            array.push_text(row);
-        }
-        array
-    }
-
-    fn push(&mut self, row: &Value) {
-        self.text.push(if self.len == 0 { '[' } else { ',' });
-        // Writing to a String cannot fail.
-        let _ = write!(self.text, "{row}");
-        self.len += 1;
-    }
-
-    /// Adds a row that is already JSON text.
-    fn push_text(&mut self, row: &str) {
-        self.text.push(if self.len == 0 { '[' } else { ',' });
-        self.text.push_str(row);
-        self.len += 1;
-    }
-
-    fn text(&self) -> String {
-        if self.len == 0 {
-            "[]".to_string()
-        } else {
-            format!("{}]", self.text)
-        }
-    }
 }

@@ -7,9 +7,11 @@
 //! token, reserving a login attempt). PostgreSQL's are in `postgres.rs`; SQLite's, most of
 //! them settled by the batch writer in `sqlite_writer.rs`, in `sqlite.rs`.
 
+mod json_rows;
 mod queries;
 mod rows;
 
+pub(in crate::storage) use json_rows::*;
 pub(in crate::storage) use queries::*;
 pub(in crate::storage) use rows::*;
 
@@ -31,7 +33,6 @@ macro_rules! bind_grant {
             .bind($grant.revoked_at)
     };
 }
-pub(in crate::storage) use bind_grant;
 
 /// Binds a refresh token's columns after its hash, in `INSERT_REFRESH_TOKEN`'s order.
 macro_rules! bind_refresh_after_hash {
