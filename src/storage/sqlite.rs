@@ -31,9 +31,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const BUSY_POLL: Duration = Duration::from_micros(500);
 /// One writer at a time anyway; a few connections let reads proceed alongside it.
 const FILE_POOL_SIZE: u32 = 4;
-/// Rows per sweep statement (a few milliseconds of the writer, which grants and rotations
-/// queue behind); a batch of housekeeping takes several statements.
-const SWEEP_STATEMENT_ROWS: u32 = 200;
+/// Rows per sweep statement: grants and rotations queue behind each one on the writer. With
+/// 200, refreshes' p99 while a backlog was swept was four times the quiet figure (with 50,
+/// a third more; the backlog takes a third longer to clear). See docs/performance.md.
+const SWEEP_STATEMENT_ROWS: u32 = 50;
 /// Bytes per page of a new database file.
 const SQLITE_PAGE_SIZE: u32 = 1024;
 /// Page cache per connection: negative means KiB (SQLite's `cache_size` convention).

@@ -51,12 +51,6 @@ use super::{
 
 /// The most requests one transaction settles; more wait for the next one.
 const MAX_BATCH: usize = 256;
-/// After a sweep statement the writer settles batches (or waits for some) for this many
-/// times as long as the statement took before it runs the next, so that a sweep takes at most
-/// a third of the writer's time. Without the turn, a sweep kept up under steady load (where
-/// some request is always about to queue) took half of it, and refreshes ran at a third of
-/// their quiet rate.
-const SWEEP_GAP: u32 = 2;
 /// The least time between two checkpoints; the WAL grows by what is committed meanwhile.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
 
@@ -368,7 +362,7 @@ fn mixed_up() -> StorageError {
 async fn write_batches(mut writer: Writer, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut deferred: Vec<Job> = Vec::new();
     let mut sweeps: VecDeque<Job> = VecDeque::new();
-    // The earliest start of the next sweep statement (see [`SWEEP_GAP`]).
+    // The earliest start of the next sweep statement (see [`sql::SWEEP_GAP`]).
     let mut sweep_turn = Instant::now();
     loop {
         // Deferred jobs go first, so each batch settles at least its first job.
@@ -390,7 +384,7 @@ async fn write_batches(mut writer: Writer, mut jobs: mpsc::UnboundedReceiver<Job
                     if let Some(job) = sweeps.pop_front() {
                         let started = Instant::now();
                         deferred = writer.settle(vec![job]).await;
-                        sweep_turn = Instant::now() + started.elapsed() * SWEEP_GAP;
+                        sweep_turn = Instant::now() + started.elapsed() * sql::SWEEP_GAP;
                         writer.checkpoint_if_due().await;
                     }
                     continue;
