@@ -434,9 +434,6 @@ impl Dialect for PostgresDialect {
     /// Replicas sweep at once: each takes rows no other sweep holds, instead of waiting for
     /// another's batch to commit and then finding its rows gone.
     const SWEEP_SKIP_LOCKED: bool = true;
-    /// A replica's sweep holds the rows it deletes and the pages it dirties for one statement
-    /// at a time: smaller statements, with [`sql::SWEEP_GAP`] between them, spread the work.
-    const SWEEP_STATEMENT_ROWS: u32 = 200;
     const JSON_TEXTS: &'static str = "json_array_elements_text($1::JSON)";
 
     async fn migrate(pool: &PgPool) -> Result<()> {
