@@ -1,5 +1,5 @@
 //! Group insert for PostgreSQL's busiest write: a new grant with its tokens
-//! (client_credentials, the token exchange, a password grant).
+//! (client_credentials, the token exchange, a password grant, the kubeconfig page's tokens).
 //!
 //! One grant alone is one statement, but a statement on a pooled connection is two round trips
 //! (sqlx pings the connection when it goes back to the pool), and each is a wake-up of the
