@@ -130,17 +130,19 @@ async fn insert(pool: &PgPool, jobs: &[Job]) -> Result<()> {
             refresh.push_text(row);
         }
     }
-    let subject = match jobs {
-        [job] => format!("grant {:?} or its tokens", job.grant_id),
-        _ => format!("{} grants or their tokens", jobs.len()),
-    };
     let (granted, accessed, refreshed): (i64, i64, i64) = sqlx::query_as(INSERT_ROWS)
         .bind(grants.text())
         .bind(access.text())
         .bind(refresh.text())
         .fetch_one(pool)
         .await
-        .map_err(|e| sql::storage_error(e, &subject))?;
+        .map_err(|e| {
+            let subject = match jobs {
+                [job] => format!("grant {:?} or its tokens", job.grant_id),
+                _ => format!("{} grants or their tokens", jobs.len()),
+            };
+            sql::storage_error(e, &subject)
+        })?;
     let expected = (
         jobs.len(),
         jobs.len(),

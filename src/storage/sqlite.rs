@@ -323,7 +323,7 @@ impl Dialect for SqliteDialect {
     type Db = Sqlite;
 
     const KIND: &'static str = "sqlite";
-    /// A few milliseconds of the write lock per statement, even on a large table.
+    /// About a millisecond of the write lock per statement, even on a large table.
     const SWEEP_STATEMENT_ROWS: u32 = SWEEP_STATEMENT_ROWS;
     const JSON_TEXTS: &'static str = "json_each($1)";
 

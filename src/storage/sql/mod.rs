@@ -436,62 +436,54 @@ where
         {
             return done;
         }
+        // On the pool, the sweep itself gives everything else its turn between statements.
         let started = Instant::now();
-        let done = self.sweep_on_pool(sql, cutoff, rows, free, subject).await?;
+        let done = async {
+            let statement = sqlx::query(sql).bind(cutoff).bind(batch_limit(rows));
+            let Some(free) = free else {
+                let rows = statement
+                    .execute(&self.pool)
+                    .await
+                    .or_storage(subject)?
+                    .rows_affected();
+                return Ok(SweepDone { rows, grants: 0 });
+            };
+            let mut tx = D::begin_write(&self.pool).await?;
+            let deleted = statement.fetch_all(&mut *tx).await.or_storage(subject)?;
+            let mut grant_ids = swept_grant_ids(&deleted, subject)?;
+            if let Some(lock) = free.lock.as_deref().filter(|_| !grant_ids.is_empty()) {
+                let c = free.cutoffs;
+                grant_ids = sqlx::query(lock)
+                    .bind(to_json(&grant_ids, "swept grant ids")?)
+                    .bind(c.now)
+                    .bind(c.refresh_idle_cutoff)
+                    .bind(c.rotated_cutoff)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .or_storage("grants without live tokens")?
+                    .iter()
+                    .map(|row| row.try_get::<String, _>("id"))
+                    .collect::<std::result::Result<_, _>>()
+                    .or_storage("grants without live tokens")?;
+            }
+            let mut grants = 0;
+            if !grant_ids.is_empty() {
+                grants = sqlx::query(&free.delete)
+                    .bind(to_json(&grant_ids, "swept grant ids")?)
+                    .execute(&mut *tx)
+                    .await
+                    .or_storage("grants without tokens")?
+                    .rows_affected();
+            }
+            tx.commit().await.or_storage(subject)?;
+            Ok::<_, StorageError>(SweepDone {
+                rows: deleted.len() as u64,
+                grants,
+            })
+        }
+        .await?;
         tokio::time::sleep(started.elapsed() * SWEEP_GAP).await;
         Ok(done)
-    }
-
-    /// [`Self::sweep_statement`] where the dialect leaves it to the pool.
-    async fn sweep_on_pool(
-        &self,
-        sql: &str,
-        cutoff: UnixTime,
-        rows: u64,
-        free: Option<&GrantFreeing<'_>>,
-        subject: &'static str,
-    ) -> Result<SweepDone> {
-        let statement = sqlx::query(sql).bind(cutoff).bind(batch_limit(rows));
-        let Some(free) = free else {
-            let rows = statement
-                .execute(&self.pool)
-                .await
-                .or_storage(subject)?
-                .rows_affected();
-            return Ok(SweepDone { rows, grants: 0 });
-        };
-        let mut tx = D::begin_write(&self.pool).await?;
-        let deleted = statement.fetch_all(&mut *tx).await.or_storage(subject)?;
-        let mut grant_ids = swept_grant_ids(&deleted, subject)?;
-        if let Some(lock) = free.lock.as_deref().filter(|_| !grant_ids.is_empty()) {
-            let c = free.cutoffs;
-            grant_ids = sqlx::query(lock)
-                .bind(to_json(&grant_ids, "swept grant ids")?)
-                .bind(c.now)
-                .bind(c.refresh_idle_cutoff)
-                .bind(c.rotated_cutoff)
-                .fetch_all(&mut *tx)
-                .await
-                .or_storage("grants without live tokens")?
-                .iter()
-                .map(|row| row.try_get::<String, _>("id"))
-                .collect::<std::result::Result<_, _>>()
-                .or_storage("grants without live tokens")?;
-        }
-        let mut grants = 0;
-        if !grant_ids.is_empty() {
-            grants = sqlx::query(&free.delete)
-                .bind(to_json(&grant_ids, "swept grant ids")?)
-                .execute(&mut *tx)
-                .await
-                .or_storage("grants without tokens")?
-                .rows_affected();
-        }
-        tx.commit().await.or_storage(subject)?;
-        Ok(SweepDone {
-            rows: deleted.len() as u64,
-            grants,
-        })
     }
 }
 
