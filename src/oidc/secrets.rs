@@ -27,10 +27,51 @@ pub fn random_token(bytes: usize) -> String {
 /// keep it unguessable. The time is the system's, not the provider's clock: it orders rows
 /// and means nothing else.
 pub fn new_grant_id() -> String {
-    let millis = std::time::SystemTime::now()
+    format!("{:012x}{}", epoch_millis(), random_token(12))
+}
+
+fn epoch_millis() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!("{:012x}{}", millis & 0xffff_ffff_ffff, random_token(12))
+        .map_or(0, |d| d.as_millis() as u64)
+        & 0xffff_ffff_ffff
+}
+
+/// The length of a bearer token made by [`new_bearer_token`]: base64url of 6 + 32 bytes.
+const BEARER_TOKEN_LEN: usize = 51;
+
+/// A new access or refresh token: the milliseconds since the epoch in 6 bytes, then 32 random
+/// bytes, base64url. The time lets [`bearer_token_key`] give tokens keys that grow with time
+/// (see there); the 256 random bits are what make the token unguessable. Its holder learns
+/// when it was issued, which the ID token beside it says anyway.
+pub fn new_bearer_token() -> String {
+    let mut buf = [0u8; 38];
+    buf[..6].copy_from_slice(&epoch_millis().to_be_bytes()[2..]);
+    rand::thread_rng().fill_bytes(&mut buf[6..]);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The key under which an access or refresh token is stored and looked up: for a token made by
+/// [`new_bearer_token`], its issue time in 12 hex digits, then its hex SHA-256; for a token
+/// issued before lanyard made them that way (43 characters, all random), the SHA-256 alone,
+/// so those keep working until they expire. A digest alone is a random key: each new token
+/// would land on an index page of its own, a page SQLite writes to its WAL and again to the
+/// file and PostgreSQL to its WAL, and with a year of tokens in the table, a page that is
+/// rarely in memory. Keys that grow with time put a batch's new tokens on the same last
+/// pages. A presented token chooses its own prefix, so a forged one only misses.
+pub fn bearer_token_key(token: &str) -> String {
+    let digest = sha256_hex(token);
+    if token.len() != BEARER_TOKEN_LEN {
+        return digest;
+    }
+    match URL_SAFE_NO_PAD.decode(&token.as_bytes()[..8]) {
+        Ok(time) => {
+            let mut key = hex::encode(time);
+            key.push_str(&digest);
+            key
+        }
+        Err(_) => digest,
+    }
 }
 
 /// Hex SHA-256, the form in which codes, tokens and client secrets are stored and compared.
@@ -115,6 +156,31 @@ mod tests {
         assert_ne!(a, new_grant_id());
         assert!(a < b, "{a} then {b}");
         assert_eq!(a.len(), 12 + 16);
+    }
+
+    #[test]
+    fn bearer_token_keys_sort_by_issue_time_and_older_tokens_keep_their_digest() {
+        let a = new_bearer_token();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_bearer_token();
+        assert_eq!(a.len(), BEARER_TOKEN_LEN);
+        assert_ne!(a, new_bearer_token());
+        let (ka, kb) = (bearer_token_key(&a), bearer_token_key(&b));
+        assert!(ka < kb, "{ka} then {kb}");
+        assert_eq!(ka.len(), 12 + 64);
+        assert!(ka.ends_with(&sha256_hex(&a)));
+        let issued = u64::from_str_radix(&kb[..12], 16).unwrap();
+        assert!(
+            epoch_millis() - issued < 1000,
+            "the prefix is the issue time"
+        );
+        // A token of the earlier form is found under its digest, as it was stored.
+        let older = random_token(32);
+        assert_eq!(bearer_token_key(&older), sha256_hex(&older));
+        // Bytes that are not base64url do not panic and find nothing new.
+        let odd = format!("{}{}", "é!", "a".repeat(BEARER_TOKEN_LEN - 3));
+        assert_eq!(odd.len(), BEARER_TOKEN_LEN);
+        assert_eq!(bearer_token_key(&odd), sha256_hex(&odd));
     }
 
     #[test]

@@ -33,7 +33,6 @@ use common::server::{
     WEB_CLIENT, WEB_REDIRECT, WEB_SECRET,
 };
 use serde_json::Value;
-use sha2::Digest;
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -236,8 +235,9 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-fn sha256_hex(s: &str) -> String {
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+/// The key lanyard stores an access or refresh token under.
+fn token_key(token: &str) -> String {
+    lanyard::oidc::secrets::bearer_token_key(token)
 }
 
 fn unix_now() -> f64 {
@@ -462,7 +462,7 @@ async fn refresh_row(url: &str, token: &str) -> Option<(String, bool, bool)> {
         "SELECT r.grant_id, r.rotated_at IS NOT NULL, g.revoked_at IS NOT NULL \
          FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
     )
-    .bind(sha256_hex(token))
+    .bind(token_key(token))
     .fetch_optional(&mut c)
     .await
     .unwrap()
@@ -979,7 +979,7 @@ async fn postgres_outage_gets_fast_503s_keeps_keys_served_and_recovers_without_r
                 // Every token handed out is on record.
                 let access: i64 =
                     sqlx::query_scalar("SELECT COUNT(*) FROM access_tokens WHERE token_hash = $1")
-                        .bind(sha256_hex(s.access.as_deref().unwrap()))
+                        .bind(token_key(s.access.as_deref().unwrap()))
                         .fetch_one(&mut conn)
                         .await
                         .unwrap();
@@ -988,7 +988,7 @@ async fn postgres_outage_gets_fast_503s_keeps_keys_served_and_recovers_without_r
                     let stored: i64 = sqlx::query_scalar(
                         "SELECT COUNT(*) FROM refresh_tokens WHERE token_hash = $1",
                     )
-                    .bind(sha256_hex(refresh))
+                    .bind(token_key(refresh))
                     .fetch_one(&mut conn)
                     .await
                     .unwrap();

@@ -95,6 +95,19 @@ impl Sql {
         }
     }
 
+    /// An access or refresh token's key as lanyard stores it (`bearer_token_key`): its issue
+    /// time, `created_at` seconds as milliseconds in 12 hex digits, then a SHA-256's hex.
+    fn token_key(self, created_at: &str) -> String {
+        if self.postgres {
+            format!(
+                "lpad(to_hex(CAST(({created_at}) * 1000 AS bigint)), 12, '0') || {}",
+                self.hex(32)
+            )
+        } else {
+            format!("printf('%012x', ({created_at}) * 1000) || {}", self.hex(32))
+        }
+    }
+
     fn blob(self, bytes: u32) -> String {
         if self.postgres {
             format!("decode({}, 'hex')", self.hex(bytes))
@@ -285,8 +298,10 @@ fn steady(out: &mut String, sql: Sql, c: Counts, now: i64, password_hash: &str) 
         out,
         "INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, last_used_at, \
          expires_at, rotated_at, successor_hash, successor_sealed) \
-         SELECT {hex32}, 'fill-g-' || i, 'fill-client-' || ({client}), {now} - i % (30 * {DAY}), \
+         SELECT {key}, 'fill-g-' || i, 'fill-client-' || ({client}), {created}, \
          {now} - i % (7 * {DAY}), NULL, NULL, NULL, NULL FROM {series};",
+        created = format!("{now} - i % (30 * {DAY})"),
+        key = sql.token_key(&format!("{now} - i % (30 * {DAY})")),
         client = client_of("i"),
         series = sql.series(c.grants),
     );
@@ -295,9 +310,12 @@ fn steady(out: &mut String, sql: Sql, c: Counts, now: i64, password_hash: &str) 
         out,
         "INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, last_used_at, \
          expires_at, rotated_at, successor_hash, successor_sealed) \
-         SELECT {hex32}, 'fill-g-' || (i * 4), 'fill-client-' || ({client}), \
-         {now} - 8 * {DAY} - i % (30 * {DAY}), {now} - i % (6 * {DAY}), NULL, \
-         {now} - i % (6 * {DAY}), {hex32}, {blob} FROM {series};",
+         SELECT {key}, 'fill-g-' || (i * 4), 'fill-client-' || ({client}), \
+         {created}, {now} - i % (6 * {DAY}), NULL, \
+         {now} - i % (6 * {DAY}), {successor}, {blob} FROM {series};",
+        created = format!("{now} - 8 * {DAY} - i % (30 * {DAY})"),
+        key = sql.token_key(&format!("{now} - 8 * {DAY} - i % (30 * {DAY})")),
+        successor = sql.token_key(&format!("{now} - i % (6 * {DAY})")),
         client = client_of("i * 4"),
         blob = sql.blob(60),
         series = sql.series(rotated),
@@ -305,8 +323,9 @@ fn steady(out: &mut String, sql: Sql, c: Counts, now: i64, password_hash: &str) 
     let _ = writeln!(
         out,
         "INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at, scopes) \
-         SELECT {hex32}, 'fill-g-' || (i * 2), 'fill-client-' || ({client}), \
+         SELECT {key}, 'fill-g-' || (i * 2), 'fill-client-' || ({client}), \
          {now} - i % {DAY}, {now} + {DAY} - i % {DAY}, NULL FROM {series};",
+        key = sql.token_key(&format!("{now} - i % {DAY}")),
         client = client_of("i * 2"),
         series = sql.series(c.access_tokens),
     );
