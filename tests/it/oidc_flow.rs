@@ -18,6 +18,7 @@ on_both!(
     wrong_password_shows_the_form_again_and_issues_nothing,
     login_posts_need_csrf_same_origin_and_the_starting_browser,
     denying_approval_returns_access_denied,
+    tokens_of_the_earlier_form_keep_working_and_new_ones_sort_by_issue_time,
 );
 
 async fn server(backend: Backend) -> Option<TestServer> {
@@ -595,4 +596,100 @@ async fn denying_approval_returns_access_denied(b: Backend) {
     assert_eq!(query_param(&to, "state").as_deref(), Some("state-123"));
     assert_eq!(query_param(&to, "iss").as_deref(), Some(s.issuer.as_str()));
     assert_eq!(s.count("auth_codes").await, 0);
+}
+
+/// Access and refresh tokens issued before tokens began with their issue time (43 random
+/// characters, stored under their digest alone) still work after an upgrade: /userinfo takes
+/// the access token, a refresh rotates the refresh token into one of the new form, and the
+/// new one's stored key begins with its issue time.
+async fn tokens_of_the_earlier_form_keep_working_and_new_ones_sort_by_issue_time(b: Backend) {
+    use lanyard::oidc::secrets::{bearer_token_key, random_token, sha256_hex};
+    let Some(s) = server(b).await else { return };
+    let req = AuthRequest::confidential();
+    let code = s.code_for(&req).await;
+    let issued = json(s.redeem(&req, &code).await).await;
+    let access = issued["access_token"].as_str().unwrap();
+    let refresh = issued["refresh_token"].as_str().unwrap();
+    assert_eq!((access.len(), refresh.len()), (51, 51));
+    let key = bearer_token_key(refresh);
+    assert_eq!(
+        s.texts("SELECT token_hash FROM refresh_tokens").await,
+        [key.as_str()]
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let key_ms = u64::from_str_radix(&key[..12], 16).unwrap();
+    assert!(
+        now_ms.abs_diff(key_ms) < 60_000,
+        "key {key} begins with the issue time"
+    );
+
+    // The same rows, as an earlier lanyard stored them.
+    let (old_access, old_refresh) = (random_token(32), random_token(32));
+    s.execute(
+        &format!(
+            "UPDATE access_tokens SET token_hash = '{}' WHERE token_hash = $1",
+            sha256_hex(&old_access)
+        ),
+        &bearer_token_key(access),
+    )
+    .await;
+    s.execute(
+        &format!(
+            "UPDATE refresh_tokens SET token_hash = '{}' WHERE token_hash = $1",
+            sha256_hex(&old_refresh)
+        ),
+        &key,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let userinfo = |t: String| {
+        let url = s.url("/userinfo");
+        let http = http.clone();
+        async move { http.get(url).bearer_auth(t).send().await.unwrap().status() }
+    };
+    assert_eq!(userinfo(old_access.clone()).await, 200);
+    assert_eq!(
+        userinfo(access.to_string()).await,
+        401,
+        "the rows were moved"
+    );
+
+    let rotated = http
+        .post(s.url("/token"))
+        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &old_refresh),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 200);
+    let rotated = json(rotated).await;
+    let successor = rotated["refresh_token"].as_str().unwrap();
+    assert_eq!(successor.len(), 51);
+    let successor_key = bearer_token_key(successor);
+    assert!(successor_key > key, "{successor_key} sorts after {key}");
+    let stored = s
+        .texts("SELECT successor_hash FROM refresh_tokens WHERE successor_hash IS NOT NULL")
+        .await;
+    assert_eq!(stored, [successor_key]);
+    assert_eq!(
+        userinfo(rotated["access_token"].as_str().unwrap().to_string()).await,
+        200
+    );
+
+    // Revoking the earlier-form access token finds it too.
+    let revoke = http
+        .post(s.url("/token/revoke"))
+        .basic_auth(WEB_CLIENT, Some(WEB_SECRET))
+        .form(&[("token", old_access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 200);
+    assert_eq!(userinfo(old_access).await, 401);
 }

@@ -100,7 +100,7 @@ impl Sql {
     fn token_key(self, created_at: &str) -> String {
         if self.postgres {
             format!(
-                "lpad(to_hex(CAST(({created_at}) * 1000 AS bigint)), 12, '0') || {}",
+                "lpad(to_hex(CAST(({created_at}) AS bigint) * 1000), 12, '0') || {}",
                 self.hex(32)
             )
         } else {
@@ -294,28 +294,28 @@ fn steady(out: &mut String, sql: Sql, c: Counts, now: i64, password_hash: &str) 
     );
     // Each grant's current token, then a quarter of them with a predecessor rotated within
     // the week housekeeping keeps rotated tokens for.
+    let created = format!("{now} - i % (30 * {DAY})");
     let _ = writeln!(
         out,
         "INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, last_used_at, \
          expires_at, rotated_at, successor_hash, successor_sealed) \
          SELECT {key}, 'fill-g-' || i, 'fill-client-' || ({client}), {created}, \
          {now} - i % (7 * {DAY}), NULL, NULL, NULL, NULL FROM {series};",
-        created = format!("{now} - i % (30 * {DAY})"),
-        key = sql.token_key(&format!("{now} - i % (30 * {DAY})")),
+        key = sql.token_key(&created),
         client = client_of("i"),
         series = sql.series(c.grants),
     );
     let rotated = c.refresh_tokens - c.grants;
+    let created = format!("{now} - 8 * {DAY} - i % (30 * {DAY})");
+    let rotated_at = format!("{now} - i % (6 * {DAY})");
     let _ = writeln!(
         out,
         "INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, last_used_at, \
          expires_at, rotated_at, successor_hash, successor_sealed) \
          SELECT {key}, 'fill-g-' || (i * 4), 'fill-client-' || ({client}), \
-         {created}, {now} - i % (6 * {DAY}), NULL, \
-         {now} - i % (6 * {DAY}), {successor}, {blob} FROM {series};",
-        created = format!("{now} - 8 * {DAY} - i % (30 * {DAY})"),
-        key = sql.token_key(&format!("{now} - 8 * {DAY} - i % (30 * {DAY})")),
-        successor = sql.token_key(&format!("{now} - i % (6 * {DAY})")),
+         {created}, {rotated_at}, NULL, {rotated_at}, {successor}, {blob} FROM {series};",
+        key = sql.token_key(&created),
+        successor = sql.token_key(&rotated_at),
         client = client_of("i * 4"),
         blob = sql.blob(60),
         series = sql.series(rotated),
