@@ -1032,7 +1032,7 @@ impl App {
             tracing::info!(addr = %display_addr(&l), "serving telemetry (/healthz, /healthz/live, /healthz/ready, /metrics)");
             tasks.spawn(serve_http(
                 l,
-                telemetry_router(self.provider.clone(), self.metrics.clone()),
+                telemetry_router(self.provider.clone(), self.metrics.clone()).into(),
                 self.listen.limits,
                 stop_rx.clone(),
             ));

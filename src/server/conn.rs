@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,7 +19,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use super::{ServeError, SHUTDOWN_GRACE};
+use super::{App, ServeError, SHUTDOWN_GRACE};
 use crate::config::{ConnectionLimits, TlsVersion};
 
 /// How long an HTTP/2 peer has to answer a keep-alive ping.
@@ -31,7 +30,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(20);
 pub(super) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Router,
+    app: App,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
@@ -101,7 +100,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 /// What one connection's task needs besides its stream.
 struct Connection {
-    app: Router,
+    app: App,
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle: Duration,
     /// How long a connection may take to start its first request (`web.headerReadTimeout`).
@@ -186,11 +185,17 @@ where
         let activity = activity.clone();
         let app = conn.app.clone();
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
             let busy = activity.begin();
-            let app = app.clone();
+            let answered = app.polled.as_ref().and_then(|p| p.answer(&request));
+            let router = app.router.clone();
             async move {
-                let response = app.oneshot(request).await;
+                let response = match answered {
+                    Some(response) => Ok(response),
+                    None => {
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        router.oneshot(request).await
+                    }
+                };
                 drop(busy);
                 response
             }

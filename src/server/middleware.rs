@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -66,7 +66,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// made of `[A-Za-z0-9._:-]`, else a new random UUID, which replaces whatever it sent. The id
 /// is written into every log line of the request, where spaces, quotes, braces or control
 /// characters could forge fields.
-fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+pub(super) fn request_id(headers: &HeaderMap) -> RequestId {
     let safe = |v: &HeaderValue| {
         let b = v.as_bytes();
         !b.is_empty()
@@ -77,12 +77,22 @@ fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     let mut sent = headers.get_all(&X_REQUEST_ID).iter();
     if let (Some(id), None) = (sent.next(), sent.next()) {
         if safe(id) {
-            return id.clone();
+            return RequestId {
+                value: id.clone(),
+                new: false,
+            };
         }
     }
-    let id = new_request_id();
-    headers.insert(X_REQUEST_ID, id.clone());
-    id
+    RequestId {
+        value: new_request_id(),
+        new: true,
+    }
+}
+
+/// A request's id, and whether lanyard made it (so it replaces what the client sent).
+pub(super) struct RequestId {
+    value: HeaderValue,
+    new: bool,
 }
 
 /// A random (version 4) UUID, hyphenated as tower-http's `MakeRequestUuid` writes it, from
@@ -168,12 +178,17 @@ pub struct ClientAddr(pub String);
 /// request id and client address, which handlers also get as a [`ClientAddr`] extension.
 pub async fn front(State(front): State<Arc<Front>>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = request_id(request.headers_mut());
+    let request_id = request_id(request.headers());
+    if request_id.new {
+        request
+            .headers_mut()
+            .insert(X_REQUEST_ID, request_id.value.clone());
+    }
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let quiet = front.quiet.iter().any(|q| q == route);
-    let mut response = if quiet && !tracing::level_enabled!(tracing::Level::DEBUG) {
+    let response = if quiet && !tracing::level_enabled!(tracing::Level::DEBUG) {
         // Nothing of this request is logged: no span, and no client address to resolve
         // (the quiet routes do not read it).
         next.run(request).await
@@ -183,7 +198,7 @@ pub async fn front(State(front): State<Arc<Front>>, mut request: Request, next: 
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         let client = client_addr(&front.remote_ip, peer, request.headers());
-        let id = request_id.to_str().unwrap_or("");
+        let id = request_id.value.to_str().unwrap_or("");
         // The span's level is its callsite's, so each level has its own macro call.
         let span = if quiet {
             tracing::debug_span!("request", request_id = %id, client_addr = %client, method = %method, route = %route)
@@ -209,18 +224,33 @@ pub async fn front(State(front): State<Arc<Front>>, mut request: Request, next: 
         .instrument(span)
         .await
     };
-    front.metrics.record_request(
-        route,
-        method.as_str(),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    let h = response.headers_mut();
-    front.headers.apply(h);
-    if !h.contains_key(&X_REQUEST_ID) {
-        h.insert(X_REQUEST_ID, request_id);
+    front.finish(route, &method, started, request_id, response)
+}
+
+impl Front {
+    /// What every response gets on its way out, whichever way it was answered: counted in
+    /// the metrics, the security headers, and the request id.
+    pub(super) fn finish(
+        &self,
+        route: &str,
+        method: &Method,
+        started: Instant,
+        request_id: RequestId,
+        mut response: Response,
+    ) -> Response {
+        self.metrics.record_request(
+            route,
+            method.as_str(),
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        let h = response.headers_mut();
+        self.headers.apply(h);
+        if !h.contains_key(&X_REQUEST_ID) {
+            h.insert(X_REQUEST_ID, request_id.value);
+        }
+        response
     }
-    response
 }
 
 /// The header proxies name the client in when `web.clientRemoteIP.header` does not say.

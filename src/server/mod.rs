@@ -7,6 +7,7 @@ pub mod failed_connector;
 mod json_log;
 pub mod log_writer;
 pub mod middleware;
+mod polled;
 pub mod reload;
 pub mod routes;
 pub mod stored_connector;
@@ -106,12 +107,29 @@ impl FromRef<Live> for AppState {
     }
 }
 
+/// What a listener serves: a router, and for the issuer's listeners the polled routes
+/// answered before it (see `polled`).
+#[derive(Clone)]
+pub struct App {
+    router: Router,
+    polled: Option<Arc<polled::PolledRoutes>>,
+}
+
+impl From<Router> for App {
+    fn from(router: Router) -> Self {
+        App {
+            router,
+            polled: None,
+        }
+    }
+}
+
 /// Builds the main router: every protocol route under the issuer's path.
 pub fn router(
     live: Live,
     metrics: Arc<Metrics>,
     settings: &ListenSettings,
-) -> Result<Router, ServeError> {
+) -> Result<App, ServeError> {
     // The issuer needs a restart to change, so every generation has this path.
     let base = live.current().provider.settings.base_path();
     let extra = settings.headers.clone();
@@ -131,6 +149,7 @@ pub fn router(
     let issuer = routes::issuer_routes()
         .merge(machine)
         .with_state(live.clone());
+    let polled_live = settings.allowed_origins.is_empty().then(|| live.clone());
     let app = if base.is_empty() {
         issuer
     } else {
@@ -146,7 +165,18 @@ pub fn router(
         .iter()
         .map(|route| format!("{base}{route}"))
         .collect();
-    let app = app
+    let front = Arc::new(middleware::Front {
+        headers: SecurityHeaders {
+            extra: Arc::new(extra),
+            hsts,
+        },
+        metrics,
+        remote_ip: Arc::new(settings.remote_ip.clone()),
+        quiet,
+    });
+    let polled =
+        polled_live.map(|live| Arc::new(polled::PolledRoutes::new(live, front.clone(), &base)));
+    let router = app
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(axum::middleware::from_fn_with_state(
             settings.limits.request_body,
@@ -154,18 +184,10 @@ pub fn router(
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(middleware::Front {
-                headers: SecurityHeaders {
-                    extra: Arc::new(extra),
-                    hsts,
-                },
-                metrics,
-                remote_ip: Arc::new(settings.remote_ip.clone()),
-                quiet,
-            }),
+            front,
             middleware::front,
         ));
-    Ok(app)
+    Ok(App { router, polled })
 }
 
 /// Request headers a CORS preflight always allows, whatever `web.allowedHeaders` says (as
@@ -350,7 +372,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// Serves `app` on a bound listener until `shutdown` flips to true.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
-    app: Router,
+    app: App,
     limits: crate::config::ConnectionLimits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
@@ -363,7 +385,7 @@ pub async fn serve_https(
     settings: &ListenSettings,
     cert: PathBuf,
     key: PathBuf,
-    app: Router,
+    app: App,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let tls = conn::tls_acceptor(

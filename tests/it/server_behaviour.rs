@@ -745,3 +745,89 @@ async fn tls_versions_outside_web_tls_min_and_max_version_are_refused() {
     assert!(s.tls_connect(&[&rustls::version::TLS13]).await.is_err());
     assert!(s.tls_connect(&[&rustls::version::TLS12]).await.is_ok());
 }
+
+/// A plain GET of discovery or JWKS is answered before the router (`server::polled`); the same
+/// GET with a body goes through the router and its layers. Both must give the same status,
+/// headers and body, the request id sent echoed by both, and both must be counted under the
+/// route in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polled_routes_answer_exactly_as_the_router_does() {
+    for issuer_path in ["", "/dex"] {
+        let s = TestServer::builder(Backend::Sqlite)
+            .issuer_path(issuer_path)
+            .telemetry()
+            .start()
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let etag = http
+            .get(s.url("/keys"))
+            .send()
+            .await
+            .unwrap()
+            .headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let cases = [
+            ("/keys", None),
+            ("/keys", Some(etag.as_str())),
+            ("/keys", Some("\"another\"")),
+            ("/.well-known/openid-configuration", None),
+        ];
+        for (path, if_none_match) in cases {
+            let answer = |routed: bool| {
+                let mut get = http.get(s.url(path)).header("x-request-id", "same-id.1");
+                if let Some(tag) = if_none_match {
+                    get = get.header("if-none-match", tag);
+                }
+                if routed {
+                    get = get.body("x");
+                }
+                async move {
+                    let r = get.send().await.unwrap();
+                    let status = r.status();
+                    let mut headers: Vec<(String, String)> = r
+                        .headers()
+                        .iter()
+                        .filter(|(name, _)| *name != "date")
+                        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                        .collect();
+                    headers.sort();
+                    (status, headers, r.bytes().await.unwrap())
+                }
+            };
+            let polled = answer(false).await;
+            let routed = answer(true).await;
+            assert_eq!(polled, routed, "{issuer_path}{path} {if_none_match:?}");
+            let expected = if if_none_match == Some(etag.as_str()) {
+                304
+            } else {
+                200
+            };
+            assert_eq!(polled.0, expected, "{issuer_path}{path} {if_none_match:?}");
+            assert!(polled
+                .1
+                .contains(&("x-request-id".into(), "same-id.1".into())));
+            assert!(polled.1.iter().any(|(n, _)| n == "content-security-policy"));
+        }
+        let metrics = reqwest::get(format!("{}/metrics", s.telemetry.as_deref().unwrap()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for (route, status, count) in [
+            ("/keys", 200, 5),
+            ("/keys", 304, 2),
+            ("/.well-known/openid-configuration", 200, 2),
+        ] {
+            let line = format!(
+                "lanyard_http_requests_total{{route=\"{issuer_path}{route}\",method=\"GET\",status=\"{status}\"}} {count}"
+            );
+            assert!(metrics.contains(&line), "{line} in\n{metrics}");
+        }
+    }
+}

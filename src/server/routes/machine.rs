@@ -9,25 +9,35 @@ use axum::Extension;
 use axum::Json;
 
 use super::AppState;
-use crate::oidc::OAuthError;
+use crate::oidc::{OAuthError, Provider};
 use crate::server::extract::{ClientAuth, OAuthForm};
 use crate::server::middleware::ClientAddr;
 
 /// Served from memory: the body is shared, the headers are static.
 pub(super) async fn discovery(State(state): State<AppState>) -> Response {
-    json_bytes(
-        state.provider.discovery().body.clone(),
-        HeaderValue::from_static("public, max-age=3600"),
-    )
+    discovery_response(&state.provider)
 }
 
 /// Served from memory: the body and its ETag are made once per key-set change.
 pub(super) async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let keys = &state.provider.keys;
+    jwks_response(&state.provider, headers.get(header::IF_NONE_MATCH))
+}
+
+/// The discovery document's response; also what `server::polled` answers with.
+pub(crate) fn discovery_response(provider: &Provider) -> Response {
+    json_bytes(
+        provider.discovery().body.clone(),
+        HeaderValue::from_static("public, max-age=3600"),
+    )
+}
+
+/// The JWKS response, 304 when `If-None-Match` names its ETag; also what
+/// `server::polled` answers with.
+pub(crate) fn jwks_response(provider: &Provider, if_none_match: Option<&HeaderValue>) -> Response {
+    let keys = &provider.keys;
     let jwks = keys.jwks();
     let cache = keys.jwks_cache_control().clone();
-    let etag_matches = headers
-        .get(header::IF_NONE_MATCH)
+    let etag_matches = if_none_match
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == jwks.etag));
     let mut response = if etag_matches {

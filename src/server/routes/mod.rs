@@ -5,7 +5,7 @@
 //! pages, [`kubeconfig`] the page that hands out kubeconfigs.
 
 mod kubeconfig;
-mod machine;
+pub(super) mod machine;
 mod pages;
 
 use std::collections::HashMap;
