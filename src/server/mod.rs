@@ -161,7 +161,7 @@ pub fn router(
             .route(&format!("{base}/"), home.clone())
             .route("/", home)
     };
-    let quiet: Arc<[String]> = ["/keys", "/.well-known/openid-configuration"]
+    let quiet: Arc<[String]> = [routes::JWKS_ROUTE, routes::DISCOVERY_ROUTE]
         .iter()
         .map(|route| format!("{base}{route}"))
         .collect();

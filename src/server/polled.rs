@@ -8,13 +8,13 @@
 //! body, debug logging on, or CORS configured (whose layer sits on the router's routes).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::http::{header, Method, Request};
 use axum::response::Response;
-use std::time::Instant;
 
 use super::middleware::{request_id, Front};
-use super::routes::machine;
+use super::routes::{machine, DISCOVERY_ROUTE, JWKS_ROUTE};
 use super::Live;
 
 pub(crate) struct PolledRoutes {
@@ -31,8 +31,8 @@ impl PolledRoutes {
         Self {
             live,
             front,
-            keys: format!("{base}/keys"),
-            discovery: format!("{base}/.well-known/openid-configuration"),
+            keys: format!("{base}{JWKS_ROUTE}"),
+            discovery: format!("{base}{DISCOVERY_ROUTE}"),
         }
     }
 

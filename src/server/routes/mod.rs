@@ -102,11 +102,16 @@ pub fn issuer_routes() -> Router<Live> {
         .route("/theme/{*path}", get(pages::dex_theme_file))
 }
 
+/// The discovery document's route under the issuer's path.
+pub const DISCOVERY_ROUTE: &str = "/.well-known/openid-configuration";
+/// The JWKS route under the issuer's path.
+pub const JWKS_ROUTE: &str = "/keys";
+
 /// Endpoints that programs call, and that `web.allowedOrigins` may open to browsers (CORS).
 pub fn machine_routes() -> Router<Live> {
     Router::new()
-        .route("/.well-known/openid-configuration", get(machine::discovery))
-        .route("/keys", get(machine::jwks))
+        .route(DISCOVERY_ROUTE, get(machine::discovery))
+        .route(JWKS_ROUTE, get(machine::jwks))
         .route("/token", post(machine::token))
         .route("/token/revoke", post(machine::revoke))
         .route("/token/introspect", post(machine::introspect))
