@@ -102,16 +102,15 @@ fn new_request_id() -> HeaderValue {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Where each byte's two digits go in the 8-4-4-4-12 layout.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let mut text = [0u8; 36];
-    let mut at = 0;
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            text[at] = b'-';
-            at += 1;
-        }
+    for h in [8, 13, 18, 23] {
+        text[h] = b'-';
+    }
+    for (b, at) in bytes.iter().zip(AT) {
         text[at] = HEX[usize::from(b >> 4)];
         text[at + 1] = HEX[usize::from(b & 0x0f)];
-        at += 2;
     }
     // Hex digits and hyphens are always a valid header value.
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
@@ -281,4 +280,34 @@ pub fn client_addr(remote: &ClientRemoteIp, peer: Option<IpAddr>, headers: &Head
         .or(hops.first())
         .map(|ip| ip.to_string())
         .unwrap_or_else(|| peer.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_request_ids_are_version_4_uuids_in_their_usual_layout() {
+        let ids: Vec<String> = (0..64)
+            .map(|_| new_request_id().to_str().unwrap_or_default().to_string())
+            .collect();
+        for id in &ids {
+            let groups: Vec<&str> = id.split('-').collect();
+            let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            assert_eq!(lengths, [8, 4, 4, 4, 12], "{id}");
+            assert!(
+                groups
+                    .iter()
+                    .all(|g| g.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))),
+                "{id}"
+            );
+            assert!(groups[2].starts_with('4'), "version 4: {id}");
+            assert!(
+                matches!(groups[3].as_bytes()[0], b'8'..=b'b'),
+                "variant: {id}"
+            );
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
 }

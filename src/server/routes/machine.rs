@@ -41,7 +41,9 @@ pub(crate) fn jwks_response(provider: &Provider, if_none_match: Option<&HeaderVa
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == jwks.etag));
     let mut response = if etag_matches {
-        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        let mut r = Response::new(axum::body::Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        *r.headers_mut() = HeaderMap::with_capacity(POLLED_RESPONSE_HEADERS);
         r.headers_mut().insert(header::CACHE_CONTROL, cache);
         r
     } else {
@@ -53,8 +55,15 @@ pub(crate) fn jwks_response(provider: &Provider, if_none_match: Option<&HeaderVa
     response
 }
 
+/// Room for the headers a polled response ends with: its own three (type, cache control,
+/// ETag), the security headers and request id `Front::finish` adds, and a few of
+/// `web.headers`. A map made empty grows twice on the way, and each growth moves every header
+/// it holds.
+const POLLED_RESPONSE_HEADERS: usize = 12;
+
 fn json_bytes(body: Bytes, cache_control: HeaderValue) -> Response {
     let mut response = Response::new(axum::body::Body::from(body));
+    *response.headers_mut() = HeaderMap::with_capacity(POLLED_RESPONSE_HEADERS);
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
