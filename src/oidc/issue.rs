@@ -11,7 +11,7 @@ use crate::storage::{AccessToken, Grant, IssuedTokens, RefreshToken};
 use super::claims::{audiences, user_claims};
 use super::error::{ErrorCode, OAuthError};
 use super::scopes::OFFLINE_ACCESS;
-use super::secrets::{at_hash, bearer_token_key, new_bearer_token, new_grant_id};
+use super::secrets::{at_hash, new_grant_id, new_secret_token, secret_token_key};
 use super::{ClientInfo, Provider};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,11 +43,11 @@ impl Provider {
         now: i64,
         refresh: bool,
     ) -> (NewTokens, IssuedTokens) {
-        let access = new_bearer_token();
-        let refresh_plain = refresh.then(new_bearer_token);
+        let access = new_secret_token();
+        let refresh_plain = refresh.then(new_secret_token);
         let records = IssuedTokens {
             access: AccessToken {
-                token_hash: bearer_token_key(&access),
+                token_hash: secret_token_key(&access),
                 grant_id: grant.id.clone(),
                 client_id: grant.client_id.clone(),
                 created_at: now,
@@ -55,7 +55,7 @@ impl Provider {
                 scopes: None,
             },
             refresh: refresh_plain.as_ref().map(|r| RefreshToken {
-                token_hash: bearer_token_key(r),
+                token_hash: secret_token_key(r),
                 grant_id: grant.id.clone(),
                 client_id: grant.client_id.clone(),
                 created_at: now,

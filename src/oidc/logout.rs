@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 
 use super::flow::AuthorizeError;
 use super::redirect::append_query;
-use super::secrets::{constant_time_eq, sha256_hex};
+use super::secrets::{constant_time_eq, secret_token_key, sha256_hex};
 use super::subject::encode_subject;
 use super::Provider;
 
@@ -117,7 +117,7 @@ impl Provider {
         }
         if let Some(cookie) = session_cookie.filter(|c| !c.is_empty() && c.len() <= 128) {
             self.storage
-                .revoke_session(&sha256_hex(cookie), self.now())
+                .revoke_session(&secret_token_key(cookie), self.now())
                 .await?;
         }
         tracing::info!(client = client_id.as_deref().unwrap_or(""), "signed out");

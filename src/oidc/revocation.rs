@@ -8,7 +8,7 @@ use super::claims::{audiences, user_claims};
 use super::client_auth::presented_client;
 use super::error::OAuthError;
 use super::form::required;
-use super::secrets::bearer_token_key;
+use super::secrets::secret_token_key;
 use super::Provider;
 
 impl Provider {
@@ -23,7 +23,7 @@ impl Provider {
             .authenticate_client(&presented_client(authorization, form)?)
             .await?;
         let token = required(form, "token")?;
-        let hash = bearer_token_key(token);
+        let hash = secret_token_key(token);
         let now = self.now();
         // Revoking a refresh token ends its family, and the access tokens of the family with it.
         if let Some((refresh, grant)) = self.storage.get_refresh_token(&hash).await? {
@@ -58,7 +58,7 @@ impl Provider {
         }
         let caller = self.authenticate_client(&presented).await?;
         let token = required(form, "token")?;
-        let hash = bearer_token_key(token);
+        let hash = secret_token_key(token);
         let now = self.now();
         let inactive = || {
             let mut m = Map::new();

@@ -30,6 +30,14 @@ pub fn new_grant_id() -> String {
     format!("{:012x}{}", epoch_millis(), random_token(12))
 }
 
+/// A new login's (auth request's) id: the milliseconds since the epoch in 12 hex digits, then
+/// 16 random bytes base64url. It is the auth requests table's key, so for the reason grant ids
+/// grow with time (see [`new_grant_id`]), so does it. It travels in the login page's URLs and
+/// the upstream `state`, bound to the browser that started the login.
+pub fn new_auth_request_id() -> String {
+    format!("{:012x}{}", epoch_millis(), random_token(16))
+}
+
 fn epoch_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -37,31 +45,33 @@ fn epoch_millis() -> u64 {
         & 0xffff_ffff_ffff
 }
 
-/// The length of a bearer token made by [`new_bearer_token`]: base64url of 6 + 32 bytes.
-const BEARER_TOKEN_LEN: usize = 51;
+/// The length of a token made by [`new_secret_token`]: base64url of 6 + 32 bytes.
+const SECRET_TOKEN_LEN: usize = 51;
 
-/// A new access or refresh token: the milliseconds since the epoch in 6 bytes, then 32 random
-/// bytes, base64url. The time lets [`bearer_token_key`] give tokens keys that grow with time
-/// (see there); the 256 random bits are what make the token unguessable. Its holder learns
-/// when it was issued, which the ID token beside it says anyway.
-pub fn new_bearer_token() -> String {
+/// A new secret that lanyard stores only as [`secret_token_key`]: an access or refresh token,
+/// an authorization code, a session cookie. The milliseconds since the epoch in 6 bytes, then
+/// 32 random bytes, base64url. The time lets [`secret_token_key`] give these keys that grow
+/// with time (see there); the 256 random bits are what make the secret unguessable. Its holder
+/// learns when it was issued, which the ID token or the login beside it says anyway.
+pub fn new_secret_token() -> String {
     let mut buf = [0u8; 38];
     buf[..6].copy_from_slice(&epoch_millis().to_be_bytes()[2..]);
     rand::thread_rng().fill_bytes(&mut buf[6..]);
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// The key under which an access or refresh token is stored and looked up: for a token made by
-/// [`new_bearer_token`], its issue time in 12 hex digits, then its hex SHA-256; for a token
-/// issued before lanyard made them that way (43 characters, all random), the SHA-256 alone,
-/// so those keep working until they expire. A digest alone is a random key: each new token
-/// would land on an index page of its own, a page SQLite writes to its WAL and again to the
-/// file and PostgreSQL to its WAL, and with a year of tokens in the table, a page that is
-/// rarely in memory. Keys that grow with time put a batch's new tokens on the same last
-/// pages. A presented token chooses its own prefix, so a forged one only misses.
-pub fn bearer_token_key(token: &str) -> String {
+/// The key under which a secret is stored and looked up: for one made by
+/// [`new_secret_token`], its issue time in 12 hex digits, then its hex SHA-256; for one issued
+/// before lanyard made them that way (43 characters, all random), the SHA-256 alone, so those
+/// keep working until they expire. A digest alone is a random key: each new row would land on
+/// an index page of its own, a page SQLite writes to its WAL and again to the file and
+/// PostgreSQL to its WAL, and with a year of tokens and a hundred thousand sessions in the
+/// tables, a page that is rarely in memory. Keys that grow with time put new rows on the same
+/// last pages, and keep the rows people are using (recent sessions, fresh codes) together. A
+/// presented secret chooses its own prefix, so a forged one only misses.
+pub fn secret_token_key(token: &str) -> String {
     let digest = sha256_hex(token);
-    if token.len() != BEARER_TOKEN_LEN {
+    if token.len() != SECRET_TOKEN_LEN {
         return digest;
     }
     match URL_SAFE_NO_PAD.decode(&token.as_bytes()[..8]) {
@@ -159,13 +169,13 @@ mod tests {
     }
 
     #[test]
-    fn bearer_token_keys_sort_by_issue_time_and_older_tokens_keep_their_digest() {
-        let a = new_bearer_token();
+    fn secret_token_keys_sort_by_issue_time_and_older_tokens_keep_their_digest() {
+        let a = new_secret_token();
         std::thread::sleep(std::time::Duration::from_millis(2));
-        let b = new_bearer_token();
-        assert_eq!(a.len(), BEARER_TOKEN_LEN);
-        assert_ne!(a, new_bearer_token());
-        let (ka, kb) = (bearer_token_key(&a), bearer_token_key(&b));
+        let b = new_secret_token();
+        assert_eq!(a.len(), SECRET_TOKEN_LEN);
+        assert_ne!(a, new_secret_token());
+        let (ka, kb) = (secret_token_key(&a), secret_token_key(&b));
         assert!(ka < kb, "{ka} then {kb}");
         assert_eq!(ka.len(), 12 + 64);
         assert!(ka.ends_with(&sha256_hex(&a)));
@@ -176,11 +186,11 @@ mod tests {
         );
         // A token of the earlier form is found under its digest, as it was stored.
         let older = random_token(32);
-        assert_eq!(bearer_token_key(&older), sha256_hex(&older));
+        assert_eq!(secret_token_key(&older), sha256_hex(&older));
         // Bytes that are not base64url do not panic and find nothing new.
-        let odd = format!("{}{}", "é!", "a".repeat(BEARER_TOKEN_LEN - 3));
-        assert_eq!(odd.len(), BEARER_TOKEN_LEN);
-        assert_eq!(bearer_token_key(&odd), sha256_hex(&odd));
+        let odd = format!("{}{}", "é!", "a".repeat(SECRET_TOKEN_LEN - 3));
+        assert_eq!(odd.len(), SECRET_TOKEN_LEN);
+        assert_eq!(secret_token_key(&odd), sha256_hex(&odd));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::claims::user_claims;
 use super::error::OAuthError;
-use super::secrets::bearer_token_key;
+use super::secrets::secret_token_key;
 use super::Provider;
 
 /// The token from `Authorization: Bearer <token>` (RFC 6750 §2.1).
@@ -34,7 +34,7 @@ impl Provider {
         let token = bearer_token(authorization)?;
         let (access, grant) = self
             .storage
-            .get_access_token(&bearer_token_key(token), self.now())
+            .get_access_token(&secret_token_key(token), self.now())
             .await?
             .ok_or_else(|| {
                 OAuthError::invalid_token("the access token is invalid, expired or revoked")

@@ -237,7 +237,7 @@ fn http() -> reqwest::Client {
 
 /// The key lanyard stores an access or refresh token under.
 fn token_key(token: &str) -> String {
-    lanyard::oidc::secrets::bearer_token_key(token)
+    lanyard::oidc::secrets::secret_token_key(token)
 }
 
 fn unix_now() -> f64 {

@@ -20,6 +20,7 @@ on_both!(
     introspection_answers_only_authenticated_owners_and_trusted_peers,
     client_credentials_only_for_clients_that_list_it,
     a_sign_in_session_spares_the_password_for_a_second_client,
+    sessions_codes_and_logins_are_keyed_by_time_and_earlier_ones_still_work,
     prompts_max_age_and_id_token_hint,
     logout_ends_the_session_and_redirects_only_to_registered_uris,
     form_post_answers_with_a_self_submitting_form,
@@ -722,6 +723,103 @@ async fn a_sign_in_session_spares_the_password_for_a_second_client(b: Backend) {
     )
     .await;
     assert!(next.contains("/auth/local?req="), "{next}");
+}
+
+/// Session cookies and authorization codes begin with their issue time and are stored under
+/// that time and their digest, and logins' ids begin with the time, so new rows sort after
+/// the ones before. A session cookie or a code of the earlier form (43 random characters,
+/// stored under its digest alone) still works after an upgrade.
+async fn sessions_codes_and_logins_are_keyed_by_time_and_earlier_ones_still_work(b: Backend) {
+    use lanyard::oidc::secrets::{random_token, secret_token_key, sha256_hex};
+    let Some(s) = server(b).await else { return };
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let browser = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let issued_now = |key: &str| {
+        let ms = u64::from_str_radix(&key[..12], 16).unwrap_or(0);
+        assert!(now_ms.abs_diff(ms) < 60_000, "{key} begins with the time");
+    };
+
+    let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
+    let login = s.texts("SELECT id FROM auth_requests").await;
+    assert_eq!(login.len(), 1);
+    issued_now(&login[0]);
+    assert!(login_url.contains(&login[0]), "{login_url}");
+    let r = s.submit_alice(&browser, &login_url, &html).await;
+    let set_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("lanyard_session="))
+        .expect("session cookie")
+        .to_string();
+    let cookie = set_cookie["lanyard_session=".len()..]
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(cookie.len(), 51);
+    let key = secret_token_key(&cookie);
+    issued_now(&key);
+    assert_eq!(s.texts("SELECT id FROM sessions").await, [key.clone()]);
+
+    // The session's row as an earlier lanyard stored it, and the browser's cookie to match.
+    let old_cookie = random_token(32);
+    s.execute(
+        &format!(
+            "UPDATE sessions SET id = '{}' WHERE id = $1",
+            sha256_hex(&old_cookie)
+        ),
+        &key,
+    )
+    .await;
+    jar.add_cookie_str(
+        &set_cookie.replace(&cookie, &old_cookie),
+        &reqwest::Url::parse(&s.issuer).unwrap(),
+    );
+    // The second client's login goes straight to approval: the earlier cookie signs in.
+    let next = auth_step(&s, &browser, &AuthRequest::confidential().query()).await;
+    assert!(next.contains("/approval?req="), "{next}");
+    // The new form's cookie no longer names a session: the rows were moved.
+    let other = TestServer::new_browser();
+    let r = other
+        .get(s.url("/auth"))
+        .header("cookie", format!("lanyard_session={cookie}"))
+        .query(&AuthRequest::confidential().query())
+        .send()
+        .await
+        .unwrap();
+    assert!(s.absolute(&location(&r)).contains("/auth/local?req="));
+
+    // A code: stored under its time and digest; one of the earlier form still redeems.
+    let req = AuthRequest::confidential();
+    let code = s.code_for(&req).await;
+    assert_eq!(code.len(), 51);
+    let code_key = secret_token_key(&code);
+    issued_now(&code_key);
+    let old_code = random_token(32);
+    s.execute(
+        &format!(
+            "UPDATE auth_codes SET code_hash = '{}' WHERE code_hash = $1",
+            sha256_hex(&old_code)
+        ),
+        &code_key,
+    )
+    .await;
+    assert_eq!(
+        s.redeem(&req, &code).await.status(),
+        400,
+        "the row was moved"
+    );
+    assert_eq!(s.redeem(&req, &old_code).await.status(), 200);
 }
 
 async fn prompts_max_age_and_id_token_hint(b: Backend) {

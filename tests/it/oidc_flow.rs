@@ -603,7 +603,7 @@ async fn denying_approval_returns_access_denied(b: Backend) {
 /// the access token, a refresh rotates the refresh token into one of the new form, and the
 /// new one's stored key begins with its issue time.
 async fn tokens_of_the_earlier_form_keep_working_and_new_ones_sort_by_issue_time(b: Backend) {
-    use lanyard::oidc::secrets::{bearer_token_key, random_token, sha256_hex};
+    use lanyard::oidc::secrets::{random_token, secret_token_key, sha256_hex};
     let Some(s) = server(b).await else { return };
     let req = AuthRequest::confidential();
     let code = s.code_for(&req).await;
@@ -611,7 +611,7 @@ async fn tokens_of_the_earlier_form_keep_working_and_new_ones_sort_by_issue_time
     let access = issued["access_token"].as_str().unwrap();
     let refresh = issued["refresh_token"].as_str().unwrap();
     assert_eq!((access.len(), refresh.len()), (51, 51));
-    let key = bearer_token_key(refresh);
+    let key = secret_token_key(refresh);
     assert_eq!(
         s.texts("SELECT token_hash FROM refresh_tokens").await,
         [key.as_str()]
@@ -633,7 +633,7 @@ async fn tokens_of_the_earlier_form_keep_working_and_new_ones_sort_by_issue_time
             "UPDATE access_tokens SET token_hash = '{}' WHERE token_hash = $1",
             sha256_hex(&old_access)
         ),
-        &bearer_token_key(access),
+        &secret_token_key(access),
     )
     .await;
     s.execute(
@@ -671,7 +671,7 @@ async fn tokens_of_the_earlier_form_keep_working_and_new_ones_sort_by_issue_time
     let rotated = json(rotated).await;
     let successor = rotated["refresh_token"].as_str().unwrap();
     assert_eq!(successor.len(), 51);
-    let successor_key = bearer_token_key(successor);
+    let successor_key = secret_token_key(successor);
     assert!(successor_key > key, "{successor_key} sorts after {key}");
     let stored = s
         .texts("SELECT successor_hash FROM refresh_tokens WHERE successor_hash IS NOT NULL")

@@ -95,16 +95,19 @@ impl Sql {
         }
     }
 
-    /// An access or refresh token's key as lanyard stores it (`bearer_token_key`): its issue
-    /// time, `created_at` seconds as milliseconds in 12 hex digits, then a SHA-256's hex.
+    /// The key lanyard stores a token, code or session cookie under (`secret_token_key`): its
+    /// issue time, then a SHA-256's hex.
     fn token_key(self, created_at: &str) -> String {
+        format!("{} || {}", self.time_hex(created_at), self.hex(32))
+    }
+
+    /// `created_at` seconds as milliseconds in 12 hex digits, how lanyard's keys that grow
+    /// with time begin.
+    fn time_hex(self, created_at: &str) -> String {
         if self.postgres {
-            format!(
-                "lpad(to_hex(CAST(({created_at}) AS bigint) * 1000), 12, '0') || {}",
-                self.hex(32)
-            )
+            format!("lpad(to_hex(CAST(({created_at}) AS bigint) * 1000), 12, '0')")
         } else {
-            format!("printf('%012x', ({created_at}) * 1000) || {}", self.hex(32))
+            format!("printf('%012x', ({created_at}) * 1000)")
         }
     }
 
@@ -333,8 +336,9 @@ fn steady(out: &mut String, sql: Sql, c: Counts, now: i64, password_hash: &str) 
         out,
         "INSERT INTO sessions (id, user_id, connector_id, claims, connector_data, auth_time, \
          created_at, expires_at, revoked_at) \
-         SELECT {hex32}, 'fill-' || (i - 1), 'local', {claims}, {sealed}, \
+         SELECT {key}, 'fill-' || (i - 1), 'local', {claims}, {sealed}, \
          {now} - i % {DAY}, {now} - i % {DAY}, {now} + {DAY} - i % {DAY}, NULL FROM {series};",
+        key = sql.token_key(&format!("{now} - i % {DAY}")),
         claims = claims("i - 1"),
         sealed = sealed_text(sql),
         series = sql.series(users),
@@ -367,13 +371,14 @@ fn auth_requests(out: &mut String, sql: Sql, n: u64, prefix: &str, expires: i64)
          \"login_hint\":null,\"device_user_code\":null}}'",
         h = sql.hex(16)
     );
-    let _ = writeln!(
+    let _ =
+        writeln!(
         out,
         "INSERT INTO auth_requests (id, client_id, params, csrf_token, browser_binding, login, \
          created_at, expires_at) \
          SELECT '{prefix}' || {id}, 'fill-client-' || (i % 10), {params}, {csrf}, {binding}, NULL, \
          {expires} - 1800 - i % 600, {expires} - i % 600 FROM {series};",
-        id = sql.hex(16),
+        id = format!("{} || {}", sql.time_hex(&format!("{expires} - 1800 - i % 600")), sql.hex(16)),
         csrf = sql.hex(32),
         binding = sql.hex(32),
         series = sql.series(n),
@@ -398,7 +403,7 @@ fn auth_codes(out: &mut String, sql: Sql, n: u64, prefix: &str, expired: i64) {
          'https://fill-client-' || (i % 10) || '.example.com/callback', {challenge}, 'S256', \
          {grant}, {expired} - 60 - i % 80000, {expired} - i % 80000, {expired} - 55 - i % 80000 \
          FROM {series};",
-        hash = sql.hex(32),
+        hash = sql.token_key(&format!("{expired} - 60 - i % 80000")),
         challenge = sql.hex(32),
         series = sql.series(n),
     );

@@ -7,7 +7,7 @@ use crate::storage::{AuthCode, AuthRequest, Grant, LoginResult};
 
 use super::{request_mode, AuthorizeError, ClientResponse, Step};
 use crate::oidc::device::device_grant_id;
-use crate::oidc::secrets::{new_grant_id, random_token, sha256_hex};
+use crate::oidc::secrets::{new_grant_id, new_secret_token, secret_token_key};
 use crate::oidc::{Provider, AUTH_CODE_TTL_SECS};
 
 impl Provider {
@@ -37,9 +37,9 @@ impl Provider {
         if let Some(user_code) = &request.params.device_user_code {
             return self.approve_device(request, login, user_code, now).await;
         }
-        let code = random_token(32);
+        let code = new_secret_token();
         let auth_code = AuthCode {
-            code_hash: sha256_hex(&code),
+            code_hash: secret_token_key(&code),
             redirect_uri: request.params.redirect_uri.clone(),
             code_challenge: request.params.code_challenge.clone(),
             code_challenge_method: request.params.code_challenge_method.clone(),

@@ -17,7 +17,7 @@ use super::{
 use crate::oidc::claims::identity_claims;
 use crate::oidc::password::{PasswordCheck, PasswordCheckError};
 use crate::oidc::scopes::connector_scopes;
-use crate::oidc::secrets::{random_token, sha256_hex};
+use crate::oidc::secrets::{new_secret_token, random_token, secret_token_key, sha256_hex};
 use crate::oidc::{ClientInfo, ConnectorEntry, ConnectorKind, Provider};
 
 impl Provider {
@@ -289,10 +289,10 @@ impl Provider {
         if lifetime == 0 {
             return Ok(None);
         }
-        let cookie = random_token(32);
+        let cookie = new_secret_token();
         self.storage
             .create_session(&Session {
-                id_hash: sha256_hex(&cookie),
+                id_hash: secret_token_key(&cookie),
                 connector_id: login.connector_id.clone(),
                 claims: login.claims.clone(),
                 connector_data: login.connector_data.clone(),

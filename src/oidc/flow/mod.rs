@@ -16,7 +16,7 @@ use crate::storage::{AuthRequest, Session};
 use super::error::{ErrorCode, StorageFault};
 use super::ratelimit::Retry;
 use super::redirect::append_query;
-use super::secrets::{constant_time_eq, hmac_sha256, random_token, sha256_hex};
+use super::secrets::{constant_time_eq, hmac_sha256, random_token, secret_token_key, sha256_hex};
 use super::{ClientInfo, ConnectorEntry, Provider};
 
 /// How the answer travels back to the client.
@@ -241,7 +241,7 @@ impl Provider {
         let now = self.now();
         Ok(self
             .storage
-            .get_session(&sha256_hex(cookie))
+            .get_session(&secret_token_key(cookie))
             .await?
             .filter(|s| s.revoked_at.is_none() && s.expires_at > now))
     }

@@ -13,7 +13,7 @@ use crate::oidc::form::{optional, parse_unique_params};
 use crate::oidc::pkce;
 use crate::oidc::redirect::redirect_uri_allowed;
 use crate::oidc::scopes::Scopes;
-use crate::oidc::secrets::{constant_time_eq, random_token, sha256_hex};
+use crate::oidc::secrets::{constant_time_eq, new_auth_request_id, random_token, sha256_hex};
 use crate::oidc::{ClientInfo, ConnectorEntry, Provider};
 
 impl Provider {
@@ -190,7 +190,7 @@ impl Provider {
 
         let browser_cookie = self.browser_cookie_or_new(browser_cookie);
         let request = AuthRequest {
-            id: random_token(16),
+            id: new_auth_request_id(),
             client_id: client.id.clone(),
             params: AuthRequestParams {
                 redirect_uri: redirect_uri.to_string(),
@@ -343,7 +343,7 @@ impl Provider {
             .await?
             .filter(|s| allowed.iter().any(|c| c.id == s.connector_id));
         let auth = AuthRequest {
-            id: random_token(16),
+            id: new_auth_request_id(),
             client_id: client.id.clone(),
             params: AuthRequestParams {
                 redirect_uri: String::new(),

@@ -6,7 +6,7 @@ use crate::storage::Redemption;
 use crate::oidc::error::OAuthError;
 use crate::oidc::issue::TokenResponse;
 use crate::oidc::pkce;
-use crate::oidc::secrets::sha256_hex;
+use crate::oidc::secrets::secret_token_key;
 use crate::oidc::{ClientInfo, Provider};
 
 impl Provider {
@@ -17,7 +17,7 @@ impl Provider {
         redirect_uri: &str,
         verifier: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let code_hash = sha256_hex(code);
+        let code_hash = secret_token_key(code);
         let now = self.now();
 
         let invalid = || OAuthError::invalid_grant("the code is invalid, expired or already used");

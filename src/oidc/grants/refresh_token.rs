@@ -7,7 +7,7 @@ use crate::oidc::claims::identity_claims;
 use crate::oidc::error::{ErrorCode, OAuthError};
 use crate::oidc::issue::{NewTokens, TokenResponse};
 use crate::oidc::scopes::{connector_scopes, has, Scopes};
-use crate::oidc::secrets::{bearer_token_key, open_successor, seal_successor};
+use crate::oidc::secrets::{open_successor, seal_successor, secret_token_key};
 use crate::oidc::{ClientInfo, Provider};
 
 impl Provider {
@@ -20,7 +20,7 @@ impl Provider {
         let invalid =
             || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
         let now = self.now();
-        let token_hash = bearer_token_key(token);
+        let token_hash = secret_token_key(token);
         let (stored, grant) = self
             .storage
             .get_refresh_token(&token_hash)
