@@ -769,7 +769,7 @@ async fn sessions_codes_and_logins_are_keyed_by_time_and_earlier_ones_still_work
     assert_eq!(cookie.len(), 51);
     let key = secret_token_key(&cookie);
     issued_now(&key);
-    assert_eq!(s.texts("SELECT id FROM sessions").await, [key.clone()]);
+    assert_eq!(s.texts("SELECT id FROM sessions").await, [key.as_str()]);
 
     // The session's row as an earlier lanyard stored it, and the browser's cookie to match.
     let old_cookie = random_token(32);

@@ -371,14 +371,16 @@ fn auth_requests(out: &mut String, sql: Sql, n: u64, prefix: &str, expires: i64)
          \"login_hint\":null,\"device_user_code\":null}}'",
         h = sql.hex(16)
     );
-    let _ =
-        writeln!(
+    // A login's id as lanyard makes it: the time in hex, then random characters.
+    let created = format!("{expires} - 1800 - i % 600");
+    let _ = writeln!(
         out,
         "INSERT INTO auth_requests (id, client_id, params, csrf_token, browser_binding, login, \
          created_at, expires_at) \
-         SELECT '{prefix}' || {id}, 'fill-client-' || (i % 10), {params}, {csrf}, {binding}, NULL, \
-         {expires} - 1800 - i % 600, {expires} - i % 600 FROM {series};",
-        id = format!("{} || {}", sql.time_hex(&format!("{expires} - 1800 - i % 600")), sql.hex(16)),
+         SELECT '{prefix}' || {time} || {random}, 'fill-client-' || (i % 10), {params}, {csrf}, \
+         {binding}, NULL, {created}, {expires} - i % 600 FROM {series};",
+        time = sql.time_hex(&created),
+        random = sql.hex(16),
         csrf = sql.hex(32),
         binding = sql.hex(32),
         series = sql.series(n),
