@@ -233,11 +233,43 @@ impl Fill {
             }
         }
         let took = started.elapsed();
+        settle(setup, storage)?;
         if let Fill::Steady { .. } = self {
             check_readable(lanyard, setup, self.counts())?;
         }
         Ok(took)
     }
+}
+
+/// Puts the fill on disk before lanyard starts. Written without waiting for the disk, it is a
+/// gigabyte of dirty pages that the kernel (or PostgreSQL's checkpointer) would write back
+/// while the scenarios run: lanyard's first fsync would wait for all of it, and the writing
+/// scenarios would measure that backlog, not a database that grew over a year.
+fn settle(setup: &Setup, storage: &Storage) -> anyhow::Result<()> {
+    match storage {
+        Storage::Sqlite => {
+            let file = sqlite_file(setup);
+            for path in [file.clone(), format!("{file}-wal")] {
+                match std::fs::File::open(&path) {
+                    Ok(f) => f.sync_all().with_context(|| format!("syncing {path}"))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).with_context(|| format!("opening {path}")),
+                }
+            }
+        }
+        Storage::Postgres(url) => {
+            // CHECKPOINT needs a superuser or pg_checkpoint; without it the checkpointer
+            // settles the fill on its own schedule, which the figures then include.
+            if let Err(e) = run_sql(
+                "psql",
+                &[url, "-qAt", "-v", "ON_ERROR_STOP=1"],
+                "CHECKPOINT;\n",
+            ) {
+                eprintln!("the fill was not checkpointed ({e}); the first minutes may include its write-back");
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn sqlite_file(setup: &Setup) -> String {
