@@ -4,7 +4,12 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(
+    // Built before libFuzzer times any input (see `harness`).
+    init: {
+        lanyard_fuzz::harness();
+    },
+    |data: &[u8]| {
     let Some(text) = lanyard_fuzz::text(data) else {
         return;
     };
@@ -16,4 +21,5 @@ fuzz_target!(|data: &[u8]| {
     let h = lanyard_fuzz::harness();
     let authorization = (!authorization.is_empty()).then_some(authorization);
     let _ = h.runtime.block_on(h.provider.token(authorization, &form, "192.0.2.1"));
-});
+}
+);

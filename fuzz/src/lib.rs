@@ -51,6 +51,10 @@ staticClients:
   grantTypes: [client_credentials]
 "#;
 
+/// The provider the targets drive, built once. The targets that use it build it in their
+/// `init`, before libFuzzer starts timing inputs: in the unoptimised smoke build, generating
+/// its first RSA key (a random prime search) took longer than a unit's 10 s timeout on a slow
+/// machine, and the first input was reported as a hang.
 pub fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
