@@ -207,7 +207,8 @@ pub trait Storage: Send + Sync + 'static {
     /// In one transaction: stores a new grant with its tokens (client_credentials, token
     /// exchange: grants that no code or device request precedes).
     async fn issue_grant(&self, grant: &Grant, tokens: &IssuedTokens) -> Result<()>;
-    /// Deletes one access token. True if it existed.
+    /// Deletes one access token, and in the same transaction its grant if that is left
+    /// without a token and not revoked. True if the token existed.
     async fn revoke_access_token(&self, token_hash: &str) -> Result<bool>;
 
     // Refresh tokens.

@@ -435,6 +435,7 @@ impl Dialect for PostgresDialect {
     /// another's batch to commit and then finding its rows gone.
     const SWEEP_SKIP_LOCKED: bool = true;
     const JSON_TEXTS: &'static str = "json_array_elements_text($1::JSON)";
+    const LOCK_GRANT: Option<&'static str> = Some("SELECT 1 FROM grants WHERE id = $1 FOR UPDATE");
 
     async fn migrate(pool: &PgPool) -> Result<()> {
         MIGRATOR

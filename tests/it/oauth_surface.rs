@@ -530,6 +530,25 @@ async fn revocation_ends_the_family_and_only_for_its_client(b: Backend) {
             .status(),
         200
     );
+
+    // A login without offline_access has only its access token: revoking it leaves nothing
+    // of the login behind (no sweep would find its grant later).
+    let grants = || async { s.texts("SELECT id FROM grants ORDER BY id").await };
+    let before = grants().await;
+    let access_only = AuthRequest {
+        scope: "openid email".into(),
+        ..AuthRequest::public()
+    };
+    let t = tokens(&s, &access_only).await;
+    assert!(t.get("refresh_token").is_none(), "{t}");
+    assert_eq!(grants().await.len(), before.len() + 1);
+    let access = t["access_token"].as_str().unwrap();
+    assert_eq!(
+        revoke(&s, (PUBLIC_CLIENT, None), access).await.status(),
+        200
+    );
+    assert_eq!(userinfo_status(&s, access).await, 401);
+    assert_eq!(grants().await, before);
 }
 
 async fn introspect(
@@ -738,19 +757,10 @@ async fn sessions_codes_and_logins_are_keyed_by_time_and_earlier_ones_still_work
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let issued_now = |key: &str| {
-        let ms = u64::from_str_radix(&key[..12], 16).unwrap_or(0);
-        assert!(now_ms.abs_diff(ms) < 60_000, "{key} begins with the time");
-    };
-
     let (login_url, html) = s.open_login(&browser, &AuthRequest::public()).await;
     let login = s.texts("SELECT id FROM auth_requests").await;
     assert_eq!(login.len(), 1);
-    issued_now(&login[0]);
+    common::assert_begins_with_now(&login[0]);
     assert!(login_url.contains(&login[0]), "{login_url}");
     let r = s.submit_alice(&browser, &login_url, &html).await;
     let set_cookie = r
@@ -768,7 +778,7 @@ async fn sessions_codes_and_logins_are_keyed_by_time_and_earlier_ones_still_work
         .to_string();
     assert_eq!(cookie.len(), 51);
     let key = secret_token_key(&cookie);
-    issued_now(&key);
+    common::assert_begins_with_now(&key);
     assert_eq!(s.texts("SELECT id FROM sessions").await, [key.as_str()]);
 
     // The session's row as an earlier lanyard stored it, and the browser's cookie to match.
@@ -804,7 +814,7 @@ async fn sessions_codes_and_logins_are_keyed_by_time_and_earlier_ones_still_work
     let code = s.code_for(&req).await;
     assert_eq!(code.len(), 51);
     let code_key = secret_token_key(&code);
-    issued_now(&code_key);
+    common::assert_begins_with_now(&code_key);
     let old_code = random_token(32);
     s.execute(
         &format!(

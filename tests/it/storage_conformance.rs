@@ -83,6 +83,26 @@ impl TestDb {
     fn s(&self) -> &dyn Storage {
         self.storage.as_ref()
     }
+
+    /// Runs one statement with SQL, `key` bound to $1, rather than through the storage trait:
+    /// for states the trait no longer makes (an earlier version's, or a race's).
+    async fn execute(&self, sql: &str, key: &str) {
+        match &self.settings {
+            StorageSettings::Sqlite { file } => {
+                let url = format!("sqlite://{}", file.display());
+                let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+                sqlx::query(sql).bind(key).execute(&pool).await.expect(sql);
+                pool.close().await;
+            }
+            StorageSettings::Postgres(pg) => {
+                let url = pg.url.as_deref().expect("a test database's url");
+                let pool = sqlx::PgPool::connect(url).await.expect("connect");
+                sqlx::query(sql).bind(key).execute(&pool).await.expect(sql);
+                pool.close().await;
+            }
+            StorageSettings::Memory => unreachable!("only the storage's own connection sees it"),
+        }
+    }
 }
 
 macro_rules! conformance {
@@ -111,6 +131,7 @@ macro_rules! conformance {
 conformance!(
     migrate_twice_is_harmless_and_ping_answers,
     sweep_deletes_client_credentials_grants_once_their_token_is_gone,
+    revoking_the_last_access_token_of_a_grant_deletes_the_grant,
     sweep_deletes_an_unrevoked_grant_with_its_last_token,
     sweep_keeps_the_grant_a_concurrent_rotation_gives_a_token_to,
     refresh_last_used_follows_rotation_and_is_none_without_a_refresh_token,
@@ -338,10 +359,12 @@ fn cutoffs(code_cutoff: i64, grant_cutoff: i64, batch: u32) -> SweepCutoffs {
 
 /// Every client_credentials request leaves a grant (connector `""`) with one access token and
 /// never a refresh token: once the token is gone and the grant is older than
-/// `client_grant_cutoff`, the grant goes too, so such grants do not pile up forever, also when
-/// the token went another way than a sweep (revoked by the client). A client grant whose
-/// token lives on or that is younger than the cutoff stays, and so does a user's grant whose
-/// token was revoked (it is not the client's).
+/// `client_grant_cutoff`, the grant goes too, so such grants do not pile up forever. A token
+/// revoked now takes its grant with it (see
+/// `revoking_the_last_access_token_of_a_grant_deletes_the_grant`); this step finds the grants
+/// an earlier version left without a token, made here with SQL. A client grant whose token
+/// lives on or that is younger than the cutoff stays, and so does a user's grant (finding
+/// those would read every user's grant).
 async fn sweep_deletes_client_credentials_grants_once_their_token_is_gone(db: &TestDb) {
     let s = &db.storage;
     let client_grant = |id: &str, created_at: i64| Grant {
@@ -351,7 +374,7 @@ async fn sweep_deletes_client_credentials_grants_once_their_token_is_gone(db: &T
     };
     let old = NOW - 3 * 86400;
     for (id, created_at) in [
-        ("cc-revoked", old),
+        ("cc-tokenless", old),
         ("cc-live", old),
         ("cc-young", NOW - 20),
     ] {
@@ -369,8 +392,12 @@ async fn sweep_deletes_client_credentials_grants_once_their_token_is_gone(db: &T
     )
     .await
     .unwrap();
-    for revoked in ["at-cc-revoked", "at-cc-young", "at-user-grant"] {
-        assert!(s.revoke_access_token(revoked).await.unwrap(), "{revoked}");
+    for earlier_version_revoked in ["at-cc-tokenless", "at-cc-young", "at-user-grant"] {
+        db.execute(
+            "DELETE FROM access_tokens WHERE token_hash = $1",
+            earlier_version_revoked,
+        )
+        .await;
     }
 
     let swept = s
@@ -381,9 +408,77 @@ async fn sweep_deletes_client_credentials_grants_once_their_token_is_gone(db: &T
         .await
         .unwrap();
     assert_eq!((swept.access_tokens, swept.grants), (0, 1), "{swept:?}");
-    assert_eq!(s.get_grant("cc-revoked").await.unwrap(), None);
+    assert_eq!(s.get_grant("cc-tokenless").await.unwrap(), None);
     for kept in ["cc-live", "cc-young", "user-grant"] {
         assert!(s.get_grant(kept).await.unwrap().is_some(), "{kept}");
+    }
+}
+
+/// RFC 7009 revocation of an access token: a grant left with no token and not revoked (a
+/// login without `offline_access`, a client_credentials grant) is deleted with it, or no
+/// sweep would ever meet it again. A grant that keeps a refresh or another access token
+/// stays, and so does a revoked grant (it keeps its own cutoff). Two revocations of a grant's
+/// last two tokens at once, from two pools, leave no grant behind either.
+async fn revoking_the_last_access_token_of_a_grant_deletes_the_grant(db: &TestDb) {
+    let s = db.s();
+    grant_via_code(s, "login-only", NOW + 600).await;
+    s.issue_grant(
+        &Grant {
+            connector_id: String::new(),
+            ..grant("client")
+        },
+        &only(access_token("at-client", "client", NOW + 600)),
+    )
+    .await
+    .unwrap();
+    let with_refresh = IssuedTokens {
+        access: access_token("at-offline", "offline", NOW + 600),
+        refresh: Some(refresh_token("rt-offline", "offline", None)),
+    };
+    s.issue_grant(&grant("offline"), &with_refresh)
+        .await
+        .unwrap();
+    grant_via_code(s, "revoked", NOW + 600).await;
+    assert!(s.revoke_grant("revoked", NOW - 5).await.unwrap());
+    let twin =
+        "INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, expires_at) \
+                SELECT token_hash || '-twin', grant_id, client_id, created_at, expires_at \
+                FROM access_tokens WHERE token_hash = $1";
+    grant_via_code(s, "two-tokens", NOW + 600).await;
+    db.execute(twin, "at-two-tokens").await;
+
+    for token in ["at-login-only", "at-client", "at-offline", "at-two-tokens"] {
+        assert!(s.revoke_access_token(token).await.unwrap(), "{token}");
+    }
+    assert_eq!(s.get_grant("login-only").await.unwrap(), None);
+    assert_eq!(s.get_grant("client").await.unwrap(), None);
+    assert!(s.get_grant("offline").await.unwrap().is_some());
+    assert!(s.get_refresh_token("rt-offline").await.unwrap().is_some());
+    assert!(s.get_grant("two-tokens").await.unwrap().is_some());
+    // A revoked grant waits for its own cutoff, whether or not its tokens are gone yet.
+    s.revoke_access_token("at-revoked").await.unwrap();
+    assert!(s.get_grant("revoked").await.unwrap().is_some());
+    assert!(s.revoke_access_token("at-two-tokens-twin").await.unwrap());
+    assert_eq!(s.get_grant("two-tokens").await.unwrap(), None);
+
+    let other = db.open_another().await;
+    for i in 0..12 {
+        let id = format!("race-{i}");
+        grant_via_code(s, &id, NOW + 600).await;
+        let token = format!("at-{id}");
+        db.execute(twin, &token).await;
+        let barrier = Arc::new(Barrier::new(2));
+        let revoke = |storage: SharedStorage, token: String| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                storage.revoke_access_token(&token).await.unwrap()
+            })
+        };
+        let first = revoke(db.storage.clone(), token.clone());
+        let second = revoke(other.clone(), format!("{token}-twin"));
+        assert!(first.await.unwrap() && second.await.unwrap(), "{id}");
+        assert_eq!(s.get_grant(&id).await.unwrap(), None, "{id}");
     }
 }
 
@@ -2219,6 +2314,12 @@ async fn issued_grant_stores_its_tokens_and_access_tokens_revoke_one_by_one(db: 
         "revoking an access token leaves its grant alone"
     );
     assert!(s.get_refresh_token("rt0").await.unwrap().is_some());
+    assert!(s.revoke_access_token("at2").await.unwrap());
+    assert_eq!(
+        s.get_grant("g2").await.unwrap(),
+        None,
+        "a grant left without tokens goes with its last one"
+    );
 }
 
 async fn device_request_round_trips_and_user_codes_are_unique(db: &TestDb) {

@@ -151,6 +151,9 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     const SWEEP_STATEMENT_ROWS: u32 = u32::MAX;
     /// A table whose column `value` holds the texts of the JSON array bound to $1.
     const JSON_TEXTS: &'static str;
+    /// Locks the grant whose id is $1 until the transaction ends; `None` where
+    /// [`begin_write`](Self::begin_write) already keeps every other writer out.
+    const LOCK_GRANT: Option<&'static str> = None;
 
     /// Runs one sweep statement (`$1` the cutoff, `$2` the row limit) that deletes `subject`
     /// the dialect's own way and says what it deleted; `None`: it runs on the pool. With
@@ -954,12 +957,39 @@ where
         self.dialect.issue_grant(&self.pool, grant, tokens).await
     }
 
+    /// A grant without a refresh token (a login without `offline_access`) has nothing left
+    /// once its access token is revoked, and no sweep would meet it again: it goes with the
+    /// token. A grant another token keeps, or a revoked one (which keeps its own cutoff),
+    /// stays.
     async fn revoke_access_token(&self, token_hash: &str) -> Result<bool> {
-        self.change(
-            sqlx::query(DELETE_ACCESS_TOKEN).bind(token_hash),
-            "access token",
-        )
-        .await
+        let mut tx = D::begin_write(&self.pool).await?;
+        let deleted = sqlx::query(DELETE_ACCESS_TOKEN)
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .or_storage("access token")?;
+        // Nothing deleted: dropping `tx` rolls back.
+        let Some(deleted) = deleted else {
+            return Ok(false);
+        };
+        let grant_id: String = deleted.try_get("grant_id").or_storage("access token")?;
+        // Two revocations of the last two tokens of one grant at once: each statement's
+        // snapshot would still show the other's token, and both would keep the grant. Queued
+        // on the grant's lock, the second's next statement sees both deletions.
+        if let Some(lock) = D::LOCK_GRANT {
+            sqlx::query(lock)
+                .bind(&grant_id)
+                .execute(&mut *tx)
+                .await
+                .or_storage("grant")?;
+        }
+        sqlx::query(&delete_freed_grants(D::JSON_TEXTS, false))
+            .bind(to_json(&[&grant_id], "revoked token's grant")?)
+            .execute(&mut *tx)
+            .await
+            .or_storage("grant without tokens")?;
+        tx.commit().await.or_storage("access token")?;
+        Ok(true)
     }
 
     async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<(RefreshToken, Grant)>> {

@@ -130,8 +130,9 @@ pub(in crate::storage) const INSERT_REFRESH_TOKEN: &str =
     "INSERT INTO refresh_tokens (token_hash, grant_id, \
      client_id, created_at, last_used_at, expires_at, rotated_at, successor_hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+/// Returns the token's grant, which may have no token left (see `revoke_access_token`).
 pub(in crate::storage) const DELETE_ACCESS_TOKEN: &str =
-    "DELETE FROM access_tokens WHERE token_hash = $1";
+    "DELETE FROM access_tokens WHERE token_hash = $1 RETURNING grant_id";
 /// A refresh token and its grant, with the columns of both [`RefreshTokenWithGrantRow`] (to
 /// answer a read) and [`RefreshTokenStateWithGrant`] (to decide a rotation; SQLite's batches
 /// read once for both, see `sqlite_writer`).
