@@ -7,6 +7,7 @@
 #   benches/run.sh --no-postgres         # SQLite only
 #   benches/run.sh --seconds 10          # longer scenarios
 #   benches/run.sh --replicas 1,2,3      # replicas on one PostgreSQL database (docs/scaling.md)
+#   benches/run.sh --fill                # a filled database beside a fresh one, taking turns
 #
 # The micro-benchmarks (signing, token minting, password verification) are
 # `cargo bench --bench micro`.

@@ -606,28 +606,27 @@ pub struct Extra {
     pub filled: Vec<Report>,
     pub sweeps: Vec<Sweeping>,
     rows: u64,
+    /// Turns each side took per scenario.
+    turns: u32,
 }
 
-/// The `--fill` and `--housekeeping` runs the options ask for, on each storage.
-pub async fn extra_runs(opts: &Options, password_hash: &str) -> anyhow::Result<Extra> {
+/// The `--housekeeping` runs the options ask for, on each storage, beside the `--fill` runs'
+/// reports (made with the fresh ones, see `scenarios`).
+pub async fn extra_runs(
+    opts: &Options,
+    password_hash: &str,
+    filled: Vec<Report>,
+) -> anyhow::Result<Extra> {
     let mut extra = Extra {
         rows: opts.fill_rows,
+        turns: opts.turns,
+        filled,
         ..Extra::default()
     };
-    let storages =
-        || std::iter::once(Storage::Sqlite).chain(opts.postgres.clone().map(Storage::Postgres));
-    if opts.fill {
-        for storage in storages() {
-            let fill = Fill::Steady {
-                rows: opts.fill_rows,
-            };
-            extra
-                .filled
-                .push(crate::bench(opts, storage, password_hash, Some(fill)).await?);
-        }
-    }
     if opts.housekeeping {
-        for storage in storages() {
+        let storages =
+            std::iter::once(Storage::Sqlite).chain(opts.postgres.clone().map(Storage::Postgres));
+        for storage in storages {
             extra
                 .sweeps
                 .push(housekeeping(opts, storage, password_hash).await?);
@@ -842,8 +841,9 @@ impl Extra {
             println!();
             println!(
                 "{}: fresh database against one filled with {} rows ({} grants, {} refresh \
-                 tokens, {} sessions, {} clients; filled in {}); filled/fresh in brackets, \
-                 within 20% is 0.80-1.20 (1.25 for times)",
+                 tokens, {} sessions, {} clients; filled in {}), the two taking {} turns each \
+                 per scenario; filled/fresh in brackets, within 20% is 0.80-1.20 (1.25 for \
+                 times)",
                 filled.storage,
                 Fill::Steady { rows: self.rows }.counts().total(),
                 Fill::Steady { rows: self.rows }.counts().grants,
@@ -851,6 +851,7 @@ impl Extra {
                 Fill::Steady { rows: self.rows }.counts().sessions,
                 Fill::Steady { rows: self.rows }.counts().clients,
                 filled.filled_in.map(ms).unwrap_or_default(),
+                self.turns,
             );
             println!(
                 "{:<20} | {:>22} | {:>24} | {:>24}",

@@ -37,6 +37,20 @@ impl Figures {
         ))
     }
 
+    /// Adds the figures of another turn of the same scenario.
+    pub fn add(&mut self, turn: Figures) {
+        self.ok += turn.ok;
+        self.errors += turn.errors;
+        if self.first_error.is_none() {
+            self.first_error = turn.first_error;
+        }
+        self.elapsed += turn.elapsed;
+        self.latencies.extend(turn.latencies);
+        self.latencies.sort_unstable();
+        self.server_cpu += turn.server_cpu;
+        self.generator_cpu += turn.generator_cpu;
+    }
+
     /// lanyard's CPU time per successful request.
     pub fn server_cpu_per_request(&self) -> Duration {
         self.per_request(self.server_cpu)

@@ -9,22 +9,22 @@ mod limits;
 mod load;
 mod process;
 mod replicas;
+mod scenarios;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use flows::{Client, Session};
 use load::Figures;
-use process::{Server, Storage};
+use process::Storage;
 
 const USAGE: &str = "usage: lanyard-load [--lanyard PATH] [--postgres URL | --no-postgres] \
 [--seconds N] [--connections N] [--login-connections N] [--fill] [--fill-rows N] \
-[--housekeeping] [--replicas 1,2,3 [--replica-backlog ROWS]] [--smoke]\n\
+[--turns N] [--housekeeping] [--replicas 1,2,3 [--replica-backlog ROWS]] [--smoke]\n\
   --fill          also run every scenario on a database filled to a realistic size first, \
-and print filled against fresh\n\
+and print filled against fresh; the two lanyards take turns, --turns each per scenario \
+(default 4), the one waiting stopped\n\
   --fill-rows N   grants and refresh tokens in the filled database (default 1000000; a tenth \
 as many users, a hundredth as many clients); also the expired rows of --housekeeping\n\
   --housekeeping  p99 of logins and refreshes while housekeeping deletes --fill-rows expired \
@@ -51,6 +51,8 @@ struct Options {
     /// Rows of `--fill` and `--housekeeping`.
     fill_rows: u64,
     fill: bool,
+    /// Turns each of the fresh and the filled lanyard takes per scenario of `--fill`.
+    turns: u32,
     housekeeping: bool,
 }
 
@@ -67,6 +69,7 @@ fn options() -> anyhow::Result<Options> {
     let mut replicas = Vec::new();
     let mut replica_backlog = 0;
     let (mut fill, mut housekeeping, mut fill_rows) = (false, false, None);
+    let mut turns = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -83,6 +86,7 @@ fn options() -> anyhow::Result<Options> {
             "--fill-rows" => {
                 fill_rows = Some(value("--fill-rows")?.parse().context("--fill-rows")?)
             }
+            "--turns" => turns = Some(value("--turns")?.parse().context("--turns")?),
             "--seconds" => seconds = value("--seconds")?.parse().context("--seconds")?,
             "--connections" => {
                 connections = value("--connections")?.parse().context("--connections")?
@@ -130,6 +134,7 @@ fn options() -> anyhow::Result<Options> {
         replica_backlog,
         fill_rows: fill_rows.unwrap_or(if smoke { 2000 } else { 1_000_000 }),
         fill: fill || smoke,
+        turns: turns.unwrap_or(if smoke { 2 } else { 4 }),
         housekeeping: housekeeping || smoke,
     })
 }
@@ -172,223 +177,6 @@ const CLIENT_CREDENTIALS: &str = "client_credentials";
 const LOGIN: &str = "password login";
 const CODE: &str = "authorization_code";
 const REFRESH: &str = "refresh_token";
-
-async fn bench(
-    opts: &Options,
-    storage: Storage,
-    password_hash: &str,
-    fill: Option<fill::Fill>,
-) -> anyhow::Result<Report> {
-    let name = storage.name();
-    let dir = std::env::temp_dir().join(format!("lanyard-bench-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = bench_in(opts, &dir, storage, password_hash, fill).await;
-    if result.is_ok() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    result
-}
-
-async fn bench_in(
-    opts: &Options,
-    dir: &std::path::Path,
-    storage: Storage,
-    password_hash: &str,
-    fill: Option<fill::Fill>,
-) -> anyhow::Result<Report> {
-    let name = storage.name();
-    // Dropped (with the database) when the run ends.
-    let (_database, storage) = process::own_database(&storage)?;
-    let setup = process::write_config(dir, &storage, password_hash)?;
-    eprintln!("[{name}] first start (creates the schema and the first key)");
-    let first = Server::start(&opts.lanyard, &setup).await?;
-    let ready_fresh = first.ready_after;
-    first.stop()?;
-    let filled_in = match fill {
-        Some(f) => {
-            eprintln!(
-                "[{name}] filling the database ({} rows)",
-                f.counts().total()
-            );
-            Some(f.apply(&opts.lanyard, &setup, &storage, password_hash)?)
-        }
-        None => None,
-    };
-    let server = Server::start(&opts.lanyard, &setup).await?;
-    let ready_restart = server.ready_after;
-    let pid = server.pid();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss_kib = process::rss_kib(pid);
-
-    let addr = setup.web;
-    let secs = Duration::from_secs(opts.seconds);
-    let client = Arc::new(Client::new());
-    let mut rows = Vec::new();
-
-    for (scenario, path) in [
-        (DISCOVERY, "/.well-known/openid-configuration"),
-        (JWKS, "/keys"),
-    ] {
-        eprintln!("[{name}] {scenario}");
-        let (f, _) = load::run(
-            addr,
-            pid,
-            vec![(); opts.connections],
-            Some(secs),
-            move |mut c, s| async move {
-                let r = flows::get_ok(&mut c, path).await.map(|()| true);
-                (c, s, r)
-            },
-        )
-        .await;
-        rows.push((scenario, f));
-    }
-
-    eprintln!("[{name}] {CLIENT_CREDENTIALS}");
-    let cl = client.clone();
-    let (f, _) = load::run(
-        addr,
-        pid,
-        vec![(); opts.connections],
-        Some(secs),
-        move |mut c, s| {
-            let cl = cl.clone();
-            async move {
-                let r = flows::client_credentials(&mut c, &cl).await.map(|()| true);
-                (c, s, r)
-            }
-        },
-    )
-    .await;
-    rows.push((CLIENT_CREDENTIALS, f));
-
-    eprintln!("[{name}] {LOGIN}");
-    let cl = client.clone();
-    let (f, sessions) = load::run(
-        addr,
-        pid,
-        (0..opts.login_connections)
-            .map(|person| (person, Vec::<Session>::new()))
-            .collect(),
-        Some(secs),
-        move |mut c, (person, mut done)| {
-            let cl = cl.clone();
-            async move {
-                let r = flows::password_login(&mut c, &cl, person).await.map(|s| {
-                    done.push(s);
-                    true
-                });
-                (c, (person, done), r)
-            }
-        },
-    )
-    .await;
-    rows.push((LOGIN, f));
-    let sessions: Vec<Session> = sessions.into_iter().flat_map(|(_, s)| s).collect();
-    if sessions.is_empty() {
-        bail!(
-            "[{name}] no password login succeeded: {}",
-            rows.last()
-                .and_then(|(_, f)| f.first_error.clone())
-                .unwrap_or_default()
-        );
-    }
-
-    // Codes come from signed-in browsers (no password), made before the clock starts so
-    // that only their redemption is timed.
-    eprintln!("[{name}] {CODE} (making codes)");
-    let browsers: Vec<(http::Jar, Vec<Code>)> = sessions
-        .iter()
-        .take(opts.connections)
-        .map(|s| (s.jar.clone(), Vec::new()))
-        .collect();
-    let (made, browsers) = load::run(
-        addr,
-        pid,
-        browsers,
-        Some(secs / 2),
-        |mut c, (mut jar, mut codes)| async move {
-            let r = flows::code_from_session(&mut c, &mut jar)
-                .await
-                .map(|code| {
-                    codes.push(code);
-                    true
-                });
-            (c, (jar, codes), r)
-        },
-    )
-    .await;
-    if made.ok == 0 {
-        bail!(
-            "[{name}] no code was made: {}",
-            made.first_error.unwrap_or_default()
-        );
-    }
-    eprintln!("[{name}] {CODE} (redeeming {} codes)", made.ok);
-    let codes: Vec<Code> = browsers.into_iter().flat_map(|(_, c)| c).collect();
-    let per_worker = codes.len().div_ceil(opts.connections);
-    let queues: Vec<(Vec<Code>, Vec<String>)> = codes
-        .chunks(per_worker.max(1))
-        .map(|c| (c.to_vec(), Vec::new()))
-        .collect();
-    let cl = client.clone();
-    let (f, redeemed) = load::run(
-        addr,
-        pid,
-        queues,
-        None,
-        move |mut c, (mut queue, mut refresh)| {
-            let cl = cl.clone();
-            async move {
-                let Some((code, verifier)) = queue.pop() else {
-                    return (c, (queue, refresh), Ok(false));
-                };
-                let r = flows::redeem(&mut c, &cl, &code, &verifier)
-                    .await
-                    .and_then(|t| {
-                        let rt = t["refresh_token"].as_str().context("no refresh_token")?;
-                        refresh.push(rt.to_string());
-                        Ok(true)
-                    });
-                (c, (queue, refresh), r)
-            }
-        },
-    )
-    .await;
-    rows.push((CODE, f));
-
-    eprintln!("[{name}] {REFRESH}");
-    let tokens: Vec<String> = redeemed
-        .into_iter()
-        .flat_map(|(_, r)| r)
-        .chain(sessions.into_iter().map(|s| s.refresh_token))
-        .take(opts.connections)
-        .collect();
-    let cl = client.clone();
-    let (f, _) = load::run(addr, pid, tokens, Some(secs), move |mut c, mut token| {
-        let cl = cl.clone();
-        async move {
-            let r = flows::refresh(&mut c, &cl, &mut token).await.map(|()| true);
-            (c, token, r)
-        }
-    })
-    .await;
-    rows.push((REFRESH, f));
-
-    let end_rss_kib = process::rss_kib(pid);
-    let peak_rss_kib = process::peak_rss_kib(pid);
-    server.stop()?;
-    Ok(Report {
-        storage: name,
-        ready_fresh,
-        ready_restart,
-        idle_rss_kib,
-        end_rss_kib,
-        peak_rss_kib,
-        rows,
-        filled_in,
-    })
-}
 
 fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
@@ -564,14 +352,27 @@ async fn main() -> anyhow::Result<()> {
     let argon_parallel = limits::argon2id_parallel(cores, limit_time)?;
     let password_hash = limits::argon2id_hash(flows::PASSWORD)?;
 
-    let mut reports = vec![bench(&opts, Storage::Sqlite, &password_hash, None).await?];
-    match &opts.postgres {
-        Some(url) => {
-            reports.push(bench(&opts, Storage::Postgres(url.clone()), &password_hash, None).await?)
-        }
-        None => eprintln!("no DATABASE_URL or --postgres: PostgreSQL skipped"),
+    let storages =
+        std::iter::once(Storage::Sqlite).chain(opts.postgres.clone().map(Storage::Postgres));
+    if opts.postgres.is_none() {
+        eprintln!("no DATABASE_URL or --postgres: PostgreSQL skipped");
     }
-    let more = fill::extra_runs(&opts, &password_hash).await?;
+    let (mut reports, mut filled) = (Vec::new(), Vec::new());
+    for storage in storages {
+        if opts.fill {
+            let fill = fill::Fill::Steady {
+                rows: opts.fill_rows,
+            };
+            let (fresh, full) =
+                scenarios::bench_fresh_and_filled(&opts, storage, &password_hash, fill, opts.turns)
+                    .await?;
+            reports.push(fresh);
+            filled.push(full);
+        } else {
+            reports.push(scenarios::bench(&opts, storage, &password_hash).await?);
+        }
+    }
+    let more = fill::extra_runs(&opts, &password_hash, filled).await?;
     print(&opts, rsa, (argon_core, argon_parallel), cores, &reports);
     more.print(&reports);
     if opts.smoke {

@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -10,6 +11,7 @@ use anyhow::{bail, Context};
 use crate::flows::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, USERS};
 use crate::http::Conn;
 
+#[derive(Clone)]
 pub enum Storage {
     Sqlite,
     /// A database URL; the database is created for the run and dropped after it.
@@ -151,6 +153,26 @@ impl Server {
     }
 }
 
+/// Stops a process (SIGSTOP) until [`resume`]: it takes no CPU, and its timers wait.
+pub fn pause(pid: u32) -> anyhow::Result<()> {
+    signal(pid, "-STOP")
+}
+
+pub fn resume(pid: u32) -> anyhow::Result<()> {
+    signal(pid, "-CONT")
+}
+
+fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill {signal} {pid}: {status}");
+    }
+    Ok(())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
@@ -215,7 +237,10 @@ impl Database {
             .with_context(|| format!("{server_url} is not a postgres:// URL"))?;
         let host = rest.split(['/', '?']).next().unwrap_or(rest);
         let root = format!("{scheme}://{host}");
-        let name = format!("lanyard_bench_{}", std::process::id());
+        // Two lanyards of one run (fresh and filled) may each have one at once.
+        static CREATED: AtomicU32 = AtomicU32::new(0);
+        let n = CREATED.fetch_add(1, Ordering::Relaxed);
+        let name = format!("lanyard_bench_{}_{n}", std::process::id());
         let admin_url = format!("{root}/postgres");
         psql(&admin_url, &format!("DROP DATABASE IF EXISTS {name}"))?;
         psql(&admin_url, &format!("CREATE DATABASE {name}"))?;
