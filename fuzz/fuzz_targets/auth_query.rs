@@ -10,16 +10,16 @@ fuzz_target!(
         lanyard_fuzz::harness();
     },
     |data: &[u8]| {
-    let Some(text) = lanyard_fuzz::text(data) else {
-        return;
-    };
-    // An optional cookie after a NUL, so the corpus can reach the session paths.
-    let (query, cookie) = text.split_once('\0').unwrap_or((text, ""));
-    let _ = lanyard::oidc::form::parse_unique_params(query);
-    let h = lanyard_fuzz::harness();
-    let cookie = (!cookie.is_empty()).then_some(cookie);
-    let _ = h
-        .runtime
-        .block_on(h.provider.start_authorization(query, cookie, cookie, "192.0.2.1"));
-}
+        let Some(text) = lanyard_fuzz::text(data) else {
+            return;
+        };
+        // An optional cookie after a NUL, so the corpus can reach the session paths.
+        let (query, cookie) = text.split_once('\0').unwrap_or((text, ""));
+        let _ = lanyard::oidc::form::parse_unique_params(query);
+        let h = lanyard_fuzz::harness();
+        let cookie = (!cookie.is_empty()).then_some(cookie);
+        let _ = h
+            .runtime
+            .block_on(h.provider.start_authorization(query, cookie, cookie, "192.0.2.1"));
+    }
 );

@@ -147,6 +147,9 @@ async fn jwks_is_cached_for_less_than_publish_ahead_and_supports_etags() {
         .await
         .unwrap();
     assert_eq!(r.status(), 304);
+    // RFC 9110 §15.4.5: a 304 carries the headers a 200 would have for caching.
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(r.headers()["cache-control"].to_str().unwrap(), cache);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,10 +41,8 @@ pub(crate) fn jwks_response(provider: &Provider, if_none_match: Option<&HeaderVa
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == jwks.etag));
     let mut response = if etag_matches {
-        let mut r = Response::new(axum::body::Body::empty());
+        let mut r = polled(axum::body::Body::empty(), cache);
         *r.status_mut() = StatusCode::NOT_MODIFIED;
-        *r.headers_mut() = HeaderMap::with_capacity(POLLED_RESPONSE_HEADERS);
-        r.headers_mut().insert(header::CACHE_CONTROL, cache);
         r
     } else {
         json_bytes(jwks.body.clone(), cache)
@@ -62,14 +60,20 @@ pub(crate) fn jwks_response(provider: &Provider, if_none_match: Option<&HeaderVa
 const POLLED_RESPONSE_HEADERS: usize = 12;
 
 fn json_bytes(body: Bytes, cache_control: HeaderValue) -> Response {
-    let mut response = Response::new(axum::body::Body::from(body));
-    *response.headers_mut() = HeaderMap::with_capacity(POLLED_RESPONSE_HEADERS);
-    let h = response.headers_mut();
-    h.insert(
+    let mut response = polled(axum::body::Body::from(body), cache_control);
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert(header::CACHE_CONTROL, cache_control);
+    response
+}
+
+/// A polled response with its header map made at its final size.
+fn polled(body: axum::body::Body, cache_control: HeaderValue) -> Response {
+    let mut response = Response::new(body);
+    let mut headers = HeaderMap::with_capacity(POLLED_RESPONSE_HEADERS);
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    *response.headers_mut() = headers;
     response
 }
 

@@ -18,3 +18,19 @@ pub mod server;
 pub mod slapd;
 pub mod tls;
 pub mod upstream_login;
+
+/// Asserts that a stored key begins with 12 hex digits of the current time in milliseconds
+/// (within a minute), as lanyard's time-ordered keys do.
+pub fn assert_begins_with_now(key: &str) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64;
+    let key_ms = key
+        .get(..12)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+    assert!(
+        key_ms.is_some_and(|ms| now_ms.abs_diff(ms) < 60_000),
+        "{key} begins with the time"
+    );
+}
