@@ -99,27 +99,34 @@ const ROTATE_AND_ISSUE: &str = "WITH marked AS (UPDATE refresh_tokens SET rotate
      SELECT (SELECT count(*) FROM marked) + (SELECT count(*) FROM successor) \
      + (SELECT count(*) FROM access), (SELECT count(*) FROM updated)";
 /// [`ROTATE_AND_ISSUE`] for a token that is current, as one statement: it locks the token
-/// ($1) and its grant ($12) only if the token is not rotated, not past its end ($2) or idle
-/// cutoff ($22, or NULL), and the grant is not revoked, and every write hangs off that lock.
+/// ($1) and its grant only if the token is not rotated, not past its end ($2) or idle
+/// cutoff ($22, or NULL), and the grant is not revoked, and every write hangs off that lock
+/// (and off the grant being $12, the one the rotation was decided for).
 /// A concurrent rotation or revocation that commits first makes the lock find nothing
 /// (READ COMMITTED re-checks a locked row's conditions against its newest version), so
 /// nothing is written. Returns the grant as it was and the rows written; no row when the
 /// token was not current.
+///
+/// The token is found by its key alone: with `g.id = $12` beside the join, the planner
+/// derives `r.grant_id = $12` and, with the statistics of a large table (about one token per
+/// grant), may find the token through `refresh_tokens_grant_id` instead, reading every token
+/// of the family, which keeps the rotated ones for a week: on the benchmark's filled database,
+/// 500 index entries per refresh and 1.7 times PostgreSQL's CPU per refresh.
 const ROTATE_IF_CURRENT: &str = concat!(
     "WITH current AS (",
     sql::refresh_token_with_grant!(),
-    " WHERE r.token_hash = $1 AND g.id = $12 AND r.rotated_at IS NULL \
+    " WHERE r.token_hash = $1 AND r.rotated_at IS NULL \
      AND g.revoked_at IS NULL AND (r.expires_at IS NULL OR r.expires_at > $2) \
      AND ($22::BIGINT IS NULL OR r.last_used_at >= $22) \
      FOR UPDATE OF r, g), \
      marked AS (UPDATE refresh_tokens SET rotated_at = $2, last_used_at = $2, \
      successor_hash = $3, successor_sealed = $4 \
-     WHERE token_hash = (SELECT token_hash FROM current) RETURNING 1), \
+     WHERE token_hash = (SELECT token_hash FROM current WHERE id = $12) RETURNING 1), \
      successor AS (INSERT INTO refresh_tokens (token_hash, grant_id, client_id, created_at, \
      last_used_at, expires_at, rotated_at, successor_hash) \
      SELECT $3, $5, $6, $7, $8, $9, $10, $11 FROM marked RETURNING 1), \
      updated AS (UPDATE grants SET user_id = $13, claims = $14, connector_data = $15 \
-     WHERE id = (SELECT id FROM current) RETURNING 1), \
+     WHERE id = (SELECT id FROM current WHERE id = $12) RETURNING 1), \
      access AS (INSERT INTO access_tokens (token_hash, grant_id, client_id, created_at, \
      expires_at, scopes) SELECT $16, $17, $18, $19, $20, $21 FROM marked RETURNING 1) \
      SELECT current.*, (SELECT count(*) FROM marked) + (SELECT count(*) FROM successor) \
