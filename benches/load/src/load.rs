@@ -20,6 +20,9 @@ pub struct Figures {
     pub server_cpu: Duration,
     /// The generator's own CPU time over the scenario: what the load took from the cores.
     pub generator_cpu: Duration,
+    /// The local PostgreSQL server's CPU time over the scenario (all its processes: on a run
+    /// on SQLite, what else used it).
+    pub postgres_cpu: Duration,
 }
 
 impl Figures {
@@ -49,11 +52,17 @@ impl Figures {
         self.latencies.sort_unstable();
         self.server_cpu += turn.server_cpu;
         self.generator_cpu += turn.generator_cpu;
+        self.postgres_cpu += turn.postgres_cpu;
     }
 
     /// lanyard's CPU time per successful request.
     pub fn server_cpu_per_request(&self) -> Duration {
         self.per_request(self.server_cpu)
+    }
+
+    /// PostgreSQL's CPU time per successful request.
+    pub fn postgres_cpu_per_request(&self) -> Duration {
+        self.per_request(self.postgres_cpu)
     }
 
     /// The generator's CPU time per successful request.
@@ -86,6 +95,7 @@ where
 {
     let cpu_before = crate::process::cpu_time(pid);
     let own_before = crate::process::cpu_time(std::process::id());
+    let postgres_before = crate::process::postgres_cpu();
     let started = Instant::now();
     let end = deadline.map(|d| started + d);
     let mut workers = Vec::new();
@@ -141,6 +151,7 @@ where
     total.elapsed = started.elapsed();
     total.server_cpu = crate::process::cpu_time(pid).saturating_sub(cpu_before);
     total.generator_cpu = crate::process::cpu_time(std::process::id()).saturating_sub(own_before);
+    total.postgres_cpu = crate::process::postgres_cpu().saturating_sub(postgres_before);
     total.latencies.sort_unstable();
     (total, states)
 }

@@ -20,7 +20,7 @@ use load::Figures;
 use process::Storage;
 
 const USAGE: &str = "usage: lanyard-load [--lanyard PATH] [--postgres URL | --no-postgres] \
-[--seconds N] [--connections N] [--login-connections N] [--fill] [--fill-rows N] \
+[--no-sqlite] [--seconds N] [--connections N] [--login-connections N] [--fill] [--fill-rows N] \
 [--turns N] [--housekeeping] [--replicas 1,2,3 [--replica-backlog ROWS]] [--smoke]\n\
   --fill          also run every scenario on a database filled to a realistic size first, \
 and print filled against fresh; the two lanyards take turns, --turns each per scenario \
@@ -37,6 +37,8 @@ mean nothing)";
 
 struct Options {
     lanyard: PathBuf,
+    /// Whether SQLite is measured (`--no-sqlite`: PostgreSQL only).
+    sqlite: bool,
     postgres: Option<String>,
     seconds: u64,
     connections: usize,
@@ -62,6 +64,7 @@ fn options() -> anyhow::Result<Options> {
         .context("the generator's own directory")?
         .join("lanyard");
     let mut postgres = std::env::var("DATABASE_URL").ok();
+    let mut sqlite = true;
     let mut seconds = 5;
     let mut connections = 32;
     let mut login_connections = 8;
@@ -77,6 +80,7 @@ fn options() -> anyhow::Result<Options> {
             "--lanyard" => lanyard = PathBuf::from(value("--lanyard")?),
             "--postgres" => postgres = Some(value("--postgres")?),
             "--no-postgres" => postgres = None,
+            "--no-sqlite" => sqlite = false,
             "--smoke" => {
                 smoke = true;
                 seconds = 1;
@@ -122,8 +126,12 @@ fn options() -> anyhow::Result<Options> {
             lanyard.display()
         )
     })?;
+    if !sqlite && postgres.is_none() {
+        bail!("--no-sqlite leaves nothing to measure without DATABASE_URL or --postgres");
+    }
     Ok(Options {
         lanyard,
+        sqlite,
         postgres,
         seconds,
         connections: connections.max(1),
@@ -137,6 +145,16 @@ fn options() -> anyhow::Result<Options> {
         turns: turns.unwrap_or(if smoke { 2 } else { 4 }),
         housekeeping: housekeeping || smoke,
     })
+}
+
+impl Options {
+    /// The databases measured, SQLite first.
+    fn storages(&self) -> impl Iterator<Item = Storage> {
+        let sqlite = self.sqlite.then_some(Storage::Sqlite);
+        sqlite
+            .into_iter()
+            .chain(self.postgres.clone().map(Storage::Postgres))
+    }
 }
 
 struct Report {
@@ -352,8 +370,7 @@ async fn main() -> anyhow::Result<()> {
     let argon_parallel = limits::argon2id_parallel(cores, limit_time)?;
     let password_hash = limits::argon2id_hash(flows::PASSWORD)?;
 
-    let storages =
-        std::iter::once(Storage::Sqlite).chain(opts.postgres.clone().map(Storage::Postgres));
+    let storages = opts.storages();
     if opts.postgres.is_none() {
         eprintln!("no DATABASE_URL or --postgres: PostgreSQL skipped");
     }

@@ -222,6 +222,22 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// CPU time of every PostgreSQL process on this machine (the server is local; its backends,
+/// WAL writer and checkpointer all count).
+pub fn postgres_cpu() -> Duration {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(cpu_time)
+        .sum()
+}
+
 /// A database of its own for one run on the PostgreSQL server `url` points at.
 pub struct Database {
     admin_url: String,

@@ -297,22 +297,6 @@ fn replica_setups(
     Ok(setups)
 }
 
-/// CPU time of every PostgreSQL process on this machine (the server is local; its backends,
-/// WAL writer and checkpointer all count).
-fn postgres_cpu() -> Duration {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "postgres")
-        })
-        .map(process::cpu_time)
-        .sum()
-}
-
 /// What PostgreSQL has written so far, and its CPU time. (Its row and transaction counters
 /// are not used: an idle backend reports them seconds later.)
 struct DbStats {
@@ -335,7 +319,7 @@ impl DbStats {
             .with_context(|| format!("pg_current_wal_lsn said {out:?}"))?;
         Ok(Self {
             wal: wal as u64,
-            cpu: postgres_cpu(),
+            cpu: process::postgres_cpu(),
         })
     }
 
