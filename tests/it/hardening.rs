@@ -721,18 +721,20 @@ async fn a_full_batch_of_grants_repeats_the_pass_beside_grants_freed_by_their_to
         },
         refresh: None,
     };
-    // Three grants revoked two days ago whose token is gone already, and one live grant
-    // whose token has just expired.
+    // Three grants revoked two days ago whose token is gone already (revoked after its
+    // grant: a revoked grant stays for its own cutoff), and one live grant whose token has
+    // just expired.
     for id in ["revoked-1", "revoked-2", "revoked-3"] {
         storage
             .issue_grant(&grant(id), &token(id, now + 600))
             .await
             .unwrap();
+        assert!(storage.revoke_grant(id, now - 2 * 86400).await.unwrap());
         assert!(storage
             .revoke_access_token(&format!("at-{id}"))
             .await
             .unwrap());
-        assert!(storage.revoke_grant(id, now - 2 * 86400).await.unwrap());
+        assert!(storage.get_grant(id).await.unwrap().is_some(), "{id}");
     }
     storage
         .issue_grant(&grant("ended"), &token("ended", now - 10))
