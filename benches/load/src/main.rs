@@ -142,7 +142,7 @@ fn options() -> anyhow::Result<Options> {
         replica_backlog,
         fill_rows: fill_rows.unwrap_or(if smoke { 2000 } else { 1_000_000 }),
         fill: fill || smoke,
-        turns: turns.unwrap_or(if smoke { 2 } else { 4 }),
+        turns: turns.unwrap_or(if smoke { 2 } else { 4 }).max(1),
         housekeeping: housekeeping || smoke,
     })
 }
@@ -381,8 +381,7 @@ async fn main() -> anyhow::Result<()> {
                 rows: opts.fill_rows,
             };
             let (fresh, full) =
-                scenarios::bench_fresh_and_filled(&opts, storage, &password_hash, fill, opts.turns)
-                    .await?;
+                scenarios::bench_fresh_and_filled(&opts, storage, &password_hash, fill).await?;
             reports.push(fresh);
             filled.push(full);
         } else {

@@ -137,13 +137,12 @@ pub async fn bench(
 }
 
 /// Every scenario against a lanyard on a fresh database and one on a filled database, in
-/// `turns` turns each: (fresh, filled).
+/// `--turns` turns each: (fresh, filled).
 pub async fn bench_fresh_and_filled(
     opts: &Options,
     storage: Storage,
     password_hash: &str,
     fill: fill::Fill,
-    turns: u32,
 ) -> anyhow::Result<(Report, Report)> {
     let fresh = Side::start(opts, storage.clone(), password_hash, None).await?;
     // The one waiting its turn is stopped (SIGSTOP): its timers (housekeeping) fire in its
@@ -152,19 +151,20 @@ pub async fn bench_fresh_and_filled(
     let filled = Side::start(opts, storage, password_hash, Some(fill)).await?;
     process::pause(filled.server.pid())?;
     let mut sides = [fresh, filled];
-    take_turns(opts, &mut sides, turns).await?;
+    take_turns(opts, &mut sides, opts.turns).await?;
     let [fresh, filled] = sides;
     Ok((fresh.finish()?, filled.finish()?))
 }
 
-/// Each scenario in `turns` turns per side, a side's turn `seconds / turns` long: with two
-/// sides, in the order ABBA, so that a drift that is steady over the scenario falls on both.
+/// Each scenario in `turns` (at least 1) turns per side, a side's turn `seconds / turns`
+/// long: with two sides, in the order ABBA, so that a drift that is steady over the scenario
+/// falls on both.
 async fn take_turns(opts: &Options, sides: &mut [Side], turns: u32) -> anyhow::Result<()> {
     let client = Arc::new(Client::new());
-    let turn = Duration::from_secs(opts.seconds) / turns.max(1);
+    let turn = Duration::from_secs(opts.seconds) / turns;
     let taking_turns = sides.len() > 1;
     for scenario in SCENARIOS {
-        for round in 0..turns.max(1) {
+        for round in 0..turns {
             let mut order: Vec<usize> = (0..sides.len()).collect();
             if round % 2 == 1 {
                 order.reverse();
